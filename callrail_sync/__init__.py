@@ -1,0 +1,1 @@
+"""The `callrail-sync` command: serve, simulator, token, sync, jobs, keys."""

@@ -1,0 +1,77 @@
+"""`callrail-sync` command line. Each subcommand is a small function; `main` dispatches."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from simulator import Knobs, SimData, SimServer
+
+    data = SimData(
+        seed=args.seed,
+        keys=args.keys,
+        accounts_per_key=args.accounts,
+        companies_per_account=args.companies_per_account,
+        disabled_share=args.disabled_share,
+    )
+    limits = [(args.hourly_limit, 3600.0)] if args.hourly_limit else []
+    if args.daily_limit:
+        limits.append((args.daily_limit, 86400.0))
+    knobs = Knobs(
+        latency=args.latency / 1000.0,
+        rate_limits=limits,
+        send_retry_after=args.retry_after,
+        failure_rate=args.failure_rate,
+    )
+    server = SimServer(data, host=args.host, port=args.port, knobs=knobs)
+    print(f"CallRail simulator at {server.base_url}", flush=True)
+    print(f"controls: {server.base_url.removesuffix('/v3')}/_sim/stats | /_sim/reset | /_sim/knobs")
+    for key in data.api_keys:
+        accounts = ", ".join(data.accounts_by_key[key])
+        print(f"API key {key}  accounts: {accounts}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server.start()
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait()
+    server.stop()
+    return 0
+
+
+def _add_simulator(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulator", help="run the CallRail v3 simulator")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8790)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--keys", type=int, default=1, help="API keys, each with its own accounts")
+    p.add_argument("--accounts", type=int, default=2, help="accounts per key")
+    p.add_argument("--companies-per-account", type=int, default=120)
+    p.add_argument("--disabled-share", type=float, default=0.1)
+    p.add_argument("--latency", type=float, default=0.0, help="milliseconds added to each request")
+    p.add_argument(
+        "--hourly-limit", type=int, default=0, help="requests per key per hour (0: none)"
+    )
+    p.add_argument("--daily-limit", type=int, default=0, help="requests per key per day (0: none)")
+    p.add_argument("--retry-after", action="store_true", help="send Retry-After with 429")
+    p.add_argument("--failure-rate", type=float, default=0.0, help="share of requests that fail")
+    p.set_defaults(func=cmd_simulator)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="callrail-sync", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    adders: list[Callable[[argparse._SubParsersAction], None]] = [_add_simulator]
+    for add in adders:
+        add(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

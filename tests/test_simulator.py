@@ -1,0 +1,205 @@
+"""The simulator pins the facts of CALLRAIL_API.md that it implements, over real HTTP."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import requests
+
+from simulator import SimData, SimServer
+
+
+def get(sim: SimServer, path: str, key: str | None, header: str | None = None, **params):
+    headers = {}
+    if header is not None:
+        headers["Authorization"] = header
+    elif key is not None:
+        headers["Authorization"] = f'Token token="{key}"'
+    return requests.get(sim.base_url + path, headers=headers, params=params, timeout=5)
+
+
+def send(sim: SimServer, method: str, path: str, key: str, body=None, **params):
+    return requests.request(
+        method,
+        sim.base_url + path,
+        json=body,
+        params=params,
+        timeout=5,
+        headers={"Authorization": f'Token token="{key}"'},
+    )
+
+
+@pytest.mark.parametrize("header", ['Token token="{k}"', "Token token={k}"])
+def test_both_token_header_forms_are_accepted(sim, api_key, header):
+    response = get(sim, "/a.json", None, header=header.format(k=api_key))
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("header", [None, "Bearer {k}", 'Token token="wrong"', "Token {k}"])
+def test_anything_else_is_401(sim, api_key, header):
+    response = get(sim, "/a.json", None, header=header.format(k=api_key) if header else "")
+    assert response.status_code == 401
+
+
+def test_accounts_list_is_a_json_at_v3_a_json_and_each_key_sees_its_own(sim, sim_data):
+    key_a, key_b = sim_data.api_keys
+    body_a = get(sim, "/a.json", key_a).json()
+    body_b = get(sim, "/a.json", key_b).json()
+    ids_a = {a["id"] for a in body_a["accounts"]}
+    ids_b = {a["id"] for a in body_b["accounts"]}
+    assert len(ids_a) == 2 and len(ids_b) == 2 and not ids_a & ids_b
+    assert all(i.startswith("ACC") and len(i) == 35 for i in ids_a)
+    assert body_a["total_records"] == 2 and body_a["total_pages"] == 1
+    # The seed's path does not exist upstream.
+    assert get(sim, "/a/accounts.json", key_a).status_code == 404
+    # Another key's account is invisible.
+    assert get(sim, f"/a/{next(iter(ids_b))}/companies.json", key_a).status_code == 404
+
+
+def test_numeric_id_comes_only_via_fields_and_works_in_paths(sim, api_key):
+    plain = get(sim, "/a.json", api_key).json()["accounts"][0]
+    assert "numeric_id" not in plain
+    rich = get(sim, "/a.json", api_key, fields="numeric_id").json()["accounts"][0]
+    assert get(sim, f"/a/{rich['numeric_id']}.json", api_key).json()["id"] == plain["id"]
+
+
+def test_companies_pagination_defaults_and_maximum(sim, sim_data, api_key):
+    acc = sim_data.add_account(api_key, 620)
+    default = get(sim, f"/a/{acc}/companies.json", api_key).json()
+    assert default["per_page"] == 100 and len(default["companies"]) == 100
+    assert default["total_records"] == 620 and default["total_pages"] == 7
+    big = get(sim, f"/a/{acc}/companies.json", api_key, per_page=1000).json()
+    assert big["per_page"] == 250 and len(big["companies"]) == 250  # documented guess: clamps
+    last = get(sim, f"/a/{acc}/companies.json", api_key, per_page=250, page=3).json()
+    assert len(last["companies"]) == 120 and last["page"] == 3
+    beyond = get(sim, f"/a/{acc}/companies.json", api_key, per_page=250, page=9).json()
+    assert beyond["companies"] == [] and beyond["total_pages"] == math.ceil(620 / 250)
+
+
+def test_companies_status_filter_search_and_sort(sim, sim_data, api_key):
+    acc = sim_data.add_account(api_key, 200)
+    everything = get(sim, f"/a/{acc}/companies.json", api_key, per_page=250).json()["companies"]
+    disabled = get(sim, f"/a/{acc}/companies.json", api_key, per_page=250, status="disabled").json()
+    assert disabled["total_records"] == sum(c["status"] == "disabled" for c in everything) > 0
+    assert all(c["disabled_at"] for c in disabled["companies"])
+    word = everything[0]["name"].split()[0]
+    found = get(sim, f"/a/{acc}/companies.json", api_key, per_page=250, search=word.upper()).json()
+    assert found["total_records"] == sum(word.lower() in c["name"].lower() for c in everything)
+    desc = get(
+        sim, f"/a/{acc}/companies.json", api_key, per_page=250, sort="name", order="desc"
+    ).json()
+    names = [c["name"].lower() for c in desc["companies"]]
+    assert names == sorted(names, reverse=True)
+    assert get(sim, f"/a/{acc}/companies.json", api_key, order="asc").status_code == 400
+    assert get(sim, f"/a/{acc}/companies.json", api_key, status="gone").status_code == 400
+
+
+def test_company_objects_carry_the_documented_fields_with_offset_timestamps(sim, sim_data, api_key):
+    acc = sim_data.accounts_by_key[api_key][0]
+    company = get(sim, f"/a/{acc}/companies.json", api_key).json()["companies"][0]
+    for name in (
+        "id",
+        "name",
+        "status",
+        "time_zone",
+        "created_at",
+        "disabled_at",
+        "dni_active",
+        "script_url",
+        "callscore_enabled",
+        "lead_scoring_enabled",
+        "swap_cookie_duration_unit",
+    ):
+        assert name in company
+    assert company["id"].startswith("COM")
+    assert company["created_at"][-6] in "+-"  # e.g. 2018-02-19T13:41:00.236-05:00
+    one = get(sim, f"/a/{acc}/companies/{company['id']}.json", api_key)
+    assert one.status_code == 200 and one.json() == company
+    assert get(sim, f"/a/{acc}/companies/COMnope.json", api_key).status_code == 404
+
+
+def test_webhooks_are_one_integration_per_company(sim, sim_data, api_key):
+    acc = sim_data.accounts_by_key[api_key][0]
+    company = get(sim, f"/a/{acc}/companies.json", api_key).json()["companies"][0]["id"]
+    assert (
+        get(sim, f"/a/{acc}/integrations.json", api_key).status_code == 400
+    )  # company_id required
+    body = {
+        "type": "Webhooks",
+        "company_id": company,
+        "config": {"post_call_webhook": ["https://h.example/a"]},
+    }
+    created = send(sim, "POST", f"/a/{acc}/integrations.json", api_key, body)
+    assert created.status_code == 201
+    integration = created.json()
+    assert integration["type"] == "Webhooks" and integration["state"] == "active"
+    assert integration["config"] == {"post_call_webhook": ["https://h.example/a"]}
+    assert "signing_key" not in integration
+    again = send(sim, "POST", f"/a/{acc}/integrations.json", api_key, body)
+    assert again.status_code == 422 and "already" in again.json()["error"]
+    listed = get(sim, f"/a/{acc}/integrations.json", api_key, company_id=company).json()
+    assert [i["id"] for i in listed["integrations"]] == [integration["id"]]
+    with_key = get(
+        sim, f"/a/{acc}/integrations/{integration['id']}.json", api_key, fields="signing_key"
+    )
+    assert len(with_key.json()["signing_key"]) == 32
+    path = f"/a/{acc}/integrations/{integration['id']}.json"
+    updated = send(sim, "PUT", path, api_key, {"state": "disabled"})
+    assert updated.status_code == 200 and updated.json()["state"] == "disabled"
+    assert updated.json()["config"] == integration["config"]  # partial update
+    assert send(sim, "PUT", path, api_key, {"state": "paused"}).status_code == 422
+    bad_url = send(sim, "PUT", path, api_key, {"config": {"post_call_webhook": ["ftp://x"]}})
+    assert bad_url.status_code == 422 and bad_url.json()["errors"]
+    assert send(sim, "DELETE", path, api_key).status_code == 204
+    assert get(sim, path, api_key).json()["state"] == "disabled"
+    assert get(sim, f"/a/{acc}/integrations/999.json", api_key).status_code == 404
+    assert send(sim, "PATCH", path, api_key, {"state": "active"}).status_code == 405
+
+
+def test_rate_limit_answers_429_per_key_with_and_without_retry_after(sim, sim_data):
+    key_a, key_b = sim_data.api_keys
+    sim.set_knobs(rate_limits=[(3, 60)])
+    assert [get(sim, "/a.json", key_a).status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert "Retry-After" not in get(sim, "/a.json", key_a).headers
+    assert get(sim, "/a.json", key_b).status_code == 200  # keys have separate quotas
+    sim.set_knobs(send_retry_after=True)
+    limited = get(sim, "/a.json", key_a)
+    assert limited.status_code == 429 and 1 <= int(limited.headers["Retry-After"]) <= 60
+
+
+def test_scripted_failures_and_the_request_log(sim, api_key):
+    sim.set_knobs(fail_next=["500", "503"])
+    first, second = get(sim, "/a.json", api_key), get(sim, "/a.json", api_key)
+    assert (first.status_code, second.status_code) == (500, 503)
+    assert first.headers["Content-Type"].startswith("text/html")
+    assert get(sim, "/a.json", api_key).status_code == 200
+    stats = requests.get(sim.base_url.replace("/v3", "/_sim/stats"), timeout=5).json()
+    assert stats["requests"] == 3 and stats["by_status"] == {"200": 1, "500": 1, "503": 1}
+    requests.post(sim.base_url.replace("/v3", "/_sim/reset"), timeout=5)
+    assert sim.stats()["requests"] == 0
+    knobs = requests.post(
+        sim.base_url.replace("/v3", "/_sim/knobs"), json={"latency": 0.01}, timeout=5
+    )
+    assert knobs.json()["knobs"]["latency"] == 0.01
+    assert (
+        requests.post(
+            sim.base_url.replace("/v3", "/_sim/knobs"), json={"nope": 1}, timeout=5
+        ).status_code
+        == 400
+    )
+
+
+def test_dropped_connection_sends_no_response(sim, api_key):
+    sim.set_knobs(fail_next=["drop"])
+    with pytest.raises(requests.ConnectionError):
+        get(sim, "/a.json", api_key)
+
+
+def test_same_seed_same_data():
+    one = SimData(seed=5, keys=2, accounts_per_key=2, companies_per_account=5)
+    two = SimData(seed=5, keys=2, accounts_per_key=2, companies_per_account=5)
+    other = SimData(seed=6, keys=2, accounts_per_key=2, companies_per_account=5)
+    assert one.api_keys == two.api_keys != other.api_keys
+    acc_one, acc_two = (d.accounts[d.accounts_by_key[d.api_keys[0]][0]] for d in (one, two))
+    assert one.companies(acc_one) == two.companies(acc_two)

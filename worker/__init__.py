@@ -1,0 +1,1 @@
+"""Worker side of callrail-sync: CallRail client, Mongo store, Celery app, rate limiting."""

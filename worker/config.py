@@ -1,0 +1,52 @@
+"""Settings, read once from environment variables. Every variable is listed in the README."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, Field
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+class Settings(BaseModel):
+    """The service's configuration as one value (see `Settings.from_env`)."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    mongo_url: str | None = None
+    """None means an in-process store (mongomock); only `callrail-sync serve` and tests use it."""
+    mongo_db: str = "callrail_sync"
+    callrail_base_url: str = "https://api.callrail.com/v3"
+    callrail_request_from: str = "callrail-sync"
+    callrail_connect_timeout: float = 5.0
+    callrail_read_timeout: float = 30.0
+    page_concurrency: int = Field(4, ge=1, le=16)
+    hourly_limit: int = 1000
+    daily_limit: int = 10000
+    max_attempts: int = 6
+    """How many times a job runs before a retriable error fails it."""
+    backoff_base: float = 2.0
+    backoff_cap: float = 300.0
+    snapshot_max_age: float = 3600.0
+    """Seconds after which a listing is served and refreshed in the background."""
+    sync_interval: float = 3600.0
+    """Seconds between periodic syncs of every configured account (celery beat)."""
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    log_level: str = "INFO"
+    log_json: bool = True
+    demo_account_id: str = "64f1c2a9e4b0a1b2c3d4e5f6"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        values: dict[str, object] = {}
+        for name, field in cls.model_fields.items():
+            raw = _env(name.upper())
+            if raw is not None:
+                values[name] = (
+                    raw.lower() in ("1", "true", "yes") if field.annotation is bool else raw
+                )
+        return cls.model_validate(values)
