@@ -119,6 +119,8 @@ class SimData:
     accounts: dict[str, SimAccount] = field(default_factory=dict)
     accounts_by_key: dict[str, list[str]] = field(default_factory=dict)
     integrations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    read_only_keys: set[str] = field(default_factory=set)
+    """Keys without the "Integration Admin" permission: writes answer 403."""
     lock: threading.RLock = field(default_factory=threading.RLock)
     _next_integration: int = 100_001
 

@@ -43,7 +43,8 @@ class Knobs:
     """Share of requests that fail with one of `failure_kinds`."""
     failure_kinds: list[str] = field(default_factory=lambda: ["500", "503", "timeout", "drop"])
     fail_next: list[str] = field(default_factory=list)
-    """Scripted failures for the next requests, in order: "429", "500", "503", "timeout", "drop"."""
+    """Scripted outcomes of the next requests, in order: "ok", "429", "500", "503", "timeout",
+    "drop"."""
     hang: float = 5.0
     """How long a "timeout" failure keeps the client waiting."""
     failure_seed: int = 7
@@ -233,6 +234,8 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(self.server.knobs.latency)
             key = self._authenticate()
             failure = self.server.pick_failure()
+            if failure == "ok":
+                failure = None
             if failure == "drop":
                 self.server.record(LoggedRequest(method, path, parts.query, 0, key, time.time()))
                 self.close_connection = True
@@ -291,6 +294,8 @@ class _Handler(BaseHTTPRequestHandler):
             return account.public(self._fields(query))
         account = self._account(key, segments[1])
         rest = segments[2:]
+        if method in ("POST", "PUT", "DELETE") and key in self.server.data.read_only_keys:
+            raise _Reply(403, {"error": "You do not have permission to manage integrations"})
         if rest == ["companies.json"]:
             self._allow(method, "GET")
             return self._list_companies(account, query)

@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from worker.config import Settings
 
@@ -59,7 +59,7 @@ def connect(settings: Settings) -> MongoStore:
 
         client: Any = MongoClient(settings.mongo_url, tz_aware=True, serverSelectionTimeoutMS=5000)
     else:
-        import mongomock
+        import mongomock_ng as mongomock
 
         client = mongomock.MongoClient(tz_aware=True)
     store = MongoStore(client[settings.mongo_db])
@@ -148,12 +148,9 @@ class MongoStore:
         )
         return int(result.modified_count)
 
-    def mark_api_key_invalid(self, owner: str, api_key: str) -> None:
+    def mark_api_key_invalid(self, record_id: Any) -> None:
         """CallRail answered 401 for this key: stop using it until the user enters a new one."""
-        self.keys.update_many(
-            {"account_id": as_object_id(owner), "api_key": api_key, "invalid_at": None},
-            {"$set": {"invalid_at": utcnow()}},
-        )
+        self.keys.update_one({"_id": record_id}, {"$set": {"invalid_at": utcnow()}})
 
     # --- user config ---------------------------------------------------------------------
 
@@ -196,7 +193,8 @@ class MongoStore:
             "next_retry_at": None,
             "created_at": now,
             "updated_at": now,
-            "started_at": None,
+            # `started_at` is left out on purpose: start_job sets it with $min, and BSON
+            # orders null before every date, so a null would never be replaced.
             "finished_at": None,
         }
         if dedupe_key:
@@ -300,21 +298,40 @@ class MongoStore:
     def write_records(
         self, kind: Kind, snapshot_id: str, owner: str, records: Iterable[dict[str, Any]]
     ) -> int:
-        """Upsert one page of records into a building snapshot; returns how many were written."""
-        ops = []
+        """Write one page of records into a building snapshot; returns how many were written.
+
+        Records are inserted (fast on Mongo, and on the in-process store); those whose key is
+        already there (a page written again after a redelivery) are replaced.
+        """
+        docs = []
         for record in records:
             rid = str(record["id"])
-            doc = {
-                **record,
-                "id": rid,
-                "snapshot_id": snapshot_id,
-                "owner": owner,
-                "name_lower": str(record.get("name") or "").lower(),
+            docs.append(
+                {
+                    **record,
+                    "_id": f"{snapshot_id}:{rid}",
+                    "id": rid,
+                    "snapshot_id": snapshot_id,
+                    "owner": owner,
+                    "name_lower": str(record.get("name") or "").lower(),
+                }
+            )
+        if not docs:
+            return 0
+        items = self.db[ITEM_COLLECTIONS[kind]]
+        try:
+            items.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            again = {
+                e["index"] for e in exc.details.get("writeErrors", []) if e.get("code") == 11000
             }
-            ops.append(UpdateOne({"_id": f"{snapshot_id}:{rid}"}, {"$set": doc}, upsert=True))
-        if ops:
-            self.db[ITEM_COLLECTIONS[kind]].bulk_write(ops, ordered=False)
-        return len(ops)
+            if len(again) != len(exc.details.get("writeErrors", [])):
+                raise
+            # The snapshot is not visible yet, so delete-then-insert needs no atomicity.
+            redo = [docs[i] for i in sorted(again)]
+            items.delete_many({"_id": {"$in": [d["_id"] for d in redo]}})
+            items.insert_many(redo, ordered=False)
+        return len(docs)
 
     def publish_snapshot(self, snapshot_id: str, pages: int) -> dict[str, Any]:
         """Make a complete snapshot current in one step, then drop all but it and its predecessor.

@@ -1,0 +1,68 @@
+"""The process's shared parts (settings, store, CallRail client factory), made once per process.
+
+Tasks ask `runtime()` for what they need instead of building it, so tests and the embedded
+`serve` mode can hand in their own (`configure`). A forked worker process builds its own
+store on first use: MongoClient is not fork-safe.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from worker.callrail.client import BeforeRequest, CallRailClient, Timeouts
+from worker.config import Settings
+from worker.store import MongoStore, connect
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: MongoStore
+    before_request: Callable[[str], BeforeRequest | None] = field(default=lambda _key: None)
+    """Given an API key, the hook run before each request with it (the shared budget)."""
+
+    def client(self, api_key: str) -> CallRailClient:
+        s = self.settings
+        return CallRailClient(
+            api_key,
+            base_url=s.callrail_base_url,
+            timeouts=Timeouts(connect=s.callrail_connect_timeout, read=s.callrail_read_timeout),
+            request_from=s.callrail_request_from,
+            before_request=self.before_request(api_key),
+            page_concurrency=s.page_concurrency,
+        )
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+_pid: int | None = None
+_factory: Callable[[], Runtime] | None = None
+
+
+def default_runtime() -> Runtime:
+    settings = Settings.from_env()
+    return Runtime(settings=settings, store=connect(settings))
+
+
+def configure(factory: Callable[[], Runtime] | Runtime | None) -> None:
+    """Use `factory` (or a ready Runtime) from now on; None returns to the environment's."""
+    global _factory, _runtime, _pid
+    with _lock:
+        if isinstance(factory, Runtime):
+            ready = factory
+            _factory = lambda: ready  # noqa: E731
+        else:
+            _factory = factory
+        _runtime, _pid = None, None
+
+
+def runtime() -> Runtime:
+    global _runtime, _pid
+    with _lock:
+        if _runtime is None or _pid != os.getpid():
+            _runtime = (_factory or default_runtime)()
+            _pid = os.getpid()
+        return _runtime
