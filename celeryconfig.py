@@ -6,10 +6,10 @@ from worker.config import Settings
 
 _settings = Settings.from_env()
 
-broker_url = _settings.redis_url
+broker_url = _settings.broker_url or _settings.redis_url
 # Job status lives in Mongo (the only source of truth for polling); the result backend only
 # keeps each task's small summary for Flower and operators, and forgets it after a day.
-result_backend = _settings.redis_url
+result_backend = _settings.result_backend or _settings.redis_url
 result_expires = 24 * 3600
 
 # JSON only: a pickle payload from a compromised producer would be code execution.

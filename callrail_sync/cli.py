@@ -63,10 +63,47 @@ def _add_simulator(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_simulator)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from callrail_sync.serve import serve
+
+    return serve(args.host, args.port)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run shim, worker and beat in one process (embedded defaults)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from api_shim.auth import DEV_SECRET, issue_token
+    from worker.config import Settings
+
+    settings = Settings.from_env()
+    secret = settings.jwt_secret
+    if not secret:
+        print("JWT_SECRET is not set: signing with the development secret", file=sys.stderr)
+        secret = DEV_SECRET
+    print(issue_token(args.account or settings.demo_account_id, secret, args.ttl))
+    return 0
+
+
+def _add_token(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("token", help="print a development JWT for a DashClicks account")
+    p.add_argument("--account", help="DashClicks account id (24 hex); default DEMO_ACCOUNT_ID")
+    p.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    p.set_defaults(func=cmd_token)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="callrail-sync", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    adders: list[Callable[[argparse._SubParsersAction], None]] = [_add_simulator]
+    adders: list[Callable[[argparse._SubParsersAction], None]] = [
+        _add_serve,
+        _add_token,
+        _add_simulator,
+    ]
     for add in adders:
         add(sub)
     args = parser.parse_args(argv)

@@ -79,9 +79,9 @@ def user_error(exc: errors.CallRailSyncError) -> dict[str, Any]:
 def run_job(task: Task, job_id: str, work: Work) -> dict[str, Any]:
     """Run `work` for a job, keeping the job document true whatever happens."""
     rt = runtime()
-    job = rt.store.start_job(job_id)
+    job = rt.store.start_job(job_id, task.request.id or job_id)
     if job is None:
-        # Already finished (a redelivered message) or never existed: nothing to do.
+        # Finished, running under another message, or never existed: nothing to do.
         existing = rt.store.get_job(job_id)
         status = existing["status"] if existing else "missing"
         log.info("job not runnable", extra={"job_id": job_id, "status": status})

@@ -8,11 +8,12 @@ ever left `queued` with nothing behind it.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any, Literal
 
 from worker import errors
 from worker.celery_app import app
-from worker.store import MongoStore
+from worker.store import MongoStore, utcnow
 
 log = logging.getLogger("callrail_sync.submit")
 
@@ -54,16 +55,29 @@ def submit(
     *,
     countdown: float | None = None,
 ) -> tuple[dict[str, Any], bool]:
-    """Create (or join) a job and queue it. Returns (job, created)."""
-    job, created = store.create_job(owner, job_type, params, dedupe_key(owner, job_type, params))
-    if not created:
-        return job, False
+    """Create (or join) a job and queue it. Returns (job, created).
+
+    Joining a job that beat queued for later (`countdown`) while this caller wants it now
+    queues a second message for it at once; whichever message comes second finds the job
+    claimed or finished and does nothing.
+    """
+    not_before = utcnow() + timedelta(seconds=countdown) if countdown else None
+    key = dedupe_key(owner, job_type, params)
+    job, created = store.create_job(owner, job_type, params, key, not_before=not_before)
+    if created:
+        _send(store, job, job["_id"], countdown)
+    elif countdown is None and store.hurry_job(job["_id"]):
+        _send(store, job, f"{job['_id']}.now", None)
+    return job, created
+
+
+def _send(store: MongoStore, job: dict[str, Any], message_id: str, countdown: float | None) -> None:
     try:
         app.send_task(
-            TASKS[job_type],
+            TASKS[job["type"]],
             args=[job["_id"]],
             countdown=countdown,
-            task_id=job["_id"],
+            task_id=message_id,
             retry=True,
             retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
         )
@@ -72,4 +86,3 @@ def submit(
         message = "The job queue is unavailable; please try again shortly."
         store.finish_job(job["_id"], "failed", error={"errno": 503, "message": message})
         raise QueueUnavailable(message) from None
-    return job, True

@@ -49,6 +49,7 @@ def client(sim: SimServer, api_key: str) -> CallRailClient:
 TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 OWNER = "64f1c2a9e4b0a1b2c3d4e5f6"
 OTHER_OWNER = "650000000000000000000abc"
+TEST_SECRET = "test-secret-" + "0123456789abcdef" * 4
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ def settings(sim: SimServer, redis_url: str) -> Settings:
         backoff_cap=0.2,
         max_attempts=3,
         callrail_read_timeout=2.0,
-        jwt_secret="test-secret",
+        jwt_secret=TEST_SECRET,
     )
 
 
@@ -115,3 +116,40 @@ def wait_job(store: MongoStore, job_id: str, timeout: float = 30.0) -> dict[str,
             return job
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not finish: {store.get_job(job_id)}")
+
+
+# --- the shim ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def token(settings: Settings) -> str:
+    from api_shim.auth import issue_token
+
+    return issue_token(OWNER, settings.jwt_secret or "")
+
+
+@pytest.fixture
+def shim_url(runtime: Runtime, redis_url: str) -> Iterator[str]:
+    """The shim under a real uvicorn server on a free port."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from api_shim.app import create_app
+
+    celery_app.conf.broker_url = redis_url
+    celery_app.conf.result_backend = redis_url
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(5)
+    sock.close()

@@ -134,7 +134,7 @@ def test_the_same_job_run_twice_leaves_one_snapshot_without_duplicates(
     """A worker dies after storing two pages; the redelivered job resumes and refetches nothing."""
     account = sim_data.add_account(api_key, 1_100)
     job, _ = store.create_job(owner, "sync_companies", {"callrail_account_id": account})
-    store.start_job(job["_id"])
+    store.start_job(job["_id"], job["_id"])
     client = runtime.client(api_key)
     client.page_concurrency = 1
     crash_after = 2
@@ -354,21 +354,23 @@ def test_a_retrying_job_says_so_with_its_next_retry_time(worker, store, owner, r
     assert wait_job(store, job["_id"])["status"] == "succeeded"
 
 
-def test_queue_down_fails_the_job_at_once(store, owner, runtime):
+def test_queue_down_fails_the_job_at_once(store, owner, runtime, monkeypatch):
+    """The broker refusing the message (stopping the shared Redis here would stop every other
+    test, so the refusal is injected at send_task) leaves a failed job, not a queued one."""
+    from kombu.exceptions import OperationalError
+
     from tasks.submit import QueueUnavailable
     from worker.celery_app import app
 
-    old = app.conf.broker_url
-    app.conf.broker_url = "redis://127.0.0.1:9/0"
-    try:
-        app.pool.force_close_all()
-        with pytest.raises(QueueUnavailable):
-            submit(store, owner, "sync_accounts", {})
-    finally:
-        app.conf.broker_url = old
-        app.pool.force_close_all()
+    def refuse(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(app, "send_task", refuse)
+    with pytest.raises(QueueUnavailable):
+        submit(store, owner, "sync_accounts", {})
     (job,) = store.recent_jobs(owner)
     assert job["status"] == "failed" and job["error"]["errno"] == 503
+    assert "active_key" not in job  # the dedupe slot is free for the next try
 
 
 def test_threads_do_not_matter_for_dedupe_of_webhook_writes(store, owner, runtime):
@@ -382,3 +384,20 @@ def test_threads_do_not_matter_for_dedupe_of_webhook_writes(store, owner, runtim
 
     with ThreadPoolExecutor(2) as pool:
         assert len(set(pool.map(make, range(2)))) == 2
+
+
+def test_a_user_request_hurries_a_sync_that_beat_queued_for_later(worker, store, owner):
+    later, created = submit(store, owner, "sync_accounts", {}, countdown=600)
+    assert created and store.get_job(later["_id"])["not_before"] is not None
+    now, created = submit(store, owner, "sync_accounts", {})
+    assert not created and now["_id"] == later["_id"]
+    assert wait_job(store, later["_id"], timeout=15)["status"] == "succeeded"
+
+
+def test_a_second_message_for_a_running_job_does_not_run_it_again(store, owner):
+    job, _ = store.create_job(owner, "sync_accounts", {})
+    assert store.start_job(job["_id"], "message-1") is not None
+    assert store.start_job(job["_id"], "message-2") is None
+    # The same message, redelivered after its worker died, takes the job back.
+    again = store.start_job(job["_id"], "message-1")
+    assert again is not None and again["attempts"] == 2

@@ -16,6 +16,10 @@ class Settings(BaseModel):
     """The service's configuration as one value (see `Settings.from_env`)."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str | None = None
+    """Celery broker; defaults to REDIS_URL."""
+    result_backend: str | None = None
+    """Celery result backend (task summaries for Flower); defaults to REDIS_URL."""
     mongo_url: str | None = None
     """None means an in-process store (mongomock); only `callrail-sync serve` and tests use it."""
     mongo_db: str = "callrail_sync"

@@ -172,7 +172,12 @@ class MongoStore:
     # --- jobs ----------------------------------------------------------------------------
 
     def create_job(
-        self, owner: str, job_type: str, params: dict[str, Any], dedupe_key: str | None = None
+        self,
+        owner: str,
+        job_type: str,
+        params: dict[str, Any],
+        dedupe_key: str | None = None,
+        not_before: datetime | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Insert a queued job; with `dedupe_key`, return the active twin instead if one exists.
 
@@ -191,6 +196,8 @@ class MongoStore:
             "error": None,
             "attempts": 0,
             "next_retry_at": None,
+            "not_before": not_before,
+            "claimed_by": None,
             "created_at": now,
             "updated_at": now,
             # `started_at` is left out on purpose: start_job sets it with $min, and BSON
@@ -222,13 +229,30 @@ class MongoStore:
             {"_id": job_id}, {"$set": fields}, return_document=ReturnDocument.AFTER
         )
 
-    def start_job(self, job_id: str) -> dict[str, Any] | None:
-        """Move a job to `running` and count the attempt; None if it has already finished."""
+    def start_job(self, job_id: str, message_id: str) -> dict[str, Any] | None:
+        """Claim a job for the message `message_id`, move it to `running`, count the attempt.
+
+        A queued or retrying job can be claimed by any of its messages. A running job only by
+        the message that claimed it (that message redelivered after its worker died), so a
+        second message for the same job never runs it twice at once. None: not claimable.
+        """
         now = utcnow()
         return self.jobs.find_one_and_update(
-            {"_id": job_id, "status": {"$in": list(ACTIVE_STATUSES)}},
             {
-                "$set": {"status": "running", "updated_at": now, "next_retry_at": None},
+                "_id": job_id,
+                "$or": [
+                    {"status": {"$in": ["queued", "retrying"]}},
+                    {"status": "running", "claimed_by": message_id},
+                ],
+            },
+            {
+                "$set": {
+                    "status": "running",
+                    "updated_at": now,
+                    "next_retry_at": None,
+                    "claimed_by": message_id,
+                    "not_before": None,
+                },
                 "$inc": {"attempts": 1},
                 "$min": {"started_at": now},
             },
@@ -262,6 +286,18 @@ class MongoStore:
                 "$unset": {"active_key": ""},
             },
         )
+
+    def hurry_job(self, job_id: str) -> bool:
+        """Take a queued job's start time back to now; True if it was waiting for a later one."""
+        result = self.jobs.update_one(
+            {"_id": job_id, "status": "queued", "not_before": {"$gt": utcnow()}},
+            {"$set": {"not_before": None, "updated_at": utcnow()}},
+        )
+        return bool(result.modified_count)
+
+    def active_job(self, dedupe_key: str) -> dict[str, Any] | None:
+        """The queued, running or retrying job holding `dedupe_key`, if any."""
+        return self.jobs.find_one({"active_key": dedupe_key}) if dedupe_key else None
 
     def recent_jobs(self, owner: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         query = {"owner": owner} if owner else {}
@@ -415,6 +451,13 @@ class MongoStore:
         self, owner: str, kind: Kind, callrail_account_id: str | None = None
     ) -> dict[str, Any] | None:
         return self.heads.find_one({"_id": self.head_id(owner, kind, callrail_account_id)})
+
+    def company_counts(self, owner: str, callrail_account_ids: list[str]) -> dict[str, int]:
+        """Companies in the current snapshot of each account, where one exists."""
+        heads = self.heads.find(
+            {"_id": {"$in": [self.head_id(owner, "companies", a) for a in callrail_account_ids]}}
+        )
+        return {h["callrail_account_id"]: h["counts"]["records"] for h in heads}
 
     def read_page(
         self,

@@ -1,0 +1,57 @@
+"""JWT authentication of the dashboard: `Authorization: Bearer <JWT>` → the DashClicks account.
+
+HS256 with JWT_SECRET, or RS256 with JWT_PUBLIC_KEY. `exp` is required. Only the configured
+algorithm is accepted, so `alg: none` and algorithm-confusion tokens fail verification.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import jwt
+
+from api_shim.envelope import ApiError
+from worker.config import Settings
+
+OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
+# A development-only secret, used by `callrail-sync serve` and `token` when JWT_SECRET is unset.
+DEV_SECRET = "callrail-sync-dev-secret-do-not-use-in-production"
+
+
+def verification_key(settings: Settings) -> tuple[str, str]:
+    if settings.jwt_public_key:
+        return settings.jwt_public_key, "RS256"
+    if settings.jwt_secret:
+        return settings.jwt_secret, "HS256"
+    raise RuntimeError("set JWT_SECRET (HS256) or JWT_PUBLIC_KEY (RS256)")
+
+
+def authenticate(header: str | None, settings: Settings) -> str:
+    """The DashClicks account id (24 hex) of a valid token; ApiError 401/400 otherwise."""
+    if not header:
+        raise ApiError(401, "Authorization token is required.")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "Authorization header must be 'Bearer <token>'.")
+    key, algorithm = verification_key(settings)
+    try:
+        claims = jwt.decode(
+            token.strip(), key, algorithms=[algorithm], options={"require": ["exp"]}
+        )
+    except jwt.ExpiredSignatureError:
+        raise ApiError(401, "Token has expired.") from None
+    except jwt.PyJWTError:
+        raise ApiError(401, "Invalid token.") from None
+    account_id = claims.get("account_id")
+    if not isinstance(account_id, str) or not OBJECT_ID.match(account_id):
+        raise ApiError(400, "INVALID_ACCOUNT_ID")
+    return account_id.lower()
+
+
+def issue_token(account_id: str, secret: str, ttl_seconds: int = 3600) -> str:
+    """A signed HS256 token for `account_id` (development and tests)."""
+    now = int(time.time())
+    return jwt.encode(
+        {"account_id": account_id, "iat": now, "exp": now + ttl_seconds}, secret, algorithm="HS256"
+    )

@@ -1,0 +1,265 @@
+"""The shim's HTTP contract (the spec's envelope and messages), over a real uvicorn server."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+import requests
+
+from api_shim.app import MSG_ACCOUNT_REQUIRED, MSG_CREATE_REQUIRED, MSG_UPDATE_REQUIRED
+from api_shim.auth import issue_token
+from worker.errors import API_KEY_NOT_FOUND
+
+from .conftest import OTHER_OWNER, OWNER, TEST_SECRET
+
+P = "/v1/e/callrail"
+
+
+class Shim:
+    def __init__(self, base: str, token: str) -> None:
+        self.base, self.token = base, token
+
+    def call(
+        self, method: str, path: str, token: str | None = "default", **kw
+    ) -> requests.Response:
+        headers = kw.pop("headers", {})
+        if token == "default":
+            token = self.token
+        if token is not None:
+            headers.setdefault("Authorization", f"Bearer {token}")
+        return requests.request(method, self.base + path, headers=headers, timeout=40, **kw)
+
+
+@pytest.fixture
+def shim(shim_url: str, token: str) -> Shim:
+    return Shim(shim_url, token)
+
+
+def assert_error(response: requests.Response, status: int, message: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.json() == {"success": False, "errno": status, "message": message}
+
+
+# --- auth ----------------------------------------------------------------------------------------
+
+
+def test_missing_token_is_401(shim, owner):
+    assert_error(
+        shim.call("GET", f"{P}/accounts", token=None), 401, "Authorization token is required."
+    )
+
+
+def test_wrong_scheme_is_401(shim, owner):
+    response = shim.call("GET", f"{P}/accounts", token=None, headers={"Authorization": "Token abc"})
+    assert_error(response, 401, "Authorization header must be 'Bearer <token>'.")
+
+
+@pytest.mark.parametrize("case", ["garbage", "wrong secret", "unsigned", "no exp", "HS512"])
+def test_bad_tokens_are_401(shim, owner, case):
+    now = int(time.time())
+    claims = {"account_id": OWNER, "exp": now + 60}
+    bad = {
+        "garbage": "not.a.jwt",
+        "wrong secret": jwt.encode(claims, "other-secret", algorithm="HS256"),
+        "unsigned": jwt.encode(claims, None, algorithm="none"),
+        "no exp": jwt.encode({"account_id": OWNER}, TEST_SECRET, algorithm="HS256"),
+        "HS512": jwt.encode(claims, TEST_SECRET, algorithm="HS512"),
+    }[case]
+    assert_error(shim.call("GET", f"{P}/accounts", token=bad), 401, "Invalid token.")
+
+
+def test_expired_token_is_401(shim, owner):
+    expired = jwt.encode(
+        {"account_id": OWNER, "exp": int(time.time()) - 10}, TEST_SECRET, algorithm="HS256"
+    )
+    assert_error(shim.call("GET", f"{P}/accounts", token=expired), 401, "Token has expired.")
+
+
+@pytest.mark.parametrize("account_id", [None, "", "123", "zz" * 12, 12345])
+def test_bad_account_claim_is_400_invalid_account_id(shim, owner, account_id):
+    claims = {"exp": int(time.time()) + 60}
+    if account_id is not None:
+        claims["account_id"] = account_id
+    token = jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+    assert_error(shim.call("GET", f"{P}/accounts", token=token), 400, "INVALID_ACCOUNT_ID")
+
+
+# --- the spec's messages --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("GET", "/accounts", {}),
+        ("GET", "/companies?account_id=ACC1", {}),
+        ("POST", "/companies/webhook", {"json": {}}),
+        ("PUT", "/companies/webhook", {"json": {}}),
+        ("GET", "/companies/webhook?account_id=A&company_id=C", {}),
+    ],
+)
+def test_no_api_key_is_400_with_the_spec_message_and_no_job(shim, store, method, path, kwargs):
+    assert_error(shim.call(method, P + path, **kwargs), 400, API_KEY_NOT_FOUND)
+    assert store.recent_jobs(OWNER) == []
+
+
+def test_soft_deleted_key_counts_as_no_key(shim, store, owner):
+    store.remove_api_key(owner)
+    assert_error(shim.call("GET", f"{P}/accounts"), 400, API_KEY_NOT_FOUND)
+
+
+def test_companies_without_account_id(shim, owner):
+    assert_error(shim.call("GET", f"{P}/companies"), 400, MSG_ACCOUNT_REQUIRED)
+    assert_error(shim.call("GET", f"{P}/companies?account_id="), 400, MSG_ACCOUNT_REQUIRED)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"account_id": "ACC1", "company_id": "COM1"},
+        {"account_id": "ACC1", "webhook_url": "https://x.io"},
+        {"company_id": "COM1", "webhook_url": "https://x.io"},
+        {"account_id": "", "company_id": "COM1", "webhook_url": "https://x.io"},
+        {"account_id": "ACC1", "company_id": None, "webhook_url": "https://x.io"},
+    ],
+)
+def test_create_webhook_missing_fields(shim, owner, body):
+    assert_error(shim.call("POST", f"{P}/companies/webhook", json=body), 400, MSG_CREATE_REQUIRED)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"account_id": "ACC1", "company_id": "COM1", "webhook_id": "web_1"},
+        {"account_id": "ACC1", "company_id": "COM1", "status": "disabled"},
+        {"company_id": "COM1", "webhook_id": "web_1", "webhook_url": "https://x.io"},
+    ],
+)
+def test_update_webhook_missing_fields(shim, owner, body):
+    assert_error(shim.call("PUT", f"{P}/companies/webhook", json=body), 400, MSG_UPDATE_REQUIRED)
+
+
+# --- our own validation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("page=0", "page must be at least 1."),
+        ("page=abc", "page must be a whole number."),
+        ("per_page=0", "per_page must be between 1 and 250."),
+        ("per_page=251", "per_page must be between 1 and 250."),
+        ("sort=color", "sort must be one of: id, name (prefix - for descending)."),
+        ("refresh=maybe", "refresh must be true or false."),
+    ],
+)
+def test_listing_parameters_are_validated(shim, owner, query, message):
+    assert_error(shim.call("GET", f"{P}/accounts?{query}"), 400, message)
+
+
+def test_companies_parameters_are_validated(shim, owner):
+    assert_error(
+        shim.call("GET", f"{P}/companies?account_id=ACC1&disabled=perhaps"),
+        400,
+        "disabled must be true or false.",
+    )
+    assert_error(
+        shim.call("GET", f"{P}/companies?account_id=../etc"), 400, "account_id is not a valid id."
+    )
+    assert shim.call("GET", f"{P}/companies?account_id=ACC1&sort=-created_at").status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"webhook_url": "ftp://x.io/h"}, "webhook_url must be a valid http(s) URL."),
+        ({"webhook_url": "not a url"}, "webhook_url must be a valid http(s) URL."),
+        ({"webhook_url": "https://"}, "webhook_url must be a valid http(s) URL."),
+        ({"webhook_url": 42}, "webhook_url must be a string."),
+        ({"company_id": ["COM1"]}, "company_id must be a string."),
+        ({"company_id": "COM/../1"}, "company_id is not a valid id."),
+        (
+            {"events": ["call.exploded"]},
+            "events must be a non-empty list of: call.received, call.completed, form.submission.",
+        ),
+    ],
+)
+def test_create_webhook_values_are_validated(shim, owner, body, message):
+    full = {"account_id": "ACC1", "company_id": "COM1", "webhook_url": "https://x.io/h", **body}
+    assert_error(shim.call("POST", f"{P}/companies/webhook", json=full), 400, message)
+
+
+def test_update_webhook_status_is_validated(shim, owner):
+    body = {"account_id": "ACC1", "company_id": "COM1", "webhook_id": "web_1", "status": "paused"}
+    assert_error(
+        shim.call("PUT", f"{P}/companies/webhook", json=body),
+        400,
+        "status must be 'enabled' or 'disabled'.",
+    )
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"text"', b""])
+def test_a_body_that_is_not_a_json_object_is_400(shim, owner, raw):
+    response = shim.call(
+        "POST", f"{P}/companies/webhook", data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400 and response.json()["success"] is False
+    assert response.json()["message"] in (
+        "Request body must be valid JSON.",
+        "Request body must be a JSON object.",
+    )
+
+
+def test_numeric_account_ids_are_accepted(shim, owner):
+    body = {"account_id": 470306151, "company_id": "COM1", "webhook_url": "https://x.io/h"}
+    response = shim.call("POST", f"{P}/companies/webhook", json=body)
+    assert response.status_code == 202
+
+
+def test_unknown_routes_and_methods_answer_in_the_envelope(shim, owner):
+    assert_error(shim.call("GET", f"{P}/nope"), 404, "Not found.")
+    assert_error(shim.call("DELETE", f"{P}/companies/webhook"), 405, "Method not allowed.")
+
+
+def test_another_accounts_job_is_404(shim, store, owner):
+    job, _ = store.create_job(OTHER_OWNER, "sync_accounts", {})
+    assert_error(shim.call("GET", f"{P}/jobs/{job['_id']}"), 404, "Job not found.")
+    assert_error(shim.call("GET", f"{P}/jobs/job_doesnotexist"), 404, "Job not found.")
+
+
+def test_job_wait_is_bounded(shim, store, owner):
+    job, _ = store.create_job(OWNER, "sync_accounts", {})
+    assert_error(
+        shim.call("GET", f"{P}/jobs/{job['_id']}?wait=31"), 400, "wait must be between 1 and 30."
+    )
+    started = time.monotonic()
+    response = shim.call("GET", f"{P}/jobs/{job['_id']}?wait=1")
+    assert response.status_code == 200 and response.json()["data"]["status"] == "queued"
+    assert 0.9 <= time.monotonic() - started < 5
+
+
+def test_health_readiness_and_docs(shim):
+    assert shim.call("GET", "/healthz", token=None).json()["data"] == {"status": "ok"}
+    ready = shim.call("GET", "/readyz", token=None)
+    assert ready.status_code == 200 and ready.json()["data"] == {"mongo": True, "broker": True}
+    spec = shim.call("GET", "/openapi.json", token=None).json()
+    assert f"{P}/companies/webhook" in spec["paths"]
+    assert "webhook_url" in str(spec["paths"][f"{P}/companies/webhook"]["post"])
+    assert shim.call("GET", "/docs", token=None).status_code == 200
+
+
+def test_nothing_secret_is_echoed(shim, store, owner, api_key, token):
+    responses = [shim.call("GET", f"{P}/accounts"), shim.call("GET", f"{P}/accounts?sort=bad")]
+    job_id = responses[0].json()["data"]["job_id"]
+    responses.append(shim.call("GET", f"{P}/jobs/{job_id}"))
+    for response in responses:
+        assert api_key not in response.text and token not in response.text
+
+
+def test_issue_token_round_trip(settings):
+    from api_shim.auth import authenticate
+
+    assert authenticate("Bearer " + issue_token(OWNER, TEST_SECRET), settings) == OWNER
