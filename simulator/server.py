@@ -44,7 +44,9 @@ class Knobs:
     failure_kinds: list[str] = field(default_factory=lambda: ["500", "503", "timeout", "drop"])
     fail_next: list[str] = field(default_factory=list)
     """Scripted outcomes of the next requests, in order: "ok", "429", "500", "503", "timeout",
-    "drop"."""
+    "drop" (closed before handling), "lost" (handled, then closed without an answer)."""
+    scripted_retry_after: float = 1.0
+    """Retry-After of a scripted "429" (sent only with `send_retry_after`)."""
     hang: float = 5.0
     """How long a "timeout" failure keeps the client waiting."""
     failure_seed: int = 7
@@ -244,13 +246,19 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(self.server.knobs.hang)
                 raise _Reply(503, {"error": "Service Unavailable"})
             if failure == "429":
-                raise _Reply(429, {"error": "Too many requests"}, self._retry_after(60.0))
+                scripted = self.server.knobs.scripted_retry_after
+                raise _Reply(429, {"error": "Too many requests"}, self._retry_after(scripted))
             if failure in ("500", "503"):
                 raise _Reply(int(failure), text=RAILS_ERROR_PAGE)
             wait = self.server.admit(key)
             if wait is not None:
                 raise _Reply(429, {"error": "Too many requests"}, self._retry_after(wait))
             body = self._route(method, path, query, raw, key)
+            if failure == "lost":
+                # The request took effect, but the answer never arrives (a reset mid-response).
+                self.server.record(LoggedRequest(method, path, parts.query, 0, key, time.time()))
+                self.close_connection = True
+                return
             status = 201 if method == "POST" else 200
             if method == "DELETE":
                 raise _Reply(204)

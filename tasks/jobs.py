@@ -12,10 +12,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Retry, SoftTimeLimitExceeded
 
 import celeryconfig
 from worker import errors
@@ -97,6 +97,8 @@ def run_job(task: Task, job_id: str, work: Work) -> dict[str, Any]:
     try:
         key = require_api_key(rt, job["owner"])
         outcome = work(job, rt, rt.client(str(key["api_key"])))
+    except errors.RateLimited as exc:
+        return _wait_for_budget(task, rt, job, exc, key, context)
     except errors.CallRailSyncError as exc:
         if isinstance(exc, errors.Unauthorized) and key is not None:
             # The spec's token invalidation: no later job spends a request on this key.
@@ -134,9 +136,74 @@ def _on_error(
             "job will retry",
             extra={**context, "error": type(exc).__name__, "countdown": round(delay, 2)},
         )
-        raise task.retry(countdown=delay, max_retries=None, exc=exc)
+        _retry(task, rt, job, delay, exc, context)
     _fail(rt, job, user_error(exc), {**context, "error": type(exc).__name__})
     return {"job_id": job["_id"], "status": "failed"}
+
+
+def _wait_for_budget(
+    task: Task,
+    rt: Runtime,
+    job: dict[str, Any],
+    exc: errors.RateLimited,
+    key: dict[str, Any] | None,
+    context: dict[str, Any],
+) -> dict[str, Any]:
+    """A 429, or no budget left: wait it out with a countdown. This costs no attempt.
+
+    A real 429 first puts the key into the cooldown that every worker honours. Waits longer
+    than MAX_COUNTDOWN are split: the task comes back early, finds the budget still closed,
+    and goes back to waiting, so no countdown outlives the broker's visibility timeout.
+    """
+    from worker.ratelimit import BudgetWait
+
+    wait = exc.retry_after
+    if not isinstance(exc, BudgetWait) and rt.budget is not None and key is not None:
+        wait = rt.budget.cool_down(str(key["api_key"]), exc.retry_after)
+    waits = int(job.get("rate_limit_waits") or 0) + 1
+    if waits > rt.settings.max_rate_limit_waits:
+        _fail(
+            rt,
+            job,
+            {
+                "errno": 429,
+                "message": "CallRail's rate limit did not lift; "
+                "the job gave up after waiting for it repeatedly.",
+            },
+            context,
+        )
+        return {"job_id": job["_id"], "status": "failed"}
+    delay = policy_for(rt).delay(job["attempts"], errors.RateLimited("", retry_after=wait or 0.0))
+    rt.store.park_for_rate_limit(job["_id"], user_error(exc), utcnow() + timedelta(seconds=delay))
+    log.info(
+        "job waits for the rate limit",
+        extra={
+            **context,
+            "countdown": round(delay, 2),
+            "cooldown": not isinstance(exc, BudgetWait),
+        },
+    )
+    _retry(task, rt, job, delay, exc, context)
+
+
+def _retry(
+    task: Task,
+    rt: Runtime,
+    job: dict[str, Any],
+    delay: float,
+    exc: errors.CallRailSyncError,
+    context: dict[str, Any],
+) -> NoReturn:
+    """Requeue the task with a countdown; if even that fails, the job fails (never stuck)."""
+    try:
+        # The tasks are declared with max_retries=None: our own counters decide when to stop.
+        raise task.retry(countdown=delay, exc=exc)
+    except Retry:
+        raise
+    except Exception as failure:
+        log.error("could not requeue job", extra={**context, "error": type(failure).__name__})
+        _fail(rt, job, user_error(exc), context)
+        raise
 
 
 def _fail(rt: Runtime, job: dict[str, Any], error: dict[str, Any], context: dict[str, Any]) -> None:

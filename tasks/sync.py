@@ -59,13 +59,13 @@ def sync_companies_work(job: dict[str, Any], rt: Runtime, client: CallRailClient
     return _store_pages(job, rt, "companies", account_id, pages)
 
 
-@app.task(bind=True, name="callrail.sync.accounts")
+@app.task(bind=True, name="callrail.sync.accounts", max_retries=None)
 def sync_accounts(self: Any, job_id: str) -> dict[str, Any]:
     """Sync every CallRail account the owner's key sees into an accounts snapshot."""
     return run_job(self, job_id, sync_accounts_work)
 
 
-@app.task(bind=True, name="callrail.sync.companies")
+@app.task(bind=True, name="callrail.sync.companies", max_retries=None)
 def sync_companies(self: Any, job_id: str) -> dict[str, Any]:
     """Sync every company of one CallRail account into a companies snapshot."""
     return run_job(self, job_id, sync_companies_work)

@@ -144,19 +144,19 @@ def update_work(job: dict[str, Any], rt: Runtime, client: CallRailClient) -> dic
     return {"result": shape(moved or record)}
 
 
-@app.task(bind=True, name="callrail.webhook.list")
+@app.task(bind=True, name="callrail.webhook.list", max_retries=None)
 def list_webhooks(self: Any, job_id: str) -> dict[str, Any]:
     """List the webhooks (URLs of the Webhooks integration) of one company."""
     return run_job(self, job_id, list_work)
 
 
-@app.task(bind=True, name="callrail.webhook.create")
+@app.task(bind=True, name="callrail.webhook.create", max_retries=None)
 def create_webhook(self: Any, job_id: str) -> dict[str, Any]:
     """Add a URL to a company's Webhooks integration (making it if needed); idempotent."""
     return run_job(self, job_id, create_work)
 
 
-@app.task(bind=True, name="callrail.webhook.update")
+@app.task(bind=True, name="callrail.webhook.update", max_retries=None)
 def update_webhook(self: Any, job_id: str) -> dict[str, Any]:
     """Change a webhook's URL and/or status (the integration's state)."""
     return run_job(self, job_id, update_work)

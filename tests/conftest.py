@@ -17,7 +17,7 @@ from simulator import SimData, SimServer
 from worker.callrail.client import CallRailClient, Timeouts
 from worker.celery_app import app as celery_app
 from worker.config import Settings
-from worker.runtime import Runtime, configure
+from worker.runtime import Runtime, budget_for, configure
 from worker.store import FINAL_STATUSES, MongoStore, connect
 
 
@@ -79,7 +79,7 @@ def store(settings: Settings) -> MongoStore:
 
 @pytest.fixture
 def runtime(settings: Settings, store: MongoStore) -> Iterator[Runtime]:
-    rt = Runtime(settings=settings, store=store)
+    rt = Runtime(settings=settings, store=store, budget=budget_for(settings))
     configure(rt)
     yield rt
     configure(None)

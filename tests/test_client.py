@@ -383,3 +383,18 @@ def test_resume_skips_stored_pages():
     fetch, calls = make_pages(1_000, lambda n: {"total_pages": 4, "total_records": 1_000})
     ids = walk_ids(fetch, skip={1, 2}, known_last=4)
     assert calls == [3, 4] and ids == [f"R{i}" for i in range(500, 1_000)]
+
+
+def test_a_failing_page_in_a_parallel_batch_keeps_the_pages_beside_it():
+    fetch_ok, _ = make_pages(1_500, lambda n: {"total_pages": 6, "total_records": 1_500})
+
+    def fetch(number: int):
+        if number == 3:
+            raise errors.RateLimited("slow down")
+        return fetch_ok(number)
+
+    got: list[int] = []
+    with pytest.raises(errors.RateLimited):
+        for page in PageWalker(fetch, per_page=250, concurrency=4):
+            got.append(page.number)
+    assert got == [1, 2, 4, 5, 6]

@@ -30,6 +30,12 @@ class Settings(BaseModel):
     page_concurrency: int = Field(4, ge=1, le=16)
     hourly_limit: int = 1000
     daily_limit: int = 10000
+    budget_margin: float = 2.0
+    """Seconds a granted request keeps its slot beyond the window (grant-to-arrival time)."""
+    budget_max_inline_wait: float = 10.0
+    """Budget waits up to this long sleep in the worker; longer ones become a task countdown."""
+    max_rate_limit_waits: int = 500
+    """Budget waits and 429s a job may sit through before it fails (they cost no attempt)."""
     max_attempts: int = 6
     """How many times a job runs before a retriable error fails it."""
     backoff_base: float = 2.0

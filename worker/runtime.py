@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+import redis
 
 from worker.callrail.client import BeforeRequest, CallRailClient, Timeouts
 from worker.config import Settings
+from worker.ratelimit import RequestBudget, Window
 from worker.store import MongoStore, connect
 
 
@@ -21,19 +24,31 @@ from worker.store import MongoStore, connect
 class Runtime:
     settings: Settings
     store: MongoStore
-    before_request: Callable[[str], BeforeRequest | None] = field(default=lambda _key: None)
-    """Given an API key, the hook run before each request with it (the shared budget)."""
+    budget: RequestBudget | None = None
+    """The shared per-key request budget; None only where no Redis exists (serve, some tests)."""
 
     def client(self, api_key: str) -> CallRailClient:
         s = self.settings
+        hook: BeforeRequest | None = self.budget.hook(api_key) if self.budget else None
         return CallRailClient(
             api_key,
             base_url=s.callrail_base_url,
             timeouts=Timeouts(connect=s.callrail_connect_timeout, read=s.callrail_read_timeout),
             request_from=s.callrail_request_from,
-            before_request=self.before_request(api_key),
+            before_request=hook,
             page_concurrency=s.page_concurrency,
         )
+
+
+def budget_for(settings: Settings, client: redis.Redis | None = None) -> RequestBudget:
+    return RequestBudget(
+        client or redis.Redis.from_url(settings.redis_url),
+        [Window(settings.hourly_limit, 3600), Window(settings.daily_limit, 86400)],
+        margin=settings.budget_margin,
+        max_inline_wait=settings.budget_max_inline_wait,
+        cooldown_base=settings.backoff_base,
+        cooldown_cap=settings.backoff_cap,
+    )
 
 
 _lock = threading.Lock()
@@ -44,7 +59,7 @@ _factory: Callable[[], Runtime] | None = None
 
 def default_runtime() -> Runtime:
     settings = Settings.from_env()
-    return Runtime(settings=settings, store=connect(settings))
+    return Runtime(settings=settings, store=connect(settings), budget=budget_for(settings))
 
 
 def configure(factory: Callable[[], Runtime] | Runtime | None) -> None:

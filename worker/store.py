@@ -259,6 +259,21 @@ class MongoStore:
             return_document=ReturnDocument.AFTER,
         )
 
+    def park_for_rate_limit(self, job_id: str, error: dict[str, Any], until: datetime) -> None:
+        """The job waits for CallRail's quota: `retrying` until `until`, the attempt refunded."""
+        self.jobs.update_one(
+            {"_id": job_id},
+            {
+                "$set": {
+                    "status": "retrying",
+                    "error": error,
+                    "next_retry_at": until,
+                    "updated_at": utcnow(),
+                },
+                "$inc": {"attempts": -1, "rate_limit_waits": 1},
+            },
+        )
+
     def record_page(self, job_id: str, number: int, total_pages: int | None, records: int) -> None:
         self.jobs.update_one(
             {"_id": job_id},

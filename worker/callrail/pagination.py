@@ -18,7 +18,9 @@ stops early (a missing or zero `total_pages`, an empty page in the middle). The 
 Records are deduplicated by `id` across pages (a record can shift pages when data changes
 between fetches). Pages are yielded in order, one at a time, so callers store as they go.
 With `concurrency > 1`, the pages after the first are fetched in parallel (bounded) once the
-first page has given the estimate; the yield order and dedupe are the same.
+first page has given the estimate; the yield order and dedupe are the same, except when a
+page fails: the pages fetched beside it are yielded before the error is raised, so no
+request already spent is thrown away.
 """
 
 from __future__ import annotations
@@ -167,10 +169,20 @@ class PageWalker:
     def _drain(
         self, progress: _Progress, futures: list[tuple[int, Future[tuple[RawItems, PageMeta]]]]
     ) -> Iterator[WalkedPage]:
+        """Yield a batch's pages in order. If one fails, the pages fetched beside it are still
+        yielded (their requests are spent; the caller stores them and a resumed walk skips
+        them), then the first error is raised."""
+        failure: BaseException | None = None
         for number, future in futures:
-            raw, meta = future.result()
+            try:
+                raw, meta = future.result()
+            except Exception as exc:
+                failure = failure or exc
+                continue
             yield progress.absorb(number, raw, meta)
-            if progress.idle_run >= self._max_idle:
+            if failure is None and progress.idle_run >= self._max_idle:
                 for _, rest in futures:
                     rest.cancel()
                 return
+        if failure is not None:
+            raise failure

@@ -1,0 +1,244 @@
+"""The shared request budget and how jobs live through CallRail's rate limit."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import fakeredis
+import pytest
+import redis
+
+from tasks.jobs import MAX_COUNTDOWN, RetryPolicy
+from tasks.submit import submit
+from worker import errors
+from worker.callrail.client import CallRailClient
+from worker.ratelimit import BudgetWait, RequestBudget, Window, fingerprint
+
+from .conftest import TEST_REDIS_URL, wait_job
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+def redis_client(request, redis_url):
+    if request.param == "fakeredis":
+        return fakeredis.FakeRedis()
+    return redis.Redis.from_url(redis_url)
+
+
+def test_grants_up_to_the_limit_then_says_how_long_to_wait(redis_client):
+    budget = RequestBudget(redis_client, [Window(3, 10)], margin=0.5)
+    results = [budget.try_acquire("key-a") for _ in range(4)]
+    assert [granted for granted, _, _ in results] == [True, True, True, False]
+    granted, wait, cooling = results[-1]
+    assert 10.0 <= wait <= 10.6 and not cooling
+
+
+def test_every_window_must_have_room(redis_client):
+    budget = RequestBudget(redis_client, [Window(5, 1), Window(2, 60)], margin=0)
+    assert [budget.try_acquire("k")[0] for _ in range(3)] == [True, True, False]
+    assert budget.try_acquire("k")[1] > 50  # the day-like window decides
+
+
+def test_keys_have_separate_budgets(redis_client):
+    budget = RequestBudget(redis_client, [Window(1, 10)])
+    assert budget.try_acquire("key-a")[0] and budget.try_acquire("key-b")[0]
+    assert not budget.try_acquire("key-a")[0]
+
+
+def test_slots_come_back_after_the_window(redis_client):
+    budget = RequestBudget(redis_client, [Window(2, 0.3)], margin=0.05)
+    assert budget.try_acquire("k")[0] and budget.try_acquire("k")[0]
+    assert not budget.try_acquire("k")[0]
+    time.sleep(0.4)
+    assert budget.try_acquire("k")[0]
+
+
+def test_redis_never_holds_the_raw_key(redis_client):
+    secret = "sk_live_0123456789abcdef"
+    budget = RequestBudget(redis_client, [Window(5, 10)])
+    budget.try_acquire(secret)
+    budget.cool_down(secret, 3)
+    names = [k.decode() for k in redis_client.keys("*")]
+    assert names and all(secret not in n for n in names)
+    assert all(fingerprint(secret) in n for n in names)
+    for name in names:
+        kind = redis_client.type(name).decode()
+        values = redis_client.zrange(name, 0, -1) if kind == "zset" else [redis_client.get(name)]
+        assert all(secret.encode() not in (v or b"") for v in values)
+
+
+def test_cooldown_stops_every_grant_and_never_shortens(redis_client):
+    budget = RequestBudget(redis_client, [Window(100, 10)])
+    assert 4.9 <= budget.cool_down("k", 5) <= 5.0
+    granted, wait, cooling = budget.try_acquire("k")
+    assert not granted and cooling and 4 < wait <= 5
+    assert budget.cool_down("k", 1) > 4  # a shorter Retry-After does not cut a longer cooldown
+    assert budget.try_acquire("other")[0]
+
+
+def test_cooldown_without_retry_after_backs_off_exponentially(redis_client):
+    budget = RequestBudget(redis_client, [Window(100, 10)], cooldown_base=1, cooldown_cap=4)
+    first = budget.cool_down("k", None)
+    redis_client.delete(budget._keys(fingerprint("k"))[0])
+    second = budget.cool_down("k", None)
+    redis_client.delete(budget._keys(fingerprint("k"))[0])
+    for _ in range(5):
+        capped = budget.cool_down("k", None)
+        redis_client.delete(budget._keys(fingerprint("k"))[0])
+    assert 0.5 <= first <= 1 and 1 <= second <= 2 and 2 <= capped <= 4
+
+
+def test_acquire_sleeps_short_waits_and_hands_long_ones_back(redis_client):
+    budget = RequestBudget(redis_client, [Window(1, 0.2)], margin=0, max_inline_wait=1)
+    budget.acquire("k")
+    started = time.monotonic()
+    waited = budget.acquire("k")
+    assert waited >= 0.15 and time.monotonic() - started < 1
+    slow = RequestBudget(redis_client, [Window(1, 30)], max_inline_wait=1)
+    slow.acquire("j")
+    with pytest.raises(BudgetWait) as caught:
+        slow.acquire("j")
+    assert caught.value.retriable and 29 <= caught.value.retry_after <= 32
+
+
+def test_no_countdown_outlives_the_visibility_timeout():
+    policy = RetryPolicy(max_attempts=5, base=2, cap=10**6)
+    assert policy.delay(1, errors.RateLimited("x", retry_after=86_400)) <= MAX_COUNTDOWN
+    assert policy.delay(40, errors.ServerError("x")) <= MAX_COUNTDOWN
+
+
+def _hammer(base_url: str, api_key: str, account: str, seconds: float, out) -> None:
+    budget = RequestBudget(
+        redis.Redis.from_url(TEST_REDIS_URL), [Window(10, 1)], margin=0.05, max_inline_wait=5
+    )
+    client = CallRailClient(api_key, base_url=base_url, before_request=budget.hook(api_key))
+    sent = limited = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            client.get_account(account)
+            sent += 1
+        except errors.RateLimited:
+            limited += 1
+    out.put((sent, limited))
+
+
+def test_the_budget_holds_across_two_worker_processes(sim, sim_data, api_key, redis_url):
+    """Two OS processes share one key; CallRail (10 a second) never answers 429."""
+    sim.set_knobs(rate_limits=[(10, 1.0)])
+    account = sim_data.accounts_by_key[api_key][0]
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_hammer, args=(sim.base_url, api_key, account, 3.0, out))
+        for _ in range(2)
+    ]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(10)
+    assert sum(limited for _, limited in results) == 0
+    assert sim.stats()["by_status"].get("429") is None
+    total = sum(sent for sent, _ in results)
+    assert all(sent > 0 for sent, _ in results)  # both processes got their share
+    assert 20 <= total <= 10 * 4 + 10  # about 10 a second for 3 s, and never more
+
+
+# --- jobs under 429s ----------------------------------------------------------------------------
+
+
+def pages_fetched(sim) -> list[int]:
+    return sorted(
+        int(r.query.split("page=")[1].split("&")[0])
+        for r in sim.requests_logged()
+        if r.status == 200 and "page=" in r.query
+    )
+
+
+def test_a_429_with_retry_after_waits_costs_no_attempt_and_resumes(
+    worker, store, owner, sim, sim_data, api_key, runtime
+):
+    account = sim_data.add_account(api_key, 1_000)
+    runtime.settings.page_concurrency = 1
+    sim.set_knobs(fail_next=["ok", "ok", "429"], send_retry_after=True, scripted_retry_after=1)
+    job, _ = submit(store, owner, "sync_companies", {"callrail_account_id": account})
+    seen_retrying = None
+    while (current := store.get_job(job["_id"]))["status"] not in ("succeeded", "failed"):
+        if current["status"] == "retrying":
+            seen_retrying = current
+        time.sleep(0.02)
+    done = wait_job(store, job["_id"])
+    assert done["status"] == "succeeded", done["error"]
+    assert seen_retrying is not None and seen_retrying["next_retry_at"] is not None
+    assert done["attempts"] == 1 and done["rate_limit_waits"] == 1
+    assert pages_fetched(sim) == [1, 2, 3, 4]  # pages 1-2 were not fetched again
+    assert done["progress"]["records"] == 1_000
+
+
+def test_a_429_storm_without_retry_after_ends_in_a_complete_snapshot(
+    worker, store, owner, sim, sim_data, api_key, runtime
+):
+    """CallRail's quota is spent by someone else (our budget cannot see it): we back off."""
+    account = sim_data.add_account(api_key, 2_000)
+    sim.set_knobs(rate_limits=[(3, 1.0)], send_retry_after=False)
+    job, _ = submit(store, owner, "sync_companies", {"callrail_account_id": account})
+    done = wait_job(store, job["_id"], timeout=90)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["rate_limit_waits"] >= 1 and done["attempts"] == 1
+    assert pages_fetched(sim) == list(range(1, 9))  # every page exactly once
+    assert done["progress"]["records"] == 2_000
+
+
+def test_random_failures_and_slow_responses_still_sync_everything(
+    worker, store, owner, sim, sim_data, api_key, runtime
+):
+    runtime.settings.max_attempts = 12
+    account = sim_data.add_account(api_key, 2_500)
+    sim.set_knobs(failure_rate=0.25, failure_kinds=["500", "503", "drop"], latency=0.02)
+    job, _ = submit(store, owner, "sync_companies", {"callrail_account_id": account})
+    done = wait_job(store, job["_id"], timeout=90)
+    assert done["status"] == "succeeded", done
+    head = store.current_snapshot(owner, "companies", account)
+    assert head["counts"]["records"] == 2_500
+    assert len(set(pages_fetched(sim))) == 10
+
+
+def test_a_timed_out_sync_fails_clearly_and_keeps_the_old_snapshot(
+    worker, store, owner, sim, sim_data, api_key, runtime
+):
+    account = sim_data.add_account(api_key, 300)
+    first, _ = submit(store, owner, "sync_companies", {"callrail_account_id": account})
+    wait_job(store, first["_id"])
+    runtime.settings.callrail_read_timeout = 0.2
+    sim.set_knobs(fail_next=["timeout"] * 10, hang=0.5)
+    second, _ = submit(store, owner, "sync_companies", {"callrail_account_id": account})
+    done = wait_job(store, second["_id"])
+    assert done["status"] == "failed" and done["attempts"] == 3
+    assert done["error"] == {
+        "errno": 504,
+        "message": "Could not reach CallRail: timed out (ReadTimeout)",
+    }
+    assert store.current_snapshot(owner, "companies", account)["snapshot_id"] == first["_id"]
+
+
+def test_a_lost_create_response_is_retried_without_a_second_webhook(
+    worker, store, owner, sim, sim_data, api_key
+):
+    account = sim_data.accounts_by_key[api_key][0]
+    company = sim_data.companies(sim_data.accounts[account])[0]["id"]
+    # list (ok), create (applied, answer lost) → retry: list finds the URL, nothing more is sent.
+    sim.set_knobs(fail_next=["ok", "lost"])
+    job, _ = submit(
+        store,
+        owner,
+        "webhook_create",
+        {"account_id": account, "company_id": company, "webhook_url": "https://h.example/once"},
+    )
+    done = wait_job(store, job["_id"])
+    assert done["status"] == "succeeded" and done["attempts"] == 2
+    integrations = [i for i in sim_data.integrations.values() if i["company_id"] == company]
+    assert len(integrations) == 1
+    assert integrations[0]["config"]["post_call_webhook"] == ["https://h.example/once"]
+    posts = sim.requests_logged(method="POST")
+    assert len(posts) == 1
