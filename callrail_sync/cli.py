@@ -38,6 +38,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server.start()
+    print("ready", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         stop.wait()
     server.stop()

@@ -534,7 +534,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _control(self, method: str, path: str, raw: bytes) -> None:
-        """`/_sim/stats` (GET), `/_sim/reset` (POST), `/_sim/knobs` (POST a JSON object)."""
+        """`/_sim/stats`, `/_sim/log`, `/_sim/keys` (GET); `/_sim/reset`, `/_sim/knobs` (POST a
+        JSON object of knobs), `/_sim/accounts` (POST {"key", "companies"}: add an account)."""
         server = self.server
         try:
             if path == "/_sim/stats" and method == "GET":
@@ -547,9 +548,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(_Reply(200, server.stats()))
             elif path == "/_sim/keys" and method == "GET":
                 self._send(_Reply(200, {"keys": server.data.api_keys}))
+            elif path == "/_sim/log" and method == "GET":
+                entries = [asdict(r) for r in server.requests_logged()]
+                self._send(_Reply(200, {"requests": entries}))
+            elif path == "/_sim/accounts" and method == "POST":
+                body = self._json(raw)
+                key = server.data.add_key(str(body["key"]))
+                account = server.data.add_account(key, int(body.get("companies", 0)))
+                self._send(_Reply(201, {"id": account}))
             else:
                 self._send(_Reply(404, {"error": "Not Found"}))
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, KeyError) as exc:
             self._send(_Reply(400, {"error": str(exc)}))
         except _Reply as reply:
             self._send(reply)

@@ -27,7 +27,7 @@ class Settings(BaseModel):
     callrail_request_from: str = "callrail-sync"
     callrail_connect_timeout: float = 5.0
     callrail_read_timeout: float = 30.0
-    page_concurrency: int = Field(4, ge=1, le=16)
+    page_concurrency: int = Field(16, ge=1, le=64)
     hourly_limit: int = 1000
     daily_limit: int = 10000
     budget_margin: float = 2.0

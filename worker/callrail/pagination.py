@@ -15,10 +15,13 @@ stops early (a missing or zero `total_pages`, an empty page in the middle). The 
   the walk: this is what stops a huge `total_pages` or a server that returns the same page.
 - `max_pages` is a hard cap; passing it raises `PaginationError` instead of walking on.
 
-Records are deduplicated by `id` across pages (a record can shift pages when data changes
-between fetches). Pages are yielded in order, one at a time, so callers store as they go.
+Records are deduplicated by `id` against the pages read shortly before (a record shifts to a
+neighbouring page when data changes between fetches); only those recent pages' ids are kept, so
+memory does not grow with the listing. The store's keys (`<snapshot>:<id>`) make a snapshot
+free of duplicates whatever the distance. Pages are yielded in order, one at a time, so callers store as they go.
 With `concurrency > 1`, the pages after the first are fetched in parallel (bounded) once the
-first page has given the estimate; the yield order and dedupe are the same, except when a
+first page has given the estimate, never more than `concurrency` pages in flight or waiting
+to be consumed; the yield order and dedupe are the same, except when a
 page fails: the pages fetched beside it are yielded before the error is raised, so no
 request already spent is thrown away.
 """
@@ -26,6 +29,7 @@ request already spent is thrown away.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,7 +56,8 @@ class WalkedPage:
 @dataclass
 class _Progress:
     per_page: int
-    seen: set[str] = field(default_factory=set)
+    remember_pages: int = 8
+    recent: deque[set[str]] = field(default_factory=deque)
     last: int | None = None
     consistent: bool = False
     last_raw_count: int = 0
@@ -60,11 +65,15 @@ class _Progress:
 
     def absorb(self, number: int, raw: RawItems, meta: PageMeta) -> WalkedPage:
         fresh: RawItems = []
+        ids: set[str] = set()
         for item in raw:
             key = str(item.get("id"))
-            if key not in self.seen:
-                self.seen.add(key)
+            if key not in ids and not any(key in page for page in self.recent):
                 fresh.append(item)
+            ids.add(key)
+        self.recent.append(ids)
+        if len(self.recent) > self.remember_pages:
+            self.recent.popleft()
         self.idle_run = 0 if fresh else self.idle_run + 1
         self.last_raw_count = len(raw)
         self.last, self.consistent = estimate_last_page(meta, self.per_page, len(raw))
@@ -118,7 +127,7 @@ class PageWalker:
         self._known_last = known_last
 
     def __iter__(self) -> Iterator[WalkedPage]:
-        progress = _Progress(self._per_page)
+        progress = _Progress(self._per_page, remember_pages=self._concurrency + 4)
         number = 1
         if 1 in self._skip and self._known_last is not None:
             # Resuming: page 1 is stored and its estimate was recorded with it.
@@ -146,8 +155,7 @@ class PageWalker:
                     for n in batch:
                         yield self._one(progress, n)
                 else:
-                    futures = [(n, pool.submit(self._fetch, n)) for n in batch]
-                    yield from self._drain(progress, futures)
+                    yield from self._drain(pool, progress, batch)
                     if progress.idle_run >= self._max_idle:
                         return
                 number = batch[-1] + 1
@@ -167,21 +175,35 @@ class PageWalker:
         return progress.absorb(number, raw, meta)
 
     def _drain(
-        self, progress: _Progress, futures: list[tuple[int, Future[tuple[RawItems, PageMeta]]]]
+        self, pool: ThreadPoolExecutor, progress: _Progress, batch: list[int]
     ) -> Iterator[WalkedPage]:
-        """Yield a batch's pages in order. If one fails, the pages fetched beside it are still
+        """Fetch a batch with at most `concurrency` pages in flight and yield them in order.
+
+        If a page fails, no new page is started, the pages already fetched beside it are still
         yielded (their requests are spent; the caller stores them and a resumed walk skips
-        them), then the first error is raised."""
+        them), then the first error is raised.
+        """
+        pending = deque(batch)
+        in_flight: deque[tuple[int, Future[tuple[RawItems, PageMeta]]]] = deque()
         failure: BaseException | None = None
-        for number, future in futures:
+
+        def top_up() -> None:
+            while pending and failure is None and len(in_flight) < self._concurrency:
+                number = pending.popleft()
+                in_flight.append((number, pool.submit(self._fetch, number)))
+
+        top_up()
+        while in_flight:
+            number, future = in_flight.popleft()
             try:
                 raw, meta = future.result()
             except Exception as exc:
                 failure = failure or exc
                 continue
+            top_up()  # before yielding: the fetches go on while the caller stores this page
             yield progress.absorb(number, raw, meta)
             if failure is None and progress.idle_run >= self._max_idle:
-                for _, rest in futures:
+                for _, rest in in_flight:
                     rest.cancel()
                 return
         if failure is not None:

@@ -1,0 +1,162 @@
+"""Run the four benchmarks of the rate-limit issue and print their figures.
+
+python -m bench [--quick] [--only 1,2,3,4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import subprocess
+import sys
+import time
+
+import redis
+
+from bench.common import (
+    BENCH_REDIS,
+    SimProcess,
+    run_sync,
+    runtime_for,
+    worker_process,
+)
+
+
+def bench_requests(quick: bool) -> None:
+    """1. Requests for a full sync versus the minimum ceil(N/250) plus the accounts pages."""
+    print("\n1. requests sent for a full sync (accounts + companies) vs the minimum")
+    sizes = [1_234, 10_000] if quick else [1_234, 10_000, 25_001]
+    with SimProcess(["--accounts", "0"]) as sim:
+        for n in sizes:
+            account = sim.add_account(sim.key, n)
+            sim.reset()
+            rt = runtime_for(sim.base_url)
+            run_sync(rt, sim.key, None)
+            _, outcome = run_sync(rt, sim.key, account)
+            sent = sim.stats()["requests"]
+            accounts_pages = math.ceil(len(sim.keys[sim.key] or [account]) / 250) or 1
+            minimum = math.ceil(n / 250) + accounts_pages
+            print(
+                f"   N={n:>6}: sent {sent:>4}, minimum {minimum:>4}  "
+                f"(records stored {outcome['result']['counts']['records']})"
+            )
+
+
+def bench_parallel(quick: bool) -> None:
+    """2. Wall time of a 10,000-company sync at 100 ms latency: parallel vs sequential."""
+    n = 10_000
+    print(f"\n2. {n:,}-company sync, 100 ms simulated latency: parallel walk vs sequential")
+    with SimProcess(["--accounts", "0", "--latency", "100"]) as sim:
+        account = sim.add_account(sim.key, n)
+        rows = {}
+        for label, concurrency in (("sequential", 1), ("parallel (16)", 16), ("parallel (40)", 40)):
+            rt = runtime_for(sim.base_url, concurrency=concurrency)
+            client = rt.client(sim.key)
+            started = time.perf_counter()
+            walked = sum(len(page) for _, page in client.iter_company_pages(account))
+            walk = time.perf_counter() - started
+            full, outcome = run_sync(rt, sim.key, account)
+            assert walked == outcome["result"]["counts"]["records"] == n
+            rows[label] = (walk, full)
+        base_walk, base_full = rows["sequential"]
+        for label, (walk, full) in rows.items():
+            print(
+                f"   {label:<14} walk {walk:6.2f} s ({base_walk / walk:5.1f}x)   "
+                f"full sync into the in-process store {full:6.2f} s ({base_full / full:4.1f}x)"
+            )
+
+
+def bench_shared_budget(quick: bool) -> None:
+    """3. Four worker processes, 20 accounts on one key, under a simulated limit."""
+    limit, window = 50, 10.0  # 300 a minute, as a 10-second window so a run takes ~30 s
+    companies = 1_000 if quick else 2_000
+    print(
+        f"\n3. 4 worker processes, 20 accounts x {companies:,} companies on one key, "
+        f"CallRail limit {limit} per {window:.0f} s (= {limit * 60 / window:.0f}/min)"
+    )
+    redis.Redis.from_url(BENCH_REDIS).flushdb()
+    with SimProcess(["--accounts", "0", "--latency", "20"]) as sim:
+        accounts = [sim.add_account(sim.key, companies) for _ in range(20)]
+        sim.reset()
+        sim.knobs(rate_limits=[[limit, window]])
+        ctx = multiprocessing.get_context("spawn")
+        out = ctx.Queue()
+        shares = [accounts[i::4] for i in range(4)]
+        started = time.perf_counter()
+        procs = [
+            ctx.Process(
+                target=worker_process, args=(sim.base_url, sim.key, share, limit, window, out)
+            )
+            for share in shares
+        ]
+        for p in procs:
+            p.start()
+        waits = [out.get(timeout=600) for _ in procs]
+        for p in procs:
+            p.join(30)
+        elapsed = time.perf_counter() - started
+        log = sim.log()
+    ok = [r for r in log if r["status"] == 200]
+    limited = [r for r in log if r["status"] == 429]
+    stamps = sorted(r["at"] for r in ok)
+    # Starting with a fresh budget, n requests under `limit` per `window` cannot finish sooner
+    # than (ceil(n / limit) - 1) windows after the first: compare the run with that.
+    fastest = (math.ceil(len(ok) / limit) - 1) * window
+    actual = stamps[-1] - stamps[0]
+    print(f"   {len(ok)} requests answered 200, {len(limited)} answered 429 (goal 0)")
+    print(
+        f"   first to last request {actual:.1f} s; the limit allows no less than {fastest:.1f} s:"
+        f" {fastest / actual:.0%} of the budget used (goal >= 90%)"
+    )
+    print(
+        f"   wall time {elapsed:.1f} s; time spent waiting on the budget, all workers: "
+        f"{sum(waits):.1f} s"
+    )
+
+
+def bench_memory(quick: bool) -> None:
+    """4. Worker peak memory: a 50,000-company sync versus a 1,000-company sync."""
+    sizes = [1_000, 10_000, 20_000 if quick else 50_000]
+    print(f"\n4. worker peak memory by sync size {sizes} (a fresh process each; records go to a")
+    print(
+        "   discarding store, as they would to a remote MongoDB; the simulator is another process)"
+    )
+    with SimProcess(["--accounts", "0"]) as sim:
+        results = {}
+        for n in sizes:
+            account = sim.add_account(sim.key, n)
+            code = "import sys; from bench.common import memory_child; memory_child(*sys.argv[1:])"
+            child = subprocess.run(
+                [sys.executable, "-c", code, sim.base_url, sim.key, account],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            results[n] = json.loads(child.stdout.strip().splitlines()[-1])
+    base = results[sizes[0]]
+    for n in sizes:
+        r = results[n]
+        print(
+            f"   {n:>6,} companies: Python heap peak {r['peak'] / 2**20:5.1f} MiB "
+            f"({r['peak'] / base['peak']:4.2f}x), max RSS {r['rss_kib'] / 1024:6.1f} MiB "
+            f"({r['rss_kib'] / base['rss_kib']:4.2f}x), {r['seconds']:.1f} s"
+        )
+    print("   goal: the largest sync under 2x the 1,000-company one")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast look")
+    parser.add_argument("--only", default="1,2,3,4")
+    args = parser.parse_args()
+    chosen = {int(x) for x in args.only.split(",")}
+    benches = {1: bench_requests, 2: bench_parallel, 3: bench_shared_budget, 4: bench_memory}
+    for number, bench in benches.items():
+        if number in chosen:
+            bench(args.quick)
+
+
+if __name__ == "__main__":
+    main()
