@@ -19,11 +19,12 @@ Records are deduplicated by `id` against the pages read shortly before (a record
 neighbouring page when data changes between fetches); only those recent pages' ids are kept, so
 memory does not grow with the listing. The store's keys (`<snapshot>:<id>`) make a snapshot
 free of duplicates whatever the distance. Pages are yielded in order, one at a time, so
-callers store as they go. With `concurrency > 1`, the pages after the first are fetched in parallel (bounded) once the
-first page has given the estimate, never more than `concurrency` pages in flight or waiting
-to be consumed; the yield order and dedupe are the same, except when a
-page fails: the pages fetched beside it are yielded before the error is raised, so no
-request already spent is thrown away.
+callers store as they go.
+
+With `concurrency > 1`, the pages after the first are fetched in parallel once the first page
+has given the estimate, never more than `concurrency` at a time; the yield order and dedupe
+are the same, except when a page fails: the pages fetched beside it are yielded before the
+error is raised, so no request already spent is thrown away.
 """
 
 from __future__ import annotations
