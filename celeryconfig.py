@@ -69,4 +69,10 @@ beat_schedule = {
         "schedule": max(60.0, _settings.sync_interval / 4),
         "options": {"queue": "callrail.listings"},
     },
+    # Revive jobs whose worker vanished (or whose message was lost); see tasks/schedule.py.
+    "sweep-stale-jobs": {
+        "task": "callrail.jobs.sweep",
+        "schedule": 300.0,
+        "options": {"queue": "callrail.listings"},
+    },
 }

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from api_shim import validation as check
@@ -20,7 +21,10 @@ from api_shim.auth import authenticate
 from api_shim.envelope import ApiError, failure, install, success
 from tasks.submit import JobType, dedupe_key, submit
 from worker.celery_app import app as celery_app
+from worker.config import Settings
 from worker.errors import API_KEY_NOT_FOUND
+from worker.logs import setup_logging
+from worker.metrics import exposition
 from worker.runtime import Runtime, runtime
 from worker.store import FINAL_STATUSES, SORTABLE, Kind, utcnow
 
@@ -334,6 +338,10 @@ def create_app() -> FastAPI:
     def healthz() -> JSONResponse:
         return success({"status": "ok"})
 
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/readyz", include_in_schema=False)
     def readyz(rt: Runtime = Depends(get_runtime)) -> Response:
         checks = {"mongo": rt.store.ping(), "broker": broker_reachable()}
@@ -353,4 +361,10 @@ def broker_reachable() -> bool:
         return False
 
 
-app = create_app()
+def _app_for_uvicorn() -> FastAPI:
+    settings = Settings.from_env()
+    setup_logging(settings.log_level, json_lines=settings.log_json)
+    return create_app()
+
+
+app = _app_for_uvicorn()

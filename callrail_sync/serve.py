@@ -21,6 +21,7 @@ from api_shim.auth import DEV_SECRET, issue_token
 from simulator import SimData, SimServer
 from worker.celery_app import app as celery_app
 from worker.config import Settings
+from worker.logs import setup_logging
 from worker.runtime import Runtime, configure
 from worker.store import connect
 
@@ -94,8 +95,10 @@ def start_beat_thread() -> None:
 def serve(host: str, port: int) -> int:
     from api_shim.app import create_app
 
+    os.environ.setdefault("METRICS_PORT", "0")  # one process: the shim's /metrics shows all
     embedded = prepare(Settings.from_env())
     s = embedded.settings
+    setup_logging(s.log_level, json_lines=s.log_json)
     start_worker_thread()
     start_beat_thread()
     # Beat's first tick is one period away; sync the configured accounts now.
@@ -120,5 +123,5 @@ def serve(host: str, port: int) -> int:
         "  (202 with a job the first time; poll its status_url, then ask again for the page)",
     ]
     print("\n".join(lines), flush=True)
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning", log_config=None)
     return 0

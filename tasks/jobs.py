@@ -18,7 +18,8 @@ from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
 import celeryconfig
-from worker import errors
+from tasks.shutdown import StopRequested
+from worker import errors, metrics
 from worker.callrail.client import CallRailClient
 from worker.runtime import Runtime, runtime
 from worker.store import utcnow
@@ -99,6 +100,8 @@ def run_job(task: Task, job_id: str, work: Work) -> dict[str, Any]:
         outcome = work(job, rt, rt.client(str(key["api_key"])))
     except errors.RateLimited as exc:
         return _wait_for_budget(task, rt, job, exc, key, context)
+    except StopRequested:
+        return _hand_back(task, rt, job, context)
     except errors.CallRailSyncError as exc:
         if isinstance(exc, errors.Unauthorized) and key is not None:
             # The spec's token invalidation: no later job spends a request on this key.
@@ -112,6 +115,7 @@ def run_job(task: Task, job_id: str, work: Work) -> dict[str, Any]:
         _fail(rt, job, {"errno": 500, "message": "Internal error while running the job."}, context)
         raise
     rt.store.finish_job(job_id, "succeeded", error=None, **outcome)
+    metrics.JOBS.labels(job["type"], "succeeded").inc()
     log.info("job succeeded", extra=context)
     return {"job_id": job_id, "status": "succeeded"}
 
@@ -186,6 +190,22 @@ def _wait_for_budget(
     _retry(task, rt, job, delay, exc, context)
 
 
+def _hand_back(
+    task: Task, rt: Runtime, job: dict[str, Any], context: dict[str, Any]
+) -> dict[str, Any]:
+    """The worker is stopping: requeue the job now; the next run resumes from stored pages."""
+    rt.store.requeue_job(job["_id"])
+    log.warning("job handed back to the queue (worker stopping)", extra=context)
+    try:
+        raise task.retry(countdown=0, exc=None)
+    except Retry:
+        raise
+    except Exception as failure:
+        # Left queued: the sweeper sends it again.
+        log.error("could not requeue job", extra={**context, "error": type(failure).__name__})
+        return {"job_id": job["_id"], "status": "queued"}
+
+
 def _retry(
     task: Task,
     rt: Runtime,
@@ -209,4 +229,5 @@ def _retry(
 def _fail(rt: Runtime, job: dict[str, Any], error: dict[str, Any], context: dict[str, Any]) -> None:
     rt.store.discard_snapshot(job["_id"])
     rt.store.finish_job(job["_id"], "failed", error=error)
+    metrics.JOBS.labels(job["type"], "failed").inc()
     log.warning("job failed", extra={**context, "errno": error["errno"]})

@@ -13,7 +13,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from tasks.submit import JobType, submit
+from tasks.submit import JobType, resend, submit
 from worker.celery_app import app
 from worker.runtime import runtime
 from worker.store import Kind, utcnow
@@ -59,6 +59,36 @@ def plan_syncs() -> list[dict[str, Any]]:
                 )
     log.info("periodic syncs planned", extra={"queued": len(queued)})
     return queued
+
+
+def sweep_stale_jobs() -> list[dict[str, Any]]:
+    """Revive or fail jobs that stopped moving: a worker vanished (killed, machine gone) or a
+    message was lost. Running syncs touch their job at every page, so a job untouched for
+    STALE_JOB_SECONDS is not being worked on."""
+    rt = runtime()
+    cutoff = utcnow() - timedelta(seconds=rt.settings.stale_job_seconds)
+    acted: list[dict[str, Any]] = []
+    for job in rt.store.stale_jobs(cutoff):
+        if job["status"] == "running" and job.get("attempts", 0) >= rt.settings.max_attempts:
+            message = "The worker running this job stopped, and it was tried too many times."
+            rt.store.discard_snapshot(job["_id"])
+            rt.store.finish_job(job["_id"], "failed", error={"errno": 500, "message": message})
+            acted.append({"job_id": job["_id"], "action": "failed"})
+            continue
+        revived = rt.store.reclaim_stale(job["_id"], job["updated_at"])
+        if revived is None:
+            continue  # it moved after all
+        resend(rt.store, revived, f"{job['_id']}.sweep{revived.get('sweeps', 1)}")
+        acted.append({"job_id": job["_id"], "action": "requeued", "was": job["status"]})
+    if acted:
+        log.warning("stale jobs swept", extra={"count": len(acted)})
+    return acted
+
+
+@app.task(name="callrail.jobs.sweep")
+def sweep() -> dict[str, Any]:
+    """Requeue or fail jobs whose worker vanished or whose message was lost."""
+    return {"swept": sweep_stale_jobs()}
 
 
 @app.task(name="callrail.sync.configured_accounts")

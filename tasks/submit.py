@@ -71,6 +71,11 @@ def submit(
     return job, created
 
 
+def resend(store: MongoStore, job: dict[str, Any], message_id: str) -> None:
+    """Queue another message for an existing job (the sweeper's way to revive one)."""
+    _send(store, job, message_id, None)
+
+
 def _send(store: MongoStore, job: dict[str, Any], message_id: str, countdown: float | None) -> None:
     try:
         app.send_task(

@@ -7,15 +7,21 @@ stored by an earlier attempt are not fetched again.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from tasks.jobs import run_job
+from tasks.shutdown import stop_point
+from worker import metrics
 from worker.callrail.client import CallRailClient
 from worker.callrail.pagination import WalkedPage
 from worker.celery_app import app
 from worker.runtime import Runtime
 from worker.store import Kind
+
+log = logging.getLogger("callrail_sync.sync")
 
 
 def _store_pages(
@@ -26,14 +32,29 @@ def _store_pages(
     pages: Iterator[tuple[WalkedPage, list[Any]]],
 ) -> dict[str, Any]:
     snapshot_id = job["_id"]
+    started = time.monotonic()
     rt.store.begin_snapshot(snapshot_id, job["owner"], kind, callrail_account_id)
     for page, records in pages:
         written = rt.store.write_records(
             kind, snapshot_id, job["owner"], [r.model_dump(mode="json") for r in records]
         )
         rt.store.record_page(job["_id"], page.number, page.last_page, written)
+        metrics.PAGES.labels(kind).inc()
+        log.info(
+            "page stored",
+            extra={
+                "job_id": job["_id"],
+                "owner": job["owner"],
+                "callrail_account_id": callrail_account_id,
+                "page": page.number,
+                "total_pages": page.last_page,
+                "records": written,
+            },
+        )
+        stop_point(job["_id"])
     done = rt.store.get_job(job["_id"]) or job
     meta = rt.store.publish_snapshot(snapshot_id, pages=len(done["progress"]["pages_done"]))
+    metrics.SYNC_SECONDS.labels(kind).observe(time.monotonic() - started)
     return {
         "snapshot_id": snapshot_id,
         "result": {"synced_at": meta["synced_at"].isoformat(), "counts": meta["counts"]},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -47,6 +48,7 @@ def client(sim: SimServer, api_key: str) -> CallRailClient:
 
 
 TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
+os.environ["METRICS_PORT"] = "0"  # test workers run in threads of this process: no metrics port
 OWNER = "64f1c2a9e4b0a1b2c3d4e5f6"
 OTHER_OWNER = "650000000000000000000abc"
 TEST_SECRET = "test-secret-" + "0123456789abcdef" * 4
@@ -79,7 +81,8 @@ def store(settings: Settings) -> MongoStore:
 
 @pytest.fixture
 def runtime(settings: Settings, store: MongoStore) -> Iterator[Runtime]:
-    rt = Runtime(settings=settings, store=store, budget=budget_for(settings))
+    client = redis.Redis.from_url(settings.redis_url)
+    rt = Runtime(settings=settings, store=store, budget=budget_for(settings, client), redis=client)
     configure(rt)
     yield rt
     configure(None)

@@ -44,6 +44,10 @@ class Settings(BaseModel):
     """Seconds after which a listing is served and refreshed in the background."""
     sync_interval: float = 3600.0
     """Seconds between periodic syncs of every configured account (celery beat)."""
+    stale_job_seconds: float = 900.0
+    """An active job untouched this long is revived (or failed) by the sweeper."""
+    metrics_port: int = 9808
+    """Where a Celery worker serves /metrics (0: not at all)."""
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     log_level: str = "INFO"

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import redis
 
 from worker import errors
+from worker.metrics import BUDGET_WAIT
 
 _ACQUIRE = """
 local now_parts = redis.call('TIME')
@@ -146,6 +147,8 @@ class RequestBudget:
         while True:
             granted, wait, cooling = self.try_acquire(api_key)
             if granted:
+                if waited:
+                    BUDGET_WAIT.inc(waited)
                 return waited
             if waited + wait > self.max_inline_wait:
                 reason = "cooling down after a 429" if cooling else "request budget spent"

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import redis
 
+from worker import metrics
 from worker.callrail.client import BeforeRequest, CallRailClient, Timeouts
 from worker.config import Settings
+from worker.logs import register_secret
 from worker.ratelimit import RequestBudget, Window
 from worker.store import MongoStore, connect
 
@@ -26,9 +28,12 @@ class Runtime:
     store: MongoStore
     budget: RequestBudget | None = None
     """The shared per-key request budget; None only where no Redis exists (serve, some tests)."""
+    redis: redis.Redis | None = None
+    """Redis for coordination (stop flags); None where there is none."""
 
     def client(self, api_key: str) -> CallRailClient:
         s = self.settings
+        register_secret(api_key)
         hook: BeforeRequest | None = self.budget.hook(api_key) if self.budget else None
         return CallRailClient(
             api_key,
@@ -36,8 +41,15 @@ class Runtime:
             timeouts=Timeouts(connect=s.callrail_connect_timeout, read=s.callrail_read_timeout),
             request_from=s.callrail_request_from,
             before_request=hook,
+            after_response=count_response,
             page_concurrency=s.page_concurrency,
         )
+
+
+def count_response(method: str, path: str, status: int) -> None:
+    metrics.REQUESTS.labels(method, str(status)).inc()
+    if status == 429:
+        metrics.RATE_LIMITED.inc()
 
 
 def budget_for(settings: Settings, client: redis.Redis | None = None) -> RequestBudget:
@@ -59,7 +71,13 @@ _factory: Callable[[], Runtime] | None = None
 
 def default_runtime() -> Runtime:
     settings = Settings.from_env()
-    return Runtime(settings=settings, store=connect(settings), budget=budget_for(settings))
+    client = redis.Redis.from_url(settings.redis_url)
+    return Runtime(
+        settings=settings,
+        store=connect(settings),
+        budget=budget_for(settings, client),
+        redis=client,
+    )
 
 
 def configure(factory: Callable[[], Runtime] | Runtime | None) -> None:

@@ -259,6 +259,16 @@ class MongoStore:
             return_document=ReturnDocument.AFTER,
         )
 
+    def requeue_job(self, job_id: str) -> None:
+        """Back to `queued`, unclaimed, the attempt refunded (a stop is not the job's fault)."""
+        self.jobs.update_one(
+            {"_id": job_id, "status": "running"},
+            {
+                "$set": {"status": "queued", "claimed_by": None, "updated_at": utcnow()},
+                "$inc": {"attempts": -1},
+            },
+        )
+
     def park_for_rate_limit(self, job_id: str, error: dict[str, Any], until: datetime) -> None:
         """The job waits for CallRail's quota: `retrying` until `until`, the attempt refunded."""
         self.jobs.update_one(
@@ -319,8 +329,36 @@ class MongoStore:
         return list(self.jobs.find(query).sort("created_at", DESCENDING).limit(limit))
 
     def stale_jobs(self, older_than: datetime) -> list[dict[str, Any]]:
-        """Jobs that claim to be running but have not moved since `older_than`."""
-        return list(self.jobs.find({"status": "running", "updated_at": {"$lt": older_than}}))
+        """Active jobs that have not moved since `older_than`: running ones whose worker
+        vanished, and queued or retrying ones whose message was lost."""
+        now = utcnow()
+        return list(
+            self.jobs.find(
+                {
+                    "status": {"$in": list(ACTIVE_STATUSES)},
+                    "updated_at": {"$lt": older_than},
+                    "$or": [{"not_before": None}, {"not_before": {"$lt": now}}],
+                    "$and": [
+                        {"$or": [{"next_retry_at": None}, {"next_retry_at": {"$lt": older_than}}]}
+                    ],
+                }
+            )
+        )
+
+    def reclaim_stale(self, job_id: str, seen_updated_at: datetime) -> dict[str, Any] | None:
+        """Take a stale job back to `queued` (if nothing touched it since it was seen)."""
+        return self.jobs.find_one_and_update(
+            {
+                "_id": job_id,
+                "updated_at": seen_updated_at,
+                "status": {"$in": list(ACTIVE_STATUSES)},
+            },
+            {
+                "$set": {"status": "queued", "claimed_by": None, "updated_at": utcnow()},
+                "$inc": {"sweeps": 1},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
 
     # --- snapshots -----------------------------------------------------------------------
 

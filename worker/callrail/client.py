@@ -42,6 +42,8 @@ class Timeouts:
 
 BeforeRequest = Callable[[str, str], None]
 """Called with (method, path) just before a request is sent; may block (budget) or raise."""
+AfterResponse = Callable[[str, str, int], None]
+"""Called with (method, path, status) after each request; status 0 when nothing came back."""
 
 _sessions: dict[int, requests.Session] = {}
 _sessions_lock = threading.Lock()
@@ -81,6 +83,7 @@ class CallRailClient:
         timeouts: Timeouts = Timeouts(),
         request_from: str = "callrail-sync",
         before_request: BeforeRequest | None = None,
+        after_response: AfterResponse | None = None,
         page_concurrency: int = 1,
     ) -> None:
         self._api_key = api_key
@@ -89,6 +92,7 @@ class CallRailClient:
         self._timeouts = timeouts
         self._request_from = request_from
         self._before_request = before_request
+        self._after_response = after_response
         self.page_concurrency = page_concurrency
 
     def __repr__(self) -> str:  # never show the key
@@ -190,6 +194,10 @@ class CallRailClient:
         walk.setdefault("concurrency", self.page_concurrency)
         return iter(PageWalker(fetch, per_page=MAX_PER_PAGE, **walk))
 
+    def _answered(self, method: str, path: str, status: int) -> None:
+        if self._after_response is not None:
+            self._after_response(method, path, status)
+
     def request(
         self,
         method: str,
@@ -215,12 +223,14 @@ class CallRailClient:
                 headers=headers,
                 timeout=self._timeouts.as_tuple(),
             )
-        except requests.Timeout as exc:
-            raise errors.TransportError(f"timed out ({type(exc).__name__})") from None
-        except requests.ConnectionError as exc:
-            raise errors.TransportError(f"connection failed ({type(exc).__name__})") from None
         except requests.RequestException as exc:
+            self._answered(method, path, 0)
+            if isinstance(exc, requests.Timeout):
+                raise errors.TransportError(f"timed out ({type(exc).__name__})") from None
+            if isinstance(exc, requests.ConnectionError):
+                raise errors.TransportError(f"connection failed ({type(exc).__name__})") from None
             raise errors.TransportError(f"request failed ({type(exc).__name__})") from None
+        self._answered(method, path, response.status_code)
         if response.status_code >= 400:
             raise error_for(response)
         if response.status_code == 204 or not response.content:

@@ -1,0 +1,44 @@
+"""Prometheus metrics of the workers and the shim (names documented in the README).
+
+The shim serves them at `/metrics`. A Celery worker serves its own at `METRICS_PORT` (default
+9808); with the prefork pool set PROMETHEUS_MULTIPROC_DIR so the children's counts are summed.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+JOBS = Counter("callrail_jobs_total", "Jobs that reached a status", ["type", "status"])
+REQUESTS = Counter(
+    "callrail_requests_total",
+    "Requests sent to CallRail, by HTTP status (0: no answer)",
+    ["method", "status"],
+)
+RATE_LIMITED = Counter("callrail_rate_limited_total", "429 answers from CallRail")
+BUDGET_WAIT = Counter(
+    "callrail_budget_wait_seconds_total", "Seconds spent waiting for the shared request budget"
+)
+PAGES = Counter("callrail_pages_total", "Listing pages stored", ["kind"])
+SYNC_SECONDS = Histogram(
+    "callrail_sync_duration_seconds",
+    "Duration of successful syncs",
+    ["kind"],
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+
+
+def serve_registry() -> CollectorRegistry:
+    """This process's registry, or one summing every process's files in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
+    return REGISTRY
+
+
+def exposition() -> bytes:
+    """The current metrics in Prometheus' text format."""
+    return generate_latest(serve_registry())
