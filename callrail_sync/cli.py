@@ -9,6 +9,8 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
+from callrail_sync.ops import add_commands
+
 
 def cmd_simulator(args: argparse.Namespace) -> int:
     from simulator import Knobs, SimData, SimServer
@@ -97,6 +99,14 @@ def _add_token(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_token)
 
 
+def _configure_logging() -> None:
+    from worker.config import Settings
+    from worker.logs import setup_logging
+
+    settings = Settings.from_env()
+    setup_logging(settings.log_level, json_lines=settings.log_json)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="callrail-sync", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,10 +114,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _add_serve,
         _add_token,
         _add_simulator,
+        add_commands,
     ]
     for add in adders:
         add(sub)
     args = parser.parse_args(argv)
+    if args.command not in ("serve", "simulator"):
+        _configure_logging()
     return int(args.func(args) or 0)
 
 

@@ -18,7 +18,7 @@ from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
 import celeryconfig
-from tasks.shutdown import StopRequested
+from tasks.shutdown import StopRequested, stopping
 from worker import errors, metrics
 from worker.callrail.client import CallRailClient
 from worker.runtime import Runtime, runtime
@@ -80,11 +80,18 @@ def user_error(exc: errors.CallRailSyncError) -> dict[str, Any]:
 def run_job(task: Task, job_id: str, work: Work) -> dict[str, Any]:
     """Run `work` for a job, keeping the job document true whatever happens."""
     rt = runtime()
-    job = rt.store.start_job(job_id, task.request.id or job_id)
+    if stopping():
+        # A stopping worker starts nothing: the message goes back for the next worker.
+        raise task.retry(countdown=1, exc=None)
+    lease = rt.settings.job_lease_seconds
+    job = rt.store.start_job(job_id, task.request.id or job_id, lease_seconds=lease)
     if job is None:
-        # Finished, running under another message, or never existed: nothing to do.
         existing = rt.store.get_job(job_id)
         status = existing["status"] if existing else "missing"
+        if status == "running":
+            # Another message runs it now; come back when its lease would have run out, in
+            # case that worker dies. A finished job makes the return visit a no-op.
+            raise task.retry(countdown=lease, exc=None)
         log.info("job not runnable", extra={"job_id": job_id, "status": status})
         return {"job_id": job_id, "status": status}
     context = {

@@ -46,6 +46,7 @@ def _on_shutting_down(sig: str = "", how: str = "", exitcode: int = 0, **_: Any)
             log.exception("could not set the stop flag for prefork children")
 
 
+@signals.worker_init.connect
 @signals.worker_ready.connect
 def _on_ready(sender: Any = None, **_: Any) -> None:
     """A (re)started worker clears the stop flag its previous life left for its hostname."""

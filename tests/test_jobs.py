@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 
 from tasks import sync as sync_tasks
 from tasks.submit import submit
 from worker.errors import API_KEY_NOT_FOUND
-from worker.store import MongoStore
+from worker.store import MongoStore, utcnow
 
 from .conftest import OTHER_OWNER, wait_job
 
@@ -398,6 +399,10 @@ def test_a_second_message_for_a_running_job_does_not_run_it_again(store, owner):
     job, _ = store.create_job(owner, "sync_accounts", {})
     assert store.start_job(job["_id"], "message-1") is not None
     assert store.start_job(job["_id"], "message-2") is None
-    # The same message, redelivered after its worker died, takes the job back.
+    assert store.start_job(job["_id"], "message-1") is None  # the same id twice, too
+    # Once the job has not moved for the lease (its worker died), a message takes it back.
+    store.jobs.update_one(
+        {"_id": job["_id"]}, {"$set": {"updated_at": utcnow() - timedelta(seconds=91)}}
+    )
     again = store.start_job(job["_id"], "message-1")
     assert again is not None and again["attempts"] == 2

@@ -44,6 +44,9 @@ class Settings(BaseModel):
     """Seconds after which a listing is served and refreshed in the background."""
     sync_interval: float = 3600.0
     """Seconds between periodic syncs of every configured account (celery beat)."""
+    job_lease_seconds: float = 90.0
+    """A running job untouched this long may be taken over by another message of it (its
+    worker died); longer than the slowest page (read timeout + inline budget wait)."""
     stale_job_seconds: float = 900.0
     """An active job untouched this long is revived (or failed) by the sweeper."""
     metrics_port: int = 9808

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from bson import ObjectId
@@ -229,20 +229,24 @@ class MongoStore:
             {"_id": job_id}, {"$set": fields}, return_document=ReturnDocument.AFTER
         )
 
-    def start_job(self, job_id: str, message_id: str) -> dict[str, Any] | None:
-        """Claim a job for the message `message_id`, move it to `running`, count the attempt.
+    def start_job(
+        self, job_id: str, message_id: str, lease_seconds: float = 90.0
+    ) -> dict[str, Any] | None:
+        """Claim a job for a message, move it to `running` and count the attempt.
 
-        A queued or retrying job can be claimed by any of its messages. A running job only by
-        the message that claimed it (that message redelivered after its worker died), so a
-        second message for the same job never runs it twice at once. None: not claimable.
+        A queued or retrying job can be claimed at once. A running job only once it has not
+        moved for `lease_seconds` (its worker died: a sync touches its job at every page), so
+        two messages for one job (a retry and a restored original, a sweep) never run it twice
+        at the same time. None: not claimable now.
         """
         now = utcnow()
+        lease_over = now - timedelta(seconds=lease_seconds)
         return self.jobs.find_one_and_update(
             {
                 "_id": job_id,
                 "$or": [
                     {"status": {"$in": ["queued", "retrying"]}},
-                    {"status": "running", "claimed_by": message_id},
+                    {"status": "running", "updated_at": {"$lt": lease_over}},
                 ],
             },
             {
@@ -285,13 +289,15 @@ class MongoStore:
         )
 
     def record_page(self, job_id: str, number: int, total_pages: int | None, records: int) -> None:
+        """Note a stored page; a page stored again (after a redelivery) is not counted twice."""
+        now = utcnow()
+        self.jobs.update_one(
+            {"_id": job_id, "progress.pages_done": {"$ne": number}},
+            {"$push": {"progress.pages_done": number}, "$inc": {"progress.records": records}},
+        )
         self.jobs.update_one(
             {"_id": job_id},
-            {
-                "$addToSet": {"progress.pages_done": number},
-                "$inc": {"progress.records": records},
-                "$set": {"progress.total_pages": total_pages, "updated_at": utcnow()},
-            },
+            {"$set": {"progress.total_pages": total_pages, "updated_at": now}},
         )
 
     def finish_job(
