@@ -302,3 +302,40 @@ def test_metrics_move_when_jobs_run(worker, store, owner, sim, shim_url):
         ),
     }
     assert moved == {"jobs": 1, "ok": 1, "429": 1, "pages": 1, "syncs": 1}
+
+
+# --- Flower -----------------------------------------------------------------------------
+
+
+def test_flower_runs_behind_basic_auth(redis_url, tmp_path):
+    """The documented command: Flower on our app, refusing anyone without the credentials."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "REDIS_URL": redis_url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker.celery_app", "flower", f"--port={port}",
+         "--address=127.0.0.1", "--basic-auth=ops:s3cret-pass", "--persistent=False"],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                anonymous = requests.get(f"{base}/api/workers", timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        assert anonymous.status_code == 401
+        assert requests.get(f"{base}/", timeout=5).status_code == 401
+        authed = requests.get(f"{base}/", auth=("ops", "s3cret-pass"), timeout=10)
+        assert authed.status_code == 200 and "Flower" in authed.text
+    finally:
+        proc.terminate()
+        proc.wait(10)
