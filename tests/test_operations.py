@@ -319,9 +319,22 @@ def test_flower_runs_behind_basic_auth(redis_url, tmp_path):
         port = s.getsockname()[1]
     env = {**os.environ, "REDIS_URL": redis_url}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "worker.celery_app", "flower", f"--port={port}",
-         "--address=127.0.0.1", "--basic-auth=ops:s3cret-pass", "--persistent=False"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "flower",
+            f"--port={port}",
+            "--address=127.0.0.1",
+            "--basic-auth=ops:s3cret-pass",
+            "--persistent=False",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         base = f"http://127.0.0.1:{port}"
