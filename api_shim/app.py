@@ -176,6 +176,21 @@ def _serve_listing(
     )
 
 
+async def _keyed_body(request: Request, owner: str, rt: Runtime) -> dict[str, Any]:
+    """The JSON object of a write request, once the caller is known to have a usable key
+    (the spec checks the key before the fields)."""
+    raw = await request.body()
+    require_key(owner, rt)
+    return check.json_object(raw)
+
+
+def _company_ref(account_id: Any, company_id: Any) -> dict[str, Any]:
+    return {
+        "account_id": check.callrail_id(account_id, "account_id"),
+        "company_id": check.callrail_id(company_id, "company_id"),
+    }
+
+
 router = APIRouter(prefix=PREFIX)
 
 
@@ -244,11 +259,7 @@ def list_webhooks(
     require_key(owner, rt)
     if not account_id or not company_id:
         raise ApiError(400, MSG_LIST_REQUIRED)
-    params = {
-        "account_id": check.callrail_id(account_id, "account_id"),
-        "company_id": check.callrail_id(company_id, "company_id"),
-    }
-    job, _ = submit(rt.store, owner, "webhook_list", params)
+    job, _ = submit(rt.store, owner, "webhook_list", _company_ref(account_id, company_id))
     return accepted(job)
 
 
@@ -260,16 +271,11 @@ def list_webhooks(
 async def create_webhook(
     request: Request, owner: str = Depends(current_owner), rt: Runtime = Depends(get_runtime)
 ) -> JSONResponse:
-    raw = await request.body()
-    require_key(owner, rt)
-    body = check.json_object(raw)
+    body = await _keyed_body(request, owner, rt)
     if not check.present(body, "account_id", "company_id", "webhook_url"):
         raise ApiError(400, MSG_CREATE_REQUIRED)
-    params: dict[str, Any] = {
-        "account_id": check.callrail_id(body["account_id"], "account_id"),
-        "company_id": check.callrail_id(body["company_id"], "company_id"),
-        "webhook_url": check.http_url(body["webhook_url"], "webhook_url"),
-    }
+    params = _company_ref(body["account_id"], body["company_id"])
+    params["webhook_url"] = check.http_url(body["webhook_url"], "webhook_url")
     chosen = check.events(body.get("events"))
     if chosen:
         params["events"] = chosen
@@ -285,18 +291,13 @@ async def create_webhook(
 async def update_webhook(
     request: Request, owner: str = Depends(current_owner), rt: Runtime = Depends(get_runtime)
 ) -> JSONResponse:
-    raw = await request.body()
-    require_key(owner, rt)
-    body = check.json_object(raw)
+    body = await _keyed_body(request, owner, rt)
     if not check.present(body, "account_id", "company_id", "webhook_id") or not (
         check.present(body, "webhook_url") or check.present(body, "status")
     ):
         raise ApiError(400, MSG_UPDATE_REQUIRED)
-    params: dict[str, Any] = {
-        "account_id": check.callrail_id(body["account_id"], "account_id"),
-        "company_id": check.callrail_id(body["company_id"], "company_id"),
-        "webhook_id": check.callrail_id(body["webhook_id"], "webhook_id"),
-    }
+    params = _company_ref(body["account_id"], body["company_id"])
+    params["webhook_id"] = check.callrail_id(body["webhook_id"], "webhook_id")
     if check.present(body, "webhook_url"):
         params["webhook_url"] = check.http_url(body["webhook_url"], "webhook_url")
     if check.present(body, "status"):
