@@ -1,5 +1,7 @@
 """Celery configuration, from environment variables (see the README's Configuration)."""
 
+import os
+
 from kombu import Exchange, Queue
 
 from worker.config import Settings
@@ -39,17 +41,23 @@ result_backend_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT}
 
 # Listings and webhook changes have their own queues, so a long backlog of syncs never delays
 # a user's webhook change (run a worker on each, or one worker on both).
-_exchange = Exchange("callrail", type="direct")
+# `callrail-sync serve` with its in-process store sets a suffix, so that two of them on one
+# Redis never take each other's jobs (each one's jobs exist only in its own store).
+_suffix = os.environ.get("CALLRAIL_QUEUE_SUFFIX", "")
+LISTINGS = "callrail.listings" + _suffix
+WEBHOOKS = "callrail.webhooks" + _suffix
+_exchange = Exchange("callrail" + _suffix, type="direct")
 task_queues = (
-    Queue("callrail.listings", _exchange, routing_key="callrail.listings"),
-    Queue("callrail.webhooks", _exchange, routing_key="callrail.webhooks"),
+    Queue(LISTINGS, _exchange, routing_key=LISTINGS),
+    Queue(WEBHOOKS, _exchange, routing_key=WEBHOOKS),
 )
-task_default_queue = "callrail.listings"
-task_default_exchange = "callrail"
-task_default_routing_key = "callrail.listings"
+task_default_queue = LISTINGS
+task_default_exchange = "callrail" + _suffix
+task_default_routing_key = LISTINGS
 task_routes = {
-    "callrail.webhook.*": {"queue": "callrail.webhooks", "routing_key": "callrail.webhooks"},
-    "callrail.sync.*": {"queue": "callrail.listings", "routing_key": "callrail.listings"},
+    "callrail.webhook.*": {"queue": WEBHOOKS, "routing_key": WEBHOOKS},
+    "callrail.sync.*": {"queue": LISTINGS, "routing_key": LISTINGS},
+    "callrail.jobs.*": {"queue": LISTINGS, "routing_key": LISTINGS},
 }
 
 # Task events let Flower show every task's progress, retries and failures.
@@ -67,12 +75,12 @@ beat_schedule = {
     "sync-configured-accounts": {
         "task": "callrail.sync.configured_accounts",
         "schedule": max(60.0, _settings.sync_interval / 4),
-        "options": {"queue": "callrail.listings"},
+        "options": {"queue": LISTINGS},
     },
     # Revive jobs whose worker vanished (or whose message was lost); see tasks/schedule.py.
     "sweep-stale-jobs": {
         "task": "callrail.jobs.sweep",
         "schedule": 300.0,
-        "options": {"queue": "callrail.listings"},
+        "options": {"queue": LISTINGS},
     },
 }

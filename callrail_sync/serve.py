@@ -22,11 +22,10 @@ from simulator import SimData, SimServer
 from worker.celery_app import app as celery_app
 from worker.config import Settings
 from worker.logs import setup_logging
-from worker.runtime import Runtime, configure
+from worker.runtime import Runtime, budget_for, configure
 from worker.store import connect
 
 log = logging.getLogger("callrail_sync.serve")
-QUEUES = ["callrail.listings", "callrail.webhooks"]
 
 
 @dataclass
@@ -53,6 +52,9 @@ def prepare(settings: Settings) -> Embedded:
         data = SimData(seed=1, keys=1, accounts_per_key=3, companies_per_account=180)
         simulator = SimServer(data).start()
         updates["callrail_base_url"] = simulator.base_url
+    if not settings.mongo_url:
+        # This process's jobs live only in its own store: keep its queues its own.
+        os.environ.setdefault("CALLRAIL_QUEUE_SUFFIX", f".serve-{os.getpid()}")
     if not redis_answers(settings.redis_url):
         # Through the environment, before celeryconfig is first read: a value set on
         # app.conf afterwards is not seen by the worker's pool threads.
@@ -67,16 +69,27 @@ def prepare(settings: Settings) -> Embedded:
         if store.usable_api_key(settings.demo_account_id) != key:
             store.set_api_key(settings.demo_account_id, key)
         store.set_userconfig(settings.demo_account_id, simulator.data.accounts_by_key[key][:1])
-    configure(Runtime(settings=settings, store=store))
+    if broker == settings.redis_url:
+        client = redis.Redis.from_url(settings.redis_url)
+        configure(
+            Runtime(
+                settings=settings, store=store, budget=budget_for(settings, client), redis=client
+            )
+        )
+    else:
+        # No Redis: no shared budget (the built-in simulator has no quota) and no stop flags.
+        configure(Runtime(settings=settings, store=store))
     return Embedded(settings, broker, simulator)
 
 
 def start_worker_thread() -> threading.Thread:
+    import celeryconfig  # read only now: prepare() may have set the queue suffix
+
     worker = celery_app.WorkController(
         pool_cls="threads",
         concurrency=4,
-        queues=QUEUES,
-        hostname="embedded@localhost",
+        queues=[celeryconfig.LISTINGS, celeryconfig.WEBHOOKS],
+        hostname=f"embedded-{os.getpid()}@localhost",
         loglevel="INFO",
     )
     thread = threading.Thread(target=worker.start, name="celery-worker", daemon=True)
