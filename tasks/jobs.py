@@ -21,6 +21,7 @@ import celeryconfig
 from tasks.shutdown import StopRequested, stopping
 from worker import errors, metrics
 from worker.callrail.client import CallRailClient
+from worker.ratelimit import BudgetWait
 from worker.runtime import Runtime, runtime
 from worker.store import utcnow
 
@@ -166,8 +167,6 @@ def _wait_for_budget(
     than MAX_COUNTDOWN are split: the task comes back early, finds the budget still closed,
     and goes back to waiting, so no countdown outlives the broker's visibility timeout.
     """
-    from worker.ratelimit import BudgetWait
-
     wait = exc.retry_after
     if not isinstance(exc, BudgetWait) and rt.budget is not None and key is not None:
         wait = rt.budget.cool_down(str(key["api_key"]), exc.retry_after)

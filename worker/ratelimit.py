@@ -27,7 +27,7 @@ import hashlib
 import random
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -177,7 +177,7 @@ class RequestBudget:
             int(self._cool(keys=[self._keys(fp)[0]], args=[max(1, int(seconds * 1000))])) / 1000.0
         )
 
-    def hook(self, api_key: str):  # type: ignore[no-untyped-def]
+    def hook(self, api_key: str) -> Callable[[str, str], None]:
         """A `before_request` hook for CallRailClient that spends this budget."""
 
         def before_request(method: str, path: str) -> None:
