@@ -6,15 +6,14 @@ algorithm is accepted, so `alg: none` and algorithm-confusion tokens fail verifi
 
 from __future__ import annotations
 
-import re
 import time
 
 import jwt
 
-from api_shim.envelope import ApiError
+from worker import errors
 from worker.config import Settings
+from worker.ids import is_object_id
 
-OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
 # A development-only secret, used by `callrail-sync serve` and `token` when JWT_SECRET is unset.
 DEV_SECRET = "callrail-sync-dev-secret-do-not-use-in-production"
 
@@ -28,25 +27,25 @@ def verification_key(settings: Settings) -> tuple[str, str]:
 
 
 def authenticate(header: str | None, settings: Settings) -> str:
-    """The DashClicks account id (24 hex) of a valid token; ApiError 401/400 otherwise."""
+    """The DashClicks account id (24 hex) of a valid token; an error answer otherwise."""
     if not header:
-        raise ApiError(401, "Authorization token is required.")
+        raise errors.Unauthenticated("Authorization token is required.")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "Authorization header must be 'Bearer <token>'.")
+        raise errors.Unauthenticated("Authorization header must be 'Bearer <token>'.")
     key, algorithm = verification_key(settings)
     try:
         claims = jwt.decode(
             token.strip(), key, algorithms=[algorithm], options={"require": ["exp"]}
         )
     except jwt.ExpiredSignatureError:
-        raise ApiError(401, "Token has expired.") from None
+        raise errors.Unauthenticated("Token has expired.") from None
     except jwt.PyJWTError:
-        raise ApiError(401, "Invalid token.") from None
+        raise errors.Unauthenticated("Invalid token.") from None
     account_id = claims.get("account_id")
-    if not isinstance(account_id, str) or not OBJECT_ID.match(account_id):
-        raise ApiError(400, "INVALID_ACCOUNT_ID")
-    return account_id.lower()
+    if not is_object_id(account_id):
+        raise errors.ValidationFailed("INVALID_ACCOUNT_ID")
+    return str(account_id).lower()
 
 
 def issue_token(account_id: str, secret: str, ttl_seconds: int = 3600) -> str:

@@ -13,15 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from worker import errors
 
 log = logging.getLogger("callrail_sync.shim")
-
-
-class ApiError(Exception):
-    """An error answer of the shim: HTTP status (also the envelope's errno) and message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+HTTP_MESSAGES = {404: "Not found.", 405: "Method not allowed."}
 
 
 def success(data: Any, status: int = 200, message: str = "SUCCESS") -> JSONResponse:
@@ -32,17 +24,13 @@ def failure(status: int, message: str) -> JSONResponse:
     return JSONResponse({"success": False, "errno": status, "message": message}, status_code=status)
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: Any) -> str:
     where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "body", "path"))
     return f"{where}: {error.get('msg', 'invalid value')}" if where else str(error.get("msg"))
 
 
 def install(app: FastAPI) -> None:
     """Route every error, expected or not, through the envelope. No stack trace leaves."""
-
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return failure(exc.status, exc.message)
 
     @app.exception_handler(errors.CallRailSyncError)
     async def _service_error(_: Request, exc: errors.CallRailSyncError) -> JSONResponse:
@@ -54,8 +42,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        messages = {404: "Not found.", 405: "Method not allowed."}
-        return failure(exc.status_code, messages.get(exc.status_code, str(exc.detail)))
+        return failure(exc.status_code, HTTP_MESSAGES.get(exc.status_code, str(exc.detail)))
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

@@ -1,17 +1,18 @@
-"""Input checks of the shim. Each failure is an ApiError(400) whose message names the field."""
+"""Input checks of the shim. Each failure is a `ValidationFailed` (400) naming the field."""
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from api_shim.envelope import ApiError
 from worker.callrail.webhooks import EVENT_KEYS
+from worker.errors import ValidationFailed
+from worker.ids import is_callrail_id
+from worker.stores.snapshots import PageQuery
 
-CALLRAIL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_PER_PAGE = 250
+"""The most records one page of a listing answers with (as CallRail's own maximum)."""
 TRUE, FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 
 
@@ -21,10 +22,10 @@ def page_number(raw: str | None, name: str, default: int, maximum: int | None = 
     try:
         value = int(raw)
     except ValueError:
-        raise ApiError(400, f"{name} must be a whole number.") from None
+        raise ValidationFailed(f"{name} must be a whole number.") from None
     if value < 1 or (maximum is not None and value > maximum):
         bounds = f"between 1 and {maximum}" if maximum else "at least 1"
-        raise ApiError(400, f"{name} must be {bounds}.")
+        raise ValidationFailed(f"{name} must be {bounds}.")
     return value
 
 
@@ -35,16 +36,20 @@ def flag(raw: str | None, name: str, default: bool = False) -> bool:
         return True
     if raw.lower() in FALSE:
         return False
-    raise ApiError(400, f"{name} must be true or false.")
+    raise ValidationFailed(f"{name} must be true or false.")
 
 
-def sort_order(raw: str | None, allowed: list[str], default: str = "name") -> tuple[str, bool]:
+def sort_order(
+    raw: str | None, allowed: tuple[str, ...], default: str = "name"
+) -> tuple[str, bool]:
     """(field, descending) from `name` or `-name`; the field must be in `allowed`."""
     value = (raw or default).strip()
     descending = value.startswith("-")
     field = value.lstrip("-")
     if field not in allowed:
-        raise ApiError(400, f"sort must be one of: {', '.join(allowed)} (prefix - for descending).")
+        raise ValidationFailed(
+            f"sort must be one of: {', '.join(allowed)} (prefix - for descending)."
+        )
     return field, descending
 
 
@@ -52,8 +57,23 @@ def search_text(raw: str | None) -> str | None:
     if raw is None or raw.strip() == "":
         return None
     if len(raw) > 200:
-        raise ApiError(400, "search must be at most 200 characters.")
+        raise ValidationFailed("search must be at most 200 characters.")
     return raw.strip()
+
+
+def page_query(
+    query: dict[str, str], sortable: tuple[str, ...], include_disabled: bool = True
+) -> PageQuery:
+    """The page, size, sort and search of a listing request."""
+    sort, descending = sort_order(query.get("sort"), sortable)
+    return PageQuery(
+        page=page_number(query.get("page"), "page", 1),
+        per_page=page_number(query.get("per_page"), "per_page", 10, MAX_PER_PAGE),
+        sort=sort,
+        descending=descending,
+        search=search_text(query.get("search")),
+        include_disabled=include_disabled,
+    )
 
 
 def callrail_id(value: Any, name: str) -> str:
@@ -61,15 +81,15 @@ def callrail_id(value: Any, name: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise ApiError(400, f"{name} must be a string.")
-    if not CALLRAIL_ID.match(value):
-        raise ApiError(400, f"{name} is not a valid id.")
+        raise ValidationFailed(f"{name} must be a string.")
+    if not is_callrail_id(value):
+        raise ValidationFailed(f"{name} is not a valid id.")
     return value
 
 
 def http_url(value: Any, name: str) -> str:
     if not isinstance(value, str):
-        raise ApiError(400, f"{name} must be a string.")
+        raise ValidationFailed(f"{name} must be a string.")
     url = value.strip()
     parts = urlsplit(url)
     if (
@@ -78,7 +98,7 @@ def http_url(value: Any, name: str) -> str:
         or not parts.hostname
         or any(c.isspace() for c in url)
     ):
-        raise ApiError(400, f"{name} must be a valid http(s) URL.")
+        raise ValidationFailed(f"{name} must be a valid http(s) URL.")
     return url
 
 
@@ -91,7 +111,7 @@ def events(value: Any) -> list[str] | None:
         or not value
         or not all(isinstance(e, str) and e in known for e in value)
     ):
-        raise ApiError(400, f"events must be a non-empty list of: {', '.join(known)}.")
+        raise ValidationFailed(f"events must be a non-empty list of: {', '.join(known)}.")
     return list(dict.fromkeys(value))
 
 
@@ -99,9 +119,9 @@ def json_object(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw or b"")
     except ValueError:
-        raise ApiError(400, "Request body must be valid JSON.") from None
+        raise ValidationFailed("Request body must be valid JSON.") from None
     if not isinstance(body, dict):
-        raise ApiError(400, "Request body must be a JSON object.")
+        raise ValidationFailed("Request body must be a JSON object.")
     return body
 
 

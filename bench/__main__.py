@@ -40,7 +40,7 @@ def bench_requests(quick: bool) -> None:
             minimum = math.ceil(n / 250) + accounts_pages
             print(
                 f"   N={n:>6}: sent {sent:>4}, minimum {minimum:>4}  "
-                f"(records stored {outcome['result']['counts']['records']})"
+                f"(records stored {outcome.result['counts']['records']})"
             )
 
 
@@ -58,7 +58,7 @@ def bench_parallel(quick: bool) -> None:
             walked = sum(len(page) for _, page in client.iter_company_pages(account))
             walk = time.perf_counter() - started
             full, outcome = run_sync(rt, sim.key, account)
-            assert walked == outcome["result"]["counts"]["records"] == n
+            assert walked == outcome.result["counts"]["records"] == n
             rows[label] = (walk, full)
         base_walk, base_full = rows["sequential"]
         for label, (walk, full) in rows.items():

@@ -10,6 +10,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +18,14 @@ import redis
 import requests
 
 from tasks import sync
+from tasks.jobs import Outcome
 from worker.config import Settings
+from worker.job import JobParams, JobType, NewJob
 from worker.ratelimit import RequestBudget, Window
 from worker.runtime import Runtime
-from worker.store import MongoStore, connect
+from worker.stores import Stores, connect
+from worker.stores.database import utcnow
+from worker.stores.snapshots import Kind, SnapshotHead, SnapshotWriter
 
 OWNER = "64f1c2a9e4b0a1b2c3d4e5f6"
 BENCH_REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -71,10 +76,14 @@ class SimProcess:
         requests.post(f"{self.control}/reset", timeout=10).raise_for_status()
 
     def stats(self) -> dict[str, Any]:
-        return requests.get(f"{self.control}/stats", timeout=10).json()
+        stats: dict[str, Any] = requests.get(f"{self.control}/stats", timeout=10).json()
+        return stats
 
     def log(self) -> list[dict[str, Any]]:
-        return requests.get(f"{self.control}/log", timeout=30).json()["requests"]
+        entries: list[dict[str, Any]] = requests.get(f"{self.control}/log", timeout=30).json()[
+            "requests"
+        ]
+        return entries
 
     def add_account(self, key: str, companies: int) -> str:
         response = requests.post(
@@ -92,44 +101,75 @@ def runtime_for(
     base_url: str,
     *,
     concurrency: int = 16,
-    store: MongoStore | None = None,
+    stores: Stores | None = None,
     budget: RequestBudget | None = None,
 ) -> Runtime:
     settings = Settings(callrail_base_url=base_url, page_concurrency=concurrency)
-    return Runtime(settings=settings, store=store or connect(settings), budget=budget)
+    return Runtime(settings=settings, stores=stores or connect(settings), budget=budget)
 
 
 def run_sync(
-    rt: Runtime, api_key: str, callrail_account_id: str | None
-) -> tuple[float, dict[str, Any]]:
-    """One sync job's work, timed; returns (seconds, outcome)."""
-    job_type = "sync_companies" if callrail_account_id else "sync_accounts"
-    params = {"callrail_account_id": callrail_account_id} if callrail_account_id else {}
-    job, _ = rt.store.create_job(OWNER, job_type, params)
-    work = sync.sync_companies_work if callrail_account_id else sync.sync_accounts_work
+    rt: Runtime,
+    api_key: str,
+    callrail_account_id: str | None,
+    snapshots: SnapshotWriter | None = None,
+) -> tuple[float, Outcome]:
+    """One sync job's work, timed (records go to `snapshots`, by default the runtime's)."""
+    kind: Kind = "companies" if callrail_account_id else "accounts"
+    job_type = JobType.SYNC_COMPANIES if callrail_account_id else JobType.SYNC_ACCOUNTS
+    params = JobParams(callrail_account_id=callrail_account_id)
+    job, _ = rt.stores.jobs.create(NewJob(owner=OWNER, type=job_type, params=params))
+    client = rt.client(api_key)
     started = time.perf_counter()
-    outcome = work(rt.store.get_job(job["_id"]) or job, rt, rt.client(api_key))
+    if callrail_account_id:
+        pages: sync.Pages = client.iter_company_pages(callrail_account_id)
+    else:
+        pages = client.iter_account_pages()
+    outcome = sync.store_pages(
+        job, rt.stores.jobs, snapshots or rt.stores.snapshots, kind, callrail_account_id, pages
+    )
     return time.perf_counter() - started, outcome
 
 
-class DiscardingStore(MongoStore):
-    """A store whose record writes go nowhere (counted only), standing in for a remote MongoDB
-    when measuring the worker's own memory: an in-process store would hold every record."""
+class DiscardingSnapshots:
+    """A `SnapshotWriter` whose records go nowhere (counted only), standing in for a remote
+    MongoDB when measuring the worker's own memory: an in-process store would hold them all."""
 
-    written = 0
+    def __init__(self) -> None:
+        self.written = 0
 
-    def write_records(self, kind, snapshot_id, owner, records):  # type: ignore[no-untyped-def]
+    def begin(self, snapshot_id: str, owner: str, kind: Kind, account: str | None) -> None:
+        self.written = 0
+
+    def write_records(
+        self, kind: Kind, snapshot_id: str, owner: str, records: Iterable[dict[str, Any]]
+    ) -> int:
         count = sum(1 for _ in records)
-        DiscardingStore.written += count
+        self.written += count
         return count
 
-    def publish_snapshot(self, snapshot_id, pages):  # type: ignore[no-untyped-def]
-        from worker.store import utcnow
+    def publish(self, snapshot_id: str, pages: int) -> SnapshotHead:
+        return SnapshotHead(
+            snapshot_id=snapshot_id,
+            owner=OWNER,
+            kind="companies",
+            synced_at=utcnow(),
+            counts={"records": self.written, "pages": pages},
+        )
 
-        return {
-            "synced_at": utcnow(),
-            "counts": {"records": DiscardingStore.written, "pages": pages},
-        }
+    def discard(self, snapshot_id: str) -> None:
+        self.written = 0
+
+
+class TimedBudget(RequestBudget):
+    """The shared budget, counting the seconds this process waited for it."""
+
+    waited = 0.0
+
+    def acquire(self, api_key: str) -> float:
+        spent = super().acquire(api_key)
+        self.waited += spent
+        return spent
 
 
 def worker_process(
@@ -138,41 +178,27 @@ def worker_process(
     accounts: list[str],
     limit: int,
     window: float,
-    out: multiprocessing.Queue,
-) -> None:  # type: ignore[type-arg]
-    budget = RequestBudget(
+    out: multiprocessing.Queue[float],
+) -> None:
+    budget = TimedBudget(
         redis.Redis.from_url(BENCH_REDIS),
         [Window(limit, window)],
         margin=0.25,
         max_inline_wait=window * 2,
     )
     rt = runtime_for(base_url, budget=budget)
-    waited = 0.0
-    original = budget.acquire
-
-    def timed_acquire(key: str) -> float:
-        nonlocal waited
-        spent = original(key)
-        waited += spent
-        return spent
-
-    budget.acquire = timed_acquire  # type: ignore[method-assign]
     run_sync(rt, api_key, None)
     for account in accounts:
         run_sync(rt, api_key, account)
-    out.put(waited)
+    out.put(budget.waited)
 
 
 def memory_child(base_url: str, api_key: str, account: str) -> None:
     import tracemalloc
 
-    from worker.store import connect as real_connect
-
-    settings = Settings(callrail_base_url=base_url)
-    store = DiscardingStore(real_connect(settings).db)
-    rt = runtime_for(base_url, store=store)
+    rt = runtime_for(base_url)
     tracemalloc.start()
-    seconds, outcome = run_sync(rt, api_key, account)
+    seconds, outcome = run_sync(rt, api_key, account, DiscardingSnapshots())
     _, peak = tracemalloc.get_traced_memory()
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
@@ -180,7 +206,7 @@ def memory_child(base_url: str, api_key: str, account: str) -> None:
             {
                 "peak": peak,
                 "rss_kib": rss_kib,
-                "records": outcome["result"]["counts"]["records"],
+                "records": outcome.result["counts"]["records"],
                 "seconds": seconds,
             }
         )

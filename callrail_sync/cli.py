@@ -8,11 +8,16 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import TypeAlias
 
-from callrail_sync.ops import add_commands
+from callrail_sync.ops import Context, add_commands
+from worker.config import Settings
+from worker.logs import setup_logging
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
-def cmd_simulator(args: argparse.Namespace) -> int:
+def cmd_simulator(args: argparse.Namespace, ctx: Context) -> int:
     from simulator import Knobs, SimData, SimServer
 
     data = SimData(
@@ -47,7 +52,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_simulator(sub: argparse._SubParsersAction) -> None:
+def _add_simulator(sub: Subparsers) -> None:
     p = sub.add_parser("simulator", help="run the CallRail v3 simulator")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8790)
@@ -66,24 +71,23 @@ def _add_simulator(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_simulator)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     from callrail_sync.serve import serve
 
-    return serve(args.host, args.port)
+    return serve(ctx.settings, args.host, args.port)
 
 
-def _add_serve(sub: argparse._SubParsersAction) -> None:
+def _add_serve(sub: Subparsers) -> None:
     p = sub.add_parser("serve", help="run shim, worker and beat in one process (embedded defaults)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.set_defaults(func=cmd_serve)
 
 
-def cmd_token(args: argparse.Namespace) -> int:
+def cmd_token(args: argparse.Namespace, ctx: Context) -> int:
     from api_shim.auth import DEV_SECRET, issue_token
-    from worker.config import Settings
 
-    settings = Settings.from_env()
+    settings = ctx.settings
     secret = settings.jwt_secret
     if not secret:
         print("JWT_SECRET is not set: signing with the development secret", file=sys.stderr)
@@ -92,25 +96,18 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_token(sub: argparse._SubParsersAction) -> None:
+def _add_token(sub: Subparsers) -> None:
     p = sub.add_parser("token", help="print a development JWT for a DashClicks account")
     p.add_argument("--account", help="DashClicks account id (24 hex); default DEMO_ACCOUNT_ID")
     p.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     p.set_defaults(func=cmd_token)
 
 
-def _configure_logging() -> None:
-    from worker.config import Settings
-    from worker.logs import setup_logging
-
-    settings = Settings.from_env()
-    setup_logging(settings.log_level, json_lines=settings.log_json)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
+    """Run one command; `ctx` hands in ready parts (tests), else the environment is read."""
     parser = argparse.ArgumentParser(prog="callrail-sync", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    adders: list[Callable[[argparse._SubParsersAction], None]] = [
+    adders: list[Callable[[Subparsers], None]] = [
         _add_serve,
         _add_token,
         _add_simulator,
@@ -119,9 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for add in adders:
         add(sub)
     args = parser.parse_args(argv)
+    ctx = ctx or Context(Settings())  # the environment, read once for the whole command
     if args.command not in ("serve", "simulator"):
-        _configure_logging()
-    return int(args.func(args) or 0)
+        setup_logging(ctx.settings.log_level, json_lines=ctx.settings.log_json)
+    return int(args.func(args, ctx) or 0)
 
 
 if __name__ == "__main__":

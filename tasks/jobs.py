@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, NoReturn
 
@@ -18,21 +18,32 @@ from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
 import celeryconfig
-from tasks.shutdown import StopRequested, stopping
+from tasks.shutdown import stopping
 from worker import errors, metrics
 from worker.callrail.client import CallRailClient
-from worker.ratelimit import BudgetWait
+from worker.job import Job, JobError
 from worker.runtime import Runtime, runtime
-from worker.store import utcnow
+from worker.stores.database import utcnow
+from worker.stores.keys import ApiKeyRecord
 
 log = logging.getLogger("callrail_sync.jobs")
 
-Work = Callable[[dict[str, Any], Runtime, CallRailClient], dict[str, Any]]
-"""A job's work: given the job, the runtime and a client for the owner's key, returns the
-fields to store on the job when it succeeds."""
-
 # A countdown longer than the visibility timeout would be redelivered before it is due.
 MAX_COUNTDOWN = celeryconfig.VISIBILITY_TIMEOUT / 2
+Summary = dict[str, str]
+"""What a task returns (for Flower and operators): the job id and where it ended."""
+
+
+@dataclass
+class Outcome:
+    """What a job's work produced: its result, and the snapshot it published (if any)."""
+
+    result: dict[str, Any] = field(default_factory=dict)
+    snapshot_id: str | None = None
+
+
+Work = Callable[[Job, Runtime, CallRailClient], Outcome]
+"""A job's work: given the job, the runtime and a client for the owner's key."""
 
 
 @dataclass(frozen=True)
@@ -43,12 +54,11 @@ class RetryPolicy:
     base: float = 2.0
     cap: float = 300.0
 
-    def delay(self, attempt: int, exc: errors.CallRailSyncError) -> float:
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before attempt `attempt + 1`."""
-        retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             return min(MAX_COUNTDOWN, retry_after + self.jitter(1.0))
-        ceiling = min(self.cap, self.base * 2 ** max(0, attempt - 1))
+        ceiling = min(self.cap, self.base * 2.0 ** max(0, attempt - 1))
         return min(MAX_COUNTDOWN, ceiling / 2 + self.jitter(ceiling / 2))
 
     def jitter(self, upto: float) -> float:
@@ -64,103 +74,102 @@ def policy_for(rt: Runtime) -> RetryPolicy:
     return RetryPolicy(max_attempts=s.max_attempts, base=s.backoff_base, cap=s.backoff_cap)
 
 
-def require_api_key(rt: Runtime, owner: str) -> dict[str, Any]:
-    """The owner's usable key record, or the error that explains why there is none."""
-    record = rt.store.api_key_record(owner)
+def require_api_key(rt: Runtime, owner: str) -> ApiKeyRecord:
+    """The owner's usable key, or the error that explains why there is none."""
+    record = rt.stores.keys.record(owner)
     if record is None:
         raise errors.ApiKeyNotFound()
-    if record.get("invalid_at") is not None:
+    if not record.usable:
         raise errors.Unauthorized("the key was rejected by CallRail earlier", status=401)
     return record
 
 
-def user_error(exc: errors.CallRailSyncError) -> dict[str, Any]:
-    return {"errno": exc.errno, "message": exc.user_message}
+def job_error(exc: errors.CallRailSyncError) -> JobError:
+    return JobError(errno=exc.errno, message=exc.user_message)
 
 
-def run_job(task: Task, job_id: str, work: Work) -> dict[str, Any]:
+def summary(job_id: str, status: str) -> Summary:
+    return {"job_id": job_id, "status": status}
+
+
+def run_job(task: Task, job_id: str, work: Work) -> Summary:
     """Run `work` for a job, keeping the job document true whatever happens."""
     rt = runtime()
     if stopping():
         # A stopping worker starts nothing: the message goes back for the next worker.
         raise task.retry(countdown=1, exc=None)
     lease = rt.settings.job_lease_seconds
-    job = rt.store.start_job(job_id, task.request.id or job_id, lease_seconds=lease)
+    job = rt.stores.jobs.start(job_id, task.request.id or job_id, lease_seconds=lease)
     if job is None:
-        existing = rt.store.get_job(job_id)
-        status = existing["status"] if existing else "missing"
+        existing = rt.stores.jobs.get(job_id)
+        status = existing.status.value if existing else "missing"
         if status == "running":
             # Another message runs it now; come back when its lease would have run out, in
             # case that worker dies. A finished job makes the return visit a no-op.
             raise task.retry(countdown=lease, exc=None)
         log.info("job not runnable", extra={"job_id": job_id, "status": status})
-        return {"job_id": job_id, "status": status}
-    context = {
+        return summary(job_id, status)
+    context: dict[str, Any] = {
         "job_id": job_id,
-        "job_type": job["type"],
-        "owner": job["owner"],
-        "attempt": job["attempts"],
+        "job_type": job.type.value,
+        "owner": job.owner,
+        "attempt": job.attempts,
     }
     log.info("job started", extra=context)
-    key: dict[str, Any] | None = None
+    key: ApiKeyRecord | None = None
     try:
-        key = require_api_key(rt, job["owner"])
-        outcome = work(job, rt, rt.client(str(key["api_key"])))
+        key = require_api_key(rt, job.owner)
+        outcome = work(job, rt, rt.client(key.api_key.get_secret_value()))
     except errors.RateLimited as exc:
         return _wait_for_budget(task, rt, job, exc, key, context)
-    except StopRequested:
+    except errors.StopRequested:
         return _hand_back(task, rt, job, context)
     except errors.CallRailSyncError as exc:
         if isinstance(exc, errors.Unauthorized) and key is not None:
             # The spec's token invalidation: no later job spends a request on this key.
-            rt.store.mark_api_key_invalid(key["_id"])
+            rt.stores.keys.mark_invalid(key)
         return _on_error(task, rt, job, exc, context)
     except SoftTimeLimitExceeded:
-        _fail(rt, job, {"errno": 504, "message": "The job took too long and was stopped."}, context)
-        return {"job_id": job_id, "status": "failed"}
+        _fail(
+            rt, job, JobError(errno=504, message="The job took too long and was stopped."), context
+        )
+        return summary(job_id, "failed")
     except Exception:
         log.exception("job crashed", extra=context)
-        _fail(rt, job, {"errno": 500, "message": "Internal error while running the job."}, context)
+        _fail(
+            rt, job, JobError(errno=500, message="Internal error while running the job."), context
+        )
         raise
-    rt.store.finish_job(job_id, "succeeded", error=None, **outcome)
-    metrics.JOBS.labels(job["type"], "succeeded").inc()
+    rt.stores.jobs.succeed(job_id, outcome.result, outcome.snapshot_id)
+    metrics.JOBS.labels(job.type.value, "succeeded").inc()
     log.info("job succeeded", extra=context)
-    return {"job_id": job_id, "status": "succeeded"}
+    return summary(job_id, "succeeded")
 
 
 def _on_error(
-    task: Task,
-    rt: Runtime,
-    job: dict[str, Any],
-    exc: errors.CallRailSyncError,
-    context: dict[str, Any],
-) -> dict[str, Any]:
+    task: Task, rt: Runtime, job: Job, exc: errors.CallRailSyncError, context: dict[str, Any]
+) -> Summary:
     policy = policy_for(rt)
-    if policy.can_retry(job["attempts"], exc):
-        delay = policy.delay(job["attempts"], exc)
-        rt.store.update_job(
-            job["_id"],
-            status="retrying",
-            error=user_error(exc),
-            next_retry_at=utcnow() + timedelta(seconds=delay),
-        )
+    if policy.can_retry(job.attempts, exc):
+        delay = policy.delay(job.attempts)
+        rt.stores.jobs.retry_later(job.id, job_error(exc), utcnow() + timedelta(seconds=delay))
         log.warning(
             "job will retry",
             extra={**context, "error": type(exc).__name__, "countdown": round(delay, 2)},
         )
         _retry(task, rt, job, delay, exc, context)
-    _fail(rt, job, user_error(exc), {**context, "error": type(exc).__name__})
-    return {"job_id": job["_id"], "status": "failed"}
+    _fail(rt, job, job_error(exc), {**context, "error": type(exc).__name__})
+    return summary(job.id, "failed")
 
 
 def _wait_for_budget(
     task: Task,
     rt: Runtime,
-    job: dict[str, Any],
+    job: Job,
     exc: errors.RateLimited,
-    key: dict[str, Any] | None,
+    key: ApiKeyRecord | None,
     context: dict[str, Any],
-) -> dict[str, Any]:
+) -> Summary:
     """A 429, or no budget left: wait it out with a countdown. This costs no attempt.
 
     A real 429 first puts the key into the cooldown that every worker honours. Waits longer
@@ -168,39 +177,27 @@ def _wait_for_budget(
     and goes back to waiting, so no countdown outlives the broker's visibility timeout.
     """
     wait = exc.retry_after
-    if not isinstance(exc, BudgetWait) and rt.budget is not None and key is not None:
-        wait = rt.budget.cool_down(str(key["api_key"]), exc.retry_after)
-    waits = int(job.get("rate_limit_waits") or 0) + 1
-    if waits > rt.settings.max_rate_limit_waits:
-        _fail(
-            rt,
-            job,
-            {
-                "errno": 429,
-                "message": "CallRail's rate limit did not lift; "
-                "the job gave up after waiting for it repeatedly.",
-            },
-            context,
+    cooldown = not isinstance(exc, errors.BudgetWait)
+    if cooldown and rt.budget is not None and key is not None:
+        wait = rt.budget.cool_down(key.api_key.get_secret_value(), exc.retry_after)
+    if job.rate_limit_waits + 1 > rt.settings.max_rate_limit_waits:
+        message = (
+            "CallRail's rate limit did not lift; the job gave up after waiting for it repeatedly."
         )
-        return {"job_id": job["_id"], "status": "failed"}
-    delay = policy_for(rt).delay(job["attempts"], errors.RateLimited("", retry_after=wait or 0.0))
-    rt.store.park_for_rate_limit(job["_id"], user_error(exc), utcnow() + timedelta(seconds=delay))
+        _fail(rt, job, JobError(errno=429, message=message), context)
+        return summary(job.id, "failed")
+    delay = policy_for(rt).delay(job.attempts, retry_after=wait or 0.0)
+    rt.stores.jobs.park_for_rate_limit(job.id, job_error(exc), utcnow() + timedelta(seconds=delay))
     log.info(
         "job waits for the rate limit",
-        extra={
-            **context,
-            "countdown": round(delay, 2),
-            "cooldown": not isinstance(exc, BudgetWait),
-        },
+        extra={**context, "countdown": round(delay, 2), "cooldown": cooldown},
     )
     _retry(task, rt, job, delay, exc, context)
 
 
-def _hand_back(
-    task: Task, rt: Runtime, job: dict[str, Any], context: dict[str, Any]
-) -> dict[str, Any]:
+def _hand_back(task: Task, rt: Runtime, job: Job, context: dict[str, Any]) -> Summary:
     """The worker is stopping: requeue the job now; the next run resumes from stored pages."""
-    rt.store.requeue_job(job["_id"])
+    rt.stores.jobs.requeue(job.id)
     log.warning("job handed back to the queue (worker stopping)", extra=context)
     try:
         raise task.retry(countdown=0, exc=None)
@@ -209,13 +206,13 @@ def _hand_back(
     except Exception as failure:
         # Left queued: the sweeper sends it again.
         log.error("could not requeue job", extra={**context, "error": type(failure).__name__})
-        return {"job_id": job["_id"], "status": "queued"}
+        return summary(job.id, "queued")
 
 
 def _retry(
     task: Task,
     rt: Runtime,
-    job: dict[str, Any],
+    job: Job,
     delay: float,
     exc: errors.CallRailSyncError,
     context: dict[str, Any],
@@ -228,12 +225,12 @@ def _retry(
         raise
     except Exception as failure:
         log.error("could not requeue job", extra={**context, "error": type(failure).__name__})
-        _fail(rt, job, user_error(exc), context)
+        _fail(rt, job, job_error(exc), context)
         raise
 
 
-def _fail(rt: Runtime, job: dict[str, Any], error: dict[str, Any], context: dict[str, Any]) -> None:
-    rt.store.discard_snapshot(job["_id"])
-    rt.store.finish_job(job["_id"], "failed", error=error)
-    metrics.JOBS.labels(job["type"], "failed").inc()
-    log.warning("job failed", extra={**context, "errno": error["errno"]})
+def _fail(rt: Runtime, job: Job, error: JobError, context: dict[str, Any]) -> None:
+    rt.stores.snapshots.discard(job.id)
+    rt.stores.jobs.fail(job.id, error)
+    metrics.JOBS.labels(job.type.value, "failed").inc()
+    log.warning("job failed", extra={**context, "errno": error.errno})

@@ -13,8 +13,10 @@ import logging
 import threading
 from typing import Any
 
+import redis
 from celery import current_task, signals
 
+from worker import errors
 from worker.runtime import runtime
 
 log = logging.getLogger("callrail_sync.shutdown")
@@ -22,15 +24,18 @@ _stopping = threading.Event()
 FLAG_SECONDS = 3600
 
 
-class StopRequested(Exception):
-    """The worker is shutting down: the job goes back to the queue (not a failure)."""
-
-
 def _flag_key(hostname: str) -> str:
     return f"callrail:stopping:{hostname}"
 
 
-@signals.worker_shutting_down.connect
+def _redis() -> redis.Redis | None:
+    """The runtime's Redis; None where there is none (or no runtime at all yet)."""
+    try:
+        return runtime().redis
+    except RuntimeError:
+        return None
+
+
 def _on_shutting_down(sig: str = "", how: str = "", exitcode: int = 0, **_: Any) -> None:
     _stopping.set()
     hostname = _.get("sender")
@@ -38,7 +43,7 @@ def _on_shutting_down(sig: str = "", how: str = "", exitcode: int = 0, **_: Any)
         "worker shutting down: running syncs will stop after their current page",
         extra={"signal": sig, "how": how, "hostname": str(hostname)},
     )
-    client = runtime().redis
+    client = _redis()
     if client is not None and hostname:
         try:
             client.set(_flag_key(str(hostname)), "1", ex=FLAG_SECONDS)
@@ -46,23 +51,32 @@ def _on_shutting_down(sig: str = "", how: str = "", exitcode: int = 0, **_: Any)
             log.exception("could not set the stop flag for prefork children")
 
 
-@signals.worker_init.connect
-@signals.worker_ready.connect
 def _on_ready(sender: Any = None, **_: Any) -> None:
     """A (re)started worker clears the stop flag its previous life left for its hostname."""
     _stopping.clear()
-    client = runtime().redis
+    client = _redis()
     hostname = getattr(sender, "hostname", None)
     if client is not None and hostname:
-        client.delete(_flag_key(str(hostname)))
+        try:
+            client.delete(_flag_key(str(hostname)))
+        except redis.RedisError:
+            log.warning("could not clear the stop flag", extra={"hostname": str(hostname)})
+
+
+def install_handlers() -> None:
+    """Connect the stop handlers to Celery's worker signals (once per process)."""
+    signals.worker_shutting_down.connect(_on_shutting_down, weak=False, dispatch_uid="crs-stop")
+    signals.worker_init.connect(_on_ready, weak=False, dispatch_uid="crs-init")
+    signals.worker_ready.connect(_on_ready, weak=False, dispatch_uid="crs-ready")
 
 
 def stopping() -> bool:
+    """Whether the worker running this task was told to stop."""
     if _stopping.is_set():
         return True
     task = current_task
     hostname = getattr(getattr(task, "request", None), "hostname", None) if task else None
-    client = runtime().redis
+    client = _redis()
     if not hostname or client is None:
         return False
     try:
@@ -74,4 +88,4 @@ def stopping() -> bool:
 def stop_point(job_id: str) -> None:
     """Between two pages: raise StopRequested if this worker is shutting down."""
     if stopping():
-        raise StopRequested(job_id)
+        raise errors.StopRequested(job_id)

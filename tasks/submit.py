@@ -1,4 +1,4 @@
-"""Creating a job and queueing its task: the one way work enters the system.
+"""Creating a job and queueing its message: the one way work enters the system.
 
 The shim, the CLI and beat all call `submit`. The job document is written first, then the
 message is sent; if the broker refuses the message the job is failed at once, so no job is
@@ -9,52 +9,71 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Protocol
+
+from celery import Celery
 
 from worker import errors
-from worker.celery_app import app
-from worker.store import MongoStore, utcnow
+from worker.job import Job, JobError, JobParams, JobType, NewJob
+from worker.stores.database import utcnow
+from worker.stores.jobs import JobStore
 
 log = logging.getLogger("callrail_sync.submit")
 
-JobType = Literal[
-    "sync_accounts", "sync_companies", "webhook_list", "webhook_create", "webhook_update"
-]
-
-TASKS: dict[str, str] = {
-    "sync_accounts": "callrail.sync.accounts",
-    "sync_companies": "callrail.sync.companies",
-    "webhook_list": "callrail.webhook.list",
-    "webhook_create": "callrail.webhook.create",
-    "webhook_update": "callrail.webhook.update",
+TASK_NAMES: dict[JobType, str] = {
+    JobType.SYNC_ACCOUNTS: "callrail.sync.accounts",
+    JobType.SYNC_COMPANIES: "callrail.sync.companies",
+    JobType.WEBHOOK_LIST: "callrail.webhook.list",
+    JobType.WEBHOOK_CREATE: "callrail.webhook.create",
+    JobType.WEBHOOK_UPDATE: "callrail.webhook.update",
 }
+"""The Celery task that runs each type of job (the job id is its only argument)."""
 
 
-class QueueUnavailable(errors.CallRailSyncError):
-    """The broker did not take the message; the job was failed, nothing will run."""
+class JobQueue(Protocol):
+    """Where a job's messages go."""
 
-    errno = 503
+    def send(self, job: Job, message_id: str, countdown: float | None) -> None:
+        """Queue one message for the job; raise if the broker does not take it."""
 
 
-def dedupe_key(owner: str, job_type: str, params: dict[str, Any]) -> str | None:
+class CeleryQueue:
+    """`JobQueue` through a Celery app's broker."""
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+
+    def send(self, job: Job, message_id: str, countdown: float | None) -> None:
+        self._app.send_task(
+            TASK_NAMES[job.type],
+            args=[job.id],
+            countdown=countdown,
+            task_id=message_id,
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        )
+
+
+def dedupe_key(owner: str, job_type: JobType, params: JobParams) -> str | None:
     """Jobs with the same key share one active job. Only reads are deduplicated."""
-    if job_type == "sync_accounts":
+    if job_type is JobType.SYNC_ACCOUNTS:
         return f"{owner}:accounts"
-    if job_type == "sync_companies":
-        return f"{owner}:companies:{params['callrail_account_id']}"
-    if job_type == "webhook_list":
-        return f"{owner}:webhooks:{params['account_id']}:{params['company_id']}"
+    if job_type is JobType.SYNC_COMPANIES:
+        return f"{owner}:companies:{params.callrail_account_id}"
+    if job_type is JobType.WEBHOOK_LIST:
+        return f"{owner}:webhooks:{params.account_id}:{params.company_id}"
     return None
 
 
 def submit(
-    store: MongoStore,
+    jobs: JobStore,
+    queue: JobQueue,
     owner: str,
     job_type: JobType,
-    params: dict[str, Any],
+    params: JobParams,
     *,
     countdown: float | None = None,
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[Job, bool]:
     """Create (or join) a job and queue it. Returns (job, created).
 
     Joining a job that beat queued for later (`countdown`) while this caller wants it now
@@ -63,31 +82,27 @@ def submit(
     """
     not_before = utcnow() + timedelta(seconds=countdown) if countdown else None
     key = dedupe_key(owner, job_type, params)
-    job, created = store.create_job(owner, job_type, params, key, not_before=not_before)
+    new = NewJob(owner=owner, type=job_type, params=params, dedupe_key=key, not_before=not_before)
+    job, created = jobs.create(new)
     if created:
-        _send(store, job, job["_id"], countdown)
-    elif countdown is None and store.hurry_job(job["_id"]):
-        _send(store, job, f"{job['_id']}.now", None)
+        _send(jobs, queue, job, job.id, countdown)
+    elif countdown is None and jobs.hurry(job.id):
+        _send(jobs, queue, job, f"{job.id}.now", None)
     return job, created
 
 
-def resend(store: MongoStore, job: dict[str, Any], message_id: str) -> None:
+def resend(jobs: JobStore, queue: JobQueue, job: Job, message_id: str) -> None:
     """Queue another message for an existing job (the sweeper's way to revive one)."""
-    _send(store, job, message_id, None)
+    _send(jobs, queue, job, message_id, None)
 
 
-def _send(store: MongoStore, job: dict[str, Any], message_id: str, countdown: float | None) -> None:
+def _send(
+    jobs: JobStore, queue: JobQueue, job: Job, message_id: str, countdown: float | None
+) -> None:
     try:
-        app.send_task(
-            TASKS[job["type"]],
-            args=[job["_id"]],
-            countdown=countdown,
-            task_id=message_id,
-            retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
-        )
+        queue.send(job, message_id, countdown)
     except Exception as exc:
-        log.error("could not queue job", extra={"job_id": job["_id"], "error": type(exc).__name__})
-        message = "The job queue is unavailable; please try again shortly."
-        store.finish_job(job["_id"], "failed", error={"errno": 503, "message": message})
-        raise QueueUnavailable(message) from None
+        log.error("could not queue job", extra={"job_id": job.id, "error": type(exc).__name__})
+        failure = errors.QueueUnavailable("The job queue is unavailable; please try again shortly.")
+        jobs.fail(job.id, JobError(errno=failure.errno, message=failure.user_message))
+        raise failure from None

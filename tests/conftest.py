@@ -1,25 +1,29 @@
-"""Shared fixtures: real components (simulator over HTTP, Redis) wherever they can run here."""
+"""Shared fixtures: real components (simulator over HTTP, Redis, Celery) wherever they run here."""
 
 from __future__ import annotations
 
 import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import redis
+from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
-import tasks.schedule  # noqa: F401  (importing registers the tasks)
-import tasks.sync  # noqa: F401
-import tasks.webhooks  # noqa: F401
+from celeryconfig import Queues
 from simulator import SimData, SimServer
+from tasks.celery_app import create_worker_app
+from tasks.submit import CeleryQueue, submit
 from worker.callrail.client import CallRailClient, Timeouts
-from worker.celery_app import app as celery_app
 from worker.config import Settings
+from worker.job import Job, JobParams, JobType
 from worker.runtime import Runtime, budget_for, configure
-from worker.store import FINAL_STATUSES, MongoStore, connect
+from worker.stores import Stores, connect
 
 
 @pytest.fixture
@@ -47,8 +51,8 @@ def client(sim: SimServer, api_key: str) -> CallRailClient:
 # --- jobs: real Redis broker, real Celery worker (threads), in-process Mongo ----------------
 
 
-TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
-os.environ["METRICS_PORT"] = "0"  # test workers run in threads of this process: no metrics port
+# Overridable so that two checkouts can run their suites on one Redis at the same time.
+TEST_REDIS_URL = os.environ.get("CALLRAIL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 OWNER = "64f1c2a9e4b0a1b2c3d4e5f6"
 OTHER_OWNER = "650000000000000000000abc"
 TEST_SECRET = "test-secret-" + "0123456789abcdef" * 4
@@ -71,54 +75,94 @@ def settings(sim: SimServer, redis_url: str) -> Settings:
         max_attempts=3,
         callrail_read_timeout=2.0,
         jwt_secret=TEST_SECRET,
+        metrics_port=0,
     )
 
 
 @pytest.fixture
-def store(settings: Settings) -> MongoStore:
+def stores(settings: Settings) -> Stores:
     return connect(settings)
 
 
 @pytest.fixture
-def runtime(settings: Settings, store: MongoStore) -> Iterator[Runtime]:
+def worker_app(settings: Settings) -> Celery:
+    return create_worker_app(settings)
+
+
+@pytest.fixture
+def queue(worker_app: Celery) -> CeleryQueue:
+    return CeleryQueue(worker_app)
+
+
+@pytest.fixture
+def runtime(settings: Settings, stores: Stores) -> Iterator[Runtime]:
     client = redis.Redis.from_url(settings.redis_url)
-    rt = Runtime(settings=settings, store=store, budget=budget_for(settings, client), redis=client)
+    rt = Runtime(
+        settings=settings, stores=stores, budget=budget_for(settings, client), redis=client
+    )
     configure(rt)
     yield rt
     configure(None)
 
 
 @pytest.fixture
-def owner(store: MongoStore, api_key: str) -> str:
-    store.set_api_key(OWNER, api_key)
+def owner(stores: Stores, api_key: str) -> str:
+    stores.keys.set(OWNER, api_key)
     return OWNER
 
 
-@pytest.fixture
-def worker(runtime: Runtime, redis_url: str) -> Iterator[Any]:
-    """A real Celery worker (thread pool) consuming both queues from the real Redis."""
-    celery_app.conf.broker_url = redis_url
-    celery_app.conf.result_backend = redis_url
-    with start_worker(
-        celery_app,
+def run_worker(app: Celery, concurrency: int = 4) -> Any:
+    """A real Celery worker (thread pool) of `app`, consuming both queues from Redis."""
+    return start_worker(
+        app,
         pool="threads",
-        concurrency=4,
+        concurrency=concurrency,
         perform_ping_check=False,
-        queues=["callrail.listings", "callrail.webhooks"],
+        queues=Queues().all,
         loglevel="WARNING",
         shutdown_timeout=10,
-    ) as w:
+    )
+
+
+@pytest.fixture
+def worker(worker_app: Celery, runtime: Runtime) -> Iterator[Any]:
+    with run_worker(worker_app) as w:
         yield w
 
 
-def wait_job(store: MongoStore, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
+@dataclass
+class Submitter:
+    """`submit` as the shim calls it, with the job type and parameters spelled briefly."""
+
+    stores: Stores
+    queue: CeleryQueue
+
+    def __call__(
+        self, owner: str, job_type: str, countdown: float | None = None, **params: Any
+    ) -> tuple[Job, bool]:
+        return submit(
+            self.stores.jobs,
+            self.queue,
+            owner,
+            JobType(job_type),
+            JobParams(**params),
+            countdown=countdown,
+        )
+
+
+@pytest.fixture
+def submit_job(stores: Stores, queue: CeleryQueue, runtime: Runtime) -> Submitter:
+    return Submitter(stores, queue)
+
+
+def wait_job(stores: Stores, job_id: str, timeout: float = 30.0) -> Job:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = store.get_job(job_id)
-        if job is not None and job["status"] in FINAL_STATUSES:
+        job = stores.jobs.get(job_id)
+        if job is not None and job.is_final:
             return job
         time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish: {store.get_job(job_id)}")
+    raise AssertionError(f"job {job_id} did not finish: {stores.jobs.get(job_id)}")
 
 
 # --- the shim ----------------------------------------------------------------------------------
@@ -132,21 +176,17 @@ def token(settings: Settings) -> str:
 
 
 @pytest.fixture
-def shim_url(runtime: Runtime, redis_url: str) -> Iterator[str]:
+def shim_url(runtime: Runtime, queue: CeleryQueue) -> Iterator[str]:
     """The shim under a real uvicorn server on a free port."""
-    import socket
-    import threading
-
     import uvicorn
 
     from api_shim.app import create_app
 
-    celery_app.conf.broker_url = redis_url
-    celery_app.conf.result_backend = redis_url
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(), log_level="warning", lifespan="off"))
+    app = create_app(runtime.settings, runtime=runtime, queue=queue)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -160,9 +160,9 @@ def test_a_failed_job_reads_as_failed_with_its_message(frontend):
     assert job["error"] == {"errno": 404, "message": "Not found in CallRail: Account not found"}
 
 
-def test_another_account_sees_none_of_it(frontend, shim_url, store, sim_data):
+def test_another_account_sees_none_of_it(frontend, shim_url, stores, sim_data):
     frontend.listing(f"{P}/accounts")
-    store.set_api_key(OTHER_OWNER, sim_data.api_keys[1])
+    stores.keys.set(OTHER_OWNER, sim_data.api_keys[1])
     other = Frontend(shim_url, issue_token(OTHER_OWNER, TEST_SECRET))
     first = other.call("GET", f"{P}/accounts")
     assert first.status_code == 202  # no snapshot of its own yet, whatever the first owner has

@@ -13,151 +13,145 @@ import pytest
 import requests
 from celery import signals
 
-from callrail_sync.cli import main as cli
+from callrail_sync.cli import main
+from callrail_sync.ops import Context
+from celeryconfig import PLAN_TASK
 from tasks.schedule import plan_syncs, sweep_stale_jobs
-from tasks.submit import submit
+from worker.job import JobParams, JobType, NewJob
 from worker.logs import setup_logging
-from worker.store import utcnow
+from worker.stores.database import utcnow
 
-from .conftest import OTHER_OWNER, OWNER, wait_job
+from .conftest import OTHER_OWNER, OWNER, run_worker, wait_job
+
+
+@pytest.fixture
+def cli(runtime, queue):
+    """The command line, handed this test's stores and queue."""
+    ctx = Context(runtime.settings, given_stores=runtime.stores, given_queue=queue)
+    return lambda argv: main(argv, ctx)
+
 
 # --- beat -------------------------------------------------------------------------
 
 
 def test_beat_plans_every_configured_account_and_skips_fresh_ones(
-    worker, store, owner, sim_data, api_key, runtime
+    worker, stores, queue, owner, sim_data, api_key, runtime
 ):
     runtime.settings.sync_interval = 4.0  # syncs spread over a 1-second window
     accounts = sim_data.accounts_by_key[api_key]
-    store.set_userconfig(OWNER, accounts)
-    store.set_userconfig(OTHER_OWNER, ["ACCnokey"])  # no key: never planned
-    planned = plan_syncs()
+    stores.userconfig.set(OWNER, accounts)
+    stores.userconfig.set(OTHER_OWNER, ["ACCnokey"])  # no key: never planned
+    planned = plan_syncs(runtime, queue)
     kinds = sorted((p["kind"], p["callrail_account_id"] or "") for p in planned)
     assert kinds == sorted([("accounts", "")] + [("companies", a) for a in accounts])
     assert all(0 <= p["countdown"] < 1.0 for p in planned)
     assert all(p["owner"] == OWNER for p in planned)
     for p in planned:
-        assert wait_job(store, p["job_id"])["status"] == "succeeded"
+        assert wait_job(stores, p["job_id"]).status == "succeeded"
     # Everything is fresh now: nothing to plan.
-    assert plan_syncs() == []
+    assert plan_syncs(runtime, queue) == []
 
 
-def test_beat_shares_the_dedupe_of_manual_jobs(store, owner, sim_data, api_key, runtime):
-    store.set_userconfig(OWNER, [])
-    manual, _ = submit(store, OWNER, "sync_accounts", {})
-    assert plan_syncs() == []  # the manual job is already active for the same resource
-    assert store.get_job(manual["_id"])["status"] == "queued"
+def test_beat_shares_the_dedupe_of_manual_jobs(stores, queue, owner, submit_job, runtime):
+    stores.userconfig.set(OWNER, [])
+    manual, _ = submit_job(OWNER, "sync_accounts")
+    assert plan_syncs(runtime, queue) == []  # the manual job is already active for it
+    assert stores.jobs.get(manual.id).status == "queued"
 
 
-def test_the_beat_task_runs_through_the_worker(worker, store, owner, sim_data, api_key, runtime):
-    from tasks.schedule import configured_accounts
-
+def test_the_beat_task_runs_through_the_worker(
+    worker, worker_app, stores, owner, sim_data, api_key, runtime
+):
     runtime.settings.sync_interval = 0.4
-    store.set_userconfig(OWNER, sim_data.accounts_by_key[api_key][:1])
-    result = configured_accounts.delay().get(timeout=20)
+    stores.userconfig.set(OWNER, sim_data.accounts_by_key[api_key][:1])
+    result = worker_app.send_task(PLAN_TASK).get(timeout=20)
     assert len(result["queued"]) == 2
     for planned in result["queued"]:
-        assert wait_job(store, planned["job_id"])["status"] == "succeeded"
+        assert wait_job(stores, planned["job_id"]).status == "succeeded"
 
 
 # --- sweeper and graceful stop -----------------------------------------------------------------
 
 
-def age(store, job_id: str, seconds: float) -> None:
-    store.jobs.update_one(
+def age(stores, job_id: str, seconds: float) -> None:
+    stores.db["callrail_jobs"].update_one(
         {"_id": job_id}, {"$set": {"updated_at": utcnow() - timedelta(seconds=seconds)}}
     )
 
 
-def test_a_job_whose_worker_vanished_is_requeued_and_completes(worker, store, owner, runtime):
-    job, _ = store.create_job(OWNER, "sync_accounts", {}, "x")
-    store.start_job(job["_id"], "a-message-whose-worker-died")
-    age(store, job["_id"], 3600)
-    swept = sweep_stale_jobs()
-    assert swept == [{"job_id": job["_id"], "action": "requeued", "was": "running"}]
-    done = wait_job(store, job["_id"])
-    assert done["status"] == "succeeded" and done["sweeps"] == 1
+def new_job(stores, job_type=JobType.SYNC_ACCOUNTS, params=JobParams(), **kw):
+    return stores.jobs.create(NewJob(owner=OWNER, type=job_type, params=params, **kw))[0]
 
 
-def test_a_lost_message_is_sent_again(worker, store, owner, runtime):
-    job, _ = store.create_job(OWNER, "sync_accounts", {})  # queued, but never sent
-    age(store, job["_id"], 3600)
-    assert sweep_stale_jobs()[0]["was"] == "queued"
-    assert wait_job(store, job["_id"])["status"] == "succeeded"
+def test_a_job_whose_worker_vanished_is_requeued_and_completes(
+    worker, stores, queue, owner, runtime
+):
+    job = new_job(stores, dedupe_key="x")
+    stores.jobs.start(job.id, "a-message-whose-worker-died", lease_seconds=90)
+    age(stores, job.id, 3600)
+    swept = sweep_stale_jobs(runtime, queue)
+    assert swept == [{"job_id": job.id, "action": "requeued", "was": "running"}]
+    done = wait_job(stores, job.id)
+    assert done.status == "succeeded" and done.sweeps == 1
 
 
-def test_a_job_that_keeps_losing_its_worker_fails_clearly(store, owner, runtime):
-    job, _ = store.create_job(OWNER, "sync_accounts", {})
+def test_a_lost_message_is_sent_again(worker, stores, queue, owner, runtime):
+    job = new_job(stores)  # queued, but never sent
+    age(stores, job.id, 3600)
+    assert sweep_stale_jobs(runtime, queue)[0]["was"] == "queued"
+    assert wait_job(stores, job.id).status == "succeeded"
+
+
+def test_a_job_that_keeps_losing_its_worker_fails_clearly(stores, queue, owner, runtime):
+    job = new_job(stores, dedupe_key=f"{OWNER}:accounts")
     for n in range(runtime.settings.max_attempts):
-        store.start_job(job["_id"], f"message-{n}")
-        store.jobs.update_one({"_id": job["_id"]}, {"$set": {"status": "queued"}})
-    store.start_job(job["_id"], "last")
-    age(store, job["_id"], 3600)
-    assert sweep_stale_jobs() == [{"job_id": job["_id"], "action": "failed"}]
-    failed = store.get_job(job["_id"])
-    assert failed["status"] == "failed" and "stopped" in failed["error"]["message"]
-    assert "active_key" not in failed
+        stores.jobs.start(job.id, f"message-{n}", lease_seconds=90)
+        stores.db["callrail_jobs"].update_one({"_id": job.id}, {"$set": {"status": "queued"}})
+    stores.jobs.start(job.id, "last", lease_seconds=90)
+    age(stores, job.id, 3600)
+    assert sweep_stale_jobs(runtime, queue) == [{"job_id": job.id, "action": "failed"}]
+    failed = stores.jobs.get(job.id)
+    assert failed.status == "failed" and "stopped" in failed.error.message
+    assert stores.jobs.active(f"{OWNER}:accounts") is None
 
 
-def test_fresh_and_waiting_jobs_are_left_alone(store, owner, runtime):
-    running, _ = store.create_job(OWNER, "sync_accounts", {})
-    store.start_job(running["_id"], "m")
-    later, _ = store.create_job(
-        OWNER,
-        "sync_companies",
-        {"callrail_account_id": "A"},
+def test_fresh_and_waiting_jobs_are_left_alone(stores, queue, owner, runtime):
+    running = new_job(stores)
+    stores.jobs.start(running.id, "m", lease_seconds=90)
+    later = new_job(
+        stores,
+        JobType.SYNC_COMPANIES,
+        JobParams(callrail_account_id="A"),
         not_before=utcnow() + timedelta(hours=1),
     )
-    age(store, later["_id"], 3600)
-    assert sweep_stale_jobs() == []
+    age(stores, later.id, 3600)
+    assert sweep_stale_jobs(runtime, queue) == []
 
 
 def test_a_stopping_worker_hands_the_sync_back_and_the_next_one_finishes_it(
-    redis_url, runtime, store, owner, sim, sim_data, api_key
+    worker_app, runtime, stores, owner, submit_job, sim, sim_data, api_key
 ):
     """The same handler SIGTERM triggers in a real worker (Celery's warm shutdown sends
-    worker_shutting_down), run here in-process: a worker in another process would need a Mongo
-    shared between processes, and none can run on this machine."""
-    from celery.contrib.testing.worker import start_worker
-
-    from worker.celery_app import app
-
+    worker_shutting_down), run here in-process."""
     account = sim_data.add_account(api_key, 2_000)
     runtime.settings.page_concurrency = 1
     sim.set_knobs(latency=0.1)
-    queues = ["callrail.listings", "callrail.webhooks"]
-    with start_worker(
-        app,
-        pool="threads",
-        concurrency=2,
-        perform_ping_check=False,
-        queues=queues,
-        loglevel="WARNING",
-        shutdown_timeout=10,
-    ) as first:
-        job, _ = submit(store, OWNER, "sync_companies", {"callrail_account_id": account})
-        while len((store.get_job(job["_id"]) or {}).get("progress", {}).get("pages_done", [])) < 2:
+    with run_worker(worker_app, concurrency=2) as first:
+        job, _ = submit_job(OWNER, "sync_companies", callrail_account_id=account)
+        while len(stores.jobs.get(job.id).progress.pages_done) < 2:
             time.sleep(0.02)
         signals.worker_shutting_down.send(
             sender=first.hostname, sig="SIGTERM", how="Warm", exitcode=0
         )
         # Leaving the block is the warm shutdown that follows: stop consuming, let the task end.
-    handed_back = store.get_job(job["_id"])
-    assert handed_back["status"] == "queued" and handed_back["attempts"] == 0
-    stored = len(handed_back["progress"]["pages_done"])
+    handed_back = stores.jobs.get(job.id)
+    assert handed_back.status == "queued" and handed_back.attempts == 0
+    stored = len(handed_back.progress.pages_done)
     assert 2 <= stored < 8  # stopped after the page in flight, not at the end
     sim.set_knobs(latency=0.0)
-    with start_worker(
-        app,
-        pool="threads",
-        concurrency=2,
-        perform_ping_check=False,
-        queues=queues,
-        loglevel="WARNING",
-        shutdown_timeout=10,
-    ):
-        done = wait_job(store, job["_id"])
-    assert done["status"] == "succeeded" and done["progress"]["records"] == 2_000
+    with run_worker(worker_app, concurrency=2):
+        done = wait_job(stores, job.id)
+    assert done.status == "succeeded" and done.progress.records == 2_000
     fetched = [
         int(r.query.split("page=")[1].split("&")[0])
         for r in sim.requests_logged()
@@ -169,9 +163,7 @@ def test_a_stopping_worker_hands_the_sync_back_and_the_next_one_finishes_it(
 # --- CLI -------------------------------------------------------------------------
 
 
-def test_cli_sync_shows_progress_until_the_job_ends(
-    worker, store, owner, sim_data, api_key, capsys
-):
+def test_cli_sync_shows_progress_until_the_job_ends(cli, worker, owner, sim_data, api_key, capsys):
     account = sim_data.add_account(api_key, 600)
     assert cli(["sync", "--account", OWNER, "--callrail-account", account]) == 0
     out = capsys.readouterr().out
@@ -180,27 +172,27 @@ def test_cli_sync_shows_progress_until_the_job_ends(
     assert out.strip().endswith("succeeded: 600 records in 3 pages")
 
 
-def test_cli_sync_reports_a_failure(worker, store, owner, capsys):
+def test_cli_sync_reports_a_failure(cli, worker, owner, capsys):
     assert cli(["sync", "--account", OWNER, "--callrail-account", "ACCmissing"]) == 1
     assert "failed (404): Not found in CallRail" in capsys.readouterr().out
 
 
-def test_cli_jobs_lists_recent_jobs(worker, store, owner, capsys):
-    job, _ = submit(store, OWNER, "sync_accounts", {})
-    wait_job(store, job["_id"])
+def test_cli_jobs_lists_recent_jobs(cli, worker, stores, owner, submit_job, capsys):
+    job, _ = submit_job(OWNER, "sync_accounts")
+    wait_job(stores, job.id)
     assert cli(["jobs", "--account", OWNER]) == 0
     out = capsys.readouterr().out
-    assert job["_id"] in out and "succeeded" in out and "1/1" in out
+    assert job.id in out and "succeeded" in out and "1/1" in out
 
 
-def test_cli_keys_set_and_remove_never_print_the_key(store, runtime, monkeypatch, capsys):
+def test_cli_keys_set_and_remove_never_print_the_key(cli, stores, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("sk_secret_value_123\n"))
     assert cli(["keys", "set", "--account", OTHER_OWNER]) == 0
     out = capsys.readouterr().out
     assert "sk_secret_value_123" not in out and "fingerprint" in out
-    assert store.usable_api_key(OTHER_OWNER) == "sk_secret_value_123"
+    assert stores.keys.usable_key(OTHER_OWNER) == "sk_secret_value_123"
     assert cli(["keys", "remove", "--account", OTHER_OWNER]) == 0
-    assert store.usable_api_key(OTHER_OWNER) is None
+    assert stores.keys.usable_key(OTHER_OWNER) is None
     with pytest.raises(SystemExit):
         cli(["keys", "set", "--account", "not-an-object-id"])
 
@@ -221,14 +213,14 @@ def log_lines():
 
 
 def test_log_lines_of_every_kind_are_json_and_free_of_secrets(
-    worker, store, owner, sim, api_key, token, shim_url, log_lines
+    worker, stores, owner, submit_job, sim, api_key, token, shim_url, log_lines
 ):
     sim.set_knobs(fail_next=["500"])
-    job, _ = submit(store, OWNER, "sync_accounts", {})
-    wait_job(store, job["_id"])  # started, page stored, will retry, started, page stored, succeeded
-    store.set_api_key(OTHER_OWNER, "revoked-key-abcdef")
-    failed, _ = submit(store, OTHER_OWNER, "sync_accounts", {})
-    wait_job(store, failed["_id"])  # job failed (401)
+    job, _ = submit_job(OWNER, "sync_accounts")
+    wait_job(stores, job.id)  # started, page stored, will retry, started, page stored, succeeded
+    stores.keys.set(OTHER_OWNER, "revoked-key-abcdef")
+    failed, _ = submit_job(OTHER_OWNER, "sync_accounts")
+    wait_job(stores, failed.id)  # job failed (401)
     log = logging.getLogger("callrail_sync.test")
     log.warning(f'an upstream said: Authorization: Token token="{api_key}" was refused')
     log.warning("header was Bearer %s", token)
@@ -255,7 +247,7 @@ def test_log_lines_of_every_kind_are_json_and_free_of_secrets(
     ):
         assert kind in messages, kind
     page = next(line for line in lines if line["message"] == "page stored")
-    assert page["job_id"] == job["_id"] and page["page"] == 1 and page["owner"] == OWNER
+    assert page["job_id"] == job.id and page["page"] == 1 and page["owner"] == OWNER
     assert "[REDACTED]" in text and "[key " in text
 
 
@@ -275,11 +267,11 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def test_metrics_move_when_jobs_run(worker, store, owner, sim, shim_url):
+def test_metrics_move_when_jobs_run(worker, stores, owner, submit_job, sim, shim_url):
     before = requests.get(f"{shim_url}/metrics", timeout=10).text
     sim.set_knobs(fail_next=["429"], send_retry_after=True, scripted_retry_after=1)
-    job, _ = submit(store, OWNER, "sync_accounts", {})
-    assert wait_job(store, job["_id"])["status"] == "succeeded"
+    job, _ = submit_job(OWNER, "sync_accounts")
+    assert wait_job(stores, job.id).status == "succeeded"
     after = requests.get(f"{shim_url}/metrics", timeout=10).text
     moved = {
         "jobs": (
@@ -324,7 +316,7 @@ def test_flower_runs_behind_basic_auth(redis_url, tmp_path):
             "-m",
             "celery",
             "-A",
-            "worker.celery_app",
+            "tasks.app",
             "flower",
             f"--port={port}",
             "--address=127.0.0.1",

@@ -10,10 +10,10 @@ import pytest
 import redis
 
 from tasks.jobs import MAX_COUNTDOWN, RetryPolicy
-from tasks.submit import submit
 from worker import errors
 from worker.callrail.client import CallRailClient
-from worker.ratelimit import BudgetWait, RequestBudget, Window, fingerprint
+from worker.errors import BudgetWait
+from worker.ratelimit import RequestBudget, Window, fingerprint
 
 from .conftest import TEST_REDIS_URL, wait_job
 
@@ -103,8 +103,8 @@ def test_acquire_sleeps_short_waits_and_hands_long_ones_back(redis_client):
 
 def test_no_countdown_outlives_the_visibility_timeout():
     policy = RetryPolicy(max_attempts=5, base=2, cap=10**6)
-    assert policy.delay(1, errors.RateLimited("x", retry_after=86_400)) <= MAX_COUNTDOWN
-    assert policy.delay(40, errors.ServerError("x")) <= MAX_COUNTDOWN
+    assert policy.delay(1, retry_after=86_400) <= MAX_COUNTDOWN
+    assert policy.delay(40) <= MAX_COUNTDOWN
 
 
 def _hammer(base_url: str, api_key: str, account: str, seconds: float, out) -> None:
@@ -157,86 +157,87 @@ def pages_fetched(sim) -> list[int]:
 
 
 def test_a_429_with_retry_after_waits_costs_no_attempt_and_resumes(
-    worker, store, owner, sim, sim_data, api_key, runtime
+    worker, stores, owner, submit_job, sim, sim_data, api_key, runtime
 ):
     account = sim_data.add_account(api_key, 1_000)
     runtime.settings.page_concurrency = 1
     sim.set_knobs(fail_next=["ok", "ok", "429"], send_retry_after=True, scripted_retry_after=1)
-    job, _ = submit(store, owner, "sync_companies", {"callrail_account_id": account})
+    job, _ = submit_job(owner, "sync_companies", callrail_account_id=account)
     seen_retrying = None
-    while (current := store.get_job(job["_id"]))["status"] not in ("succeeded", "failed"):
-        if current["status"] == "retrying":
+    while not (current := stores.jobs.get(job.id)).is_final:
+        if current.status == "retrying":
             seen_retrying = current
         time.sleep(0.02)
-    done = wait_job(store, job["_id"])
-    assert done["status"] == "succeeded", done["error"]
-    assert seen_retrying is not None and seen_retrying["next_retry_at"] is not None
-    assert done["attempts"] == 1 and done["rate_limit_waits"] == 1
+    done = wait_job(stores, job.id)
+    assert done.status == "succeeded", done.error
+    assert seen_retrying is not None and seen_retrying.next_retry_at is not None
+    assert done.attempts == 1 and done.rate_limit_waits == 1
     assert pages_fetched(sim) == [1, 2, 3, 4]  # pages 1-2 were not fetched again
-    assert done["progress"]["records"] == 1_000
+    assert done.progress.records == 1_000
 
 
 def test_a_429_storm_without_retry_after_ends_in_a_complete_snapshot(
-    worker, store, owner, sim, sim_data, api_key, runtime
+    worker, stores, owner, submit_job, sim, sim_data, api_key, runtime
 ):
     """CallRail's quota is spent by someone else (our budget cannot see it): we back off."""
     account = sim_data.add_account(api_key, 2_000)
     sim.set_knobs(rate_limits=[(3, 1.0)], send_retry_after=False)
-    job, _ = submit(store, owner, "sync_companies", {"callrail_account_id": account})
-    done = wait_job(store, job["_id"], timeout=90)
-    assert done["status"] == "succeeded", done["error"]
-    assert done["rate_limit_waits"] >= 1 and done["attempts"] == 1
+    job, _ = submit_job(owner, "sync_companies", callrail_account_id=account)
+    done = wait_job(stores, job.id, timeout=90)
+    assert done.status == "succeeded", done.error
+    assert done.rate_limit_waits >= 1 and done.attempts == 1
     assert pages_fetched(sim) == list(range(1, 9))  # every page exactly once
-    assert done["progress"]["records"] == 2_000
+    assert done.progress.records == 2_000
 
 
 def test_random_failures_and_slow_responses_still_sync_everything(
-    worker, store, owner, sim, sim_data, api_key, runtime
+    worker, stores, owner, submit_job, sim, sim_data, api_key, runtime
 ):
     runtime.settings.max_attempts = 12
     account = sim_data.add_account(api_key, 2_500)
     sim.set_knobs(failure_rate=0.25, failure_kinds=["500", "503", "drop"], latency=0.02)
-    job, _ = submit(store, owner, "sync_companies", {"callrail_account_id": account})
-    done = wait_job(store, job["_id"], timeout=90)
-    assert done["status"] == "succeeded", done
-    head = store.current_snapshot(owner, "companies", account)
-    assert head["counts"]["records"] == 2_500
+    job, _ = submit_job(owner, "sync_companies", callrail_account_id=account)
+    done = wait_job(stores, job.id, timeout=90)
+    assert done.status == "succeeded", done
+    head = stores.snapshots.current(owner, "companies", account)
+    assert head.counts["records"] == 2_500
     assert len(set(pages_fetched(sim))) == 10
 
 
 def test_a_timed_out_sync_fails_clearly_and_keeps_the_old_snapshot(
-    worker, store, owner, sim, sim_data, api_key, runtime
+    worker, stores, owner, submit_job, sim, sim_data, api_key, runtime
 ):
     account = sim_data.add_account(api_key, 300)
-    first, _ = submit(store, owner, "sync_companies", {"callrail_account_id": account})
-    wait_job(store, first["_id"])
+    first, _ = submit_job(owner, "sync_companies", callrail_account_id=account)
+    wait_job(stores, first.id)
     runtime.settings.callrail_read_timeout = 0.2
     sim.set_knobs(fail_next=["timeout"] * 10, hang=0.5)
-    second, _ = submit(store, owner, "sync_companies", {"callrail_account_id": account})
-    done = wait_job(store, second["_id"])
-    assert done["status"] == "failed" and done["attempts"] == 3
-    assert done["error"] == {
+    second, _ = submit_job(owner, "sync_companies", callrail_account_id=account)
+    done = wait_job(stores, second.id)
+    assert done.status == "failed" and done.attempts == 3
+    assert done.error.model_dump() == {
         "errno": 504,
         "message": "Could not reach CallRail: timed out (ReadTimeout)",
     }
-    assert store.current_snapshot(owner, "companies", account)["snapshot_id"] == first["_id"]
+    assert stores.snapshots.current(owner, "companies", account).snapshot_id == first.id
 
 
 def test_a_lost_create_response_is_retried_without_a_second_webhook(
-    worker, store, owner, sim, sim_data, api_key
+    worker, stores, owner, submit_job, sim, sim_data, api_key
 ):
     account = sim_data.accounts_by_key[api_key][0]
     company = sim_data.companies(sim_data.accounts[account])[0]["id"]
     # list (ok), create (applied, answer lost) → retry: list finds the URL, nothing more is sent.
     sim.set_knobs(fail_next=["ok", "lost"])
-    job, _ = submit(
-        store,
+    job, _ = submit_job(
         owner,
         "webhook_create",
-        {"account_id": account, "company_id": company, "webhook_url": "https://h.example/once"},
+        account_id=account,
+        company_id=company,
+        webhook_url="https://h.example/once",
     )
-    done = wait_job(store, job["_id"])
-    assert done["status"] == "succeeded" and done["attempts"] == 2
+    done = wait_job(stores, job.id)
+    assert done.status == "succeeded" and done.attempts == 2
     integrations = [i for i in sim_data.integrations.values() if i["company_id"] == company]
     assert len(integrations) == 1
     assert integrations[0]["config"]["post_call_webhook"] == ["https://h.example/once"]

@@ -8,9 +8,11 @@ import jwt
 import pytest
 import requests
 
-from api_shim.app import MSG_ACCOUNT_REQUIRED, MSG_CREATE_REQUIRED, MSG_UPDATE_REQUIRED
 from api_shim.auth import issue_token
+from api_shim.bodies import MSG_CREATE_REQUIRED, MSG_UPDATE_REQUIRED
+from api_shim.routes.listings import MSG_ACCOUNT_REQUIRED
 from worker.errors import API_KEY_NOT_FOUND
+from worker.job import JobType, NewJob
 
 from .conftest import OTHER_OWNER, OWNER, TEST_SECRET
 
@@ -99,13 +101,13 @@ def test_bad_account_claim_is_400_invalid_account_id(shim, owner, account_id):
         ("GET", "/companies/webhook?account_id=A&company_id=C", {}),
     ],
 )
-def test_no_api_key_is_400_with_the_spec_message_and_no_job(shim, store, method, path, kwargs):
+def test_no_api_key_is_400_with_the_spec_message_and_no_job(shim, stores, method, path, kwargs):
     assert_error(shim.call(method, P + path, **kwargs), 400, API_KEY_NOT_FOUND)
-    assert store.recent_jobs(OWNER) == []
+    assert stores.jobs.recent(OWNER) == []
 
 
-def test_soft_deleted_key_counts_as_no_key(shim, store, owner):
-    store.remove_api_key(owner)
+def test_soft_deleted_key_counts_as_no_key(shim, stores, owner):
+    stores.keys.remove(owner)
     assert_error(shim.call("GET", f"{P}/accounts"), 400, API_KEY_NOT_FOUND)
 
 
@@ -224,19 +226,19 @@ def test_unknown_routes_and_methods_answer_in_the_envelope(shim, owner):
     assert_error(shim.call("DELETE", f"{P}/companies/webhook"), 405, "Method not allowed.")
 
 
-def test_another_accounts_job_is_404(shim, store, owner):
-    job, _ = store.create_job(OTHER_OWNER, "sync_accounts", {})
-    assert_error(shim.call("GET", f"{P}/jobs/{job['_id']}"), 404, "Job not found.")
+def test_another_accounts_job_is_404(shim, stores, owner):
+    job, _ = stores.jobs.create(NewJob(owner=OTHER_OWNER, type=JobType.SYNC_ACCOUNTS))
+    assert_error(shim.call("GET", f"{P}/jobs/{job.id}"), 404, "Job not found.")
     assert_error(shim.call("GET", f"{P}/jobs/job_doesnotexist"), 404, "Job not found.")
 
 
-def test_job_wait_is_bounded(shim, store, owner):
-    job, _ = store.create_job(OWNER, "sync_accounts", {})
+def test_job_wait_is_bounded(shim, stores, owner):
+    job, _ = stores.jobs.create(NewJob(owner=OWNER, type=JobType.SYNC_ACCOUNTS))
     assert_error(
-        shim.call("GET", f"{P}/jobs/{job['_id']}?wait=31"), 400, "wait must be between 1 and 30."
+        shim.call("GET", f"{P}/jobs/{job.id}?wait=31"), 400, "wait must be between 1 and 30."
     )
     started = time.monotonic()
-    response = shim.call("GET", f"{P}/jobs/{job['_id']}?wait=1")
+    response = shim.call("GET", f"{P}/jobs/{job.id}?wait=1")
     assert response.status_code == 200 and response.json()["data"]["status"] == "queued"
     assert 0.9 <= time.monotonic() - started < 5
 
@@ -251,7 +253,7 @@ def test_health_readiness_and_docs(shim):
     assert shim.call("GET", "/docs", token=None).status_code == 200
 
 
-def test_nothing_secret_is_echoed(shim, store, owner, api_key, token):
+def test_nothing_secret_is_echoed(shim, owner, api_key, token):
     responses = [shim.call("GET", f"{P}/accounts"), shim.call("GET", f"{P}/accounts?sort=bad")]
     job_id = responses[0].json()["data"]["job_id"]
     responses.append(shim.call("GET", f"{P}/jobs/{job_id}"))

@@ -1,19 +1,25 @@
-"""Settings, read once from environment variables. Every variable is listed in the README."""
+"""The service's settings: one value, built once by each entry point and passed down.
+
+`Settings()` reads the environment (every variable is listed in the README); keyword arguments
+outrank it, so a test builds `Settings(redis_url=..., ...)` directly. Nothing reads the
+environment at import: the shim's `create_app()`, the Celery app and the CLI each build one.
+The fields are grouped by concern below; `Settings` is all of them, with flat variable names.
+"""
 
 from __future__ import annotations
 
-import os
+from typing import Annotated
 
-from pydantic import BaseModel, Field
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return value if value not in (None, "") else default
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class Settings(BaseModel):
-    """The service's configuration as one value (see `Settings.from_env`)."""
+class _Group(BaseSettings):
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", populate_by_name=True)
+
+
+class Connections(_Group):
+    """Where Redis and MongoDB are."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_url: str | None = None
@@ -23,11 +29,22 @@ class Settings(BaseModel):
     mongo_url: str | None = None
     """None means an in-process store (mongomock); only `callrail-sync serve` and tests use it."""
     mongo_db: str = "callrail_sync"
+
+
+class CallRailAccess(_Group):
+    """How the workers reach CallRail."""
+
     callrail_base_url: str = "https://api.callrail.com/v3"
     callrail_request_from: str = "callrail-sync"
     callrail_connect_timeout: float = 5.0
     callrail_read_timeout: float = 30.0
-    page_concurrency: int = Field(16, ge=1, le=64)
+    page_concurrency: Annotated[int, Field(ge=1, le=64)] = 16
+    """Pages of one listing fetched at once, after the first."""
+
+
+class Budget(_Group):
+    """CallRail's quota, and how the shared request budget keeps to it."""
+
     hourly_limit: int = 1000
     daily_limit: int = 10000
     budget_margin: float = 2.0
@@ -36,34 +53,55 @@ class Settings(BaseModel):
     """Budget waits up to this long sleep in the worker; longer ones become a task countdown."""
     max_rate_limit_waits: int = 500
     """Budget waits and 429s a job may sit through before it fails (they cost no attempt)."""
+
+
+class Retries(_Group):
+    """When a job is tried again, taken over, or given up."""
+
     max_attempts: int = 6
     """How many times a job runs before a retriable error fails it."""
     backoff_base: float = 2.0
     backoff_cap: float = 300.0
-    snapshot_max_age: float = 3600.0
-    """Seconds after which a listing is served and refreshed in the background."""
-    sync_interval: float = 3600.0
-    """Seconds between periodic syncs of every configured account (celery beat)."""
     job_lease_seconds: float = 90.0
     """A running job untouched this long may be taken over by another message of it (its
     worker died); longer than the slowest page (read timeout + inline budget wait)."""
     stale_job_seconds: float = 900.0
     """An active job untouched this long is revived (or failed) by the sweeper."""
-    metrics_port: int = 9808
-    """Where a Celery worker serves /metrics (0: not at all)."""
+
+
+class Schedule(_Group):
+    """How fresh snapshots are kept (celery beat)."""
+
+    snapshot_max_age: float = 3600.0
+    """Seconds after which a listing is served and refreshed in the background."""
+    sync_interval: float = 3600.0
+    """Seconds between periodic syncs of every configured account."""
+    sweep_interval: float = 300.0
+    """Seconds between two runs of the sweeper."""
+
+
+class Operation(_Group):
+    """The process itself: auth, logs, metrics, queues."""
+
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     log_level: str = "INFO"
     log_json: bool = True
+    metrics_port: int = 9808
+    """Where a Celery worker serves /metrics (0: not at all)."""
+    queue_suffix: Annotated[str, Field(validation_alias="CALLRAIL_QUEUE_SUFFIX")] = ""
+    """Appended to the queue names: `serve` with its in-process store sets one per process,
+    so two of them on one Redis never take each other's jobs."""
     demo_account_id: str = "64f1c2a9e4b0a1b2c3d4e5f6"
 
-    @classmethod
-    def from_env(cls) -> Settings:
-        values: dict[str, object] = {}
-        for name, field in cls.model_fields.items():
-            raw = _env(name.upper())
-            if raw is not None:
-                values[name] = (
-                    raw.lower() in ("1", "true", "yes") if field.annotation is bool else raw
-                )
-        return cls.model_validate(values)
+
+class Settings(Connections, CallRailAccess, Budget, Retries, Schedule, Operation):
+    """The service's configuration (environment variables are the upper-case field names)."""
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def backend(self) -> str:
+        return self.result_backend or self.redis_url

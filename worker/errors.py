@@ -1,20 +1,61 @@
-"""Every exception type of callrail-sync, in one place.
+"""Every exception type of callrail-sync, under one root.
 
-Each type knows two things about itself: whether trying again can help (`retriable`), and what
-the dashboard user should read (`errno`, `user_message`). The shim maps them to HTTP once; the
-tasks map them to retry-or-fail once.
+Each type carries, as class attributes, everything the two places that handle errors need, so
+neither has to guess: the shim answers with `errno` (the HTTP status, and the envelope's errno)
+and `user_message`, and the tasks retry when `retriable` and fail otherwise (`RateLimited` waits
+without spending an attempt; `StopRequested` hands the job back). `error_class`, `retriable`
+and `remedy` are what a failed job tells the frontend.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 API_KEY_NOT_FOUND = "API key not found. Please add your CallRail API key first."
+
+
+class ErrorClass(StrEnum):
+    """What kind of failure an error is, in words a frontend can branch on."""
+
+    AUTH = "auth"  # the CallRail key (or our token) is missing, wrong or revoked
+    PERMISSION = "permission"  # the key is valid but may not do this
+    NOT_FOUND = "not_found"  # the account, company, webhook or job does not exist
+    INVALID = "invalid"  # the request's content was refused
+    RATE_LIMITED = "rate_limited"  # a quota is spent; trying later helps
+    UPSTREAM = "upstream"  # CallRail failed or could not be reached
+    UNAVAILABLE = "unavailable"  # one of our own services (Mongo, Redis) is down
+    INTERNAL = "internal"  # a bug or a crash of ours
 
 
 class CallRailSyncError(Exception):
     """Base of every error this project raises on purpose."""
 
-    retriable = False
     errno = 500
+    """The HTTP status the shim answers with (and a failed job's `errno`)."""
+    error_class = ErrorClass.INTERNAL
+    retriable = False
+    """Whether running the job again can help (the tasks retry these with backoff)."""
+    template = "{message}"
+    """How the message reads to the dashboard user."""
+    remedy: str | None = None
+    """What the user can do about it, when there is something."""
+
+    def __init_subclass__(
+        cls,
+        *,
+        errno: int | None = None,
+        kind: ErrorClass | None = None,
+        retriable: bool | None = None,
+        **rest: object,
+    ) -> None:
+        """Subclasses set their status, class and retry decision in their header."""
+        super().__init_subclass__(**rest)
+        if errno is not None:
+            cls.errno = errno
+        if kind is not None:
+            cls.error_class = kind
+        if retriable is not None:
+            cls.retriable = retriable
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -22,124 +63,127 @@ class CallRailSyncError(Exception):
 
     @property
     def user_message(self) -> str:
-        return self.message
+        return self.template.format(message=self.message)
 
 
-# --- service errors -------------------------------------------------------------------------
+# --- a request refused by the shim (nothing was queued) ---------------------------------------
 
 
-class ApiKeyNotFound(CallRailSyncError):
-    """The DashClicks account has no usable (present, not soft-deleted, not revoked) key."""
+class ValidationFailed(CallRailSyncError, errno=400, kind=ErrorClass.INVALID):
+    """Raised when our own input checks refuse a request before any work is queued."""
 
-    errno = 400
+
+class ApiKeyNotFound(CallRailSyncError, errno=400, kind=ErrorClass.AUTH):
+    """Raised when the DashClicks account has no usable (present, not soft-deleted, not
+    revoked) CallRail key."""
+
+    remedy = "Add a CallRail API key for this account."
 
     def __init__(self) -> None:
         super().__init__(API_KEY_NOT_FOUND)
 
 
-class ValidationFailed(CallRailSyncError):
-    """Our own input validation refused a request before any work was queued."""
-
-    errno = 400
+class Unauthenticated(CallRailSyncError, errno=401, kind=ErrorClass.AUTH):
+    """Raised when the dashboard's bearer token is missing, malformed, forged or expired."""
 
 
-class NotFound(CallRailSyncError):
-    """A job, webhook or snapshot that does not exist for this owner."""
-
-    errno = 404
+class NotFound(CallRailSyncError, errno=404, kind=ErrorClass.NOT_FOUND):
+    """Raised when a job, webhook or route does not exist for this owner."""
 
 
-# --- CallRail errors ------------------------------------------------------------------------
+# --- our own services ------------------------------------------------------------------------
 
 
-class CallRailError(CallRailSyncError):
-    """CallRail answered with an error status, or could not be reached."""
+class ServiceUnavailable(CallRailSyncError, errno=503, kind=ErrorClass.UNAVAILABLE, retriable=True):
+    """Raised when Mongo or the broker cannot be reached; trying again shortly helps."""
 
-    errno = 502
+
+class QueueUnavailable(ServiceUnavailable):
+    """Raised when the broker refuses a job's message; the job was failed, nothing will run."""
+
+
+class StopRequested(CallRailSyncError, retriable=True):
+    """Raised between two pages when the worker is shutting down: the job goes back to the
+    queue and the next worker resumes it (not a failure)."""
+
+
+# --- CallRail ---------------------------------------------------------------------------------
+
+
+class CallRailError(CallRailSyncError, errno=502, kind=ErrorClass.UPSTREAM):
+    """Raised when CallRail answers with an error status, or cannot be reached."""
+
+    template = "CallRail error: {message}"
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-
-    @property
-    def user_message(self) -> str:
-        return f"CallRail error: {self.message}"
+        """CallRail's own HTTP status (None: no answer came back)."""
 
 
-class Unauthorized(CallRailError):
-    """401: the API key is wrong or was revoked. Retrying cannot help."""
+class Unauthorized(CallRailError, errno=401, kind=ErrorClass.AUTH):
+    """Raised on a 401: the API key is wrong or was revoked. Retrying cannot help."""
 
-    errno = 401
-
-    @property
-    def user_message(self) -> str:
-        return "CallRail rejected the API key. Please re-enter your CallRail API key."
+    template = "CallRail rejected the API key. Please re-enter your CallRail API key."
+    remedy = "Enter a valid CallRail API key; the current one was rejected or revoked."
 
 
-class Forbidden(CallRailError):
-    """403: the key is valid but lacks a permission (e.g. Integration Admin for webhooks)."""
+class Forbidden(CallRailError, errno=403, kind=ErrorClass.PERMISSION):
+    """Raised on a 403: the key is valid but lacks a permission."""
 
-    errno = 403
-
-    @property
-    def user_message(self) -> str:
-        return f"CallRail denied access: {self.message}"
+    template = "CallRail denied access: {message}"
+    remedy = "Use a CallRail API key of a user with the permission this needs."
 
 
-class UpstreamNotFound(CallRailError):
-    """404: the account, company or integration does not exist for this key."""
+class IntegrationForbidden(Forbidden):
+    """Raised on a 403 to a write of a company's integrations (webhooks)."""
 
-    errno = 404
-
-    @property
-    def user_message(self) -> str:
-        return f"Not found in CallRail: {self.message}"
-
-
-class InvalidRequest(CallRailError):
-    """400, 422 and other 4xx: CallRail refused the request's content; its message is kept."""
-
-    errno = 400
-
-    @property
-    def user_message(self) -> str:
-        return f"CallRail refused the request: {self.message}"
+    remedy = (
+        "The CallRail API key needs the Integration Admin permission to manage webhooks; "
+        "ask a CallRail admin to grant it, or enter the key of a user who has it."
+    )
 
 
-class RateLimited(CallRailError):
-    """429: the key's hourly or daily quota is spent. `retry_after` is seconds, when sent."""
+class UpstreamNotFound(CallRailError, errno=404, kind=ErrorClass.NOT_FOUND):
+    """Raised on a 404: the account, company or integration does not exist for this key."""
 
-    retriable = True
-    errno = 429
+    template = "Not found in CallRail: {message}"
+    remedy = "Check that the account and company ids belong to this CallRail key."
+
+
+class InvalidRequest(CallRailError, errno=400, kind=ErrorClass.INVALID):
+    """Raised on a 400, 422 or other 4xx: CallRail refused the request's content."""
+
+    template = "CallRail refused the request: {message}"
+
+
+class RateLimited(CallRailError, errno=429, kind=ErrorClass.RATE_LIMITED, retriable=True):
+    """Raised on a 429: the account's hourly or daily quota is spent. `retry_after` is
+    seconds, when CallRail sent it."""
+
+    template = "CallRail rate limit reached; the job will retry."
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message, status=429)
         self.retry_after = retry_after
 
-    @property
-    def user_message(self) -> str:
-        return "CallRail rate limit reached; the job will retry."
+
+class BudgetWait(RateLimited):
+    """Raised when the shared request budget has no slot for this account yet; nothing was
+    sent to CallRail."""
+
+    template = "Waiting for the CallRail request budget; the job will continue."
 
 
-class ServerError(CallRailError):
-    """5xx: CallRail failed. Safe to retry for reads."""
-
-    retriable = True
-    errno = 502
+class ServerError(CallRailError, retriable=True):
+    """Raised on a 5xx, or a 200 whose body is not what CallRail sends: safe to retry."""
 
 
-class TransportError(CallRailError):
-    """Timeout, refused or reset connection: nothing (or nothing complete) came back."""
+class TransportError(CallRailError, errno=504, retriable=True):
+    """Raised on a timeout, refused or reset connection: nothing (complete) came back."""
 
-    retriable = True
-    errno = 504
-
-    @property
-    def user_message(self) -> str:
-        return f"Could not reach CallRail: {self.message}"
+    template = "Could not reach CallRail: {message}"
 
 
 class PaginationError(CallRailError):
-    """CallRail's paging metadata would make the walk run away (too many pages)."""
-
-    errno = 502
+    """Raised when CallRail's paging metadata would make a walk run away (too many pages)."""

@@ -91,14 +91,6 @@ class Window:
     seconds: float
 
 
-class BudgetWait(errors.RateLimited):
-    """The shared budget has no slot for this key yet; nothing was sent to CallRail."""
-
-    @property
-    def user_message(self) -> str:
-        return "Waiting for the CallRail request budget; the job will continue."
-
-
 class RequestBudget:
     """Per-key request budget shared through Redis (see the module docstring)."""
 
@@ -152,7 +144,7 @@ class RequestBudget:
                 return waited
             if waited + wait > self.max_inline_wait:
                 reason = "cooling down after a 429" if cooling else "request budget spent"
-                raise BudgetWait(f"CallRail key {reason}", retry_after=wait)
+                raise errors.BudgetWait(f"CallRail key {reason}", retry_after=wait)
             # A little jitter so that workers released together do not collide again.
             pause = wait + random.uniform(0, min(0.05, wait / 4 + 0.005))
             time.sleep(pause)

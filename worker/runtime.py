@@ -1,8 +1,9 @@
-"""The process's shared parts (settings, store, CallRail client factory), made once per process.
+"""The process's shared parts (settings, stores, Redis, the request budget), made once per
+process.
 
 Tasks ask `runtime()` for what they need instead of building it, so tests and the embedded
-`serve` mode can hand in their own (`configure`). A forked worker process builds its own
-store on first use: MongoClient is not fork-safe.
+`serve` mode hand in their own (`configure`). A forked worker process builds its own on first
+use: MongoClient is not fork-safe.
 """
 
 from __future__ import annotations
@@ -19,19 +20,22 @@ from worker.callrail.client import BeforeRequest, CallRailClient, Timeouts
 from worker.config import Settings
 from worker.logs import register_secret
 from worker.ratelimit import RequestBudget, Window
-from worker.store import MongoStore, connect
+from worker.stores import Stores, connect
 
 
 @dataclass
 class Runtime:
+    """What a task needs besides its job: settings, stores, and the shared Redis parts."""
+
     settings: Settings
-    store: MongoStore
+    stores: Stores
     budget: RequestBudget | None = None
-    """The shared per-key request budget; None only where no Redis exists (serve, some tests)."""
+    """The shared request budget; None only where no Redis exists (serve, some tests)."""
     redis: redis.Redis | None = None
     """Redis for coordination (stop flags); None where there is none."""
 
     def client(self, api_key: str) -> CallRailClient:
+        """A CallRail client for one key, spending the shared budget."""
         s = self.settings
         register_secret(api_key)
         hook: BeforeRequest | None = self.budget.hook(api_key) if self.budget else None
@@ -52,14 +56,25 @@ def count_response(method: str, path: str, status: int) -> None:
         metrics.RATE_LIMITED.inc()
 
 
-def budget_for(settings: Settings, client: redis.Redis | None = None) -> RequestBudget:
+def budget_for(settings: Settings, client: redis.Redis) -> RequestBudget:
     return RequestBudget(
-        client or redis.Redis.from_url(settings.redis_url),
+        client,
         [Window(settings.hourly_limit, 3600), Window(settings.daily_limit, 86400)],
         margin=settings.budget_margin,
         max_inline_wait=settings.budget_max_inline_wait,
         cooldown_base=settings.backoff_base,
         cooldown_cap=settings.backoff_cap,
+    )
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """The real parts for these settings: Mongo, Redis and the budget on it."""
+    client = redis.Redis.from_url(settings.redis_url)
+    return Runtime(
+        settings=settings,
+        stores=connect(settings),
+        budget=budget_for(settings, client),
+        redis=client,
     )
 
 
@@ -69,19 +84,8 @@ _pid: int | None = None
 _factory: Callable[[], Runtime] | None = None
 
 
-def default_runtime() -> Runtime:
-    settings = Settings.from_env()
-    client = redis.Redis.from_url(settings.redis_url)
-    return Runtime(
-        settings=settings,
-        store=connect(settings),
-        budget=budget_for(settings, client),
-        redis=client,
-    )
-
-
 def configure(factory: Callable[[], Runtime] | Runtime | None) -> None:
-    """Use `factory` (or a ready Runtime) from now on; None returns to the environment's."""
+    """Use `factory` (or a ready Runtime) from now on; None forgets it."""
     global _factory, _runtime, _pid
     with _lock:
         if isinstance(factory, Runtime):
@@ -93,9 +97,12 @@ def configure(factory: Callable[[], Runtime] | Runtime | None) -> None:
 
 
 def runtime() -> Runtime:
+    """This process's runtime, built on first use (and again after a fork)."""
     global _runtime, _pid
     with _lock:
         if _runtime is None or _pid != os.getpid():
-            _runtime = (_factory or default_runtime)()
+            if _factory is None:
+                raise RuntimeError("no runtime configured (a worker configures it at start)")
+            _runtime = _factory()
             _pid = os.getpid()
         return _runtime

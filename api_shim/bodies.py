@@ -1,0 +1,87 @@
+"""The bodies of the write routes: documented as models, checked field by field.
+
+The spec names its own message for missing fields, so a body is first checked for presence
+(one message for all of them), then each value is checked on its own (a message per field).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from api_shim import validation as check
+from worker.errors import ValidationFailed
+from worker.job import JobParams
+
+MSG_CREATE_REQUIRED = "Callrail account id, company id and webhook url are required."
+MSG_UPDATE_REQUIRED = (
+    "Callrail account id, company id, webhook id and webhook url or status are required."
+)
+
+
+class WebhookCreate(BaseModel):
+    """Body of POST /companies/webhook."""
+
+    account_id: str = Field(examples=["470306151"])
+    company_id: str = Field(examples=["COM8154748ae6bd4e278a7cddd38a662f4f"])
+    webhook_url: str = Field(examples=["https://dashclicks.com/api/webhooks/callrail"])
+    events: list[str] | None = Field(None, examples=[["call.completed", "call.received"]])
+
+    @staticmethod
+    def params(body: dict[str, Any]) -> JobParams:
+        """The job parameters of a create request, or the error that refuses it."""
+        if not check.present(body, "account_id", "company_id", "webhook_url"):
+            raise ValidationFailed(MSG_CREATE_REQUIRED)
+        account_id, company_id = company_ref(body)
+        return JobParams(
+            account_id=account_id,
+            company_id=company_id,
+            webhook_url=check.http_url(body["webhook_url"], "webhook_url"),
+            events=check.events(body.get("events")),
+        )
+
+
+class WebhookUpdate(BaseModel):
+    """Body of PUT /companies/webhook: webhook_url and/or status."""
+
+    account_id: str
+    company_id: str
+    webhook_id: str = Field(examples=["web_3f2a9c0d1e4b5a6f"])
+    webhook_url: str | None = None
+    status: str | None = Field(None, examples=["disabled"])
+
+    @staticmethod
+    def params(body: dict[str, Any]) -> JobParams:
+        """The job parameters of an update request, or the error that refuses it."""
+        has_change = check.present(body, "webhook_url") or check.present(body, "status")
+        if not check.present(body, "account_id", "company_id", "webhook_id") or not has_change:
+            raise ValidationFailed(MSG_UPDATE_REQUIRED)
+        account_id, company_id = company_ref(body)
+        webhook_id = check.callrail_id(body["webhook_id"], "webhook_id")
+        url = body.get("webhook_url")
+        url = check.http_url(url, "webhook_url") if url not in (None, "") else None
+        status = body.get("status")
+        if status not in (None, "", "enabled", "disabled"):
+            raise ValidationFailed("status must be 'enabled' or 'disabled'.")
+        return JobParams(
+            account_id=account_id,
+            company_id=company_id,
+            webhook_id=webhook_id,
+            webhook_url=url,
+            status=status or None,
+        )
+
+
+def company_ref(source: dict[str, Any]) -> tuple[str, str]:
+    """The checked CallRail account and company ids of a request."""
+    return (
+        check.callrail_id(source.get("account_id"), "account_id"),
+        check.callrail_id(source.get("company_id"), "company_id"),
+    )
+
+
+def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its JSON itself."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}

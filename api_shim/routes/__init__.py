@@ -1,0 +1,1 @@
+"""The shim's routes, one module per part of the dashboard contract."""

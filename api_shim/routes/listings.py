@@ -1,0 +1,61 @@
+"""GET /accounts and GET /companies: pages of snapshots, or the job that makes one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from api_shim import validation as check
+from api_shim.deps import Owner, Svc, require_key
+from api_shim.listings import serve_listing
+from api_shim.presenters import PREFIX
+from worker.errors import ValidationFailed
+from worker.job import JobParams
+from worker.stores.snapshots import SORTABLE
+
+MSG_ACCOUNT_REQUIRED = "Callrail account id is required."
+router = APIRouter(prefix=PREFIX)
+
+
+class ListingParams(BaseModel):
+    """The query of a listing. Values arrive as text and are checked by the route, so that
+    each bad one gets the envelope and a message naming it."""
+
+    page: str | None = Field(None, description="page number, from 1")
+    per_page: str | None = Field(None, description="1 to 250, default 10")
+    sort: str | None = Field(None, description="a field; prefix - for descending")
+    search: str | None = Field(None, description="case-insensitive substring of the name")
+    refresh: str | None = Field(None, description="true: sync from CallRail now (202)")
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class CompanyParams(ListingParams):
+    """The query of the companies listing."""
+
+    account_id: str | None = Field(None, description="CallRail account id (required)")
+    disabled: str | None = Field(None, description="true: include disabled companies")
+
+
+@router.get("/accounts", summary="List the CallRail accounts of the caller's API key")
+def list_accounts(owner: Owner, svc: Svc, q: Annotated[ListingParams, Query()]) -> JSONResponse:
+    require_key(svc, owner)
+    query = check.page_query(q.as_dict(), SORTABLE["accounts"])
+    refresh = check.flag(q.refresh, "refresh")
+    return serve_listing(svc, owner, "accounts", JobParams(), query, refresh=refresh)
+
+
+@router.get("/companies", summary="List, search and sort the companies of a CallRail account")
+def list_companies(owner: Owner, svc: Svc, q: Annotated[CompanyParams, Query()]) -> JSONResponse:
+    require_key(svc, owner)
+    if not q.account_id:
+        raise ValidationFailed(MSG_ACCOUNT_REQUIRED)
+    params = JobParams(callrail_account_id=check.callrail_id(q.account_id, "account_id"))
+    include_disabled = check.flag(q.disabled, "disabled")
+    query = check.page_query(q.as_dict(), SORTABLE["companies"], include_disabled)
+    refresh = check.flag(q.refresh, "refresh")
+    return serve_listing(svc, owner, "companies", params, query, refresh=refresh)

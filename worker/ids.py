@@ -1,0 +1,18 @@
+"""The shapes of the ids the service accepts, matched whole (no `$`-before-newline slips)."""
+
+from __future__ import annotations
+
+import re
+
+_OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
+_CALLRAIL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def is_object_id(value: object) -> bool:
+    """A DashClicks account id: 24 hex characters."""
+    return isinstance(value, str) and _OBJECT_ID.fullmatch(value) is not None
+
+
+def is_callrail_id(value: object) -> bool:
+    """A CallRail id (ACC…, COM…, numeric) or ours (web_…): letters, digits, _ and -."""
+    return isinstance(value, str) and _CALLRAIL_ID.fullmatch(value) is not None

@@ -1,0 +1,46 @@
+"""All MongoDB access of callrail-sync: one module per concern, on one database handle.
+
+Each store is a small class described by a `Protocol` (what tasks and the shim depend on); a
+fake or a benchmark implements one Protocol and inherits nothing. `connect` builds them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from worker.config import Settings
+from worker.stores.database import Db, open_database, ping
+from worker.stores.jobs import JobStore, MongoJobStore
+from worker.stores.keys import KeyStore, MongoKeyStore
+from worker.stores.snapshots import MongoSnapshotStore, SnapshotStore
+from worker.stores.userconfig import MongoUserConfigStore, UserConfigStore
+from worker.stores.webhooks import MongoWebhookStore, WebhookStore
+
+
+@dataclass
+class Stores:
+    """Every store, as the rest of the service sees them."""
+
+    db: Db
+    keys: KeyStore
+    userconfig: UserConfigStore
+    jobs: JobStore
+    snapshots: SnapshotStore
+    webhooks: WebhookStore
+
+    def ping(self) -> bool:
+        return ping(self.db)
+
+
+def on_database(db: Db) -> Stores:
+    """The Mongo stores over one database, their indexes created (idempotent)."""
+    keys, userconfig = MongoKeyStore(db), MongoUserConfigStore(db)
+    jobs, snapshots, webhooks = MongoJobStore(db), MongoSnapshotStore(db), MongoWebhookStore(db)
+    for store in (keys, userconfig, jobs, snapshots, webhooks):
+        store.ensure_indexes()
+    return Stores(db, keys, userconfig, jobs, snapshots, webhooks)
+
+
+def connect(settings: Settings) -> Stores:
+    """The stores for these settings (a server at MONGO_URL, else an in-process database)."""
+    return on_database(open_database(settings))
