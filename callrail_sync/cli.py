@@ -116,9 +116,10 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     for add in adders:
         add(sub)
     args = parser.parse_args(argv)
-    ctx = ctx or Context(Settings())  # the environment, read once for the whole command
-    if args.command not in ("serve", "simulator"):
-        setup_logging(ctx.settings.log_level, json_lines=ctx.settings.log_json)
+    if ctx is None:  # the real entry point: the environment, read once for the whole command
+        ctx = Context(Settings())
+        if args.command not in ("serve", "simulator", "stack"):
+            setup_logging(ctx.settings.log_level, json_lines=ctx.settings.log_json)
     return int(args.func(args, ctx) or 0)
 
 

@@ -6,6 +6,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,9 @@ import pytest
 import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
+from pymongo import MongoClient
 
+from callrail_sync.processes import free_port, mongo_part
 from celeryconfig import Queues
 from simulator import SimData, SimServer
 from tasks.celery_app import create_worker_app
@@ -48,7 +51,7 @@ def client(sim: SimServer, api_key: str) -> CallRailClient:
     return CallRailClient(api_key, base_url=sim.base_url, timeouts=Timeouts(connect=2, read=2))
 
 
-# --- jobs: real Redis broker, real Celery worker (threads), in-process Mongo ----------------
+# --- jobs: real Redis broker, real Celery worker (threads), a MongoDB wire server ------------
 
 
 # Overridable so that two checkouts can run their suites on one Redis at the same time.
@@ -65,10 +68,31 @@ def redis_url() -> str:
     return TEST_REDIS_URL
 
 
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One MongoDB wire server (SecantusDB) for the session; each test gets its own database.
+    Fail points are on, for the tests that inject Mongo failures."""
+    run_dir = tmp_path_factory.mktemp("mongo")
+    port = free_port()
+    part = mongo_part(run_dir, port, test_commands=True).start(run_dir).wait_ready(60)
+    yield f"mongodb://127.0.0.1:{port}"
+    part.stop()
+
+
 @pytest.fixture
-def settings(sim: SimServer, redis_url: str) -> Settings:
+def mongo_db(mongo_server: str) -> Iterator[str]:
+    name = "test_" + uuid.uuid4().hex[:12]
+    yield name
+    with MongoClient(mongo_server) as client:
+        client.drop_database(name)
+
+
+@pytest.fixture
+def settings(sim: SimServer, redis_url: str, mongo_server: str, mongo_db: str) -> Settings:
     return Settings(
         redis_url=redis_url,
+        mongo_url=mongo_server,
+        mongo_db=mongo_db,
         callrail_base_url=sim.base_url,
         backoff_base=0.05,
         backoff_cap=0.2,

@@ -13,15 +13,17 @@ import pytest
 import requests
 from celery import signals
 
+from api_shim.auth import issue_token
 from callrail_sync.cli import main
 from callrail_sync.ops import Context
+from callrail_sync.processes import wait_until
 from celeryconfig import PLAN_TASK
 from tasks.schedule import plan_syncs, sweep_stale_jobs
 from worker.job import JobParams, JobType, NewJob
 from worker.logs import setup_logging
 from worker.stores.database import utcnow
 
-from .conftest import OTHER_OWNER, OWNER, run_worker, wait_job
+from .conftest import OTHER_OWNER, OWNER, TEST_SECRET, run_worker, wait_job
 
 
 @pytest.fixture
@@ -143,7 +145,9 @@ def test_a_stopping_worker_hands_the_sync_back_and_the_next_one_finishes_it(
         signals.worker_shutting_down.send(
             sender=first.hostname, sig="SIGTERM", how="Warm", exitcode=0
         )
-        # Leaving the block is the warm shutdown that follows: stop consuming, let the task end.
+        # Leaving the block is the warm shutdown that follows: stop consuming; the task ends
+        # after the page in flight (the test worker does not wait for it, so we do).
+    assert wait_until(lambda: stores.jobs.get(job.id).status != "running", timeout=10)
     handed_back = stores.jobs.get(job.id)
     assert handed_back.status == "queued" and handed_back.attempts == 0
     stored = len(handed_back.progress.pages_done)
@@ -249,6 +253,27 @@ def test_log_lines_of_every_kind_are_json_and_free_of_secrets(
     page = next(line for line in lines if line["message"] == "page stored")
     assert page["job_id"] == job.id and page["page"] == 1 and page["owner"] == OWNER
     assert "[REDACTED]" in text and "[key " in text
+
+
+def test_no_key_or_token_in_any_line_even_the_database_drivers_debug_log(
+    cli, shim_url, stores, log_lines, monkeypatch
+):
+    """The driver logs whole commands and replies (documents included) at DEBUG: a key stored
+    by the CLI and read by the shim must not show, though no job ever registered it."""
+    logging.getLogger("pymongo").setLevel(logging.DEBUG)  # as an operator debugging the driver
+    key = "sk_live_" + "7f3a9c" * 5
+    monkeypatch.setattr("sys.stdin", io.StringIO(key + "\n"))
+    assert cli(["keys", "set", "--account", OTHER_OWNER]) == 0
+    token = issue_token(OTHER_OWNER, TEST_SECRET)
+    answer = requests.get(
+        f"{shim_url}/v1/e/callrail/accounts",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert answer.status_code == 202  # the shim read the key (a find whose reply holds it)
+    text = log_lines.getvalue()
+    assert '"logger": "pymongo.command"' in text and "api_key" in text
+    assert key not in text and token not in text
 
 
 # --- metrics -------------------------------------------------------------------------

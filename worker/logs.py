@@ -22,9 +22,11 @@ from worker.ratelimit import fingerprint
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 _PATTERNS = [
     re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),  # a JWT
-    re.compile(r'(?i)(token\s+token=)"?[^"\s,]+"?'),
+    re.compile(r'(?i)(token\s+token=\\*"?)[^"\\\s,]+'),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
-    re.compile(r'(?i)("?api_key"?\s*[:=]\s*)"?[^"\s,}]+"?'),
+    # `api_key` fields however they are quoted, at any depth of JSON escaping (the MongoDB
+    # driver logs commands and replies as JSON inside JSON: \"api_key\": \"...\").
+    re.compile(r'(?i)(\\*[\'"]?api_key\\*[\'"]?\s*[:=]\s*\\*[\'"]?)[^\'"\\\s,}]+'),
 ]
 _known_keys: set[str] = set()
 _lock = threading.Lock()
@@ -96,5 +98,7 @@ def setup_logging(level: str = "INFO", *, json_lines: bool = True) -> None:
     )
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for noisy in ("urllib3", "httpx"):
+    # Chatty libraries stay at WARNING even when we debug: the MongoDB driver's DEBUG lines
+    # are whole commands and replies (documents included), scrubbed or not.
+    for noisy in ("urllib3", "pymongo"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

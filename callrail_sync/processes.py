@@ -1,0 +1,181 @@
+"""Running the service's parts as OS processes: start, health-check, signal, stop.
+
+`callrail-sync stack`, `serve`'s embedded MongoDB and Redis, and the fault-suite tests all
+start their processes through `Part`, so each one logs to a file, writes a pid file, lives in
+its own process group (a signal reaches its children too: Celery's prefork pool, uvicorn's
+workers) and is stopped the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+import requests
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    """Poll `check` until it is true or `timeout` passes; exceptions count as false."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):
+            if check():
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def tool(name: str) -> str:
+    """A command installed next to this Python (the venv's bin) or on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} is not installed")
+    return found
+
+
+@dataclass
+class Part:
+    """One process of the stack: its command, its readiness check, its log and pid files."""
+
+    name: str
+    argv: list[str]
+    ready: Callable[[], bool]
+    env: dict[str, str] | None = None
+    stop_signal: int = signal.SIGTERM
+    stop_timeout: float = 20.0
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    run_dir: Path | None = None
+
+    @property
+    def log_path(self) -> Path:
+        assert self.run_dir is not None
+        return self.run_dir / "logs" / f"{self.name}.log"
+
+    @property
+    def pid_path(self) -> Path:
+        assert self.run_dir is not None
+        return self.run_dir / "pids" / f"{self.name}.pid"
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, run_dir: Path) -> Part:
+        """Start the process (in its own process group), logging to RUN_DIR/logs/NAME.log."""
+        self.run_dir = run_dir
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            start_new_session=True,
+        )
+        log.close()
+        self.pid_path.write_text(f"{self.proc.pid}\n")
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> Part:
+        """Block until the readiness check passes; raise with the log's tail if it never does."""
+        if not wait_until(lambda: self.ready() or not self.alive, timeout) or not self.alive:
+            tail = self.log_tail()
+            self.stop()
+            raise RuntimeError(f"{self.name} did not become ready:\n{tail}")
+        return self
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def signal(self, sig: int) -> None:
+        """Send `sig` to the process and its children."""
+        if self.proc is not None and self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask it to stop; kill it (and its children) if it has not within the timeout."""
+        if self.proc is None:
+            return
+        self.signal(self.stop_signal)
+        try:
+            self.proc.wait(self.stop_timeout if timeout is None else timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.proc.wait(10)
+        # Children left behind by a killed parent (a prefork pool) go with the group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            self.pid_path.unlink()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, as a crash or an OOM kill would."""
+        self.signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(10)
+
+
+def http_ok(url: str, auth: tuple[str, str] | None = None) -> Callable[[], bool]:
+    return lambda: requests.get(url, timeout=1, auth=auth).status_code == 200
+
+
+def redis_ok(url: str) -> Callable[[], bool]:
+    return lambda: bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+
+
+def log_says(part_name: str, text: str, run_dir: Path) -> Callable[[], bool]:
+    path = run_dir / "logs" / f"{part_name}.log"
+    return lambda: text in path.read_text(errors="replace")
+
+
+def mongo_part(run_dir: Path, port: int, *, test_commands: bool = False) -> Part:
+    """SecantusDB (a MongoDB-compatible server on WiredTiger; a development and test
+    dependency, GPL-2.0, never a production one), its data in RUN_DIR/mongo."""
+    from pymongo import MongoClient
+
+    url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+
+    def ping() -> bool:
+        client: MongoClient[dict[str, object]]
+        with MongoClient(url, serverSelectionTimeoutMS=300) as client:
+            return bool(client.admin.command("ping").get("ok"))
+
+    argv = [tool("secantusd-py"), "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--storage-path", str(run_dir / "mongo"), "--log-level", "WARNING"]
+    if test_commands:
+        argv.append("--enable-test-commands")
+    return Part("mongo", argv, ping, stop_timeout=15)
+
+
+def redis_part(run_dir: Path, port: int) -> Part:
+    """A redis-server of our own, keeping nothing on disk (as the machine's does)."""
+    argv = [tool("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    argv += ["--appendonly", "no", "--dir", str(run_dir)]
+    return Part("redis", argv, redis_ok(f"redis://127.0.0.1:{port}/0"), stop_timeout=5)
