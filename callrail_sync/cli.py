@@ -84,6 +84,23 @@ def _add_serve(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def cmd_stack(args: argparse.Namespace, ctx: Context) -> int:
+    from pathlib import Path
+
+    from callrail_sync.stack import StackConfig, run_stack
+
+    config = StackConfig(run_dir=Path(args.run_dir), port=args.port, workers=args.workers)
+    return run_stack(ctx.settings, config)
+
+
+def _add_stack(sub: Subparsers) -> None:
+    p = sub.add_parser("stack", help="run every part as its own process, as deployed")
+    p.add_argument("--port", type=int, default=8000, help="the shim's port")
+    p.add_argument("--workers", type=int, default=2, help="Celery worker processes (prefork)")
+    p.add_argument("--run-dir", default=".run/stack", help="logs, pids and MongoDB data")
+    p.set_defaults(func=cmd_stack)
+
+
 def cmd_token(args: argparse.Namespace, ctx: Context) -> int:
     from api_shim.auth import DEV_SECRET, issue_token
 
@@ -109,6 +126,7 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     adders: list[Callable[[Subparsers], None]] = [
         _add_serve,
+        _add_stack,
         _add_token,
         _add_simulator,
         add_commands,

@@ -179,3 +179,36 @@ def redis_part(run_dir: Path, port: int) -> Part:
     argv = [tool("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
     argv += ["--appendonly", "no", "--dir", str(run_dir)]
     return Part("redis", argv, redis_ok(f"redis://127.0.0.1:{port}/0"), stop_timeout=5)
+
+
+@dataclass
+class Started:
+    """A service's URL, and the part we started for it (None: it was already there)."""
+
+    url: str
+    part: Part | None = None
+
+    def stop(self) -> None:
+        if self.part is not None:
+            self.part.stop()
+
+
+def ensure_mongo(mongo_url: str | None, run_dir: Path, *, test_commands: bool = False) -> Started:
+    """MONGO_URL when given, else SecantusDB with its data in RUN_DIR/mongo."""
+    if mongo_url:
+        return Started(mongo_url)
+    port = free_port()
+    part = mongo_part(run_dir, port, test_commands=test_commands).start(run_dir)
+    part.wait_ready(60)
+    return Started(f"mongodb://127.0.0.1:{port}", part)
+
+
+def ensure_redis(redis_url: str, run_dir: Path, *, own: bool = False) -> Started:
+    """REDIS_URL when it answers (and `own` is not asked), else a redis-server of our own."""
+    if not own:
+        with contextlib.suppress(Exception):
+            if redis_ok(redis_url)():
+                return Started(redis_url)
+    port = free_port()
+    part = redis_part(run_dir, port).start(run_dir).wait_ready(20)
+    return Started(f"redis://127.0.0.1:{port}/0", part)
