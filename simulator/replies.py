@@ -33,6 +33,15 @@ class Reply(Exception):
         self.headers = headers or {}
         self.text = text
 
+    def payload(self) -> tuple[str | None, bytes]:
+        """The body's content type (None for no body) and bytes."""
+        if self.text is not None:
+            kind = "html" if self.text.startswith("<") else "plain"
+            return f"text/{kind}; charset=utf-8", self.text.encode()
+        if self.status == 204:
+            return None, b""
+        return "application/json; charset=utf-8", json.dumps(self.body).encode()
+
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
     """An error in the most common shape upstream: `{"error": message}`."""
