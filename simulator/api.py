@@ -45,6 +45,15 @@ class CallRailApi:
             raise Reply(401, text="HTTP Token: Access denied.\n")
         return key
 
+    def account_named(self, key: str, path: str) -> str | None:
+        """The id (`ACC…`) of the account a path names, if `key` may see it, however named."""
+        segments = _segments(path)
+        if len(segments) < 2 or segments[0] != "a":
+            return None
+        named = segments[1].removesuffix(".json") if len(segments) == 2 else segments[1]
+        account = self.data.account_for(key, named)
+        return account.id if account else None
+
     def handle(self, method: str, path: str, query: Query, raw: bytes, key: str) -> Reply:
         """The reply to an authenticated request; errors are raised as `Reply`."""
         body = self._route(method, path, query, raw, key)
@@ -55,10 +64,7 @@ class CallRailApi:
     # --- routing -------------------------------------------------------------------------
 
     def _route(self, method: str, path: str, query: Query, raw: bytes, key: str) -> Any:
-        if not path.startswith("/v3/a"):
-            raise error(404, "Not Found")
-        segments = [unquote(s) for s in path[len("/v3/") :].split("/")]
-        # segments: ["a.json"] | ["a", "ACC.json"] | ["a", "ACC", "companies.json"] | ...
+        segments = _segments(path)
         if segments == ["a.json"]:
             _allow(method, "GET")
             return self._list_accounts(query, key)
@@ -192,6 +198,13 @@ class CallRailApi:
 
 
 # --- query parameters and bodies ---------------------------------------------------------
+
+
+def _segments(path: str) -> list[str]:
+    """["a.json"] | ["a", "ACC.json"] | ["a", "ACC", "companies.json"] | ...; [] off the API."""
+    if not path.startswith("/v3/a"):
+        return []
+    return [unquote(s) for s in path[len("/v3/") :].split("/")]
 
 
 def _allow(method: str, *allowed: str) -> None:

@@ -74,6 +74,10 @@ WEBHOOK_KEYS = (
 )
 
 
+class NotFound(LookupError):
+    """Raised when an id names no account or company the simulator holds."""
+
+
 def _hex(rng: random.Random, n: int = 32) -> str:
     return "".join(rng.choice("0123456789abcdef") for _ in range(n))
 
@@ -158,6 +162,23 @@ class SimData:
             self.accounts[account.id] = account
             self.accounts_by_key.setdefault(key, []).append(account.id)
             return account.id
+
+    def account(self, account_id: str) -> SimAccount:
+        """The account with this id (`ACC…` or numeric), whichever keys may see it."""
+        with self.lock:
+            for account in self.accounts.values():
+                if account_id in (account.id, str(account.numeric_id)):
+                    return account
+        raise NotFound(f"Account not found: {account_id}")
+
+    def share_account(self, key: str, account_id: str) -> None:
+        """Let `key` see an existing account too, as when two users or apps of one CallRail
+        account each hold a key; adds the key if it is new."""
+        with self.lock:
+            account = self.account(account_id)
+            visible = self.accounts_by_key.setdefault(key, [])
+            if account.id not in visible:
+                visible.append(account.id)
 
     def account_for(self, key: str, account_id: str) -> SimAccount | None:
         """The account if `key` may see it; numeric ids are accepted like the real API's."""

@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from simulator.replies import RAILS_ERROR_PAGE, Reply, error
 
@@ -22,6 +22,28 @@ LOST = "lost"
 """Failure: the request takes effect, then the connection closes without an answer."""
 
 
+@dataclass(frozen=True)
+class QuotaUnit:
+    """Whose quota a request spends: the CallRail account its path names, else its API key.
+
+    CallRail counts per account, and every key and app on the account shares the count
+    (CALLRAIL_API.md). A request naming no account (`/v3/a.json`) is charged to the key: a
+    guess, as CallRail does not say.
+    """
+
+    kind: Literal["account", "key"]
+    id: str = field(repr=False)  # an API key must not leak through a repr
+
+    @classmethod
+    def of(cls, key: str, account_id: str | None) -> QuotaUnit:
+        return cls("account", account_id) if account_id else cls("key", key)
+
+    @property
+    def label(self) -> str:
+        """The unit as the request log shows it; of a key, only the first 8 characters."""
+        return f"account:{self.id}" if self.kind == "account" else f"key:{self.id[:8]}…"
+
+
 @dataclass
 class Knobs:
     """Behaviour a test or benchmark can turn: latency, rate limits and injected failures."""
@@ -29,7 +51,8 @@ class Knobs:
     latency: float = 0.0
     """Seconds added to every request."""
     rate_limits: list[tuple[int, float]] = field(default_factory=list)
-    """(requests, window seconds) per API key, e.g. [(1000, 3600), (10000, 86400)]. Empty: none."""
+    """(requests, window seconds) per `QuotaUnit`, e.g. [(1000, 3600), (10000, 86400)].
+    Empty: no limit."""
     send_retry_after: bool = False
     """Whether a 429 carries `Retry-After` (undocumented upstream: test both)."""
     failure_rate: float = 0.0
@@ -55,7 +78,7 @@ class Faults:
         self._lock = threading.Lock()
         self.knobs = knobs or Knobs()
         self._rng = random.Random(self.knobs.failure_seed)
-        self._accepted: dict[str, deque[float]] = {}
+        self._accepted: dict[QuotaUnit, deque[float]] = {}
 
     def reset(self) -> None:
         """Knobs return to their defaults and the quota windows empty."""
@@ -104,7 +127,7 @@ class Faults:
         if failure in ("500", "503"):
             raise Reply(int(failure), text=RAILS_ERROR_PAGE)
 
-    def admit(self, unit: str) -> None:
+    def admit(self, unit: QuotaUnit) -> None:
         """Count a request against the quota of `unit`, or raise the 429 that refuses it.
 
         Sliding windows: a request is refused if any window already holds its limit. Refused

@@ -16,8 +16,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from simulator.api import CallRailApi
-from simulator.data import SimData
-from simulator.faults import DROP, LOST, Faults, Knobs
+from simulator.data import NotFound, SimData
+from simulator.faults import DROP, LOST, Faults, Knobs, QuotaUnit
 from simulator.replies import Reply, error, json_object
 
 
@@ -31,6 +31,8 @@ class LoggedRequest:
     status: int
     key: str | None
     at: float
+    quota_unit: str | None = None
+    """Whose quota the request was charged to (`QuotaUnit.label`); None before authentication."""
 
 
 class RequestLog:
@@ -130,10 +132,13 @@ class SimServer(ThreadingHTTPServer):
 
     def control(self, method: str, path: str, raw: bytes) -> Reply:
         """`/_sim/stats`, `/_sim/log`, `/_sim/keys` (GET); `/_sim/reset`, `/_sim/knobs` (POST a
-        JSON object of knobs), `/_sim/accounts` (POST {"key", "companies"}: add an account)."""
+        JSON object of knobs), `/_sim/accounts` (POST {"key", "companies"}: add an account),
+        `/_sim/keys` (POST {"key", "accounts"}: the key, added if new, sees those accounts)."""
         try:
             return self._control(method, path, raw)
-        except (ValueError, TypeError, KeyError) as exc:
+        except NotFound as exc:
+            return error(404, str(exc))
+        except (ValueError, TypeError) as exc:
             return error(400, str(exc))
         except Reply as reply:
             return reply
@@ -151,12 +156,36 @@ class SimServer(ThreadingHTTPServer):
             return Reply(200, {"keys": self.data.api_keys})
         if path == "/_sim/log" and method == "GET":
             return Reply(200, {"requests": [asdict(r) for r in self.requests_logged()]})
+        if path == "/_sim/keys" and method == "POST":
+            return self._share_accounts(json_object(raw))
         if path == "/_sim/accounts" and method == "POST":
             body = json_object(raw)
-            key = self.data.add_key(str(body["key"]))
+            key = self.data.add_key(_text(body, "key"))
             account = self.data.add_account(key, int(body.get("companies", 0)))
             return Reply(201, {"id": account})
         return error(404, "Not Found")
+
+    def _share_accounts(self, body: dict[str, Any]) -> Reply:
+        key, accounts = _text(body, "key"), body.get("accounts", [])
+        if not isinstance(accounts, list) or not all(isinstance(a, str) for a in accounts):
+            raise ValueError("accounts must be a list of account ids")
+        with self.data.lock:
+            for account_id in accounts:  # all or nothing: look every one up before sharing
+                self.data.account(account_id)
+            is_new = key not in self.data.accounts_by_key
+            self.data.add_key(key)
+            for account_id in accounts:
+                self.data.share_account(key, account_id)
+            visible = list(self.data.accounts_by_key[key])
+        return Reply(201 if is_new else 200, {"key": key, "accounts": visible})
+
+
+def _text(body: dict[str, Any], name: str) -> str:
+    """A required, non-empty string field of a control's body."""
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string")
+    return value
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -195,22 +224,25 @@ class _Handler(BaseHTTPRequestHandler):
             return
         server = self.server
         key: str | None = None
+        unit: QuotaUnit | None = None
         failure: str | None = None
 
         def log(status: int) -> None:
-            entry = LoggedRequest(method, parts.path, parts.query, status, key, time.time())
+            label = unit.label if unit else None
+            entry = LoggedRequest(method, parts.path, parts.query, status, key, time.time(), label)
             server.log.record(entry)
 
         try:
             server.faults.delay()
             key = server.api.authenticate(self.headers.get("Authorization", ""))
+            unit = QuotaUnit.of(key, server.api.account_named(key, parts.path))
             failure = server.faults.pick()
             if failure == DROP:
                 log(0)
                 self.close_connection = True
                 return
             server.faults.fail(failure)
-            server.faults.admit(key)
+            server.faults.admit(unit)
             reply = server.api.handle(method, parts.path, parse_qs(parts.query), raw, key)
         except Reply as refused:
             reply = refused

@@ -158,7 +158,9 @@ def test_webhooks_are_one_integration_per_company(sim, sim_data, api_key):
     assert send(sim, "PATCH", path, api_key, {"state": "active"}).status_code == 405
 
 
-def test_rate_limit_answers_429_per_key_with_and_without_retry_after(sim, sim_data):
+def test_requests_naming_no_account_spend_their_key_s_quota_with_or_without_retry_after(
+    sim, sim_data
+):
     key_a, key_b = sim_data.api_keys
     sim.set_knobs(rate_limits=[(3, 60)])
     assert [get(sim, "/a.json", key_a).status_code for _ in range(4)] == [200, 200, 200, 429]
@@ -167,6 +169,57 @@ def test_rate_limit_answers_429_per_key_with_and_without_retry_after(sim, sim_da
     sim.set_knobs(send_retry_after=True)
     limited = get(sim, "/a.json", key_a)
     assert limited.status_code == 429 and 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert {r.quota_unit for r in sim.requests_logged()} == {
+        f"key:{key_a[:8]}…",
+        f"key:{key_b[:8]}…",
+    }
+
+
+def test_keys_that_share_an_account_share_its_quota_however_they_name_it(sim, sim_data):
+    key_a, key_b = sim_data.api_keys
+    account = sim_data.accounts[sim_data.accounts_by_key[key_a][0]]
+    sim_data.share_account(key_b, account.id)
+    sim.set_knobs(rate_limits=[(3, 60)])
+    by_id, by_number = f"/a/{account.id}/companies.json", f"/a/{account.numeric_id}.json"
+    assert get(sim, by_id, key_a).status_code == 200
+    assert get(sim, by_number, key_b).status_code == 200
+    assert get(sim, by_id, key_b).status_code == 200
+    assert get(sim, by_id, key_a).status_code == 429  # 3 spent between the two keys
+    assert get(sim, by_number, key_b).status_code == 429
+    assert {r.quota_unit for r in sim.requests_logged()} == {f"account:{account.id}"}
+    assert get(sim, "/a.json", key_b).status_code == 200  # the keys' own quotas are untouched
+
+
+def test_each_account_of_a_key_has_its_own_quota(sim, sim_data, api_key):
+    first, second = sim_data.accounts_by_key[api_key]
+    sim.set_knobs(rate_limits=[(2, 60)])
+    spend = [get(sim, f"/a/{first}/companies.json", api_key).status_code for _ in range(3)]
+    assert spend == [200, 200, 429]
+    assert get(sim, f"/a/{second}/companies.json", api_key).status_code == 200
+    assert get(sim, f"/a/{second}.json", api_key).status_code == 200
+    assert get(sim, f"/a/{second}.json", api_key).status_code == 429
+
+
+def test_the_log_names_a_key_s_quota_by_its_first_8_characters_only(sim, api_key):
+    get(sim, "/a.json", api_key)
+    (entry,) = sim.requests_logged()
+    assert entry.quota_unit == f"key:{api_key[:8]}…" and api_key not in entry.quota_unit
+    logged = requests.get(sim.base_url.replace("/v3", "/_sim/log"), timeout=5).json()
+    assert logged["requests"][0]["quota_unit"] == entry.quota_unit
+
+
+def test_sim_keys_control_gives_a_new_key_existing_accounts(sim, sim_data, api_key):
+    url = sim.base_url.replace("/v3", "/_sim/keys")
+    account = sim_data.accounts_by_key[api_key][0]
+    added = requests.post(url, json={"key": "second-app-key", "accounts": [account]}, timeout=5)
+    assert added.status_code == 201 and added.json()["accounts"] == [account]
+    listed = get(sim, "/a.json", "second-app-key").json()["accounts"]
+    assert [a["id"] for a in listed] == [account]
+    unknown = {"key": "third-app-key", "accounts": [account, "ACCnope"]}
+    assert requests.post(url, json=unknown, timeout=5).status_code == 404
+    assert "third-app-key" not in sim_data.api_keys  # nothing half-done
+    for bad in ({"accounts": [account]}, {"key": "k", "accounts": account}):
+        assert requests.post(url, json=bad, timeout=5).status_code == 400
 
 
 def test_scripted_failures_and_the_request_log(sim, api_key):
