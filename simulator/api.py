@@ -19,7 +19,10 @@ from simulator.replies import Reply, error, json_object
 Query = dict[str, list[str]]
 
 MAX_PER_PAGE = 250
-COMPANY_SORTS = {"id", "name", "created_at", "status", "time_zone"}
+TIMESTAMP_SORTS = {"created_at", "disabled_at"}
+"""Sorted by the instant, whatever the offset: a text sort would put 10:07-07:00 (17:07 UTC)
+before 11:33-05:00 (16:33 UTC). `disabled_at` is our addition (unverified upstream)."""
+COMPANY_SORTS = {"id", "name", "status", "time_zone", *TIMESTAMP_SORTS}
 ACCOUNT_SORTS = {"id", "name"}
 TOKEN_RE = re.compile(r'^Token\s+token=(?:"([^"]*)"|([^\s"]+))\s*$')
 URL_RE = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
@@ -232,11 +235,26 @@ def _sorted(items: list[dict[str, Any]], query: Query, allowed: set[str]) -> lis
         return items
     if sort not in allowed:
         raise error(400, f"Invalid sort field: {sort}")
+    value = _instant if sort in TIMESTAMP_SORTS else _text
+    # Nulls rank above every value: last in asc, and first in desc, its mirror (PostgreSQL's
+    # default; what CallRail does is unverified).
     return sorted(
         items,
-        key=lambda i: (i.get(sort) is None, str(i.get(sort) or "").lower()),
+        key=lambda i: (i.get(sort) is None, value(i.get(sort))),
         reverse=order == "desc",
     )
+
+
+def _text(value: Any) -> str:
+    return str(value or "").lower()
+
+
+def _instant(value: Any) -> datetime:
+    """A timestamp as an aware datetime (one without an offset is taken as UTC)."""
+    if value is None:
+        return datetime.min.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _paginate(name: str, items: list[dict[str, Any]], query: Query) -> dict[str, Any]:

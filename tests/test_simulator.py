@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from datetime import datetime
 
 import pytest
 import requests
@@ -94,6 +95,37 @@ def test_companies_status_filter_search_and_sort(sim, sim_data, api_key):
     assert names == sorted(names, reverse=True)
     assert get(sim, f"/a/{acc}/companies.json", api_key, order="asc").status_code == 400
     assert get(sim, f"/a/{acc}/companies.json", api_key, status="gone").status_code == 400
+
+
+def test_created_at_sorts_by_the_instant_not_by_the_text_with_its_offset(sim, sim_data, api_key):
+    acc = sim_data.add_account(api_key, 120)
+    companies = sim_data.companies(sim_data.accounts[acc])
+    # 17:07:59 UTC and 16:33:03 UTC: as text, the later instant would come first.
+    companies[0]["created_at"] = later = "2019-10-20T10:07:59-07:00"
+    companies[1]["created_at"] = earlier = "2019-10-20T11:33:03-05:00"
+    path = f"/a/{acc}/companies.json"
+    for order in ("asc", "desc"):
+        listed = get(sim, path, api_key, per_page=250, sort="created_at", order=order).json()
+        stamps = [c["created_at"] for c in listed["companies"]]
+        assert len({s[-6:] for s in stamps}) > 1  # the listing mixes offsets
+        instants = [datetime.fromisoformat(s) for s in stamps]
+        assert instants == sorted(instants, reverse=order == "desc")
+        assert (stamps.index(earlier) < stamps.index(later)) == (order == "asc")
+
+
+def test_disabled_at_sorts_chronologically_nulls_last_ascending_and_first_descending(
+    sim, sim_data, api_key
+):
+    acc = sim_data.add_account(api_key, 200)
+    path = f"/a/{acc}/companies.json"
+    asc = get(sim, path, api_key, per_page=250, sort="disabled_at").json()["companies"]
+    stamps = [c["disabled_at"] for c in asc]
+    nulls = stamps.index(None)
+    assert nulls > 1 and set(stamps[nulls:]) == {None}
+    instants = [datetime.fromisoformat(s) for s in stamps[:nulls]]
+    assert instants == sorted(instants)
+    desc = get(sim, path, api_key, per_page=250, sort="disabled_at", order="desc").json()
+    assert [c["disabled_at"] for c in desc["companies"]] == stamps[::-1]
 
 
 def test_company_objects_carry_the_documented_fields_with_offset_timestamps(sim, sim_data, api_key):
