@@ -1,7 +1,8 @@
 """The simulator's data: API keys, accounts, companies and integrations, made from a seed.
 
-The same seed always gives the same keys, ids, names and timestamps. Companies of an account
-are generated on first use, so a 50,000-company account costs nothing until it is listed.
+The same seed always gives the same keys, ids, names and timestamps (`generator.py` makes
+them). Companies of an account are generated on first use, so a 50,000-company account costs
+nothing until it is listed.
 """
 
 from __future__ import annotations
@@ -10,56 +11,9 @@ import hashlib
 import random
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-TIME_ZONES = [
-    ("America/New_York", -5),
-    ("America/Chicago", -6),
-    ("America/Denver", -7),
-    ("America/Los_Angeles", -8),
-    ("America/Phoenix", -7),
-    ("Europe/London", 0),
-]
-WORDS_A = [
-    "Acme",
-    "Blue",
-    "Summit",
-    "Pioneer",
-    "Harbor",
-    "Golden",
-    "Cedar",
-    "Metro",
-    "North",
-    "Bright",
-    "Evergreen",
-    "Liberty",
-    "Silver",
-    "Prairie",
-    "Coastal",
-    "Urban",
-    "Maple",
-]
-WORDS_B = [
-    "Dental",
-    "Roofing",
-    "Plumbing",
-    "Law",
-    "Auto",
-    "HVAC",
-    "Realty",
-    "Fitness",
-    "Vet",
-    "Landscaping",
-    "Insurance",
-    "Bakery",
-    "Clinic",
-    "Solar",
-    "Moving",
-    "Pest Control",
-]
-WORDS_C = ["Group", "Co", "Partners", "Services", "LLC", "Inc", "Associates", "Studio", "Pros"]
-AGENCY = ["Agency", "Marketing", "Digital", "Media", "Growth"]
+from simulator import generator
 
 WEBHOOK_KEYS = (
     "pre_call_webhook",
@@ -76,16 +30,6 @@ WEBHOOK_KEYS = (
 
 class NotFound(LookupError):
     """Raised when an id names no account or company the simulator holds."""
-
-
-def _hex(rng: random.Random, n: int = 32) -> str:
-    return "".join(rng.choice("0123456789abcdef") for _ in range(n))
-
-
-def _timestamp(rng: random.Random, offset_hours: int) -> str:
-    base = datetime(2016, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(300_000_000))
-    local = base.astimezone(timezone(timedelta(hours=offset_hours)))
-    return local.isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -131,7 +75,7 @@ class SimData:
     def __post_init__(self) -> None:
         rng = random.Random(f"keys:{self.seed}")
         for k in range(self.keys):
-            key = f"sim{k + 1}_{_hex(rng, 24)}"
+            key = f"sim{k + 1}_{generator.hex_id(rng, 24)}"
             self.accounts_by_key[key] = []
             for _ in range(self.accounts_per_key):
                 self.add_account(key, self.companies_per_account)
@@ -149,15 +93,8 @@ class SimData:
         """Add an account with `companies` companies under `key`; returns the account id."""
         with self.lock:
             index = len(self.accounts)
-            rng = random.Random(f"account:{self.seed}:{index}")
             account = SimAccount(
-                id="ACC" + _hex(rng),
-                numeric_id=rng.randrange(100_000_000, 999_999_999),
-                name=name or f"{rng.choice(WORDS_A)} {rng.choice(AGENCY)} {index + 1}",
-                outbound_recording_enabled=rng.random() < 0.5,
-                hipaa_account=rng.random() < 0.1,
-                company_count=companies,
-                seed=index,
+                **generator.account(self.seed, index, name), company_count=companies, seed=index
             )
             self.accounts[account.id] = account
             self.accounts_by_key.setdefault(key, []).append(account.id)
@@ -192,37 +129,10 @@ class SimData:
         with self.lock:
             if account._companies is None:
                 account._companies = [
-                    self._company(account, i) for i in range(account.company_count)
+                    generator.company(self.seed, account.seed, i, self.disabled_share)
+                    for i in range(account.company_count)
                 ]
             return account._companies
-
-    def _company(self, account: SimAccount, i: int) -> dict[str, Any]:
-        rng = random.Random(f"company:{self.seed}:{account.seed}:{i}")
-        tz, offset = rng.choice(TIME_ZONES)
-        disabled = rng.random() < self.disabled_share
-        cid = "COM" + _hex(rng)
-        created = _timestamp(rng, offset)
-        script_id = rng.randrange(10**8, 10**9)
-        return {
-            "id": cid,
-            "name": f"{rng.choice(WORDS_A)} {rng.choice(WORDS_B)} {rng.choice(WORDS_C)} {i + 1}",
-            "status": "disabled" if disabled else "active",
-            "time_zone": tz,
-            "created_at": created,
-            "disabled_at": _timestamp(rng, offset) if disabled else None,
-            "dni_active": rng.random() < 0.7,
-            "script_url": f"//cdn.callrail.com/companies/{script_id}/{_hex(rng, 20)}/12/swap.js",
-            "callscore_enabled": rng.random() < 0.3,
-            "lead_scoring_enabled": rng.random() < 0.5,
-            "callscribe_enabled": rng.random() < 0.3,
-            "keyword_spotting_enabled": rng.random() < 0.2,
-            "form_capture": rng.random() < 0.4,
-            "swap_exclude_jquery": False,
-            "swap_ppc_override": rng.random() < 0.2,
-            "swap_landing_override": None,
-            "swap_cookie_duration": 6,
-            "swap_cookie_duration_unit": "months",
-        }
 
     def new_integration(
         self, account_id: str, company_id: str, config: dict[str, list[str]], now: str
