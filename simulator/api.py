@@ -117,22 +117,24 @@ class CallRailApi:
         return _paginate("accounts", _sorted(accounts, query, ACCOUNT_SORTS), query)
 
     def _list_companies(self, account: SimAccount, query: Query) -> dict[str, Any]:
-        companies = self.data.companies(account)
-        status = _param(query, "status")
-        if status is not None:
-            if status not in ("active", "disabled"):
-                raise error(400, "Invalid status filter")
-            companies = [c for c in companies if c["status"] == status]
-        search = _param(query, "search")
-        if search:
-            needle = search.lower()
-            companies = [c for c in companies if needle in c["name"].lower()]
-        return _paginate("companies", _sorted(companies, query, COMPANY_SORTS), query)
+        status, search = _param(query, "status"), (_param(query, "search") or "").lower()
+        if status not in (None, "active", "disabled"):
+            raise error(400, "Invalid status filter")
+        # Under the lock, so a page never shows a company half-way through a change.
+        with self.data.lock:
+            companies = [
+                c
+                for c in self.data.companies(account)
+                if status in (None, c["status"]) and search in c["name"].lower()
+            ]
+            return _paginate("companies", _sorted(companies, query, COMPANY_SORTS), query)
 
     def _company(self, account: SimAccount, company_id: str) -> dict[str, Any]:
-        for company in self.data.companies(account):
-            if company["id"] == company_id:
-                return company
+        """A copy of a listed company of the account, or a 404 reply."""
+        with self.data.lock:
+            for company in self.data.companies(account):
+                if company["id"] == company_id:
+                    return dict(company)
         raise error(404, "Company not found")
 
     # --- Webhooks integrations -----------------------------------------------------------
@@ -274,7 +276,8 @@ def _paginate(name: str, items: list[dict[str, Any]], query: Query) -> dict[str,
         "per_page": per_page,
         "total_pages": math.ceil(total / per_page),
         "total_records": total,
-        name: items[start : start + per_page],
+        # Copies: the page is written out after the data's lock is released.
+        name: [dict(i) for i in items[start : start + per_page]],
     }
 
 

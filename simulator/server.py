@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from simulator.api import CallRailApi
-from simulator.data import NotFound, SimData
+from simulator.data import Conflict, NotFound, SimData
 from simulator.faults import DROP, LOST, Faults, Knobs, QuotaUnit
 from simulator.replies import Reply, error, json_object
 
@@ -131,13 +131,20 @@ class SimServer(ThreadingHTTPServer):
         return self.log.select(method, path_contains)
 
     def control(self, method: str, path: str, raw: bytes) -> Reply:
-        """`/_sim/stats`, `/_sim/log`, `/_sim/keys` (GET); `/_sim/reset`, `/_sim/knobs` (POST a
-        JSON object of knobs), `/_sim/accounts` (POST {"key", "companies"}: add an account),
-        `/_sim/keys` (POST {"key", "accounts"}: the key, added if new, sees those accounts)."""
+        """Answer a `/_sim/*` request: how tests and benchmarks steer a running simulator.
+
+        GET `stats`, `log`, `keys`; POST `reset`, `knobs` (a JSON object of knobs),
+        `accounts` ({"key", "companies"}: add an account), `keys` ({"key", "accounts"}: the
+        key, added if new, sees those accounts); companies changing while the simulator runs:
+        POST `companies` ({"account", "id"?, ...fields}: add, or restore a removed id),
+        PATCH `companies/{id}` (change fields), DELETE `companies/{id}` (remove).
+        """
         try:
             return self._control(method, path, raw)
         except NotFound as exc:
             return error(404, str(exc))
+        except Conflict as exc:
+            return error(409, str(exc))
         except (ValueError, TypeError) as exc:
             return error(400, str(exc))
         except Reply as reply:
@@ -158,6 +165,15 @@ class SimServer(ThreadingHTTPServer):
             return Reply(200, {"requests": [asdict(r) for r in self.requests_logged()]})
         if path == "/_sim/keys" and method == "POST":
             return self._share_accounts(json_object(raw))
+        if path == "/_sim/companies" and method == "POST":
+            return self._post_company(json_object(raw))
+        if path.startswith("/_sim/companies/") and method in ("PATCH", "DELETE"):
+            company_id = unquote(path.removeprefix("/_sim/companies/"))
+            with self.data.lock:  # the reply copies the record before another change can
+                if method == "DELETE":
+                    self.data.remove_company(company_id)
+                    return Reply(204)
+                return Reply(200, dict(self.data.update_company(company_id, **json_object(raw))))
         if path == "/_sim/accounts" and method == "POST":
             body = json_object(raw)
             key = self.data.add_key(_text(body, "key"))
@@ -178,6 +194,18 @@ class SimServer(ThreadingHTTPServer):
                 self.data.share_account(key, account_id)
             visible = list(self.data.accounts_by_key[key])
         return Reply(201 if is_new else 200, {"key": key, "accounts": visible})
+
+    def _post_company(self, body: dict[str, Any]) -> Reply:
+        account_id = _text(body, "account")
+        fields = {name: value for name, value in body.items() if name != "account"}
+        company_id = str(fields.get("id", ""))
+        with self.data.lock:
+            home = self.data.removed_from(company_id)
+            if home is None:
+                return Reply(201, dict(self.data.add_company(account_id, **fields)))
+            if self.data.account(account_id).id != home:
+                raise ValueError(f"Company {company_id} was removed from account {home}")
+            return Reply(200, dict(self.data.restore_company(company_id, **fields)))
 
 
 def _text(body: dict[str, Any], name: str) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
+import sys
+import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -301,3 +304,165 @@ def test_same_seed_same_data():
     assert one.api_keys == two.api_keys != other.api_keys
     acc_one, acc_two = (d.accounts[d.accounts_by_key[d.api_keys[0]][0]] for d in (one, two))
     assert one.companies(acc_one) == two.companies(acc_two)
+
+
+# --- data that changes while the simulator runs ------------------------------------------------
+
+
+def control(sim: SimServer, method: str, path: str, body=None):
+    return requests.request(
+        method, sim.base_url.replace("/v3", "/_sim") + path, json=body, timeout=5
+    )
+
+
+def listed(sim: SimServer, key: str, account: str, **params) -> list[dict]:
+    path = f"/a/{account}/companies.json"
+    return get(sim, path, key, per_page=250, **params).json()["companies"]
+
+
+def is_now(timestamp: str) -> bool:
+    moment = datetime.fromisoformat(timestamp)
+    return moment.utcoffset() is not None and abs(moment - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+def test_a_company_added_while_running_is_listed_last_and_fetchable(sim, sim_data, api_key):
+    acc = sim_data.accounts_by_key[api_key][0]
+    before = listed(sim, api_key, acc)
+    added = control(sim, "POST", "/companies", {"account": acc})
+    assert added.status_code == 201
+    company = added.json()
+    assert company["id"].startswith("COM") and len(company["id"]) == 35
+    assert set(company) == set(before[0])  # every field a seeded company has
+    assert company["status"] == "active" and company["disabled_at"] is None
+    assert is_now(company["created_at"])
+    assert listed(sim, api_key, acc) == [*before, company]
+    assert get(sim, f"/a/{acc}/companies/{company['id']}.json", api_key).json() == company
+    chosen = control(sim, "POST", "/companies", {"account": acc, "id": "COMchosen", "name": "N"})
+    assert chosen.status_code == 201 and listed(sim, api_key, acc)[-1]["id"] == "COMchosen"
+
+
+def test_add_company_in_python_appends_to_the_list_the_api_serves(sim, sim_data, api_key):
+    acc = sim_data.accounts_by_key[api_key][1]
+    added = sim_data.add_company(acc, name="Chosen Name Co", status="disabled")
+    assert sim_data.companies(sim_data.accounts[acc])[-1] is added
+    served = listed(sim, api_key, acc)[-1]
+    assert served["name"] == "Chosen Name Co" and is_now(served["disabled_at"])
+
+
+def test_a_changed_company_reads_changed_in_listings_and_by_id(sim, sim_data, api_key):
+    acc = sim_data.accounts_by_key[api_key][0]
+    first = listed(sim, api_key, acc)[0]
+    changes = {"name": "Renamed LLC", "time_zone": "America/Denver", "a_new_field": 7}
+    changed = control(sim, "PATCH", f"/companies/{first['id']}", changes)
+    assert changed.status_code == 200 and changed.json() == {**first, **changes}
+    assert listed(sim, api_key, acc)[0] == changed.json()
+    assert get(sim, f"/a/{acc}/companies/{first['id']}.json", api_key).json() == changed.json()
+    sim_data.update_company(first["id"], name="Renamed Again")
+    assert [c["id"] for c in listed(sim, api_key, acc, search="again")] == [first["id"]]
+
+
+def test_disabling_stamps_disabled_at_now_in_the_company_s_offset_and_activating_clears_it(
+    sim, sim_data, api_key
+):
+    acc = sim_data.accounts_by_key[api_key][0]
+    company = next(c for c in listed(sim, api_key, acc) if c["status"] == "active")
+    path = f"/companies/{company['id']}"
+    disabled = control(sim, "PATCH", path, {"status": "disabled"}).json()
+    assert is_now(disabled["disabled_at"])
+    assert disabled["disabled_at"][-6:] == company["created_at"][-6:]  # same time zone
+    assert company["id"] in {c["id"] for c in listed(sim, api_key, acc, status="disabled")}
+    again = control(sim, "PATCH", path, {"status": "disabled", "name": "Still Off"}).json()
+    assert again["disabled_at"] == disabled["disabled_at"]  # disabled once, not twice
+    active = control(sim, "PATCH", path, {"status": "active"}).json()
+    assert active["disabled_at"] is None
+    assert company["id"] in {c["id"] for c in listed(sim, api_key, acc, status="active")}
+    given = {"status": "disabled", "disabled_at": "2024-05-01T09:00:00.000-04:00"}
+    assert control(sim, "PATCH", path, given).json()["disabled_at"] == given["disabled_at"]
+
+
+def test_a_removed_company_leaves_listings_and_answers_404(sim, sim_data, api_key):
+    acc = sim_data.accounts_by_key[api_key][0]
+    before = listed(sim, api_key, acc)
+    gone = before[3]["id"]
+    assert control(sim, "DELETE", f"/companies/{gone}").status_code == 204
+    after = get(sim, f"/a/{acc}/companies.json", api_key, per_page=250).json()
+    assert after["companies"] == [c for c in before if c["id"] != gone]
+    assert after["total_records"] == len(before) - 1
+    assert get(sim, f"/a/{acc}/companies/{gone}.json", api_key).status_code == 404
+    assert control(sim, "PATCH", f"/companies/{gone}", {"name": "x"}).status_code == 404
+    assert control(sim, "DELETE", f"/companies/{gone}").status_code == 404
+
+
+def test_a_removed_company_reappears_with_the_same_id_and_the_changes_given(sim, sim_data, api_key):
+    acc = sim_data.accounts_by_key[api_key][0]
+    company = listed(sim, api_key, acc)[0]
+    control(sim, "DELETE", f"/companies/{company['id']}")
+    body = {"account": acc, "id": company["id"], "name": "Back Again"}
+    back = control(sim, "POST", "/companies", body)
+    assert back.status_code == 200 and back.json() == {**company, "name": "Back Again"}
+    assert listed(sim, api_key, acc)[-1] == back.json()
+    assert get(sim, f"/a/{acc}/companies/{company['id']}.json", api_key).status_code == 200
+    sim_data.remove_company(company["id"])
+    assert company["id"] not in {c["id"] for c in listed(sim, api_key, acc)}
+    sim_data.restore_company(company["id"], status="disabled")
+    assert is_now(listed(sim, api_key, acc)[-1]["disabled_at"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "/companies", {"account": "ACCnope"}, 404),
+        ("POST", "/companies", {"name": "no account"}, 400),
+        ("POST", "/companies", {"account": "{acc}", "status": "paused"}, 400),
+        ("POST", "/companies", {"account": "{acc}", "created_at": "yesterday"}, 400),
+        ("POST", "/companies", {"account": "{acc}", "id": "{company}"}, 409),
+        ("POST", "/companies", {"account": "{other}", "id": "{removed}"}, 400),
+        ("PATCH", "/companies/COMnope", {"name": "x"}, 404),
+        ("PATCH", "/companies/{company}", {"name": ""}, 400),
+        ("PATCH", "/companies/{company}", {"id": "COMother"}, 400),
+        ("PATCH", "/companies/{company}", ["not", "an", "object"], 400),
+        ("PATCH", "/companies/{company}", {"disabled_at": "2024-05-01T09:00:00"}, 400),
+        ("DELETE", "/companies/COMnope", None, 404),
+    ],
+)
+def test_company_controls_refuse_unknown_ids_and_bad_bodies_and_change_nothing(
+    sim, sim_data, api_key, method, path, body, status
+):
+    acc, other = sim_data.accounts_by_key[api_key]
+    companies = sim_data.companies(sim_data.accounts[acc])
+    removed = companies[-1]["id"]
+    sim_data.remove_company(removed)
+    before = [dict(c) for c in companies]
+    names = {"acc": acc, "other": other, "company": companies[0]["id"], "removed": removed}
+    text = json.dumps(body)
+    for name, value in names.items():
+        text = text.replace("{" + name + "}", value)
+    response = control(sim, method, path.format(**names), json.loads(text))
+    assert response.status_code == status and response.json()["error"]
+    assert sim_data.companies(sim_data.accounts[acc]) == before
+
+
+def test_listings_never_show_a_company_half_way_through_a_change(sim, sim_data, api_key):
+    """A disabled company always has disabled_at, an active one never, even mid-change."""
+    acc = sim_data.add_account(api_key, 250)
+    ids = [c["id"] for c in sim_data.companies(sim_data.accounts[acc])]
+    stop = threading.Event()
+
+    def flip() -> None:
+        while not stop.is_set():
+            for company_id in ids:
+                sim_data.update_company(company_id, status="disabled")
+                sim_data.update_company(company_id, status="active")
+
+    writer = threading.Thread(target=flip)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so a race shows within a second
+    writer.start()
+    try:
+        for _ in range(40):
+            for company in listed(sim, api_key, acc):
+                assert (company["status"] == "disabled") == (company["disabled_at"] is not None)
+    finally:
+        stop.set()
+        writer.join()
+        sys.setswitchinterval(interval)
