@@ -36,6 +36,7 @@ class QuotaUnit:
 
     @classmethod
     def of(cls, key: str, account_id: str | None) -> QuotaUnit:
+        """The account's unit when the request names one `key` may see, else the key's."""
         return cls("account", account_id) if account_id else cls("key", key)
 
     @property
@@ -66,6 +67,7 @@ class Knobs:
     hang: float = 5.0
     """How long a "timeout" failure keeps the client waiting."""
     failure_seed: int = 7
+    """Seed of the random failures, so a benchmark with `failure_rate` can be repeated."""
 
 
 class Faults:

@@ -44,20 +44,24 @@ class RequestLog:
         self._counts: Counter[int] = Counter()
 
     def record(self, entry: LoggedRequest) -> None:
+        """Keep an answered (or dropped) request; the oldest falls out past `maxlen`."""
         with self._lock:
             self._entries.append(entry)
             self._counts[entry.status] += 1
 
     def clear(self) -> None:
+        """Forget every entry and count."""
         with self._lock:
             self._entries.clear()
             self._counts.clear()
 
     def counts(self) -> dict[int, int]:
+        """Requests by status since the last `clear`, 0 for connections closed unanswered."""
         with self._lock:
             return dict(self._counts)
 
     def select(self, method: str | None, path_contains: str) -> list[LoggedRequest]:
+        """The kept entries of a method (None: any) whose path contains a text, oldest first."""
         with self._lock:
             return [
                 r
@@ -86,10 +90,14 @@ class SimServer(ThreadingHTTPServer):
     # --- lifecycle -----------------------------------------------------------------------
 
     @property
+    def port(self) -> int:
+        """The port listened on: the one asked for, or the free one picked for port 0."""
+        return int(self.server_address[1])
+
+    @property
     def base_url(self) -> str:
         """Where the CallRail API is served, e.g. `http://127.0.0.1:8790/v3`."""
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}/v3"
+        return f"http://{self.server_address[0]!s}:{self.port}/v3"
 
     def start(self) -> SimServer:
         """Serve from a background thread; returns self, so `SimServer(data).start()` reads."""
@@ -100,6 +108,7 @@ class SimServer(ThreadingHTTPServer):
         return self
 
     def stop(self) -> None:
+        """Stop serving and close the socket; requests in flight end with their threads."""
         self.shutdown()
         self.server_close()
 
@@ -107,6 +116,7 @@ class SimServer(ThreadingHTTPServer):
 
     @property
     def knobs(self) -> Knobs:
+        """The knobs in force (change them with `set_knobs`, which checks their names)."""
         return self.faults.knobs
 
     def reset(self) -> None:
@@ -115,9 +125,11 @@ class SimServer(ThreadingHTTPServer):
         self.faults.reset()
 
     def set_knobs(self, **changes: Any) -> None:
+        """Turn the named knobs, e.g. `set_knobs(latency=0.1, fail_next=["500"])`."""
         self.faults.set_knobs(**changes)
 
     def stats(self) -> dict[str, Any]:
+        """Requests by status and the knobs in force, as `GET /_sim/stats` answers them."""
         counts = self.log.counts()
         return {
             "requests": sum(counts.values()),
@@ -128,6 +140,7 @@ class SimServer(ThreadingHTTPServer):
     def requests_logged(
         self, method: str | None = None, path_contains: str = ""
     ) -> list[LoggedRequest]:
+        """What the simulator was asked, oldest first: for tests to check what a client sent."""
         return self.log.select(method, path_contains)
 
     def control(self, method: str, path: str, raw: bytes) -> Reply:
@@ -249,21 +262,26 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         if parts.path.startswith("/_sim/"):
             self._send(self.server.control(method, parts.path, raw))
-            return
+        else:
+            self._serve_api(method, parts.path, parts.query, raw)
+
+    def _serve_api(self, method: str, path: str, query: str, raw: bytes) -> None:
+        """Latency, authentication, an injected failure, the quota, then the resource.
+
+        Failures come after authentication so a scripted one is not spent on a 401.
+        """
         server = self.server
         key: str | None = None
         unit: QuotaUnit | None = None
-        failure: str | None = None
 
         def log(status: int) -> None:
             label = unit.label if unit else None
-            entry = LoggedRequest(method, parts.path, parts.query, status, key, time.time(), label)
-            server.log.record(entry)
+            server.log.record(LoggedRequest(method, path, query, status, key, time.time(), label))
 
         try:
             server.faults.delay()
             key = server.api.authenticate(self.headers.get("Authorization", ""))
-            unit = QuotaUnit.of(key, server.api.account_named(key, parts.path))
+            unit = QuotaUnit.of(key, server.api.account_named(key, path))
             failure = server.faults.pick()
             if failure == DROP:
                 log(0)
@@ -271,21 +289,20 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             server.faults.fail(failure)
             server.faults.admit(unit)
-            reply = server.api.handle(method, parts.path, parse_qs(parts.query), raw, key)
-        except Reply as refused:
-            reply = refused
-        else:
+            reply = server.api.handle(method, path, parse_qs(query), raw, key)
             if failure == LOST:
                 # The request took effect, but the answer never arrives (a reset mid-response).
                 log(0)
                 self.close_connection = True
                 return
+        except Reply as refused:
+            reply = refused
         log(reply.status)
         self._send(reply)
 
     def _send(self, reply: Reply) -> None:
-        # One write for head and body: the client's delayed ACK cannot hold back a second
-        # small segment that never exists.
+        """Write a reply, head and body in one write: no second small segment exists for
+        the client's delayed ACK to hold back."""
         ctype, payload = reply.payload()
         head = [
             f"{self.protocol_version} {reply.status} {HTTPStatus(reply.status).phrase}",
