@@ -3,6 +3,7 @@ CALLRAIL_API.md), with knobs for latency, rate limits and failures. Tests, bench
 embedded `serve` mode run against it because the real CallRail cannot be reached here."""
 
 from simulator.data import SimData
-from simulator.server import Knobs, SimServer
+from simulator.faults import Knobs
+from simulator.server import SimServer
 
 __all__ = ["Knobs", "SimData", "SimServer"]

@@ -1,7 +1,9 @@
 """The simulator's data: API keys, accounts, companies and integrations, made from a seed.
 
-The same seed always gives the same keys, ids, names and timestamps. Companies of an account
-are generated on first use, so a 50,000-company account costs nothing until it is listed.
+The same seed always gives the same keys, ids, names and timestamps (`generator.py` makes
+them). Companies of an account are generated on first use, so a 50,000-company account costs
+nothing until it is listed. While the simulator runs, companies can be added, changed, removed
+and restored, so that a client's change tracking can be tested end to end.
 """
 
 from __future__ import annotations
@@ -10,56 +12,10 @@ import hashlib
 import random
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-TIME_ZONES = [
-    ("America/New_York", -5),
-    ("America/Chicago", -6),
-    ("America/Denver", -7),
-    ("America/Los_Angeles", -8),
-    ("America/Phoenix", -7),
-    ("Europe/London", 0),
-]
-WORDS_A = [
-    "Acme",
-    "Blue",
-    "Summit",
-    "Pioneer",
-    "Harbor",
-    "Golden",
-    "Cedar",
-    "Metro",
-    "North",
-    "Bright",
-    "Evergreen",
-    "Liberty",
-    "Silver",
-    "Prairie",
-    "Coastal",
-    "Urban",
-    "Maple",
-]
-WORDS_B = [
-    "Dental",
-    "Roofing",
-    "Plumbing",
-    "Law",
-    "Auto",
-    "HVAC",
-    "Realty",
-    "Fitness",
-    "Vet",
-    "Landscaping",
-    "Insurance",
-    "Bakery",
-    "Clinic",
-    "Solar",
-    "Moving",
-    "Pest Control",
-]
-WORDS_C = ["Group", "Co", "Partners", "Services", "LLC", "Inc", "Associates", "Studio", "Pros"]
-AGENCY = ["Agency", "Marketing", "Digital", "Media", "Growth"]
+from simulator import generator
 
 WEBHOOK_KEYS = (
     "pre_call_webhook",
@@ -74,14 +30,12 @@ WEBHOOK_KEYS = (
 )
 
 
-def _hex(rng: random.Random, n: int = 32) -> str:
-    return "".join(rng.choice("0123456789abcdef") for _ in range(n))
+class NotFound(LookupError):
+    """Raised when an id names no account or company the simulator holds."""
 
 
-def _timestamp(rng: random.Random, offset_hours: int) -> str:
-    base = datetime(2016, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(300_000_000))
-    local = base.astimezone(timezone(timedelta(hours=offset_hours)))
-    return local.isoformat(timespec="milliseconds")
+class Conflict(ValueError):
+    """Raised when a company to add takes the id of one that exists or was removed."""
 
 
 @dataclass
@@ -93,6 +47,7 @@ class SimAccount:
     hipaa_account: bool
     company_count: int
     seed: int
+    added_companies: int = 0
     _companies: list[dict[str, Any]] | None = None
 
     def public(self, fields: set[str]) -> dict[str, Any]:
@@ -123,11 +78,13 @@ class SimData:
     """Keys without the "Integration Admin" permission: writes answer 403."""
     lock: threading.RLock = field(default_factory=threading.RLock)
     _next_integration: int = 100_001
+    _removed: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    """Removed companies by id: (account id, the record), for `restore_company`."""
 
     def __post_init__(self) -> None:
         rng = random.Random(f"keys:{self.seed}")
         for k in range(self.keys):
-            key = f"sim{k + 1}_{_hex(rng, 24)}"
+            key = f"sim{k + 1}_{generator.hex_id(rng, 24)}"
             self.accounts_by_key[key] = []
             for _ in range(self.accounts_per_key):
                 self.add_account(key, self.companies_per_account)
@@ -145,19 +102,29 @@ class SimData:
         """Add an account with `companies` companies under `key`; returns the account id."""
         with self.lock:
             index = len(self.accounts)
-            rng = random.Random(f"account:{self.seed}:{index}")
             account = SimAccount(
-                id="ACC" + _hex(rng),
-                numeric_id=rng.randrange(100_000_000, 999_999_999),
-                name=name or f"{rng.choice(WORDS_A)} {rng.choice(AGENCY)} {index + 1}",
-                outbound_recording_enabled=rng.random() < 0.5,
-                hipaa_account=rng.random() < 0.1,
-                company_count=companies,
-                seed=index,
+                **generator.account(self.seed, index, name), company_count=companies, seed=index
             )
             self.accounts[account.id] = account
             self.accounts_by_key.setdefault(key, []).append(account.id)
             return account.id
+
+    def account(self, account_id: str) -> SimAccount:
+        """The account with this id (`ACC…` or numeric), whichever keys may see it."""
+        with self.lock:
+            for account in self.accounts.values():
+                if account_id in (account.id, str(account.numeric_id)):
+                    return account
+        raise NotFound(f"Account not found: {account_id}")
+
+    def share_account(self, key: str, account_id: str) -> None:
+        """Let `key` see an existing account too, as when two users or apps of one CallRail
+        account each hold a key; adds the key if it is new."""
+        with self.lock:
+            account = self.account(account_id)
+            visible = self.accounts_by_key.setdefault(key, [])
+            if account.id not in visible:
+                visible.append(account.id)
 
     def account_for(self, key: str, account_id: str) -> SimAccount | None:
         """The account if `key` may see it; numeric ids are accepted like the real API's."""
@@ -168,40 +135,96 @@ class SimData:
         return None
 
     def companies(self, account: SimAccount) -> list[dict[str, Any]]:
+        """The account's companies: the live list the listings serve, in their default order.
+
+        Editing it (or a record in it) changes what the API answers next; hold `lock` around
+        edits made while requests are in flight.
+        """
         with self.lock:
             if account._companies is None:
                 account._companies = [
-                    self._company(account, i) for i in range(account.company_count)
+                    generator.company(self.seed, account.seed, i, self.disabled_share)
+                    for i in range(account.company_count)
                 ]
             return account._companies
 
-    def _company(self, account: SimAccount, i: int) -> dict[str, Any]:
-        rng = random.Random(f"company:{self.seed}:{account.seed}:{i}")
-        tz, offset = rng.choice(TIME_ZONES)
-        disabled = rng.random() < self.disabled_share
-        cid = "COM" + _hex(rng)
-        created = _timestamp(rng, offset)
-        script_id = rng.randrange(10**8, 10**9)
-        return {
-            "id": cid,
-            "name": f"{rng.choice(WORDS_A)} {rng.choice(WORDS_B)} {rng.choice(WORDS_C)} {i + 1}",
-            "status": "disabled" if disabled else "active",
-            "time_zone": tz,
-            "created_at": created,
-            "disabled_at": _timestamp(rng, offset) if disabled else None,
-            "dni_active": rng.random() < 0.7,
-            "script_url": f"//cdn.callrail.com/companies/{script_id}/{_hex(rng, 20)}/12/swap.js",
-            "callscore_enabled": rng.random() < 0.3,
-            "lead_scoring_enabled": rng.random() < 0.5,
-            "callscribe_enabled": rng.random() < 0.3,
-            "keyword_spotting_enabled": rng.random() < 0.2,
-            "form_capture": rng.random() < 0.4,
-            "swap_exclude_jquery": False,
-            "swap_ppc_override": rng.random() < 0.2,
-            "swap_landing_override": None,
-            "swap_cookie_duration": 6,
-            "swap_cookie_duration_unit": "months",
-        }
+    def add_company(self, account_id: str, **fields: Any) -> dict[str, Any]:
+        """Create an active company in an account, made now: realistic fields are generated,
+        then `fields` (an `id` among them) are applied. Returns the live record, listed last."""
+        with self.lock:
+            account = self.account(account_id)
+            if "id" in fields:
+                _check("id", fields["id"])
+                if fields["id"] in self._removed or self._place(fields["id"]):
+                    raise Conflict(f"Company {fields['id']} exists or was removed: restore it")
+            companies = self.companies(account)
+            index = account.company_count + account.added_companies
+            company = generator.company(self.seed, account.seed, index, self.disabled_share)
+            company.update(status="active", disabled_at=None)
+            _change(company, fields)
+            if "created_at" not in fields:
+                company["created_at"] = _now_in(company["time_zone"])
+            account.added_companies += 1
+            companies.append(company)
+            return company
+
+    def update_company(self, company_id: str, **fields: Any) -> dict[str, Any]:
+        """Change fields of a listed company in place; returns the live record.
+
+        Any field may change but `id`. `status: disabled` without `disabled_at` stamps
+        `disabled_at` now (unless already disabled); `status: active` clears it.
+        """
+        with self.lock:
+            if fields.get("id", company_id) != company_id:
+                raise ValueError("A company's id cannot change")
+            account, index = self._live(company_id)
+            company = self.companies(account)[index]
+            _change(company, fields)
+            return company
+
+    def remove_company(self, company_id: str) -> None:
+        """Take a company out of its account: no longer listed, and fetching it is a 404.
+
+        Not CallRail's soft delete (that is `status: disabled`) but a company gone from the
+        account; it is remembered, so `restore_company` can bring it back.
+        """
+        with self.lock:
+            account, index = self._live(company_id)
+            self._removed[company_id] = (account.id, self.companies(account).pop(index))
+
+    def restore_company(self, company_id: str, **fields: Any) -> dict[str, Any]:
+        """Bring a removed company back, same id, listed last, with `fields` changed."""
+        with self.lock:
+            if company_id not in self._removed:
+                raise NotFound(f"No removed company {company_id}")
+            if fields.get("id", company_id) != company_id:
+                raise ValueError("A company's id cannot change")
+            account_id, company = self._removed[company_id]
+            _change(company, fields)
+            del self._removed[company_id]
+            self.companies(self.accounts[account_id]).append(company)
+            return company
+
+    def removed_from(self, company_id: str) -> str | None:
+        """The account a removed company belonged to; None if it was not removed."""
+        with self.lock:
+            removed = self._removed.get(company_id)
+            return removed[0] if removed else None
+
+    def _live(self, company_id: str) -> tuple[SimAccount, int]:
+        place = self._place(company_id)
+        if place is None:
+            raise NotFound(f"Company not found: {company_id}")
+        return place
+
+    def _place(self, company_id: str) -> tuple[SimAccount, int] | None:
+        """The account listing a company, and the company's index in its list."""
+        for account in self.accounts.values():
+            # Ungenerated accounts are skipped: their ids have not been seen yet.
+            for index, company in enumerate(account._companies or ()):
+                if company["id"] == company_id:
+                    return account, index
+        return None
 
     def new_integration(
         self, account_id: str, company_id: str, config: dict[str, list[str]], now: str
@@ -223,3 +246,38 @@ class SimData:
             }
             self.integrations[str(iid)] = record
             return record
+
+
+def _now_in(time_zone: str) -> str:
+    """Now, written with the offset the data gives `time_zone` (UTC if it gives none)."""
+    offset = timezone(timedelta(hours=dict(generator.TIME_ZONES).get(time_zone, 0)))
+    return datetime.now(offset).isoformat(timespec="milliseconds")
+
+
+def _change(company: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Apply field changes to a company as CallRail would show them; a bad value is a
+    ValueError, raised before anything changes."""
+    for name, value in fields.items():
+        _check(name, value)
+    was_disabled = company["status"] == "disabled" and company["disabled_at"] is not None
+    company.update(fields)
+    if "disabled_at" in fields:
+        return
+    if company["status"] == "disabled" and not was_disabled:
+        company["disabled_at"] = _now_in(company["time_zone"])
+    elif company["status"] == "active":
+        company["disabled_at"] = None
+
+
+def _check(name: str, value: Any) -> None:
+    if name in ("id", "name", "time_zone") and not (isinstance(value, str) and value):
+        raise ValueError(f"{name} must be a non-empty string")
+    if name == "status" and value not in ("active", "disabled"):
+        raise ValueError("status must be active or disabled")
+    if name == "created_at" or (name == "disabled_at" and value is not None):
+        try:
+            offset = datetime.fromisoformat(value).utcoffset()
+        except (TypeError, ValueError):
+            offset = None
+        if offset is None:
+            raise ValueError(f"{name} must be an ISO 8601 timestamp with an offset")
