@@ -63,9 +63,14 @@ def _add_simulator(sub: Subparsers) -> None:
     p.add_argument("--disabled-share", type=float, default=0.1)
     p.add_argument("--latency", type=float, default=0.0, help="milliseconds added to each request")
     p.add_argument(
-        "--hourly-limit", type=int, default=0, help="requests per key per hour (0: none)"
+        "--hourly-limit",
+        type=int,
+        default=0,
+        help="requests per CallRail account per hour (0: none)",
     )
-    p.add_argument("--daily-limit", type=int, default=0, help="requests per key per day (0: none)")
+    p.add_argument(
+        "--daily-limit", type=int, default=0, help="requests per CallRail account per day (0: none)"
+    )
     p.add_argument("--retry-after", action="store_true", help="send Retry-After with 429")
     p.add_argument("--failure-rate", type=float, default=0.0, help="share of requests that fail")
     p.set_defaults(func=cmd_simulator)

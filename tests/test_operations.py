@@ -237,6 +237,8 @@ def test_log_lines_of_every_kind_are_json_and_free_of_secrets(
         headers={"Authorization": f"Bearer {token}"},
         timeout=10,
     )
+    # A job's final status is stored before its last line is logged: wait for that line.
+    assert wait_until(lambda: '"job failed"' in log_lines.getvalue(), timeout=5)
     text = log_lines.getvalue()
     assert api_key not in text and "revoked-key-abcdef" not in text and token not in text
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]
