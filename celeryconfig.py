@@ -93,7 +93,7 @@ def config(settings: Settings) -> dict[str, Any]:
         "beat_schedule": {
             "sync-configured-accounts": {
                 "task": PLAN_TASK,
-                "schedule": max(60.0, settings.sync_interval / 4),
+                "schedule": max(1.0, settings.sync_interval / 4),
                 "options": {"queue": queues.listings},
             },
             # Revive jobs whose worker vanished (or whose message was lost).

@@ -11,9 +11,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from worker import errors
+from worker.stores.database import UNAVAILABLE as STORE_UNAVAILABLE
 
 log = logging.getLogger("callrail_sync.shim")
 HTTP_MESSAGES = {404: "Not found.", 405: "Method not allowed."}
+STORE_DOWN = "The database is unavailable; please try again shortly."
 
 
 def success(data: Any, status: int = 200, message: str = "SUCCESS") -> JSONResponse:
@@ -35,6 +37,15 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(errors.CallRailSyncError)
     async def _service_error(_: Request, exc: errors.CallRailSyncError) -> JSONResponse:
         return failure(exc.errno, exc.user_message)
+
+    async def _store_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning(
+            "database unavailable", extra={"path": request.url.path, "error": type(exc).__name__}
+        )
+        return failure(503, STORE_DOWN)
+
+    for unavailable in STORE_UNAVAILABLE:
+        app.add_exception_handler(unavailable, _store_down)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -77,15 +77,18 @@ def _add_simulator(sub: Subparsers) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
+    from pathlib import Path
+
     from callrail_sync.serve import serve
 
-    return serve(ctx.settings, args.host, args.port)
+    return serve(ctx.settings, args.host, args.port, Path(args.run_dir))
 
 
 def _add_serve(sub: Subparsers) -> None:
     p = sub.add_parser("serve", help="run shim, worker and beat in one process (embedded defaults)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--run-dir", default=".run/serve", help="MongoDB data, Redis, beat schedule")
     p.set_defaults(func=cmd_serve)
 
 

@@ -24,6 +24,15 @@ import redis
 import requests
 
 
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM if the process that started it dies (even by SIGKILL),
+    so no part outlives `serve`, `stack` or a test run that was killed."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now (the OS picks it)."""
     with socket.socket() as s:
@@ -94,6 +103,7 @@ class Part:
             stdin=subprocess.DEVNULL,
             env=self.env,
             start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         log.close()
         self.pid_path.write_text(f"{self.proc.pid}\n")
@@ -114,9 +124,17 @@ class Part:
             return "(no log)"
 
     def signal(self, sig: int) -> None:
-        """Send `sig` to the process and its children."""
+        """Send `sig` to the process itself, as `docker stop` does to a container's main
+        process: a Celery worker then stops its pool warm (its children, signalled directly,
+        would die mid-task)."""
         if self.proc is not None and self.alive:
             with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+
+    def signal_group(self, sig: int) -> None:
+        """Send `sig` to the process and every child of its group."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, sig)
 
     def stop(self, timeout: float | None = None) -> None:
@@ -127,17 +145,16 @@ class Part:
         try:
             self.proc.wait(self.stop_timeout if timeout is None else timeout)
         except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
+            self.signal_group(signal.SIGKILL)
             self.proc.wait(10)
-        # Children left behind by a killed parent (a prefork pool) go with the group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        # Children left behind (a prefork pool whose parent was killed) go with the group.
+        self.signal_group(signal.SIGKILL)
         with contextlib.suppress(OSError):
             self.pid_path.unlink()
 
     def kill(self) -> None:
         """SIGKILL the whole process group, as a crash or an OOM kill would."""
-        self.signal(signal.SIGKILL)
+        self.signal_group(signal.SIGKILL)
         if self.proc is not None:
             self.proc.wait(10)
 
@@ -174,10 +191,13 @@ def mongo_part(run_dir: Path, port: int, *, test_commands: bool = False) -> Part
     return Part("mongo", argv, ping, stop_timeout=15)
 
 
-def redis_part(run_dir: Path, port: int) -> Part:
-    """A redis-server of our own, keeping nothing on disk (as the machine's does)."""
+def redis_part(run_dir: Path, port: int, *, persist: bool = False) -> Part:
+    """A redis-server of our own; with `persist`, its data (queued messages) lives in
+    RUN_DIR/redis and survives a restart, else it keeps nothing (as the machine's does)."""
+    data = run_dir / "redis"
+    data.mkdir(parents=True, exist_ok=True)
     argv = [tool("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
-    argv += ["--appendonly", "no", "--dir", str(run_dir)]
+    argv += ["--appendonly", "yes" if persist else "no", "--dir", str(data)]
     return Part("redis", argv, redis_ok(f"redis://127.0.0.1:{port}/0"), stop_timeout=5)
 
 
@@ -203,12 +223,14 @@ def ensure_mongo(mongo_url: str | None, run_dir: Path, *, test_commands: bool = 
     return Started(f"mongodb://127.0.0.1:{port}", part)
 
 
-def ensure_redis(redis_url: str, run_dir: Path, *, own: bool = False) -> Started:
+def ensure_redis(
+    redis_url: str, run_dir: Path, *, own: bool = False, persist: bool = False
+) -> Started:
     """REDIS_URL when it answers (and `own` is not asked), else a redis-server of our own."""
     if not own:
         with contextlib.suppress(Exception):
             if redis_ok(redis_url)():
                 return Started(redis_url)
     port = free_port()
-    part = redis_part(run_dir, port).start(run_dir).wait_ready(20)
+    part = redis_part(run_dir, port, persist=persist).start(run_dir).wait_ready(20)
     return Started(f"redis://127.0.0.1:{port}/0", part)

@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,7 @@ class Stack:
         self.simulator_url: str | None = None
         self.flower_url: str | None = None
         self.demo_key: str | None = None
+        self.restarts: dict[str, list[float]] = {}
 
     # --- where things are ------------------------------------------------------------------
 
@@ -232,6 +234,27 @@ def banner(stack: Stack, token: str) -> str:
     return "\n".join(lines)
 
 
+def supervise(stack: Stack, max_restarts: int = 5, window: float = 60.0) -> bool:
+    """Restart parts that exited, as Compose's `restart: unless-stopped` does; False (give
+    up) when one keeps dying: more than `max_restarts` in `window` seconds."""
+    now = time.monotonic()
+    for part in list(stack.parts.values()):
+        if part.alive:
+            continue
+        recent = [t for t in stack.restarts.get(part.name, []) if now - t < window]
+        if len(recent) >= max_restarts:
+            print(f"{part.name} keeps exiting (see {part.log_path}); stopping", flush=True)
+            return False
+        stack.restarts[part.name] = [*recent, now]
+        code = part.proc.returncode if part.proc else None
+        print(f"{part.name} exited (code {code}); restarting it (see {part.log_path})", flush=True)
+        try:
+            stack.restart(part.name)
+        except RuntimeError as exc:
+            print(str(exc), flush=True)
+    return True
+
+
 def run_stack(settings: Settings, config: StackConfig) -> int:
     """The `stack` command: start, print where everything is, stop on Ctrl-C or SIGTERM."""
     from api_shim.auth import issue_token
@@ -247,10 +270,8 @@ def run_stack(settings: Settings, config: StackConfig) -> int:
         token = issue_token(settings.demo_account_id, secret, ttl_seconds=7 * 24 * 3600)
         print(banner(stack, token), flush=True)
         while not stop.wait(2.0):
-            for part in stack.parts.values():
-                if not part.alive:
-                    print(f"{part.name} exited (see {part.log_path}); stopping", flush=True)
-                    stop.set()
+            if not supervise(stack):
+                stop.set()
     finally:
         print("stopping: workers first ...", flush=True)
         stack.stop()

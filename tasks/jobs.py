@@ -12,8 +12,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import Any
 
+import redis
 from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
@@ -23,6 +24,7 @@ from worker import errors, metrics
 from worker.callrail.client import CallRailClient
 from worker.job import Job, JobError
 from worker.runtime import Runtime, runtime
+from worker.stores.database import UNAVAILABLE as STORE_UNAVAILABLE
 from worker.stores.database import utcnow
 from worker.stores.keys import ApiKeyRecord
 
@@ -30,6 +32,7 @@ log = logging.getLogger("callrail_sync.jobs")
 
 # A countdown longer than the visibility timeout would be redelivered before it is due.
 MAX_COUNTDOWN = celeryconfig.VISIBILITY_TIMEOUT / 2
+REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
 Summary = dict[str, str]
 """What a task returns (for Flower and operators): the job id and where it ended."""
 
@@ -129,6 +132,11 @@ def run_job(task: Task, job_id: str, work: Work) -> Summary:
             # The spec's token invalidation: no later job spends a request on this key.
             rt.stores.keys.mark_invalid(key)
         return _on_error(task, rt, job, exc, context)
+    except STORE_UNAVAILABLE + REDIS_UNAVAILABLE as exc:
+        # Our own services blinked (a failover, a restart): retried like a CallRail 5xx.
+        which = "MongoDB" if isinstance(exc, STORE_UNAVAILABLE) else "Redis"
+        down = errors.ServiceUnavailable(f"{which} is unavailable; the job will retry.")
+        return _on_error(task, rt, job, down, {**context, "cause": type(exc).__name__})
     except SoftTimeLimitExceeded:
         _fail(
             rt, job, JobError(errno=504, message="The job took too long and was stopped."), context
@@ -152,12 +160,16 @@ def _on_error(
     policy = policy_for(rt)
     if policy.can_retry(job.attempts, exc):
         delay = policy.delay(job.attempts)
-        rt.stores.jobs.retry_later(job.id, job_error(exc), utcnow() + timedelta(seconds=delay))
+        try:
+            rt.stores.jobs.retry_later(job.id, job_error(exc), utcnow() + timedelta(seconds=delay))
+        except STORE_UNAVAILABLE:
+            # Still `running` in the store: the retry takes it over once its lease is out.
+            log.warning("could not record the retry", extra=context)
         log.warning(
             "job will retry",
             extra={**context, "error": type(exc).__name__, "countdown": round(delay, 2)},
         )
-        _retry(task, rt, job, delay, exc, context)
+        return _retry(task, rt, job, delay, exc, context)
     _fail(rt, job, job_error(exc), {**context, "error": type(exc).__name__})
     return summary(job.id, "failed")
 
@@ -192,7 +204,7 @@ def _wait_for_budget(
         "job waits for the rate limit",
         extra={**context, "countdown": round(delay, 2), "cooldown": cooldown},
     )
-    _retry(task, rt, job, delay, exc, context)
+    return _retry(task, rt, job, delay, exc, context)
 
 
 def _hand_back(task: Task, rt: Runtime, job: Job, context: dict[str, Any]) -> Summary:
@@ -216,8 +228,9 @@ def _retry(
     delay: float,
     exc: errors.CallRailSyncError,
     context: dict[str, Any],
-) -> NoReturn:
-    """Requeue the task with a countdown; if even that fails, the job fails (never stuck)."""
+) -> Summary:
+    """Requeue the task with a countdown. If the broker does not take it, the job stays
+    `retrying` in the store and the sweeper sends it again once the broker is back."""
     try:
         # The tasks are declared with max_retries=None: our own counters decide when to stop.
         raise task.retry(countdown=delay, exc=exc)
@@ -225,8 +238,7 @@ def _retry(
         raise
     except Exception as failure:
         log.error("could not requeue job", extra={**context, "error": type(failure).__name__})
-        _fail(rt, job, job_error(exc), context)
-        raise
+        return summary(job.id, "retrying")
 
 
 def _fail(rt: Runtime, job: Job, error: JobError, context: dict[str, Any]) -> None:

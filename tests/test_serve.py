@@ -3,75 +3,242 @@
 from __future__ import annotations
 
 import os
-import socket
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import requests
 
+from callrail_sync.cli import main as cli
+from callrail_sync.processes import free_port, redis_part, wait_until
+from simulator import Knobs, SimData, SimServer
+from worker.config import Settings
+
+P = "/v1/e/callrail"
 ROOT = Path(__file__).resolve().parents[1]
+DEMO_OWNER = "64f1c2a9e4b0a1b2c3d4e5f6"
+NO_REDIS = "redis://127.0.0.1:9/0"  # nothing listens there
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@dataclass
+class Serve:
+    """A `callrail-sync serve` subprocess and what it printed."""
+
+    run_dir: Path
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[str] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir.parent / f"serve-{self.port}.log"
+
+    def start(self) -> Serve:
+        argv = [sys.executable, "-m", "callrail_sync.cli", "serve", "--port", str(self.port)]
+        argv += ["--run-dir", str(self.run_dir)]
+        with self.log_path.open("w") as log:
+            self.proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        assert wait_until(lambda: "try:" in self.printed, 60), self.printed
+        assert wait_until(lambda: requests.get(self.base + "/healthz", timeout=1).ok, 30)
+        return self
+
+    @property
+    def printed(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def line(self, prefix: str) -> str:
+        return next(x for x in self.printed.splitlines() if x.startswith(prefix))[len(prefix) :]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.line('token: ')}"}
+
+    @property
+    def exports(self) -> dict[str, str]:
+        """The environment the banner says the CLI needs."""
+        words = self.line("  export ").split()
+        return dict(word.split("=", 1) for word in words)
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(self.base + path, headers=self.headers, timeout=40)
+
+    def finish(self, path: str) -> dict:
+        """Ask; when answered 202, wait for the job; return the job as last seen."""
+        answer = self.get(path)
+        assert answer.status_code == 202, answer.text
+        return self.get(answer.json()["data"]["status_url"] + "?wait=25").json()["data"]
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(90)
 
 
-def test_serve_runs_the_whole_flow_with_no_services(tmp_path):
-    port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MONGO_URL", "CALLRAIL_BASE_URL", "JWT_SECRET", "BROKER_URL", "RESULT_BACKEND")
-    }
-    env["REDIS_URL"] = (
-        "redis://127.0.0.1:9/0"  # nothing listens there: the in-process broker is used
-    )
-    log = (tmp_path / "serve.log").open("w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "callrail_sync.cli", "serve", "--port", str(port)],
-        cwd=tmp_path,
+def clean_env(**extra: str) -> dict[str, str]:
+    drop = {"MONGO_URL", "CALLRAIL_BASE_URL", "JWT_SECRET", "BROKER_URL", "RESULT_BACKEND"}
+    drop |= {"CALLRAIL_QUEUE_SUFFIX"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    return {**env, "REDIS_URL": NO_REDIS, "PYTHONUNBUFFERED": "1", **extra}
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    running = Serve(tmp_path / "run", clean_env()).start()
+    yield running
+    if running.proc and running.proc.poll() is None:
+        running.stop()
+
+
+def test_serve_runs_the_whole_flow_with_no_services(serve):
+    printed = serve.printed
+    # No Redis answered and no MONGO_URL: it started its own of both.
+    assert "broker: redis://127.0.0.1:" in printed and "store: mongodb://127.0.0.1:" in printed
+    token = serve.line("token: ")
+    assert f"curl -s -H 'Authorization: Bearer {token}' '{serve.base}{P}/accounts'" in printed
+    job = serve.finish(f"{P}/accounts")
+    assert job["status"] == "succeeded", job
+    page = serve.get(f"{P}/accounts").json()
+    assert page["data"]["total_records"] == 3
+    ready = requests.get(serve.base + "/readyz", timeout=5).json()["data"]
+    assert ready == {"mongo": True, "broker": True}
+    assert (serve.run_dir / "pids" / "mongo.pid").exists()
+
+
+def test_the_cli_verbs_reach_a_running_serve(serve, capsys):
+    exports = serve.exports
+    assert set(exports) == {"MONGO_URL", "REDIS_URL", "CALLRAIL_QUEUE_SUFFIX"}
+    job = serve.finish(f"{P}/accounts")
+    env = {**clean_env(), **exports}
+    jobs = subprocess.run(
+        [sys.executable, "-m", "callrail_sync.cli", "jobs"],
         env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        capture_output=True,
         text=True,
+        timeout=60,
     )
+    assert job["job_id"] in jobs.stdout and "succeeded" in jobs.stdout
+    account = serve.get(f"{P}/accounts").json()["data"]["accounts"][0]["id"]
+    synced = subprocess.run(
+        [sys.executable, "-m", "callrail_sync.cli", "sync", "--account", DEMO_OWNER]
+        + ["--callrail-account", account, "--timeout", "60"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert synced.stdout.strip().endswith("succeeded: 180 records in 1 pages")
+    page = serve.get(f"{P}/companies?account_id={account}&disabled=true").json()["data"]
+    assert page["total_records"] == 180  # the sync the CLI queued is what serve now serves
+
+
+def test_serve_keeps_its_data_across_a_restart(tmp_path):
+    first = Serve(tmp_path / "run", clean_env()).start()
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(base + "/healthz", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        log.seek(0)
-        printed = log.read()
-        assert "broker: in-process" in printed and "store: in-process" in printed
-        token = next(
-            line.split(" ", 1)[1] for line in printed.splitlines() if line.startswith("token: ")
-        )
-        assert (
-            f"curl -s -H 'Authorization: Bearer {token}' '{base}/v1/e/callrail/accounts'" in printed
-        )
-        headers = {"Authorization": f"Bearer {token}"}
-        first = requests.get(f"{base}/v1/e/callrail/accounts", headers=headers, timeout=10)
-        assert first.status_code == 202
-        status_url = first.json()["data"]["status_url"]
-        job = requests.get(f"{base}{status_url}?wait=20", headers=headers, timeout=30).json()[
-            "data"
-        ]
-        assert job["status"] == "succeeded", job
-        page = requests.get(f"{base}/v1/e/callrail/accounts", headers=headers, timeout=10).json()
-        assert page["data"]["total_records"] == 3
-        assert requests.get(base + "/readyz", timeout=5).json()["data"] == {
-            "mongo": True,
-            "broker": True,
-        }
+        assert first.finish(f"{P}/accounts")["status"] == "succeeded"
     finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+        first.stop()
+    second = Serve(tmp_path / "run", clean_env()).start()
+    try:
+        assert second.get(f"{P}/accounts").status_code == 200  # the snapshot is still there
+    finally:
+        second.stop()
+
+
+def test_serve_hands_a_running_sync_back_on_sigterm_and_the_next_serve_finishes_it(
+    tmp_path, mongo_server, mongo_db
+):
+    """With its MongoDB outside (so the job can be read while no serve runs)."""
+    data = SimData(seed=5, keys=1, accounts_per_key=1, companies_per_account=2_500)
+    sim = SimServer(data, knobs=Knobs(latency=0.15)).start()
+    key, (account,) = next(iter(data.accounts_by_key.items()))
+    env = clean_env(CALLRAIL_BASE_URL=sim.base_url, PAGE_CONCURRENCY="1", JWT_SECRET="s" * 40)
+    env.update(MONGO_URL=mongo_server, MONGO_DB=mongo_db)
+    try:
+        first = Serve(tmp_path / "run", env).start()
+        cli_env = {**env, **first.exports}
+        assert cli_env["MONGO_URL"] == mongo_server
+        subprocess.run(
+            [sys.executable, "-m", "callrail_sync.cli", "keys", "set", "--account", DEMO_OWNER],
+            input=key + "\n",
+            env=cli_env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        answer = first.get(f"{P}/companies?account_id={account}")
+        job_id = answer.json()["data"]["job_id"]
+        job = lambda: first.get(f"{P}/jobs/{job_id}").json()["data"]  # noqa: E731
+        assert wait_until(lambda: job()["progress"]["pages_done"] >= 2, 60)
+        assert first.stop() == 0
+        stored = pages_and_status(cli_env, job_id)
+        assert stored[1] == "queued" and 2 <= stored[0] < 10  # handed back, not lost
+        sim.set_knobs(latency=0.0)
+        second = Serve(tmp_path / "run", env).start()
+        try:
+            done = second.get(f"{P}/jobs/{job_id}?wait=30").json()["data"]
+            assert done["status"] == "succeeded" and done["progress"]["records"] == 2_500
+        finally:
+            second.stop()
+    finally:
+        sim.stop()
+
+
+def pages_and_status(env: dict[str, str], job_id: str) -> tuple[int, str]:
+    """A job's stored page count and status, read with the CLI from serve's MongoDB."""
+    out = subprocess.run(
+        [sys.executable, "-m", "callrail_sync.cli", "jobs"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    row = next(line.split() for line in out.splitlines() if line.startswith(job_id))
+    return int(row[3].split("/")[0]), row[2]
+
+
+def test_serves_worker_survives_a_redis_restart(serve):
+    assert serve.finish(f"{P}/accounts")["status"] == "succeeded"
+    port = int(serve.exports["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
+    pid = int((serve.run_dir / "pids" / "redis.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    time.sleep(1.5)
+    again = redis_part(serve.run_dir, port).start(serve.run_dir).wait_ready(20)
+    try:
+        time.sleep(3)  # the worker notices, and comes back
+        job = serve.finish(f"{P}/accounts?refresh=true")
+        assert job["status"] == "succeeded", job
+    finally:
+        serve.stop()
+        again.stop()
+
+
+def test_without_a_mongodb_server_serve_falls_back_and_the_cli_says_why(
+    tmp_path, monkeypatch, capsys
+):
+    from callrail_sync import serve as serve_module
+
+    def cannot(*args, **kwargs):
+        raise FileNotFoundError("secantusd-py is not installed")
+
+    monkeypatch.setattr(serve_module, "ensure_mongo", cannot)
+    embedded = serve_module.prepare(Settings(redis_url=NO_REDIS, mongo_url=None), tmp_path)
+    try:
+        assert embedded.settings.mongo_url is None
+        assert any("in-process store" in note for note in embedded.notes)
+        assert embedded.cli_exports is None
+    finally:
+        embedded.stop()
+    monkeypatch.delenv("MONGO_URL", raising=False)
+    with pytest.raises(SystemExit) as stopped:
+        cli(["jobs"])
+    assert "MONGO_URL is not set" in str(stopped.value)

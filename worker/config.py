@@ -29,6 +29,8 @@ class Connections(_Group):
     mongo_url: str | None = None
     """None means an in-process store (mongomock); only `callrail-sync serve` and tests use it."""
     mongo_db: str = "callrail_sync"
+    mongo_timeout: float = 5.0
+    """Seconds to wait for MongoDB before an operation fails (the shim then answers 503)."""
 
 
 class CallRailAccess(_Group):

@@ -10,10 +10,14 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo.database import Database
+from pymongo.errors import ConnectionFailure, NotPrimaryError
 
 from worker.config import Settings
 
 Db = Database[dict[str, Any]]
+UNAVAILABLE: tuple[type[Exception], ...] = (ConnectionFailure, NotPrimaryError)
+"""What the driver raises while the server cannot be reached or is stepping down: worth
+trying again shortly, never the request's fault (the shim answers 503, a job retries)."""
 
 
 def utcnow() -> datetime:
@@ -30,7 +34,13 @@ def open_database(settings: Settings) -> Db:
     if settings.mongo_url:
         from pymongo import MongoClient
 
-        client: Any = MongoClient(settings.mongo_url, tz_aware=True, serverSelectionTimeoutMS=5000)
+        timeout_ms = int(settings.mongo_timeout * 1000)
+        client: Any = MongoClient(
+            settings.mongo_url,
+            tz_aware=True,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+        )
     else:
         import mongomock_ng as mongomock
 

@@ -1,0 +1,272 @@
+"""The fault suite: the real topology (every part its own process) broken piece by piece.
+
+Each case asserts what users see through the shim's API and what the store holds. The stack
+is started once for the module; each case brings its own tenant (owner, key, accounts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+import requests
+from pymongo import MongoClient
+
+from callrail_sync.processes import free_port, wait_until
+from callrail_sync.stack import Stack
+from worker.job import JobType
+from worker.stores import Stores
+
+from .faults import (
+    FAULT_ENV,
+    BlackholeProxy,
+    P,
+    assert_snapshot_whole,
+    new_tenant,
+    pages_fetched,
+    simulator,
+    start_stack,
+    wait_final,
+    worker_running,
+)
+
+STALE = float(FAULT_ENV["STALE_JOB_SECONDS"])
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = start_stack(tmp_path_factory.mktemp("stack"), port=free_port())
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def stores(stack: Stack) -> Stores:
+    return stack.stores()
+
+
+@pytest.fixture(autouse=True)
+def whole_stack(stack: Stack) -> Iterator[None]:
+    """Every case starts with every part up and the simulator's knobs at rest."""
+    for name, part in stack.parts.items():
+        if not part.alive:
+            stack.restart(name)
+    simulator(stack, "knobs", latency=0.0, fail_next=[])
+    yield
+
+
+def started(stores: Stores, job_id: str, pages: int = 2) -> None:
+    """Wait until the job runs and has stored `pages` pages."""
+    job = lambda: stores.jobs.get(job_id)  # noqa: E731
+    assert wait_until(lambda: len(job().progress.pages_done) >= pages, 60, 0.05), job()
+
+
+def test_a_worker_killed_mid_sync_still_ends_in_one_whole_snapshot(stack, stores):
+    tenant = new_tenant(stack, 3_000)
+    (account,) = tenant.accounts
+    simulator(stack, "knobs", latency=0.25)
+    job_id = tenant.sync_companies(account)
+    started(stores, job_id)
+    victim = worker_running(stack, job_id)
+    stack.parts[victim].kill()  # SIGKILL to the worker and its pool: no goodbye
+    simulator(stack, "knobs", latency=0.0)
+    done = wait_final(stores, job_id)
+    assert done.status == "succeeded", done.error
+    assert done.sweeps >= 1  # revived by the sweeper: the dead worker's message never came back
+    assert_snapshot_whole(stores, tenant, account, 3_000)
+    # The resumed run skipped what the dead one stored: page 1 was fetched once.
+    assert pages_fetched(stack, account).count(1) == 1
+
+
+def test_a_worker_told_to_stop_hands_the_sync_back_and_the_other_finishes_it(stack, stores):
+    tenant = new_tenant(stack, 3_000)
+    (account,) = tenant.accounts
+    simulator(stack, "knobs", latency=0.25)
+    job_id = tenant.sync_companies(account)
+    started(stores, job_id)
+    victim = worker_running(stack, job_id)
+    stack.parts[victim].signal(signal.SIGTERM)  # Celery's warm shutdown
+    assert stack.parts[victim].proc.wait(60) == 0
+    handed_back = stores.jobs.get(job_id)
+    assert handed_back.status in ("queued", "running", "succeeded")  # queued, or already taken
+    simulator(stack, "knobs", latency=0.0)
+    done = wait_final(stores, job_id)
+    assert done.status == "succeeded", done.error
+    assert done.sweeps == 0 and done.attempts == 1  # handed back, not lost; the stop was free
+    others = [n for n in stack.worker_names if n != victim]
+    assert worker_running(stack, job_id) in (victim, *others)
+    assert_snapshot_whole(stores, tenant, account, 3_000)
+    assert pages_fetched(stack, account).count(1) == 1
+
+
+def test_redis_restarted_mid_sync_everything_reconnects_and_nothing_stays_active(stack, stores):
+    tenant = new_tenant(stack, 2_000, 300)
+    big, small = tenant.accounts
+    simulator(stack, "knobs", latency=0.2)
+    job_id = tenant.sync_companies(big)
+    started(stores, job_id, pages=1)
+    stack.restart("redis")  # same port, nothing kept: queues, budget and stop flags are gone
+    simulator(stack, "knobs", latency=0.0)
+    done = wait_final(stores, job_id, timeout=STALE * 6)
+    if done.status == "failed":
+        assert "unavailable" in done.error.message.lower(), done.error
+    else:
+        assert_snapshot_whole(stores, tenant, big, 2_000)
+    # The shim and the workers took new work after it.
+    after = tenant.sync_companies(small)
+    assert wait_final(stores, after).status == "succeeded"
+    assert_snapshot_whole(stores, tenant, small, 300)
+    assert all(job.is_final for job in stores.jobs.recent(tenant.owner))
+
+
+def test_mongo_failures_answer_503_and_the_shim_recovers_without_a_restart(stack, stores):
+    tenant = new_tenant(stack, 500)
+    (account,) = tenant.accounts
+    assert wait_final(stores, tenant.sync_companies(account)).status == "succeeded"
+    listing = f"{P}/companies?account_id={account}"
+    assert tenant.call("GET", listing).status_code == 200
+    shim_pid = stack.parts["shim"].proc.pid
+    admin = MongoClient(stack.mongo_url + "/?directConnection=true")
+    commands = ["find", "findAndModify", "insert", "update", "aggregate", "count", "ping"]
+    for fault in ({"closeConnection": True}, {"errorCode": 91}):  # a dropped link, a stepdown
+        admin.admin.command(
+            "configureFailPoint",
+            "failCommand",
+            mode="alwaysOn",
+            data={"failCommands": commands, **fault},
+        )
+        down = tenant.call("GET", listing)
+        assert down.status_code == 503, down.text
+        assert down.json() == {
+            "success": False,
+            "errno": 503,
+            "message": "The database is unavailable; please try again shortly.",
+        }
+        assert requests.get(f"{stack.shim_url}/readyz", timeout=10).status_code == 503
+        admin.admin.command("configureFailPoint", "failCommand", mode="off")
+        recovered = wait_until(lambda: tenant.call("GET", listing).status_code == 200, 30, 0.5)
+        assert recovered, f"the shim did not recover from {fault}"
+    assert stack.parts["shim"].proc.pid == shim_pid  # no restart was needed
+
+
+def test_mongo_restarted_mid_sync_the_shim_says_503_then_the_job_resumes(stack, stores):
+    tenant = new_tenant(stack, 2_500)
+    (account,) = tenant.accounts
+    simulator(stack, "knobs", latency=0.2)
+    job_id = tenant.sync_companies(account)
+    started(stores, job_id)
+    mongo = stack.parts["mongo"]
+    mongo.stop()
+    down = tenant.call("GET", f"{P}/jobs/{job_id}")
+    assert down.status_code == 503 and down.json()["errno"] == 503
+    mongo.start(stack.run_dir).wait_ready(60)  # same port, same data
+    simulator(stack, "knobs", latency=0.0)
+    done = wait_final(stores, job_id, timeout=STALE * 8)
+    assert done.status == "succeeded", done.error
+    assert_snapshot_whole(stores, tenant, account, 2_500)
+    polled = tenant.call("GET", f"{P}/jobs/{job_id}")
+    assert polled.status_code == 200 and polled.json()["data"]["status"] == "succeeded"
+
+
+def test_the_shim_killed_between_writing_a_job_and_sending_it_the_job_still_runs(stack, stores):
+    tenant = new_tenant(stack, 400)
+    (account,) = tenant.accounts
+    shim = stack.parts["shim"]
+    redis_port = int(stack.redis_url.rsplit(":", 1)[1].split("/")[0])
+    proxy = BlackholeProxy(redis_port)
+    usual = shim.env
+    shim.env = {**(usual or {}), "BROKER_URL": f"redis://127.0.0.1:{proxy.port}/0"}
+    try:
+        stack.restart("shim")
+        proxy.swallow = True  # the message the shim sends never reaches the broker
+
+        def ask() -> None:
+            with contextlib.suppress(requests.ConnectionError):  # the shim dies mid-answer
+                tenant.call("GET", f"{P}/companies?account_id={account}")
+
+        threading.Thread(target=ask, daemon=True).start()
+        assert wait_until(lambda: stores.jobs.recent(tenant.owner), 20, 0.05)
+        shim.kill()
+    finally:
+        proxy.close()
+        shim.env = usual
+    (job,) = stores.jobs.recent(tenant.owner)
+    assert job.status == "queued"  # written, never sent
+    stack.restart("shim")
+    done = wait_final(stores, job.id, timeout=STALE * 6)
+    assert done.status == "succeeded" and done.sweeps >= 1  # the sweeper sent it
+    assert_snapshot_whole(stores, tenant, account, 400)
+
+
+def test_beat_restarted_twice_in_a_row_plans_no_sync_twice(stack, stores):
+    tenant = new_tenant(stack, 250, 250)
+    stores.userconfig.set(tenant.owner, tenant.accounts)
+    interval = float(FAULT_ENV["SYNC_INTERVAL"])
+    assert wait_until(lambda: len(stores.jobs.recent(tenant.owner)) >= 3, interval * 3, 0.2)
+    stack.restart("beat")
+    stack.restart("beat")
+    time.sleep(interval * 2.5)
+    stores.userconfig.set(tenant.owner, [])
+    jobs = stores.jobs.recent(tenant.owner, limit=100)
+    by_resource: dict[str, list] = {}
+    for job in jobs:
+        by_resource.setdefault(f"{job.type}:{job.params.callrail_account_id}", []).append(job)
+    assert set(by_resource) == {
+        f"{JobType.SYNC_ACCOUNTS}:None",
+        *(f"{JobType.SYNC_COMPANIES}:{a}" for a in tenant.accounts),
+    }
+    for resource, planned in by_resource.items():
+        planned.sort(key=lambda j: j.created_at)
+        assert len(planned) >= 2, f"planning stopped after the restarts: {resource}"
+        pairs = zip(planned, planned[1:], strict=False)
+        gaps = [(b.created_at - a.created_at).total_seconds() for a, b in pairs]
+        assert min(gaps) >= interval / 2, f"{resource} planned twice: gaps {gaps}"
+
+
+def test_chaos_fifty_jobs_while_workers_are_killed_and_restarted(stack, stores, capsys):
+    rng = random.Random(11)
+    tenants = [new_tenant(stack, *(rng.randrange(250, 1_500) for _ in range(5))) for _ in range(10)]
+    simulator(stack, "knobs", latency=0.05)
+    started_at = time.monotonic()
+    jobs = {
+        tenant.sync_companies(account): (tenant, account, size)
+        for tenant in tenants
+        for account, size in zip(tenant.accounts, tenant.sizes, strict=True)
+    }
+    assert len(jobs) == 50
+    chaos: Counter[str] = Counter()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if all(stores.jobs.get(job_id).is_final for job_id in jobs):
+            break
+        victim = stack.parts[rng.choice(stack.worker_names)]
+        if victim.alive:
+            how = rng.choice(["SIGKILL", "SIGKILL", "SIGTERM"])
+            victim.kill() if how == "SIGKILL" else victim.stop(timeout=30)
+            chaos[how] += 1
+        time.sleep(rng.uniform(0.5, 1.5))
+        victim.start(stack.run_dir).wait_ready(60)
+        chaos["restarts"] += 1
+        time.sleep(rng.uniform(1.5, 3.5))
+    elapsed = time.monotonic() - started_at
+    final = {job_id: stores.jobs.get(job_id) for job_id in jobs}
+    statuses = Counter(job.status.value for job in final.values())
+    attempts = Counter(job.attempts for job in final.values())
+    sweeps = sum(job.sweeps for job in final.values())
+    with capsys.disabled():  # the figures show in every run, not only when the test fails
+        print(
+            f"\nchaos: {len(jobs)} jobs in {elapsed:.0f} s; workers killed {chaos['SIGKILL']}x, "
+            f"stopped {chaos['SIGTERM']}x, restarted {chaos['restarts']}x; "
+            f"statuses {dict(statuses)}; attempts {dict(sorted(attempts.items()))}; "
+            f"sweeps {sweeps}"
+        )
+    assert statuses == {"succeeded": 50}, {j: f.error for j, f in final.items() if f.error}
+    assert chaos["SIGKILL"] + chaos["SIGTERM"] >= 3, "the chaos never struck"
+    for tenant, account, size in jobs.values():
+        assert_snapshot_whole(stores, tenant, account, size)
