@@ -23,22 +23,27 @@ SWEEP_TASK = "callrail.jobs.sweep"
 
 @dataclass(frozen=True)
 class Queues:
-    """The queue names. Listings and webhook changes have their own queues, so a long backlog
-    of syncs never delays a user's webhook change (run a worker on each, or one on both)."""
+    """The queue names, in the order a worker serves them: a webhook change first, then a
+    listing a user asked for, then beat's periodic syncs, which therefore never delay what a
+    user waits for (see `queue_order_strategy` below)."""
 
     suffix: str = ""
-
-    @property
-    def listings(self) -> str:
-        return "callrail.listings" + self.suffix
 
     @property
     def webhooks(self) -> str:
         return "callrail.webhooks" + self.suffix
 
     @property
+    def listings(self) -> str:
+        return "callrail.listings" + self.suffix
+
+    @property
+    def periodic(self) -> str:
+        return "callrail.periodic" + self.suffix
+
+    @property
     def all(self) -> list[str]:
-        return [self.listings, self.webhooks]
+        return [self.webhooks, self.listings, self.periodic]
 
 
 def config(settings: Settings) -> dict[str, Any]:
@@ -66,7 +71,13 @@ def config(settings: Settings) -> dict[str, Any]:
         # run, so the soft limit means something is stuck (the job fails with a clear error).
         "task_soft_time_limit": 30 * 60,
         "task_time_limit": 32 * 60,
-        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
+        # "priority": a worker asks Redis for the first non-empty queue in the order above
+        # (BRPOP checks its keys in order), instead of taking turns; with prefetch 1, the
+        # next free process takes a user's job before any periodic one.
+        "broker_transport_options": {
+            "visibility_timeout": VISIBILITY_TIMEOUT,
+            "queue_order_strategy": "priority",
+        },
         "result_backend_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
         # One direct exchange; each queue takes the messages routed with its own name.
         "task_queues": {
@@ -74,6 +85,8 @@ def config(settings: Settings) -> dict[str, Any]:
             for name in queues.all
         },
         "task_default_queue": queues.listings,
+        # Ours, not Celery's: where a job of the periodic lane goes (tasks/submit.py).
+        "callrail_periodic_queue": queues.periodic,
         "task_default_exchange": exchange,
         "task_default_routing_key": queues.listings,
         "task_routes": {

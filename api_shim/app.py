@@ -3,14 +3,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 from celery import Celery
 from fastapi import FastAPI
 
+from api_shim.admission import Admission
+from api_shim.cache import ShimCache
 from api_shim.deps import Services
 from api_shim.envelope import install
-from api_shim.routes import health, jobs, listings, webhooks
+from api_shim.hub import EventHub
+from api_shim.routes import events, health, jobs, listings, webhooks
+from api_shim.tickets import Tickets
 from tasks.celery_app import create_celery
 from tasks.submit import CeleryQueue, JobQueue
 from worker.config import Settings
@@ -30,17 +35,35 @@ def create_app(
         settings = runtime.settings if runtime else Settings()
         setup_logging(settings.log_level, json_lines=settings.log_json)
     celery = create_celery(settings)
+    runtime = runtime or build_runtime(settings)
+    has_redis = runtime.redis is not None
+    cache = ShimCache(runtime.stores)
+    hub = EventHub(settings.redis_url if has_redis else None)
+    hub.listen(cache.forget)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        hub.start()
+        yield
+        await hub.close()
+
     app = FastAPI(
         title="callrail-sync",
         version="0.1.0",
         description="The dashboard's CallRail contract, served from jobs and snapshots.",
+        lifespan=lifespan,
     )
     app.state.services = Services(
-        runtime=runtime or build_runtime(settings), queue=queue or CeleryQueue(celery)
+        runtime=runtime,
+        queue=queue or CeleryQueue(celery),
+        cache=cache,
+        hub=hub,
+        tickets=Tickets(settings.redis_url if has_redis else None),
+        admission=Admission.for_settings(settings, runtime.stores.jobs, runtime.redis),
     )
     app.state.broker_reachable = broker_check(celery)
     install(app)
-    for module in (listings, webhooks, jobs, health):
+    for module in (listings, webhooks, jobs, events, health):
         app.include_router(module.router)
     return app
 

@@ -1,13 +1,21 @@
-"""What a route needs, handed in by FastAPI: the runtime, the job queue, the caller."""
+"""What a route needs, handed in by FastAPI: the app's services and the caller.
+
+Every dependency here is `async` and does no blocking I/O: FastAPI would run a plain `def`
+one in a worker thread, a hop per request for nothing.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
+from api_shim.admission import Admission
 from api_shim.auth import authenticate
+from api_shim.cache import ShimCache
+from api_shim.hub import EventHub
+from api_shim.tickets import Tickets
 from tasks.submit import JobQueue
 from worker import errors
 from worker.runtime import Runtime
@@ -19,23 +27,47 @@ class Services:
 
     runtime: Runtime
     queue: JobQueue
+    cache: ShimCache
+    hub: EventHub
+    tickets: Tickets
+    admission: Admission
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
 
 
-def current_owner(request: Request, svc: Annotated[Services, Depends(services)]) -> str:
+Svc = Annotated[Services, Depends(services)]
+
+
+async def current_owner(request: Request, svc: Svc) -> str:
     """The DashClicks account of the bearer token."""
     return authenticate(request.headers.get("Authorization"), svc.runtime.settings)
 
 
-def require_key(svc: Services, owner: str) -> None:
+async def stream_owner(
+    request: Request,
+    svc: Svc,
+    ticket: Annotated[
+        str | None, Query(description="a stream ticket (POST /events/ticket), for EventSource")
+    ] = None,
+) -> str:
+    """The caller of an event stream: the bearer token, or a stream ticket in the query
+    (a browser's EventSource cannot send headers; the JWT never goes in a URL)."""
+    if ticket is None:
+        return authenticate(request.headers.get("Authorization"), svc.runtime.settings)
+    owner = await svc.tickets.owner(ticket)
+    if owner is None:
+        raise errors.Unauthenticated("Invalid or expired stream ticket.")
+    return owner
+
+
+async def require_key(svc: Services, owner: str) -> None:
     """The spec checks the caller's CallRail key before anything else of the request."""
-    if svc.runtime.stores.keys.usable_key(owner) is None:
+    if not await svc.cache.key_usable(owner):
         raise errors.ApiKeyNotFound()
 
 
-Svc = Annotated[Services, Depends(services)]
 Owner = Annotated[str, Depends(current_owner)]
+StreamOwner = Annotated[str, Depends(stream_owner)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -36,7 +37,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(errors.CallRailSyncError)
     async def _service_error(_: Request, exc: errors.CallRailSyncError) -> JSONResponse:
-        return failure(exc.errno, exc.user_message)
+        answer = failure(exc.errno, exc.user_message)
+        if isinstance(exc, errors.TooManyRequests):
+            answer.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return answer
 
     async def _store_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning(

@@ -2,7 +2,8 @@
 
 A listing answers 200 with the page when the caller has a snapshot; 202 with a job when there
 is none yet or the caller asked for `refresh`; a snapshot older than SNAPSHOT_MAX_AGE is still
-served (marked stale) while a background job refreshes it.
+served (marked stale) while a background job refreshes it. A page of a snapshot the shim has
+seen costs no store access (`api_shim/cache.py`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 from typing import Any
 
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from api_shim.deps import Services
 from api_shim.envelope import success
@@ -21,7 +23,7 @@ from worker.stores.database import utcnow
 from worker.stores.snapshots import Kind, PageQuery
 
 
-def serve_listing(
+async def serve_listing(
     svc: Services,
     owner: str,
     kind: Kind,
@@ -31,21 +33,18 @@ def serve_listing(
     refresh: bool,
 ) -> JSONResponse:
     """The page of the current snapshot, or 202 and the job that will make one."""
-    stores, settings = svc.runtime.stores, svc.runtime.settings
     job_type = JobType.SYNC_ACCOUNTS if kind == "accounts" else JobType.SYNC_COMPANIES
-    head = stores.snapshots.current(owner, kind, params.callrail_account_id)
-    if head is None or refresh:
-        job, _ = submit(stores.jobs, svc.queue, owner, job_type, params)
-        return accepted(job)
-    stale = (utcnow() - head.synced_at).total_seconds() > settings.snapshot_max_age
-    refresh_job: Job | None
+    head = None if refresh else await svc.cache.head(owner, kind, params.callrail_account_id)
+    if head is None:
+        return accepted(await _submit(svc, owner, job_type, params))
+    stale = (utcnow() - head.synced_at).total_seconds() > svc.runtime.settings.snapshot_max_age
     if stale:
-        refresh_job = submit(stores.jobs, svc.queue, owner, job_type, params)[0]
+        refresh_job_id: str | None = (await _submit(svc, owner, job_type, params)).id
     else:
-        refresh_job = stores.jobs.active(dedupe_key(owner, job_type, params) or "")
-    items, total = stores.snapshots.read_page(kind, head.snapshot_id, query)
+        refresh_job_id = await svc.cache.active_job(dedupe_key(owner, job_type, params))
+    items, total = await svc.cache.page(kind, head.snapshot_id, query)
     if kind == "accounts":
-        counts = stores.snapshots.company_counts(owner, [a["id"] for a in items])
+        counts = await svc.cache.company_counts(owner, [a["id"] for a in items])
         items = [{**a, "companies_count": counts.get(a["id"])} for a in items]
     data: dict[str, Any] = {
         kind: items,
@@ -56,7 +55,14 @@ def serve_listing(
         "snapshot": {
             "synced_at": iso(head.synced_at),
             "stale": stale,
-            "refresh_job_id": refresh_job.id if refresh_job else None,
+            "refresh_job_id": refresh_job_id,
         },
     }
     return success(data)
+
+
+async def _submit(svc: Services, owner: str, job_type: JobType, params: JobParams) -> Job:
+    job, _ = await run_in_threadpool(
+        submit, svc.runtime.stores.jobs, svc.queue, owner, job_type, params
+    )
+    return job

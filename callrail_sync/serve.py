@@ -31,6 +31,7 @@ from simulator import SimData, SimServer
 from tasks.celery_app import create_worker_app
 from tasks.submit import CeleryQueue
 from worker.config import Settings
+from worker.events import JobEvents
 from worker.logs import setup_logging
 from worker.runtime import Runtime, budget_for, configure
 from worker.stores import connect
@@ -104,18 +105,21 @@ def prepare(settings: Settings, run_dir: Path) -> Embedded:
             notes.append(f"no Redis ({exc}): in-process broker")
             updates.update(broker_url=MEMORY_BROKER, result_backend="cache+memory://")
         s = settings.model_copy(update=updates)
-        stores = connect(s)
-        if simulator is not None:
-            key = simulator.data.api_keys[0]
-            if stores.keys.usable_key(s.demo_account_id) != key:
-                stores.keys.set(s.demo_account_id, key)
-            stores.userconfig.set(s.demo_account_id, simulator.data.accounts_by_key[key][:1])
         if s.broker == MEMORY_BROKER:
-            # No Redis: no shared budget (the simulator has no quota) and no stop flags.
-            runtime = Runtime(s, stores)
+            # No Redis: no shared budget (the simulator has no quota), no stop flags, and no
+            # job events (waiting requests poll the store instead).
+            runtime = Runtime(s, connect(s))
         else:
             client = redis.Redis.from_url(s.redis_url)
+            stores = connect(s, on_job_change=JobEvents(client))
             runtime = Runtime(s, stores, budget=budget_for(s, client), redis=client)
+        if simulator is not None:
+            key = simulator.data.api_keys[0]
+            keys = runtime.stores.keys
+            if keys.usable_key(s.demo_account_id) != key:
+                keys.set(s.demo_account_id, key)
+            demo = simulator.data.accounts_by_key[key][:1]
+            runtime.stores.userconfig.set(s.demo_account_id, demo)
         return Embedded(s, runtime, simulator, started, notes)
     except BaseException:
         stop_all(simulator, started)

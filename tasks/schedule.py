@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from tasks.submit import JobQueue, resend, submit
-from worker.job import JobError, JobParams, JobStatus, JobType
+from worker.job import JobError, JobParams, JobStatus, JobType, Lane
 from worker.runtime import Runtime
 from worker.stores.database import utcnow
 from worker.stores.snapshots import Kind
@@ -46,7 +46,9 @@ def plan_syncs(rt: Runtime, queue: JobQueue) -> list[dict[str, Any]]:
             job_type = JobType.SYNC_ACCOUNTS if kind == "accounts" else JobType.SYNC_COMPANIES
             params = JobParams(callrail_account_id=account_id)
             delay = _spread(f"{owner}:{kind}:{account_id}", window)
-            job, created = submit(rt.stores.jobs, queue, owner, job_type, params, countdown=delay)
+            job, created = submit(
+                rt.stores.jobs, queue, owner, job_type, params, countdown=delay, lane=Lane.PERIODIC
+            )
             if created:
                 queued.append(
                     {

@@ -7,6 +7,8 @@ ever left `queued` with nothing behind it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from datetime import timedelta
 from typing import Protocol
@@ -14,7 +16,7 @@ from typing import Protocol
 from celery import Celery
 
 from worker import errors
-from worker.job import Job, JobError, JobParams, JobType, NewJob
+from worker.job import Job, JobError, JobParams, JobType, Lane, NewJob
 from worker.stores.database import utcnow
 from worker.stores.jobs import JobStore
 
@@ -44,25 +46,32 @@ class CeleryQueue:
         self._app = app
 
     def send(self, job: Job, message_id: str, countdown: float | None) -> None:
+        # A periodic job's messages take the periodic queue, served after every other one;
+        # the rest follow the task's route (listings or webhooks).
+        periodic = job.lane is Lane.PERIODIC
+        queue = self._app.conf.get("callrail_periodic_queue") if periodic else None
         self._app.send_task(
             TASK_NAMES[job.type],
             args=[job.id],
             countdown=countdown,
             task_id=message_id,
+            queue=queue,
             retry=True,
             retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
         )
 
 
-def dedupe_key(owner: str, job_type: JobType, params: JobParams) -> str | None:
-    """Jobs with the same key share one active job. Only reads are deduplicated."""
+def dedupe_key(owner: str, job_type: JobType, params: JobParams) -> str:
+    """Jobs with the same key share one active job: a read of the same resource, or the same
+    write asked for again while the first has not ended (a double click, a retrying client)."""
     if job_type is JobType.SYNC_ACCOUNTS:
         return f"{owner}:accounts"
     if job_type is JobType.SYNC_COMPANIES:
         return f"{owner}:companies:{params.callrail_account_id}"
     if job_type is JobType.WEBHOOK_LIST:
         return f"{owner}:webhooks:{params.account_id}:{params.company_id}"
-    return None
+    what = json.dumps(params.model_dump(exclude_none=True), sort_keys=True)
+    return f"{owner}:write:{job_type.value}:{hashlib.sha256(what.encode()).hexdigest()[:24]}"
 
 
 def submit(
@@ -73,6 +82,7 @@ def submit(
     params: JobParams,
     *,
     countdown: float | None = None,
+    lane: Lane = Lane.INTERACTIVE,
 ) -> tuple[Job, bool]:
     """Create (or join) a job and queue it. Returns (job, created).
 
@@ -82,12 +92,20 @@ def submit(
     """
     not_before = utcnow() + timedelta(seconds=countdown) if countdown else None
     key = dedupe_key(owner, job_type, params)
-    new = NewJob(owner=owner, type=job_type, params=params, dedupe_key=key, not_before=not_before)
+    new = NewJob(
+        owner=owner,
+        type=job_type,
+        params=params,
+        dedupe_key=key,
+        not_before=not_before,
+        lane=lane,
+    )
     job, created = jobs.create(new)
     if created:
         _send(jobs, queue, job, job.id, countdown)
     elif countdown is None and jobs.hurry(job.id):
-        _send(jobs, queue, job, f"{job.id}.now", None)
+        # A user joined a sync beat queued for later: it goes now, in the user's lane.
+        _send(jobs, queue, job.model_copy(update={"lane": Lane.INTERACTIVE}), f"{job.id}.now", None)
     return job, created
 
 

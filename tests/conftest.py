@@ -24,6 +24,7 @@ from tasks.celery_app import create_worker_app
 from tasks.submit import CeleryQueue, submit
 from worker.callrail.client import CallRailClient, Timeouts
 from worker.config import Settings
+from worker.events import JobEvents
 from worker.job import Job, JobParams, JobType
 from worker.runtime import Runtime, budget_for, configure
 from worker.stores import Stores, connect
@@ -105,7 +106,8 @@ def settings(sim: SimServer, redis_url: str, mongo_server: str, mongo_db: str) -
 
 @pytest.fixture
 def stores(settings: Settings) -> Stores:
-    return connect(settings)
+    """The stores, their job writes published as events (as a worker's and the shim's are)."""
+    return connect(settings, on_job_change=JobEvents(redis.Redis.from_url(settings.redis_url)))
 
 
 @pytest.fixture
@@ -210,7 +212,7 @@ def shim_url(runtime: Runtime, queue: CeleryQueue) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     app = create_app(runtime.settings, runtime=runtime, queue=queue)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

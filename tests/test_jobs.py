@@ -23,8 +23,8 @@ def all_records(stores: Stores, kind: str, owner: str, account: str | None = Non
     head = stores.snapshots.current(owner, kind, account)
     assert head is not None
     query = PageQuery(page=1, per_page=100_000)
-    items, total = stores.snapshots.read_page(kind, head.snapshot_id, query)
-    assert len(items) == total
+    items = stores.snapshots.read_page(kind, head.snapshot_id, query)
+    assert len(items) == stores.snapshots.count(kind, head.snapshot_id, query)
     return items
 
 

@@ -47,7 +47,9 @@ class Serve:
         argv += ["--run-dir", str(self.run_dir)]
         with self.log_path.open("w") as log:
             self.proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        assert wait_until(lambda: "try:" in self.printed, 60), self.printed
+        # The banner's last line (logs of other threads may come between its lines).
+        done = ("  export ", "the CLI verbs cannot reach")
+        assert wait_until(lambda: any(d in self.printed for d in done), 60), self.printed
         assert wait_until(lambda: requests.get(self.base + "/healthz", timeout=1).ok, 30)
         return self
 

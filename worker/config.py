@@ -57,6 +57,15 @@ class Budget(_Group):
     """Budget waits and 429s a job may sit through before it fails (they cost no attempt)."""
 
 
+class Admission(_Group):
+    """How much work one owner may ask for."""
+
+    write_jobs_per_owner: int = 20
+    """Webhook write jobs an owner may have active at once."""
+    writes_per_minute: int = 60
+    """Webhook writes an owner may submit a minute (shared by every shim process)."""
+
+
 class Retries(_Group):
     """When a job is tried again, taken over, or given up."""
 
@@ -97,7 +106,7 @@ class Operation(_Group):
     demo_account_id: str = "64f1c2a9e4b0a1b2c3d4e5f6"
 
 
-class Settings(Connections, CallRailAccess, Budget, Retries, Schedule, Operation):
+class Settings(Connections, CallRailAccess, Budget, Admission, Retries, Schedule, Operation):
     """The service's configuration (environment variables are the upper-case field names)."""
 
     @property

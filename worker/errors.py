@@ -91,6 +91,15 @@ class NotFound(CallRailSyncError, errno=404, kind=ErrorClass.NOT_FOUND):
     """Raised when a job, webhook or route does not exist for this owner."""
 
 
+class TooManyRequests(CallRailSyncError, errno=429, kind=ErrorClass.RATE_LIMITED, retriable=True):
+    """Raised when an owner asks for more work than admission allows (active write jobs, or
+    submissions a minute); `retry_after` says when to ask again."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 # --- our own services ------------------------------------------------------------------------
 
 

@@ -39,6 +39,13 @@ class JobType(StrEnum):
     WEBHOOK_UPDATE = "webhook_update"  # change a URL and/or the integration's state
 
 
+class Lane(StrEnum):
+    """Which queue a job's messages take: what a user waits for never waits behind beat."""
+
+    INTERACTIVE = "interactive"  # asked for by a user (the shim, the CLI)
+    PERIODIC = "periodic"  # planned by beat; served only when no interactive work waits
+
+
 SYNC_TYPES = frozenset({JobType.SYNC_ACCOUNTS, JobType.SYNC_COMPANIES})
 WRITE_TYPES = frozenset({JobType.WEBHOOK_CREATE, JobType.WEBHOOK_UPDATE})
 
@@ -90,8 +97,9 @@ class NewJob(BaseModel):
     type: JobType
     params: JobParams = Field(default_factory=JobParams)
     dedupe_key: str | None = None
-    """Jobs with the same key share one active job (reads only)."""
+    """Jobs with the same key share one active job."""
     not_before: datetime | None = None
+    lane: Lane = Lane.INTERACTIVE
 
 
 class Job(BaseModel):
@@ -120,6 +128,7 @@ class Job(BaseModel):
     next_retry_at: datetime | None = None
     not_before: datetime | None = None
     """Queued by beat for later; a user asking for the same now brings it forward."""
+    lane: Lane = Lane.INTERACTIVE
 
     @property
     def is_final(self) -> bool:

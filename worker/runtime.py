@@ -18,6 +18,7 @@ import redis
 from worker import metrics
 from worker.callrail.client import BeforeRequest, CallRailClient, Timeouts
 from worker.config import Settings
+from worker.events import JobEvents
 from worker.logs import register_secret
 from worker.ratelimit import RequestBudget, Window
 from worker.stores import Stores, connect
@@ -68,11 +69,12 @@ def budget_for(settings: Settings, client: redis.Redis) -> RequestBudget:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    """The real parts for these settings: Mongo, Redis and the budget on it."""
+    """The real parts for these settings: Mongo (its job writes announced as events), Redis,
+    and the budget on it."""
     client = redis.Redis.from_url(settings.redis_url)
     return Runtime(
         settings=settings,
-        stores=connect(settings),
+        stores=connect(settings, on_job_change=JobEvents(client)),
         budget=budget_for(settings, client),
         redis=client,
     )

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
 
 from api_shim.deps import Svc
 from api_shim.envelope import failure, success
@@ -16,21 +17,24 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/healthz")
-def healthz() -> JSONResponse:
-    """The process is up (no dependency is asked)."""
+async def healthz() -> JSONResponse:
+    """The process is up and its event loop answers (no dependency is asked)."""
     return success({"status": "ok"})
 
 
 @router.get("/metrics")
-def metrics() -> Response:
-    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+async def metrics() -> Response:
+    return Response(await run_in_threadpool(exposition), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/readyz")
-def readyz(request: Request, svc: Svc) -> Response:
+async def readyz(request: Request, svc: Svc) -> Response:
     """Mongo and the broker answer: the shim can take work (503 otherwise)."""
     broker_reachable: Callable[[], bool] = request.app.state.broker_reachable
-    checks = {"mongo": svc.runtime.stores.ping(), "broker": broker_reachable()}
+    checks = {
+        "mongo": await run_in_threadpool(svc.runtime.stores.ping),
+        "broker": await run_in_threadpool(broker_reachable),
+    }
     if all(checks.values()):
         return success(checks)
     return failure(503, "Not ready: " + ", ".join(k for k, ok in checks.items() if not ok))

@@ -42,20 +42,24 @@ class CompanyParams(ListingParams):
 
 
 @router.get("/accounts", summary="List the CallRail accounts of the caller's API key")
-def list_accounts(owner: Owner, svc: Svc, q: Annotated[ListingParams, Query()]) -> JSONResponse:
-    require_key(svc, owner)
+async def list_accounts(
+    owner: Owner, svc: Svc, q: Annotated[ListingParams, Query()]
+) -> JSONResponse:
+    await require_key(svc, owner)
     query = check.page_query(q.as_dict(), SORTABLE["accounts"])
     refresh = check.flag(q.refresh, "refresh")
-    return serve_listing(svc, owner, "accounts", JobParams(), query, refresh=refresh)
+    return await serve_listing(svc, owner, "accounts", JobParams(), query, refresh=refresh)
 
 
 @router.get("/companies", summary="List, search and sort the companies of a CallRail account")
-def list_companies(owner: Owner, svc: Svc, q: Annotated[CompanyParams, Query()]) -> JSONResponse:
-    require_key(svc, owner)
+async def list_companies(
+    owner: Owner, svc: Svc, q: Annotated[CompanyParams, Query()]
+) -> JSONResponse:
+    await require_key(svc, owner)
     if not q.account_id:
         raise ValidationFailed(MSG_ACCOUNT_REQUIRED)
     params = JobParams(callrail_account_id=check.callrail_id(q.account_id, "account_id"))
     include_disabled = check.flag(q.disabled, "disabled")
     query = check.page_query(q.as_dict(), SORTABLE["companies"], include_disabled)
     refresh = check.flag(q.refresh, "refresh")
-    return serve_listing(svc, owner, "companies", params, query, refresh=refresh)
+    return await serve_listing(svc, owner, "companies", params, query, refresh=refresh)

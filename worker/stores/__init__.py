@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from worker.config import Settings
 from worker.stores.database import Db, open_database, ping
-from worker.stores.jobs import JobStore, MongoJobStore
+from worker.stores.jobs import JobStore, MongoJobStore, OnChange
 from worker.stores.keys import KeyStore, MongoKeyStore
 from worker.stores.snapshots import MongoSnapshotStore, SnapshotStore
 from worker.stores.userconfig import MongoUserConfigStore, UserConfigStore
@@ -32,15 +32,17 @@ class Stores:
         return ping(self.db)
 
 
-def on_database(db: Db) -> Stores:
+def on_database(db: Db, on_job_change: OnChange | None = None) -> Stores:
     """The Mongo stores over one database, their indexes created (idempotent)."""
     keys, userconfig = MongoKeyStore(db), MongoUserConfigStore(db)
-    jobs, snapshots, webhooks = MongoJobStore(db), MongoSnapshotStore(db), MongoWebhookStore(db)
+    jobs = MongoJobStore(db, on_job_change)
+    snapshots, webhooks = MongoSnapshotStore(db), MongoWebhookStore(db)
     for store in (keys, userconfig, jobs, snapshots, webhooks):
         store.ensure_indexes()
     return Stores(db, keys, userconfig, jobs, snapshots, webhooks)
 
 
-def connect(settings: Settings) -> Stores:
-    """The stores for these settings (a server at MONGO_URL, else an in-process database)."""
-    return on_database(open_database(settings))
+def connect(settings: Settings, on_job_change: OnChange | None = None) -> Stores:
+    """The stores for these settings (a server at MONGO_URL, else an in-process database);
+    `on_job_change` hears of every job write (the job events)."""
+    return on_database(open_database(settings), on_job_change)

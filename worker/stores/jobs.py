@@ -8,17 +8,20 @@ job never overwrite each other's fields.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from worker.job import ACTIVE_STATUSES, Job, JobError, JobStatus, NewJob
+from worker.job import ACTIVE_STATUSES, Job, JobError, JobStatus, JobType, Lane, NewJob
 from worker.stores.database import Db, utcnow
 
 COLLECTION = "callrail_jobs"
 _ACTIVE = [s.value for s in ACTIVE_STATUSES]
+OnChange = Callable[[Job], None]
+"""Told every job as it is after each write (the job events are published through it)."""
 
 
 class JobStore(Protocol):
@@ -43,20 +46,23 @@ class JobStore(Protocol):
     def record_page(self, job_id: str, number: int, total_pages: int | None, records: int) -> Job:
         """Note a stored page (once, whatever the redeliveries); returns the job after it."""
 
-    def retry_later(self, job_id: str, error: JobError, at: datetime) -> None:
+    def retry_later(self, job_id: str, error: JobError, at: datetime) -> Job | None:
         """`retrying` until `at`, after a retriable error."""
 
-    def park_for_rate_limit(self, job_id: str, error: JobError, until: datetime) -> None:
+    def park_for_rate_limit(self, job_id: str, error: JobError, until: datetime) -> Job | None:
         """`retrying` until `until` for the quota; the attempt is refunded."""
 
-    def requeue(self, job_id: str) -> None:
+    def requeue(self, job_id: str) -> Job | None:
         """Back to `queued`, unclaimed, the attempt refunded (a stop is not the job's fault)."""
 
-    def succeed(self, job_id: str, result: dict[str, Any], snapshot_id: str | None) -> None:
+    def succeed(self, job_id: str, result: dict[str, Any], snapshot_id: str | None) -> Job | None:
         """Final: `succeeded` with its result."""
 
-    def fail(self, job_id: str, error: JobError) -> None:
+    def fail(self, job_id: str, error: JobError) -> Job | None:
         """Final: `failed` with its error; the dedupe slot is freed."""
+
+    def count_active(self, owner: str, types: Collection[JobType]) -> int:
+        """How many of the owner's jobs of these types are queued, running or retrying."""
 
     def hurry(self, job_id: str) -> bool:
         """Take a queued job's start time back to now; True if it was waiting for later."""
@@ -83,10 +89,12 @@ def _must(doc: dict[str, Any] | None) -> Job:
 
 
 class MongoJobStore:
-    """`JobStore` over `callrail_jobs`."""
+    """`JobStore` over `callrail_jobs`; every write hands the job as it is after it to
+    `on_change`, so nothing that changes a job can forget to announce it."""
 
-    def __init__(self, db: Db) -> None:
+    def __init__(self, db: Db, on_change: OnChange | None = None) -> None:
         self._jobs = db[COLLECTION]
+        self._on_change = on_change
 
     def ensure_indexes(self) -> None:
         # Only active jobs carry `active_key`; the unique index makes "one active job per
@@ -110,6 +118,7 @@ class MongoJobStore:
             "attempts": 0,
             "next_retry_at": None,
             "not_before": new.not_before,
+            "lane": new.lane.value,
             "claimed_by": None,
             "created_at": now,
             "updated_at": now,
@@ -122,7 +131,7 @@ class MongoJobStore:
         for _ in range(3):
             try:
                 self._jobs.insert_one(doc)
-                return _must(doc), True
+                return self._changed(_must(doc)), True
             except DuplicateKeyError:
                 twin = self._jobs.find_one({"active_key": new.dedupe_key})
                 if twin is not None:
@@ -151,28 +160,25 @@ class MongoJobStore:
         at the same time."""
         now = utcnow()
         lease_over = now - timedelta(seconds=lease_seconds)
-        return _job(
-            self._jobs.find_one_and_update(
-                {
-                    "_id": job_id,
-                    "$or": [
-                        {"status": {"$in": [JobStatus.QUEUED.value, JobStatus.RETRYING.value]}},
-                        {"status": JobStatus.RUNNING.value, "updated_at": {"$lt": lease_over}},
-                    ],
+        return self._update(
+            {
+                "_id": job_id,
+                "$or": [
+                    {"status": {"$in": [JobStatus.QUEUED.value, JobStatus.RETRYING.value]}},
+                    {"status": JobStatus.RUNNING.value, "updated_at": {"$lt": lease_over}},
+                ],
+            },
+            {
+                "$set": {
+                    "status": JobStatus.RUNNING.value,
+                    "updated_at": now,
+                    "next_retry_at": None,
+                    "claimed_by": message_id,
+                    "not_before": None,
                 },
-                {
-                    "$set": {
-                        "status": JobStatus.RUNNING.value,
-                        "updated_at": now,
-                        "next_retry_at": None,
-                        "claimed_by": message_id,
-                        "not_before": None,
-                    },
-                    "$inc": {"attempts": 1},
-                    "$min": {"started_at": now},
-                },
-                return_document=ReturnDocument.AFTER,
-            )
+                "$inc": {"attempts": 1},
+                "$min": {"started_at": now},
+            },
         )
 
     def record_page(self, job_id: str, number: int, total_pages: int | None, records: int) -> Job:
@@ -180,21 +186,21 @@ class MongoJobStore:
             {"_id": job_id, "progress.pages_done": {"$ne": number}},
             {"$push": {"progress.pages_done": number}, "$inc": {"progress.records": records}},
         )
-        return _must(
-            self._jobs.find_one_and_update(
-                {"_id": job_id},
-                {"$set": {"progress.total_pages": total_pages, "updated_at": utcnow()}},
-                return_document=ReturnDocument.AFTER,
-            )
+        job = self._update(
+            {"_id": job_id},
+            {"$set": {"progress.total_pages": total_pages, "updated_at": utcnow()}},
         )
+        if job is None:
+            raise LookupError("job vanished")
+        return job
 
-    def retry_later(self, job_id: str, error: JobError, at: datetime) -> None:
-        self._set(
+    def retry_later(self, job_id: str, error: JobError, at: datetime) -> Job | None:
+        return self._set(
             job_id, status=JobStatus.RETRYING.value, error=error.model_dump(), next_retry_at=at
         )
 
-    def park_for_rate_limit(self, job_id: str, error: JobError, until: datetime) -> None:
-        self._jobs.update_one(
+    def park_for_rate_limit(self, job_id: str, error: JobError, until: datetime) -> Job | None:
+        return self._update(
             {"_id": job_id},
             {
                 "$set": {
@@ -207,34 +213,33 @@ class MongoJobStore:
             },
         )
 
-    def requeue(self, job_id: str) -> None:
-        self._jobs.update_one(
+    def requeue(self, job_id: str) -> Job | None:
+        queued = {"status": JobStatus.QUEUED.value, "claimed_by": None, "updated_at": utcnow()}
+        return self._update(
             {"_id": job_id, "status": JobStatus.RUNNING.value},
-            {
-                "$set": {
-                    "status": JobStatus.QUEUED.value,
-                    "claimed_by": None,
-                    "updated_at": utcnow(),
-                },
-                "$inc": {"attempts": -1},
-            },
+            {"$set": queued, "$inc": {"attempts": -1}},
         )
 
-    def succeed(self, job_id: str, result: dict[str, Any], snapshot_id: str | None) -> None:
-        self._finish(
-            job_id, JobStatus.SUCCEEDED, result=result, snapshot_id=snapshot_id, error=None
-        )
+    def succeed(self, job_id: str, result: dict[str, Any], snapshot_id: str | None) -> Job | None:
+        done = JobStatus.SUCCEEDED
+        return self._finish(job_id, done, result=result, snapshot_id=snapshot_id, error=None)
 
-    def fail(self, job_id: str, error: JobError) -> None:
-        self._finish(job_id, JobStatus.FAILED, error=error.model_dump())
+    def fail(self, job_id: str, error: JobError) -> Job | None:
+        return self._finish(job_id, JobStatus.FAILED, error=error.model_dump())
+
+    def count_active(self, owner: str, types: Collection[JobType]) -> int:
+        return self._jobs.count_documents(
+            {"owner": owner, "type": {"$in": [t.value for t in types]}, "status": {"$in": _ACTIVE}}
+        )
 
     def hurry(self, job_id: str) -> bool:
         now = utcnow()
-        result = self._jobs.update_one(
+        hurried = self._update(
             {"_id": job_id, "status": JobStatus.QUEUED.value, "not_before": {"$gt": now}},
-            {"$set": {"not_before": None, "updated_at": now}},
+            # A user waits for it now: its messages take the interactive lane from here on.
+            {"$set": {"not_before": None, "lane": Lane.INTERACTIVE.value, "updated_at": now}},
         )
-        return bool(result.modified_count)
+        return hurried is not None
 
     def stale(self, older_than: datetime) -> list[Job]:
         now = utcnow()
@@ -251,36 +256,30 @@ class MongoJobStore:
         return [_must(doc) for doc in docs]
 
     def reclaim_stale(self, job_id: str, seen_updated_at: datetime) -> Job | None:
-        return _job(
-            self._jobs.find_one_and_update(
-                {"_id": job_id, "updated_at": seen_updated_at, "status": {"$in": _ACTIVE}},
-                {
-                    "$set": {
-                        "status": JobStatus.QUEUED.value,
-                        "claimed_by": None,
-                        "updated_at": utcnow(),
-                    },
-                    "$inc": {"sweeps": 1},
-                },
-                return_document=ReturnDocument.AFTER,
-            )
+        queued = {"status": JobStatus.QUEUED.value, "claimed_by": None, "updated_at": utcnow()}
+        return self._update(
+            {"_id": job_id, "updated_at": seen_updated_at, "status": {"$in": _ACTIVE}},
+            {"$set": queued, "$inc": {"sweeps": 1}},
         )
 
-    def _set(self, job_id: str, **fields: Any) -> None:
-        self._jobs.update_one({"_id": job_id}, {"$set": {**fields, "updated_at": utcnow()}})
+    def _set(self, job_id: str, **fields: Any) -> Job | None:
+        return self._update({"_id": job_id}, {"$set": {**fields, "updated_at": utcnow()}})
 
-    def _finish(self, job_id: str, status: JobStatus, **fields: Any) -> None:
+    def _finish(self, job_id: str, status: JobStatus, **fields: Any) -> Job | None:
         now = utcnow()
-        self._jobs.update_one(
+        final = {"status": status.value, "finished_at": now, "updated_at": now, **fields}
+        return self._update(
             {"_id": job_id},
-            {
-                "$set": {
-                    "status": status.value,
-                    "finished_at": now,
-                    "updated_at": now,
-                    "next_retry_at": None,
-                    **fields,
-                },
-                "$unset": {"active_key": ""},
-            },
+            {"$set": {**final, "next_retry_at": None}, "$unset": {"active_key": ""}},
         )
+
+    def _update(self, query: dict[str, Any], update: dict[str, Any]) -> Job | None:
+        """The one way a job changes: atomically, then announced."""
+        doc = self._jobs.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
+        job = _job(doc)
+        return self._changed(job) if job is not None else None
+
+    def _changed(self, job: Job) -> Job:
+        if self._on_change is not None:
+            self._on_change(job)
+        return job

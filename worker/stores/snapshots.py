@@ -90,10 +90,14 @@ class SnapshotReader(Protocol):
     def company_counts(self, owner: str, callrail_account_ids: list[str]) -> dict[str, int]:
         """Companies in the current snapshot of each account, where one exists."""
 
-    def read_page(
-        self, kind: Kind, snapshot_id: str, query: PageQuery
-    ) -> tuple[list[dict[str, Any]], int]:
-        """One page of a snapshot's records, filtered and sorted, and the filtered total."""
+    def read_page(self, kind: Kind, snapshot_id: str, query: PageQuery) -> list[dict[str, Any]]:
+        """One page of a snapshot's records, filtered and sorted."""
+
+    def count(self, kind: Kind, snapshot_id: str, query: PageQuery) -> int:
+        """How many records the query's filter (search, disabled) leaves."""
+
+    def has_record(self, kind: Kind, snapshot_id: str, record_id: str) -> bool:
+        """Whether the snapshot holds the record with this CallRail id."""
 
 
 class SnapshotStore(SnapshotWriter, SnapshotReader, Protocol):
@@ -113,10 +117,10 @@ class MongoSnapshotStore:
         for kind, name in ITEM_COLLECTIONS.items():
             items = self._db[name]
             for field in SORTABLE[kind]:
+                # Every sort ends with `id` as its tie-break, so pages never overlap.
                 key = "name_lower" if field == "name" else field
-                items.create_index(
-                    [("snapshot_id", ASCENDING), (key, ASCENDING), ("id", ASCENDING)]
-                )
+                fields = [key] if key == "id" else [key, "id"]
+                items.create_index([("snapshot_id", ASCENDING), *((f, ASCENDING) for f in fields)])
 
     def begin(self, snapshot_id: str, owner: str, kind: Kind, account: str | None) -> None:
         self._snapshots.update_one(
@@ -234,25 +238,39 @@ class MongoSnapshotStore:
         heads = self._heads.find({"_id": {"$in": ids}})
         return {h["callrail_account_id"]: h["counts"]["records"] for h in heads}
 
-    def read_page(
-        self, kind: Kind, snapshot_id: str, query: PageQuery
-    ) -> tuple[list[dict[str, Any]], int]:
+    def read_page(self, kind: Kind, snapshot_id: str, query: PageQuery) -> list[dict[str, Any]]:
         if query.sort not in SORTABLE[kind]:
             raise ValueError(f"cannot sort {kind} by {query.sort}")
-        match: dict[str, Any] = {"snapshot_id": snapshot_id}
-        if query.search:
-            # A literal, case-insensitive substring: metacharacters in the search are escaped.
-            match["name_lower"] = {"$regex": re.escape(query.search.lower())}
-        if kind == "companies" and not query.include_disabled:
-            match["status"] = {"$ne": "disabled"}
-        items = self._db[ITEM_COLLECTIONS[kind]]
-        total = items.count_documents(match)
         direction = DESCENDING if query.descending else ASCENDING
         key = "name_lower" if query.sort == "name" else query.sort
         cursor = (
-            items.find(match, {"_id": 0, "snapshot_id": 0, "owner": 0, "name_lower": 0})
+            self._db[ITEM_COLLECTIONS[kind]]
+            .find(_filter(kind, snapshot_id, query), _HIDDEN)
             .sort([(key, direction), ("id", direction)])
             .skip((query.page - 1) * query.per_page)
             .limit(query.per_page)
         )
-        return list(cursor), total
+        return list(cursor)
+
+    def count(self, kind: Kind, snapshot_id: str, query: PageQuery) -> int:
+        return self._db[ITEM_COLLECTIONS[kind]].count_documents(_filter(kind, snapshot_id, query))
+
+    def has_record(self, kind: Kind, snapshot_id: str, record_id: str) -> bool:
+        found = self._db[ITEM_COLLECTIONS[kind]].find_one(
+            {"_id": f"{snapshot_id}:{record_id}"}, {"_id": 1}
+        )
+        return found is not None
+
+
+_HIDDEN = {"_id": 0, "snapshot_id": 0, "owner": 0, "name_lower": 0}
+"""Fields of a stored record that are ours, not CallRail's: never shown."""
+
+
+def _filter(kind: Kind, snapshot_id: str, query: PageQuery) -> dict[str, Any]:
+    match: dict[str, Any] = {"snapshot_id": snapshot_id}
+    if query.search:
+        # A literal, case-insensitive substring: metacharacters in the search are escaped.
+        match["name_lower"] = {"$regex": re.escape(query.search.lower())}
+    if kind == "companies" and not query.include_disabled:
+        match["status"] = {"$ne": "disabled"}
+    return match

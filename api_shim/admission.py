@@ -1,0 +1,56 @@
+"""Admission of writes: one user cannot spend an account's CallRail quota, or the workers,
+on a flood of webhook changes.
+
+Per owner, at most WRITE_JOBS_PER_OWNER write jobs may be active and at most
+WRITES_PER_MINUTE may be submitted (a sliding window shared by every shim process through
+Redis: the request budget's script, on its own keys). Beyond either, the answer is 429 with
+Retry-After. Identical writes are joined before this is asked (they cost nothing).
+"""
+
+from __future__ import annotations
+
+import redis
+
+from worker import errors
+from worker.config import Settings
+from worker.job import WRITE_TYPES
+from worker.ratelimit import RequestBudget, Window
+from worker.stores.jobs import JobStore
+
+
+class Admission:
+    """Says whether an owner may submit one more write job now."""
+
+    def __init__(self, settings: Settings, jobs: JobStore, budget: RequestBudget | None) -> None:
+        self._settings = settings
+        self._jobs = jobs
+        self._rate = budget
+
+    @classmethod
+    def for_settings(
+        cls, settings: Settings, jobs: JobStore, redis_client: redis.Redis | None
+    ) -> Admission:
+        if redis_client is None:
+            return cls(settings, jobs, None)  # no Redis: the active-jobs limit still holds
+        window = Window(settings.writes_per_minute, 60)
+        rate = RequestBudget(
+            redis_client, [window], margin=0, max_inline_wait=0, prefix="callrail:admission"
+        )
+        return cls(settings, jobs, rate)
+
+    def admit(self, owner: str) -> None:
+        """Raise TooManyRequests unless the owner may submit a write now (this spends one)."""
+        limit = self._settings.write_jobs_per_owner
+        if self._jobs.count_active(owner, WRITE_TYPES) >= limit:
+            raise errors.TooManyRequests(
+                f"Too many webhook changes in progress (at most {limit}); wait for one to finish.",
+                retry_after=5,
+            )
+        if self._rate is not None:
+            granted, wait, _ = self._rate.try_acquire(owner)
+            if not granted:
+                per_minute = self._settings.writes_per_minute
+                raise errors.TooManyRequests(
+                    f"Too many webhook changes (at most {per_minute} a minute); try again shortly.",
+                    retry_after=wait,
+                )

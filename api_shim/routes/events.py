@@ -1,0 +1,51 @@
+"""Every job change of the caller, as one stream; and the tickets that open streams from a
+browser (EventSource sends no headers, and the JWT never goes in a URL)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from api_shim.deps import Owner, StreamOwner, Svc
+from api_shim.envelope import success
+from api_shim.presenters import PREFIX, job_view
+from api_shim.routes.jobs import SSE_HEADERS
+from api_shim.tickets import TICKET_SECONDS
+from api_shim.watch import sse
+
+KEEPALIVE_SECONDS = 15.0
+router = APIRouter(prefix=PREFIX)
+
+
+@router.get("/events", summary="All of the caller's job changes, as Server-Sent Events")
+async def all_events(owner: StreamOwner, svc: Svc) -> StreamingResponse:
+    """One `job` event per change of any of the caller's jobs, as the store has it."""
+
+    async def stream() -> AsyncIterator[str]:
+        yield ": connected\n\n"
+        async with svc.hub.subscribe(owner) as events:
+            while True:
+                try:
+                    event = await asyncio.wait_for(events.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                job = await run_in_threadpool(
+                    svc.runtime.stores.jobs.get, str(event.get("job_id")), owner
+                )
+                if job is not None:
+                    yield sse("job", job_view(job), job.updated_at.isoformat())
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+@router.post("/events/ticket", summary="A short-lived ticket that opens the event streams")
+async def mint_ticket(owner: Owner, svc: Svc) -> JSONResponse:
+    """Good for `GET /events` and `GET /jobs/{id}/events` only, for this caller only, for
+    a minute: `new EventSource('/v1/e/callrail/events?ticket=…')`."""
+    ticket = await svc.tickets.mint(owner)
+    return success({"ticket": ticket, "expires_in": TICKET_SECONDS})

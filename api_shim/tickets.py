@@ -1,0 +1,47 @@
+"""Stream tickets: how a browser's EventSource, which cannot send headers, opens an event
+stream without putting the JWT in a URL.
+
+`POST /events/ticket` (with the bearer JWT) mints a random ticket that names its owner, is
+good for the event streams only, and expires within a minute. Tickets live in Redis (so any
+shim process accepts them; only their hash is stored), or in this process when there is no
+Redis (`serve` on its in-process broker).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+
+import redis.asyncio as aioredis
+
+TICKET_SECONDS = 60
+PREFIX = "callrail:ticket:"
+
+
+def _name(ticket: str) -> str:
+    return PREFIX + hashlib.sha256(ticket.encode()).hexdigest()
+
+
+class Tickets:
+    """Mint and redeem stream tickets."""
+
+    def __init__(self, redis_url: str | None) -> None:
+        self._redis = aioredis.Redis.from_url(redis_url) if redis_url else None
+        self._local: dict[str, tuple[str, float]] = {}
+
+    async def mint(self, owner: str) -> str:
+        ticket = "tkt_" + secrets.token_urlsafe(24)
+        if self._redis is not None:
+            await self._redis.set(_name(ticket), owner, ex=TICKET_SECONDS)
+        else:
+            self._local[_name(ticket)] = (owner, time.monotonic() + TICKET_SECONDS)
+        return ticket
+
+    async def owner(self, ticket: str) -> str | None:
+        """The owner the ticket was minted for, while it has not expired."""
+        if self._redis is not None:
+            found = await self._redis.get(_name(ticket))
+            return found.decode() if isinstance(found, bytes) else None
+        owner, until = self._local.get(_name(ticket), ("", 0.0))
+        return owner if owner and time.monotonic() < until else None

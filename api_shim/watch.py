@@ -1,0 +1,60 @@
+"""Waiting for a job without holding a thread: the store says where it is, the events say when
+to look again (and a fallback poll covers a lost event or a Redis outage)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from api_shim.deps import Services
+from api_shim.hub import FALLBACK_POLL, Event
+from worker.errors import NotFound
+from worker.job import Job
+
+JOB_NOT_FOUND = "Job not found."
+
+
+async def read_job(svc: Services, owner: str, job_id: str) -> Job:
+    """The owner's job from the store (in a thread), or 404."""
+    job = await run_in_threadpool(svc.runtime.stores.jobs.get, job_id, owner)
+    if job is None:
+        raise NotFound(JOB_NOT_FOUND)
+    return job
+
+
+async def watch(svc: Services, owner: str, job_id: str) -> AsyncGenerator[Job | None, None]:
+    """The job now, then again each time it changes, until it is final. Between changes it
+    yields None once per FALLBACK_POLL (streams use that for their keep-alives)."""
+    async with svc.hub.subscribe(owner) as events:  # before the read: no change slips by
+        seen: Job | None = None
+        while True:
+            job = await read_job(svc, owner, job_id)
+            changed = seen is None or (job.status, job.updated_at) != (seen.status, seen.updated_at)
+            seen = job
+            yield job if changed else None
+            if job.is_final:
+                return
+            await next_change(events, job_id)
+
+
+async def next_change(events: asyncio.Queue[Event], job_id: str) -> None:
+    """Return when an event about this job arrives, or when the fallback poll is due."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FALLBACK_POLL
+    while (left := deadline - loop.time()) > 0:
+        try:
+            event = await asyncio.wait_for(events.get(), left)
+        except TimeoutError:
+            return
+        if event.get("job_id") == job_id:
+            return
+
+
+def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> str:
+    """One Server-Sent Event."""
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"

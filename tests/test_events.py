@@ -1,0 +1,185 @@
+"""Results are published, not polled: job events, long polls, event streams and tickets."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import redis
+import requests
+
+from worker.job import JobError, JobType, NewJob
+
+from .conftest import OTHER_OWNER, OWNER, wait_job
+
+P = "/v1/e/callrail"
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def new_job(stores, owner: str = OWNER):
+    return stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_ACCOUNTS))[0]
+
+
+def read_events(response: requests.Response) -> list[tuple[str, dict]]:
+    """The (event, data) pairs of a Server-Sent Events stream, until it closes."""
+    events, name = [], None
+    for line in response.iter_lines(decode_unicode=True):
+        if line.startswith("event: "):
+            name = line[len("event: ") :]
+        elif line.startswith("data: "):
+            events.append((name, json.loads(line[len("data: ") :])))
+    return events
+
+
+def test_a_long_poll_answers_when_the_job_ends_not_when_the_wait_does(shim_url, stores, token):
+    job = new_job(stores)
+    stores.jobs.start(job.id, "m", lease_seconds=90)
+    threading.Timer(0.5, lambda: stores.jobs.succeed(job.id, {"done": True}, None)).start()
+    started = time.monotonic()
+    answer = requests.get(f"{shim_url}{P}/jobs/{job.id}?wait=20", headers=auth(token), timeout=30)
+    elapsed = time.monotonic() - started
+    assert answer.status_code == 200
+    assert answer.json()["data"]["status"] == "succeeded"
+    assert answer.json()["data"]["result"] == {"done": True}
+    assert elapsed < 5  # woken by the event, nowhere near the 20 s wait
+
+
+def test_a_long_poll_without_events_still_sees_the_end(shim_url, stores, token):
+    """An event lost (Redis blinked) costs a poll, not a wrong or late-by-the-wait answer."""
+    job = new_job(stores)
+
+    def finish_silently() -> None:  # behind the events' back: straight in the collection
+        stores.db["callrail_jobs"].update_one(
+            {"_id": job.id}, {"$set": {"status": "failed", "error": {"errno": 1, "message": "x"}}}
+        )
+
+    threading.Timer(0.3, finish_silently).start()
+    answer = requests.get(f"{shim_url}{P}/jobs/{job.id}?wait=10", headers=auth(token), timeout=30)
+    assert answer.json()["data"]["status"] == "failed"
+
+
+def test_a_thousand_waiting_polls_hold_no_thread_and_stall_nobody(shim_url, stores, token, owner):
+    jobs = [new_job(stores) for _ in range(10)]
+    with ThreadPoolExecutor(200) as pool:
+        waits = [
+            pool.submit(
+                requests.get,
+                f"{shim_url}{P}/jobs/{jobs[n % 10].id}?wait=8",
+                headers=auth(token),
+                timeout=30,
+            )
+            for n in range(200)
+        ]
+        time.sleep(1.0)  # they are all waiting now
+        started = time.monotonic()
+        health = requests.get(f"{shim_url}/healthz", timeout=10)
+        listing = requests.get(f"{shim_url}{P}/accounts", headers=auth(token), timeout=10)
+        elapsed = time.monotonic() - started
+        assert health.status_code == 200 and listing.status_code == 202
+        assert elapsed < 2  # served beside 200 waiting polls (each used to hold a thread)
+        for job in jobs:
+            stores.jobs.fail(job.id, JobError(errno=500, message="done"))
+        answers = [w.result() for w in waits]
+    assert {a.json()["data"]["status"] for a in answers} == {"failed"}
+
+
+def test_a_job_streams_its_progress_then_one_status_then_closes(
+    worker, shim_url, stores, token, owner, sim, sim_data, api_key
+):
+    account = sim_data.add_account(api_key, 1_000)
+    sim.set_knobs(latency=0.05)
+    accepted = requests.get(
+        f"{shim_url}{P}/companies?account_id={account}", headers=auth(token), timeout=10
+    ).json()["data"]
+    stream = requests.get(
+        f"{shim_url}{P}/jobs/{accepted['job_id']}/events",
+        headers=auth(token),
+        stream=True,
+        timeout=30,
+    )
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    events = read_events(stream)
+    names = [name for name, _ in events]
+    assert names[-1] == "status" and set(names[:-1]) == {"progress"} and len(names) >= 2
+    assert events[-1][1]["status"] == "succeeded" and events[-1][1]["progress"]["records"] == 1_000
+    # A reconnect after the end resumes from the current state: the final status, at once.
+    again = read_events(
+        requests.get(
+            f"{shim_url}{P}/jobs/{accepted['job_id']}/events",
+            headers=auth(token),
+            stream=True,
+            timeout=30,
+        )
+    )
+    assert [name for name, _ in again] == ["status"]
+
+
+def test_the_events_stream_carries_the_callers_jobs_and_no_one_elses(shim_url, stores, token):
+    mine, theirs = new_job(stores), new_job(stores, OTHER_OWNER)
+    stream = requests.get(f"{shim_url}{P}/events", headers=auth(token), stream=True, timeout=30)
+    lines = stream.iter_lines(decode_unicode=True)
+    assert next(lines) == ": connected"
+    stores.jobs.fail(theirs.id, JobError(errno=500, message="theirs"))
+    stores.jobs.fail(mine.id, JobError(errno=500, message="mine"))
+    seen = []
+    for line in lines:
+        if line.startswith("data: "):
+            seen.append(json.loads(line[len("data: ") :]))
+            break
+    stream.close()
+    assert [job["job_id"] for job in seen] == [mine.id]
+    assert seen[0]["status"] == "failed"
+
+
+def test_a_stream_ticket_opens_streams_only_for_its_owner_and_only_a_minute(
+    shim_url, stores, token, redis_url
+):
+    minted = requests.post(f"{shim_url}{P}/events/ticket", headers=auth(token), timeout=10)
+    assert minted.status_code == 200
+    ticket = minted.json()["data"]["ticket"]
+    assert minted.json()["data"]["expires_in"] <= 60 and token not in ticket
+    mine, theirs = new_job(stores), new_job(stores, OTHER_OWNER)
+    stores.jobs.fail(mine.id, JobError(errno=500, message="x"))
+    by_ticket = requests.get(
+        f"{shim_url}{P}/jobs/{mine.id}/events?ticket={ticket}", stream=True, timeout=10
+    )
+    assert by_ticket.status_code == 200 and read_events(by_ticket)[-1][0] == "status"
+    other = requests.get(f"{shim_url}{P}/jobs/{theirs.id}/events?ticket={ticket}", timeout=10)
+    assert other.status_code == 404
+    # Streams only: a ticket is no bearer token for anything else.
+    assert requests.get(f"{shim_url}{P}/accounts?ticket={ticket}", timeout=10).status_code == 401
+    forged = requests.get(f"{shim_url}{P}/events?ticket=tkt_forged", timeout=10)
+    assert forged.status_code == 401 and forged.json()["message"] == (
+        "Invalid or expired stream ticket."
+    )
+    client = redis.Redis.from_url(redis_url)
+    names = client.keys("callrail:ticket:*")
+    assert len(names) == 1 and 0 < client.ttl(names[0]) <= 60
+    assert ticket.encode() not in names[0]  # only its hash is stored
+    client.delete(names[0])  # as it expires
+    gone = requests.get(f"{shim_url}{P}/events?ticket={ticket}", timeout=10)
+    assert gone.status_code == 401
+
+
+def test_a_job_event_is_published_for_every_write_of_a_job(stores, redis_url):
+    client = redis.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    pubsub.psubscribe("callrail:events:*")
+    pubsub.get_message(timeout=1)  # the subscription itself
+    job = new_job(stores)
+    stores.jobs.start(job.id, "m", lease_seconds=90)
+    stores.jobs.record_page(job.id, 1, 2, 250)
+    stores.jobs.requeue(job.id)
+    stores.jobs.start(job.id, "m2", lease_seconds=90)
+    stores.jobs.succeed(job.id, {}, None)
+    seen = []
+    while (message := pubsub.get_message(timeout=1)) is not None:
+        if message["type"] == "pmessage":
+            seen.append(json.loads(message["data"])["status"])
+    assert seen == ["queued", "running", "running", "queued", "running", "succeeded"]
+    assert wait_job(stores, job.id).status == "succeeded"

@@ -1,0 +1,52 @@
+"""Job events: every change of a job, published through Redis after it is written to Mongo.
+
+Mongo stays the source of truth; an event only says "this job changed, look again". So a lost
+event (Redis down, a subscriber reconnecting) costs a waiter its fallback poll, never a wrong
+answer. One channel per owner: a shim process subscribes once to all of them and hands each
+event to the requests of that owner (`api_shim/hub.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import redis
+
+from worker.job import Job
+
+log = logging.getLogger("callrail_sync.events")
+PREFIX = "callrail:events:"
+PATTERN = PREFIX + "*"
+
+
+def channel(owner: str) -> str:
+    return PREFIX + owner
+
+
+def event_of(job: Job) -> dict[str, Any]:
+    """What an event says: which job, of whom, where it is now (no result, no error text)."""
+    return {
+        "job_id": job.id,
+        "owner": job.owner,
+        "type": job.type.value,
+        "status": job.status.value,
+        "callrail_account_id": job.params.callrail_account_id,
+        "pages_done": len(job.progress.pages_done),
+        "updated_at": job.updated_at.isoformat(),
+    }
+
+
+class JobEvents:
+    """Publishes job changes to Redis (the jobs store's `on_change`)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    def __call__(self, job: Job) -> None:
+        try:
+            self._redis.publish(channel(job.owner), json.dumps(event_of(job)))
+        except redis.RedisError as exc:
+            # The write is done and true; waiters find it at their next poll.
+            log.warning("job event not published", extra={"job_id": job.id, "error": str(exc)})
