@@ -10,6 +10,7 @@ from celery import Celery
 from fastapi import FastAPI
 
 from api_shim.admission import Admission
+from api_shim.auth import Authenticator
 from api_shim.cache import ShimCache
 from api_shim.deps import Services
 from api_shim.envelope import install
@@ -56,6 +57,7 @@ def create_app(
     app.state.services = Services(
         runtime=runtime,
         queue=queue or CeleryQueue(celery),
+        auth=Authenticator(settings),
         cache=cache,
         hub=hub,
         tickets=Tickets(settings.redis_url if has_redis else None),

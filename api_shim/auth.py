@@ -7,6 +7,7 @@ algorithm is accepted, so `alg: none` and algorithm-confusion tokens fail verifi
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 
 import jwt
 
@@ -26,18 +27,26 @@ def verification_key(settings: Settings) -> tuple[str, str]:
     raise RuntimeError("set JWT_SECRET (HS256) or JWT_PUBLIC_KEY (RS256)")
 
 
-def authenticate(header: str | None, settings: Settings) -> str:
-    """The DashClicks account id (24 hex) of a valid token; an error answer otherwise."""
+def bearer_token(header: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header."""
     if not header:
         raise errors.Unauthenticated("Authorization token is required.")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise errors.Unauthenticated("Authorization header must be 'Bearer <token>'.")
+    return token.strip()
+
+
+def authenticate(header: str | None, settings: Settings) -> str:
+    """The DashClicks account id (24 hex) of a valid token; an error answer otherwise."""
+    return verify(bearer_token(header), settings)[0]
+
+
+def verify(token: str, settings: Settings) -> tuple[str, float]:
+    """(account id, expiry as a Unix time) of a token whose signature and claims hold."""
     key, algorithm = verification_key(settings)
     try:
-        claims = jwt.decode(
-            token.strip(), key, algorithms=[algorithm], options={"require": ["exp"]}
-        )
+        claims = jwt.decode(token, key, algorithms=[algorithm], options={"require": ["exp"]})
     except jwt.ExpiredSignatureError:
         raise errors.Unauthenticated("Token has expired.") from None
     except jwt.PyJWTError:
@@ -45,7 +54,29 @@ def authenticate(header: str | None, settings: Settings) -> str:
     account_id = claims.get("account_id")
     if not is_object_id(account_id):
         raise errors.ValidationFailed("INVALID_ACCOUNT_ID")
-    return str(account_id).lower()
+    return str(account_id).lower(), float(claims["exp"])
+
+
+class Authenticator:
+    """Verifies bearer tokens, and remembers each valid one until it expires: a dashboard
+    sends the same token with every request, and its signature does not change (verifying
+    it was a tenth of the time of a cached page read). Only valid tokens are remembered."""
+
+    def __init__(self, settings: Settings, size: int = 10_000) -> None:
+        self._settings = settings
+        self._known: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._size = size
+
+    def owner(self, header: str | None) -> str:
+        token = bearer_token(header)
+        known = self._known.get(token)
+        if known is not None and known[1] > time.time():
+            return known[0]
+        owner, expires = verify(token, self._settings)
+        self._known[token] = (owner, expires)
+        while len(self._known) > self._size:
+            self._known.popitem(last=False)
+        return owner
 
 
 def issue_token(account_id: str, secret: str, ttl_seconds: int = 3600) -> str:

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 
 from api_shim.admission import Admission
-from api_shim.auth import authenticate
+from api_shim.auth import Authenticator
 from api_shim.cache import ShimCache
 from api_shim.hub import EventHub
 from api_shim.tickets import Tickets
@@ -27,6 +27,7 @@ class Services:
 
     runtime: Runtime
     queue: JobQueue
+    auth: Authenticator
     cache: ShimCache
     hub: EventHub
     tickets: Tickets
@@ -43,7 +44,7 @@ Svc = Annotated[Services, Depends(services)]
 
 async def current_owner(request: Request, svc: Svc) -> str:
     """The DashClicks account of the bearer token."""
-    return authenticate(request.headers.get("Authorization"), svc.runtime.settings)
+    return svc.auth.owner(request.headers.get("Authorization"))
 
 
 async def stream_owner(
@@ -56,7 +57,7 @@ async def stream_owner(
     """The caller of an event stream: the bearer token, or a stream ticket in the query
     (a browser's EventSource cannot send headers; the JWT never goes in a URL)."""
     if ticket is None:
-        return authenticate(request.headers.get("Authorization"), svc.runtime.settings)
+        return svc.auth.owner(request.headers.get("Authorization"))
     owner = await svc.tickets.owner(ticket)
     if owner is None:
         raise errors.Unauthenticated("Invalid or expired stream ticket.")

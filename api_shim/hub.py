@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -22,7 +23,12 @@ from worker.events import PATTERN
 
 log = logging.getLogger("callrail_sync.hub")
 FALLBACK_POLL = 1.0
-"""Seconds a waiter waits for an event before it looks at the store anyway."""
+"""Seconds a waiter waits for an event before it reads the store anyway, while the hub is not
+subscribed (events may be missed then)."""
+QUIET_POLL = 15.0
+"""The same while subscribed: events are not missed, so this is only a keep-alive's pace."""
+RESYNC: dict[str, Any] = {"type": "resync"}
+"""Handed to every waiter when the subscription is back: what happened meanwhile is unknown."""
 Event = dict[str, Any]
 Listener = Callable[[Event], None]
 
@@ -61,6 +67,13 @@ class EventHub:
     def waiting(self) -> int:
         return sum(len(w) for w in self._waiters.values())
 
+    @property
+    def poll_every(self) -> float:
+        """How long a waiter may rely on events before reading the store itself (spread, so
+        a thousand waiters do not all read at the same moment)."""
+        every = QUIET_POLL if self.connected.is_set() else FALLBACK_POLL
+        return every * random.uniform(0.75, 1.25)
+
     def start(self) -> None:
         """Subscribe now (the app's startup), so the caches hear of changes from the first
         request on; `subscribe` also starts it if it is not running."""
@@ -97,6 +110,10 @@ class EventHub:
             async with client.pubsub() as pubsub:
                 await pubsub.psubscribe(PATTERN)
                 self.connected.set()
+                for queues in list(self._waiters.values()):  # look again: events were missed
+                    for queue in queues:
+                        with contextlib.suppress(asyncio.QueueFull):
+                            queue.put_nowait(RESYNC)
                 async for message in pubsub.listen():
                     if message.get("type") == "pmessage":
                         self.dispatch(json.loads(message["data"]))

@@ -11,7 +11,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from api_shim.deps import Services
-from api_shim.hub import FALLBACK_POLL, Event
+from api_shim.hub import RESYNC, Event
 from worker.errors import NotFound
 from worker.job import Job
 
@@ -27,31 +27,38 @@ async def read_job(svc: Services, owner: str, job_id: str) -> Job:
 
 
 async def watch(svc: Services, owner: str, job_id: str) -> AsyncGenerator[Job | None, None]:
-    """The job now, then again each time it changes, until it is final. Between changes it
-    yields None once per FALLBACK_POLL (streams use that for their keep-alives)."""
+    """The job now, then again each time it changes, until it is final. A quiet spell
+    yields None (streams send their keep-alives then)."""
     async with svc.hub.subscribe(owner) as events:  # before the read: no change slips by
-        seen: Job | None = None
-        while True:
-            job = await read_job(svc, owner, job_id)
-            changed = seen is None or (job.status, job.updated_at) != (seen.status, seen.updated_at)
-            seen = job
-            yield job if changed else None
-            if job.is_final:
-                return
-            await next_change(events, job_id)
+        seen = await read_job(svc, owner, job_id)
+        yield seen
+        while not seen.is_final:
+            job = await next_change(events, job_id, svc.hub.poll_every)
+            if job is None:  # quiet, or the subscription was lost: ask the store
+                job = await read_job(svc, owner, job_id)
+            if (job.status, job.updated_at) == (seen.status, seen.updated_at):
+                yield None
+                continue
+            if job.updated_at >= seen.updated_at:
+                seen = job
+                yield job
 
 
-async def next_change(events: asyncio.Queue[Event], job_id: str) -> None:
-    """Return when an event about this job arrives, or when the fallback poll is due."""
+async def next_change(events: asyncio.Queue[Event], job_id: str, timeout: float) -> Job | None:
+    """The job as the next event about it carries it; None when `timeout` passes first, or
+    when the hub asks every waiter to look again."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + FALLBACK_POLL
+    deadline = loop.time() + timeout
     while (left := deadline - loop.time()) > 0:
         try:
             event = await asyncio.wait_for(events.get(), left)
         except TimeoutError:
-            return
-        if event.get("job_id") == job_id:
-            return
+            return None
+        if event is RESYNC:
+            return None
+        if event.get("job_id") == job_id and isinstance(event.get("job"), dict):
+            return Job.model_validate(event["job"])
+    return None
 
 
 def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> str:

@@ -22,6 +22,12 @@ from bench.common import (
     runtime_for,
     worker_process,
 )
+from bench.shim import (
+    bench_cached_pages,
+    bench_health_under_polls,
+    bench_lanes,
+    bench_wait_latency,
+)
 
 
 def bench_requests(quick: bool) -> None:
@@ -149,10 +155,19 @@ def bench_memory(quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast look")
-    parser.add_argument("--only", default="1,2,3,4")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8")
     args = parser.parse_args()
     chosen = {int(x) for x in args.only.split(",")}
-    benches = {1: bench_requests, 2: bench_parallel, 3: bench_shared_budget, 4: bench_memory}
+    benches = {
+        1: bench_requests,
+        2: bench_parallel,
+        3: bench_shared_budget,
+        4: bench_memory,
+        5: bench_wait_latency,
+        6: bench_health_under_polls,
+        7: bench_cached_pages,
+        8: bench_lanes,
+    }
     for number, bench in benches.items():
         if number in chosen:
             bench(args.quick)

@@ -13,9 +13,11 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,7 @@ import requests
 
 from api_shim.auth import DEV_SECRET
 from callrail_sync.processes import Part, ensure_mongo, ensure_redis, free_port, http_ok, log_says
+from tasks.celery_app import create_celery
 from worker.config import Settings
 from worker.stores import Stores, connect
 
@@ -189,14 +192,24 @@ class Stack:
         argv += ["--concurrency", str(self.config.concurrency), "--hostname", f"{name}@%h"]
         argv += ["--loglevel", "INFO", "--without-mingle", "--without-gossip"]
         env = self.env(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
-        ready = log_says(name, " ready.", self.run_dir)
+        node = f"{name}@{socket.gethostname()}"
+        # Ready when it answers a control ping (whatever its LOG_LEVEL lets it say).
         # Warm shutdown: a running sync stores the page in flight, then is handed back.
-        return Part(name, argv, ready, env=env, stop_timeout=90)
+        return Part(name, argv, self._pings(node), env=env, stop_timeout=90)
+
+    def _pings(self, node: str) -> Callable[[], bool]:
+        def ready() -> bool:
+            control = create_celery(Settings(redis_url=self.redis_url)).control
+            return bool(control.ping(destination=[node], timeout=0.5))
+
+        return ready
 
     def beat_part(self) -> Part:
         argv = [PY, "-m", "celery", "-A", "tasks.app", "beat", "--loglevel", "INFO"]
         argv += ["--schedule", str(self.run_dir / "beat-schedule")]
-        return Part("beat", argv, log_says("beat", "beat: Starting", self.run_dir), env=self.env())
+        # Beat logs at INFO whatever LOG_LEVEL says (a line a tick): its start is its readiness.
+        env = self.env(LOG_LEVEL="INFO")
+        return Part("beat", argv, log_says("beat", "beat: Starting", self.run_dir), env=env)
 
     def flower_part(self) -> Part:
         port = free_port()

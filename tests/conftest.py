@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -201,17 +202,14 @@ def token(settings: Settings) -> str:
     return issue_token(OWNER, settings.jwt_secret or "")
 
 
-@pytest.fixture
-def shim_url(runtime: Runtime, queue: CeleryQueue) -> Iterator[str]:
-    """The shim under a real uvicorn server on a free port."""
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """An ASGI app under a real uvicorn server on a free port."""
     import uvicorn
-
-    from api_shim.app import create_app
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = create_app(runtime.settings, runtime=runtime, queue=queue)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -222,3 +220,12 @@ def shim_url(runtime: Runtime, queue: CeleryQueue) -> Iterator[str]:
     server.should_exit = True
     thread.join(5)
     sock.close()
+
+
+@pytest.fixture
+def shim_url(runtime: Runtime, queue: CeleryQueue) -> Iterator[str]:
+    """The shim under a real uvicorn server on a free port."""
+    from api_shim.app import create_app
+
+    with serving(create_app(runtime.settings, runtime=runtime, queue=queue)) as url:
+        yield url

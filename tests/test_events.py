@@ -12,7 +12,7 @@ import requests
 
 from worker.job import JobError, JobType, NewJob
 
-from .conftest import OTHER_OWNER, OWNER, wait_job
+from .conftest import OTHER_OWNER, OWNER, serving, wait_job
 
 P = "/v1/e/callrail"
 
@@ -49,17 +49,20 @@ def test_a_long_poll_answers_when_the_job_ends_not_when_the_wait_does(shim_url, 
     assert elapsed < 5  # woken by the event, nowhere near the 20 s wait
 
 
-def test_a_long_poll_without_events_still_sees_the_end(shim_url, stores, token):
-    """An event lost (Redis blinked) costs a poll, not a wrong or late-by-the-wait answer."""
+def test_a_long_poll_still_sees_the_end_while_the_events_are_down(runtime, queue, stores, token):
+    """With no event subscription (Redis unreachable for the shim's hub), a waiting poll
+    reads the store every second instead: later, never wrong."""
+    from api_shim.app import create_app
+
+    deaf = runtime.settings.model_copy(update={"redis_url": "redis://127.0.0.1:9/0"})
     job = new_job(stores)
 
-    def finish_silently() -> None:  # behind the events' back: straight in the collection
-        stores.db["callrail_jobs"].update_one(
-            {"_id": job.id}, {"$set": {"status": "failed", "error": {"errno": 1, "message": "x"}}}
-        )
+    def finish() -> None:
+        stores.jobs.fail(job.id, JobError(errno=1, message="x"))
 
-    threading.Timer(0.3, finish_silently).start()
-    answer = requests.get(f"{shim_url}{P}/jobs/{job.id}?wait=10", headers=auth(token), timeout=30)
+    with serving(create_app(deaf, runtime=runtime, queue=queue)) as url:
+        threading.Timer(0.3, finish).start()
+        answer = requests.get(f"{url}{P}/jobs/{job.id}?wait=10", headers=auth(token), timeout=30)
     assert answer.json()["data"]["status"] == "failed"
 
 

@@ -1,8 +1,8 @@
 """Job events: every change of a job, published through Redis after it is written to Mongo.
 
-Mongo stays the source of truth; an event only says "this job changed, look again". So a lost
-event (Redis down, a subscriber reconnecting) costs a waiter its fallback poll, never a wrong
-answer. One channel per owner: a shim process subscribes once to all of them and hands each
+Mongo stays the source of truth: an event carries the job exactly as it was just written, and a
+lost event (Redis down, a subscriber reconnecting) costs a waiter a read of the store, never a
+wrong answer. One channel per owner: a shim process subscribes once to all of them and hands each
 event to the requests of that owner (`api_shim/hub.py`).
 """
 
@@ -26,15 +26,15 @@ def channel(owner: str) -> str:
 
 
 def event_of(job: Job) -> dict[str, Any]:
-    """What an event says: which job, of whom, where it is now (no result, no error text)."""
+    """What an event says: which job, of whom, and the job as it was just written (so a
+    waiter can answer without reading it back)."""
     return {
         "job_id": job.id,
         "owner": job.owner,
         "type": job.type.value,
         "status": job.status.value,
         "callrail_account_id": job.params.callrail_account_id,
-        "pages_done": len(job.progress.pages_done),
-        "updated_at": job.updated_at.isoformat(),
+        "job": job.model_dump(mode="json"),
     }
 
 

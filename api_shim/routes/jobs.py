@@ -17,8 +17,6 @@ from api_shim.watch import read_job, sse, watch
 from worker.job import Job
 
 MAX_WAIT = 30
-KEEPALIVE_POLLS = 15
-"""A comment line on a quiet stream every this many fallback polls, so proxies keep it."""
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 router = APIRouter(prefix=PREFIX)
 
@@ -49,13 +47,10 @@ async def job_events(job_id: str, owner: StreamOwner, svc: Svc) -> StreamingResp
     await read_job(svc, owner, job_id)  # 404 before the stream starts
 
     async def stream() -> AsyncIterator[str]:
-        quiet = 0
         async with contextlib.aclosing(watch(svc, owner, job_id)) as changes:
             async for job in changes:
-                if job is None:
-                    quiet += 1
-                    if quiet % KEEPALIVE_POLLS == 0:
-                        yield ": keep-alive\n\n"
+                if job is None:  # a quiet spell: a comment line, so proxies keep the stream
+                    yield ": keep-alive\n\n"
                     continue
                 name = "status" if job.is_final else "progress"
                 yield sse(name, job_view(job), job.updated_at.isoformat())

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TypeVar
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from api_shim import validation as check
+from api_shim.bodies import openapi_query
 from api_shim.deps import Owner, Svc, require_key
 from api_shim.listings import serve_listing
 from api_shim.presenters import PREFIX
@@ -34,6 +35,9 @@ class ListingParams(BaseModel):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+Q = TypeVar("Q", bound=ListingParams)
+
+
 class CompanyParams(ListingParams):
     """The query of the companies listing."""
 
@@ -41,21 +45,33 @@ class CompanyParams(ListingParams):
     disabled: str | None = Field(None, description="true: include disabled companies")
 
 
-@router.get("/accounts", summary="List the CallRail accounts of the caller's API key")
-async def list_accounts(
-    owner: Owner, svc: Svc, q: Annotated[ListingParams, Query()]
-) -> JSONResponse:
+def _query(request: Request, model: type[Q]) -> Q:
+    """The route's query, read here rather than by FastAPI: each bad value then gets the
+    spec's envelope and a message naming it (and the route skips FastAPI's parameter pass)."""
+    return model.model_validate(dict(request.query_params))
+
+
+@router.get(
+    "/accounts",
+    summary="List the CallRail accounts of the caller's API key",
+    openapi_extra=openapi_query(ListingParams),
+)
+async def list_accounts(request: Request, owner: Owner, svc: Svc) -> JSONResponse:
     await require_key(svc, owner)
+    q = _query(request, ListingParams)
     query = check.page_query(q.as_dict(), SORTABLE["accounts"])
     refresh = check.flag(q.refresh, "refresh")
     return await serve_listing(svc, owner, "accounts", JobParams(), query, refresh=refresh)
 
 
-@router.get("/companies", summary="List, search and sort the companies of a CallRail account")
-async def list_companies(
-    owner: Owner, svc: Svc, q: Annotated[CompanyParams, Query()]
-) -> JSONResponse:
+@router.get(
+    "/companies",
+    summary="List, search and sort the companies of a CallRail account",
+    openapi_extra=openapi_query(CompanyParams, required=frozenset({"account_id"})),
+)
+async def list_companies(request: Request, owner: Owner, svc: Svc) -> JSONResponse:
     await require_key(svc, owner)
+    q = _query(request, CompanyParams)
     if not q.account_id:
         raise ValidationFailed(MSG_ACCOUNT_REQUIRED)
     params = JobParams(callrail_account_id=check.callrail_id(q.account_id, "account_id"))
