@@ -58,23 +58,33 @@ class WalkedPage:
 class _Progress:
     per_page: int
     remember_pages: int = 8
-    recent: deque[set[str]] = field(default_factory=deque)
+    seen: dict[str, int] = field(default_factory=dict)
+    """Each id held by a recent page, with the turn of the latest such page."""
+    recent: deque[tuple[int, list[str]]] = field(default_factory=deque)
+    """The recent pages, oldest first: their turn and their ids."""
+    turn: int = 0
     last: int | None = None
     consistent: bool = False
     last_raw_count: int = 0
     idle_run: int = 0
 
     def absorb(self, number: int, raw: RawItems, meta: PageMeta) -> WalkedPage:
+        self.turn += 1
+        seen, turn = self.seen, self.turn
         fresh: RawItems = []
-        ids: set[str] = set()
+        ids: list[str] = []
         for item in raw:
             key = str(item.get("id"))
-            if key not in ids and not any(key in page for page in self.recent):
+            if key not in seen:
                 fresh.append(item)
-            ids.add(key)
-        self.recent.append(ids)
+            seen[key] = turn
+            ids.append(key)
+        self.recent.append((turn, ids))
         if len(self.recent) > self.remember_pages:
-            self.recent.popleft()
+            gone, gone_ids = self.recent.popleft()
+            for key in gone_ids:
+                if seen.get(key) == gone:  # no more recent page holds it
+                    del seen[key]
         self.idle_run = 0 if fresh else self.idle_run + 1
         self.last_raw_count = len(raw)
         self.last, self.consistent = estimate_last_page(meta, self.per_page, len(raw))
