@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
 
 import pytest
 import requests
 import responses
+from annotated_types import Le
 
 from worker import errors
 from worker.callrail.client import CallRailClient, Timeouts, segment
 from worker.callrail.models import Company, PageMeta
 from worker.callrail.pagination import PageWalker
+from worker.config import Settings
 
 BASE = "https://api.test/v3"
+HIGHEST_CONCURRENCY = next(
+    m.le for m in Settings.model_fields["page_concurrency"].metadata if isinstance(m, Le)
+)
 
 
 def count_companies(client: CallRailClient, account_id: str, **kw) -> tuple[int, list[str]]:
@@ -377,6 +384,55 @@ def test_parallel_walker_with_bad_metadata_matches_sequential():
         seq, _ = make_pages(1_650, meta)
         par, _ = make_pages(1_650, meta)
         assert walk_ids(par, concurrency=4) == walk_ids(seq)
+
+
+@pytest.mark.parametrize("concurrency", [39, 40, HIGHEST_CONCURRENCY])
+def test_the_39_pages_after_the_first_are_all_asked_for_before_any_answers(concurrency):
+    """Two round trips for 40 pages, and no request past the last page however wide the window."""
+    fetch_page, calls = make_pages(10_000, lambda n: {"total_pages": 40, "total_records": 10_000})
+    all_39_sent = threading.Barrier(39, timeout=10)
+
+    def fetch(number: int):
+        if number > 1:
+            all_39_sent.wait()  # breaks, failing the walk, unless all 39 are in flight at once
+        return fetch_page(number)
+
+    assert walk_ids(fetch, concurrency=concurrency) == [f"R{i}" for i in range(10_000)]
+    assert sorted(calls) == list(range(1, 41))
+
+
+def test_no_more_than_concurrency_pages_are_in_flight_and_the_window_fills():
+    fetch_page, _ = make_pages(100 * 250, lambda n: {"total_pages": 100, "total_records": 25_000})
+    lock = threading.Lock()
+    in_flight: list[int] = [0]
+    most: list[int] = [0]
+
+    def fetch(number: int):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.01)
+        with lock:
+            in_flight[0] -= 1
+        return fetch_page(number)
+
+    assert len(walk_ids(fetch, concurrency=8)) == 25_000
+    assert most[0] == 8
+
+
+def test_the_walker_stays_exactly_the_window_ahead_of_its_caller_to_the_end():
+    """Each page handed over starts the next: the window stays full (no batches that drain),
+    and the pages held never outgrow it, however slowly the caller stores them."""
+    fetch, calls = make_pages(60 * 250, lambda n: {"total_pages": 60, "total_records": 15_000})
+    ahead: list[int] = []
+    for page in PageWalker(fetch, per_page=250, concurrency=4):
+        expected = min(page.number + 4, 60)
+        deadline = time.monotonic() + 5
+        while max(calls) < expected and time.monotonic() < deadline:
+            time.sleep(0.001)  # the caller storing the page; the fetches go on meanwhile
+        time.sleep(0.005)  # and a little longer, for a page started too many to show
+        ahead.append(max(calls) - page.number)
+    assert ahead == [min(4, 60 - n) for n in range(1, 61)]
 
 
 def test_resume_skips_stored_pages():
