@@ -13,7 +13,7 @@ from annotated_types import Le
 
 from worker import errors
 from worker.callrail.client import CallRailClient, Timeouts, segment
-from worker.callrail.models import Company, PageMeta
+from worker.callrail.models import PageMeta
 from worker.callrail.pagination import PageWalker
 from worker.config import Settings
 
@@ -26,7 +26,7 @@ HIGHEST_CONCURRENCY = next(
 def count_companies(client: CallRailClient, account_id: str, **kw) -> tuple[int, list[str]]:
     ids: list[str] = []
     for _page, companies in client.iter_company_pages(account_id, **kw):
-        ids.extend(c.id for c in companies)
+        ids.extend(c["id"] for c in companies)
     return len(ids), ids
 
 
@@ -35,8 +35,8 @@ def count_companies(client: CallRailClient, account_id: str, **kw) -> tuple[int,
 
 def test_lists_every_account_of_the_key(client, sim_data, api_key):
     accounts = [a for _, page in client.iter_account_pages() for a in page]
-    assert [a.id for a in accounts] == sim_data.accounts_by_key[api_key]
-    assert all(isinstance(a.hipaa_account, bool) for a in accounts)
+    assert [a["id"] for a in accounts] == sim_data.accounts_by_key[api_key]
+    assert all(isinstance(a["hipaa_account"], bool) for a in accounts)
 
 
 @pytest.mark.parametrize("records", [0, 1, 250, 251, 10_001])
@@ -60,7 +60,7 @@ def test_company_filters_are_passed_upstream(client, sim, sim_data, api_key):
     account = sim_data.accounts_by_key[api_key][0]
     _, active = count_companies(client, account, status="active", sort="name", order="asc")
     everything = [c for _, page in client.iter_company_pages(account) for c in page]
-    assert set(active) == {c.id for c in everything if c.status == "active"}
+    assert set(active) == {c["id"] for c in everything if c["status"] == "active"}
     queries = [r.query for r in sim.requests_logged(path_contains="companies")]
     assert any("status=active" in q and "sort=name" in q and "order=asc" in q for q in queries)
     with pytest.raises(errors.ValidationFailed):
@@ -70,14 +70,14 @@ def test_company_filters_are_passed_upstream(client, sim, sim_data, api_key):
 def test_get_company(client, sim_data, api_key):
     account = sim_data.accounts_by_key[api_key][0]
     first = next(client.iter_company_pages(account))[1][0]
-    assert client.get_company(account, first.id) == first
+    assert client.get_company(account, first["id"]) == first
     with pytest.raises(errors.UpstreamNotFound):
         client.get_company(account, "COMmissing")
 
 
 def test_webhook_integration_lifecycle(client, sim_data, api_key):
     account = sim_data.accounts_by_key[api_key][0]
-    company = next(client.iter_company_pages(account))[1][0].id
+    company = next(client.iter_company_pages(account))[1][0]["id"]
     assert client.list_webhook_integrations(account, company) == []
     made = client.create_webhook_integration(
         account, company, {"post_call_webhook": ["https://a.example/h"]}
@@ -234,18 +234,64 @@ def test_escaped_ids_stay_inside_their_path_on_a_real_server(client, sim):
     assert sim.requests_logged()[-1].path.startswith("/v3/a/..%2F..%2Fa/")
 
 
+# --- records: plain dicts, the fields we read checked ---------------------------------------
+
+
+def listed(key: str, *records: dict) -> dict:
+    return {key: list(records), "page": 1, "per_page": 250, "total_pages": 1, "total_records": 1}
+
+
 @responses.activate
-def test_unknown_fields_are_kept():
-    responses.get(
-        f"{BASE}/a/ACC1/companies/COM1.json",
-        json={"id": "COM1", "name": "A", "status": "active", "brand_new_field": {"x": 1}},
-    )
+def test_listed_companies_are_plain_dicts_as_sent_with_string_ids():
+    sent = {
+        "id": 470306151,
+        "name": "Old Dental",
+        "status": "disabled",
+        "time_zone": "America/New_York",
+        "created_at": "2018-02-19T13:41:00.236-05:00",
+        "disabled_at": "2024-01-02T03:04:05.000-05:00",
+        "brand_new_field": {"x": [1, 2]},
+    }
+    responses.get(f"{BASE}/a/ACC1/companies.json", json=listed("companies", sent))
+    [(_page, companies)] = list(CallRailClient("k", base_url=BASE).iter_company_pages("ACC1"))
+    assert [type(c) for c in companies] == [dict]
+    assert companies == [{**sent, "id": "470306151"}]
+
+
+@responses.activate
+def test_listed_accounts_are_plain_dicts_with_unknown_fields_kept():
+    sent = {"id": 470306151, "name": "Acme", "hipaa_account": True, "brand_new_field": None}
+    responses.get(f"{BASE}/a.json", json=listed("accounts", sent))
+    [(_page, accounts)] = list(CallRailClient("k", base_url=BASE).iter_account_pages())
+    assert [type(a) for a in accounts] == [dict]
+    assert accounts == [{**sent, "id": "470306151"}]
+
+
+@responses.activate
+def test_fields_we_read_take_their_defaults_when_missing():
+    responses.get(f"{BASE}/a/ACC1/companies/COM1.json", json={"id": "COM1", "dni_active": True})
     company = CallRailClient("k", base_url=BASE).get_company("ACC1", "COM1")
-    assert company.model_dump()["brand_new_field"] == {"x": 1}
+    assert company == {
+        "id": "COM1",
+        "name": "",
+        "status": "active",
+        "created_at": None,
+        "disabled_at": None,
+        "dni_active": True,
+    }
 
 
-def test_numeric_ids_become_strings():
-    assert Company.model_validate({"id": 470306151}).id == "470306151"
+@pytest.mark.parametrize(
+    "record",
+    [{"name": "no id"}, {"id": None}, {"id": ""}, {"id": ["COM1"]}, {"id": "COM1", "name": 7}],
+    ids=["missing id", "null id", "empty id", "list id", "name not text"],
+)
+@responses.activate
+def test_a_record_breaking_what_we_read_is_a_server_error(record):
+    responses.get(f"{BASE}/a/ACC1/companies.json", json=listed("companies", record))
+    with pytest.raises(errors.ServerError) as caught:
+        list(CallRailClient("k", base_url=BASE).iter_company_pages("ACC1"))
+    assert caught.value.retriable and "CallRail sent a company" in caught.value.message
 
 
 def test_key_is_not_in_the_repr():
