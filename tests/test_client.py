@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -18,6 +19,7 @@ from worker.callrail.pagination import PageWalker
 from worker.config import Settings
 
 BASE = "https://api.test/v3"
+DEFAULT_CONCURRENCY = Settings.model_fields["page_concurrency"].default
 HIGHEST_CONCURRENCY = next(
     m.le for m in Settings.model_fields["page_concurrency"].metadata if isinstance(m, Le)
 )
@@ -54,6 +56,51 @@ def test_parallel_walk_reads_the_same_records_in_the_same_order(sim, sim_data, a
     sequential = CallRailClient(api_key, base_url=sim.base_url)
     parallel = CallRailClient(api_key, base_url=sim.base_url, page_concurrency=4)
     assert count_companies(parallel, account) == count_companies(sequential, account)
+
+
+class RoundTrips:
+    """Counts round trips through the client's hooks: a request sent after an answer of trip
+    k came back is on trip k + 1, so the count is the longest chain of waits for CallRail."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._mine = threading.local()  # a request is sent and answered on one thread
+        self.count = 0
+
+    def sent(self, method: str, path: str) -> None:
+        with self._lock:
+            self._mine.trip = self.count + 1
+
+    def answered(self, method: str, path: str, status: int) -> None:
+        with self._lock:
+            self.count = max(self.count, self._mine.trip)
+
+
+def test_the_default_concurrency_reads_10_000_companies_in_two_round_trips(sim, sim_data, api_key):
+    account = sim_data.add_account(api_key, 10_000)
+    sim.set_knobs(latency=0.5)  # far longer than starting the 39 requests takes
+    trips = RoundTrips()
+    client = CallRailClient(
+        api_key,
+        base_url=sim.base_url,
+        before_request=trips.sent,
+        after_response=trips.answered,
+        page_concurrency=DEFAULT_CONCURRENCY,
+    )
+    assert count_companies(client, account)[0] == 10_000
+    assert sim.stats()["requests"] == 40
+    assert trips.count == 2
+
+
+def test_the_connection_pool_keeps_a_connection_for_every_page_in_flight(
+    sim, sim_data, api_key, caplog
+):
+    account = sim_data.add_account(api_key, HIGHEST_CONCURRENCY * 250 + 1)
+    sim.set_knobs(latency=0.2)
+    client = CallRailClient(api_key, base_url=sim.base_url, page_concurrency=HIGHEST_CONCURRENCY)
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+        assert count_companies(client, account)[0] == HIGHEST_CONCURRENCY * 250 + 1
+    assert "pool is full" not in caplog.text
 
 
 def test_company_filters_are_passed_upstream(client, sim, sim_data, api_key):

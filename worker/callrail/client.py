@@ -28,6 +28,9 @@ from worker.callrail.records import ACCOUNT, COMPANY, AccountRecord, CompanyReco
 DEFAULT_BASE_URL = "https://api.callrail.com/v3"
 MAX_PER_PAGE = 250
 WEBHOOKS_TYPE = "Webhooks"
+POOL_SIZE = 64
+"""Connections kept per host: the most pages a walk may have in flight (PAGE_CONCURRENCY's
+upper bound in worker/config.py), so that no parallel walk opens connections only to drop them."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ def shared_session() -> requests.Session:
         session = _sessions.get(pid)
         if session is None:
             session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
             session.mount("https://", adapter)
             session.mount("http://", adapter)
             _sessions[pid] = session
