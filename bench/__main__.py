@@ -17,9 +17,12 @@ import redis
 
 from bench.common import (
     BENCH_REDIS,
+    DEFAULT_CONCURRENCY,
     SimProcess,
+    Walk,
     run_sync,
     runtime_for,
+    timed_walk,
     worker_process,
 )
 from bench.shim import (
@@ -51,26 +54,47 @@ def bench_requests(quick: bool) -> None:
 
 
 def bench_parallel(quick: bool) -> None:
-    """2. Wall time of a 10,000-company sync at 100 ms latency: parallel vs sequential."""
-    n = 10_000
-    print(f"\n2. {n:,}-company sync, 100 ms simulated latency: parallel walk vs sequential")
+    """2. A 10,000-company walk at 100 ms latency: the default concurrency vs sequential."""
+    n, runs = 10_000, 1 if quick else 3
+    pages = math.ceil(n / 250)
+    print(
+        f"\n2. {n:,}-company walk, 100 ms simulated latency: parallel vs sequential, in one "
+        f"run\n   (each the median of {runs} walks; CPU: the client's per record, the "
+        "simulator's per page)"
+    )
     with SimProcess(["--accounts", "0", "--latency", "100"]) as sim:
         account = sim.add_account(sim.key, n)
-        rows = {}
-        for label, concurrency in (("sequential", 1), ("parallel (16)", 16), ("parallel (40)", 40)):
+        rt = runtime_for(sim.base_url)
+        timed_walk(sim, rt.client(sim.key), account)  # the simulator builds the account now
+        rows: dict[str, tuple[list[Walk], float]] = {}
+        for label, concurrency in (
+            ("sequential", 1),
+            ("parallel (16)", 16),
+            (f"parallel ({DEFAULT_CONCURRENCY}, default)", DEFAULT_CONCURRENCY),
+        ):
             rt = runtime_for(sim.base_url, concurrency=concurrency)
-            client = rt.client(sim.key)
-            started = time.perf_counter()
-            walked = sum(len(page) for _, page in client.iter_company_pages(account))
-            walk = time.perf_counter() - started
+            walks = sorted(timed_walk(sim, rt.client(sim.key), account) for _ in range(runs))
             full, outcome = run_sync(rt, sim.key, account)
-            assert walked == outcome.result["counts"]["records"] == n
-            rows[label] = (walk, full)
-        base_walk, base_full = rows["sequential"]
-        for label, (walk, full) in rows.items():
+            assert all(w.records == n for w in walks) and outcome.result["counts"]["records"] == n
+            rows[label] = (walks, full)
+        base_walks, base_full = rows["sequential"]
+        base = base_walks[runs // 2].seconds
+        for label, (walks, full) in rows.items():
+            walk = walks[runs // 2]
+            each = ", ".join(f"{base / w.seconds:.1f}x" for w in walks)
+            sim_cpu = (
+                f"{walk.simulator_cpu * 1e3 / pages:3.1f} ms/page"
+                if walk.simulator_cpu is not None
+                else "?"
+            )
             print(
-                f"   {label:<14} walk {walk:6.2f} s ({base_walk / walk:5.1f}x)   "
-                f"full sync into the in-process store {full:6.2f} s ({base_full / full:4.1f}x)"
+                f"   {label:<22} walk {walk.seconds:5.2f} s {base / walk.seconds:5.1f}x "
+                f"(walks {each}); CPU client {walk.client_cpu * 1e6 / n:4.1f} us/record, "
+                f"simulator {sim_cpu}"
+            )
+            print(
+                f"   {'':<22} full sync into the in-process store {full:5.2f} s "
+                f"{base_full / full:5.1f}x"
             )
 
 

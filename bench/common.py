@@ -19,6 +19,7 @@ import requests
 
 from tasks import sync
 from tasks.jobs import Outcome
+from worker.callrail.client import CallRailClient
 from worker.config import Settings
 from worker.job import JobParams, JobType, NewJob
 from worker.ratelimit import RequestBudget, Window
@@ -29,6 +30,8 @@ from worker.stores.snapshots import Kind, SnapshotHead, SnapshotWriter
 
 OWNER = "64f1c2a9e4b0a1b2c3d4e5f6"
 BENCH_REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+DEFAULT_CONCURRENCY: int = Settings.model_fields["page_concurrency"].default
+"""PAGE_CONCURRENCY as the service runs it unless told otherwise: what the benchmarks measure."""
 
 
 @dataclass
@@ -96,16 +99,49 @@ class SimProcess:
     def key(self) -> str:
         return next(iter(self.keys))
 
+    def cpu_seconds(self) -> float | None:
+        """CPU the simulator process has used so far (user + system), from Linux's /proc."""
+        if self.proc is None:
+            return None
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def runtime_for(
     base_url: str,
     *,
-    concurrency: int = 16,
+    concurrency: int = DEFAULT_CONCURRENCY,
     stores: Stores | None = None,
     budget: RequestBudget | None = None,
 ) -> Runtime:
     settings = Settings(callrail_base_url=base_url, page_concurrency=concurrency)
     return Runtime(settings=settings, stores=stores or connect(settings), budget=budget)
+
+
+@dataclass(frozen=True, order=True)
+class Walk:
+    """One walk of an account's companies, timed."""
+
+    seconds: float
+    client_cpu: float
+    """This process's CPU seconds: the client's alone, the simulator being another process."""
+    simulator_cpu: float | None
+    """The simulator process's CPU seconds (None where /proc cannot tell)."""
+    records: int
+
+
+def timed_walk(sim: SimProcess, client: CallRailClient, callrail_account_id: str) -> Walk:
+    """Walk every page of an account's companies and time it."""
+    sim_cpu, cpu, wall = sim.cpu_seconds(), time.process_time(), time.perf_counter()
+    records = sum(len(page) for _, page in client.iter_company_pages(callrail_account_id))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    sim_after = sim.cpu_seconds()
+    sim_spent = sim_after - sim_cpu if sim_after is not None and sim_cpu is not None else None
+    return Walk(wall, cpu, sim_spent, records)
 
 
 def run_sync(

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
+import time
 
 import pytest
 import requests
 import responses
+from annotated_types import Le
 
 from worker import errors
 from worker.callrail.client import CallRailClient, Timeouts, segment
-from worker.callrail.models import Company, PageMeta
+from worker.callrail.models import PageMeta
 from worker.callrail.pagination import PageWalker
+from worker.config import Settings
 
 BASE = "https://api.test/v3"
+DEFAULT_CONCURRENCY = Settings.model_fields["page_concurrency"].default
+HIGHEST_CONCURRENCY = next(
+    m.le for m in Settings.model_fields["page_concurrency"].metadata if isinstance(m, Le)
+)
 
 
 def count_companies(client: CallRailClient, account_id: str, **kw) -> tuple[int, list[str]]:
     ids: list[str] = []
     for _page, companies in client.iter_company_pages(account_id, **kw):
-        ids.extend(c.id for c in companies)
+        ids.extend(c["id"] for c in companies)
     return len(ids), ids
 
 
@@ -28,8 +37,8 @@ def count_companies(client: CallRailClient, account_id: str, **kw) -> tuple[int,
 
 def test_lists_every_account_of_the_key(client, sim_data, api_key):
     accounts = [a for _, page in client.iter_account_pages() for a in page]
-    assert [a.id for a in accounts] == sim_data.accounts_by_key[api_key]
-    assert all(isinstance(a.hipaa_account, bool) for a in accounts)
+    assert [a["id"] for a in accounts] == sim_data.accounts_by_key[api_key]
+    assert all(isinstance(a["hipaa_account"], bool) for a in accounts)
 
 
 @pytest.mark.parametrize("records", [0, 1, 250, 251, 10_001])
@@ -49,11 +58,56 @@ def test_parallel_walk_reads_the_same_records_in_the_same_order(sim, sim_data, a
     assert count_companies(parallel, account) == count_companies(sequential, account)
 
 
+class RoundTrips:
+    """Counts round trips through the client's hooks: a request sent after an answer of trip
+    k came back is on trip k + 1, so the count is the longest chain of waits for CallRail."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._mine = threading.local()  # a request is sent and answered on one thread
+        self.count = 0
+
+    def sent(self, method: str, path: str) -> None:
+        with self._lock:
+            self._mine.trip = self.count + 1
+
+    def answered(self, method: str, path: str, status: int) -> None:
+        with self._lock:
+            self.count = max(self.count, self._mine.trip)
+
+
+def test_the_default_concurrency_reads_10_000_companies_in_two_round_trips(sim, sim_data, api_key):
+    account = sim_data.add_account(api_key, 10_000)
+    sim.set_knobs(latency=0.5)  # far longer than starting the 39 requests takes
+    trips = RoundTrips()
+    client = CallRailClient(
+        api_key,
+        base_url=sim.base_url,
+        before_request=trips.sent,
+        after_response=trips.answered,
+        page_concurrency=DEFAULT_CONCURRENCY,
+    )
+    assert count_companies(client, account)[0] == 10_000
+    assert sim.stats()["requests"] == 40
+    assert trips.count == 2
+
+
+def test_the_connection_pool_keeps_a_connection_for_every_page_in_flight(
+    sim, sim_data, api_key, caplog
+):
+    account = sim_data.add_account(api_key, HIGHEST_CONCURRENCY * 250 + 1)
+    sim.set_knobs(latency=0.2)
+    client = CallRailClient(api_key, base_url=sim.base_url, page_concurrency=HIGHEST_CONCURRENCY)
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+        assert count_companies(client, account)[0] == HIGHEST_CONCURRENCY * 250 + 1
+    assert "pool is full" not in caplog.text
+
+
 def test_company_filters_are_passed_upstream(client, sim, sim_data, api_key):
     account = sim_data.accounts_by_key[api_key][0]
     _, active = count_companies(client, account, status="active", sort="name", order="asc")
     everything = [c for _, page in client.iter_company_pages(account) for c in page]
-    assert set(active) == {c.id for c in everything if c.status == "active"}
+    assert set(active) == {c["id"] for c in everything if c["status"] == "active"}
     queries = [r.query for r in sim.requests_logged(path_contains="companies")]
     assert any("status=active" in q and "sort=name" in q and "order=asc" in q for q in queries)
     with pytest.raises(errors.ValidationFailed):
@@ -63,14 +117,14 @@ def test_company_filters_are_passed_upstream(client, sim, sim_data, api_key):
 def test_get_company(client, sim_data, api_key):
     account = sim_data.accounts_by_key[api_key][0]
     first = next(client.iter_company_pages(account))[1][0]
-    assert client.get_company(account, first.id) == first
+    assert client.get_company(account, first["id"]) == first
     with pytest.raises(errors.UpstreamNotFound):
         client.get_company(account, "COMmissing")
 
 
 def test_webhook_integration_lifecycle(client, sim_data, api_key):
     account = sim_data.accounts_by_key[api_key][0]
-    company = next(client.iter_company_pages(account))[1][0].id
+    company = next(client.iter_company_pages(account))[1][0]["id"]
     assert client.list_webhook_integrations(account, company) == []
     made = client.create_webhook_integration(
         account, company, {"post_call_webhook": ["https://a.example/h"]}
@@ -227,18 +281,64 @@ def test_escaped_ids_stay_inside_their_path_on_a_real_server(client, sim):
     assert sim.requests_logged()[-1].path.startswith("/v3/a/..%2F..%2Fa/")
 
 
+# --- records: plain dicts, the fields we read checked ---------------------------------------
+
+
+def listed(key: str, *records: dict) -> dict:
+    return {key: list(records), "page": 1, "per_page": 250, "total_pages": 1, "total_records": 1}
+
+
 @responses.activate
-def test_unknown_fields_are_kept():
-    responses.get(
-        f"{BASE}/a/ACC1/companies/COM1.json",
-        json={"id": "COM1", "name": "A", "status": "active", "brand_new_field": {"x": 1}},
-    )
+def test_listed_companies_are_plain_dicts_as_sent_with_string_ids():
+    sent = {
+        "id": 470306151,
+        "name": "Old Dental",
+        "status": "disabled",
+        "time_zone": "America/New_York",
+        "created_at": "2018-02-19T13:41:00.236-05:00",
+        "disabled_at": "2024-01-02T03:04:05.000-05:00",
+        "brand_new_field": {"x": [1, 2]},
+    }
+    responses.get(f"{BASE}/a/ACC1/companies.json", json=listed("companies", sent))
+    [(_page, companies)] = list(CallRailClient("k", base_url=BASE).iter_company_pages("ACC1"))
+    assert [type(c) for c in companies] == [dict]
+    assert companies == [{**sent, "id": "470306151"}]
+
+
+@responses.activate
+def test_listed_accounts_are_plain_dicts_with_unknown_fields_kept():
+    sent = {"id": 470306151, "name": "Acme", "hipaa_account": True, "brand_new_field": None}
+    responses.get(f"{BASE}/a.json", json=listed("accounts", sent))
+    [(_page, accounts)] = list(CallRailClient("k", base_url=BASE).iter_account_pages())
+    assert [type(a) for a in accounts] == [dict]
+    assert accounts == [{**sent, "id": "470306151"}]
+
+
+@responses.activate
+def test_fields_we_read_take_their_defaults_when_missing():
+    responses.get(f"{BASE}/a/ACC1/companies/COM1.json", json={"id": "COM1", "dni_active": True})
     company = CallRailClient("k", base_url=BASE).get_company("ACC1", "COM1")
-    assert company.model_dump()["brand_new_field"] == {"x": 1}
+    assert company == {
+        "id": "COM1",
+        "name": "",
+        "status": "active",
+        "created_at": None,
+        "disabled_at": None,
+        "dni_active": True,
+    }
 
 
-def test_numeric_ids_become_strings():
-    assert Company.model_validate({"id": 470306151}).id == "470306151"
+@pytest.mark.parametrize(
+    "record",
+    [{"name": "no id"}, {"id": None}, {"id": ""}, {"id": ["COM1"]}, {"id": "COM1", "name": 7}],
+    ids=["missing id", "null id", "empty id", "list id", "name not text"],
+)
+@responses.activate
+def test_a_record_breaking_what_we_read_is_a_server_error(record):
+    responses.get(f"{BASE}/a/ACC1/companies.json", json=listed("companies", record))
+    with pytest.raises(errors.ServerError) as caught:
+        list(CallRailClient("k", base_url=BASE).iter_company_pages("ACC1"))
+    assert caught.value.retriable and "CallRail sent a company" in caught.value.message
 
 
 def test_key_is_not_in_the_repr():
@@ -377,6 +477,55 @@ def test_parallel_walker_with_bad_metadata_matches_sequential():
         seq, _ = make_pages(1_650, meta)
         par, _ = make_pages(1_650, meta)
         assert walk_ids(par, concurrency=4) == walk_ids(seq)
+
+
+@pytest.mark.parametrize("concurrency", [39, 40, HIGHEST_CONCURRENCY])
+def test_the_39_pages_after_the_first_are_all_asked_for_before_any_answers(concurrency):
+    """Two round trips for 40 pages, and no request past the last page however wide the window."""
+    fetch_page, calls = make_pages(10_000, lambda n: {"total_pages": 40, "total_records": 10_000})
+    all_39_sent = threading.Barrier(39, timeout=10)
+
+    def fetch(number: int):
+        if number > 1:
+            all_39_sent.wait()  # breaks, failing the walk, unless all 39 are in flight at once
+        return fetch_page(number)
+
+    assert walk_ids(fetch, concurrency=concurrency) == [f"R{i}" for i in range(10_000)]
+    assert sorted(calls) == list(range(1, 41))
+
+
+def test_no_more_than_concurrency_pages_are_in_flight_and_the_window_fills():
+    fetch_page, _ = make_pages(100 * 250, lambda n: {"total_pages": 100, "total_records": 25_000})
+    lock = threading.Lock()
+    in_flight: list[int] = [0]
+    most: list[int] = [0]
+
+    def fetch(number: int):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.01)
+        with lock:
+            in_flight[0] -= 1
+        return fetch_page(number)
+
+    assert len(walk_ids(fetch, concurrency=8)) == 25_000
+    assert most[0] == 8
+
+
+def test_the_walker_stays_exactly_the_window_ahead_of_its_caller_to_the_end():
+    """Each page handed over starts the next: the window stays full (no batches that drain),
+    and the pages held never outgrow it, however slowly the caller stores them."""
+    fetch, calls = make_pages(60 * 250, lambda n: {"total_pages": 60, "total_records": 15_000})
+    ahead: list[int] = []
+    for page in PageWalker(fetch, per_page=250, concurrency=4):
+        expected = min(page.number + 4, 60)
+        deadline = time.monotonic() + 5
+        while max(calls) < expected and time.monotonic() < deadline:
+            time.sleep(0.001)  # the caller storing the page; the fetches go on meanwhile
+        time.sleep(0.005)  # and a little longer, for a page started too many to show
+        ahead.append(max(calls) - page.number)
+    assert ahead == [min(4, 60 - n) for n in range(1, 61)]
 
 
 def test_resume_skips_stored_pages():

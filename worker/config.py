@@ -40,8 +40,9 @@ class CallRailAccess(_Group):
     callrail_request_from: str = "callrail-sync"
     callrail_connect_timeout: float = 5.0
     callrail_read_timeout: float = 30.0
-    page_concurrency: Annotated[int, Field(ge=1, le=64)] = 16
-    """Pages of one listing fetched at once, after the first."""
+    page_concurrency: Annotated[int, Field(ge=1, le=64)] = 40
+    """Pages of one listing fetched at once, after the first: 40 reads a 10,000-record
+    listing (40 pages of 250) in two round trips."""
 
 
 class Budget(_Group):

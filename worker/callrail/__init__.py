@@ -1,1 +1,1 @@
-"""CallRail API v3: HTTP client, response models and the page walker. HTTP only; no storage."""
+"""CallRail API v3: HTTP client, models, listing records, page walker. HTTP only; no storage."""

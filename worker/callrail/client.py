@@ -21,12 +21,16 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from worker import errors
-from worker.callrail.models import Account, Company, Integration, PageMeta
+from worker.callrail.models import Integration, PageMeta
 from worker.callrail.pagination import PageWalker, WalkedPage
+from worker.callrail.records import ACCOUNT, COMPANY, AccountRecord, CompanyRecord
 
 DEFAULT_BASE_URL = "https://api.callrail.com/v3"
 MAX_PER_PAGE = 250
 WEBHOOKS_TYPE = "Webhooks"
+POOL_SIZE = 64
+"""Connections kept per host: the most pages a walk may have in flight (PAGE_CONCURRENCY's
+upper bound in worker/config.py), so that no parallel walk opens connections only to drop them."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ def shared_session() -> requests.Session:
         session = _sessions.get(pid)
         if session is None:
             session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
             session.mount("https://", adapter)
             session.mount("http://", adapter)
             _sessions[pid] = session
@@ -100,13 +104,13 @@ class CallRailClient:
 
     # --- accounts ------------------------------------------------------------------------
 
-    def iter_account_pages(self, **walk: Any) -> Iterator[tuple[WalkedPage, list[Account]]]:
-        """Every page of `/a.json`, deduplicated, as (page, accounts)."""
+    def iter_account_pages(self, **walk: Any) -> Iterator[tuple[WalkedPage, list[AccountRecord]]]:
+        """Every page of `/a.json`, deduplicated, as (page, accounts as checked dicts)."""
         for page in self._walk("/a.json", "accounts", {}, **walk):
-            yield page, [Account.model_validate(item) for item in page.items]
+            yield page, ACCOUNT.check_all(page.items)
 
-    def get_account(self, account_id: str) -> Account:
-        return Account.model_validate(self.request("GET", f"/a/{segment(account_id)}.json"))
+    def get_account(self, account_id: str) -> AccountRecord:
+        return ACCOUNT.check(self.request("GET", f"/a/{segment(account_id)}.json"))
 
     # --- companies -----------------------------------------------------------------------
 
@@ -119,18 +123,19 @@ class CallRailClient:
         sort: str | None = None,
         order: str | None = None,
         **walk: Any,
-    ) -> Iterator[tuple[WalkedPage, list[Company]]]:
-        """Every page of an account's companies, deduplicated, as (page, companies)."""
+    ) -> Iterator[tuple[WalkedPage, list[CompanyRecord]]]:
+        """Every page of an account's companies, deduplicated, as (page, companies as checked
+        dicts)."""
         if order and not sort:
             raise errors.ValidationFailed("order needs sort")
         params = {"status": status, "search": search, "sort": sort, "order": order}
         path = f"/a/{segment(account_id)}/companies.json"
         for page in self._walk(path, "companies", params, **walk):
-            yield page, [Company.model_validate(item) for item in page.items]
+            yield page, COMPANY.check_all(page.items)
 
-    def get_company(self, account_id: str, company_id: str) -> Company:
+    def get_company(self, account_id: str, company_id: str) -> CompanyRecord:
         path = f"/a/{segment(account_id)}/companies/{segment(company_id)}.json"
-        return Company.model_validate(self.request("GET", path))
+        return COMPANY.check(self.request("GET", path))
 
     # --- webhooks (the Webhooks integration of a company) ------------------------------
 

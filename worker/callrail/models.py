@@ -1,7 +1,8 @@
-"""Pydantic models of CallRail v3 objects.
+"""Pydantic models of the CallRail v3 objects handled one at a time: integrations, page metadata.
 
-CallRail adds fields over time, so every model accepts and keeps unknown fields
-(`extra="allow"`): a snapshot stores what CallRail sent, not what we knew about.
+CallRail adds fields over time, so an object's model accepts and keeps unknown fields
+(`extra="allow"`). Listing records (accounts, companies), read by the ten thousand, are not
+models but checked dicts: see `records.py`.
 """
 
 from __future__ import annotations
@@ -20,26 +21,6 @@ def _id_as_str(value: Any) -> Any:
     return str(value) if isinstance(value, int) else value
 
 
-class Account(CallRailModel):
-    id: str
-    name: str = ""
-    outbound_recording_enabled: bool | None = None
-    hipaa_account: bool | None = None
-
-    _coerce_id = field_validator("id", mode="before")(_id_as_str)
-
-
-class Company(CallRailModel):
-    id: str
-    name: str = ""
-    status: str = "active"
-    time_zone: str | None = None
-    created_at: str | None = None
-    disabled_at: str | None = None
-
-    _coerce_id = field_validator("id", mode="before")(_id_as_str)
-
-
 class Integration(CallRailModel):
     id: str
     type: str
@@ -56,8 +37,11 @@ class Integration(CallRailModel):
         return [value] if isinstance(value, str) else [str(u) for u in value]
 
 
-class PageMeta(CallRailModel):
-    """The paging fields of a collection response; each may be missing or wrong."""
+class PageMeta(BaseModel):
+    """The paging fields of a collection response; each may be missing or wrong. The rest of
+    the response (the records) is not kept here."""
+
+    model_config = ConfigDict(extra="ignore")
 
     page: int | None = None
     per_page: int | None = None

@@ -21,10 +21,16 @@ memory does not grow with the listing. The store's keys (`<snapshot>:<id>`) make
 free of duplicates whatever the distance. Pages are yielded in order, one at a time, so
 callers store as they go.
 
-With `concurrency > 1`, the pages after the first are fetched in parallel once the first page
-has given the estimate, never more than `concurrency` at a time; the yield order and dedupe
-are the same, except when a page fails: the pages fetched beside it are yielded before the
-error is raised, so no request already spent is thrown away.
+With `concurrency > 1`, the pages after the first are fetched in parallel through a sliding
+window: once a page has given the estimate, every page up to it is started as soon as the window
+has room, and a page yielded makes room for the next, so up to `concurrency` requests stay in
+flight until the estimate is reached (a 40-page listing at 39 or more costs two round trips).
+The window is the pages started and not yet yielded, so it also bounds the pages held in memory;
+it never reaches past the estimate (a page beyond it is asked for only once the page before it
+is read, as in a sequential walk), so a short listing starts only the pages it has left. The
+yield order and dedupe are the same as sequentially, except when a page fails: no page is
+started after it, the pages already started are yielded, then the error is raised, so no
+request already spent is thrown away.
 """
 
 from __future__ import annotations
@@ -32,15 +38,16 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from worker.callrail.models import PageMeta
 from worker.errors import PaginationError
 
 RawItems = list[dict[str, Any]]
-FetchPage = Callable[[int], tuple[RawItems, PageMeta]]
+Fetched = tuple[RawItems, PageMeta]
+FetchPage = Callable[[int], Fetched]
 
 
 @dataclass
@@ -58,27 +65,42 @@ class WalkedPage:
 class _Progress:
     per_page: int
     remember_pages: int = 8
-    recent: deque[set[str]] = field(default_factory=deque)
+    seen: dict[str, int] = field(default_factory=dict)
+    """Each id held by a recent page, with the turn of the latest such page."""
+    recent: deque[tuple[int, list[str]]] = field(default_factory=deque)
+    """The recent pages, oldest first: their turn and their ids."""
+    turn: int = 0
     last: int | None = None
     consistent: bool = False
     last_raw_count: int = 0
     idle_run: int = 0
 
     def absorb(self, number: int, raw: RawItems, meta: PageMeta) -> WalkedPage:
+        self.turn += 1
+        seen, turn = self.seen, self.turn
         fresh: RawItems = []
-        ids: set[str] = set()
+        ids: list[str] = []
         for item in raw:
             key = str(item.get("id"))
-            if key not in ids and not any(key in page for page in self.recent):
+            if key not in seen:
                 fresh.append(item)
-            ids.add(key)
-        self.recent.append(ids)
+            seen[key] = turn
+            ids.append(key)
+        self.recent.append((turn, ids))
         if len(self.recent) > self.remember_pages:
-            self.recent.popleft()
+            gone, gone_ids = self.recent.popleft()
+            for key in gone_ids:
+                if seen.get(key) == gone:  # no more recent page holds it
+                    del seen[key]
         self.idle_run = 0 if fresh else self.idle_run + 1
         self.last_raw_count = len(raw)
         self.last, self.consistent = estimate_last_page(meta, self.per_page, len(raw))
         return WalkedPage(number, fresh, meta, self.last, len(raw))
+
+    def resume(self, known_last: int) -> None:
+        """Take up a walk whose page 1 is stored, with the estimate recorded with it."""
+        self.last, self.consistent = known_last, True
+        self.last_raw_count = self.per_page
 
     def wants_page(self, number: int) -> bool:
         """Whether page `number` should be fetched, given everything read before it."""
@@ -105,6 +127,70 @@ def estimate_last_page(meta: PageMeta, per_page: int, raw_count: int) -> tuple[i
     return (max(estimates) if estimates else None), consistent
 
 
+class _Pending(Protocol):
+    """A page asked for: its fetch's outcome, once it is there."""
+
+    def result(self) -> Fetched: ...
+
+    def cancel(self) -> bool: ...
+
+
+@dataclass
+class _OnDemand:
+    """A page fetched only when its result is asked for: a sequential walk sends a request
+    when its caller asks for the page, not while the caller is storing the one before."""
+
+    fetch: FetchPage
+    number: int
+
+    def result(self) -> Fetched:
+        return self.fetch(self.number)
+
+    def cancel(self) -> bool:
+        return True
+
+
+class _Window:
+    """The pages started and not yet yielded, oldest first: at most `size` of them.
+
+    With `size > 1` each page is fetched on a thread of the window's pool, which starts threads
+    only as pages are started: a listing with few pages left starts few.
+    """
+
+    def __init__(self, fetch: FetchPage, size: int) -> None:
+        self._fetch = fetch
+        self.size = size
+        self._pool = ThreadPoolExecutor(size, "callrail-page") if size > 1 else None
+        self._pages: deque[tuple[int, _Pending]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+    def has_room(self) -> bool:
+        return len(self._pages) < self.size
+
+    def start(self, number: int) -> None:
+        pending: _Pending = (
+            self._pool.submit(self._fetch, number)
+            if self._pool is not None
+            else _OnDemand(self._fetch, number)
+        )
+        self._pages.append((number, pending))
+
+    def oldest(self) -> tuple[int, _Pending]:
+        return self._pages.popleft()
+
+    def drop(self) -> None:
+        """Forget every page not yet yielded; those not started yet are never sent."""
+        for _, pending in self._pages:
+            pending.cancel()
+        self._pages.clear()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 class PageWalker:
     """Iterates `WalkedPage`s of one collection; see the module docstring for the rules."""
 
@@ -128,84 +214,57 @@ class PageWalker:
         self._known_last = known_last
 
     def __iter__(self) -> Iterator[WalkedPage]:
-        progress = _Progress(self._per_page, remember_pages=self._concurrency + 4)
-        number = 1
-        if 1 in self._skip and self._known_last is not None:
-            # Resuming: page 1 is stored and its estimate was recorded with it.
-            progress.last, progress.consistent = self._known_last, True
-            progress.last_raw_count = self._per_page
-            number = 2
-        else:
-            yield self._one(progress, 1)
-            number = 2
-        pool = ThreadPoolExecutor(self._concurrency) if self._concurrency > 1 else None
+        window = _Window(self._fetch, self._concurrency)
         try:
-            while True:
-                while number in self._skip:
-                    number += 1
-                if not progress.wants_page(number):
-                    return
-                if progress.idle_run >= self._max_idle:
-                    return
-                if number > self._max_pages:
-                    raise PaginationError(
-                        f"more than {self._max_pages} pages; refusing to walk on",
-                    )
-                batch = self._plan(progress, number)
-                if pool is None or len(batch) == 1:
-                    for n in batch:
-                        yield self._one(progress, n)
-                else:
-                    yield from self._drain(pool, progress, batch)
-                    if progress.idle_run >= self._max_idle:
-                        return
-                number = batch[-1] + 1
+            yield from self._walk(window)
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+            window.close()
 
-    def _plan(self, progress: _Progress, start: int) -> list[int]:
-        """Page numbers to fetch next: up to the estimate, a bounded window at a time."""
-        end = start
-        if self._concurrency > 1 and progress.last is not None and progress.last > start:
-            end = min(progress.last, start + self._concurrency * 4 - 1, self._max_pages)
-        return [n for n in range(start, end + 1) if n not in self._skip]
-
-    def _one(self, progress: _Progress, number: int) -> WalkedPage:
-        raw, meta = self._fetch(number)
-        return progress.absorb(number, raw, meta)
-
-    def _drain(
-        self, pool: ThreadPoolExecutor, progress: _Progress, batch: list[int]
-    ) -> Iterator[WalkedPage]:
-        """Fetch a batch with at most `concurrency` pages in flight and yield them in order.
-
-        If a page fails, no new page is started, the pages already fetched beside it are still
-        yielded (their requests are spent; the caller stores them and a resumed walk skips
-        them), then the first error is raised.
-        """
-        pending = deque(batch)
-        in_flight: deque[tuple[int, Future[tuple[RawItems, PageMeta]]]] = deque()
-        failure: BaseException | None = None
-
-        def top_up() -> None:
-            while pending and failure is None and len(in_flight) < self._concurrency:
-                number = pending.popleft()
-                in_flight.append((number, pool.submit(self._fetch, number)))
-
-        top_up()
-        while in_flight:
-            number, future = in_flight.popleft()
+    def _walk(self, window: _Window) -> Iterator[WalkedPage]:
+        progress = _Progress(self._per_page, remember_pages=self._concurrency + 4)
+        first: WalkedPage | None = None
+        if 1 in self._skip and self._known_last is not None:
+            progress.resume(self._known_last)
+        else:
+            raw, meta = self._fetch(1)
+            first = progress.absorb(1, raw, meta)
+        # Before yielding a page, the window is filled: the fetches go on while the caller
+        # stores it.
+        number = self._fill(progress, window, 2)
+        if first is not None:
+            yield first
+        failure: Exception | None = None
+        while window:
+            page_number, pending = window.oldest()
             try:
-                raw, meta = future.result()
+                raw, meta = pending.result()
             except Exception as exc:
-                failure = failure or exc
+                failure = failure or exc  # start nothing more; the pages started still come
                 continue
-            top_up()  # before yielding: the fetches go on while the caller stores this page
-            yield progress.absorb(number, raw, meta)
+            page = progress.absorb(page_number, raw, meta)
+            if failure is None:
+                number = self._fill(progress, window, number)
+            yield page
             if failure is None and progress.idle_run >= self._max_idle:
-                for _, rest in in_flight:
-                    rest.cancel()
-                return
+                window.drop()
         if failure is not None:
             raise failure
+        if number > self._max_pages and self._wanted(progress, number):
+            raise PaginationError(f"more than {self._max_pages} pages; refusing to walk on")
+
+    def _fill(self, progress: _Progress, window: _Window, number: int) -> int:
+        """Start pages from `number` on while the window has room and the walk wants them;
+        return the first page not started."""
+        while window.has_room():
+            while number in self._skip:
+                number += 1
+            if number > self._max_pages or not self._wanted(progress, number):
+                break
+            if window and (progress.last is None or number > progress.last):
+                break  # past the estimate: wait until the page before it is read
+            window.start(number)
+            number += 1
+        return number
+
+    def _wanted(self, progress: _Progress, number: int) -> bool:
+        return progress.idle_run < self._max_idle and progress.wants_page(number)
