@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from api_shim.deps import Services
 from api_shim.envelope import install
+from api_shim.limits import BodyLimit
 from api_shim.routes import health, jobs, listings, webhooks
 from tasks.celery_app import create_celery
 from tasks.submit import CeleryQueue, JobQueue
@@ -40,6 +41,7 @@ def create_app(
     )
     app.state.broker_reachable = broker_check(celery)
     install(app)
+    app.add_middleware(BodyLimit)
     for module in (listings, webhooks, jobs, health):
         app.include_router(module.router)
     return app

@@ -1,0 +1,125 @@
+"""Every input of the shim is checked: what it cannot use is a 4xx envelope, never a 500 and
+never a traceback in the log (over a real uvicorn server)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from api_shim.limits import MAX_BODY_BYTES
+
+from .conftest import OWNER
+
+P = "/v1/e/callrail"
+TOO_LARGE = {
+    "success": False,
+    "errno": 413,
+    "message": "Request body is too large (at most 65536 bytes).",
+}
+CREATE = {"account_id": "ACC1", "company_id": "COM1", "webhook_url": "https://x.io/h"}
+
+
+def call(base: str, method: str, path: str, token: str | None, **kw) -> requests.Response:
+    headers = kw.pop("headers", {})
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return requests.request(method, base + path, headers=headers, timeout=30, **kw)
+
+
+def assert_error(response: requests.Response, status: int, message: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.json() == {"success": False, "errno": status, "message": message}
+
+
+def assert_no_error_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Neither the shim nor uvicorn logged an error (a traceback) while the test ran."""
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
+
+
+def exchange(base: str, head: str, body_parts: Iterable[bytes] = ()) -> tuple[int, dict]:
+    """Send a request's head, then body parts, over a raw socket and read the answer. Unlike
+    an HTTP client, it lets a test stop sending and still hear what the server said."""
+    url = urlsplit(base)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(head.encode("latin-1"))
+        for part in body_parts:
+            sock.sendall(part)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, json.loads(response.read())
+
+
+def request_head(method: str, path: str, token: str, framing: str) -> str:
+    return (
+        f"{method} {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\n{framing}\r\n\r\n"
+    )
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def padded_body(size: int) -> bytes:
+    """A valid create body, padded with spaces to exactly `size` bytes."""
+    body = json.dumps(CREATE).encode()
+    return body + b" " * (size - len(body))
+
+
+# --- the body limit -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", f"{P}/companies/webhook"),
+        ("PUT", f"{P}/companies/webhook"),
+        ("GET", f"{P}/accounts"),
+        ("GET", f"{P}/jobs/job_x"),
+        ("GET", "/healthz"),
+        ("POST", f"{P}/nowhere"),
+    ],
+)
+def test_a_declared_length_over_64_kb_is_refused_before_the_body_is_sent(
+    shim_url, owner, token, caplog, method, path
+):
+    framing = f"Content-Length: {10 * 1024 * 1024}"
+    # Not one byte of the body is sent: the answer comes from the head alone.
+    assert exchange(shim_url, request_head(method, path, token, framing)) == (413, TOO_LARGE)
+    assert_no_error_logged(caplog)
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+def test_a_chunked_body_is_refused_as_soon_as_more_than_64_kb_has_arrived(
+    shim_url, owner, token, stores, caplog, method
+):
+    head = request_head(method, f"{P}/companies/webhook", token, "Transfer-Encoding: chunked")
+    # One chunk past the limit, and the body never ends: the server must answer anyway.
+    parts = [chunk(b" " * 8192) for _ in range(MAX_BODY_BYTES // 8192 + 1)]
+    assert exchange(shim_url, head, parts) == (413, TOO_LARGE)
+    assert stores.jobs.recent(OWNER) == []
+    assert_no_error_logged(caplog)
+
+
+def test_a_body_of_exactly_64_kb_is_read_both_ways(shim_url, owner, token):
+    body = padded_body(MAX_BODY_BYTES)
+    declared = call(shim_url, "POST", f"{P}/companies/webhook", token, data=body)
+    chunked = call(shim_url, "POST", f"{P}/companies/webhook", token, data=iter([body]))
+    assert declared.status_code == 202, declared.text
+    assert chunked.request.headers.get("Transfer-Encoding") == "chunked"
+    assert chunked.status_code == 202, chunked.text
+
+
+def test_one_byte_over_64_kb_is_refused_both_ways(shim_url, owner, token):
+    body = padded_body(MAX_BODY_BYTES + 1)
+    for data in (body, iter([body[:1000], body[1000:]])):
+        response = call(shim_url, "POST", f"{P}/companies/webhook", token, data=data)
+        assert (response.status_code, response.json()) == (413, TOO_LARGE)
