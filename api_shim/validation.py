@@ -120,6 +120,9 @@ def json_object(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw or b"")
     except ValueError:
         raise ValidationFailed("Request body must be valid JSON.") from None
+    except RecursionError:
+        # The parser recurses once per level of nesting: `[[[[…` is refused, not a crash.
+        raise ValidationFailed("Request body is nested too deeply.") from None
     if not isinstance(body, dict):
         raise ValidationFailed("Request body must be a JSON object.")
     return body

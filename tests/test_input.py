@@ -123,3 +123,39 @@ def test_one_byte_over_64_kb_is_refused_both_ways(shim_url, owner, token):
     for data in (body, iter([body[:1000], body[1000:]])):
         response = call(shim_url, "POST", f"{P}/companies/webhook", token, data=data)
         assert (response.status_code, response.json()) == (413, TOO_LARGE)
+
+
+# --- JSON bodies ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 30_000 + b"]" * 30_000,
+        b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
+        b"[" * 60_000,
+    ],
+    ids=["arrays 30000 deep", "objects 10000 deep", "unclosed arrays 60000 deep"],
+)
+def test_json_nested_too_deeply_is_400_and_logs_no_traceback(shim_url, owner, token, caplog, raw):
+    response = call(shim_url, "POST", f"{P}/companies/webhook", token, data=raw)
+    assert_error(response, 400, "Request body is nested too deeply.")
+    assert_no_error_logged(caplog)
+
+
+def test_json_100000_levels_deep_is_refused_for_its_size_without_a_traceback(
+    shim_url, owner, token, caplog
+):
+    raw = b"[" * 100_000 + b"]" * 100_000
+    response = call(shim_url, "PUT", f"{P}/companies/webhook", token, data=raw)
+    assert (response.status_code, response.json()) == (413, TOO_LARGE)
+    assert_no_error_logged(caplog)
+
+
+@pytest.mark.parametrize(
+    "raw", [b"{not json", b'{"a": 1,}', b"\xff\xfe{}", b'{"a": "\xc3"}', b"1" * 5000]
+)
+def test_unparseable_json_is_400_valid_json(shim_url, owner, token, caplog, raw):
+    response = call(shim_url, "POST", f"{P}/companies/webhook", token, data=raw)
+    assert_error(response, 400, "Request body must be valid JSON.")
+    assert_no_error_logged(caplog)
