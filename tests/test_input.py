@@ -7,15 +7,18 @@ import http.client
 import json
 import logging
 import socket
+import time
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+import jwt
 import pytest
 import requests
 
 from api_shim.limits import MAX_BODY_BYTES
+from worker.job import JobType, NewJob
 
-from .conftest import OWNER
+from .conftest import OWNER, TEST_SECRET
 
 P = "/v1/e/callrail"
 TOO_LARGE = {
@@ -159,3 +162,73 @@ def test_unparseable_json_is_400_valid_json(shim_url, owner, token, caplog, raw)
     response = call(shim_url, "POST", f"{P}/companies/webhook", token, data=raw)
     assert_error(response, 400, "Request body must be valid JSON.")
     assert_no_error_logged(caplog)
+
+
+# --- ids and tokens are matched whole -------------------------------------------------------------
+
+
+def signed(claims: dict) -> str:
+    return jwt.encode({"exp": int(time.time()) + 60, **claims}, TEST_SECRET, algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    "account_id",
+    [OWNER + "\n", OWNER + " ", " " + OWNER, OWNER + "\x00", OWNER + "0", "٠" * 24, [OWNER]],
+    ids=["newline", "trailing space", "leading space", "nul", "25 hex", "arabic digits", "list"],
+)
+def test_a_token_account_id_that_is_not_exactly_24_hex_is_400_invalid_account_id(
+    shim_url, owner, caplog, account_id
+):
+    token = signed({"account_id": account_id})
+    assert_error(call(shim_url, "GET", f"{P}/accounts", token), 400, "INVALID_ACCOUNT_ID")
+    assert_no_error_logged(caplog)
+
+
+def test_a_token_account_id_in_upper_case_is_the_same_account(shim_url, owner):
+    response = call(shim_url, "GET", f"{P}/accounts", signed({"account_id": OWNER.upper()}))
+    assert response.status_code == 202, response.text
+
+
+@pytest.mark.parametrize("mangle", ["padded", "dot appended", "space inside", "two tokens"])
+def test_a_token_with_anything_added_is_401(shim_url, owner, token, mangle):
+    bad = {
+        "padded": token + "=",
+        "dot appended": token + ".",
+        "space inside": token.replace(".", ". ", 1),
+        "two tokens": f"{token} {token}",
+    }[mangle]
+    assert_error(call(shim_url, "GET", f"{P}/accounts", bad), 401, "Invalid token.")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("GET", "/companies?account_id=ACC1%0A", None, "account_id"),
+        ("GET", "/companies/webhook?account_id=ACC1&company_id=COM1%0A", None, "company_id"),
+        ("POST", "/companies/webhook", {**CREATE, "company_id": "COM1\n"}, "company_id"),
+        (
+            "PUT",
+            "/companies/webhook",
+            {"account_id": "ACC1\n", "company_id": "COM1", "webhook_id": "w", "status": "enabled"},
+            "account_id",
+        ),
+        (
+            "PUT",
+            "/companies/webhook",
+            {"account_id": "ACC1", "company_id": "COM1", "webhook_id": "w\n", "status": "enabled"},
+            "webhook_id",
+        ),
+    ],
+)
+def test_callrail_ids_with_a_trailing_newline_are_400(
+    shim_url, owner, token, method, path, body, field
+):
+    response = call(shim_url, method, P + path, token, json=body)
+    assert_error(response, 400, f"{field} is not a valid id.")
+
+
+def test_a_job_id_is_matched_exactly(shim_url, owner, token, stores):
+    job, _ = stores.jobs.create(NewJob(owner=OWNER, type=JobType.SYNC_ACCOUNTS))
+    assert call(shim_url, "GET", f"{P}/jobs/{job.id}", token).status_code == 200
+    for near in (f"{job.id}%0A", f"{job.id}%20", job.id.upper(), job.id[:-1]):
+        assert_error(call(shim_url, "GET", f"{P}/jobs/{near}", token), 404, "Job not found.")
