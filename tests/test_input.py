@@ -232,3 +232,83 @@ def test_a_job_id_is_matched_exactly(shim_url, owner, token, stores):
     assert call(shim_url, "GET", f"{P}/jobs/{job.id}", token).status_code == 200
     for near in (f"{job.id}%0A", f"{job.id}%20", job.id.upper(), job.id[:-1]):
         assert_error(call(shim_url, "GET", f"{P}/jobs/{near}", token), 404, "Job not found.")
+
+
+# --- values that used to reach MongoDB or urlsplit unchecked ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://[::1/hook",
+        "https://x.io:99999/hook",
+        "https://x.io:0/hook",
+        "https://x.io:port/hook",
+        "https://x.io/\ud800",
+        "https://x.io/\x00",
+        "https://x.io/a\u200bb",
+    ],
+    ids=[
+        "broken ipv6",
+        "port too big",
+        "port 0",
+        "port not a number",
+        "lone surrogate",
+        "nul",
+        "zero width space",
+    ],
+)
+def test_a_webhook_url_that_cannot_be_used_is_400(shim_url, owner, token, caplog, url):
+    for method, body in (
+        ("POST", {**CREATE, "webhook_url": url}),
+        (
+            "PUT",
+            {"account_id": "ACC1", "company_id": "COM1", "webhook_id": "w", "webhook_url": url},
+        ),
+    ):
+        response = call(shim_url, method, f"{P}/companies/webhook", token, json=body)
+        assert_error(response, 400, "webhook_url must be a valid http(s) URL.")
+    assert_no_error_logged(caplog)
+
+
+def test_an_international_webhook_url_is_accepted(shim_url, owner, token):
+    body = {**CREATE, "webhook_url": "https://bücher.example:8443/hooks/callrail"}
+    assert call(shim_url, "POST", f"{P}/companies/webhook", token, json=body).status_code == 202
+
+
+def publish_accounts_snapshot(stores) -> None:
+    stores.snapshots.begin("snap_input", OWNER, "accounts", None)
+    records = [{"id": "ACC1", "name": "Acme"}, {"id": "ACC2", "name": "Beta"}]
+    stores.snapshots.write_records("accounts", "snap_input", OWNER, records)
+    stores.snapshots.publish("snap_input", 1)
+
+
+@pytest.mark.parametrize("page", [str(2**62), str(10**19), "1000001"])
+def test_a_page_past_the_last_one_a_listing_serves_is_400(
+    shim_url, owner, token, stores, caplog, page
+):
+    publish_accounts_snapshot(stores)
+    response = call(shim_url, "GET", f"{P}/accounts?page={page}&per_page=250", token)
+    assert_error(response, 400, "page must be at most 1000000.")
+    assert_no_error_logged(caplog)
+
+
+def test_the_last_page_a_listing_serves_is_empty_not_an_error(shim_url, owner, token, stores):
+    publish_accounts_snapshot(stores)
+    response = call(shim_url, "GET", f"{P}/accounts?page=1000000&per_page=250", token)
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["accounts"] == []
+
+
+@pytest.mark.parametrize("search", ["%00", "a%00b", "%1B%5B", "a%C2%85b"])
+def test_a_search_with_a_control_character_is_400(shim_url, owner, token, stores, search):
+    publish_accounts_snapshot(stores)
+    response = call(shim_url, "GET", f"{P}/accounts?search={search}", token)
+    assert_error(response, 400, "search must not contain control characters.")
+
+
+def test_a_search_with_other_unicode_still_finds_names(shim_url, owner, token, stores):
+    publish_accounts_snapshot(stores)
+    response = call(shim_url, "GET", f"{P}/accounts?search=%C2%A0ACME%C2%A0", token)
+    assert response.status_code == 200, response.text
+    assert [a["name"] for a in response.json()["data"]["accounts"]] == ["Acme"]
