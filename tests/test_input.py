@@ -9,14 +9,17 @@ import logging
 import socket
 import time
 from collections.abc import Iterable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import jwt
 import pytest
 import requests
+from fastapi.routing import iter_route_contexts
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from api_shim.limits import MAX_BODY_BYTES
-from worker.job import JobType, NewJob
+from worker.job import JobError, JobType, NewJob
 
 from .conftest import OWNER, TEST_SECRET
 
@@ -312,3 +315,171 @@ def test_a_search_with_other_unicode_still_finds_names(shim_url, owner, token, s
     response = call(shim_url, "GET", f"{P}/accounts?search=%C2%A0ACME%C2%A0", token)
     assert response.status_code == 200, response.text
     assert [a["name"] for a in response.json()["data"]["accounts"]] == ["Acme"]
+
+
+# --- fuzz: random requests at every route ---------------------------------------------------------
+
+PARAMS = ["page", "per_page", "sort", "search", "refresh", "disabled", "wait"]
+"""Query parameters the routes read (besides the ids, which every request carries)."""
+
+
+def answers_in_the_envelope(path: str, status: int) -> bool:
+    """All but the 200s of the routes for people and tools: docs, schema, metrics."""
+    return status != 200 or path.startswith(P) or path in ("/healthz", "/readyz")
+
+
+def often(usual: st.SearchStrategy, wild: st.SearchStrategy) -> st.SearchStrategy:
+    """Three times in four `usual`, so that requests get past the first checks to the later
+    ones."""
+    return st.integers(0, 3).flatmap(lambda n: usual if n < 3 else wild)
+
+
+# JSON strings may carry lone surrogates (as \ud800 escapes); query text cannot (it is UTF-8).
+any_text = st.text(st.characters(exclude_categories=()), max_size=30)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | any_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4),
+    max_leaves=12,
+)
+# Values a fuzzer keeps at hand because code tends to break on them (as AFL's dictionaries).
+edge_numbers = st.sampled_from(["0", "-1", "1e3", "٣", str(2**31), str(2**63), str(10**19)])
+numbers = st.integers(-(10**25), 10**25).map(str) | edge_numbers
+urls = st.builds(
+    "{}://{}{}/{}".format,
+    st.sampled_from(["https", "http", "ftp", ""]),
+    st.sampled_from(["x.io", "[::1]", "[::1", "bücher.example", ""]) | st.text(max_size=12),
+    st.sampled_from(["", ":443", ":0", ":99999", ":port"]),
+    any_text,
+)
+ids = st.sampled_from(["ACC1", "COM1", "web_1", "470306151"])
+query_values = often(
+    ids | numbers | st.sampled_from(["1", "250", "-name", "id", "true", "no", "a"]),
+    st.text(max_size=30),
+)
+odd_query = st.sampled_from(["&&", "=", "%", "%zz", "a=%ff", "page=%ED%A0%80", "page=1&page=x"])
+odd_segment = st.sampled_from(["", ".", "..", "%", "%zz", "%ff", "%00", "%0A", "job_", "a/b"])
+header_text = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_categories=("Cc",)),
+    max_size=60,
+).map(str.strip)
+write_body = st.fixed_dictionaries(
+    {"account_id": ids, "company_id": ids},
+    optional={
+        "webhook_url": often(st.just("https://x.io/h"), urls),
+        "webhook_id": ids,
+        "status": st.sampled_from(["enabled", "disabled"]),
+        "events": st.just(["call.completed"]),
+    },
+)
+"""A body that passes the presence checks, so that its values get checked one by one."""
+
+
+def json_bytes(value: object) -> bytes:
+    return json.dumps(value).encode()
+
+
+bodies = st.one_of(
+    st.none(),
+    st.binary(max_size=300),
+    json_values.map(json_bytes),
+    st.tuples(
+        write_body,
+        st.dictionaries(
+            st.sampled_from(["webhook_url", "status", "events", "account_id", "webhook_id"]),
+            json_values | urls,
+            max_size=2,
+        ),
+    ).map(lambda pair: json_bytes({**pair[0], **pair[1]})),
+    write_body.map(json_bytes),
+    st.integers(1, 20_000).map(lambda n: b"[" * n + b"]" * n),
+)
+signed_claims = st.fixed_dictionaries(
+    {"account_id": often(st.sampled_from([OWNER, OWNER.upper()]), json_values)},
+    optional={"exp": often(st.just(2**40), json_values), "nbf": json_values, "x": json_values},
+).map(lambda claims: jwt.encode(claims, TEST_SECRET, algorithm="HS256"))
+"""Tokens that pass the signature check, so that their claims get checked."""
+
+
+@st.composite
+def requests_to(draw, routes: list[tuple[str, str]], job_id: str, token: str) -> dict:
+    """One request: a route of the app (or a path it lacks), mostly its own method, with
+    any query, headers and body. A path parameter is the id of a real job, or anything."""
+    api = [route for route in routes if route[1].startswith(P)]
+    method, template = draw(often(st.sampled_from(api), st.sampled_from(routes)))
+    method = draw(often(st.just(method), st.sampled_from(["GET", "POST", "PUT", "DELETE"])))
+    segments = st.text(max_size=40).map(lambda s: quote(s, safe="")) | odd_segment
+    path = template.replace("{job_id}", draw(often(st.just(job_id), segments)))
+    if draw(st.integers(0, 9)) == 0:
+        path = f"{P}/{draw(segments)}"
+    pairs = [("account_id", draw(ids)), ("company_id", draw(ids))]
+    pairs += draw(st.lists(st.tuples(st.sampled_from(PARAMS) | st.text(max_size=8), query_values)))
+    query = "&".join([urlencode(pairs, quote_via=quote)] + draw(st.lists(odd_query, max_size=2)))
+    authorization = draw(
+        often(
+            st.just(f"Bearer {token}"),
+            st.just("") | header_text | signed_claims.map(lambda t: f"Bearer {t}"),
+        )
+    )
+    headers = {"Authorization": authorization} if authorization else {}
+    headers["Content-Type"] = draw(often(st.just("application/json"), header_text))
+    extra = st.from_regex(r"X-[A-Za-z0-9-]{1,20}", fullmatch=True)
+    headers.update(draw(st.dictionaries(extra, header_text, max_size=3)))
+    return {"method": method, "url": f"{path}?{query}", "body": draw(bodies), "headers": headers}
+
+
+def send(base: str, request: dict) -> tuple[int, str, bytes]:
+    url = urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        conn.request(**request)
+        response = conn.getresponse()
+        return response.status, response.getheader("Content-Type", ""), response.read()
+    finally:
+        conn.close()
+
+
+def assert_envelope(status: int, payload: dict) -> None:
+    if payload.get("success") is True:
+        assert status in (200, 202) and set(payload) == {"success", "message", "data"}
+        assert payload["message"] == ("SUCCESS" if status == 200 else "ACCEPTED")
+    else:
+        assert payload == {"success": False, "errno": status, "message": payload.get("message")}
+        assert isinstance(payload["message"], str) and payload["message"]
+
+
+@pytest.fixture
+def fuzz_target(shim_url, owner, runtime, queue, stores):
+    """The shim with something to find: a snapshot to page, a finished job to read."""
+    from api_shim.app import create_app
+
+    publish_accounts_snapshot(stores)
+    job, _ = stores.jobs.create(NewJob(owner=OWNER, type=JobType.SYNC_ACCOUNTS))
+    stores.jobs.fail(job.id, JobError(errno=502, message="CallRail error: boom"))
+    app = create_app(runtime.settings, runtime=runtime, queue=queue)
+    routes = [
+        (method, route.path)
+        for route in iter_route_contexts(app.routes)
+        if route.path and route.methods
+        for method in sorted(route.methods - {"HEAD"})
+    ]
+    return shim_url, routes, job.id
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_no_request_gets_a_500_and_every_answer_is_the_envelope(fuzz_target, token, caplog, data):
+    base, routes, job_id = fuzz_target
+    request = data.draw(requests_to(routes, job_id, token))
+    status, content_type, raw = send(base, request)
+    path = urlsplit(request["url"]).path
+    assert status < 500 or (path == "/readyz" and status == 503), (status, raw[:300])
+    if answers_in_the_envelope(path, status):
+        assert content_type == "application/json", (status, content_type, raw[:300])
+        assert_envelope(status, json.loads(raw))
+    assert_no_error_logged(caplog)
