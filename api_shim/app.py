@@ -35,6 +35,9 @@ def create_app(
         title="callrail-sync",
         version="0.1.0",
         description="The dashboard's CallRail contract, served from jobs and snapshots.",
+        # Paths are matched exactly: `/accounts/` is a 404 envelope, not a redirect built
+        # from the request's Host header.
+        redirect_slashes=False,
     )
     app.state.services = Services(
         runtime=runtime or build_runtime(settings), queue=queue or CeleryQueue(celery)

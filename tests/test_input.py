@@ -237,6 +237,12 @@ def test_a_job_id_is_matched_exactly(shim_url, owner, token, stores):
         assert_error(call(shim_url, "GET", f"{P}/jobs/{near}", token), 404, "Job not found.")
 
 
+@pytest.mark.parametrize("path", [f"{P}/accounts/", f"{P}/jobs/job_x/", "/healthz/"])
+def test_a_path_with_a_trailing_slash_is_a_404_envelope_not_a_redirect(shim_url, token, path):
+    response = call(shim_url, "GET", path, token, allow_redirects=False)
+    assert_error(response, 404, "Not found.")
+
+
 # --- values that used to reach MongoDB or urlsplit unchecked ------------------------------------
 
 
@@ -410,7 +416,7 @@ def requests_to(draw, routes: list[tuple[str, str]], job_id: str, token: str) ->
     segments = st.text(max_size=40).map(lambda s: quote(s, safe="")) | odd_segment
     path = template.replace("{job_id}", draw(often(st.just(job_id), segments)))
     if draw(st.integers(0, 9)) == 0:
-        path = f"{P}/{draw(segments)}"
+        path = draw(st.sampled_from([f"{P}/{draw(segments)}", f"{path}/"]))
     pairs = [("account_id", draw(ids)), ("company_id", draw(ids))]
     pairs += draw(st.lists(st.tuples(st.sampled_from(PARAMS) | st.text(max_size=8), query_values)))
     query = "&".join([urlencode(pairs, quote_via=quote)] + draw(st.lists(odd_query, max_size=2)))
