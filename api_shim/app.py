@@ -8,6 +8,7 @@ from collections.abc import Callable
 from celery import Celery
 from fastapi import FastAPI
 
+from api_shim import docs, openapi
 from api_shim.deps import Services
 from api_shim.envelope import install
 from api_shim.limits import BodyLimit
@@ -38,6 +39,10 @@ def create_app(
         # Paths are matched exactly: `/accounts/` is a 404 envelope, not a redirect built
         # from the request's Host header.
         redirect_slashes=False,
+        # /openapi.json and /docs are api_shim.openapi's and api_shim.docs' (offline, 3.0.3).
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = Services(
         runtime=runtime or build_runtime(settings), queue=queue or CeleryQueue(celery)
@@ -47,6 +52,8 @@ def create_app(
     app.add_middleware(BodyLimit)
     for module in (listings, webhooks, jobs, health):
         app.include_router(module.router)
+    openapi.install(app)
+    docs.install(app, openapi.OPENAPI_URL)
     return app
 
 

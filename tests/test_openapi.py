@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+import requests
 from openapi_schema_validator import OAS30Validator
+from openapi_spec_validator import validate as validate_spec
 
 from api_shim.oas30 import NULL_30, schema_30
+
+
+@pytest.fixture
+def spec(shim_url) -> dict:
+    response = requests.get(f"{shim_url}/openapi.json", timeout=10)
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_the_document_is_valid_openapi_3_0_which_the_bundled_swagger_ui_renders(spec):
+    assert spec["openapi"] == "3.0.3"
+    validate_spec(spec)
+
 
 # --- the 3.0 dialect ------------------------------------------------------------------------------
 
@@ -50,3 +67,23 @@ def test_a_nullable_reference_takes_null_and_the_referenced_shape_only():
     validator = OAS30Validator({**schema, "components": components})
     assert validator.is_valid(None) and validator.is_valid({"x": 1})
     assert not validator.is_valid({}) and not validator.is_valid("text")
+
+
+# --- /docs without the internet ---------------------------------------------------------------
+
+
+def test_docs_load_every_asset_from_the_shim_itself(shim_url):
+    page = requests.get(f"{shim_url}/docs", timeout=10)
+    assert page.status_code == 200 and "swagger-ui" in page.text
+    assert "http://" not in page.text and "https://" not in page.text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert {a.rsplit("/", 1)[-1] for a in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css"}
+    for asset in assets:
+        fetched = requests.get(shim_url + asset, timeout=10)
+        assert fetched.status_code == 200 and fetched.content, asset
+    assert "url: '/openapi.json'" in page.text
+
+
+def test_redoc_is_not_offered(shim_url):
+    response = requests.get(f"{shim_url}/redoc", timeout=10)
+    assert response.status_code == 404
