@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator, Callable
 from celery import Celery
 from fastapi import FastAPI
 
+from api_shim import docs, openapi
 from api_shim.admission import Admission
 from api_shim.auth import Authenticator
 from api_shim.cache import ShimCache
 from api_shim.deps import Services
 from api_shim.envelope import install
 from api_shim.hub import EventHub
+from api_shim.limits import BodyLimit
 from api_shim.routes import events, health, jobs, listings, webhooks
 from api_shim.tickets import Tickets
 from tasks.celery_app import create_celery
@@ -53,6 +55,13 @@ def create_app(
         version="0.1.0",
         description="The dashboard's CallRail contract, served from jobs and snapshots.",
         lifespan=lifespan,
+        # Paths are matched exactly: `/accounts/` is a 404 envelope, not a redirect built
+        # from the request's Host header.
+        redirect_slashes=False,
+        # /openapi.json and /docs are api_shim.openapi's and api_shim.docs' (offline, 3.0.3).
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = Services(
         runtime=runtime,
@@ -65,8 +74,11 @@ def create_app(
     )
     app.state.broker_reachable = broker_check(celery)
     install(app)
+    app.add_middleware(BodyLimit)
     for module in (listings, webhooks, jobs, events, health):
         app.include_router(module.router)
+    openapi.install(app)
+    docs.install(app, openapi.OPENAPI_URL)
     return app
 
 

@@ -6,6 +6,7 @@ algorithm is accepted, so `alg: none` and algorithm-confusion tokens fail verifi
 
 from __future__ import annotations
 
+import re
 import time
 from collections import OrderedDict
 
@@ -14,6 +15,10 @@ import jwt
 from worker import errors
 from worker.config import Settings
 from worker.ids import is_object_id
+
+# A compact JWS (RFC 7515): three base64url parts, unpadded. Matched whole, so that a token
+# with padding, whitespace or anything else added is refused rather than decoded leniently.
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 # A development-only secret, used by `callrail-sync serve` and `token` when JWT_SECRET is unset.
 DEV_SECRET = "callrail-sync-dev-secret-do-not-use-in-production"
@@ -34,7 +39,10 @@ def bearer_token(header: str | None) -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise errors.Unauthenticated("Authorization header must be 'Bearer <token>'.")
-    return token.strip()
+    token = token.strip()
+    if _COMPACT_JWS.fullmatch(token) is None:
+        raise errors.Unauthenticated("Invalid token.")
+    return token
 
 
 def authenticate(header: str | None, settings: Settings) -> str:

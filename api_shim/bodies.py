@@ -88,7 +88,7 @@ def openapi_query(model: type[BaseModel], required: frozenset[str] = frozenset()
         {
             "name": name,
             "in": "query",
-            "required": name in required,
+            "required": False,
             "description": field.description or "",
             "schema": {"type": "string"},
         }

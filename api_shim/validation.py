@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,6 +14,9 @@ from worker.stores.snapshots import PageQuery
 
 MAX_PER_PAGE = 250
 """The most records one page of a listing answers with (as CallRail's own maximum)."""
+MAX_PAGE = 1_000_000
+"""The last page a listing may ask for: far past any account's records, and far below where
+MongoDB's 64-bit `skip` would overflow."""
 TRUE, FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 
 
@@ -58,6 +62,9 @@ def search_text(raw: str | None) -> str | None:
         return None
     if len(raw) > 200:
         raise ValidationFailed("search must be at most 200 characters.")
+    if any(unicodedata.category(c) == "Cc" for c in raw):
+        # Names hold no control characters, and MongoDB refuses a pattern with a NUL in it.
+        raise ValidationFailed("search must not contain control characters.")
     return raw.strip()
 
 
@@ -66,8 +73,11 @@ def page_query(
 ) -> PageQuery:
     """The page, size, sort and search of a listing request."""
     sort, descending = sort_order(query.get("sort"), sortable)
+    page = page_number(query.get("page"), "page", 1)
+    if page > MAX_PAGE:
+        raise ValidationFailed(f"page must be at most {MAX_PAGE}.")
     return PageQuery(
-        page=page_number(query.get("page"), "page", 1),
+        page=page,
         per_page=page_number(query.get("per_page"), "per_page", 10, MAX_PER_PAGE),
         sort=sort,
         descending=descending,
@@ -91,14 +101,24 @@ def http_url(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise ValidationFailed(f"{name} must be a string.")
     url = value.strip()
-    parts = urlsplit(url)
+    invalid = ValidationFailed(f"{name} must be a valid http(s) URL.")
+    try:
+        parts = urlsplit(url)
+        # Reading the port checks it: one that is not a number from 0 to 65535 raises.
+        port_ok = parts.port != 0
+    except ValueError:
+        raise invalid from None
+    # Printable excludes whitespace, control characters and lone surrogates (which JSON can
+    # carry but MongoDB cannot store); a space is printable, so it is refused on its own.
     if (
         len(url) > 2048
         or parts.scheme.lower() not in ("http", "https")
         or not parts.hostname
-        or any(c.isspace() for c in url)
+        or not port_ok
+        or not url.isprintable()
+        or " " in url
     ):
-        raise ValidationFailed(f"{name} must be a valid http(s) URL.")
+        raise invalid
     return url
 
 
@@ -120,6 +140,9 @@ def json_object(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw or b"")
     except ValueError:
         raise ValidationFailed("Request body must be valid JSON.") from None
+    except RecursionError:
+        # The parser recurses once per level of nesting: `[[[[…` is refused, not a crash.
+        raise ValidationFailed("Request body is nested too deeply.") from None
     if not isinstance(body, dict):
         raise ValidationFailed("Request body must be a JSON object.")
     return body

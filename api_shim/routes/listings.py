@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, ClassVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -15,15 +15,17 @@ from api_shim.listings import serve_listing
 from api_shim.presenters import PREFIX
 from worker.errors import ValidationFailed
 from worker.job import JobParams
-from worker.stores.snapshots import SORTABLE
+from worker.stores.snapshots import SORTABLE, Kind, PageQuery
 
 MSG_ACCOUNT_REQUIRED = "Callrail account id is required."
 router = APIRouter(prefix=PREFIX)
 
 
 class ListingParams(BaseModel):
-    """The query of a listing. Values arrive as text and are checked by the route, so that
+    """The query of the accounts listing. Values arrive as text and are checked here, so that
     each bad one gets the envelope and a message naming it."""
+
+    kind: ClassVar[Kind] = "accounts"
 
     page: str | None = Field(None, description="page number, from 1")
     per_page: str | None = Field(None, description="1 to 250, default 10")
@@ -31,51 +33,57 @@ class ListingParams(BaseModel):
     search: str | None = Field(None, description="case-insensitive substring of the name")
     refresh: str | None = Field(None, description="true: sync from CallRail now (202)")
 
-    def as_dict(self) -> dict[str, str]:
-        return {k: v for k, v in self.model_dump().items() if v is not None}
+    def job_params(self) -> JobParams:
+        """What the sync of this listing is asked to do."""
+        return JobParams()
 
-
-Q = TypeVar("Q", bound=ListingParams)
+    def page_query(self) -> PageQuery:
+        given = {k: v for k, v in self.model_dump().items() if v is not None}
+        return check.page_query(given, SORTABLE[self.kind])
 
 
 class CompanyParams(ListingParams):
     """The query of the companies listing."""
 
+    kind: ClassVar[Kind] = "companies"
+
     account_id: str | None = Field(None, description="CallRail account id (required)")
     disabled: str | None = Field(None, description="true: include disabled companies")
 
+    def job_params(self) -> JobParams:
+        if not self.account_id:
+            raise ValidationFailed(MSG_ACCOUNT_REQUIRED)
+        return JobParams(callrail_account_id=check.callrail_id(self.account_id, "account_id"))
 
-def _query(request: Request, model: type[Q]) -> Q:
-    """The route's query, read here rather than by FastAPI: each bad value then gets the
-    spec's envelope and a message naming it (and the route skips FastAPI's parameter pass)."""
-    return model.model_validate(dict(request.query_params))
-
-
-@router.get(
-    "/accounts",
-    summary="List the CallRail accounts of the caller's API key",
-    openapi_extra=openapi_query(ListingParams),
-)
-async def list_accounts(request: Request, owner: Owner, svc: Svc) -> JSONResponse:
-    await require_key(svc, owner)
-    q = _query(request, ListingParams)
-    query = check.page_query(q.as_dict(), SORTABLE["accounts"])
-    refresh = check.flag(q.refresh, "refresh")
-    return await serve_listing(svc, owner, "accounts", JobParams(), query, refresh=refresh)
+    def page_query(self) -> PageQuery:
+        given = {k: v for k, v in self.model_dump().items() if v is not None}
+        disabled = check.flag(self.disabled, "disabled")
+        return check.page_query(given, SORTABLE[self.kind], include_disabled=disabled)
 
 
-@router.get(
-    "/companies",
-    summary="List, search and sort the companies of a CallRail account",
-    openapi_extra=openapi_query(CompanyParams, required=frozenset({"account_id"})),
-)
-async def list_companies(request: Request, owner: Owner, svc: Svc) -> JSONResponse:
-    await require_key(svc, owner)
-    q = _query(request, CompanyParams)
-    if not q.account_id:
-        raise ValidationFailed(MSG_ACCOUNT_REQUIRED)
-    params = JobParams(callrail_account_id=check.callrail_id(q.account_id, "account_id"))
-    include_disabled = check.flag(q.disabled, "disabled")
-    query = check.page_query(q.as_dict(), SORTABLE["companies"], include_disabled)
-    refresh = check.flag(q.refresh, "refresh")
-    return await serve_listing(svc, owner, "companies", params, query, refresh=refresh)
+def listing_route(model: type[ListingParams]) -> Any:
+    """A listing route: the caller's key, then the query (read here rather than by FastAPI,
+    so each bad value gets the spec's envelope and message), then the page or the job."""
+
+    async def route(request: Request, owner: Owner, svc: Svc) -> JSONResponse:
+        await require_key(svc, owner)
+        q = model.model_validate(dict(request.query_params))
+        params, query = q.job_params(), q.page_query()
+        refresh = check.flag(q.refresh, "refresh")
+        return await serve_listing(svc, owner, model.kind, params, query, refresh=refresh)
+
+    return route
+
+
+for path, model, summary in (
+    ("/accounts", ListingParams, "List the CallRail accounts of the caller's API key"),
+    ("/companies", CompanyParams, "List, search and sort the companies of a CallRail account"),
+):
+    router.add_api_route(
+        path,
+        listing_route(model),
+        methods=["GET"],
+        summary=summary,
+        openapi_extra=openapi_query(model),
+        name=f"list_{model.kind}",
+    )

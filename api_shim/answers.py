@@ -1,0 +1,166 @@
+"""The shapes the shim answers with, as models: what the OpenAPI document says of each answer
+(`api_shim/openapi.py`), and what a test checks real answers against."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api_shim.presenters import PREFIX
+from worker.job import JobError, JobParams, JobStatus, JobType
+
+
+class Answer(BaseModel):
+    """A shape the shim answers with. Fields it does not document are refused, so that a
+    test that checks real answers against the document sees a new field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SnapshotInfo(Answer):
+    """Which snapshot a page was read from."""
+
+    synced_at: datetime
+    stale: bool = Field(description="Older than SNAPSHOT_MAX_AGE; a refresh job is running.")
+    refresh_job_id: str | None = Field(description="The job refreshing the snapshot, if any.")
+
+
+class Page(Answer):
+    """The paging of a listing, and the snapshot it was read from."""
+
+    page: int
+    per_page: int
+    total_pages: int
+    total_records: int
+    snapshot: SnapshotInfo
+
+
+class CallRailObject(BaseModel):
+    """An object as CallRail sent it: the fields below, and any CallRail adds later."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(description="A string, even where CallRail sent an old numeric id.")
+    name: str
+
+
+class Account(CallRailObject):
+    """A CallRail account."""
+
+    outbound_recording_enabled: bool | None = None
+    hipaa_account: bool | None = None
+
+
+class Company(CallRailObject):
+    """A CallRail company (`status` `disabled` is CallRail's own soft delete)."""
+
+    status: str = Field(examples=["active"])
+    time_zone: str | None = None
+    created_at: str | None = Field(None, examples=["2018-02-19T13:41:00.236-05:00"])
+    disabled_at: str | None = None
+
+
+class ListedAccount(Account):
+    """A CallRail account, as CallRail sent it, with the size of its companies snapshot."""
+
+    companies_count: int | None = Field(
+        description="Companies in the account's companies snapshot; null before the first."
+    )
+
+
+class AccountsPage(Page):
+    accounts: list[ListedAccount]
+
+
+class CompaniesPage(Page):
+    companies: list[Company]
+
+
+class JobProgress(Answer):
+    """How far a sync has come."""
+
+    pages_done: int
+    total_pages: int | None
+    records: int
+
+
+class JobView(Answer):
+    """A job: its status, progress, and its result or error."""
+
+    job_id: str
+    type: JobType
+    status: JobStatus
+    params: JobParams
+    progress: JobProgress
+    result: dict[str, Any] | None = Field(description="What a succeeded job produced.")
+    error: JobError | None = Field(description="Why it failed, or what a retrying job waits out.")
+    attempts: int
+    next_retry_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+
+class JobAccepted(Answer):
+    """The job that will produce the answer, and where to poll it."""
+
+    job_id: str
+    status: JobStatus
+    status_url: str = Field(examples=[f"{PREFIX}/jobs/job_3f2a9c0d1e4b5a6f7a8b9c0d"])
+
+
+class Success(Answer):
+    """The envelope of a 200; each route's answer adds its `data`."""
+
+    success: Literal[True]
+    message: Literal["SUCCESS"]
+
+
+class AccountsAnswer(Success):
+    """A page of the caller's CallRail accounts, from their snapshot."""
+
+    data: AccountsPage
+
+
+class CompaniesAnswer(Success):
+    """A page of the account's companies, from their snapshot."""
+
+    data: CompaniesPage
+
+
+class JobAnswer(Success):
+    """The job."""
+
+    data: JobView
+
+
+class AcceptedAnswer(Answer):
+    """The request became a job: poll `status_url` until it ends."""
+
+    success: Literal[True]
+    message: Literal["ACCEPTED"]
+    data: JobAccepted
+
+
+class StreamTicket(Answer):
+    """A ticket for `?ticket=` on the event streams (EventSource sends no headers)."""
+
+    ticket: str
+    expires_in: int = Field(description="Seconds it stays good (at most a minute).")
+
+
+class TicketAnswer(Success):
+    """A stream ticket for the caller."""
+
+    data: StreamTicket
+
+
+class ErrorAnswer(Answer):
+    """A refusal or a failure: `errno` repeats the HTTP status."""
+
+    success: Literal[False]
+    errno: int
+    message: str
