@@ -122,11 +122,13 @@ class CallRailApi:
             raise error(400, "Invalid status filter")
         # Under the lock, so a page never shows a company half-way through a change.
         with self.data.lock:
-            companies = [
-                c
-                for c in self.data.companies(account)
-                if status in (None, c["status"]) and search in c["name"].lower()
-            ]
+            companies = self.data.companies(account)
+            if status is not None or search:  # a plain listing need not look at each company
+                companies = [
+                    c
+                    for c in companies
+                    if status in (None, c["status"]) and search in c["name"].lower()
+                ]
             return _paginate("companies", _sorted(companies, query, COMPANY_SORTS), query)
 
     def _company(self, account: SimAccount, company_id: str) -> dict[str, Any]:
