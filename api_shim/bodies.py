@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from api_shim import validation as check
 from worker.errors import ValidationFailed
 from worker.job import JobParams
+from worker.urls import check_url
 
 MSG_CREATE_REQUIRED = "Callrail account id, company id and webhook url are required."
 MSG_UPDATE_REQUIRED = (
@@ -27,9 +28,15 @@ class WebhookCreate(BaseModel):
     company_id: str = Field(examples=["COM8154748ae6bd4e278a7cddd38a662f4f"])
     webhook_url: str = Field(examples=["https://dashclicks.com/api/webhooks/callrail"])
     events: list[str] | None = Field(None, examples=[["call.completed", "call.received"]])
+    status: str | None = Field(
+        None,
+        examples=["enabled"],
+        description="`enabled`: also enable the company's webhooks if they are disabled in "
+        "CallRail (else a webhook made there says it will not fire).",
+    )
 
     @staticmethod
-    def params(body: dict[str, Any]) -> JobParams:
+    def params(body: dict[str, Any], allow_private: bool = False) -> JobParams:
         """The job parameters of a create request, or the error that refuses it."""
         if not check.present(body, "account_id", "company_id", "webhook_url"):
             raise ValidationFailed(MSG_CREATE_REQUIRED)
@@ -37,8 +44,9 @@ class WebhookCreate(BaseModel):
         return JobParams(
             account_id=account_id,
             company_id=company_id,
-            webhook_url=check.http_url(body["webhook_url"], "webhook_url"),
+            webhook_url=check_url(body["webhook_url"], "webhook_url", allow_private=allow_private),
             events=check.events(body.get("events")),
+            status=webhook_status(body.get("status")),
         )
 
 
@@ -52,7 +60,7 @@ class WebhookUpdate(BaseModel):
     status: str | None = Field(None, examples=["disabled"])
 
     @staticmethod
-    def params(body: dict[str, Any]) -> JobParams:
+    def params(body: dict[str, Any], allow_private: bool = False) -> JobParams:
         """The job parameters of an update request, or the error that refuses it."""
         has_change = check.present(body, "webhook_url") or check.present(body, "status")
         if not check.present(body, "account_id", "company_id", "webhook_id") or not has_change:
@@ -60,17 +68,27 @@ class WebhookUpdate(BaseModel):
         account_id, company_id = company_ref(body)
         webhook_id = check.callrail_id(body["webhook_id"], "webhook_id")
         url = body.get("webhook_url")
-        url = check.http_url(url, "webhook_url") if url not in (None, "") else None
-        status = body.get("status")
-        if status not in (None, "", "enabled", "disabled"):
-            raise ValidationFailed("status must be 'enabled' or 'disabled'.")
+        if url not in (None, ""):
+            url = check_url(url, "webhook_url", allow_private=allow_private)
+        else:
+            url = None
+        status = webhook_status(body.get("status"))
         return JobParams(
             account_id=account_id,
             company_id=company_id,
             webhook_id=webhook_id,
             webhook_url=url,
-            status=status or None,
+            status=status,
         )
+
+
+def webhook_status(value: Any) -> str | None:
+    """`enabled`, `disabled`, or not given."""
+    if value in (None, ""):
+        return None
+    if value not in ("enabled", "disabled"):
+        raise ValidationFailed("status must be 'enabled' or 'disabled'.")
+    return str(value)
 
 
 def company_ref(source: dict[str, Any]) -> tuple[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import unicodedata
 from typing import Any
-from urllib.parse import urlsplit
 
 from worker.callrail.webhooks import EVENT_KEYS
 from worker.errors import ValidationFailed
@@ -95,31 +94,6 @@ def callrail_id(value: Any, name: str) -> str:
     if not is_callrail_id(value):
         raise ValidationFailed(f"{name} is not a valid id.")
     return value
-
-
-def http_url(value: Any, name: str) -> str:
-    if not isinstance(value, str):
-        raise ValidationFailed(f"{name} must be a string.")
-    url = value.strip()
-    invalid = ValidationFailed(f"{name} must be a valid http(s) URL.")
-    try:
-        parts = urlsplit(url)
-        # Reading the port checks it: one that is not a number from 0 to 65535 raises.
-        port_ok = parts.port != 0
-    except ValueError:
-        raise invalid from None
-    # Printable excludes whitespace, control characters and lone surrogates (which JSON can
-    # carry but MongoDB cannot store); a space is printable, so it is refused on its own.
-    if (
-        len(url) > 2048
-        or parts.scheme.lower() not in ("http", "https")
-        or not parts.hostname
-        or not port_ok
-        or not url.isprintable()
-        or " " in url
-    ):
-        raise invalid
-    return url
 
 
 def events(value: Any) -> list[str] | None:

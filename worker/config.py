@@ -105,6 +105,9 @@ class Operation(_Group):
     """Appended to the queue names: `serve` with its in-process store sets one per process,
     so two of them on one Redis never take each other's jobs."""
     demo_account_id: str = "64f1c2a9e4b0a1b2c3d4e5f6"
+    allow_private_urls: bool = False
+    """Development and tests only: accept http and private or loopback targets for every URL
+    the service calls or hands to CallRail (webhooks, notification callbacks)."""
 
 
 class Settings(Connections, CallRailAccess, Budget, Admission, Retries, Schedule, Operation):
