@@ -31,7 +31,7 @@ def job_view(job: Job) -> dict[str, Any]:
             "records": job.progress.records,
         },
         "result": job.result,
-        "error": job.error.model_dump() if job.error and waiting else None,
+        "error": job.error.model_dump(mode="json") if job.error and waiting else None,
         "attempts": job.attempts,
         "next_retry_at": iso(job.next_retry_at),
         "created_at": iso(job.created_at),

@@ -32,8 +32,9 @@ from tasks.celery_app import create_worker_app
 from tasks.submit import CeleryQueue
 from worker.config import Settings
 from worker.events import JobEvents
+from worker.locks import RedisLocks
 from worker.logs import setup_logging
-from worker.runtime import Runtime, budget_for, configure
+from worker.runtime import Runtime, budget_for, configure, lock_ttl
 from worker.stores import connect
 
 log = logging.getLogger("callrail_sync.serve")
@@ -112,7 +113,8 @@ def prepare(settings: Settings, run_dir: Path) -> Embedded:
         else:
             client = redis.Redis.from_url(s.redis_url)
             stores = connect(s, on_job_change=JobEvents(client))
-            runtime = Runtime(s, stores, budget=budget_for(s, client), redis=client)
+            budget, locks = budget_for(s, client), RedisLocks(client, ttl=lock_ttl(s))
+            runtime = Runtime(s, stores, budget=budget, redis=client, locks=locks)
         if simulator is not None:
             key = simulator.data.api_keys[0]
             keys = runtime.stores.keys

@@ -1,7 +1,9 @@
 """Webhook work: list, create and update the URLs of a company's Webhooks integration.
 
-Writes check the current state first, so running one twice (a retry after a timeout whose
-request did reach CallRail) never makes a second webhook or a second integration.
+A write reads the integration and writes it back whole, so writes of one company hold its lock
+(`worker/locks.py`) from the read to the write: two at once never lose one. Each checks the
+current state first, so running one twice (a retry after a timeout whose request did reach
+CallRail) never makes a second webhook or a second integration.
 """
 
 from __future__ import annotations
@@ -35,13 +37,21 @@ def remember(
     rt: Runtime, job: Job, account_id: str, company_id: str, integration: Integration, url: str
 ) -> dict[str, Any]:
     """Our record of one URL of the integration, in the spec's webhook shape."""
-    keys = wh.urls_in(integration).get(url, [])
-    fields = {**integration_fields(integration, keys), "created_at": integration.created_at}
+    fields = created_fields(integration, url)
     return shape(rt.stores.webhooks.remember(job.owner, account_id, company_id, url, fields))
 
 
-def shape(record: WebhookRecord) -> dict[str, Any]:
-    return {
+NOT_FIRING = (
+    "The company's webhooks are disabled in CallRail: this webhook will not fire until they "
+    "are enabled (PUT it with status enabled)."
+)
+
+
+def shape(record: WebhookRecord, *, existing: bool = False) -> dict[str, Any]:
+    """A webhook as the frontend sees it: `existing` says the URL was already there (nothing
+    new was made), `fires` whether CallRail will call it now (and `note` why not)."""
+    fires = record.status == "enabled"
+    shaped: dict[str, Any] = {
         "id": record.id,
         "account_id": record.account_id,
         "company_id": record.company_id,
@@ -51,7 +61,17 @@ def shape(record: WebhookRecord) -> dict[str, Any]:
         "integration_id": record.integration_id,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
+        "existing": existing,
+        "fires": fires,
     }
+    if not fires:
+        shaped["note"] = NOT_FIRING
+    return shaped
+
+
+def lock_name(account_id: str, company_id: str) -> str:
+    """One company's integration: what a webhook write holds while it reads and writes it."""
+    return f"integration:{account_id}:{company_id}"
 
 
 def list_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
@@ -66,53 +86,77 @@ def list_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
 
 
 def create_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
-    """Add a URL to a company's Webhooks integration (making it if needed); idempotent."""
+    """Add a URL to a company's Webhooks integration (making it if needed), under the
+    company's lock; idempotent: a URL already there answers the existing webhook."""
     p = job.params
     account_id, company_id, url = p.need("account_id"), p.need("company_id"), p.need("webhook_url")
     keys = wh.config_keys(p.events or list(wh.DEFAULT_EVENTS))
-    existing = client.list_webhook_integrations(account_id, company_id)
-    if not existing:
-        integration = client.create_webhook_integration(
-            account_id, company_id, wh.with_url({}, url, keys)
-        )
-    elif wh.has_url(existing[0], url, keys):
-        integration = existing[0]  # already configured: the job succeeds with what is there
-    else:
-        current = existing[0]
-        integration = client.update_integration(
-            account_id, current.id, config=wh.with_url(current.config, url, keys)
-        )
-    return Outcome(result=remember(rt, job, account_id, company_id, integration, url))
+    wanted = STATE_FOR_STATUS[p.status] if p.status else None
+    with rt.locks.hold(lock_name(account_id, company_id)) as held:
+        existing = client.list_webhook_integrations(account_id, company_id)
+        already = bool(existing) and wh.has_url(existing[0], url, keys)
+        held.confirm()
+        if not existing:
+            integration = client.create_webhook_integration(
+                account_id, company_id, wh.with_url({}, url, keys)
+            )
+        else:
+            current = existing[0]
+            config = None if already else wh.with_url(current.config, url, keys)
+            state = wanted if wanted not in (None, current.state) else None
+            integration = current
+            if config is not None or state is not None:
+                integration = client.update_integration(
+                    account_id, current.id, config=config, state=state
+                )
+        if not existing and wanted == "disabled":
+            integration = client.update_integration(account_id, integration.id, state=wanted)
+    record = rt.stores.webhooks.remember(
+        job.owner, account_id, company_id, url, created_fields(integration, url)
+    )
+    return Outcome(result=shape(record, existing=already))
+
+
+def created_fields(integration: Integration, url: str) -> dict[str, Any]:
+    keys = wh.urls_in(integration).get(url, [])
+    return {**integration_fields(integration, keys), "created_at": integration.created_at}
 
 
 def update_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
-    """Change a webhook's URL and/or status (the integration's state)."""
+    """Change a webhook's URL and/or status (the integration's state), under the company's
+    lock. A URL another webhook of the company already has merges into that one."""
     p = job.params
     record = rt.stores.webhooks.get(job.owner, p.need("webhook_id"))
     if record is None or (record.account_id, record.company_id) != (p.account_id, p.company_id):
         raise errors.NotFound("Webhook not found.")
-    integrations = client.list_webhook_integrations(record.account_id, record.company_id)
-    if not integrations:
-        raise errors.UpstreamNotFound("the company has no Webhooks integration", status=404)
-    current = integrations[0]
-    old_url, new_url = record.url, p.webhook_url or record.url
-    if old_url not in wh.urls_in(current) and new_url not in wh.urls_in(current):
-        raise errors.UpstreamNotFound(
-            "the webhook URL is no longer configured in CallRail", status=404
-        )
-    config = wh.replace_url(current.config, old_url, new_url) if new_url != old_url else None
-    state = STATE_FOR_STATUS[p.status] if p.status else None
-    if config == current.config:
-        config = None  # a retry after the change went through: nothing left to send
-    if state == current.state:
-        state = None
-    updated = current
-    if config is not None or state is not None:
-        updated = client.update_integration(
-            record.account_id, current.id, config=config, state=state
-        )
+    account_id, company_id = record.account_id, record.company_id
+    with rt.locks.hold(lock_name(account_id, company_id)) as held:
+        integrations = client.list_webhook_integrations(account_id, company_id)
+        if not integrations:
+            raise errors.UpstreamNotFound("the company has no Webhooks integration", status=404)
+        current = integrations[0]
+        old_url, new_url = record.url, p.webhook_url or record.url
+        if old_url not in wh.urls_in(current) and new_url not in wh.urls_in(current):
+            raise errors.UpstreamNotFound(
+                "the webhook URL is no longer configured in CallRail", status=404
+            )
+        config = wh.replace_url(current.config, old_url, new_url) if new_url != old_url else None
+        state = STATE_FOR_STATUS[p.status] if p.status else None
+        if config == current.config:
+            config = None  # a retry after the change went through: nothing left to send
+        if state == current.state:
+            state = None
+        updated = current
+        if config is not None or state is not None:
+            held.confirm()
+            updated = client.update_integration(account_id, current.id, config=config, state=state)
     keys = wh.urls_in(updated).get(new_url, record.keys)
-    moved = rt.stores.webhooks.move(
-        job.owner, record.id, new_url, integration_fields(updated, keys)
-    )
+    fields = integration_fields(updated, keys)
+    other = rt.stores.webhooks.find(job.owner, account_id, company_id, new_url)
+    if other is not None and other.id != record.id:
+        # CallRail keeps one copy of a URL: this webhook is now that one.
+        rt.stores.webhooks.forget(job.owner, record.id)
+        merged = rt.stores.webhooks.move(job.owner, other.id, new_url, fields) or other
+        return Outcome(result={**shape(merged, existing=True), "replaced_id": record.id})
+    moved = rt.stores.webhooks.move(job.owner, record.id, new_url, fields)
     return Outcome(result=shape(moved or record))

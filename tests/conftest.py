@@ -27,6 +27,7 @@ from worker.callrail.client import CallRailClient, Timeouts
 from worker.config import Settings
 from worker.events import JobEvents
 from worker.job import Job, JobParams, JobType
+from worker.locks import RedisLocks
 from worker.runtime import Runtime, budget_for, configure
 from worker.stores import Stores, connect
 
@@ -124,9 +125,8 @@ def queue(worker_app: Celery) -> CeleryQueue:
 @pytest.fixture
 def runtime(settings: Settings, stores: Stores) -> Iterator[Runtime]:
     client = redis.Redis.from_url(settings.redis_url)
-    rt = Runtime(
-        settings=settings, stores=stores, budget=budget_for(settings, client), redis=client
-    )
+    budget = budget_for(settings, client)
+    rt = Runtime(settings, stores, budget=budget, redis=client, locks=RedisLocks(client))
     configure(rt)
     yield rt
     configure(None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
@@ -19,6 +19,7 @@ from worker import metrics
 from worker.callrail.client import BeforeRequest, CallRailClient, Timeouts
 from worker.config import Settings
 from worker.events import JobEvents
+from worker.locks import LocalLocks, Locks, RedisLocks
 from worker.logs import register_secret
 from worker.ratelimit import RequestBudget, Window
 from worker.stores import Stores, connect
@@ -34,6 +35,8 @@ class Runtime:
     """The shared request budget; None only where no Redis exists (serve, some tests)."""
     redis: redis.Redis | None = None
     """Redis for coordination (stop flags); None where there is none."""
+    locks: Locks = field(default_factory=LocalLocks)
+    """Locks across workers (Redis) or within this process (none)."""
 
     def client(self, api_key: str) -> CallRailClient:
         """A CallRail client for one key, spending the shared budget."""
@@ -77,7 +80,13 @@ def build_runtime(settings: Settings) -> Runtime:
         stores=connect(settings, on_job_change=JobEvents(client)),
         budget=budget_for(settings, client),
         redis=client,
+        locks=RedisLocks(client, ttl=lock_ttl(settings)),
     )
+
+
+def lock_ttl(settings: Settings) -> float:
+    """Long enough for a list and a write to CallRail at their slowest (the read timeout)."""
+    return 2 * (settings.callrail_connect_timeout + settings.callrail_read_timeout) + 10
 
 
 _lock = threading.Lock()
