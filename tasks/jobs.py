@@ -23,6 +23,7 @@ from tasks.shutdown import stopping
 from worker import errors, metrics
 from worker.callrail.client import CallRailClient
 from worker.job import Job, JobError
+from worker.ratelimit import unit_for
 from worker.runtime import Runtime, runtime
 from worker.stores.database import UNAVAILABLE as STORE_UNAVAILABLE
 from worker.stores.database import utcnow
@@ -87,10 +88,6 @@ def require_api_key(rt: Runtime, owner: str) -> ApiKeyRecord:
     return record
 
 
-def job_error(exc: errors.CallRailSyncError) -> JobError:
-    return JobError(errno=exc.errno, message=exc.user_message)
-
-
 def summary(job_id: str, status: str) -> Summary:
     return {"job_id": job_id, "status": status}
 
@@ -138,15 +135,11 @@ def run_job(task: Task, job_id: str, work: Work) -> Summary:
         down = errors.ServiceUnavailable(f"{which} is unavailable; the job will retry.")
         return _on_error(task, rt, job, down, {**context, "cause": type(exc).__name__})
     except SoftTimeLimitExceeded:
-        _fail(
-            rt, job, JobError(errno=504, message="The job took too long and was stopped."), context
-        )
+        _fail(task, rt, job, errors.JobTimedOut(), context)
         return summary(job_id, "failed")
     except Exception:
         log.exception("job crashed", extra=context)
-        _fail(
-            rt, job, JobError(errno=500, message="Internal error while running the job."), context
-        )
+        _fail(task, rt, job, errors.Crashed(), context)
         raise
     rt.stores.jobs.succeed(job_id, outcome.result, outcome.snapshot_id)
     metrics.JOBS.labels(job.type.value, "succeeded").inc()
@@ -161,7 +154,9 @@ def _on_error(
     if policy.can_retry(job.attempts, exc):
         delay = policy.delay(job.attempts)
         try:
-            rt.stores.jobs.retry_later(job.id, job_error(exc), utcnow() + timedelta(seconds=delay))
+            rt.stores.jobs.retry_later(
+                job.id, JobError.of(exc), utcnow() + timedelta(seconds=delay)
+            )
         except STORE_UNAVAILABLE:
             # Still `running` in the store: the retry takes it over once its lease is out.
             log.warning("could not record the retry", extra=context)
@@ -170,7 +165,7 @@ def _on_error(
             extra={**context, "error": type(exc).__name__, "countdown": round(delay, 2)},
         )
         return _retry(task, rt, job, delay, exc, context)
-    _fail(rt, job, job_error(exc), {**context, "error": type(exc).__name__})
+    _fail(task, rt, job, exc, {**context, "error": type(exc).__name__})
     return summary(job.id, "failed")
 
 
@@ -191,15 +186,15 @@ def _wait_for_budget(
     wait = exc.retry_after
     cooldown = not isinstance(exc, errors.BudgetWait)
     if cooldown and rt.budget is not None and key is not None:
-        wait = rt.budget.cool_down(key.api_key.get_secret_value(), exc.retry_after)
+        unit = unit_for(key.api_key.get_secret_value(), exc.path)
+        wait = rt.budget.cool_down(unit, exc.retry_after)
     if job.rate_limit_waits + 1 > rt.settings.max_rate_limit_waits:
-        message = (
-            "CallRail's rate limit did not lift; the job gave up after waiting for it repeatedly."
-        )
-        _fail(rt, job, JobError(errno=429, message=message), context)
+        _fail(task, rt, job, errors.RateLimitExhausted(), context)
         return summary(job.id, "failed")
     delay = policy_for(rt).delay(job.attempts, retry_after=wait or 0.0)
-    rt.stores.jobs.park_for_rate_limit(job.id, job_error(exc), utcnow() + timedelta(seconds=delay))
+    rt.stores.jobs.park_for_rate_limit(
+        job.id, JobError.of(exc), utcnow() + timedelta(seconds=delay)
+    )
     log.info(
         "job waits for the rate limit",
         extra={**context, "countdown": round(delay, 2), "cooldown": cooldown},
@@ -208,17 +203,11 @@ def _wait_for_budget(
 
 
 def _hand_back(task: Task, rt: Runtime, job: Job, context: dict[str, Any]) -> Summary:
-    """The worker is stopping: requeue the job now; the next run resumes from stored pages."""
+    """The worker is stopping: requeue the job now; the next run resumes from stored pages.
+    If the broker does not take it, the job stays queued and the sweeper sends it again."""
     rt.stores.jobs.requeue(job.id)
     log.warning("job handed back to the queue (worker stopping)", extra=context)
-    try:
-        raise task.retry(countdown=0, exc=None)
-    except Retry:
-        raise
-    except Exception as failure:
-        # Left queued: the sweeper sends it again.
-        log.error("could not requeue job", extra={**context, "error": type(failure).__name__})
-        return summary(job.id, "queued")
+    return _requeue(task, job, 0, None, context, left="queued")
 
 
 def _retry(
@@ -231,18 +220,40 @@ def _retry(
 ) -> Summary:
     """Requeue the task with a countdown. If the broker does not take it, the job stays
     `retrying` in the store and the sweeper sends it again once the broker is back."""
+    return _requeue(task, job, delay, exc, context, left="retrying")
+
+
+def _requeue(
+    task: Task,
+    job: Job,
+    countdown: float,
+    exc: Exception | None,
+    context: dict[str, Any],
+    *,
+    left: str,
+) -> Summary:
     try:
         # The tasks are declared with max_retries=None: our own counters decide when to stop.
-        raise task.retry(countdown=delay, exc=exc)
+        raise task.retry(countdown=countdown, exc=exc)
     except Retry:
         raise
     except Exception as failure:
         log.error("could not requeue job", extra={**context, "error": type(failure).__name__})
-        return summary(job.id, "retrying")
+        return summary(job.id, left)
 
 
-def _fail(rt: Runtime, job: Job, error: JobError, context: dict[str, Any]) -> None:
-    rt.stores.snapshots.discard(job.id)
-    rt.stores.jobs.fail(job.id, error)
+def _fail(
+    task: Task, rt: Runtime, job: Job, exc: errors.CallRailSyncError, context: dict[str, Any]
+) -> None:
+    """Record the failure. If even that cannot be written (MongoDB is down), the task comes
+    back once the job's lease is out and tries again: a job never stays `running` because its
+    own failure could not be recorded."""
+    error = JobError.of(exc)
+    try:
+        rt.stores.snapshots.discard(job.id)
+        rt.stores.jobs.fail(job.id, error)
+    except STORE_UNAVAILABLE:
+        log.error("could not record the failure; retrying", extra=context)
+        raise task.retry(countdown=rt.settings.job_lease_seconds, exc=None) from None
     metrics.JOBS.labels(job.type.value, "failed").inc()
     log.warning("job failed", extra={**context, "errno": error.errno})

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from tasks.submit import JobQueue, resend, submit
+from worker import errors
 from worker.job import JobError, JobParams, JobStatus, JobType, Lane
 from worker.runtime import Runtime
 from worker.stores.database import utcnow
@@ -72,9 +73,8 @@ def sweep_stale_jobs(rt: Runtime, queue: JobQueue) -> list[dict[str, Any]]:
     acted: list[dict[str, Any]] = []
     for job in jobs.stale(cutoff):
         if job.status is JobStatus.RUNNING and job.attempts >= rt.settings.max_attempts:
-            message = "The worker running this job stopped, and it was tried too many times."
             rt.stores.snapshots.discard(job.id)
-            jobs.fail(job.id, JobError(errno=500, message=message))
+            jobs.fail(job.id, JobError.of(errors.WorkerLost()))
             acted.append({"job_id": job.id, "action": "failed"})
             continue
         revived = jobs.reclaim_stale(job.id, job.updated_at)

@@ -122,5 +122,5 @@ def _send(
     except Exception as exc:
         log.error("could not queue job", extra={"job_id": job.id, "error": type(exc).__name__})
         failure = errors.QueueUnavailable("The job queue is unavailable; please try again shortly.")
-        jobs.fail(job.id, JobError(errno=failure.errno, message=failure.user_message))
+        jobs.fail(job.id, JobError.of(failure))
         raise failure from None

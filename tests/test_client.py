@@ -6,6 +6,7 @@ import logging
 import math
 import threading
 import time
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -13,7 +14,7 @@ import responses
 from annotated_types import Le
 
 from worker import errors
-from worker.callrail.client import CallRailClient, Timeouts, segment
+from worker.callrail.client import CallRailClient, Timeouts, parse_retry_after, segment
 from worker.callrail.models import PageMeta
 from worker.callrail.pagination import PageWalker
 from worker.config import Settings
@@ -234,6 +235,32 @@ def test_error_bodies_are_parsed_whatever_their_shape(
         CallRailClient("k", base_url=BASE).get_account("ACC1")
     assert caught.value.message.startswith(message)
     assert caught.value.status == status
+
+
+NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("120", 120.0),
+        ("0", 0.0),
+        ("1.5", 1.5),
+        (" 30 ", 30.0),
+        ("-5", 0.0),  # never a negative wait
+        ("Sat, 28 Nov 2026 12:01:00 GMT", 60.0),
+        ("Sat, 28 Nov 2026 12:01:00 +0000", 60.0),
+        ("Sat, 28 Nov 2026 12:01:00 -0000", 60.0),  # "no zone": taken as UTC, not a crash
+        ("Sat, 28 Nov 2026 14:01:00 +0200", 60.0),
+        ("Sat, 28 Nov 2026 07:01:00 -0500", 60.0),
+        ("Sat, 28 Nov 2026 11:00:00 GMT", 0.0),  # already past
+        ("soon", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_retry_after_is_read_in_both_forms_whatever_the_zone(header, seconds):
+    assert parse_retry_after(header, NOW) == seconds
 
 
 @responses.activate

@@ -273,14 +273,16 @@ def test_webhook_update_changes_url_and_status_both_ways(
 def test_missing_key_fails_with_the_spec_message(worker, stores, submit_job, sim):
     done = run(stores, submit_job, OTHER_OWNER, "sync_accounts")
     assert done.status == "failed"
-    assert done.error.model_dump() == {"errno": 400, "message": API_KEY_NOT_FOUND}
+    assert (done.error.errno, done.error.message) == (400, API_KEY_NOT_FOUND)
+    assert done.error.error_class == "auth" and done.error.remedy
     assert sim.stats()["requests"] == 0
 
 
 def test_soft_deleted_key_is_never_used(worker, stores, owner, submit_job, sim):
     stores.keys.remove(owner)
     done = run(stores, submit_job, owner, "sync_accounts")
-    assert done.error.model_dump() == {"errno": 400, "message": API_KEY_NOT_FOUND}
+    assert (done.error.errno, done.error.message) == (400, API_KEY_NOT_FOUND)
+    assert done.error.error_class == "auth" and done.error.remedy
     assert sim.stats()["requests"] == 0
 
 
@@ -300,9 +302,12 @@ def test_revoked_key_fails_the_job_and_is_not_used_again(worker, stores, owner, 
 def test_unknown_callrail_account_fails_without_retrying(worker, stores, owner, submit_job):
     done = run(stores, submit_job, owner, "sync_companies", callrail_account_id="ACCdoesnotexist")
     assert done.status == "failed" and done.attempts == 1
-    assert done.error.model_dump() == {
+    assert done.error.model_dump(mode="json") == {
         "errno": 404,
         "message": "Not found in CallRail: Account not found",
+        "class": "not_found",
+        "retryable": False,
+        "remedy": "Check that the account and company ids belong to this CallRail key.",
     }
 
 
@@ -338,7 +343,7 @@ def test_updating_an_unknown_webhook_fails_with_404(
         webhook_id="web_nope",
         status="disabled",
     )
-    assert done.error.model_dump() == {"errno": 404, "message": "Webhook not found."}
+    assert (done.error.errno, done.error.message) == (404, "Webhook not found.")
 
 
 def test_retriable_errors_retry_then_succeed(worker, stores, owner, submit_job, sim):
@@ -420,3 +425,36 @@ def test_a_second_message_for_a_running_job_does_not_run_it_again(stores, owner)
     )
     again = stores.jobs.start(job.id, "message-1", lease_seconds=90)
     assert again is not None and again.attempts == 2
+
+
+def test_a_failure_that_cannot_be_recorded_comes_back_after_the_lease(stores, owner, runtime):
+    """MongoDB is down when a job's failure is to be written: the task is retried once the
+    job's lease is out, instead of leaving the job `running` until the sweeper. (The store is
+    wrapped to refuse that one write: a fail point on the server could not single it out.)"""
+    from celery.exceptions import Retry
+    from pymongo.errors import AutoReconnect
+
+    from tasks.jobs import _fail
+    from worker.errors import UpstreamNotFound
+
+    job, _ = stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_ACCOUNTS))
+    stores.jobs.start(job.id, "m", lease_seconds=90)
+    real_fail, calls = stores.jobs.fail, []
+
+    def fail_while_down(job_id, error):
+        calls.append(job_id)
+        if len(calls) == 1:
+            raise AutoReconnect("connection refused")
+        return real_fail(job_id, error)
+
+    class Task:
+        def retry(self, countdown, exc):
+            return Retry(when=countdown)
+
+    stores.jobs.fail = fail_while_down
+    with pytest.raises(Retry) as retried:
+        _fail(Task(), runtime, job, UpstreamNotFound("gone", status=404), {})
+    assert retried.value.when == runtime.settings.job_lease_seconds
+    assert stores.jobs.get(job.id).status == "running"  # nothing was written
+    _fail(Task(), runtime, job, UpstreamNotFound("gone", status=404), {})  # the retry
+    assert stores.jobs.get(job.id).status == "failed"

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import requests
 
-from worker.stores.snapshots import ITEM_COLLECTIONS, SORTABLE
+from worker.stores.snapshots import ITEM_COLLECTIONS, SORT_KEYS, SORTABLE
 
 from .conftest import wait_job
 
@@ -71,6 +71,6 @@ def test_every_sort_has_an_index_with_its_tie_break(stores):
             for index in stores.db[collection].index_information().values()
         ]
         for sort in SORTABLE[kind]:
-            key = "name_lower" if sort == "name" else sort
+            key = SORT_KEYS.get(sort, sort)
             expected = ["snapshot_id", "id"] if sort == "id" else ["snapshot_id", key, "id"]
             assert expected in indexes, (kind, sort)

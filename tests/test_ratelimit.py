@@ -13,7 +13,7 @@ from tasks.jobs import MAX_COUNTDOWN, RetryPolicy
 from worker import errors
 from worker.callrail.client import CallRailClient
 from worker.errors import BudgetWait
-from worker.ratelimit import RequestBudget, Window, fingerprint
+from worker.ratelimit import RequestBudget, Window, fingerprint, unit_for
 
 from .conftest import TEST_REDIS_URL, wait_job
 
@@ -107,6 +107,35 @@ def test_no_countdown_outlives_the_visibility_timeout():
     assert policy.delay(40) <= MAX_COUNTDOWN
 
 
+@pytest.mark.parametrize(
+    ("path", "unit"),
+    [
+        ("/a/ACC1/companies.json", "account:ACC1"),
+        ("/a/ACC1/companies/COM1.json", "account:ACC1"),
+        ("/a/ACC1/integrations/7.json", "account:ACC1"),
+        ("/a/ACC1.json", "account:ACC1"),
+        ("/a/470306151/companies.json", "account:470306151"),
+        ("/a.json", f"key:{fingerprint('sk_x')}"),
+    ],
+)
+def test_a_request_is_charged_to_the_account_it_names_else_to_the_key(path, unit):
+    assert unit_for("sk_x", path) == unit
+
+
+def test_two_keys_on_one_account_share_its_budget_and_one_key_has_one_per_account(redis_client):
+    budget = RequestBudget(redis_client, [Window(3, 60)])
+    first, second = budget.hook("key-one"), budget.hook("key-two")
+    for hook in (first, second, first):
+        hook("GET", "/a/ACC1/companies.json")
+    with pytest.raises(BudgetWait):  # the account's 3 are spent, whichever key spent them
+        RequestBudget(redis_client, [Window(3, 60)], max_inline_wait=0).hook("key-two")(
+            "GET", "/a/ACC1/companies.json"
+        )
+    for account in ("ACC2", "ACC3"):  # another account of the same key: a budget of its own
+        first("GET", f"/a/{account}/companies.json")
+    first("GET", "/a.json")  # naming no account: charged to the key
+
+
 def _hammer(base_url: str, api_key: str, account: str, seconds: float, out) -> None:
     budget = RequestBudget(
         redis.Redis.from_url(TEST_REDIS_URL), [Window(10, 1)], margin=0.05, max_inline_wait=5
@@ -123,15 +152,20 @@ def _hammer(base_url: str, api_key: str, account: str, seconds: float, out) -> N
     out.put((sent, limited))
 
 
-def test_the_budget_holds_across_two_worker_processes(sim, sim_data, api_key, redis_url):
-    """Two OS processes share one key; CallRail (10 a second) never answers 429."""
+@pytest.mark.parametrize("keys", ["one key", "two keys on the account"])
+def test_the_budget_holds_across_two_worker_processes(sim, sim_data, api_key, redis_url, keys):
+    """Two OS processes spend one account's quota (with one key, or each with its own key
+    on that account); CallRail (10 a second per account) never answers 429."""
     sim.set_knobs(rate_limits=[(10, 1.0)])
     account = sim_data.accounts_by_key[api_key][0]
+    other = sim_data.api_keys[1]
+    sim_data.share_account(other, account)
+    key_of = [api_key, api_key if keys == "one key" else other]
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     procs = [
-        ctx.Process(target=_hammer, args=(sim.base_url, api_key, account, 3.0, out))
-        for _ in range(2)
+        ctx.Process(target=_hammer, args=(sim.base_url, key_of[n], account, 3.0, out))
+        for n in range(2)
     ]
     for p in procs:
         p.start()
@@ -215,10 +249,11 @@ def test_a_timed_out_sync_fails_clearly_and_keeps_the_old_snapshot(
     second, _ = submit_job(owner, "sync_companies", callrail_account_id=account)
     done = wait_job(stores, second.id)
     assert done.status == "failed" and done.attempts == 3
-    assert done.error.model_dump() == {
-        "errno": 504,
-        "message": "Could not reach CallRail: timed out (ReadTimeout)",
-    }
+    assert (done.error.errno, done.error.message) == (
+        504,
+        "Could not reach CallRail: timed out (ReadTimeout)",
+    )
+    assert done.error.error_class == "upstream" and done.error.retryable is True
     assert stores.snapshots.current(owner, "companies", account).snapshot_id == first.id
 
 

@@ -100,11 +100,37 @@ class TooManyRequests(CallRailSyncError, errno=429, kind=ErrorClass.RATE_LIMITED
         self.retry_after = retry_after
 
 
+class JobTimedOut(CallRailSyncError, errno=504):
+    """Raised when a job runs past Celery's soft time limit (something is stuck)."""
+
+    def __init__(self) -> None:
+        super().__init__("The job took too long and was stopped.")
+
+
+class WorkerLost(CallRailSyncError):
+    """Raised (by the sweeper) when a job's worker keeps vanishing under it."""
+
+    def __init__(self) -> None:
+        super().__init__("The worker running this job stopped, and it was tried too many times.")
+
+
+class Crashed(CallRailSyncError):
+    """Raised for an error of ours that has no type: a bug."""
+
+    def __init__(self) -> None:
+        super().__init__("Internal error while running the job.")
+
+
 # --- our own services ------------------------------------------------------------------------
 
 
 class ServiceUnavailable(CallRailSyncError, errno=503, kind=ErrorClass.UNAVAILABLE, retriable=True):
     """Raised when Mongo or the broker cannot be reached; trying again shortly helps."""
+
+
+class LockBusy(ServiceUnavailable):
+    """Raised when another worker holds the lock on a company's webhooks past the wait, or a
+    holder finds its lock ran out: the job retries from a fresh read of CallRail."""
 
 
 class QueueUnavailable(ServiceUnavailable):
@@ -124,10 +150,12 @@ class CallRailError(CallRailSyncError, errno=502, kind=ErrorClass.UPSTREAM):
 
     template = "CallRail error: {message}"
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, path: str = "") -> None:
         super().__init__(message)
         self.status = status
         """CallRail's own HTTP status (None: no answer came back)."""
+        self.path = path
+        """The path of the request that failed (what a 429 is charged to depends on it)."""
 
 
 class Unauthorized(CallRailError, errno=401, kind=ErrorClass.AUTH):
@@ -172,9 +200,24 @@ class RateLimited(CallRailError, errno=429, kind=ErrorClass.RATE_LIMITED, retria
 
     template = "CallRail rate limit reached; the job will retry."
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message, status=429)
+    def __init__(self, message: str, *, retry_after: float | None = None, path: str = "") -> None:
+        super().__init__(message, status=429, path=path)
         self.retry_after = retry_after
+
+
+class RateLimitExhausted(RateLimited, retriable=False):
+    """Raised when a job has waited for the quota more times than MAX_RATE_LIMIT_WAITS."""
+
+    template = "{message}"
+    remedy = (
+        "Something else spends this CallRail account's quota (1,000 requests an hour); "
+        "try again later, or find the other application using it."
+    )
+
+    def __init__(self) -> None:
+        super().__init__(
+            "CallRail's rate limit did not lift; the job gave up after waiting for it repeatedly."
+        )
 
 
 class BudgetWait(RateLimited):

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from worker.errors import CallRailSyncError, ErrorClass
+
 
 class JobStatus(StrEnum):
     """Where a job is in its life. The enum is the glossary."""
@@ -84,10 +86,31 @@ class Progress(BaseModel):
 
 
 class JobError(BaseModel):
-    """Why a job failed (or what it waits out while `retrying`)."""
+    """Why a job failed (or what it waits out while `retrying`), in words a frontend can act
+    on: what kind of failure (`class`), whether trying again can help, and what to do."""
+
+    model_config = ConfigDict(
+        validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+    )
 
     errno: int
     message: str
+    error_class: ErrorClass = Field(ErrorClass.INTERNAL, alias="class")
+    retryable: bool = False
+    remedy: str | None = None
+
+    @classmethod
+    def of(cls, exc: CallRailSyncError) -> JobError:
+        """The error a job records for an exception (each type declares its own)."""
+        return cls.model_validate(
+            {
+                "errno": exc.errno,
+                "message": exc.user_message,
+                "class": exc.error_class,
+                "retryable": exc.retriable,
+                "remedy": exc.remedy,
+            }
+        )
 
 
 class NewJob(BaseModel):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -85,6 +86,18 @@ def fingerprint(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
 
+_ACCOUNT_IN_PATH = re.compile(r"/a/([^/]+?)(?:\.json)?(?:/|$)")
+
+
+def unit_for(api_key: str, path: str) -> str:
+    """What a request to `path` is charged to: CallRail's quota is per CallRail account (the
+    account in the path), shared by every key and app on it; a request that names no account
+    (`/a.json`) is charged to the key. (An account named by its old numeric id and by its
+    ACC… id counts as two here: CallRail answers the same account to both.)"""
+    found = _ACCOUNT_IN_PATH.match(path)
+    return f"account:{found.group(1)}" if found else f"key:{fingerprint(api_key)}"
+
+
 @dataclass(frozen=True)
 class Window:
     limit: int
@@ -120,16 +133,17 @@ class RequestBudget:
         base = f"{self._prefix}:budget:{{{fp}}}"
         return [f"{base}:cooldown"] + [f"{base}:{int(w.seconds)}" for w in self.windows]
 
-    def try_acquire(self, api_key: str) -> tuple[bool, float, bool]:
-        """(granted, seconds to wait if not, whether the wait is a 429 cooldown)."""
-        fp = fingerprint(api_key)
+    def try_acquire(self, unit: str) -> tuple[bool, float, bool]:
+        """(granted, seconds to wait if not, whether the wait is a 429 cooldown) for one
+        request charged to `unit` (`unit_for`)."""
+        fp = fingerprint(unit)
         args: list[str | int] = [uuid.uuid4().hex, int(self.margin * 1000)]
         for w in self.windows:
             args += [w.limit, int(w.seconds * 1000)]
         granted, wait_ms, cooling = self._acquire(keys=self._keys(fp), args=args)
         return bool(granted), int(wait_ms) / 1000.0, bool(cooling)
 
-    def acquire(self, api_key: str) -> float:
+    def acquire(self, unit: str) -> float:
         """Take one slot, sleeping for short waits; raise BudgetWait for long ones.
 
         Returns the seconds spent waiting. A long wait is left to the task, which retries
@@ -137,7 +151,7 @@ class RequestBudget:
         """
         waited = 0.0
         while True:
-            granted, wait, cooling = self.try_acquire(api_key)
+            granted, wait, cooling = self.try_acquire(unit)
             if granted:
                 if waited:
                     BUDGET_WAIT.inc(waited)
@@ -150,13 +164,13 @@ class RequestBudget:
             time.sleep(pause)
             waited += pause
 
-    def cool_down(self, api_key: str, retry_after: float | None) -> float:
-        """After a 429: no worker sends for this key until the cooldown ends. Returns seconds.
+    def cool_down(self, unit: str, retry_after: float | None) -> float:
+        """After a 429: no worker sends for this unit until the cooldown ends. Returns seconds.
 
         With Retry-After, that long; without, exponential in the 429s seen recently
         (`cooldown_base` doubling, capped at `cooldown_cap`), with jitter.
         """
-        fp = fingerprint(api_key)
+        fp = fingerprint(unit)
         strikes_key = f"{self._prefix}:budget:{{{fp}}}:strikes"
         strikes = int(self._redis.incr(strikes_key))
         self._redis.expire(strikes_key, int(self.cooldown_cap * 2))
@@ -170,9 +184,10 @@ class RequestBudget:
         )
 
     def hook(self, api_key: str) -> Callable[[str, str], None]:
-        """A `before_request` hook for CallRailClient that spends this budget."""
+        """A `before_request` hook for CallRailClient that spends this budget, each request
+        charged to its CallRail account (or to the key)."""
 
         def before_request(method: str, path: str) -> None:
-            self.acquire(api_key)
+            self.acquire(unit_for(api_key, path))
 
         return before_request

@@ -13,7 +13,8 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -237,7 +238,7 @@ class CallRailClient:
             raise errors.TransportError(f"request failed ({type(exc).__name__})") from None
         self._answered(method, path, response.status_code)
         if response.status_code >= 400:
-            raise error_for(response)
+            raise error_for(response, method, path)
         if response.status_code == 204 or not response.content:
             return None
         try:
@@ -275,34 +276,46 @@ def error_message(response: requests.Response) -> str:
 
 
 def retry_after_seconds(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
+    """Retry-After in either form (RFC 9110): seconds, or an HTTP date."""
+    return parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from `now`; None when absent or unreadable. A date in any zone counts,
+    and one with the legacy `-0000` (read as "no zone") is taken as UTC, as GMT is meant."""
     if value is None:
         return None
+    value = value.strip()
     try:
         return max(0.0, float(value))
     except ValueError:
-        from datetime import datetime
-        from email.utils import parsedate_to_datetime
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
 
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
-
-def error_for(response: requests.Response) -> errors.CallRailError:
-    """The typed error for an error response."""
+def error_for(
+    response: requests.Response, method: str = "GET", path: str = ""
+) -> errors.CallRailError:
+    """The typed error for an error response to `method path`."""
     status = response.status_code
     message = error_message(response)
     if status == 401:
-        return errors.Unauthorized(message, status=status)
+        return errors.Unauthorized(message, status=status, path=path)
     if status == 403:
-        return errors.Forbidden(message, status=status)
+        # A write of integrations needs the Integration Admin permission: say so.
+        writes_integration = method != "GET" and "/integrations" in path
+        forbidden = errors.IntegrationForbidden if writes_integration else errors.Forbidden
+        return forbidden(message, status=status, path=path)
     if status == 404:
-        return errors.UpstreamNotFound(message, status=status)
+        return errors.UpstreamNotFound(message, status=status, path=path)
     if status == 429:
-        return errors.RateLimited(message, retry_after=retry_after_seconds(response))
+        return errors.RateLimited(message, retry_after=retry_after_seconds(response), path=path)
     if status >= 500:
-        return errors.ServerError(message, status=status)
-    return errors.InvalidRequest(message, status=status)
+        return errors.ServerError(message, status=status, path=path)
+    return errors.InvalidRequest(message, status=status, path=path)

@@ -196,7 +196,10 @@ class MongoJobStore:
 
     def retry_later(self, job_id: str, error: JobError, at: datetime) -> Job | None:
         return self._set(
-            job_id, status=JobStatus.RETRYING.value, error=error.model_dump(), next_retry_at=at
+            job_id,
+            status=JobStatus.RETRYING.value,
+            error=error.model_dump(mode="json"),
+            next_retry_at=at,
         )
 
     def park_for_rate_limit(self, job_id: str, error: JobError, until: datetime) -> Job | None:
@@ -205,7 +208,7 @@ class MongoJobStore:
             {
                 "$set": {
                     "status": JobStatus.RETRYING.value,
-                    "error": error.model_dump(),
+                    "error": error.model_dump(mode="json"),
                     "next_retry_at": until,
                     "updated_at": utcnow(),
                 },
@@ -225,7 +228,7 @@ class MongoJobStore:
         return self._finish(job_id, done, result=result, snapshot_id=snapshot_id, error=None)
 
     def fail(self, job_id: str, error: JobError) -> Job | None:
-        return self._finish(job_id, JobStatus.FAILED, error=error.model_dump())
+        return self._finish(job_id, JobStatus.FAILED, error=error.model_dump(mode="json"))
 
     def count_active(self, owner: str, types: Collection[JobType]) -> int:
         return self._jobs.count_documents(

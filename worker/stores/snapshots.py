@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +28,11 @@ ITEM_COLLECTIONS: dict[str, str] = {
     "accounts": "callrail_accounts",
     "companies": "callrail_companies",
 }
+TIMESTAMPS = ("created_at", "disabled_at")
+"""CallRail's timestamps, each stored also as a UTC datetime (`<name>_utc`) to sort by: the
+text, offsets and all, does not sort in time (10:07-07:00 is after 11:33-05:00)."""
+SORT_KEYS = {"name": "name_lower", **{t: f"{t}_utc" for t in TIMESTAMPS}}
+"""The stored field each sort reads (the others sort by their own field)."""
 SORTABLE: dict[str, tuple[str, ...]] = {
     "accounts": ("id", "name"),
     "companies": ("created_at", "disabled_at", "id", "name", "status", "time_zone"),
@@ -118,7 +123,7 @@ class MongoSnapshotStore:
             items = self._db[name]
             for field in SORTABLE[kind]:
                 # Every sort ends with `id` as its tie-break, so pages never overlap.
-                key = "name_lower" if field == "name" else field
+                key = SORT_KEYS.get(field, field)
                 fields = [key] if key == "id" else [key, "id"]
                 items.create_index([("snapshot_id", ASCENDING), *((f, ASCENDING) for f in fields)])
 
@@ -150,6 +155,7 @@ class MongoSnapshotStore:
                 "snapshot_id": snapshot_id,
                 "owner": owner,
                 "name_lower": str(record.get("name") or "").lower(),
+                **{f"{t}_utc": as_utc(record.get(t)) for t in TIMESTAMPS if t in record},
             }
             for record in records
         ]
@@ -242,7 +248,7 @@ class MongoSnapshotStore:
         if query.sort not in SORTABLE[kind]:
             raise ValueError(f"cannot sort {kind} by {query.sort}")
         direction = DESCENDING if query.descending else ASCENDING
-        key = "name_lower" if query.sort == "name" else query.sort
+        key = SORT_KEYS.get(query.sort, query.sort)
         cursor = (
             self._db[ITEM_COLLECTIONS[kind]]
             .find(_filter(kind, snapshot_id, query), _HIDDEN)
@@ -262,8 +268,25 @@ class MongoSnapshotStore:
         return found is not None
 
 
-_HIDDEN = {"_id": 0, "snapshot_id": 0, "owner": 0, "name_lower": 0}
+_HIDDEN = {
+    "_id": 0,
+    "snapshot_id": 0,
+    "owner": 0,
+    "name_lower": 0,
+    **{f"{t}_utc": 0 for t in TIMESTAMPS},
+}
 """Fields of a stored record that are ours, not CallRail's: never shown."""
+
+
+def as_utc(value: Any) -> datetime | None:
+    """A CallRail timestamp (ISO 8601 with an offset) as a UTC datetime; None if it is none."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _filter(kind: Kind, snapshot_id: str, query: PageQuery) -> dict[str, Any]:
