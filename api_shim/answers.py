@@ -37,6 +37,14 @@ class Page(Answer):
     snapshot: SnapshotInfo
 
 
+class Tracking(Answer):
+    """What this service saw of a record across syncs (GET /changes has the whole feed)."""
+
+    first_seen_at: datetime
+    last_modified_at: datetime = Field(description="Moves only when CallRail's payload changed.")
+    last_action: Literal["added", "updated", "deleted"]
+
+
 class CallRailObject(BaseModel):
     """An object as CallRail sent it: the fields below, and any CallRail adds later."""
 
@@ -44,6 +52,9 @@ class CallRailObject(BaseModel):
 
     id: str = Field(description="A string, even where CallRail sent an old numeric id.")
     name: str
+    tracking: Tracking | None = Field(
+        None, description="Ours, not CallRail's: the record's history (null before tracking)."
+    )
 
 
 class Account(CallRailObject):

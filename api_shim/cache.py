@@ -109,16 +109,23 @@ class ShimCache:
 
         return await self.active.through(dedupe_key, load)
 
-    async def page(self, kind: Kind, snapshot_id: str, query: PageQuery) -> Page:
-        """One page and the filtered total; the total is counted once per filter."""
+    async def page(self, head: SnapshotHead, query: PageQuery) -> Page:
+        """One page, each record with its history (`tracking`), and the filtered total; the
+        total is counted once per filter."""
+        kind, snapshot_id = head.kind, head.snapshot_id
         total_key = (snapshot_id, kind, query.search, query.include_disabled)
-        snapshots = self._stores.snapshots
+        snapshots, changes = self._stores.snapshots, self._stores.changes
         total = await self.totals.through(
             total_key, lambda: snapshots.count(kind, snapshot_id, query)
         )
-        items = await self.pages.through(
-            (snapshot_id, kind, query), lambda: snapshots.read_page(kind, snapshot_id, query)
-        )
+
+        def read() -> list[dict[str, Any]]:
+            rows = snapshots.read_page(kind, snapshot_id, query)
+            account = head.callrail_account_id
+            known = changes.tracking(head.owner, kind, account, [r["id"] for r in rows])
+            return [{**r, "tracking": known.get(r["id"])} for r in rows]
+
+        items = await self.pages.through((snapshot_id, kind, query), read)
         return items, total
 
     async def company_counts(self, owner: str, accounts: list[str]) -> dict[str, int]:

@@ -25,6 +25,7 @@ from worker.job import JobParams, JobType, NewJob
 from worker.ratelimit import RequestBudget, Window
 from worker.runtime import Runtime
 from worker.stores import Stores, connect
+from worker.stores.changes import ChangeCounts
 from worker.stores.database import utcnow
 from worker.stores.snapshots import Kind, SnapshotHead, SnapshotWriter
 
@@ -166,9 +167,8 @@ def run_sync(
         pages: sync.Pages = client.iter_company_pages(callrail_account_id)
     else:
         pages = client.iter_account_pages()
-    outcome = sync.store_pages(
-        job, rt.stores.jobs, snapshots or rt.stores.snapshots, kind, callrail_account_id, pages
-    )
+    into = (snapshots, NoTracking()) if snapshots is not None else None
+    outcome = sync.store_pages(job, rt, kind, callrail_account_id, pages, into=into)
     return time.perf_counter() - started, outcome
 
 
@@ -200,6 +200,14 @@ class DiscardingSnapshots:
 
     def discard(self, snapshot_id: str) -> None:
         self.written = 0
+
+
+class NoTracking:
+    """A `ChangeStore` that tracks nothing, beside `DiscardingSnapshots` (which keeps no
+    records to compare)."""
+
+    def track(self, snapshot_id: str) -> ChangeCounts:
+        return ChangeCounts()
 
 
 class TimedBudget(RequestBudget):

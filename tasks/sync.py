@@ -21,8 +21,8 @@ from worker.callrail.client import CallRailClient
 from worker.callrail.pagination import WalkedPage
 from worker.job import Job
 from worker.runtime import Runtime
-from worker.stores.jobs import JobStore
-from worker.stores.snapshots import Kind, SnapshotWriter
+from worker.stores.changes import Tracker
+from worker.stores.snapshots import Kind, SnapshotWriter, head_id
 
 log = logging.getLogger("callrail_sync.sync")
 
@@ -31,13 +31,17 @@ Pages = Iterator[tuple[WalkedPage, list[Any]]]
 
 def store_pages(
     job: Job,
-    jobs: JobStore,
-    snapshots: SnapshotWriter,
+    rt: Runtime,
     kind: Kind,
     callrail_account_id: str | None,
     pages: Pages,
+    *,
+    into: tuple[SnapshotWriter, Tracker] | None = None,
 ) -> Outcome:
-    """Store each page as it comes, note it on the job, then publish the snapshot."""
+    """Store each page as it comes, note it on the job, then track what changed and publish
+    the snapshot (into the runtime's stores, or `into` others)."""
+    jobs = rt.stores.jobs
+    snapshots, tracker = into or (rt.stores.snapshots, rt.stores.changes)
     started = time.monotonic()
     snapshots.begin(job.id, job.owner, kind, callrail_account_id)
     done = job
@@ -58,26 +62,39 @@ def store_pages(
             },
         )
         stop_point(job.id)
-    head = snapshots.publish(job.id, pages=len(done.progress.pages_done))
+    # The walk is complete: only now may a record it lacks count as deleted. One worker at a
+    # time tracks a feed, so its change numbers are written in order.
+    with rt.locks.hold("feed:" + head_id(job.owner, kind, callrail_account_id)):
+        changes = tracker.track(job.id)
+        head = snapshots.publish(job.id, pages=len(done.progress.pages_done))
     metrics.SYNC_SECONDS.labels(kind).observe(time.monotonic() - started)
-    result = {"synced_at": head.synced_at.isoformat(), "counts": head.counts}
+    result = {
+        "synced_at": head.synced_at.isoformat(),
+        "counts": head.counts,
+        "changes": changes.model_dump(),
+    }
     return Outcome(result=result, snapshot_id=job.id)
 
 
-def resume_from(job: Job) -> dict[str, Any]:
-    """Walker arguments that skip the pages an earlier attempt stored."""
+def resume_from(job: Job, rt: Runtime) -> dict[str, Any]:
+    """Walker arguments that skip the pages an earlier attempt stored; none for a reset sync,
+    whose stored pages are dropped first."""
     done = job.progress.pages_done
+    if done and job.params.reset:
+        rt.stores.snapshots.discard(job.id)
+        rt.stores.jobs.restart(job.id)
+        return {}
     return {"skip": set(done), "known_last": job.progress.total_pages} if done else {}
 
 
 def sync_accounts_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     """Every CallRail account the owner's key sees, into an accounts snapshot."""
-    pages = client.iter_account_pages(**resume_from(job))
-    return store_pages(job, rt.stores.jobs, rt.stores.snapshots, "accounts", None, pages)
+    pages = client.iter_account_pages(**resume_from(job, rt))
+    return store_pages(job, rt, "accounts", None, pages)
 
 
 def sync_companies_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     """Every company of one CallRail account (disabled ones too: the shim filters)."""
     account_id = job.params.need("callrail_account_id")
-    pages = client.iter_company_pages(account_id, **resume_from(job))
-    return store_pages(job, rt.stores.jobs, rt.stores.snapshots, "companies", account_id, pages)
+    pages = client.iter_company_pages(account_id, **resume_from(job, rt))
+    return store_pages(job, rt, "companies", account_id, pages)

@@ -165,9 +165,8 @@ def test_the_same_job_run_twice_leaves_one_snapshot_without_duplicates(
 
     with pytest.raises(WorkerKilled):
         sync_tasks.store_pages(
-            stores.jobs.get(job.id), stores.jobs, stores.snapshots, "companies", account,
-            dying_pages(),
-        )  # fmt: skip
+            stores.jobs.get(job.id), runtime, "companies", account, dying_pages()
+        )
     assert stores.jobs.get(job.id).progress.pages_done == [1, 2]
     sim.reset()
     outcome = sync_tasks.sync_companies_work(stores.jobs.get(job.id), runtime, client)

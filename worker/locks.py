@@ -1,5 +1,5 @@
 """Locks that hold across workers and machines: one read-modify-write of a company's Webhooks
-integration at a time.
+integration at a time, and one worker at a time recording a listing's changes (its feed).
 
 CallRail keeps a company's webhook URLs in one integration whose whole config a write
 replaces, so two changes made at once would lose one. `Locks.hold(name)` is a Redis lock (a
@@ -23,6 +23,7 @@ from redis.exceptions import LockError
 from worker.errors import LockBusy
 
 PREFIX = "callrail:lock:"
+BUSY = "another worker is changing the same thing; trying again"
 
 
 class Held(Protocol):
@@ -43,7 +44,7 @@ class _RedisHeld:
         try:
             self._lock.reacquire()
         except LockError:
-            raise LockBusy("the lock on the company's webhooks ran out; trying again") from None
+            raise LockBusy("the lock ran out before the write; trying again") from None
 
 
 class RedisLocks:
@@ -58,7 +59,7 @@ class RedisLocks:
             PREFIX + name, timeout=self._ttl, blocking_timeout=self._wait, thread_local=False
         )
         if not lock.acquire():
-            raise LockBusy("another change of this company's webhooks is under way")
+            raise LockBusy(BUSY)
         try:
             yield _RedisHeld(lock)
         finally:
@@ -84,7 +85,7 @@ class LocalLocks:
         with self._guard:
             lock = self._locks.setdefault(name, threading.Lock())
         if not lock.acquire(timeout=self._wait):
-            raise LockBusy("another change of this company's webhooks is under way")
+            raise LockBusy(BUSY)
         try:
             yield _LocalHeld()
         finally:

@@ -9,9 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from worker.config import Settings
+from worker.stores.changes import ChangeStore, MongoChangeStore
 from worker.stores.database import Db, open_database, ping
 from worker.stores.jobs import JobStore, MongoJobStore, OnChange
 from worker.stores.keys import KeyStore, MongoKeyStore
+from worker.stores.notifications import MongoNotificationStore, NotificationStore
+from worker.stores.schedules import MongoScheduleStore, ScheduleStore
 from worker.stores.snapshots import MongoSnapshotStore, SnapshotStore
 from worker.stores.userconfig import MongoUserConfigStore, UserConfigStore
 from worker.stores.webhooks import MongoWebhookStore, WebhookStore
@@ -27,6 +30,9 @@ class Stores:
     jobs: JobStore
     snapshots: SnapshotStore
     webhooks: WebhookStore
+    changes: ChangeStore
+    notifications: NotificationStore
+    schedules: ScheduleStore
 
     def ping(self) -> bool:
         return ping(self.db)
@@ -37,9 +43,14 @@ def on_database(db: Db, on_job_change: OnChange | None = None) -> Stores:
     keys, userconfig = MongoKeyStore(db), MongoUserConfigStore(db)
     jobs = MongoJobStore(db, on_job_change)
     snapshots, webhooks = MongoSnapshotStore(db), MongoWebhookStore(db)
-    for store in (keys, userconfig, jobs, snapshots, webhooks):
+    changes, notifications = MongoChangeStore(db), MongoNotificationStore(db)
+    schedules = MongoScheduleStore(db)
+    every = (keys, userconfig, jobs, snapshots, webhooks, changes, notifications, schedules)
+    for store in every:
         store.ensure_indexes()
-    return Stores(db, keys, userconfig, jobs, snapshots, webhooks)
+    return Stores(
+        db, keys, userconfig, jobs, snapshots, webhooks, changes, notifications, schedules
+    )
 
 
 def connect(settings: Settings, on_job_change: OnChange | None = None) -> Stores:

@@ -10,6 +10,8 @@ duplicates.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -155,6 +157,7 @@ class MongoSnapshotStore:
                 "snapshot_id": snapshot_id,
                 "owner": owner,
                 "name_lower": str(record.get("name") or "").lower(),
+                "_hash": payload_hash(record),
                 **{f"{t}_utc": as_utc(record.get(t)) for t in TIMESTAMPS if t in record},
             }
             for record in records
@@ -251,7 +254,7 @@ class MongoSnapshotStore:
         key = SORT_KEYS.get(query.sort, query.sort)
         cursor = (
             self._db[ITEM_COLLECTIONS[kind]]
-            .find(_filter(kind, snapshot_id, query), _HIDDEN)
+            .find(_filter(kind, snapshot_id, query), HIDDEN)
             .sort([(key, direction), ("id", direction)])
             .skip((query.page - 1) * query.per_page)
             .limit(query.per_page)
@@ -268,14 +271,22 @@ class MongoSnapshotStore:
         return found is not None
 
 
-_HIDDEN = {
+HIDDEN = {
     "_id": 0,
     "snapshot_id": 0,
     "owner": 0,
     "name_lower": 0,
+    "_hash": 0,
     **{f"{t}_utc": 0 for t in TIMESTAMPS},
 }
 """Fields of a stored record that are ours, not CallRail's: never shown."""
+
+
+def payload_hash(record: dict[str, Any]) -> str:
+    """A hash of a record as CallRail sent it (key order does not matter): what change
+    tracking compares to tell an updated record from an unchanged one."""
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def as_utc(value: Any) -> datetime | None:
