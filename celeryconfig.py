@@ -91,6 +91,8 @@ def config(settings: Settings) -> dict[str, Any]:
         "task_default_routing_key": queues.listings,
         "task_routes": {
             "callrail.webhook.*": {"queue": queues.webhooks, "routing_key": queues.webhooks},
+            # Notifications are short POSTs: the first-served queue keeps them timely.
+            "callrail.notify.*": {"queue": queues.webhooks, "routing_key": queues.webhooks},
             "callrail.sync.*": {"queue": queues.listings, "routing_key": queues.listings},
             "callrail.jobs.*": {"queue": queues.listings, "routing_key": queues.listings},
         },
@@ -106,7 +108,8 @@ def config(settings: Settings) -> dict[str, Any]:
         "beat_schedule": {
             "sync-configured-accounts": {
                 "task": PLAN_TASK,
-                "schedule": max(1.0, settings.sync_interval / 4),
+                # At least every minute, so an account's own shorter interval is kept too.
+                "schedule": min(60.0, max(1.0, settings.sync_interval / 4)),
                 "options": {"queue": queues.listings},
             },
             # Revive jobs whose worker vanished (or whose message was lost).

@@ -19,6 +19,7 @@ from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
 import celeryconfig
+from tasks.notify import announce, sender
 from tasks.shutdown import stopping
 from worker import errors, metrics
 from worker.callrail.client import CallRailClient
@@ -141,9 +142,11 @@ def run_job(task: Task, job_id: str, work: Work) -> Summary:
         log.exception("job crashed", extra=context)
         _fail(task, rt, job, errors.Crashed(), context)
         raise
-    rt.stores.jobs.succeed(job_id, outcome.result, outcome.snapshot_id)
+    done = rt.stores.jobs.succeed(job_id, outcome.result, outcome.snapshot_id)
     metrics.JOBS.labels(job.type.value, "succeeded").inc()
     log.info("job succeeded", extra=context)
+    if done is not None:
+        announce(rt, done, sender(task))
     return summary(job_id, "succeeded")
 
 
@@ -251,9 +254,11 @@ def _fail(
     error = JobError.of(exc)
     try:
         rt.stores.snapshots.discard(job.id)
-        rt.stores.jobs.fail(job.id, error)
+        failed = rt.stores.jobs.fail(job.id, error)
     except STORE_UNAVAILABLE:
         log.error("could not record the failure; retrying", extra=context)
         raise task.retry(countdown=rt.settings.job_lease_seconds, exc=None) from None
     metrics.JOBS.labels(job.type.value, "failed").inc()
     log.warning("job failed", extra={**context, "errno": error.errno})
+    if failed is not None:
+        announce(rt, failed, sender(task))

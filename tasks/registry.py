@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery, Task
 
 from celeryconfig import PLAN_TASK, SWEEP_TASK
-from tasks import schedule, sync, webhooks
+from tasks import notify, schedule, sync, webhooks
 from tasks.jobs import Summary, Work, run_job
 from tasks.submit import TASK_NAMES, CeleryQueue
 from worker.job import JobType
@@ -38,6 +38,7 @@ def register_tasks(app: Celery) -> None:
             _job_task(work)
         )
 
+    app.task(bind=True, name=notify.NOTIFY_TASK, max_retries=None, shared=False)(notify.deliver)
     app.task(bind=True, name=PLAN_TASK, shared=False)(plan)
     app.task(bind=True, name=SWEEP_TASK, shared=False)(sweep)
 
@@ -49,4 +50,6 @@ def plan(task: Task) -> dict[str, Any]:
 
 def sweep(task: Task) -> dict[str, Any]:
     """Requeue or fail jobs whose worker vanished or whose message was lost."""
-    return {"swept": schedule.sweep_stale_jobs(runtime(), CeleryQueue(task.app))}
+    rt = runtime()
+    swept = schedule.sweep_stale_jobs(rt, CeleryQueue(task.app))
+    return {"swept": swept, "notifications": notify.resend_overdue(rt, notify.sender(task))}

@@ -92,6 +92,17 @@ class Schedule(_Group):
     """Seconds between two runs of the sweeper."""
 
 
+class Notifications(_Group):
+    """How an owner's callback is told that a job ended: each POST has `notify_timeout`
+    seconds to be answered; one that fails is tried again after `notify_backoff_base` seconds,
+    the wait doubling each time (to 15 minutes), until `notify_retry_for` seconds have passed
+    since the job ended."""
+
+    notify_retry_for: float = 3600.0
+    notify_backoff_base: float = 10.0
+    notify_timeout: float = 10.0
+
+
 class Operation(_Group):
     """The process itself: auth, logs, metrics, queues."""
 
@@ -110,7 +121,9 @@ class Operation(_Group):
     the service calls or hands to CallRail (webhooks, notification callbacks)."""
 
 
-class Settings(Connections, CallRailAccess, Budget, Admission, Retries, Schedule, Operation):
+class Settings(
+    Connections, CallRailAccess, Budget, Admission, Retries, Schedule, Notifications, Operation
+):
     """The service's configuration (environment variables are the upper-case field names)."""
 
     @property

@@ -28,6 +28,11 @@ SYNC_SECONDS = Histogram(
     ["kind"],
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
 )
+NOTIFICATIONS = Counter(
+    "callrail_notification_attempts_total",
+    "POSTs to owners' callbacks, by outcome (delivered, retrying, failed)",
+    ["outcome"],
+)
 
 
 def serve_registry() -> CollectorRegistry:
