@@ -17,7 +17,16 @@ from api_shim.deps import Services
 from api_shim.envelope import install
 from api_shim.hub import EventHub
 from api_shim.limits import BodyLimit
-from api_shim.routes import events, health, jobs, listings, webhooks
+from api_shim.routes import (
+    changes,
+    control,
+    events,
+    health,
+    jobs,
+    listings,
+    notifications,
+    webhooks,
+)
 from api_shim.tickets import Tickets
 from tasks.celery_app import create_celery
 from tasks.submit import CeleryQueue, JobQueue
@@ -75,7 +84,7 @@ def create_app(
     app.state.broker_reachable = broker_check(celery)
     install(app)
     app.add_middleware(BodyLimit)
-    for module in (listings, webhooks, jobs, events, health):
+    for module in (listings, webhooks, jobs, events, changes, notifications, control, health):
         app.include_router(module.router)
     openapi.install(app)
     docs.install(app, openapi.OPENAPI_URL)

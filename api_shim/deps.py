@@ -70,5 +70,11 @@ async def require_key(svc: Services, owner: str) -> None:
         raise errors.ApiKeyNotFound()
 
 
+async def raw_body(request: Request) -> bytes:
+    """The request body, read on the event loop (the routes parse and check it themselves)."""
+    return await request.body()
+
+
 Owner = Annotated[str, Depends(current_owner)]
+RawBody = Annotated[bytes, Depends(raw_body)]
 StreamOwner = Annotated[str, Depends(stream_owner)]

@@ -2,8 +2,9 @@
 
 A listing answers 200 with the page when the caller has a snapshot; 202 with a job when there
 is none yet or the caller asked for `refresh`; a snapshot older than SNAPSHOT_MAX_AGE is still
-served (marked stale) while a background job refreshes it. A page of a snapshot the shim has
-seen costs no store access (`api_shim/cache.py`).
+served (marked stale) while a background job refreshes it, unless the account's syncs are
+paused: then it is served as it is, and a refresh (or a first sync) is a 409. A page of a
+snapshot the shim has seen costs no store access (`api_shim/cache.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from api_shim.deps import Services
 from api_shim.envelope import success
 from api_shim.presenters import accepted, iso
 from tasks.submit import dedupe_key, submit
+from worker.errors import SyncPaused
 from worker.job import Job, JobParams, JobType
 from worker.stores.database import utcnow
 from worker.stores.snapshots import Kind, PageQuery
@@ -36,13 +38,16 @@ async def serve_listing(
     job_type = JobType.SYNC_ACCOUNTS if kind == "accounts" else JobType.SYNC_COMPANIES
     head = None if refresh else await svc.cache.head(owner, kind, params.callrail_account_id)
     if head is None:
+        if await _paused(svc, owner, params):
+            raise SyncPaused()
         return accepted(await _submit(svc, owner, job_type, params))
     stale = (utcnow() - head.synced_at).total_seconds() > svc.runtime.settings.snapshot_max_age
-    if stale:
-        refresh_job_id: str | None = (await _submit(svc, owner, job_type, params)).id
-    else:
+    refresh_job_id: str | None = None
+    if stale and not await _paused(svc, owner, params):
+        refresh_job_id = (await _submit(svc, owner, job_type, params)).id
+    elif not stale:
         refresh_job_id = await svc.cache.active_job(dedupe_key(owner, job_type, params))
-    items, total = await svc.cache.page(kind, head.snapshot_id, query)
+    items, total = await svc.cache.page(head, query)
     if kind == "accounts":
         counts = await svc.cache.company_counts(owner, [a["id"] for a in items])
         items = [{**a, "companies_count": counts.get(a["id"])} for a in items]
@@ -59,6 +64,16 @@ async def serve_listing(
         },
     }
     return success(data)
+
+
+async def _paused(svc: Services, owner: str, params: JobParams) -> bool:
+    """Whether the syncs of the listing's CallRail account are paused (a paused account's
+    stale snapshot is served as it is)."""
+    account = params.callrail_account_id
+    if account is None:
+        return False
+    schedule = await run_in_threadpool(svc.runtime.stores.schedules.get, owner, account)
+    return schedule is not None and schedule.paused
 
 
 async def _submit(svc: Services, owner: str, job_type: JobType, params: JobParams) -> Job:

@@ -33,17 +33,29 @@ from api_shim.answers import (
     Success,
     TicketAnswer,
 )
+from api_shim.answers_control import (
+    CallbackAnswer,
+    ChangesAnswer,
+    DeliveriesAnswer,
+    RemovedAnswer,
+    ScheduleAnswer,
+    StatusAnswer,
+)
 from api_shim.bodies import MSG_CREATE_REQUIRED, MSG_UPDATE_REQUIRED
 from api_shim.envelope import STORE_DOWN
 from api_shim.limits import MAX_BODY_BYTES, too_large_message
 from api_shim.oas30 import document_30, without_null
 from api_shim.presenters import PREFIX
+from api_shim.routes.changes import MSG_ACCOUNT, MSG_KIND
+from api_shim.routes.control import MSG_INTERVAL, MSG_SCHEDULE_REQUIRED
 from api_shim.routes.jobs import MAX_WAIT
 from api_shim.routes.listings import MSG_ACCOUNT_REQUIRED
+from api_shim.routes.notifications import MSG_EVENTS, MSG_URL_REQUIRED, NO_CALLBACK
 from api_shim.routes.webhooks import MSG_LIST_REQUIRED
 from api_shim.validation import MAX_PER_PAGE
 from api_shim.writes import COMPANY_NOT_FOUND
-from worker.errors import API_KEY_NOT_FOUND
+from worker.errors import API_KEY_NOT_FOUND, SyncPaused
+from worker.feed import BAD_CURSOR
 
 OPENAPI_URL = "/openapi.json"
 BEARER = "bearerAuth"
@@ -56,6 +68,7 @@ REFUSED_WHEN = {
     401: "The bearer token is missing, malformed, forged or expired.",
     404: "No such job for the caller, or (writes) a company a fresh snapshot does not hold.",
     413: f"The request body is over {MAX_BODY_BYTES} bytes.",
+    409: "The CallRail account's syncs are paused (PUT /schedule resumes them).",
     429: "Too many write jobs active, or too many submitted this minute: see Retry-After.",
     503: "MongoDB or the job queue is unavailable; try again shortly.",
 }
@@ -68,6 +81,7 @@ MESSAGES = {
         "Token has expired.",
     ),
     404: ("Job not found.",),
+    409: (SyncPaused().user_message,),
     413: (too_large_message(MAX_BODY_BYTES),),
     429: (
         "Too many webhook changes in progress (at most 20); wait for one to finish.",
@@ -110,6 +124,11 @@ def write(does: str, required: str, invalid: str) -> Answers:
     )
 
 
+def callback(ok: type[Success]) -> Answers:
+    """What a route on the caller's existing callback answers."""
+    return Answers(ok=ok, refusals=(401, 404, 413, 503), also=((404, NO_CALLBACK),))
+
+
 ANSWERS: dict[tuple[str, str], Answers] = {
     ("GET", f"{PREFIX}/accounts"): Answers(
         ok=AccountsAnswer,
@@ -121,6 +140,7 @@ ANSWERS: dict[tuple[str, str], Answers] = {
         accepted="No snapshot yet, or refresh=true: the job that syncs the companies.",
         messages=(MSG_ACCOUNT_REQUIRED, API_KEY_NOT_FOUND, "account_id is not a valid id."),
         required=("account_id",),
+        refusals=(400, 401, 409, 413, 503),
     ),
     ("GET", f"{PREFIX}/companies/webhook"): Answers(
         accepted="Always: the job that lists the webhooks (its result holds them).",
@@ -154,6 +174,29 @@ ANSWERS: dict[tuple[str, str], Answers] = {
     ("POST", f"{PREFIX}/events/ticket"): Answers(
         ok=TicketAnswer,
         refusals=(401, 413, 503),
+    ),
+    ("GET", f"{PREFIX}/changes"): Answers(
+        ok=ChangesAnswer,
+        messages=(MSG_KIND, MSG_ACCOUNT, BAD_CURSOR, "modified_after must be an ISO 8601 time."),
+        required=("kind",),
+    ),
+    ("GET", f"{PREFIX}/status"): Answers(ok=StatusAnswer, refusals=(401, 413, 503)),
+    ("POST", f"{PREFIX}/sync"): Answers(
+        accepted="The sync (joined if one is already active).",
+        refusals=(400, 401, 409, 413, 503),
+        messages=(MSG_KIND, MSG_ACCOUNT, API_KEY_NOT_FOUND, "reset must be true or false."),
+    ),
+    ("PUT", f"{PREFIX}/schedule"): Answers(
+        ok=ScheduleAnswer, messages=(MSG_SCHEDULE_REQUIRED, MSG_INTERVAL)
+    ),
+    ("GET", f"{PREFIX}/notifications"): callback(CallbackAnswer),
+    ("PUT", f"{PREFIX}/notifications"): Answers(
+        ok=CallbackAnswer, messages=(MSG_URL_REQUIRED, MSG_EVENTS, "url must use https.")
+    ),
+    ("POST", f"{PREFIX}/notifications/rotate"): callback(CallbackAnswer),
+    ("DELETE", f"{PREFIX}/notifications"): callback(RemovedAnswer),
+    ("GET", f"{PREFIX}/notifications/deliveries"): Answers(
+        ok=DeliveriesAnswer, messages=("limit must be between 1 and 200.",)
     ),
 }
 

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
+from callrail_sync.insight import add_insight_commands
 from callrail_sync.ops import Context, add_commands
 from worker.config import Settings
 from worker.logs import setup_logging
@@ -138,6 +139,7 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
         _add_token,
         _add_simulator,
         add_commands,
+        add_insight_commands,
     ]
     for add in adders:
         add(sub)

@@ -49,7 +49,7 @@ class Context:
         return self.given_queue or CeleryQueue(create_celery(self.settings))
 
 
-def _owner(value: str) -> str:
+def owner_id(value: str) -> str:
     if not is_object_id(value):
         raise argparse.ArgumentTypeError("a DashClicks account id is 24 hex characters")
     return value.lower()
@@ -152,7 +152,7 @@ def cmd_keys(args: argparse.Namespace, ctx: Context) -> int:
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("sync", help="queue a sync and show its progress until it ends")
-    p.add_argument("--account", required=True, type=_owner, help="DashClicks account id")
+    p.add_argument("--account", required=True, type=owner_id, help="DashClicks account id")
     p.add_argument("--callrail-account", help="sync this account's companies (else: accounts)")
     p.add_argument("--no-wait", action="store_true", help="queue and return")
     p.add_argument(
@@ -161,11 +161,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("jobs", help="list recent jobs")
-    p.add_argument("--account", type=_owner, help="only this DashClicks account's")
+    p.add_argument("--account", type=owner_id, help="only this DashClicks account's")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_jobs)
 
     p = sub.add_parser("keys", help="store or soft-delete a DashClicks account's CallRail key")
     p.add_argument("action", choices=["set", "remove"])
-    p.add_argument("--account", required=True, type=_owner)
+    p.add_argument("--account", required=True, type=owner_id)
     p.set_defaults(func=cmd_keys)

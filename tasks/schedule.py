@@ -1,8 +1,10 @@
 """Beat's periodic work: keep every configured account fresh, and revive stuck jobs.
 
-Beat runs `plan_syncs` every quarter of the sync interval. It queues a sync only where the
-snapshot is older than the interval (or missing), shares the dedupe of manual jobs, and spreads
-the syncs of one owner over the quarter-interval so a key's budget is not spent in a burst.
+Beat runs `plan_syncs` every quarter of the sync interval (at least every minute). It queues a
+sync only where the snapshot is older than the interval (or missing), shares the dedupe of
+manual jobs, and spreads the syncs of one owner over the quarter-interval so a key's budget is
+not spent in a burst. A CallRail account's own schedule (`PUT /schedule`) pauses its syncs or
+gives it its own interval.
 Run exactly one beat: two would not double the syncs (dedupe), but would double this work.
 """
 
@@ -18,6 +20,7 @@ from worker import errors
 from worker.job import JobError, JobParams, JobStatus, JobType, Lane
 from worker.runtime import Runtime
 from worker.stores.database import utcnow
+from worker.stores.schedules import Schedule
 from worker.stores.snapshots import Kind
 
 log = logging.getLogger("callrail_sync.schedule")
@@ -31,22 +34,24 @@ def _spread(name: str, window: float) -> float:
 
 def plan_syncs(rt: Runtime, queue: JobQueue) -> list[dict[str, Any]]:
     """Queue the syncs that are due; returns what was queued (for logs and tests)."""
-    interval = rt.settings.sync_interval
-    stale_before = utcnow() - timedelta(seconds=interval)
-    window = interval / 4
     queued: list[dict[str, Any]] = []
     for owner, account_ids in rt.stores.userconfig.configured():
         if rt.stores.keys.usable_key(owner) is None:
             continue
+        schedules = rt.stores.schedules.of_owner(owner)
         wanted: list[tuple[Kind, str | None]] = [("accounts", None)]
         wanted += [("companies", a) for a in account_ids]
         for kind, account_id in wanted:
+            schedule = schedules.get(account_id) if account_id else None
+            if schedule is not None and schedule.paused:
+                continue
+            interval = interval_of(rt, schedule)
             head = rt.stores.snapshots.current(owner, kind, account_id)
-            if head is not None and head.synced_at > stale_before:
+            if head is not None and head.synced_at > utcnow() - timedelta(seconds=interval):
                 continue
             job_type = JobType.SYNC_ACCOUNTS if kind == "accounts" else JobType.SYNC_COMPANIES
             params = JobParams(callrail_account_id=account_id)
-            delay = _spread(f"{owner}:{kind}:{account_id}", window)
+            delay = _spread(f"{owner}:{kind}:{account_id}", interval / 4)
             job, created = submit(
                 rt.stores.jobs, queue, owner, job_type, params, countdown=delay, lane=Lane.PERIODIC
             )
@@ -62,6 +67,13 @@ def plan_syncs(rt: Runtime, queue: JobQueue) -> list[dict[str, Any]]:
                 )
     log.info("periodic syncs planned", extra={"queued": len(queued)})
     return queued
+
+
+def interval_of(rt: Runtime, schedule: Schedule | None) -> float:
+    """Seconds between two periodic syncs under this schedule."""
+    if schedule is not None and schedule.interval_seconds:
+        return float(schedule.interval_seconds)
+    return rt.settings.sync_interval
 
 
 def sweep_stale_jobs(rt: Runtime, queue: JobQueue) -> list[dict[str, Any]]:

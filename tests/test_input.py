@@ -326,6 +326,7 @@ def test_a_search_with_other_unicode_still_finds_names(shim_url, owner, token, s
 # --- fuzz: random requests at every route ---------------------------------------------------------
 
 PARAMS = ["page", "per_page", "sort", "search", "refresh", "disabled", "wait"]
+PARAMS += ["kind", "cursor", "modified_after", "filter", "limit"]
 """Query parameters the routes read (besides the ids, which every request carries)."""
 
 
@@ -377,7 +378,12 @@ write_body = st.fixed_dictionaries(
         "webhook_url": often(st.just("https://x.io/h"), urls),
         "webhook_id": ids,
         "status": st.sampled_from(["enabled", "disabled"]),
-        "events": st.just(["call.completed"]),
+        "events": st.just(["call.completed"]) | st.just(["sync.failed"]),
+        "url": often(st.just("https://x.io/n"), urls),
+        "kind": st.sampled_from(["accounts", "companies"]) | json_values,
+        "reset": json_values,
+        "paused": json_values,
+        "interval_seconds": st.integers(-10, 10**9) | json_values,
     },
 )
 """A body that passes the presence checks, so that its values get checked one by one."""

@@ -91,6 +91,17 @@ class NotFound(CallRailSyncError, errno=404, kind=ErrorClass.NOT_FOUND):
     """Raised when a job, webhook or route does not exist for this owner."""
 
 
+class SyncPaused(CallRailSyncError, errno=409, kind=ErrorClass.INVALID):
+    """Raised when a sync is asked for a CallRail account whose syncs are paused."""
+
+    remedy = 'Resume the account\'s syncs with PUT /schedule {"paused": false}.'
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Syncing is paused for this CallRail account; resume it with PUT /schedule first."
+        )
+
+
 class TooManyRequests(CallRailSyncError, errno=429, kind=ErrorClass.RATE_LIMITED, retriable=True):
     """Raised when an owner asks for more work than admission allows (active write jobs, or
     submissions a minute); `retry_after` says when to ask again."""

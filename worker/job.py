@@ -67,6 +67,8 @@ class JobParams(BaseModel):
     status: str | None = None
     """`enabled` or `disabled`, for a webhook job."""
     events: list[str] | None = None
+    reset: bool | None = None
+    """A sync that walks from the first page, whatever an earlier attempt stored."""
 
     def need(self, name: str) -> str:
         """A field the job's type requires (a missing one is a bug, not a user error)."""

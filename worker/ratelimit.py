@@ -104,6 +104,14 @@ class Window:
     seconds: float
 
 
+@dataclass(frozen=True)
+class BudgetLeft:
+    left: dict[int, int]
+    """Requests left, by window length in seconds (3600: this hour, 86400: today)."""
+    throttled_until_ms: int | None
+    """While a 429's cooldown runs: when it ends (Unix milliseconds, Redis' clock)."""
+
+
 class RequestBudget:
     """Per-key request budget shared through Redis (see the module docstring)."""
 
@@ -182,6 +190,25 @@ class RequestBudget:
         return (
             int(self._cool(keys=[self._keys(fp)[0]], args=[max(1, int(seconds * 1000))])) / 1000.0
         )
+
+    def left(self, unit: str) -> BudgetLeft:
+        """What is left of `unit`'s budget now, per window, and until when it cools down."""
+        fp = fingerprint(unit)
+        keys = self._keys(fp)
+        seconds, micros = self._redis.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.pttl(keys[0])
+        for key, w in zip(keys[1:], self.windows, strict=True):
+            span = int((w.seconds + self.margin) * 1000)
+            pipe.zcount(key, now_ms - span, "+inf")
+        cooldown_ms, *used = pipe.execute()
+        per_window = {
+            int(w.seconds): max(0, w.limit - int(n))
+            for w, n in zip(self.windows, used, strict=True)
+        }
+        throttled = now_ms + int(cooldown_ms) if int(cooldown_ms) > 0 else None
+        return BudgetLeft(left=per_window, throttled_until_ms=throttled)
 
     def hook(self, api_key: str) -> Callable[[str, str], None]:
         """A `before_request` hook for CallRailClient that spends this budget, each request

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api_shim import validation as check
 from api_shim.bodies import WebhookCreate, WebhookUpdate, company_ref, openapi_body
-from api_shim.deps import Owner, Svc, require_key
+from api_shim.deps import Owner, RawBody, Svc, require_key
 from api_shim.presenters import PREFIX, accepted
 from api_shim.writes import start_write
 from tasks.submit import submit
@@ -19,14 +19,6 @@ from worker.job import JobParams, JobType
 
 MSG_LIST_REQUIRED = "Callrail account id and company id are required."
 router = APIRouter(prefix=PREFIX)
-
-
-async def raw_body(request: Request) -> bytes:
-    """The request body, read on the event loop."""
-    return await request.body()
-
-
-RawBody = Annotated[bytes, Depends(raw_body)]
 
 
 @router.get("/companies/webhook", summary="List a company's webhooks (a job)")

@@ -67,6 +67,18 @@ class JobStore(Protocol):
     def hurry(self, job_id: str) -> bool:
         """Take a queued job's start time back to now; True if it was waiting for later."""
 
+    def latest(self, owner: str, job_type: JobType, account: str | None = None) -> Job | None:
+        """The owner's newest job of this type (of this CallRail account, for a sync)."""
+
+    def synced_accounts(self, owner: str) -> list[str]:
+        """The CallRail accounts whose companies the owner ever asked to sync."""
+
+    def ask_reset(self, job_id: str) -> Job | None:
+        """Make an active sync walk from the first page when it next runs."""
+
+    def restart(self, job_id: str) -> Job | None:
+        """Forget a sync's stored progress (its pages are walked again)."""
+
     def stale(self, older_than: datetime) -> list[Job]:
         """Active jobs untouched since `older_than` (a worker vanished, a message was lost)."""
 
@@ -102,6 +114,9 @@ class MongoJobStore:
         self._jobs.create_index("active_key", unique=True, sparse=True)
         self._jobs.create_index([("owner", ASCENDING), ("created_at", DESCENDING)])
         self._jobs.create_index([("status", ASCENDING), ("updated_at", ASCENDING)])
+        self._jobs.create_index(
+            [("owner", ASCENDING), ("type", ASCENDING), ("created_at", DESCENDING)]
+        )
 
     def create(self, new: NewJob) -> tuple[Job, bool]:
         now = utcnow()
@@ -243,6 +258,26 @@ class MongoJobStore:
             {"$set": {"not_before": None, "lane": Lane.INTERACTIVE.value, "updated_at": now}},
         )
         return hurried is not None
+
+    def latest(self, owner: str, job_type: JobType, account: str | None = None) -> Job | None:
+        query: dict[str, Any] = {"owner": owner, "type": job_type.value}
+        if account is not None:
+            query["params.callrail_account_id"] = account
+        return _job(self._jobs.find_one(query, sort=[("created_at", DESCENDING)]))
+
+    def synced_accounts(self, owner: str) -> list[str]:
+        query = {"owner": owner, "type": JobType.SYNC_COMPANIES.value}
+        return sorted(str(a) for a in self._jobs.distinct("params.callrail_account_id", query))
+
+    def ask_reset(self, job_id: str) -> Job | None:
+        return self._update(
+            {"_id": job_id, "status": {"$in": _ACTIVE}},
+            {"$set": {"params.reset": True, "updated_at": utcnow()}},
+        )
+
+    def restart(self, job_id: str) -> Job | None:
+        empty: dict[str, Any] = {"pages_done": [], "total_pages": None, "records": 0}
+        return self._set(job_id, progress=empty)
 
     def stale(self, older_than: datetime) -> list[Job]:
         now = utcnow()

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from pymongo import ASCENDING
 
@@ -21,6 +21,9 @@ class UserConfigStore(Protocol):
 
     def configured(self) -> Iterator[tuple[str, list[str]]]:
         """(owner, CallRail account ids) for every DashClicks account with a config."""
+
+    def of_owner(self, owner: str) -> list[str]:
+        """The CallRail accounts one DashClicks account has configured."""
 
 
 class MongoUserConfigStore:
@@ -42,7 +45,15 @@ class MongoUserConfigStore:
 
     def configured(self) -> Iterator[tuple[str, list[str]]]:
         for doc in self._config.find({}):
-            ids = list(doc.get("callrail_account_ids") or [])
-            if doc.get("callrail_account_id"):
-                ids.append(doc["callrail_account_id"])
-            yield str(doc["account_id"]), [str(i) for i in dict.fromkeys(ids)]
+            yield str(doc["account_id"]), _ids(doc)
+
+    def of_owner(self, owner: str) -> list[str]:
+        doc = self._config.find_one({"account_id": as_object_id(owner)})
+        return _ids(doc) if doc else []
+
+
+def _ids(doc: dict[str, Any]) -> list[str]:
+    ids = list(doc.get("callrail_account_ids") or [])
+    if doc.get("callrail_account_id"):
+        ids.append(doc["callrail_account_id"])
+    return [str(i) for i in dict.fromkeys(ids)]

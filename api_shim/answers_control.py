@@ -1,0 +1,125 @@
+"""The answers of the change feed, status, control and notification routes, as models (see
+`api_shim/answers.py` for why they are models)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from api_shim.answers import Answer, Success
+from worker.status import ListingStatus
+from worker.stores.changes import Action
+from worker.stores.notifications import DeliveryStatus
+
+
+class ChangeItem(Answer):
+    """A record's latest change: the record as CallRail last sent it, and its history."""
+
+    id: str
+    action: Action
+    changed_at: datetime = Field(description="last_modified_at, or deleted_at for a deletion")
+    first_seen_at: datetime
+    last_modified_at: datetime = Field(description="Moves only when CallRail's payload changed.")
+    deleted_at: datetime | None = Field(description="Gone from a complete walk of CallRail.")
+    record: dict[str, Any]
+
+
+class ChangesPage(Answer):
+    kind: Literal["accounts", "companies"]
+    account_id: str | None
+    changes: list[ChangeItem]
+    next_cursor: str = Field(description="Pass as `cursor` for the next page (or later, to poll).")
+    has_more: bool
+
+
+class ChangesAnswer(Success):
+    """Changes in order, oldest first, after the cursor."""
+
+    data: ChangesPage
+
+
+class ListingState(ListingStatus, Answer):
+    """Where one listing stands."""
+
+
+class StatusPage(Answer):
+    generated_at: datetime
+    listings: list[ListingState]
+
+
+class StatusAnswer(Success):
+    """The accounts listing, then each CallRail account's companies."""
+
+    data: StatusPage
+
+
+class Callback(Answer):
+    url: str
+    events: list[str]
+    created_at: datetime
+    updated_at: datetime
+    secret: str | None = Field(
+        None, description="The signing secret: only in the answer that creates or rotates it."
+    )
+
+
+class CallbackAnswer(Success):
+    """The caller's notification callback."""
+
+    data: Callback
+
+
+class Removed(Answer):
+    deleted: Literal[True]
+
+
+class RemovedAnswer(Success):
+    """The callback is gone."""
+
+    data: Removed
+
+
+class DeliveryAttempt(Answer):
+    at: datetime
+    url: str | None
+    status_code: int | None
+    error: str | None
+    ms: float
+
+
+class DeliveryView(Answer):
+    delivery_id: str
+    event: str
+    job_id: str
+    status: DeliveryStatus
+    payload: dict[str, Any] = Field(description="The body sent, as JSON.")
+    attempts: list[DeliveryAttempt]
+    created_at: datetime
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    give_up_at: datetime
+
+
+class Deliveries(Answer):
+    deliveries: list[DeliveryView]
+
+
+class DeliveriesAnswer(Success):
+    """The caller's recent deliveries, newest first."""
+
+    data: Deliveries
+
+
+class ScheduleView(Answer):
+    account_id: str
+    paused: bool
+    interval_seconds: int | None
+    updated_at: datetime | None
+
+
+class ScheduleAnswer(Success):
+    """The account's schedule, as it is now."""
+
+    data: ScheduleView
