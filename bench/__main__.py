@@ -30,6 +30,7 @@ from bench.shim import (
     bench_lanes,
     bench_wait_latency,
 )
+from bench.tracking import bench_tracking
 
 
 def bench_requests(quick: bool) -> None:
@@ -190,7 +191,7 @@ def bench_memory(quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast look")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,10")
     args = parser.parse_args()
     chosen = {int(x) for x in args.only.split(",")}
     benches = {
@@ -202,6 +203,7 @@ def main() -> None:
         6: bench_health_under_polls,
         7: bench_cached_pages,
         8: bench_lanes,
+        10: bench_tracking,
     }
     for number, bench in benches.items():
         if number in chosen:
