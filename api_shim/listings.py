@@ -21,7 +21,9 @@ from api_shim.presenters import accepted, iso
 from tasks.submit import dedupe_key, submit
 from worker.errors import SyncPaused
 from worker.job import Job, JobParams, JobType
+from worker.status import stale_after
 from worker.stores.database import utcnow
+from worker.stores.schedules import Schedule
 from worker.stores.snapshots import Kind, PageQuery
 
 
@@ -38,14 +40,19 @@ async def serve_listing(
     job_type = JobType.SYNC_ACCOUNTS if kind == "accounts" else JobType.SYNC_COMPANIES
     head = None if refresh else await svc.cache.head(owner, kind, params.callrail_account_id)
     if head is None:
-        if await _paused(svc, owner, params):
+        schedule = await _schedule(svc, owner, params)
+        if schedule is not None and schedule.paused:
             raise SyncPaused()
         return accepted(await _submit(svc, owner, job_type, params))
-    stale = (utcnow() - head.synced_at).total_seconds() > svc.runtime.settings.snapshot_max_age
+    age = (utcnow() - head.synced_at).total_seconds()
+    stale = age > svc.runtime.settings.snapshot_max_age
     refresh_job_id: str | None = None
-    if stale and not await _paused(svc, owner, params):
-        refresh_job_id = (await _submit(svc, owner, job_type, params)).id
-    elif not stale:
+    if stale:  # the rare path: the account's own schedule may say otherwise
+        schedule = await _schedule(svc, owner, params)
+        stale = age > stale_after(svc.runtime.settings, schedule)
+        if stale and not (schedule is not None and schedule.paused):
+            refresh_job_id = (await _submit(svc, owner, job_type, params)).id
+    if not stale:
         refresh_job_id = await svc.cache.active_job(dedupe_key(owner, job_type, params))
     items, total = await svc.cache.page(head, query)
     if kind == "accounts":
@@ -66,14 +73,12 @@ async def serve_listing(
     return success(data)
 
 
-async def _paused(svc: Services, owner: str, params: JobParams) -> bool:
-    """Whether the syncs of the listing's CallRail account are paused (a paused account's
-    stale snapshot is served as it is)."""
+async def _schedule(svc: Services, owner: str, params: JobParams) -> Schedule | None:
+    """The schedule of the listing's CallRail account, if it has one of its own."""
     account = params.callrail_account_id
     if account is None:
-        return False
-    schedule = await run_in_threadpool(svc.runtime.stores.schedules.get, owner, account)
-    return schedule is not None and schedule.paused
+        return None
+    return await run_in_threadpool(svc.runtime.stores.schedules.get, owner, account)
 
 
 async def _submit(svc: Services, owner: str, job_type: JobType, params: JobParams) -> Job:

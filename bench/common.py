@@ -25,7 +25,7 @@ from worker.job import JobParams, JobType, NewJob
 from worker.ratelimit import RequestBudget, Window
 from worker.runtime import Runtime
 from worker.stores import Stores, connect
-from worker.stores.changes import ChangeCounts
+from worker.stores.changes import ChangeCounts, TrackChecks
 from worker.stores.database import utcnow
 from worker.stores.snapshots import Kind, SnapshotHead, SnapshotWriter
 
@@ -206,7 +206,7 @@ class NoTracking:
     """A `ChangeStore` that tracks nothing, beside `DiscardingSnapshots` (which keeps no
     records to compare)."""
 
-    def track(self, snapshot_id: str) -> ChangeCounts:
+    def track(self, snapshot_id: str, checks: TrackChecks | None = None) -> ChangeCounts:
         return ChangeCounts()
 
 

@@ -59,7 +59,9 @@ def payload(event: str, job: Job) -> dict[str, Any]:
         "job_id": job.id,
         "kind": _kind(job.type),
         "callrail_account_id": job.params.callrail_account_id or job.params.account_id,
-        "counts": result.get("changes"),
+        # What the job changed; nothing when it failed or was not a sync.
+        "counts": result.get("changes")
+        or dict.fromkeys(("added", "updated", "deleted", "total"), 0),
         "status": job.status.value,
         "error": job.error.model_dump(mode="json") if job.error else None,
         "started_at": job.started_at.isoformat() if job.started_at else None,
@@ -121,9 +123,12 @@ def deliver(task: Task, delivery_id: str) -> dict[str, Any]:
     """One attempt of a delivery, and the plan for the next one."""
     rt = runtime()
     store = rt.stores.notifications
-    delivery = store.delivery(delivery_id)
-    if delivery is None or delivery.status != "pending":
-        return {"delivery_id": delivery_id, "status": delivery.status if delivery else "missing"}
+    # Claimed first: a second message of the same delivery (a redelivered job's announcement,
+    # the sweeper's resend) finds it taken or not due, and POSTs nothing.
+    delivery = store.claim(delivery_id, hold=2 * rt.settings.notify_timeout + 30)
+    if delivery is None:
+        found = store.delivery(delivery_id)
+        return {"delivery_id": delivery_id, "status": found.status if found else "missing"}
     config = store.config(delivery.owner)
     if config is None:
         gone = Attempt(at=utcnow(), error="the callback was removed", ms=0)

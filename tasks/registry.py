@@ -51,5 +51,6 @@ def plan(task: Task) -> dict[str, Any]:
 def sweep(task: Task) -> dict[str, Any]:
     """Requeue or fail jobs whose worker vanished or whose message was lost."""
     rt = runtime()
-    swept = schedule.sweep_stale_jobs(rt, CeleryQueue(task.app))
-    return {"swept": swept, "notifications": notify.resend_overdue(rt, notify.sender(task))}
+    send = notify.sender(task)
+    swept = schedule.sweep_stale_jobs(rt, CeleryQueue(task.app), send)
+    return {"swept": swept, "notifications": notify.resend_overdue(rt, send)}

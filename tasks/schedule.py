@@ -15,6 +15,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from tasks.notify import Send, announce
 from tasks.submit import JobQueue, resend, submit
 from worker import errors
 from worker.job import JobError, JobParams, JobStatus, JobType, Lane
@@ -76,7 +77,9 @@ def interval_of(rt: Runtime, schedule: Schedule | None) -> float:
     return rt.settings.sync_interval
 
 
-def sweep_stale_jobs(rt: Runtime, queue: JobQueue) -> list[dict[str, Any]]:
+def sweep_stale_jobs(
+    rt: Runtime, queue: JobQueue, send: Send | None = None
+) -> list[dict[str, Any]]:
     """Revive or fail jobs that stopped moving: a worker vanished (killed, machine gone) or a
     message was lost. Running syncs touch their job at every page, so a job untouched for
     STALE_JOB_SECONDS is not being worked on."""
@@ -86,7 +89,9 @@ def sweep_stale_jobs(rt: Runtime, queue: JobQueue) -> list[dict[str, Any]]:
     for job in jobs.stale(cutoff):
         if job.status is JobStatus.RUNNING and job.attempts >= rt.settings.max_attempts:
             rt.stores.snapshots.discard(job.id)
-            jobs.fail(job.id, JobError.of(errors.WorkerLost()))
+            failed = jobs.fail(job.id, JobError.of(errors.WorkerLost()))
+            if failed is not None and send is not None:
+                announce(rt, failed, send)
             acted.append({"job_id": job.id, "action": "failed"})
             continue
         revived = jobs.reclaim_stale(job.id, job.updated_at)

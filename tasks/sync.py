@@ -8,23 +8,27 @@ stored by an earlier attempt are not fetched again.
 from __future__ import annotations
 
 import logging
+import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pydantic import BaseModel
 
 from tasks.jobs import Outcome
 from tasks.shutdown import stop_point
-from worker import metrics
+from worker import errors, metrics
 from worker.callrail.client import CallRailClient
 from worker.callrail.pagination import WalkedPage
 from worker.job import Job
 from worker.runtime import Runtime
-from worker.stores.changes import Tracker
+from worker.stores.changes import TrackChecks, Tracker
 from worker.stores.snapshots import Kind, SnapshotWriter, head_id
 
 log = logging.getLogger("callrail_sync.sync")
+GONE_SAMPLE = 10
+"""How many records a walk missed are fetched to confirm they are gone before any is marked
+deleted (each costs one request of the account's budget)."""
 
 Pages = Iterator[tuple[WalkedPage, list[Any]]]
 
@@ -36,16 +40,20 @@ def store_pages(
     callrail_account_id: str | None,
     pages: Pages,
     *,
+    confirm_gone: Callable[[list[str]], bool] | None = None,
     into: tuple[SnapshotWriter, Tracker] | None = None,
 ) -> Outcome:
     """Store each page as it comes, note it on the job, then track what changed and publish
-    the snapshot (into the runtime's stores, or `into` others)."""
+    the snapshot (into the runtime's stores, or `into` others). `confirm_gone` asks CallRail
+    whether records the walk missed are really gone (see `TrackChecks`)."""
     jobs = rt.stores.jobs
     snapshots, tracker = into or (rt.stores.snapshots, rt.stores.changes)
     started = time.monotonic()
     snapshots.begin(job.id, job.owner, kind, callrail_account_id)
     done = job
+    expected: int | None = None  # how many records CallRail says the listing holds
     for page, records in pages:
+        expected = page.meta.total_records if page.meta.total_records is not None else expected
         rows = [r.model_dump(mode="json") if isinstance(r, BaseModel) else r for r in records]
         written = snapshots.write_records(kind, job.id, job.owner, rows)
         done = jobs.record_page(job.id, page.number, page.last_page, written)
@@ -64,8 +72,9 @@ def store_pages(
         stop_point(job.id)
     # The walk is complete: only now may a record it lacks count as deleted. One worker at a
     # time tracks a feed, so its change numbers are written in order.
-    with rt.locks.hold("feed:" + head_id(job.owner, kind, callrail_account_id)):
-        changes = tracker.track(job.id)
+    with rt.locks.hold("feed:" + head_id(job.owner, kind, callrail_account_id)) as held:
+        checks = TrackChecks(expected, confirm_gone, held.confirm)
+        changes = tracker.track(job.id, checks)
         head = snapshots.publish(job.id, pages=len(done.progress.pages_done))
     metrics.SYNC_SECONDS.labels(kind).observe(time.monotonic() - started)
     result = {
@@ -74,6 +83,29 @@ def store_pages(
         "changes": changes.model_dump(),
     }
     return Outcome(result=result, snapshot_id=job.id)
+
+
+def gone_from(client: CallRailClient, account_id: str | None) -> Callable[[list[str]], bool]:
+    """Whether CallRail confirms that records a walk missed are gone: a sample of them is
+    fetched, and one that is still there means the walk's pages shifted under it."""
+
+    def confirmed(missed: list[str]) -> bool:
+        for record_id in random.sample(missed, min(GONE_SAMPLE, len(missed))):
+            try:
+                if account_id is None:
+                    client.get_account(record_id)
+                else:
+                    client.get_company(account_id, record_id)
+            except errors.UpstreamNotFound:
+                continue
+            log.warning(
+                "a record the walk missed is still in CallRail; deletions wait for the next sync",
+                extra={"callrail_account_id": account_id, "missed": len(missed)},
+            )
+            return False
+        return True
+
+    return confirmed
 
 
 def resume_from(job: Job, rt: Runtime) -> dict[str, Any]:
@@ -90,11 +122,16 @@ def resume_from(job: Job, rt: Runtime) -> dict[str, Any]:
 def sync_accounts_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     """Every CallRail account the owner's key sees, into an accounts snapshot."""
     pages = client.iter_account_pages(**resume_from(job, rt))
-    return store_pages(job, rt, "accounts", None, pages)
+    return store_pages(job, rt, "accounts", None, pages, confirm_gone=gone_from(client, None))
 
 
 def sync_companies_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     """Every company of one CallRail account (disabled ones too: the shim filters)."""
     account_id = job.params.need("callrail_account_id")
+    schedule = rt.stores.schedules.get(job.owner, account_id)
+    if schedule is not None and schedule.paused:
+        # Queued before the pause (by beat, or a user): it ends now, saying why.
+        raise errors.SyncPaused()
     pages = client.iter_company_pages(account_id, **resume_from(job, rt))
-    return store_pages(job, rt, "companies", account_id, pages)
+    confirm = gone_from(client, account_id)
+    return store_pages(job, rt, "companies", account_id, pages, confirm_gone=confirm)

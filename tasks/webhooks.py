@@ -94,6 +94,8 @@ def create_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     wanted = STATE_FOR_STATUS[p.status] if p.status else None
     with rt.locks.hold(lock_name(account_id, company_id)) as held:
         existing = client.list_webhook_integrations(account_id, company_id)
+        # There already (perhaps for fewer events, which are then added): not a new webhook.
+        present = bool(existing) and url in wh.urls_in(existing[0])
         already = bool(existing) and wh.has_url(existing[0], url, keys)
         held.confirm()
         if not existing:
@@ -110,11 +112,13 @@ def create_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
                     account_id, current.id, config=config, state=state
                 )
         if not existing and wanted == "disabled":
+            held.confirm()
             integration = client.update_integration(account_id, integration.id, state=wanted)
-    record = rt.stores.webhooks.remember(
-        job.owner, account_id, company_id, url, created_fields(integration, url)
-    )
-    return Outcome(result=shape(record, existing=already))
+        # Under the lock too: our records follow CallRail in the order CallRail changed.
+        record = rt.stores.webhooks.remember(
+            job.owner, account_id, company_id, url, created_fields(integration, url)
+        )
+    return Outcome(result=shape(record, existing=present))
 
 
 def created_fields(integration: Integration, url: str) -> dict[str, Any]:
@@ -150,13 +154,20 @@ def update_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
         if config is not None or state is not None:
             held.confirm()
             updated = client.update_integration(account_id, current.id, config=config, state=state)
-    keys = wh.urls_in(updated).get(new_url, record.keys)
-    fields = integration_fields(updated, keys)
-    other = rt.stores.webhooks.find(job.owner, account_id, company_id, new_url)
+        # Under the lock too, so a create of `new_url` cannot slip in between.
+        return Outcome(result=_moved(rt, job.owner, record, new_url, updated))
+
+
+def _moved(
+    rt: Runtime, owner: str, record: WebhookRecord, new_url: str, updated: Integration
+) -> dict[str, Any]:
+    """Our records after a webhook's URL and/or status changed in CallRail."""
+    fields = integration_fields(updated, wh.urls_in(updated).get(new_url, record.keys))
+    other = rt.stores.webhooks.find(owner, record.account_id, record.company_id, new_url)
     if other is not None and other.id != record.id:
         # CallRail keeps one copy of a URL: this webhook is now that one.
-        rt.stores.webhooks.forget(job.owner, record.id)
-        merged = rt.stores.webhooks.move(job.owner, other.id, new_url, fields) or other
-        return Outcome(result={**shape(merged, existing=True), "replaced_id": record.id})
-    moved = rt.stores.webhooks.move(job.owner, record.id, new_url, fields)
-    return Outcome(result=shape(moved or record))
+        rt.stores.webhooks.forget(owner, record.id)
+        merged = rt.stores.webhooks.move(owner, other.id, new_url, fields) or other
+        return {**shape(merged, existing=True), "replaced_id": record.id}
+    moved = rt.stores.webhooks.move(owner, record.id, new_url, fields)
+    return shape(moved or record)

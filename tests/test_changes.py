@@ -11,6 +11,7 @@ import requests
 
 from api_shim.presenters import PREFIX as P
 from tests.conftest import wait_job
+from worker.feed import encode_cursor
 from worker.stores.changes import FeedQuery
 
 
@@ -191,6 +192,8 @@ def test_feed_input_is_checked_and_cursors_belong_to_their_feed(
     cursor = get(shim_url, token, f"{P}/changes", kind="companies", account_id=first).json()[
         "data"
     ]["next_cursor"]
+    feed_of_first = FeedQuery(owner=owner, kind="companies", callrail_account_id=first)
+    huge = encode_cursor(feed_of_first, 10**30)
     cases = [
         ({}, "kind must be 'accounts' or 'companies'."),
         ({"kind": "companies"}, "account_id is required for kind=companies."),
@@ -199,6 +202,11 @@ def test_feed_input_is_checked_and_cursors_belong_to_their_feed(
         ({"kind": "accounts", "filter": "added,removed"}, "filter must be"),
         ({"kind": "accounts", "modified_after": "yesterday"}, "modified_after must be"),
         ({"kind": "accounts", "limit": "0"}, "limit must be between 1 and 1000."),
+        # Valid ISO 8601 whose UTC time leaves the years MongoDB (and Python) can hold.
+        ({"kind": "accounts", "modified_after": "9999-12-31T23:59:59-01:00"}, "modified_after"),
+        ({"kind": "accounts", "modified_after": "0001-01-01T00:00:00+01:00"}, "modified_after"),
+        # A well-formed cursor of this very feed, with a number no 64-bit integer holds.
+        ({"kind": "companies", "account_id": first, "cursor": huge}, "cursor is not valid"),
     ]
     for params, message in cases:
         answer = get(shim_url, token, f"{P}/changes", **params)
@@ -211,3 +219,45 @@ def test_feed_input_is_checked_and_cursors_belong_to_their_feed(
     other = issue_token(OTHER_OWNER, TEST_SECRET)
     theirs = get(shim_url, other, f"{P}/changes", kind="companies", account_id=first)
     assert theirs.status_code == 200 and theirs.json()["data"]["changes"] == []
+
+
+def test_a_walk_whose_pages_shifted_marks_nothing_deleted(
+    owner, stores, runtime, control, api_key, sim
+):
+    """A company is removed from CallRail after the walk read page 1: every later record moves
+    up one place, and the first of page 2 is never seen, though it is still there."""
+    from tasks import sync as sync_tasks
+    from worker.job import JobParams, JobType, NewJob
+
+    account = control.new_account(api_key, companies=600)
+    client = runtime.client(api_key)
+    client.page_concurrency = 1
+
+    def walk(pages):
+        params = JobParams(callrail_account_id=account)
+        new = NewJob(owner=owner, type=JobType.SYNC_COMPANIES, params=params)
+        job, _ = stores.jobs.create(new)
+        confirm = sync_tasks.gone_from(client, account)
+        return sync_tasks.store_pages(
+            job, runtime, "companies", account, pages, confirm_gone=confirm
+        ).result["changes"]
+
+    walk(client.iter_company_pages(account))
+    first_page: list[str] = []
+
+    def shifting():
+        for page, records in client.iter_company_pages(account):
+            yield page, records
+            if page.number == 1:
+                first_page.extend(str(r["id"]) for r in records)
+                control.delete(first_page[0])
+
+    shifted = walk(shifting())
+    assert shifted["deleted"] == 0 and shifted["total"] == 599  # one missed, not gone
+    assert stores.changes.counts(owner, "companies", account)["deleted"] == 0
+    settled = walk(client.iter_company_pages(account))
+    assert settled == {"added": 0, "updated": 0, "deleted": 1, "total": 599}
+    deleted = stores.changes.read(
+        FeedQuery(owner=owner, kind="companies", callrail_account_id=account, actions={"deleted"})
+    ).changes
+    assert [c.id for c in deleted] == [first_page[0]]

@@ -22,6 +22,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.script: list[int] = []
+        self.delay = 0.0
         self.received: queue.Queue[tuple[dict, bytes]] = queue.Queue()
         outer = self
 
@@ -30,6 +31,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 status = outer.script.pop(0) if outer.script else 200
                 outer.received.put((dict(self.headers), body))
+                time.sleep(outer.delay)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -121,7 +123,8 @@ def test_a_failed_sync_is_announced_with_its_error_and_rotation_changes_the_key(
     headers, raw = receiver.next()
     assert verify(rotated, headers[HEADER], raw) and not verify(first, headers[HEADER], raw)
     payload = json.loads(raw)
-    assert payload["event"] == "sync.failed" and payload["counts"] is None
+    assert payload["event"] == "sync.failed"
+    assert payload["counts"] == {"added": 0, "updated": 0, "deleted": 0, "total": 0}
     assert payload["error"]["class"] == "not_found" and payload["error"]["retryable"] is False
 
 
@@ -193,3 +196,30 @@ def test_the_sweeper_resends_a_delivery_whose_message_was_lost(stores, runtime, 
     )
     assert resend_overdue(runtime, lambda i, c: sent.append(i)) == 1
     assert sent == [delivery.id]
+
+
+def test_two_messages_of_one_delivery_post_it_once(stores, runtime, owner, receiver):
+    from datetime import timedelta
+
+    from tasks.notify import deliver
+    from worker.stores.database import utcnow
+
+    stores.notifications.configure(owner, receiver.url, ["sync.succeeded"])
+    later = utcnow() + timedelta(hours=1)
+    delivery = stores.notifications.new_delivery(
+        owner, "sync.succeeded", "job_y", receiver.url, '{"event":"sync.succeeded"}', later
+    )
+    receiver.delay = 0.5  # the first POST is still under way when the second message runs
+    answers: list[dict] = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(deliver(None, delivery.id)))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted(a["status"] for a in answers) == ["delivered", "pending"]
+    receiver.next()
+    assert receiver.received.empty()
+    assert [a.status_code for a in stores.notifications.delivery(delivery.id).attempts] == [200]

@@ -237,3 +237,33 @@ def test_real_answers_of_the_new_routes_fit_the_document(
     check("POST", "/sync", json={"account_id": accounts[0]})  # 409
     check("GET", "/notifications/deliveries")
     check("DELETE", "/notifications")
+
+
+def test_a_sync_queued_before_the_pause_ends_saying_so(owner, stores, queue, worker, accounts):
+    from tasks.submit import resend
+
+    params = JobParams(callrail_account_id=accounts[0])
+    job, _ = stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_COMPANIES, params=params))
+    stores.schedules.set(owner, accounts[0], paused=True, interval_seconds=None)
+    resend(stores.jobs, queue, job, job.id)
+    done = wait_job(stores, job.id)
+    assert done.status.value == "failed" and done.error.errno == 409
+    assert done.error.message.startswith("Syncing is paused") and done.error.remedy
+    assert stores.snapshots.current(owner, "companies", accounts[0]) is None
+
+
+def test_an_accounts_own_longer_interval_keeps_its_snapshot_fresh(
+    shim_url, token, worker, owner, stores, accounts, runtime
+):
+    companies = f"{P}/companies?account_id={accounts[0]}"
+    finish(stores, call(shim_url, token, "GET", companies))
+    runtime.settings = runtime.settings.model_copy(update={"snapshot_max_age": 0.0})
+    body = {"account_id": accounts[0], "paused": False, "interval_seconds": 86400}
+    call(shim_url, token, "PUT", f"{P}/schedule", json=body)
+    served = call(shim_url, token, "GET", companies).json()["data"]["snapshot"]
+    assert served["stale"] is False and served["refresh_job_id"] is None
+    assert listings(shim_url, token)[("companies", accounts[0])]["state"] == "fresh"
+    body["interval_seconds"] = None  # back to the default: stale at once, and refreshed
+    call(shim_url, token, "PUT", f"{P}/schedule", json=body)
+    served = call(shim_url, token, "GET", companies).json()["data"]["snapshot"]
+    assert served["stale"] is True and served["refresh_job_id"]

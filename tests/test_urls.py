@@ -35,6 +35,12 @@ from worker.urls import check_url
         ("https://224.0.0.1/", "a multicast address"),
         ("https://0.0.0.0/", "an unspecified address"),
         ("https://[::]/", "an unspecified address"),
+        # Spellings a resolver folds into the same host (IDNA): fullwidth, ideographic dots.
+        ("https://１２７.０.０.１/", "a loopback address"),
+        ("https://０ｘ７ｆ０００００１/", "a loopback address"),
+        ("https://ｌｏｃａｌｈｏｓｔ/", "must not point at localhost"),
+        ("https://localhost。/", "must not point at localhost"),
+        ("https://１０。０。０。１/", "a private address"),
         ("ftp://example.com/", "must be a valid http(s) URL"),
         ("https://", "must be a valid http(s) URL"),
         ("https://example.com:0/", "must be a valid http(s) URL"),

@@ -23,8 +23,7 @@ class ErrorClass(StrEnum):
     INVALID = "invalid"  # the request's content was refused
     RATE_LIMITED = "rate_limited"  # a quota is spent; trying later helps
     UPSTREAM = "upstream"  # CallRail failed or could not be reached
-    UNAVAILABLE = "unavailable"  # one of our own services (Mongo, Redis) is down
-    INTERNAL = "internal"  # a bug or a crash of ours
+    INTERNAL = "internal"  # ours: a bug, a crash, or MongoDB/Redis down (then retryable)
 
 
 class CallRailSyncError(Exception):
@@ -135,7 +134,7 @@ class Crashed(CallRailSyncError):
 # --- our own services ------------------------------------------------------------------------
 
 
-class ServiceUnavailable(CallRailSyncError, errno=503, kind=ErrorClass.UNAVAILABLE, retriable=True):
+class ServiceUnavailable(CallRailSyncError, errno=503, kind=ErrorClass.INTERNAL, retriable=True):
     """Raised when Mongo or the broker cannot be reached; trying again shortly helps."""
 
 

@@ -18,6 +18,8 @@ from worker.errors import ValidationFailed
 from worker.stores.changes import ACTIONS, Action, Change, FeedQuery
 
 MAX_LIMIT = 1000
+MAX_SEQ = 2**63
+"""Change numbers are 64-bit integers in MongoDB."""
 BAD_CURSOR = "cursor is not valid for this feed (use the next_cursor of the same kind and account)."
 
 
@@ -36,7 +38,7 @@ def decode_cursor(query: FeedQuery, cursor: str) -> int:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         fields = json.loads(raw)
         after = fields["s"]
-        ok = fields["f"] == _tag(query) and isinstance(after, int) and after >= 0
+        ok = fields["f"] == _tag(query) and isinstance(after, int) and 0 <= after < MAX_SEQ
     except (binascii.Error, ValueError, KeyError, TypeError):
         ok, after = False, 0
     if not ok:
@@ -61,9 +63,10 @@ def parse_time(raw: str | None, name: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
-    except ValueError:
+        # In UTC, as MongoDB keeps it: an offset that leaves years 1–9999 is refused here.
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ValidationFailed(f"{name} must be an ISO 8601 time.") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def change_view(change: Change) -> dict[str, Any]:

@@ -7,7 +7,8 @@ One entry for the accounts listing, and one per CallRail account for its compani
 - `retrying`: a sync waits out an error or the rate limit;
 - `error`: the last sync failed, and no snapshot is newer than that failure;
 - `never`: nothing was ever synced;
-- `stale` / `fresh`: the snapshot is older / younger than SNAPSHOT_MAX_AGE.
+- `stale` / `fresh`: the snapshot is older / younger than SNAPSHOT_MAX_AGE (or the account's
+  own interval, when that is longer).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Literal
 import redis
 from pydantic import BaseModel
 
+from worker.config import Settings
 from worker.job import Job, JobStatus, JobType
 from worker.ratelimit import RequestBudget, unit_for
 from worker.runtime import Runtime
@@ -95,7 +97,7 @@ def _listing(
     return ListingStatus(
         kind=kind,
         account_id=account,
-        state=_state(rt, latest, head, paused, now),
+        state=_state(latest, head, paused, now, stale_after(rt.settings, schedule)),
         last_success_at=head.synced_at if head else None,
         last_attempt_at=(latest.started_at or latest.created_at) if latest else None,
         next_scheduled_at=_next(latest, head, interval, now) if periodic and not paused else None,
@@ -108,8 +110,15 @@ def _listing(
     )
 
 
+def stale_after(settings: Settings, schedule: Schedule | None) -> float:
+    """Seconds after which a listing's snapshot is stale: SNAPSHOT_MAX_AGE, or the account's
+    own interval when that is longer (its syncs are meant to be that far apart)."""
+    own = schedule.interval_seconds if schedule is not None else None
+    return max(settings.snapshot_max_age, float(own or 0))
+
+
 def _state(
-    rt: Runtime, latest: Job | None, head: SnapshotHead | None, paused: bool, now: datetime
+    latest: Job | None, head: SnapshotHead | None, paused: bool, now: datetime, max_age: float
 ) -> State:
     if paused:
         return "paused"
@@ -127,7 +136,7 @@ def _state(
     if head is None:
         return "never"
     age = (now - head.synced_at).total_seconds()
-    return "stale" if age > rt.settings.snapshot_max_age else "fresh"
+    return "stale" if age > max_age else "fresh"
 
 
 def _next(

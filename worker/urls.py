@@ -48,11 +48,25 @@ def check_url(value: object, name: str, *, allow_private: bool = False) -> str:
         raise ValidationFailed(f"{name} must use https.")
     if parts.username is not None or parts.password is not None:
         raise ValidationFailed(f"{name} must not carry credentials (user:password@).")
+    host = ascii_host(parts.hostname)
+    if host is None:
+        raise invalid
     if not allow_private:
-        refusal = _private_host(parts.hostname)
+        refusal = _private_host(host)
         if refusal:
             raise ValidationFailed(f"{name} must not point at {refusal}.")
     return url
+
+
+def ascii_host(host: str) -> str | None:
+    """The host as resolvers see it (IDNA): fullwidth `１２７.０.０.１` is 127.0.0.1, and
+    `ｌｏｃａｌｈｏｓｔ。` is localhost. None if it has no such form."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
 
 
 def _private_host(host: str) -> str | None:

@@ -18,7 +18,8 @@ a record that changes again gets a new, higher number, which is a new change.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -33,6 +34,33 @@ FEEDS = "callrail_feeds"
 Action = Literal["added", "updated", "deleted"]
 ACTIONS: tuple[Action, ...] = ("added", "updated", "deleted")
 _BATCH = 500
+Beat = Callable[[], None]
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class TrackChecks:
+    """What the sync that tracks a snapshot knows and can do beside the store.
+
+    CallRail pages by offset: a record added or removed while a walk runs shifts the pages
+    after it, and a record can be missed without being gone. So a record the walk missed is
+    marked deleted only if the walk saw as many records as CallRail said the listing holds
+    (`expected`) and `confirm_gone` (which asks CallRail about a sample of the missed ones)
+    agrees; otherwise a later walk decides.
+    """
+
+    expected: int | None = None
+    confirm_gone: Callable[[list[str]], bool] | None = None
+    heartbeat: Beat = _nothing
+    """Runs before each batch of writes: the caller renews, and checks, the lock it holds."""
+
+    def really_gone(self, seen: int, missed: list[str]) -> bool:
+        if self.expected is not None and self.expected != seen:
+            return False
+        return self.confirm_gone is None or self.confirm_gone(missed)
 
 
 class ChangeCounts(BaseModel):
@@ -83,9 +111,10 @@ class ChangePage(BaseModel):
 
 
 class Tracker(Protocol):
-    def track(self, snapshot_id: str) -> ChangeCounts:
+    def track(self, snapshot_id: str, checks: TrackChecks | None = None) -> ChangeCounts:
         """Compare a complete snapshot with the feed, and record what changed (once: a
-        retry of the same snapshot answers the counts of the first run)."""
+        retry of the same snapshot answers the counts of the first run); a record the
+        walk missed is marked deleted only as `checks` allow."""
 
 
 class ChangeStore(Tracker, Protocol):
@@ -111,7 +140,7 @@ class MongoChangeStore:
     def ensure_indexes(self) -> None:
         self._records.create_index([("feed", ASCENDING), ("seq", ASCENDING)], unique=True)
 
-    def track(self, snapshot_id: str) -> ChangeCounts:
+    def track(self, snapshot_id: str, checks: TrackChecks | None = None) -> ChangeCounts:
         meta = self._db[SNAPSHOTS].find_one({"_id": snapshot_id})
         if meta is None:
             raise KeyError(snapshot_id)
@@ -130,11 +159,22 @@ class MongoChangeStore:
         added = [i for i in seen if i not in live]
         updated = [i for i in seen if i in live and known[i].get("hash") != seen[i]]
         gone = [i for i in live if i not in seen]
+        checks = checks or TrackChecks()
+        if gone and not checks.really_gone(len(seen), gone):
+            gone = []
         counts = ChangeCounts(
             added=len(added), updated=len(updated), deleted=len(gone), total=len(seen)
         )
+        planned = meta.get("changes_planned")
+        if planned:  # an earlier run of this sync applied part of it, then stopped
+            counts = ChangeCounts.model_validate(planned)
+        else:
+            self._db[SNAPSHOTS].update_one(
+                {"_id": snapshot_id}, {"$set": {"changes_planned": counts.model_dump()}}
+            )
         if added or updated or gone:
-            self._apply(feed, meta, snapshot_id, seen, set(known), added, updated, gone)
+            args = (seen, set(known), added, updated, gone)
+            self._apply(feed, meta, snapshot_id, *args, checks.heartbeat)
         self._db[SNAPSHOTS].update_one(
             {"_id": snapshot_id}, {"$set": {"changes": counts.model_dump()}}
         )
@@ -150,6 +190,7 @@ class MongoChangeStore:
         added: list[str],
         updated: list[str],
         gone: list[str],
+        heartbeat: Beat,
     ) -> None:
         n = len(added) + len(updated) + len(gone)
         counter = self._feeds.find_one_and_update(
@@ -167,6 +208,7 @@ class MongoChangeStore:
         is_new = set(added)
         items = self._db[ITEM_COLLECTIONS[meta["kind"]]]
         for batch in _chunks(added + updated):
+            heartbeat()
             keys = [f"{snapshot_id}:{i}" for i in batch]
             payloads = {d["id"]: d for d in items.find({"_id": {"$in": keys}}, HIDDEN)}
             ops: list[InsertOne[dict[str, Any]] | UpdateOne] = []
@@ -189,6 +231,7 @@ class MongoChangeStore:
                     ops.append(InsertOne({"_id": key, **changed, "first_seen_at": now}))
             self._records.bulk_write(ops, ordered=True)
         for batch in _chunks(gone):
+            heartbeat()
             deletions = [
                 UpdateOne(
                     {"_id": f"{feed}:{record_id}"},
@@ -205,6 +248,7 @@ class MongoChangeStore:
             ]
             self._records.bulk_write(deletions, ordered=True)
         # Readers see the batch only now, all of it at once.
+        heartbeat()
         self._feeds.update_one({"_id": feed}, {"$max": {"committed": last}})
 
     def read(self, query: FeedQuery) -> ChangePage:

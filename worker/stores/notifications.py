@@ -8,7 +8,7 @@ to the one answer that shows it (creation, rotation).
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field, SecretStr
@@ -21,6 +21,7 @@ DELIVERIES = "callrail_deliveries"
 EVENTS = ("sync.succeeded", "sync.failed", "webhook.changed")
 """What an owner can be told of: a sync ended either way, or a webhook write succeeded."""
 DeliveryStatus = Literal["pending", "delivered", "failed"]
+SLACK = timedelta(seconds=1)
 
 
 def new_secret() -> SecretStr:
@@ -85,6 +86,10 @@ class NotificationStore(Protocol):
         """Record a delivery to make (one per job and event: the same again answers it)."""
 
     def delivery(self, delivery_id: str) -> Delivery | None: ...
+
+    def claim(self, delivery_id: str, hold: float) -> Delivery | None:
+        """Take a pending delivery that is due for one attempt, keeping any other message of it
+        off for `hold` seconds; None if it is not pending, not due, or taken."""
 
     def record_attempt(
         self, delivery_id: str, attempt: Attempt, status: DeliveryStatus, due: datetime | None
@@ -192,6 +197,16 @@ class MongoNotificationStore:
         doc = self._deliveries.find_one({"_id": delivery_id})
         return _delivery(doc) if doc else None
 
+    def claim(self, delivery_id: str, hold: float) -> Delivery | None:
+        now = utcnow()
+        doc = self._deliveries.find_one_and_update(
+            # A second of slack: a retry's countdown may end a moment before its due time.
+            {"_id": delivery_id, "status": "pending", "next_attempt_at": {"$lte": now + SLACK}},
+            {"$set": {"next_attempt_at": now + timedelta(seconds=hold)}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _delivery(doc) if doc else None
+
     def record_attempt(
         self, delivery_id: str, attempt: Attempt, status: DeliveryStatus, due: datetime | None
     ) -> Delivery | None:
@@ -199,7 +214,7 @@ class MongoNotificationStore:
         if status == "delivered":
             fields["delivered_at"] = attempt.at
         doc = self._deliveries.find_one_and_update(
-            {"_id": delivery_id},
+            {"_id": delivery_id, "status": "pending"},
             {"$set": fields, "$push": {"attempts": attempt.model_dump()}},
             return_document=ReturnDocument.AFTER,
         )
