@@ -95,14 +95,17 @@ class MongoWebhookStore:
             "$set": {**fields, "seen_at": now},
             "$setOnInsert": {"_id": "web_" + secrets.token_hex(8), "first_seen_at": now},
         }
-        for _ in range(2):
+        for _ in range(5):
             try:
                 doc = self._webhooks.find_one_and_update(
                     key, update, upsert=True, return_document=ReturnDocument.AFTER
                 )
-                return WebhookRecord.model_validate(doc)
             except DuplicateKeyError:
-                continue  # a concurrent upsert made it first: the second try finds it
+                continue  # a concurrent upsert made it first: the next try finds it
+            # MongoDB always answers the document here; a server that lost the race
+            # inside its upsert may answer none, and the next try finds the winner's.
+            if doc is not None:
+                return WebhookRecord.model_validate(doc)
         raise RuntimeError("could not remember the webhook")
 
     def get(self, owner: str, webhook_id: str) -> WebhookRecord | None:
