@@ -19,6 +19,8 @@ PLAN_TASK = "callrail.sync.configured_accounts"
 """Beat's planner of periodic syncs (registered in tasks/registry.py)."""
 SWEEP_TASK = "callrail.jobs.sweep"
 """Beat's sweeper of stuck jobs."""
+RECONCILE_TASK = "callrail.inbound.plan"
+"""Beat's planner of call reconciliations (and of deliveries whose normalizing was lost)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ def config(settings: Settings) -> dict[str, Any]:
             "callrail.webhook.*": {"queue": queues.webhooks, "routing_key": queues.webhooks},
             # Notifications are short POSTs: the first-served queue keeps them timely.
             "callrail.notify.*": {"queue": queues.webhooks, "routing_key": queues.webhooks},
+            # A delivery kept by the receiver becomes an event at once: first-served too.
+            "callrail.inbound.*": {"queue": queues.webhooks, "routing_key": queues.webhooks},
             "callrail.sync.*": {"queue": queues.listings, "routing_key": queues.listings},
             "callrail.jobs.*": {"queue": queues.listings, "routing_key": queues.listings},
         },
@@ -116,6 +120,12 @@ def config(settings: Settings) -> dict[str, Any]:
             "sweep-stale-jobs": {
                 "task": SWEEP_TASK,
                 "schedule": settings.sweep_interval,
+                "options": {"queue": queues.listings},
+            },
+            # Find the calls CallRail never delivered (it does not send a delivery twice).
+            "reconcile-calls": {
+                "task": RECONCILE_TASK,
+                "schedule": settings.reconcile_interval,
                 "options": {"queue": queues.listings},
             },
         },

@@ -123,3 +123,46 @@ class ScheduleAnswer(Success):
     """The account's schedule, as it is now."""
 
     data: ScheduleView
+
+
+class Received(Answer):
+    received: Literal[True]
+    duplicate: bool = Field(description="This delivery was kept before; it is kept once.")
+    event: str = Field(
+        description="pre_call, post_call, updated_call, form_captured; `unreadable`: signed "
+        "but not a JSON object (kept as it came)."
+    )
+
+
+class ReceivedAnswer(Success):
+    """The delivery is kept (before this answer was sent); it becomes an event shortly."""
+
+    data: Received
+
+
+class CallItem(Answer):
+    id: str
+    event: str = Field(description="pre_call, post_call or updated_call")
+    call_id: str = Field(description="CallRail's id of the call (`CAL…`, or an old numeric id)")
+    account_id: str
+    company_id: str
+    source: Literal["webhook", "reconciled"] = Field(
+        description="`reconciled`: CallRail listed the call but never delivered it to us."
+    )
+    received_at: datetime
+    start_time: datetime | None
+    call: dict[str, Any] = Field(description="What CallRail sent of the call.")
+    changes: list[Any] = Field(description="What changed (updated_call only).")
+
+
+class CallsPage(Answer):
+    account_id: str
+    calls: list[CallItem]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page.")
+    has_more: bool
+
+
+class CallsAnswer(Success):
+    """The caller's call events, newest first."""
+
+    data: CallsPage

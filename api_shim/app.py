@@ -22,6 +22,7 @@ from api_shim.routes import (
     control,
     events,
     health,
+    inbound,
     jobs,
     listings,
     notifications,
@@ -33,6 +34,7 @@ from tasks.submit import CeleryQueue, JobQueue
 from worker.config import Settings
 from worker.logs import setup_logging
 from worker.runtime import Runtime, build_runtime
+from worker.urls import INBOUND_PATH
 
 
 def create_app(
@@ -80,15 +82,25 @@ def create_app(
         hub=hub,
         tickets=Tickets(settings.redis_url if has_redis else None),
         admission=Admission.for_settings(settings, runtime.stores.jobs, runtime.redis),
+        queue_task=task_sender(celery),
     )
     app.state.broker_reachable = broker_check(celery)
     install(app)
-    app.add_middleware(BodyLimit)
-    for module in (listings, webhooks, jobs, events, changes, notifications, control, health):
+    app.add_middleware(BodyLimit, wider={INBOUND_PATH: settings.inbound_max_bytes})
+    routers = (listings, webhooks, jobs, events, changes, notifications, control, inbound, health)
+    for module in routers:
         app.include_router(module.router)
     openapi.install(app)
     docs.install(app, openapi.OPENAPI_URL)
     return app
+
+
+def task_sender(celery: Celery) -> Callable[[str, str], None]:
+    def send(name: str, arg: str) -> None:
+        retry_policy = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}
+        celery.send_task(name, args=[arg], retry=True, retry_policy=retry_policy)
+
+    return send
 
 
 def broker_check(celery: Celery) -> Callable[[], bool]:

@@ -11,9 +11,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from api_shim import validation as check
+from worker.callrail.webhooks import RECEIVER_EVENTS
 from worker.errors import ValidationFailed
 from worker.job import JobParams
-from worker.urls import check_url
+from worker.urls import check_url, receiver_url
 
 MSG_CREATE_REQUIRED = "Callrail account id, company id and webhook url are required."
 MSG_UPDATE_REQUIRED = (
@@ -26,7 +27,13 @@ class WebhookCreate(BaseModel):
 
     account_id: str = Field(examples=["470306151"])
     company_id: str = Field(examples=["COM8154748ae6bd4e278a7cddd38a662f4f"])
-    webhook_url: str = Field(examples=["https://dashclicks.com/api/webhooks/callrail"])
+    webhook_url: str | None = Field(
+        None,
+        examples=["https://dashclicks.com/api/webhooks/callrail"],
+        description="Where CallRail sends the events. Left out (where the service has a "
+        "PUBLIC_BASE_URL): this service's own receiver, for every call and form event "
+        "(read them with GET /calls).",
+    )
     events: list[str] | None = Field(None, examples=[["call.completed", "call.received"]])
     status: str | None = Field(
         None,
@@ -36,16 +43,30 @@ class WebhookCreate(BaseModel):
     )
 
     @staticmethod
-    def params(body: dict[str, Any], allow_private: bool = False) -> JobParams:
-        """The job parameters of a create request, or the error that refuses it."""
-        if not check.present(body, "account_id", "company_id", "webhook_url"):
+    def params(
+        body: dict[str, Any], allow_private: bool = False, public_base_url: str | None = None
+    ) -> JobParams:
+        """The job parameters of a create request, or the error that refuses it. Without a
+        URL, our own receiver's (when the service has a public address)."""
+        url_given = check.present(body, "webhook_url")
+        if not check.present(body, "account_id", "company_id") or (
+            not url_given and not public_base_url
+        ):
             raise ValidationFailed(MSG_CREATE_REQUIRED)
         account_id, company_id = company_ref(body)
+        ours = receiver_url(public_base_url, company_id)
+        events = check.events(body.get("events"))
+        if not url_given:
+            url, events = ours, events or list(RECEIVER_EVENTS)
+        elif body["webhook_url"] == ours:
+            url = ours  # our own receiver is not a user's URL: the URL policy is not for it
+        else:
+            url = check_url(body["webhook_url"], "webhook_url", allow_private=allow_private)
         return JobParams(
             account_id=account_id,
             company_id=company_id,
-            webhook_url=check_url(body["webhook_url"], "webhook_url", allow_private=allow_private),
-            events=check.events(body.get("events")),
+            webhook_url=url,
+            events=events,
             status=webhook_status(body.get("status")),
         )
 
@@ -60,7 +81,9 @@ class WebhookUpdate(BaseModel):
     status: str | None = Field(None, examples=["disabled"])
 
     @staticmethod
-    def params(body: dict[str, Any], allow_private: bool = False) -> JobParams:
+    def params(
+        body: dict[str, Any], allow_private: bool = False, public_base_url: str | None = None
+    ) -> JobParams:
         """The job parameters of an update request, or the error that refuses it."""
         has_change = check.present(body, "webhook_url") or check.present(body, "status")
         if not check.present(body, "account_id", "company_id", "webhook_id") or not has_change:

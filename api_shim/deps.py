@@ -6,10 +6,13 @@ one in a worker thread, a hop per request for nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from api_shim.admission import Admission
 from api_shim.auth import Authenticator
@@ -19,6 +22,10 @@ from api_shim.tickets import Tickets
 from tasks.submit import JobQueue
 from worker import errors
 from worker.runtime import Runtime
+
+
+def _no_broker(name: str, arg: str) -> None:
+    raise RuntimeError("no task queue")
 
 
 @dataclass
@@ -32,6 +39,22 @@ class Services:
     hub: EventHub
     tickets: Tickets
     admission: Admission
+    queue_task: Callable[[str, str], None] = field(default=_no_broker)
+    """Queue a task that takes one string (the receiver's normalizing of a delivery)."""
+    _claims: dict[str, float] = field(default_factory=dict)
+
+    async def claim(self, name: str, seconds: float) -> bool:
+        """True for the first caller in `seconds` (across shim processes where Redis is)."""
+        client = self.runtime.redis
+        if client is not None:
+            key = f"callrail:claim:{name}"
+            took = await run_in_threadpool(client.set, key, "1", nx=True, ex=max(1, int(seconds)))
+            return bool(took)
+        now = time.monotonic()
+        if self._claims.get(name, 0.0) > now:
+            return False
+        self._claims[name] = now + seconds
+        return True
 
 
 async def services(request: Request) -> Services:

@@ -40,17 +40,28 @@ class BodyTooLarge(HTTPException):
 class BodyLimit:
     """Refuses request bodies over `max_bytes` with the 413 envelope."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, wider: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.wider = wider or {}
+        """Other limits for paths under these prefixes (CallRail's deliveries can be longer)."""
+
+    def limit_for(self, path: str) -> int:
+        for prefix, limit in self.wider.items():
+            if path.startswith(prefix):
+                return limit
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit_for(str(scope.get("path", "")))
         declared = declared_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await self._refuse(scope, receive, send)
+        if declared is not None and declared > limit:
+            await self._refuse(scope, receive, send, limit)
             return
         received = 0
         started = False
@@ -60,8 +71,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if received > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         async def noted_send(message: Message) -> None:
@@ -76,7 +87,7 @@ class BodyLimit:
             # envelope's handler); once an answer has begun, nothing better can be sent.
             if started:
                 raise
-            await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send, limit)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await failure(413, too_large_message(self.max_bytes))(scope, receive, send)
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        await failure(413, too_large_message(limit))(scope, receive, send)

@@ -35,8 +35,10 @@ from api_shim.answers import (
 )
 from api_shim.answers_control import (
     CallbackAnswer,
+    CallsAnswer,
     ChangesAnswer,
     DeliveriesAnswer,
+    ReceivedAnswer,
     RemovedAnswer,
     ScheduleAnswer,
     StatusAnswer,
@@ -46,6 +48,7 @@ from api_shim.envelope import STORE_DOWN
 from api_shim.limits import MAX_BODY_BYTES, too_large_message
 from api_shim.oas30 import document_30, without_null
 from api_shim.presenters import PREFIX
+from api_shim.routes import inbound
 from api_shim.routes.changes import MSG_ACCOUNT, MSG_KIND
 from api_shim.routes.control import MSG_INTERVAL, MSG_SCHEDULE_REQUIRED
 from api_shim.routes.jobs import MAX_WAIT
@@ -111,6 +114,10 @@ class Answers:
     required: tuple[str, ...] = ()
     """Query parameters it requires. FastAPI must not check them (the route answers the spec's
     own 400), so only the document says so."""
+    why: tuple[tuple[int, str], ...] = ()
+    """What a status means for this route, where that differs from REFUSED_WHEN."""
+    public: bool = False
+    """Authenticated by other means than the bearer token (CallRail's signature)."""
 
 
 def write(does: str, required: str, invalid: str) -> Answers:
@@ -198,6 +205,26 @@ ANSWERS: dict[tuple[str, str], Answers] = {
     ("GET", f"{PREFIX}/notifications/deliveries"): Answers(
         ok=DeliveriesAnswer, messages=("limit must be between 1 and 200.",)
     ),
+    ("POST", f"{PREFIX}/inbound/{{company_id}}"): Answers(
+        ok=ReceivedAnswer,
+        refusals=(401, 404, 413, 503),
+        public=True,
+        also=((401, inbound.BAD_SIGNATURE), (404, inbound.UNKNOWN_COMPANY)),
+        why=(
+            (
+                401,
+                "`Signature` is missing, or is not base64(HMAC-SHA1(the company's signing "
+                "key, the raw body)); nothing is kept.",
+            ),
+            (404, "Our receiver is not registered on this company."),
+            (413, "The body is over INBOUND_MAX_BYTES (256 KiB unless set)."),
+        ),
+    ),
+    ("GET", f"{PREFIX}/calls"): Answers(
+        ok=CallsAnswer,
+        messages=("account_id is required.", inbound.BAD_CURSOR, "since must be an ISO 8601 time."),
+        required=("account_id",),
+    ),
 }
 
 BEARER_SCHEME = {
@@ -250,7 +277,7 @@ def build(app: FastAPI) -> dict[str, Any]:
             if answers is None:
                 raise LookupError(f"{method.upper()} {path} is missing from openapi.ANSWERS")
             operation["responses"] = responses(answers, ref)
-            operation["security"] = [{BEARER: []}]
+            operation["security"] = [] if answers.public else [{BEARER: []}]
             mark_required(operation, answers.required, f"{method.upper()} {path}")
     return document_30(inferred)
 
@@ -268,11 +295,13 @@ def responses(answers: Answers, ref: dict[type[BaseModel], dict[str, str]]) -> d
     for status in answers.refusals:
         own = answers.messages if status == 400 else ()
         own += tuple(message for code, message in answers.also if code == status)
+        common = () if answers.public and status in (401, 404, 413) else MESSAGES[status]
         examples = {
             message: {"value": {"success": False, "errno": status, "message": message}}
-            for message in own + MESSAGES[status]
+            for message in own + common
         }
-        found[str(status)] = described(REFUSED_WHEN[status], ref[ErrorAnswer], examples)
+        why = dict(answers.why).get(status, REFUSED_WHEN[status])
+        found[str(status)] = described(why, ref[ErrorAnswer], examples)
     return found
 
 

@@ -226,6 +226,10 @@ def serve(settings: Settings, host: str, port: int, run_dir: Path) -> int:
     # uvicorn handles SIGTERM itself, then raises it again once it has shut down (so the
     # process would die on the spot): ours turns that into an exception, and cleanup runs.
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    if not settings.public_base_url:
+        # The simulator (or a CallRail that reaches this machine) delivers events to us here.
+        local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        settings = settings.model_copy(update={"public_base_url": f"http://{local}:{port}"})
     embedded = prepare(settings, run_dir)
     s = embedded.settings
     embedded_worker: EmbeddedWorker | None = None

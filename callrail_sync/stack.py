@@ -91,6 +91,7 @@ class Stack:
         env["CALLRAIL_BASE_URL"] = self.callrail_url
         env.setdefault("JWT_SECRET", self.settings.jwt_secret or DEV_SECRET)
         env.setdefault("METRICS_PORT", "0")
+        env.setdefault("PUBLIC_BASE_URL", self.shim_url)
         return {**env, **extra}
 
     def stores(self) -> Stores:

@@ -6,8 +6,8 @@ from typing import Any
 
 from celery import Celery, Task
 
-from celeryconfig import PLAN_TASK, SWEEP_TASK
-from tasks import notify, schedule, sync, webhooks
+from celeryconfig import PLAN_TASK, RECONCILE_TASK, SWEEP_TASK
+from tasks import inbound, notify, schedule, sync, webhooks
 from tasks.jobs import Summary, Work, run_job
 from tasks.submit import TASK_NAMES, CeleryQueue
 from worker.job import JobType
@@ -19,6 +19,8 @@ WORK: dict[JobType, Work] = {
     JobType.WEBHOOK_LIST: webhooks.list_work,
     JobType.WEBHOOK_CREATE: webhooks.create_work,
     JobType.WEBHOOK_UPDATE: webhooks.update_work,
+    JobType.CALLS_RECONCILE: inbound.reconcile_work,
+    JobType.RECEIVER_KEY: inbound.signing_key_work,
 }
 
 
@@ -41,11 +43,30 @@ def register_tasks(app: Celery) -> None:
     app.task(bind=True, name=notify.NOTIFY_TASK, max_retries=None, shared=False)(notify.deliver)
     app.task(bind=True, name=PLAN_TASK, shared=False)(plan)
     app.task(bind=True, name=SWEEP_TASK, shared=False)(sweep)
+    app.task(bind=True, name=inbound.NORMALIZE_TASK, shared=False)(normalize)
+    app.task(bind=True, name=RECONCILE_TASK, shared=False)(reconcile)
 
 
 def plan(task: Task) -> dict[str, Any]:
     """Queue syncs for every configured account whose snapshot is due."""
     return {"queued": schedule.plan_syncs(runtime(), CeleryQueue(task.app))}
+
+
+def normalize(task: Task, key: str) -> str:
+    """Turn a delivery the receiver kept into a call or form event."""
+    return inbound.normalize(runtime(), key)
+
+
+def reconcile(task: Task) -> dict[str, Any]:
+    """Queue the reconciliation of every account with our receiver, and the normalizing of
+    deliveries whose message was lost."""
+    rt = runtime()
+
+    def send(key: str) -> None:
+        task.app.send_task(inbound.NORMALIZE_TASK, args=[key])
+
+    queued = inbound.plan_reconciles(rt, CeleryQueue(task.app))
+    return {"queued": queued, "requeued": inbound.resend_pending(rt, send)}
 
 
 def sweep(task: Task) -> dict[str, Any]:

@@ -28,6 +28,8 @@ TASK_NAMES: dict[JobType, str] = {
     JobType.WEBHOOK_LIST: "callrail.webhook.list",
     JobType.WEBHOOK_CREATE: "callrail.webhook.create",
     JobType.WEBHOOK_UPDATE: "callrail.webhook.update",
+    JobType.CALLS_RECONCILE: "callrail.inbound.reconcile",
+    JobType.RECEIVER_KEY: "callrail.inbound.signing_key",
 }
 """The Celery task that runs each type of job (the job id is its only argument)."""
 

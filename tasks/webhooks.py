@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tasks import inbound
 from tasks.jobs import Outcome
 from worker import errors
 from worker.callrail import webhooks as wh
@@ -18,6 +19,7 @@ from worker.callrail.models import Integration
 from worker.job import Job
 from worker.runtime import Runtime
 from worker.stores.webhooks import WebhookRecord
+from worker.urls import receiver_url
 
 STATE_FOR_STATUS = {"enabled": "active", "disabled": "disabled"}
 STATUS_FOR_STATE = {v: k for k, v in STATE_FOR_STATUS.items()}
@@ -118,6 +120,9 @@ def create_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
         record = rt.stores.webhooks.remember(
             job.owner, account_id, company_id, url, created_fields(integration, url)
         )
+    if url == receiver_url(rt.settings.public_base_url, company_id):
+        # Our own receiver: it needs the key CallRail signs this company's deliveries with.
+        inbound.register(rt, job.owner, client, account_id, company_id, integration)
     return Outcome(result=shape(record, existing=present))
 
 

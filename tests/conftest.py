@@ -203,12 +203,13 @@ def token(settings: Settings) -> str:
 
 
 @contextlib.contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """An ASGI app under a real uvicorn server on a free port."""
+def serving(app: Any, sock: socket.socket | None = None) -> Iterator[str]:
+    """An ASGI app under a real uvicorn server on a free port (or on `sock`, bound already)."""
     import uvicorn
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    if sock is None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

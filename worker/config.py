@@ -103,6 +103,25 @@ class Notifications(_Group):
     notify_timeout: float = 10.0
 
 
+class Inbound(_Group):
+    """CallRail's deliveries to our own receiver, and the reconciliation that finds the lost
+    ones (CallRail never sends a delivery twice)."""
+
+    public_base_url: str | None = None
+    """Where CallRail reaches this service (e.g. `https://sync.example.com`): a webhook made
+    without a URL registers `<PUBLIC_BASE_URL>/v1/e/callrail/inbound/<company_id>`. Unset: a
+    webhook needs its URL."""
+    reconcile_interval: float = 600.0
+    """Seconds between two reconciliations of the calls of every company with our receiver."""
+    reconcile_window: float = 6 * 3600.0
+    """How far back a reconciliation lists calls."""
+    reconcile_grace: float = 30 * 60.0
+    """Calls younger than this are left to their delivery (post-call may come 20 minutes after
+    hang-up)."""
+    inbound_max_bytes: int = 256 * 1024
+    """The largest delivery the receiver reads (a call with a long transcript is some KB)."""
+
+
 class Operation(_Group):
     """The process itself: auth, logs, metrics, queues."""
 
@@ -122,7 +141,15 @@ class Operation(_Group):
 
 
 class Settings(
-    Connections, CallRailAccess, Budget, Admission, Retries, Schedule, Notifications, Operation
+    Connections,
+    CallRailAccess,
+    Budget,
+    Admission,
+    Retries,
+    Schedule,
+    Notifications,
+    Inbound,
+    Operation,
 ):
     """The service's configuration (environment variables are the upper-case field names)."""
 

@@ -38,6 +38,19 @@ def event_of(job: Job) -> dict[str, Any]:
     }
 
 
+def publish_call(client: redis.Redis | None, owner: str, view: dict[str, Any]) -> None:
+    """Tell the owner's event stream of a call event (already stored: a lost one costs
+    nothing but the push; `GET /calls` has it)."""
+    if client is None:
+        return
+    try:
+        client.publish(channel(owner), json.dumps({"type": "call", "owner": owner, "call": view}))
+    except redis.RedisError as exc:
+        log.warning(
+            "call event not published", extra={"event_id": view.get("id"), "error": str(exc)}
+        )
+
+
 class JobEvents:
     """Publishes job changes to Redis (the jobs store's `on_change`)."""
 

@@ -39,6 +39,8 @@ class JobType(StrEnum):
     WEBHOOK_LIST = "webhook_list"  # the URLs of a company's Webhooks integration
     WEBHOOK_CREATE = "webhook_create"  # add a URL to it (making the integration if needed)
     WEBHOOK_UPDATE = "webhook_update"  # change a URL and/or the integration's state
+    CALLS_RECONCILE = "calls_reconcile"  # record the calls CallRail never delivered to us
+    RECEIVER_KEY = "receiver_key"  # read a company's signing key again (it did not verify)
 
 
 class Lane(StrEnum):

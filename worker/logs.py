@@ -24,9 +24,9 @@ _PATTERNS = [
     re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),  # a JWT
     re.compile(r'(?i)(token\s+token=\\*"?)[^"\\\s,]+'),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
-    # `api_key` fields however they are quoted, at any depth of JSON escaping (the MongoDB
-    # driver logs commands and replies as JSON inside JSON: \"api_key\": \"...\").
-    re.compile(r'(?i)(\\*[\'"]?api_key\\*[\'"]?\s*[:=]\s*\\*[\'"]?)[^\'"\\\s,}]+'),
+    # `api_key` and `signing_key` fields however they are quoted, at any depth of JSON escaping
+    # (the MongoDB driver logs commands and replies as JSON inside JSON: \"api_key\": \"...\").
+    re.compile(r'(?i)(\\*[\'"]?(?:api|signing)_key\\*[\'"]?\s*[:=]\s*\\*[\'"]?)[^\'"\\\s,}]+'),
 ]
 _known_keys: set[str] = set()
 _lock = threading.Lock()

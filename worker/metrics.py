@@ -33,6 +33,16 @@ NOTIFICATIONS = Counter(
     "POSTs to owners' callbacks, by outcome (delivered, retrying, failed)",
     ["outcome"],
 )
+INBOUND = Counter(
+    "callrail_inbound_deliveries_total",
+    "Deliveries CallRail POSTed to our receiver, by outcome (accepted, duplicate, forged, "
+    "unknown_company, unreadable)",
+    ["outcome"],
+)
+MISSED = Counter(
+    "callrail_missed_deliveries_total",
+    "Calls CallRail listed that never arrived by webhook (recorded by reconciliation)",
+)
 
 
 def serve_registry() -> CollectorRegistry:

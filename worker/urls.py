@@ -24,6 +24,16 @@ MAX_URL = 2048
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+INBOUND_PATH = "/v1/e/callrail/inbound/"
+
+
+def receiver_url(public_base_url: str | None, company_id: str) -> str | None:
+    """Our own receiver's URL for a company (None when the service has no public address)."""
+    if not public_base_url:
+        return None
+    return public_base_url.rstrip("/") + INBOUND_PATH + company_id
+
+
 def check_url(value: object, name: str, *, allow_private: bool = False) -> str:
     """The URL, stripped, if it keeps the policy; else a ValidationFailed naming the rule."""
     if not isinstance(value, str):

@@ -23,7 +23,8 @@ router = APIRouter(prefix=PREFIX)
 
 @router.get("/events", summary="All of the caller's job changes, as Server-Sent Events")
 async def all_events(owner: StreamOwner, svc: Svc) -> StreamingResponse:
-    """One `job` event per change of any of the caller's jobs, as the store has it."""
+    """One `job` event per change of any of the caller's jobs, as the store has it, and one
+    `call` event per call event CallRail delivered to one of the caller's companies."""
 
     async def stream() -> AsyncIterator[str]:
         yield ": connected\n\n"
@@ -34,6 +35,12 @@ async def all_events(owner: StreamOwner, svc: Svc) -> StreamingResponse:
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
+                if event.get("type") == "call":  # a call event of one of the caller's companies
+                    call = event.get("call") or {}
+                    yield sse("call", call, str(call.get("id", "")))
+                    continue
+                if "job_id" not in event:
+                    continue  # a resync: nothing to tell about one job
                 job = await run_in_threadpool(
                     svc.runtime.stores.jobs.get, str(event.get("job_id")), owner
                 )

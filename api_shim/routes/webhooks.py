@@ -44,8 +44,8 @@ def _write_route(body: type[WebhookCreate] | type[WebhookUpdate], job_type: JobT
 
     async def route(owner: Owner, svc: Svc, raw: RawBody) -> JSONResponse:
         await require_key(svc, owner)  # the spec checks the key before the fields
-        allow_private = svc.runtime.settings.allow_private_urls
-        params = body.params(check.json_object(raw), allow_private)
+        s = svc.runtime.settings
+        params = body.params(check.json_object(raw), s.allow_private_urls, s.public_base_url)
         return accepted(await run_in_threadpool(start_write, svc, owner, job_type, params))
 
     return route

@@ -13,10 +13,18 @@ from worker.callrail.models import Integration
 EVENT_KEYS: dict[str, str] = {
     "call.received": "pre_call_webhook",
     "call.completed": "post_call_webhook",
+    "call.updated": "updated_call_webhook",
     "form.submission": "form_captured_webhook",
 }
 KEY_EVENTS: dict[str, str] = {key: event for event, key in EVENT_KEYS.items()}
 DEFAULT_EVENTS: tuple[str, ...] = ("call.completed", "call.received")
+RECEIVER_EVENTS: tuple[str, ...] = (
+    "call.received",
+    "call.completed",
+    "call.updated",
+    "form.submission",
+)
+"""What our own receiver is registered for when a webhook is made without a URL."""
 
 
 def config_keys(events: list[str]) -> list[str]:

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from worker.config import Settings
 from worker.stores.changes import ChangeStore, MongoChangeStore
 from worker.stores.database import Db, open_database, ping
+from worker.stores.inbox import InboxStore, MongoInboxStore
 from worker.stores.jobs import JobStore, MongoJobStore, OnChange
 from worker.stores.keys import KeyStore, MongoKeyStore
 from worker.stores.notifications import MongoNotificationStore, NotificationStore
+from worker.stores.receivers import MongoReceiverStore, ReceiverStore
 from worker.stores.schedules import MongoScheduleStore, ScheduleStore
 from worker.stores.snapshots import MongoSnapshotStore, SnapshotStore
 from worker.stores.userconfig import MongoUserConfigStore, UserConfigStore
@@ -33,6 +35,8 @@ class Stores:
     changes: ChangeStore
     notifications: NotificationStore
     schedules: ScheduleStore
+    receivers: ReceiverStore
+    inbox: InboxStore
 
     def ping(self) -> bool:
         return ping(self.db)
@@ -44,12 +48,26 @@ def on_database(db: Db, on_job_change: OnChange | None = None) -> Stores:
     jobs = MongoJobStore(db, on_job_change)
     snapshots, webhooks = MongoSnapshotStore(db), MongoWebhookStore(db)
     changes, notifications = MongoChangeStore(db), MongoNotificationStore(db)
-    schedules = MongoScheduleStore(db)
+    schedules, receivers, inbox = (
+        MongoScheduleStore(db),
+        MongoReceiverStore(db),
+        MongoInboxStore(db),
+    )
     every = (keys, userconfig, jobs, snapshots, webhooks, changes, notifications, schedules)
-    for store in every:
+    for store in (*every, receivers, inbox):
         store.ensure_indexes()
     return Stores(
-        db, keys, userconfig, jobs, snapshots, webhooks, changes, notifications, schedules
+        db,
+        keys,
+        userconfig,
+        jobs,
+        snapshots,
+        webhooks,
+        changes,
+        notifications,
+        schedules,
+        receivers,
+        inbox,
     )
 
 

@@ -1,0 +1,177 @@
+"""CallRail's deliveries to us, and the call events made of them.
+
+`POST /inbound/{company_id}` takes no JWT: CallRail's signature over the raw body is the
+authentication. A verified delivery is written to the inbox before the answer (so a 2xx means
+it is kept), then queued for normalizing; the same delivery again is answered 2xx and kept
+once. A wrong or missing signature is answered 401 and only counted; when one fails, the
+company's signing key is read from CallRail again (at most once a minute per company), and the
+delivery verified again with it before it is refused.
+
+`GET /calls` lists the caller's call events, newest first, cursor-paged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from api_shim import validation as check
+from api_shim.bodies import openapi_query
+from api_shim.deps import Owner, Services, Svc
+from api_shim.envelope import failure, success
+from api_shim.presenters import PREFIX
+from tasks.inbound import NORMALIZE_TASK
+from tasks.submit import submit
+from worker import feed, metrics
+from worker.callrail import deliveries
+from worker.errors import ValidationFailed
+from worker.job import JobParams, JobType
+from worker.stores.receivers import Receiver
+
+log = logging.getLogger("callrail_sync.inbound")
+router = APIRouter(prefix=PREFIX)
+
+UNKNOWN_COMPANY = "This company does not deliver events to this service."
+BAD_SIGNATURE = "The Signature header does not match the body."
+REFRESH_EVERY = 60.0
+"""Seconds between two readings of one company's signing key caused by failed signatures."""
+REFRESH_WAIT = 3.0
+"""How long a delivery that failed verification waits for the key to be read again."""
+BAD_CURSOR = "cursor is not valid for this listing (use the next_cursor of the same account)."
+
+
+@router.post(
+    "/inbound/{company_id}",
+    summary="CallRail's deliveries for a company (signed by CallRail; no JWT)",
+)
+async def receive(company_id: str, request: Request, svc: Svc) -> JSONResponse:
+    raw = await request.body()
+    stores = svc.runtime.stores
+    receiver = await run_in_threadpool(stores.receivers.get, company_id[:64])
+    if receiver is None:
+        metrics.INBOUND.labels("unknown_company").inc()
+        return failure(404, UNKNOWN_COMPANY)
+    signature = request.headers.get("signature")
+    if not deliveries.verify(receiver.signing_key, raw, signature):
+        key = await _key_again(svc, receiver) if signature else None
+        if not deliveries.verify(key, raw, signature):
+            metrics.INBOUND.labels("forged").inc()
+            await run_in_threadpool(stores.receivers.count, company_id, "forged")
+            log.warning("delivery refused: bad signature", extra={"company_id": company_id})
+            return failure(401, BAD_SIGNATURE)
+    payload = deliveries.parse(raw)
+    if payload is None:
+        # Signed by CallRail but not a JSON object: kept as it came, for an operator.
+        key_of = deliveries.unreadable_key(company_id, raw)
+        await run_in_threadpool(stores.inbox.accept, key_of, company_id, raw, "unreadable")
+        await run_in_threadpool(stores.receivers.count, company_id, "unreadable")
+        metrics.INBOUND.labels("unreadable").inc()
+        return success({"received": True, "duplicate": False, "event": "unreadable"})
+    event = deliveries.event_of(payload)
+    resource = deliveries.resource_id(payload)
+    key_of = deliveries.dedupe_key(company_id, event, resource, deliveries.changes_of(payload))
+    fresh = await run_in_threadpool(stores.inbox.accept, key_of, company_id, raw)
+    await run_in_threadpool(
+        stores.receivers.count, company_id, "received" if fresh else "duplicates"
+    )
+    metrics.INBOUND.labels("accepted" if fresh else "duplicate").inc()
+    if fresh:
+        await run_in_threadpool(_queue_normalizing, svc, key_of)
+    return success({"received": True, "duplicate": not fresh, "event": event})
+
+
+def _queue_normalizing(svc: Services, key: str) -> None:
+    try:
+        svc.queue_task(NORMALIZE_TASK, key)
+    except Exception as exc:  # kept in the inbox: beat queues it again (tasks/inbound.py)
+        log.warning("delivery kept, normalizing not queued", extra={"error": type(exc).__name__})
+
+
+async def _key_again(svc: Services, receiver: Receiver) -> str | None:
+    """The company's signing key read from CallRail again, if it may be read now (at most once
+    per REFRESH_EVERY per company) and the read ends within REFRESH_WAIT."""
+    stores = svc.runtime.stores
+    if not await svc.claim(f"inbound-key:{receiver.company_id}", REFRESH_EVERY):
+        return None
+    owner = await run_in_threadpool(_owner_with_key, svc, receiver)
+    if owner is None:
+        return None
+    params = JobParams(account_id=receiver.account_id, company_id=receiver.company_id)
+    await run_in_threadpool(submit, stores.jobs, svc.queue, owner, JobType.RECEIVER_KEY, params)
+    deadline = time.monotonic() + REFRESH_WAIT
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        now = await run_in_threadpool(stores.receivers.get, receiver.company_id)
+        if now is not None and now.key_fetched_at != receiver.key_fetched_at:
+            return now.signing_key
+    return None
+
+
+def _owner_with_key(svc: Services, receiver: Receiver) -> str | None:
+    for owner in receiver.owners:
+        if svc.runtime.stores.keys.usable_key(owner) is not None:
+            return owner
+    return None
+
+
+class CallsQuery(BaseModel):
+    """The query of GET /calls (read as text, so each bad value gets its own message)."""
+
+    account_id: str | None = Field(None, description="CallRail account (required)")
+    company_id: str | None = Field(None, description="only this company's calls")
+    since: str | None = Field(None, description="ISO 8601: events received at or after this time")
+    cursor: str | None = Field(None, description="`next_cursor` of the previous page")
+    limit: str | None = Field(None, description=f"1 to {feed.MAX_LIMIT}, default 100")
+
+
+@router.get(
+    "/calls",
+    summary="Call events CallRail delivered (or reconciliation found), newest first",
+    openapi_extra=openapi_query(CallsQuery),
+)
+async def calls(request: Request, owner: Owner, svc: Svc) -> JSONResponse:
+    q = CallsQuery.model_validate(dict(request.query_params))
+    if not q.account_id:
+        raise ValidationFailed("account_id is required.")
+    account = check.callrail_id(q.account_id, "account_id")
+    company = check.callrail_id(q.company_id, "company_id") if q.company_id else None
+    since = feed.parse_time(q.since, "since")
+    limit = check.page_number(q.limit, "limit", 100, feed.MAX_LIMIT)
+    before = _decode(q.cursor, account) if q.cursor else None
+    events, more = await run_in_threadpool(
+        svc.runtime.stores.inbox.read, owner, account, company, since, before, limit
+    )
+    return success(
+        {
+            "account_id": account,
+            "calls": [e.view() for e in events],
+            "next_cursor": _encode(account, events[-1].seq) if more and events else None,
+            "has_more": more,
+        }
+    )
+
+
+def _encode(account: str, seq: int) -> str:
+    raw = json.dumps({"a": account, "s": seq}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str, account: str) -> int:
+    try:
+        fields = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        seq = fields["s"]
+        ok = fields["a"] == account and isinstance(seq, int) and 0 < seq < feed.MAX_SEQ
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        ok, seq = False, 0
+    if not ok:
+        raise ValidationFailed(BAD_CURSOR)
+    return int(seq)

@@ -1,0 +1,208 @@
+"""CallRail's deliveries after the receiver kept them: normalized into call and form events,
+the signing key read again when one did not verify, and the calls CallRail never delivered
+found by reconciliation.
+
+CallRail sends each delivery once and never again, so beat reconciles every company with our
+receiver: it lists the account's recent calls (`RECONCILE_WINDOW`, leaving the last
+`RECONCILE_GRACE` to deliveries still on their way) and records each call that has no
+post-call event as `reconciled`, under the key its delivery would have had. It also reads
+each company's Webhooks integration, so one that CallRail disabled shows as such.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from tasks.jobs import Outcome
+from tasks.submit import JobQueue, submit
+from worker import metrics
+from worker.callrail import deliveries
+from worker.callrail.calls import iter_calls, signing_key
+from worker.callrail.client import CallRailClient
+from worker.callrail.models import Integration
+from worker.events import publish_call
+from worker.job import Job, JobParams, JobType, Lane
+from worker.runtime import Runtime
+from worker.stores.database import utcnow
+from worker.stores.inbox import NewCallEvent
+
+log = logging.getLogger("callrail_sync.inbound")
+
+NORMALIZE_TASK = "callrail.inbound.normalize"
+PENDING_AFTER = 60.0
+"""Seconds after which a delivery not yet normalized is queued again (its message was lost)."""
+SendKey = Callable[[str], None]
+"""Queue the normalizing task for an inbox key."""
+
+
+def normalize(rt: Runtime, key: str) -> str:
+    """Turn one kept delivery into an event (idempotent); returns what became of it."""
+    entry = rt.stores.inbox.entry(key)
+    if entry is None or entry.state != "pending":
+        return "done already"
+    receiver = rt.stores.receivers.get(entry.company_id)
+    payload = deliveries.parse(entry.raw)
+    if receiver is None or payload is None:
+        rt.stores.inbox.finish(key)
+        return "not an event"
+    event = deliveries.event_of(payload)
+    new = NewCallEvent(
+        id=key,
+        owners=receiver.owners,
+        account_id=receiver.account_id,
+        company_id=entry.company_id,
+        kind="form" if event == "form_captured" else "call",
+        event=event,
+        resource_id=deliveries.resource_id(payload),
+        source="webhook",
+        received_at=entry.received_at,
+        start_time=deliveries.instant(payload.get("start_time")),
+        fields=deliveries.call_fields(payload),
+        changes=deliveries.changes_of(payload),
+    )
+    stored = rt.stores.inbox.record(new)
+    rt.stores.inbox.finish(key)
+    if not stored:
+        return "known"  # reconciliation recorded it first: the late delivery is noted there
+    for owner in new.owners:
+        publish_call(rt.redis, owner, new.view())
+    return "stored"
+
+
+def register(
+    rt: Runtime,
+    owner: str,
+    client: CallRailClient,
+    account_id: str,
+    company_id: str,
+    integration: Integration,
+) -> None:
+    """Our receiver is now in the company's integration: keep its signing key."""
+    key = signing_key(client, account_id, integration.id)
+    rt.stores.receivers.register(
+        owner, account_id, company_id, integration.id, key, integration.state
+    )
+
+
+def signing_key_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
+    """Read a company's signing key again (a delivery did not verify with the one we had)."""
+    account_id, company_id = job.params.need("account_id"), job.params.need("company_id")
+    integrations = client.list_webhook_integrations(account_id, company_id)
+    if not integrations:
+        rt.stores.receivers.seen(company_id, "missing")
+        return Outcome(result={"refreshed": False, "state": "missing"})
+    current = integrations[0]
+    key = signing_key(client, account_id, current.id)
+    if key:
+        rt.stores.receivers.set_key(company_id, key)
+    rt.stores.receivers.seen(company_id, current.state)
+    return Outcome(result={"refreshed": key is not None, "state": current.state})
+
+
+def reconcile_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
+    """Record the recent calls of an account's companies with our receiver that CallRail never
+    delivered, and note which integrations CallRail disabled."""
+    account_id = job.params.need("callrail_account_id")
+    receivers = {r.company_id: r for r in rt.stores.receivers.all() if r.account_id == account_id}
+    s, now = rt.settings, utcnow()
+    inactive: dict[str, str] = {}
+    for company_id, receiver in receivers.items():
+        found = client.list_webhook_integrations(account_id, company_id)
+        state = found[0].state if found else "missing"
+        if state != receiver.state:
+            log.warning(
+                "receiver integration changed state in CallRail",
+                extra={"company_id": company_id, "was": receiver.state, "now": state},
+            )
+        rt.stores.receivers.seen(company_id, state)
+        if state != "active":
+            inactive[company_id] = state
+    start = now - timedelta(seconds=s.reconcile_window)
+    end = now - timedelta(seconds=s.reconcile_grace)
+    listed = missed = 0
+    for calls in iter_calls(client, account_id, start, end):
+        listed += len(calls)
+        by_company: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for call in calls:
+            if str(call.get("company_id")) in receivers and deliveries.resource_id(call):
+                by_company[str(call["company_id"])].append(call)
+        for company_id, group in by_company.items():
+            missed += _record_missed(
+                rt, receivers[company_id].owners, account_id, company_id, group
+            )
+    for company_id in receivers:
+        rt.stores.receivers.seen(company_id, inactive.get(company_id, "active"), reconciled_at=now)
+    if missed:
+        metrics.MISSED.inc(missed)
+        log.warning(
+            "calls CallRail never delivered were recorded",
+            extra={"callrail_account_id": account_id, "missed": missed},
+        )
+    result = {"companies": len(receivers), "calls": listed, "missed": missed, "inactive": inactive}
+    return Outcome(result=result)
+
+
+def _record_missed(
+    rt: Runtime, owners: list[str], account_id: str, company_id: str, calls: list[dict[str, Any]]
+) -> int:
+    ids = [deliveries.resource_id(c) for c in calls]
+    have = rt.stores.inbox.known(company_id, "post_call", ids)
+    missed = 0
+    for call, call_id in zip(calls, ids, strict=True):
+        if call_id in have:
+            continue
+        new = NewCallEvent(
+            id=deliveries.dedupe_key(company_id, "post_call", call_id, []),
+            owners=owners,
+            account_id=account_id,
+            company_id=company_id,
+            kind="call",
+            event="post_call",
+            resource_id=call_id,
+            source="reconciled",
+            received_at=utcnow(),
+            start_time=deliveries.instant(call.get("start_time")),
+            fields=deliveries.call_fields(call),
+        )
+        if rt.stores.inbox.record(new):
+            missed += 1
+            rt.stores.receivers.count(company_id, "missed")
+            for owner in owners:
+                publish_call(rt.redis, owner, new.view())
+    return missed
+
+
+def plan_reconciles(rt: Runtime, queue: JobQueue) -> list[dict[str, Any]]:
+    """Queue a reconciliation per CallRail account with our receiver (beat's part), by one
+    of its owners whose key works."""
+    accounts: dict[str, str] = {}
+    for receiver in rt.stores.receivers.all():
+        if receiver.account_id in accounts:
+            continue
+        for owner in receiver.owners:
+            if rt.stores.keys.usable_key(owner) is not None:
+                accounts[receiver.account_id] = owner
+                break
+    queued = []
+    for account_id, owner in accounts.items():
+        params = JobParams(callrail_account_id=account_id)
+        job, created = submit(
+            rt.stores.jobs, queue, owner, JobType.CALLS_RECONCILE, params, lane=Lane.PERIODIC
+        )
+        if created:
+            queued.append({"job_id": job.id, "callrail_account_id": account_id})
+    return queued
+
+
+def resend_pending(rt: Runtime, send: SendKey) -> int:
+    """Queue again the deliveries whose normalizing message was lost (Redis was down)."""
+    keys = rt.stores.inbox.pending(utcnow() - timedelta(seconds=PENDING_AFTER))
+    for key in keys:
+        send(key)
+    if keys:
+        log.warning("deliveries queued again for normalizing", extra={"count": len(keys)})
+    return len(keys)

@@ -1,0 +1,267 @@
+"""CallRail's deliveries to our receiver: signatures checked against the raw bytes, each
+delivery kept once before it is answered, normalized into call events, listed per owner, and
+our own receiver registered when a webhook is made without a URL."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from worker.callrail import deliveries
+from worker.callrail.webhooks import EVENT_KEYS, RECEIVER_EVENTS
+
+from .conftest import OTHER_OWNER, OWNER, serving, wait_job
+
+P = "/v1/e/callrail"
+EXAMPLE = Path(__file__).parent / "fixtures" / "callrail_signed_example.json"
+EXAMPLE_KEY = "072e77e426f92738a72fe23c4d1953b4"
+EXAMPLE_SIGNATURE = "UZAHbUdfm3GqL7qzilGozGzWV64="
+KEY = "5f0c8f2c3b9a4e6d8a1b2c3d4e5f6a7b"
+
+
+# --- signatures, events and keys (no server) ---------------------------------------------
+
+
+def test_callrails_published_example_verifies_byte_for_byte():
+    raw = EXAMPLE.read_bytes()
+    assert deliveries.sign(EXAMPLE_KEY, raw) == EXAMPLE_SIGNATURE
+    assert deliveries.verify(EXAMPLE_KEY, raw, EXAMPLE_SIGNATURE)
+    assert deliveries.event_of(json.loads(raw)) == "post_call"  # a voicemail: it has a duration
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "re-serialized",
+        "truncated",
+        "trailing newline",
+        "other key",
+        "sha256 hex",
+        "sha1 hex",
+        "empty",
+        "not base64",
+    ],
+)
+def test_anything_but_the_exact_bytes_and_key_is_refused(change):
+    raw, key, signature = EXAMPLE.read_bytes(), EXAMPLE_KEY, EXAMPLE_SIGNATURE
+    if change == "re-serialized":  # what a receiver that parses first would verify
+        raw = json.dumps(json.loads(raw)).encode()
+    elif change == "truncated":
+        raw = raw[:-1]
+    elif change == "trailing newline":
+        raw = raw + b"\n"
+    elif change == "other key":
+        key = KEY
+    elif change == "sha256 hex":  # the mistake several public receivers made
+        signature = hmac.new(key.encode(), raw, hashlib.sha256).hexdigest()
+    elif change == "sha1 hex":
+        signature = hmac.new(key.encode(), raw, hashlib.sha1).hexdigest()
+    elif change == "empty":
+        signature = ""
+    else:
+        signature = "not base64!"
+    assert not deliveries.verify(key, raw, signature)
+
+
+def test_our_own_vectors():
+    assert (
+        deliveries.sign("k", b"{}")
+        == base64.b64encode(hmac.new(b"k", b"{}", hashlib.sha1).digest()).decode()
+    )
+    assert deliveries.verify("k", b"{}", deliveries.sign("k", b"{}"))
+    assert not deliveries.verify(None, b"{}", deliveries.sign("k", b"{}"))
+
+
+def test_events_and_dedupe_keys():
+    ringing = {"resource_id": "CAL1", "duration": None}
+    ended = {"resource_id": "CAL1", "duration": 0, "answered": False}
+    changed = {"resource_id": "CAL1", "duration": 12, "changes": ["tags"]}
+    form = {"resource_id": "FOR1", "form_data": {"name": "A"}}
+    events = [deliveries.event_of(p) for p in (ringing, ended, changed, form)]
+    assert events == ["pre_call", "post_call", "updated_call", "form_captured"]
+    key = deliveries.dedupe_key
+    assert key("COM1", "post_call", "CAL1", []) == key("COM1", "post_call", "CAL1", [])
+    assert key("COM1", "post_call", "CAL1", []) != key("COM1", "pre_call", "CAL1", [])
+    assert key("COM1", "updated_call", "CAL1", ["tags"]) != key(
+        "COM1", "updated_call", "CAL1", ["note"]
+    )
+    assert deliveries.resource_id({"id": 766970532}) == "766970532"
+
+
+def test_signing_keys_never_reach_a_log_line():
+    from worker.logs import scrub
+
+    line = json.dumps({"command": json.dumps({"signing_key": KEY})})
+    assert KEY not in scrub(line) and KEY not in scrub(f"signing_key={KEY}")
+
+
+# --- the receiver, over real HTTP ---------------------------------------------------------
+
+
+@pytest.fixture
+def shim_socket():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def settings(settings, shim_socket):
+    """The conftest's settings, with this shim's address as the public one."""
+    port = shim_socket.getsockname()[1]
+    return settings.model_copy(update={"public_base_url": f"http://127.0.0.1:{port}"})
+
+
+@pytest.fixture
+def shim_url(runtime, queue, shim_socket):
+    from api_shim.app import create_app
+
+    with serving(create_app(runtime.settings, runtime=runtime, queue=queue), shim_socket) as url:
+        yield url
+
+
+@pytest.fixture
+def company(sim_data, api_key) -> tuple[str, str]:
+    account = sim_data.accounts_by_key[api_key][0]
+    return account, sim_data.companies(sim_data.accounts[account])[0]["id"]
+
+
+@pytest.fixture
+def registered(stores, company, owner):
+    account, company_id = company
+    stores.receivers.register(OWNER, account, company_id, "1", KEY, "active")
+    return account, company_id
+
+
+def deliver(base: str, company_id: str, payload: dict | bytes, key: str | None = KEY, **headers):
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    if key is not None:
+        headers.setdefault("Signature", deliveries.sign(key, raw))
+    headers.setdefault("Content-Type", "application/json")
+    return requests.post(f"{base}{P}/inbound/{company_id}", data=raw, headers=headers, timeout=10)
+
+
+def call(resource: str, **fields: object) -> dict:
+    return {"resource_id": resource, "start_time": "2026-12-06T10:00:00-05:00", **fields}
+
+
+def wait_events(stores, n: int, timeout: float = 15.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list(stores.db["callrail_call_events"].find({}))
+        if len(found) >= n:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"expected {n} call events, have {len(found)}")
+
+
+def test_a_delivery_is_kept_once_and_becomes_one_event(shim_url, registered, stores, worker):
+    _, company_id = registered
+    payload = call("CAL0001", duration=42, answered=True, customer_name="Ann")
+    first = deliver(shim_url, company_id, payload)
+    assert first.status_code == 200, first.text
+    assert first.json()["data"] == {"received": True, "duplicate": False, "event": "post_call"}
+    again = deliver(shim_url, company_id, payload)  # CallRail never retries; a proxy might
+    assert again.status_code == 200 and again.json()["data"]["duplicate"] is True
+    (event,) = wait_events(stores, 1)
+    assert stores.db["callrail_inbox"].count_documents({}) == 1
+    assert event["event"] == "post_call" and event["resource_id"] == "CAL0001"
+    assert event["source"] == "webhook" and event["fields"]["customer_name"] == "Ann"
+    counts = stores.receivers.get(company_id).counts
+    assert counts == {"received": 1, "duplicates": 1}
+
+
+def test_forged_missing_and_unknown_are_refused_and_nothing_is_kept(shim_url, registered, stores):
+    _, company_id = registered
+    payload = call("CAL0002", duration=3)
+    assert deliver(shim_url, company_id, payload, key="wrong-key").status_code == 401
+    assert deliver(shim_url, company_id, payload, key=None).status_code == 401
+    raw = json.dumps(payload).encode()
+    resigned = deliver(shim_url, company_id, raw + b" ", Signature=deliveries.sign(KEY, raw))
+    assert resigned.status_code == 401
+    unknown = deliver(shim_url, "COM" + "0" * 32, payload)
+    assert unknown.status_code == 404 and unknown.json()["success"] is False
+    assert stores.db["callrail_inbox"].count_documents({}) == 0
+    assert stores.receivers.get(company_id).counts == {"forged": 3}
+
+
+def test_the_body_is_bounded(shim_url, registered):
+    _, company_id = registered
+    huge = call("CAL0003", duration=1, transcription="x" * (300 * 1024))
+    answer = deliver(shim_url, company_id, huge)
+    assert answer.status_code == 413 and answer.json()["errno"] == 413
+
+
+def test_calls_are_listed_newest_first_by_cursor_for_their_owners_only(
+    shim_url, registered, stores, worker, token, settings
+):
+    from api_shim.auth import issue_token
+
+    account, company_id = registered
+    for n in range(5):
+        assert deliver(shim_url, company_id, call(f"CAL10{n}", duration=n + 1)).status_code == 200
+        wait_events(stores, n + 1)  # one at a time: the order they were stored in is known
+    headers = {"Authorization": f"Bearer {token}"}
+    seen, cursor = [], None
+    while True:
+        params = {"account_id": account, "limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = requests.get(f"{shim_url}{P}/calls", params=params, headers=headers, timeout=10)
+        assert page.status_code == 200, page.text
+        data = page.json()["data"]
+        seen += [c["call_id"] for c in data["calls"]]
+        if not data["has_more"]:
+            break
+        cursor = data["next_cursor"]
+    assert seen == [f"CAL10{n}" for n in reversed(range(5))]
+    other = {"Authorization": f"Bearer {issue_token(OTHER_OWNER, settings.jwt_secret)}"}
+    theirs = requests.get(
+        f"{shim_url}{P}/calls", params={"account_id": account}, headers=other, timeout=10
+    )
+    assert theirs.status_code == 200 and theirs.json()["data"]["calls"] == []
+    for bad in ({"account_id": account, "cursor": "nope"}, {}, {"account_id": account, "limit": 0}):
+        refused = requests.get(f"{shim_url}{P}/calls", params=bad, headers=headers, timeout=10)
+        assert refused.status_code == 400, bad
+
+
+def test_a_webhook_without_a_url_registers_our_receiver_and_reads_its_key_again(
+    shim_url, company, owner, stores, worker, token, sim, sim_data
+):
+    account, company_id = company
+    answer = requests.post(
+        f"{shim_url}{P}/companies/webhook",
+        json={"account_id": account, "company_id": company_id},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert answer.status_code == 202, answer.text
+    job = wait_job(stores, answer.json()["data"]["job_id"])
+    assert job.status == "succeeded", job.error
+    ours = f"{shim_url}{P}/inbound/{company_id}"
+    assert job.result["url"] == ours and set(job.result["events"]) == set(RECEIVER_EVENTS)
+    (integration,) = [i for i in sim_data.integrations.values() if i["company_id"] == company_id]
+    for event in RECEIVER_EVENTS:
+        assert integration["config"][EVENT_KEYS[event]] == [ours]
+    receiver = stores.receivers.get(company_id)
+    assert receiver.owners == [OWNER] and receiver.signing_key == integration["signing_key"]
+    assert "signing_key" not in json.dumps(job.result)
+
+    # CallRail's key changed since: the first delivery that fails makes us read it again.
+    stores.receivers.set_key(company_id, "a-key-that-is-no-longer-right")
+    delivered = deliver(
+        shim_url, company_id, call("CAL0009", duration=5), integration["signing_key"]
+    )
+    assert delivered.status_code == 200, delivered.text
+    assert stores.receivers.get(company_id).signing_key == integration["signing_key"]
+    # A forged one right after does not make us read it again (at most once a minute).
+    reads = len(sim.requests_logged("GET", f"/integrations/{integration['id']}.json"))
+    assert deliver(shim_url, company_id, call("CAL0010", duration=5), "forged").status_code == 401
+    assert len(sim.requests_logged("GET", f"/integrations/{integration['id']}.json")) == reads

@@ -1,0 +1,208 @@
+"""CallRail's deliveries as they arrived (`callrail_inbox`) and the call and form events made of
+them (`callrail_call_events`).
+
+The receiver writes a verified delivery to the inbox before it answers: the raw bytes, under
+the delivery's dedupe key, so the same delivery sent twice is kept once. A task then turns it
+into an event. Reconciliation adds the calls CallRail listed but never delivered, under the
+key their post-call delivery would have had: if that delivery comes late after all, it is the
+same event (noted, not stored twice).
+
+Events are numbered (`seq`) as they are stored; listings read them newest first by number, so
+a cursor names a place that events stored later never move.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from bson.binary import Binary
+from pydantic import BaseModel, Field
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from worker.stores.database import Db, utcnow
+
+INBOX = "callrail_inbox"
+EVENTS = "callrail_call_events"
+COUNTERS = "callrail_counters"
+Source = Literal["webhook", "reconciled"]
+
+
+class InboxEntry(BaseModel):
+    id: str = Field(alias="_id")
+    company_id: str
+    raw: bytes = Field(repr=False)
+    received_at: datetime
+    state: str = "pending"
+    """`pending` until normalized, then `done`; `unreadable`: signed, but not a JSON object."""
+
+
+class NewCallEvent(BaseModel):
+    id: str
+    owners: list[str]
+    account_id: str
+    company_id: str
+    kind: Literal["call", "form"]
+    event: str
+    resource_id: str
+    source: Source
+    received_at: datetime
+    start_time: datetime | None = None
+    fields: dict[str, Any] = Field(default_factory=dict)
+    changes: list[Any] = Field(default_factory=list)
+
+    def view(self) -> dict[str, Any]:
+        """The event as the frontend sees it (`GET /calls`, the event stream)."""
+        return {
+            "id": self.id,
+            "event": self.event,
+            "call_id": self.resource_id,
+            "account_id": self.account_id,
+            "company_id": self.company_id,
+            "source": self.source,
+            "received_at": self.received_at.isoformat(),
+            "start_time": self.start_time.isoformat() if self.start_time else None,
+            "call": self.fields,
+            "changes": self.changes,
+        }
+
+
+class CallEvent(NewCallEvent):
+    seq: int
+    webhook_at: datetime | None = None
+    """When a delivery brought it (for a reconciled event: a delivery that came late)."""
+
+
+class InboxStore(Protocol):
+    def accept(self, key: str, company_id: str, raw: bytes, state: str = "pending") -> bool:
+        """Keep a verified delivery; False if this delivery was already kept."""
+
+    def entry(self, key: str) -> InboxEntry | None: ...
+
+    def finish(self, key: str) -> None: ...
+
+    def pending(self, received_before: datetime, limit: int = 500) -> list[str]:
+        """Deliveries not normalized yet, received before then (their task was lost)."""
+
+    def record(self, event: NewCallEvent) -> bool:
+        """Store an event; False if it was there (a webhook then notes it came)."""
+
+    def known(self, company_id: str, event: str, resource_ids: list[str]) -> set[str]:
+        """Which of these calls already have this event."""
+
+    def read(
+        self,
+        owner: str,
+        account_id: str,
+        company_id: str | None,
+        since: datetime | None,
+        before: int | None,
+        limit: int,
+    ) -> tuple[list[CallEvent], bool]:
+        """Call events of the owner's companies, newest first; and whether more follow."""
+
+
+class MongoInboxStore:
+    def __init__(self, db: Db) -> None:
+        self._inbox = db[INBOX]
+        self._events = db[EVENTS]
+        self._counters = db[COUNTERS]
+
+    def ensure_indexes(self) -> None:
+        self._inbox.create_index([("state", ASCENDING), ("received_at", ASCENDING)])
+        self._events.create_index([("seq", DESCENDING)], unique=True)
+        self._events.create_index(
+            [("owners", ASCENDING), ("account_id", ASCENDING), ("seq", DESCENDING)]
+        )
+        self._events.create_index(
+            [("company_id", ASCENDING), ("event", ASCENDING), ("resource_id", ASCENDING)]
+        )
+
+    def accept(self, key: str, company_id: str, raw: bytes, state: str = "pending") -> bool:
+        doc = {
+            "_id": key,
+            "company_id": company_id,
+            "raw": Binary(raw),
+            "received_at": utcnow(),
+            "state": state,
+        }
+        try:
+            self._inbox.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def entry(self, key: str) -> InboxEntry | None:
+        doc = self._inbox.find_one({"_id": key})
+        return InboxEntry.model_validate(doc) if doc else None
+
+    def finish(self, key: str) -> None:
+        self._inbox.update_one(
+            {"_id": key, "state": "pending"}, {"$set": {"state": "done", "done_at": utcnow()}}
+        )
+
+    def pending(self, received_before: datetime, limit: int = 500) -> list[str]:
+        found = self._inbox.find(
+            {"state": "pending", "received_at": {"$lt": received_before}}, {"_id": 1}
+        ).limit(limit)
+        return [str(d["_id"]) for d in found]
+
+    def record(self, event: NewCallEvent) -> bool:
+        if self._events.find_one({"_id": event.id}, {"_id": 1}) is None:
+            doc = event.model_dump()
+            doc["_id"] = doc.pop("id")
+            if event.source == "webhook":
+                doc["webhook_at"] = event.received_at
+            for _ in range(5):
+                doc["seq"] = self._next_seq()
+                try:
+                    self._events.insert_one(doc)
+                    return True
+                except DuplicateKeyError as exc:
+                    if "seq" not in str(exc.details or exc):
+                        break  # stored meanwhile by another delivery of it
+        if event.source == "webhook":
+            self._events.update_one(
+                {"_id": event.id, "webhook_at": None}, {"$set": {"webhook_at": event.received_at}}
+            )
+        return False
+
+    def _next_seq(self) -> int:
+        for _ in range(5):
+            counter = self._counters.find_one_and_update(
+                {"_id": EVENTS},
+                {"$inc": {"seq": 1}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+            if counter is not None:
+                return int(counter["seq"])
+        raise RuntimeError("could not number the event")
+
+    def known(self, company_id: str, event: str, resource_ids: list[str]) -> set[str]:
+        found = self._events.find(
+            {"company_id": company_id, "event": event, "resource_id": {"$in": resource_ids}},
+            {"resource_id": 1},
+        )
+        return {str(d["resource_id"]) for d in found}
+
+    def read(
+        self,
+        owner: str,
+        account_id: str,
+        company_id: str | None,
+        since: datetime | None,
+        before: int | None,
+        limit: int,
+    ) -> tuple[list[CallEvent], bool]:
+        query: dict[str, Any] = {"owners": owner, "account_id": account_id, "kind": "call"}
+        if company_id:
+            query["company_id"] = company_id
+        if since is not None:
+            query["received_at"] = {"$gte": since}
+        if before is not None:
+            query["seq"] = {"$lt": before}
+        docs = list(self._events.find(query).sort("seq", DESCENDING).limit(limit + 1))
+        events = [CallEvent.model_validate({**d, "id": d["_id"]}) for d in docs[:limit]]
+        return events, len(docs) > limit
