@@ -185,7 +185,8 @@ def test_companies_parameters_are_validated(shim, owner):
         ({"company_id": "COM/../1"}, "company_id is not a valid id."),
         (
             {"events": ["call.exploded"]},
-            "events must be a non-empty list of: call.received, call.completed, call.updated, form.submission.",
+            "events must be a non-empty list of: call.received, call.completed, call.updated, "
+            "form.submission.",
         ),
     ],
 )
