@@ -16,6 +16,7 @@ from api_shim.cache import ShimCache
 from api_shim.deps import Services
 from api_shim.envelope import install
 from api_shim.hub import EventHub
+from api_shim.inbox_writer import InboxWriter
 from api_shim.limits import BodyLimit
 from api_shim.routes import (
     changes,
@@ -54,11 +55,13 @@ def create_app(
     cache = ShimCache(runtime.stores)
     hub = EventHub(settings.redis_url if has_redis else None)
     hub.listen(cache.forget)
+    inbox = InboxWriter(runtime.stores, task_sender(celery))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         hub.start()
         yield
+        await inbox.close()
         await hub.close()
 
     app = FastAPI(
@@ -82,7 +85,7 @@ def create_app(
         hub=hub,
         tickets=Tickets(settings.redis_url if has_redis else None),
         admission=Admission.for_settings(settings, runtime.stores.jobs, runtime.redis),
-        queue_task=task_sender(celery),
+        inbox=inbox,
     )
     app.state.broker_reachable = broker_check(celery)
     install(app)
@@ -95,8 +98,8 @@ def create_app(
     return app
 
 
-def task_sender(celery: Celery) -> Callable[[str, str], None]:
-    def send(name: str, arg: str) -> None:
+def task_sender(celery: Celery) -> Callable[[str, list[str]], None]:
+    def send(name: str, arg: list[str]) -> None:
         retry_policy = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}
         celery.send_task(name, args=[arg], retry=True, retry_policy=retry_policy)
 

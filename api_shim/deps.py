@@ -7,7 +7,6 @@ one in a worker thread, a hop per request for nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -18,14 +17,11 @@ from api_shim.admission import Admission
 from api_shim.auth import Authenticator
 from api_shim.cache import ShimCache
 from api_shim.hub import EventHub
+from api_shim.inbox_writer import InboxWriter
 from api_shim.tickets import Tickets
 from tasks.submit import JobQueue
 from worker import errors
 from worker.runtime import Runtime
-
-
-def _no_broker(name: str, arg: str) -> None:
-    raise RuntimeError("no task queue")
 
 
 @dataclass
@@ -39,8 +35,7 @@ class Services:
     hub: EventHub
     tickets: Tickets
     admission: Admission
-    queue_task: Callable[[str, str], None] = field(default=_no_broker)
-    """Queue a task that takes one string (the receiver's normalizing of a delivery)."""
+    inbox: InboxWriter
     _claims: dict[str, float] = field(default_factory=dict)
 
     async def claim(self, name: str, seconds: float) -> bool:

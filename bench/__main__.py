@@ -1,6 +1,6 @@
-"""Run the four benchmarks of the rate-limit issue and print their figures.
+"""Run the benchmarks and print their figures (the README lists them and what was seen).
 
-python -m bench [--quick] [--only 1,2,3,4]
+python -m bench [--quick] [--only 1,2,9]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from bench.common import (
     timed_walk,
     worker_process,
 )
+from bench.inbound import bench_inbound
 from bench.shim import (
     bench_cached_pages,
     bench_health_under_polls,
@@ -191,7 +192,7 @@ def bench_memory(quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast look")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,10")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10")
     args = parser.parse_args()
     chosen = {int(x) for x in args.only.split(",")}
     benches = {
@@ -203,6 +204,7 @@ def main() -> None:
         6: bench_health_under_polls,
         7: bench_cached_pages,
         8: bench_lanes,
+        9: bench_inbound,
         10: bench_tracking,
     }
     for number, bench in benches.items():

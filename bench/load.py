@@ -1,6 +1,6 @@
 """A small HTTP/1.1 load client on asyncio: keep-alive connections, no dependency.
 
-It speaks just enough HTTP for GET requests to our own servers (a Content-Length body), so a
+It speaks just enough HTTP for GETs and POSTs to our own servers (Content-Length bodies), so a
 single Python process can hold a thousand open requests or drive a few thousand a second,
 which a thread per request cannot.
 """
@@ -39,7 +39,7 @@ class Figures:
 
 
 class Connection:
-    """One keep-alive connection that sends GETs and reads their answers."""
+    """One keep-alive connection that sends requests and reads their answers."""
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -48,12 +48,19 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        return await self.request("GET", path, b"", headers)
+
+    async def request(
+        self, method: str, path: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
-        lines = [f"GET {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        if body or method != "GET":
+            lines.append(f"Content-Length: {len(body)}")
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         await self.writer.drain()
         status_line = await self.reader.readline()
         status = int(status_line.split()[1])

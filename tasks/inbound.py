@@ -35,42 +35,47 @@ log = logging.getLogger("callrail_sync.inbound")
 NORMALIZE_TASK = "callrail.inbound.normalize"
 PENDING_AFTER = 60.0
 """Seconds after which a delivery not yet normalized is queued again (its message was lost)."""
-SendKey = Callable[[str], None]
-"""Queue the normalizing task for an inbox key."""
+SendKeys = Callable[[list[str]], None]
+"""Queue the normalizing task for inbox keys."""
 
 
-def normalize(rt: Runtime, key: str) -> str:
-    """Turn one kept delivery into an event (idempotent); returns what became of it."""
-    entry = rt.stores.inbox.entry(key)
-    if entry is None or entry.state != "pending":
-        return "done already"
-    receiver = rt.stores.receivers.get(entry.company_id)
-    payload = deliveries.parse(entry.raw)
-    if receiver is None or payload is None:
-        rt.stores.inbox.finish(key)
-        return "not an event"
-    event = deliveries.event_of(payload)
-    new = NewCallEvent(
-        id=key,
-        owners=receiver.owners,
-        account_id=receiver.account_id,
-        company_id=entry.company_id,
-        kind="form" if event == "form_captured" else "call",
-        event=event,
-        resource_id=deliveries.resource_id(payload),
-        source="webhook",
-        received_at=entry.received_at,
-        start_time=deliveries.instant(payload.get("start_time")),
-        fields=deliveries.call_fields(payload),
-        changes=deliveries.changes_of(payload),
-    )
-    stored = rt.stores.inbox.record(new)
-    rt.stores.inbox.finish(key)
-    if not stored:
-        return "known"  # reconciliation recorded it first: the late delivery is noted there
-    for owner in new.owners:
-        publish_call(rt.redis, owner, new.view())
-    return "stored"
+def normalize(rt: Runtime, keys: list[str]) -> dict[str, int]:
+    """Turn kept deliveries into events (idempotent: a delivery is normalized once, and an
+    event stored once); returns how many were stored, known already, or not events."""
+    entries = rt.stores.inbox.entries(keys)
+    receivers = {c: rt.stores.receivers.get(c) for c in {e.company_id for e in entries}}
+    events: list[NewCallEvent] = []
+    for entry in entries:
+        receiver = receivers[entry.company_id]
+        payload = deliveries.parse(entry.raw)
+        if receiver is None or payload is None:
+            continue
+        event = deliveries.event_of(payload)
+        events.append(
+            NewCallEvent(
+                id=entry.id,
+                owners=receiver.owners,
+                account_id=receiver.account_id,
+                company_id=entry.company_id,
+                kind="form" if event == "form_captured" else "call",
+                event=event,
+                resource_id=deliveries.resource_id(payload),
+                source="webhook",
+                received_at=entry.received_at,
+                start_time=deliveries.instant(payload.get("start_time")),
+                fields=deliveries.call_fields(payload),
+                changes=deliveries.changes_of(payload),
+            )
+        )
+    stored = set(rt.stores.inbox.record(events))
+    rt.stores.inbox.finish([e.id for e in entries])
+    for new in events:
+        if new.id in stored:
+            for owner in new.owners:
+                publish_call(rt.redis, owner, new.view())
+    # "known": reconciliation recorded it first; the late delivery is noted on it.
+    known = len(events) - len(stored)
+    return {"stored": len(stored), "known": known, "not_events": len(entries) - len(events)}
 
 
 def register(
@@ -151,7 +156,7 @@ def _record_missed(
 ) -> int:
     ids = [deliveries.resource_id(c) for c in calls]
     have = rt.stores.inbox.known(company_id, "post_call", ids)
-    missed = 0
+    events = []
     for call, call_id in zip(calls, ids, strict=True):
         if call_id in have:
             continue
@@ -168,12 +173,15 @@ def _record_missed(
             start_time=deliveries.instant(call.get("start_time")),
             fields=deliveries.call_fields(call),
         )
-        if rt.stores.inbox.record(new):
-            missed += 1
-            rt.stores.receivers.count(company_id, "missed")
+        events.append(new)
+    stored = set(rt.stores.inbox.record(events))
+    if stored:
+        rt.stores.receivers.count(company_id, "missed", len(stored))
+    for new in events:
+        if new.id in stored:
             for owner in owners:
                 publish_call(rt.redis, owner, new.view())
-    return missed
+    return len(stored)
 
 
 def plan_reconciles(rt: Runtime, queue: JobQueue) -> list[dict[str, Any]]:
@@ -198,11 +206,11 @@ def plan_reconciles(rt: Runtime, queue: JobQueue) -> list[dict[str, Any]]:
     return queued
 
 
-def resend_pending(rt: Runtime, send: SendKey) -> int:
+def resend_pending(rt: Runtime, send: SendKeys) -> int:
     """Queue again the deliveries whose normalizing message was lost (Redis was down)."""
     keys = rt.stores.inbox.pending(utcnow() - timedelta(seconds=PENDING_AFTER))
-    for key in keys:
-        send(key)
+    for start in range(0, len(keys), 100):
+        send(keys[start : start + 100])
     if keys:
         log.warning("deliveries queued again for normalizing", extra={"count": len(keys)})
     return len(keys)

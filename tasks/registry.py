@@ -52,9 +52,9 @@ def plan(task: Task) -> dict[str, Any]:
     return {"queued": schedule.plan_syncs(runtime(), CeleryQueue(task.app))}
 
 
-def normalize(task: Task, key: str) -> str:
-    """Turn a delivery the receiver kept into a call or form event."""
-    return inbound.normalize(runtime(), key)
+def normalize(task: Task, keys: list[str]) -> dict[str, int]:
+    """Turn deliveries the receiver kept into call and form events."""
+    return inbound.normalize(runtime(), keys)
 
 
 def reconcile(task: Task) -> dict[str, Any]:
@@ -62,8 +62,8 @@ def reconcile(task: Task) -> dict[str, Any]:
     deliveries whose message was lost."""
     rt = runtime()
 
-    def send(key: str) -> None:
-        task.app.send_task(inbound.NORMALIZE_TASK, args=[key])
+    def send(keys: list[str]) -> None:
+        task.app.send_task(inbound.NORMALIZE_TASK, args=[keys])
 
     queued = inbound.plan_reconciles(rt, CeleryQueue(task.app))
     return {"queued": queued, "requeued": inbound.resend_pending(rt, send)}

@@ -8,7 +8,6 @@ import base64
 import hashlib
 import hmac
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import requests
 from worker.callrail import deliveries
 from worker.callrail.webhooks import EVENT_KEYS, RECEIVER_EVENTS
 
-from .conftest import OTHER_OWNER, OWNER, serving, wait_job
+from .conftest import OTHER_OWNER, OWNER, listening_socket, serving, wait_job
 
 P = "/v1/e/callrail"
 EXAMPLE = Path(__file__).parent / "fixtures" / "callrail_signed_example.json"
@@ -108,8 +107,7 @@ def test_signing_keys_never_reach_a_log_line():
 
 @pytest.fixture
 def shim_socket():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = listening_socket()
     yield sock
     sock.close()
 

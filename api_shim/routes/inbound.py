@@ -29,7 +29,6 @@ from api_shim.bodies import openapi_query
 from api_shim.deps import Owner, Services, Svc
 from api_shim.envelope import failure, success
 from api_shim.presenters import PREFIX
-from tasks.inbound import NORMALIZE_TASK
 from tasks.submit import submit
 from worker import feed, metrics
 from worker.callrail import deliveries
@@ -55,45 +54,52 @@ BAD_CURSOR = "cursor is not valid for this listing (use the next_cursor of the s
 )
 async def receive(company_id: str, request: Request, svc: Svc) -> JSONResponse:
     raw = await request.body()
-    stores = svc.runtime.stores
-    receiver = await run_in_threadpool(stores.receivers.get, company_id[:64])
+    stores, writer = svc.runtime.stores, svc.inbox
+    receiver = await writer.receiver(company_id[:64])
     if receiver is None:
         metrics.INBOUND.labels("unknown_company").inc()
         return failure(404, UNKNOWN_COMPANY)
     signature = request.headers.get("signature")
-    if not deliveries.verify(receiver.signing_key, raw, signature):
-        key = await _key_again(svc, receiver) if signature else None
-        if not deliveries.verify(key, raw, signature):
-            metrics.INBOUND.labels("forged").inc()
-            await run_in_threadpool(stores.receivers.count, company_id, "forged")
-            log.warning("delivery refused: bad signature", extra={"company_id": company_id})
-            return failure(401, BAD_SIGNATURE)
+    if not deliveries.verify(receiver.signing_key, raw, signature) and not (
+        signature and await _verifies_after_all(svc, receiver, raw, signature)
+    ):
+        metrics.INBOUND.labels("forged").inc()
+        await run_in_threadpool(stores.receivers.count, receiver.company_id, "forged")
+        log.warning("delivery refused: bad signature", extra={"company_id": receiver.company_id})
+        return failure(401, BAD_SIGNATURE)
     payload = deliveries.parse(raw)
     if payload is None:
         # Signed by CallRail but not a JSON object: kept as it came, for an operator.
-        key_of = deliveries.unreadable_key(company_id, raw)
-        await run_in_threadpool(stores.inbox.accept, key_of, company_id, raw, "unreadable")
-        await run_in_threadpool(stores.receivers.count, company_id, "unreadable")
+        key = deliveries.unreadable_key(receiver.company_id, raw)
+        await run_in_threadpool(stores.inbox.accept, key, receiver.company_id, raw, "unreadable")
+        await run_in_threadpool(stores.receivers.count, receiver.company_id, "unreadable")
         metrics.INBOUND.labels("unreadable").inc()
         return success({"received": True, "duplicate": False, "event": "unreadable"})
     event = deliveries.event_of(payload)
     resource = deliveries.resource_id(payload)
-    key_of = deliveries.dedupe_key(company_id, event, resource, deliveries.changes_of(payload))
-    fresh = await run_in_threadpool(stores.inbox.accept, key_of, company_id, raw)
-    await run_in_threadpool(
-        stores.receivers.count, company_id, "received" if fresh else "duplicates"
+    key = deliveries.dedupe_key(
+        receiver.company_id, event, resource, deliveries.changes_of(payload)
     )
+    fresh = await writer.keep(key, receiver.company_id, raw)
     metrics.INBOUND.labels("accepted" if fresh else "duplicate").inc()
-    if fresh:
-        await run_in_threadpool(_queue_normalizing, svc, key_of)
     return success({"received": True, "duplicate": not fresh, "event": event})
 
 
-def _queue_normalizing(svc: Services, key: str) -> None:
-    try:
-        svc.queue_task(NORMALIZE_TASK, key)
-    except Exception as exc:  # kept in the inbox: beat queues it again (tasks/inbound.py)
-        log.warning("delivery kept, normalizing not queued", extra={"error": type(exc).__name__})
+async def _verifies_after_all(svc: Services, cached: Receiver, raw: bytes, signature: str) -> bool:
+    """Whether the delivery verifies with the key as the store has it now, or as CallRail has
+    it (read again at most once per REFRESH_EVERY per company)."""
+    stored = await svc.inbox.receiver(cached.company_id, fresh=True)
+    if stored is None:
+        return False
+    if stored.signing_key != cached.signing_key and deliveries.verify(
+        stored.signing_key, raw, signature
+    ):
+        return True
+    key = await _key_again(svc, stored)
+    if key is None:
+        return False
+    await svc.inbox.receiver(cached.company_id, fresh=True)
+    return deliveries.verify(key, raw, signature)
 
 
 async def _key_again(svc: Services, receiver: Receiver) -> str | None:

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 from bson.binary import Binary
 from pydantic import BaseModel, Field
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from worker.stores.database import Db, utcnow
 
@@ -78,15 +78,21 @@ class InboxStore(Protocol):
     def accept(self, key: str, company_id: str, raw: bytes, state: str = "pending") -> bool:
         """Keep a verified delivery; False if this delivery was already kept."""
 
-    def entry(self, key: str) -> InboxEntry | None: ...
+    def accept_many(self, deliveries: list[tuple[str, str, bytes]]) -> list[bool]:
+        """Keep verified deliveries (key, company, raw) in one write; for each, whether it is
+        new (False: kept before, or earlier in this list)."""
 
-    def finish(self, key: str) -> None: ...
+    def entries(self, keys: list[str]) -> list[InboxEntry]:
+        """Those of these deliveries not normalized yet."""
+
+    def finish(self, keys: list[str]) -> None: ...
 
     def pending(self, received_before: datetime, limit: int = 500) -> list[str]:
         """Deliveries not normalized yet, received before then (their task was lost)."""
 
-    def record(self, event: NewCallEvent) -> bool:
-        """Store an event; False if it was there (a webhook then notes it came)."""
+    def record(self, events: list[NewCallEvent]) -> list[str]:
+        """Store events (numbered in this order); the ids of those that were not there. For
+        one that was, a webhook's copy notes that its delivery came."""
 
     def known(self, company_id: str, event: str, resource_ids: list[str]) -> set[str]:
         """Which of these calls already have this event."""
@@ -133,13 +139,32 @@ class MongoInboxStore:
             return False
         return True
 
-    def entry(self, key: str) -> InboxEntry | None:
-        doc = self._inbox.find_one({"_id": key})
-        return InboxEntry.model_validate(doc) if doc else None
+    def accept_many(self, deliveries: list[tuple[str, str, bytes]]) -> list[bool]:
+        if not deliveries:
+            return []
+        now = utcnow()
+        docs = [
+            {"_id": k, "company_id": c, "raw": Binary(r), "received_at": now, "state": "pending"}
+            for k, c, r in deliveries
+        ]
+        fresh = [True] * len(docs)
+        try:
+            self._inbox.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            for error in exc.details.get("writeErrors", []):
+                if error.get("code") != 11000:
+                    raise  # not a duplicate: nothing may be answered as kept
+                fresh[int(error["index"])] = False
+        return fresh
 
-    def finish(self, key: str) -> None:
-        self._inbox.update_one(
-            {"_id": key, "state": "pending"}, {"$set": {"state": "done", "done_at": utcnow()}}
+    def entries(self, keys: list[str]) -> list[InboxEntry]:
+        found = self._inbox.find({"_id": {"$in": keys}, "state": "pending"})
+        return [InboxEntry.model_validate(d) for d in found]
+
+    def finish(self, keys: list[str]) -> None:
+        self._inbox.update_many(
+            {"_id": {"$in": keys}, "state": "pending"},
+            {"$set": {"state": "done", "done_at": utcnow()}},
         )
 
     def pending(self, received_before: datetime, limit: int = 500) -> list[str]:
@@ -148,37 +173,47 @@ class MongoInboxStore:
         ).limit(limit)
         return [str(d["_id"]) for d in found]
 
-    def record(self, event: NewCallEvent) -> bool:
-        if self._events.find_one({"_id": event.id}, {"_id": 1}) is None:
-            doc = event.model_dump()
-            doc["_id"] = doc.pop("id")
-            if event.source == "webhook":
-                doc["webhook_at"] = event.received_at
-            for _ in range(5):
-                doc["seq"] = self._next_seq()
-                try:
-                    self._events.insert_one(doc)
-                    return True
-                except DuplicateKeyError as exc:
-                    if "seq" not in str(exc.details or exc):
-                        break  # stored meanwhile by another delivery of it
-        if event.source == "webhook":
-            self._events.update_one(
-                {"_id": event.id, "webhook_at": None}, {"$set": {"webhook_at": event.received_at}}
+    def record(self, events: list[NewCallEvent]) -> list[str]:
+        ids = [e.id for e in events]
+        there = {d["_id"] for d in self._events.find({"_id": {"$in": ids}}, {"_id": 1})}
+        new = [e for e in events if e.id not in there]
+        stored: list[str] = []
+        if new:
+            last = self._numbers(len(new))
+            docs = []
+            for number, event in enumerate(new, start=last - len(new) + 1):
+                doc = event.model_dump()
+                doc["_id"], doc["seq"] = doc.pop("id"), number
+                doc["webhook_at"] = event.received_at if event.source == "webhook" else None
+                docs.append(doc)
+            taken: set[int] = set()
+            try:
+                self._events.insert_many(docs, ordered=False)
+            except BulkWriteError as exc:  # stored meanwhile by another copy of the delivery
+                for error in exc.details.get("writeErrors", []):
+                    if error.get("code") != 11000:
+                        raise
+                    taken.add(int(error["index"]))
+            stored = [d["_id"] for n, d in enumerate(docs) if n not in taken]
+        late = [e.id for e in events if e.source == "webhook" and e.id not in stored]
+        if late:
+            self._events.update_many(
+                {"_id": {"$in": late}, "webhook_at": None}, {"$set": {"webhook_at": utcnow()}}
             )
-        return False
+        return stored
 
-    def _next_seq(self) -> int:
+    def _numbers(self, n: int) -> int:
+        """Reserve `n` event numbers; the last of them."""
         for _ in range(5):
             counter = self._counters.find_one_and_update(
                 {"_id": EVENTS},
-                {"$inc": {"seq": 1}},
+                {"$inc": {"seq": n}},
                 upsert=True,
                 return_document=ReturnDocument.AFTER,
             )
             if counter is not None:
                 return int(counter["seq"])
-        raise RuntimeError("could not number the event")
+        raise RuntimeError("could not number the events")
 
     def known(self, company_id: str, event: str, resource_ids: list[str]) -> set[str]:
         found = self._events.find(

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
-from pymongo import ASCENDING
+from pymongo import ASCENDING, UpdateOne
 
 from worker.stores.database import Db, utcnow
 
@@ -54,6 +54,9 @@ class ReceiverStore(Protocol):
         """The integration's state as CallRail showed it (and when calls were last checked)."""
 
     def count(self, company_id: str, what: Counted, n: int = 1) -> None: ...
+
+    def count_many(self, counts: dict[str, dict[Counted, int]]) -> None:
+        """Add to several companies' counts in one write."""
 
     def all(self) -> list[Receiver]:
         """Every company with our receiver (beat's reconciliation walks them)."""
@@ -116,6 +119,15 @@ class MongoReceiverStore:
 
     def count(self, company_id: str, what: Counted, n: int = 1) -> None:
         self._receivers.update_one({"_id": company_id}, {"$inc": {f"counts.{what}": n}})
+
+    def count_many(self, counts: dict[str, dict[Counted, int]]) -> None:
+        updates = [
+            UpdateOne({"_id": company}, {"$inc": {f"counts.{k}": n for k, n in by.items()}})
+            for company, by in counts.items()
+            if by
+        ]
+        if updates:
+            self._receivers.bulk_write(updates, ordered=False)
 
     def all(self) -> list[Receiver]:
         return [Receiver.model_validate(d) for d in self._receivers.find({})]

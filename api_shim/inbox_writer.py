@@ -1,0 +1,102 @@
+"""The receiver's writes, grouped: deliveries verified while the previous write was in flight
+go to MongoDB together (one insert, one count update, one normalizing task), so a burst of
+deliveries costs a few round trips, not three per delivery. Each delivery is answered as soon
+as the insert that holds it is acknowledged (a 2xx always means it is kept); counting and
+queueing follow.
+
+Receivers (the company's owners and signing key) are read through a short cache; a delivery
+that does not verify with the cached key reads the store again before anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from starlette.concurrency import run_in_threadpool
+
+from tasks.inbound import NORMALIZE_TASK
+from worker.stores import Stores
+from worker.stores.receivers import Counted, Receiver
+
+log = logging.getLogger("callrail_sync.inbound")
+MAX_BATCH = 500
+RECEIVER_SECONDS = 10.0
+"""How long a receiver read from the store is used without reading it again."""
+Delivery = tuple[str, str, bytes]
+"""(dedupe key, company, raw body)."""
+QueueTask = Callable[[str, list[str]], None]
+
+
+class InboxWriter:
+    def __init__(self, stores: Stores, queue_task: QueueTask) -> None:
+        self._stores = stores
+        self._queue_task = queue_task
+        self._pending: list[tuple[Delivery, asyncio.Future[bool]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._receivers: dict[str, tuple[float, Receiver]] = {}
+
+    async def receiver(self, company_id: str, fresh: bool = False) -> Receiver | None:
+        """The company's receiver (cached for RECEIVER_SECONDS unless `fresh`)."""
+        cached = self._receivers.get(company_id)
+        if cached is not None and not fresh and cached[0] > time.monotonic():
+            return cached[1]
+        found = await run_in_threadpool(self._stores.receivers.get, company_id)
+        if found is not None:
+            self._receivers[company_id] = (time.monotonic() + RECEIVER_SECONDS, found)
+        else:
+            self._receivers.pop(company_id, None)
+        return found
+
+    async def keep(self, key: str, company_id: str, raw: bytes) -> bool:
+        """Write one verified delivery (with whatever else is waiting); True if it is new."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append(((key, company_id, raw), future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="inbox-writer")
+        self._wake.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                deliveries = [d for d, _ in batch]
+                try:
+                    fresh = await run_in_threadpool(self._stores.inbox.accept_many, deliveries)
+                except Exception as exc:  # nothing in this batch may be answered as kept
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), new in zip(batch, fresh, strict=True):
+                    if not future.done():
+                        future.set_result(new)  # kept: answered now, the rest follows
+                await run_in_threadpool(self._after, deliveries, fresh)
+
+    def _after(self, batch: list[Delivery], fresh: list[bool]) -> None:
+        """Count the batch's deliveries and queue the new ones for normalizing."""
+        counts: dict[str, dict[Counted, int]] = defaultdict(lambda: defaultdict(int))
+        for (_, company_id, _), new in zip(batch, fresh, strict=True):
+            counts[company_id]["received" if new else "duplicates"] += 1
+        with contextlib.suppress(Exception):  # counts are for operators; the data is kept
+            self._stores.receivers.count_many(counts)
+        keys = [key for (key, _, _), new in zip(batch, fresh, strict=True) if new]
+        if keys:
+            try:
+                self._queue_task(NORMALIZE_TASK, keys)
+            except Exception as exc:  # kept in the inbox: beat queues them again
+                log.warning("deliveries kept, normalizing not queued", extra={"error": str(exc)})
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
