@@ -44,13 +44,32 @@ class ListingState(ListingStatus, Answer):
     """Where one listing stands."""
 
 
+class ReceiverState(Answer):
+    """A company whose call events CallRail delivers to our receiver."""
+
+    company_id: str
+    account_id: str
+    state: str = Field(
+        description="The Webhooks integration's state as last seen in CallRail: `active`; "
+        "`disabled` (CallRail disabled it, or a user did) or `missing`: no deliveries come."
+    )
+    receiving: bool
+    registered_at: datetime | None
+    reconciled_at: datetime | None = Field(description="When calls were last reconciled.")
+    counts: dict[str, int] = Field(
+        description="received, duplicates, forged, unreadable, missed (found by reconciliation)"
+    )
+
+
 class StatusPage(Answer):
     generated_at: datetime
     listings: list[ListingState]
+    receivers: list[ReceiverState]
 
 
 class StatusAnswer(Success):
-    """The accounts listing, then each CallRail account's companies."""
+    """The accounts listing, then each CallRail account's companies; and the companies whose
+    call events we receive."""
 
     data: StatusPage
 

@@ -263,3 +263,28 @@ def test_a_webhook_without_a_url_registers_our_receiver_and_reads_its_key_again(
     reads = len(sim.requests_logged("GET", f"/integrations/{integration['id']}.json"))
     assert deliver(shim_url, company_id, call("CAL0010", duration=5), "forged").status_code == 401
     assert len(sim.requests_logged("GET", f"/integrations/{integration['id']}.json")) == reads
+
+
+def test_call_events_reach_the_owners_stream_and_status_shows_the_receiver(
+    shim_url, registered, stores, worker, token
+):
+    _, company_id = registered
+    auth = {"Authorization": f"Bearer {token}"}
+    stream = requests.get(f"{shim_url}{P}/events", headers=auth, stream=True, timeout=30)
+    lines = stream.iter_lines(decode_unicode=True)
+    assert next(lines) == ": connected"
+    time.sleep(0.2)  # the subscription is in place before the delivery
+    assert deliver(shim_url, company_id, call("CAL0500", duration=9)).status_code == 200
+    kind = None
+    for line in lines:
+        if line.startswith("event: "):
+            kind = line[len("event: ") :]
+        if line.startswith("data: ") and kind == "call":
+            seen = json.loads(line[len("data: ") :])
+            break
+    stream.close()
+    assert seen["call_id"] == "CAL0500" and seen["event"] == "post_call"
+    status = requests.get(f"{shim_url}{P}/status", headers=auth, timeout=10).json()["data"]
+    (receiver,) = status["receivers"]
+    assert receiver["company_id"] == company_id and receiver["receiving"] is True
+    assert receiver["counts"] == {"received": 1} and "signing_key" not in json.dumps(status)

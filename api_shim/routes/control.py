@@ -20,6 +20,7 @@ from worker.errors import SyncPaused, ValidationFailed
 from worker.job import JobParams, JobType
 from worker.status import owner_status
 from worker.stores.database import utcnow
+from worker.stores.receivers import Receiver
 from worker.stores.schedules import Schedule
 
 MSG_SCHEDULE_REQUIRED = "account_id and paused are required."
@@ -64,7 +65,27 @@ async def status(owner: Owner, svc: Svc) -> JSONResponse:
     now = utcnow()
     entries = await run_in_threadpool(owner_status, svc.runtime, owner, now)
     listings = [e.model_dump(mode="json") for e in entries]
-    return success({"generated_at": iso(now), "listings": listings})
+    receivers = await run_in_threadpool(svc.runtime.stores.receivers.of_owner, owner)
+    return success(
+        {
+            "generated_at": iso(now),
+            "listings": listings,
+            "receivers": [receiver_view(r) for r in receivers],
+        }
+    )
+
+
+def receiver_view(receiver: Receiver) -> dict[str, Any]:
+    """What the owner sees of a company's receiver (never its signing key)."""
+    return {
+        "company_id": receiver.company_id,
+        "account_id": receiver.account_id,
+        "state": receiver.state,
+        "receiving": receiver.state == "active",
+        "registered_at": iso(receiver.registered_at),
+        "reconciled_at": iso(receiver.reconciled_at),
+        "counts": receiver.counts,
+    }
 
 
 @router.post("/sync", summary="Sync a listing now (a job)", openapi_extra=openapi_body(SyncBody))
