@@ -1,5 +1,6 @@
-"""The CallRail v3 API as the simulator serves it: routing, then accounts, companies and
-Webhooks integrations, shaped as CALLRAIL_API.md describes the real ones.
+"""The CallRail v3 API as the simulator serves it: routing, then accounts, companies,
+Webhooks integrations and calls (`call_listing.py`), shaped as CALLRAIL_API.md describes
+the real ones.
 
 Where the real API's behaviour is unknown, the guess made here is written next to the code
 that makes it, and the client must tolerate either answer.
@@ -12,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
+from simulator.call_listing import list_calls
+from simulator.calls import CallBook
 from simulator.data import WEBHOOK_KEYS, SimAccount, SimData
 from simulator.query import Query, asked_fields, paginate, param
 from simulator.replies import Reply, error, json_object
@@ -33,8 +36,9 @@ def now() -> str:
 class CallRailApi:
     """Answers CallRail v3 requests from the simulator's data; one instance serves all threads."""
 
-    def __init__(self, data: SimData) -> None:
+    def __init__(self, data: SimData, calls: CallBook | None = None) -> None:
         self.data = data
+        self.calls = calls or CallBook(data)
 
     def authenticate(self, header: str) -> str:
         """The API key of an `Authorization: Token token=...` header, or a 401 reply."""
@@ -54,16 +58,21 @@ class CallRailApi:
         account = self.data.account_for(key, named)
         return account.id if account else None
 
-    def handle(self, method: str, path: str, query: Query, raw: bytes, key: str) -> Reply:
-        """The reply to an authenticated request; errors are raised as `Reply`."""
-        body = self._route(method, path, query, raw, key)
+    def handle(
+        self, method: str, path: str, query: Query, raw: bytes, key: str, origin: str = ""
+    ) -> Reply:
+        """The reply to an authenticated request; errors are raised as `Reply`. `origin`
+        (`http://host:port`, as the client named the server) begins the URLs of links."""
+        body = self._route(method, path, query, raw, key, origin)
         if method == "DELETE":
             return Reply(204)
         return Reply(201 if method == "POST" else 200, body)
 
     # --- routing -------------------------------------------------------------------------
 
-    def _route(self, method: str, path: str, query: Query, raw: bytes, key: str) -> Any:
+    def _route(
+        self, method: str, path: str, query: Query, raw: bytes, key: str, origin: str
+    ) -> Any:
         segments = _segments(path)
         if segments == ["a.json"]:
             _allow(method, "GET")
@@ -77,6 +86,9 @@ class CallRailApi:
         rest = segments[2:]
         if method in ("POST", "PUT", "DELETE") and key in self.data.read_only_keys:
             raise error(403, "You do not have permission to manage integrations")
+        if rest == ["calls.json"]:
+            _allow(method, "GET")
+            return list_calls(self.calls, account, query, origin + path)
         if rest == ["companies.json"]:
             _allow(method, "GET")
             return self._list_companies(account, query)

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from simulator.api import CallRailApi
+from simulator.calls import CallBook
 from simulator.data import Conflict, NotFound, SimData
 from simulator.faults import DROP, LOST, Faults, Knobs, QuotaUnit
 from simulator.replies import Reply, error, json_object
@@ -33,7 +34,8 @@ class SimServer(ThreadingHTTPServer):
     ) -> None:
         super().__init__((host, port), _Handler)
         self.data = data
-        self.api = CallRailApi(data)
+        self.calls = CallBook(data)
+        self.api = CallRailApi(data, self.calls)
         self.faults = Faults(knobs)
         self.log = RequestLog()
         self._thread: threading.Thread | None = None
@@ -240,7 +242,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             server.faults.fail(failure)
             server.faults.admit(unit)
-            reply = server.api.handle(method, path, parse_qs(query), raw, key)
+            host = self.headers.get("Host") or f"{server.server_address[0]!s}:{server.port}"
+            origin = f"http://{host}"  # links name the server as the client did
+            reply = server.api.handle(method, path, parse_qs(query), raw, key, origin)
             if failure == LOST:
                 # The request took effect, but the answer never arrives (a reset mid-response).
                 log(0)
