@@ -27,6 +27,7 @@ def cmd_simulator(args: argparse.Namespace, ctx: Context) -> int:
         accounts_per_key=args.accounts,
         companies_per_account=args.companies_per_account,
         disabled_share=args.disabled_share,
+        calls_per_company=args.calls_per_company,
     )
     limits = [(args.hourly_limit, 3600.0)] if args.hourly_limit else []
     if args.daily_limit:
@@ -36,6 +37,9 @@ def cmd_simulator(args: argparse.Namespace, ctx: Context) -> int:
         rate_limits=limits,
         send_retry_after=args.retry_after,
         failure_rate=args.failure_rate,
+        post_call_delay=args.post_call_delay,
+        delivery_drop_rate=args.delivery_drop_rate,
+        disable_after_failures=args.disable_after_failures,
     )
     server = SimServer(data, host=args.host, port=args.port, knobs=knobs)
     print(f"CallRail simulator at {server.base_url}", flush=True)
@@ -74,6 +78,19 @@ def _add_simulator(sub: Subparsers) -> None:
     )
     p.add_argument("--retry-after", action="store_true", help="send Retry-After with 429")
     p.add_argument("--failure-rate", type=float, default=0.0, help="share of requests that fail")
+    p.add_argument("--calls-per-company", type=int, default=0, help="calls made up per company")
+    p.add_argument(
+        "--post-call-delay", type=float, default=0.0, help="seconds from pre_call to post_call"
+    )
+    p.add_argument(
+        "--delivery-drop-rate", type=float, default=0.0, help="share of webhook deliveries lost"
+    )
+    p.add_argument(
+        "--disable-after-failures",
+        type=int,
+        default=0,
+        help="failed deliveries in a row that disable an integration (0: never)",
+    )
     p.set_defaults(func=cmd_simulator)
 
 

@@ -1,5 +1,6 @@
-"""The CallRail v3 API as the simulator serves it: routing, then accounts, companies and
-Webhooks integrations, shaped as CALLRAIL_API.md describes the real ones.
+"""The CallRail v3 API as the simulator serves it: routing, then accounts, companies,
+Webhooks integrations and calls (`call_listing.py`), shaped as CALLRAIL_API.md describes
+the real ones.
 
 Where the real API's behaviour is unknown, the guess made here is written next to the code
 that makes it, and the client must tolerate either answer.
@@ -7,18 +8,17 @@ that makes it, and the client must tolerate either answer.
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
+from simulator.call_listing import list_calls
+from simulator.calls import CallBook
 from simulator.data import WEBHOOK_KEYS, SimAccount, SimData
+from simulator.query import Query, asked_fields, paginate, param
 from simulator.replies import Reply, error, json_object
 
-Query = dict[str, list[str]]
-
-MAX_PER_PAGE = 250
 TIMESTAMP_SORTS = {"created_at", "disabled_at"}
 """Sorted by the instant, whatever the offset: a text sort would put 10:07-07:00 (17:07 UTC)
 before 11:33-05:00 (16:33 UTC). `disabled_at` is our addition (unverified upstream)."""
@@ -36,8 +36,9 @@ def now() -> str:
 class CallRailApi:
     """Answers CallRail v3 requests from the simulator's data; one instance serves all threads."""
 
-    def __init__(self, data: SimData) -> None:
+    def __init__(self, data: SimData, calls: CallBook | None = None) -> None:
         self.data = data
+        self.calls = calls or CallBook(data)
 
     def authenticate(self, header: str) -> str:
         """The API key of an `Authorization: Token token=...` header, or a 401 reply."""
@@ -57,16 +58,21 @@ class CallRailApi:
         account = self.data.account_for(key, named)
         return account.id if account else None
 
-    def handle(self, method: str, path: str, query: Query, raw: bytes, key: str) -> Reply:
-        """The reply to an authenticated request; errors are raised as `Reply`."""
-        body = self._route(method, path, query, raw, key)
+    def handle(
+        self, method: str, path: str, query: Query, raw: bytes, key: str, origin: str = ""
+    ) -> Reply:
+        """The reply to an authenticated request; errors are raised as `Reply`. `origin`
+        (`http://host:port`, as the client named the server) begins the URLs of links."""
+        body = self._route(method, path, query, raw, key, origin)
         if method == "DELETE":
             return Reply(204)
         return Reply(201 if method == "POST" else 200, body)
 
     # --- routing -------------------------------------------------------------------------
 
-    def _route(self, method: str, path: str, query: Query, raw: bytes, key: str) -> Any:
+    def _route(
+        self, method: str, path: str, query: Query, raw: bytes, key: str, origin: str
+    ) -> Any:
         segments = _segments(path)
         if segments == ["a.json"]:
             _allow(method, "GET")
@@ -75,11 +81,14 @@ class CallRailApi:
             raise error(404, "Not Found")
         if len(segments) == 2 and segments[1].endswith(".json"):
             _allow(method, "GET")
-            return self._account(key, segments[1][:-5]).public(_fields(query))
+            return self._account(key, segments[1][:-5]).public(asked_fields(query))
         account = self._account(key, segments[1])
         rest = segments[2:]
         if method in ("POST", "PUT", "DELETE") and key in self.data.read_only_keys:
             raise error(403, "You do not have permission to manage integrations")
+        if rest == ["calls.json"]:
+            _allow(method, "GET")
+            return list_calls(self.calls, account, query, origin + path)
         if rest == ["companies.json"]:
             _allow(method, "GET")
             return self._list_companies(account, query)
@@ -112,12 +121,12 @@ class CallRailApi:
     # --- accounts and companies ----------------------------------------------------------
 
     def _list_accounts(self, query: Query, key: str) -> dict[str, Any]:
-        fields = _fields(query)
-        accounts = [self.data.accounts[a].public(fields) for a in self.data.accounts_by_key[key]]
-        return _paginate("accounts", _sorted(accounts, query, ACCOUNT_SORTS), query)
+        wanted = asked_fields(query)
+        accounts = [self.data.accounts[a].public(wanted) for a in self.data.accounts_by_key[key]]
+        return paginate("accounts", _sorted(accounts, query, ACCOUNT_SORTS), query)
 
     def _list_companies(self, account: SimAccount, query: Query) -> dict[str, Any]:
-        status, search = _param(query, "status"), (_param(query, "search") or "").lower()
+        status, search = param(query, "status"), (param(query, "search") or "").lower()
         if status not in (None, "active", "disabled"):
             raise error(400, "Invalid status filter")
         # Under the lock, so a page never shows a company half-way through a change.
@@ -129,7 +138,7 @@ class CallRailApi:
                     for c in companies
                     if status in (None, c["status"]) and search in c["name"].lower()
                 ]
-            return _paginate("companies", _sorted(companies, query, COMPANY_SORTS), query)
+            return paginate("companies", _sorted(companies, query, COMPANY_SORTS), query)
 
     def _company(self, account: SimAccount, company_id: str) -> dict[str, Any]:
         """A copy of a listed company of the account, or a 404 reply."""
@@ -142,7 +151,7 @@ class CallRailApi:
     # --- Webhooks integrations -----------------------------------------------------------
 
     def _list_integrations(self, account: SimAccount, query: Query) -> dict[str, Any]:
-        company_id = _param(query, "company_id")
+        company_id = param(query, "company_id")
         if not company_id:
             raise error(400, "company_id is required")
         self._company(account, company_id)
@@ -152,7 +161,7 @@ class CallRailApi:
                 for i in self.data.integrations.values()
                 if i["account_id"] == account.id and i["company_id"] == company_id
             ]
-        return _paginate("integrations", found, query)
+        return paginate("integrations", found, query)
 
     def _create_integration(
         self, account: SimAccount, body: dict[str, Any], query: Query
@@ -199,7 +208,7 @@ class CallRailApi:
     def _public_integration(record: dict[str, Any], query: Query) -> dict[str, Any]:
         body = {k: v for k, v in record.items() if k not in ("signing_key", "account_id")}
         body["config"] = {k: list(v) for k, v in record["config"].items()}
-        if "signing_key" in _fields(query):
+        if "signing_key" in asked_fields(query):
             body["signing_key"] = record["signing_key"]
         return body
 
@@ -219,18 +228,8 @@ def _allow(method: str, *allowed: str) -> None:
         raise error(405, "Method Not Allowed")
 
 
-def _param(query: Query, name: str) -> str | None:
-    values = query.get(name)
-    return values[-1] if values else None
-
-
-def _fields(query: Query) -> set[str]:
-    raw = _param(query, "fields") or ""
-    return {f.strip() for f in raw.split(",") if f.strip()}
-
-
 def _sorted(items: list[dict[str, Any]], query: Query, allowed: set[str]) -> list[dict[str, Any]]:
-    sort, order = _param(query, "sort"), _param(query, "order")
+    sort, order = param(query, "sort"), param(query, "order")
     if order is not None and sort is None:
         raise error(400, "sort is required when order is given")
     if order is not None and order not in ("asc", "desc"):
@@ -259,28 +258,6 @@ def _instant(value: Any) -> datetime:
         return datetime.min.replace(tzinfo=UTC)
     parsed = datetime.fromisoformat(str(value))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _paginate(name: str, items: list[dict[str, Any]], query: Query) -> dict[str, Any]:
-    try:
-        page = int(_param(query, "page") or 1)
-        per_page = int(_param(query, "per_page") or 100)
-    except ValueError:
-        raise error(400, "page and per_page must be numbers") from None
-    if page < 1 or per_page < 1:
-        raise error(400, "page and per_page must be positive")
-    # Guess (unverified): above the documented maximum the API serves the maximum.
-    per_page = min(per_page, MAX_PER_PAGE)
-    total = len(items)
-    start = (page - 1) * per_page
-    return {
-        "page": page,
-        "per_page": per_page,
-        "total_pages": math.ceil(total / per_page),
-        "total_records": total,
-        # Copies: the page is written out after the data's lock is released.
-        name: [dict(i) for i in items[start : start + per_page]],
-    }
 
 
 def _config(config: Any) -> dict[str, list[str]]:

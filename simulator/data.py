@@ -12,7 +12,7 @@ import hashlib
 import random
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 from simulator import generator
@@ -71,6 +71,9 @@ class SimData:
     accounts_per_key: int = 2
     companies_per_account: int = 30
     disabled_share: float = 0.1
+    calls_per_company: int = 0
+    """Calls made up for each company of an account when its calls are first asked for, spread
+    over the last 29 days (`calls.py`); 0: calls exist only once placed."""
     accounts: dict[str, SimAccount] = field(default_factory=dict)
     accounts_by_key: dict[str, list[str]] = field(default_factory=dict)
     integrations: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -211,6 +214,16 @@ class SimData:
             removed = self._removed.get(company_id)
             return removed[0] if removed else None
 
+    def find_company(self, company_id: str) -> tuple[SimAccount, dict[str, Any]]:
+        """The account listing a company and its live record, making any account's companies
+        not made yet; NotFound for an unknown or removed company."""
+        with self.lock:
+            for account in self.accounts.values():
+                for company in self.companies(account):
+                    if company["id"] == company_id:
+                        return account, company
+        raise NotFound(f"Company not found: {company_id}")
+
     def _live(self, company_id: str) -> tuple[SimAccount, int]:
         place = self._place(company_id)
         if place is None:
@@ -250,8 +263,7 @@ class SimData:
 
 def _now_in(time_zone: str) -> str:
     """Now, written with the offset the data gives `time_zone` (UTC if it gives none)."""
-    offset = timezone(timedelta(hours=dict(generator.TIME_ZONES).get(time_zone, 0)))
-    return datetime.now(offset).isoformat(timespec="milliseconds")
+    return datetime.now(generator.zone(time_zone)).isoformat(timespec="milliseconds")
 
 
 def _change(company: dict[str, Any], fields: dict[str, Any]) -> None:

@@ -68,6 +68,39 @@ class Knobs:
     """How long a "timeout" failure keeps the client waiting."""
     failure_seed: int = 7
     """Seed of the random failures, so a benchmark with `failure_rate` can be repeated."""
+    # --- webhook deliveries of placed calls (deliveries.py) --------------------------------
+    post_call_delay: float = 0.0
+    """Seconds from a call's `pre_call` delivery to its `post_call` (CallRail: up to 20 min)."""
+    delivery_timeout: float = 5.0
+    """Seconds a delivery waits for the receiver to connect and answer; sent once, no retry."""
+    delivery_drop_rate: float = 0.0
+    """Share of deliveries lost on the way (never sent, logged as dropped)."""
+    delivery_seed: int = 7
+    """Seed of the drop dice: each delivery's draw depends only on it, the call id, the event
+    and the URL, so the same calls lose the same deliveries however threads interleave."""
+    disable_after_failures: int = 0
+    """Consecutive failed deliveries (non-2xx or no answer) after which an integration is
+    disabled, as CallRail does; 0: never."""
+
+
+KNOB_RANGES: dict[str, tuple[type[int] | type[float], float, float]] = {
+    "post_call_delay": (float, 0.0, math.inf),
+    "delivery_timeout": (float, 0.001, math.inf),
+    "delivery_drop_rate": (float, 0.0, 1.0),
+    "delivery_seed": (int, -math.inf, math.inf),
+    "disable_after_failures": (int, 0, math.inf),
+}
+"""Knobs that are numbers within bounds: the type a value is turned into, and its bounds."""
+
+
+def _in_range(name: str, value: Any) -> Any:
+    """A knob's value as its type, or a ValueError if it is not one or out of bounds."""
+    kind, low, high = KNOB_RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number")
+    if not low <= value <= high or (kind is int and value != int(value)):
+        raise ValueError(f"{name} must be a {kind.__name__} from {low} to {high}")
+    return kind(value)
 
 
 class Faults:
@@ -97,6 +130,8 @@ class Faults:
                     raise ValueError(f"unknown knob {name}")
                 if name == "rate_limits":
                     value = [(int(n), float(w)) for n, w in value]
+                if name in KNOB_RANGES:
+                    value = _in_range(name, value)
                 setattr(self.knobs, name, value)
             self._rng = random.Random(self.knobs.failure_seed)
 

@@ -59,6 +59,11 @@ WORDS_C = ["Group", "Co", "Partners", "Services", "LLC", "Inc", "Associates", "S
 AGENCY = ["Agency", "Marketing", "Digital", "Media", "Growth"]
 
 
+def zone(time_zone: str) -> timezone:
+    """The fixed offset the data gives a time zone (UTC for one it does not know)."""
+    return timezone(timedelta(hours=dict(TIME_ZONES).get(time_zone, 0)))
+
+
 def hex_id(rng: random.Random, n: int = 32) -> str:
     """`n` hex digits, as in CallRail's `ACC…` and `COM…` ids."""
     return "".join(rng.choice("0123456789abcdef") for _ in range(n))
@@ -111,4 +116,39 @@ def company(seed: int, account_seed: int, i: int, disabled_share: float) -> dict
         "swap_landing_override": None,
         "swap_cookie_duration": 6,
         "swap_cookie_duration_unit": "months",
+    }
+
+
+FIRST_NAMES = ["Ana", "Ben", "Chloe", "Dev", "Elena", "Femi", "Grace", "Hiro", "Ivan", "Jade"]
+LAST_NAMES = ["Adams", "Brooks", "Chen", "Diaz", "Evans", "Fischer", "Garcia", "Hughes", "Ito"]
+CITIES = ["Atlanta", "Austin", "Boston", "Chicago", "Denver", "Miami", "Phoenix", "Seattle"]
+
+
+def phone(rng: random.Random) -> str:
+    """A US number in E.164, as CallRail writes them: `+14045551234`."""
+    return f"+1{rng.randrange(201, 990)}{rng.randrange(200, 1000)}{rng.randrange(10_000):04d}"
+
+
+def tracker(company_id: str) -> dict[str, str]:
+    """The one tracker (and its numbers) a company's calls come in on, made from its id."""
+    rng = random.Random(f"tracker:{company_id}")
+    return {
+        "tracker_id": "TRK" + hex_id(rng),
+        "tracking_phone_number": phone(rng),
+        "business_phone_number": phone(rng),
+    }
+
+
+def call(rng: random.Random) -> dict[str, Any]:
+    """The caller-side fields of a call: who called, and how the call went."""
+    answered = rng.random() < 0.8
+    return {
+        "id": "CAL" + hex_id(rng),
+        "legacy_id": rng.randrange(10**9, 10**10),
+        "customer_phone_number": phone(rng),
+        "customer_name": f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}",
+        "customer_city": rng.choice(CITIES),
+        "answered": answered,
+        "duration": rng.randrange(30, 900) if answered else rng.randrange(5, 40),
+        "voicemail": not answered and rng.random() < 0.5,
     }

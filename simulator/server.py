@@ -1,73 +1,28 @@
 """The simulator's HTTP server: its lifecycle, the `/_sim/*` controls and the request log.
 
 A request to `/v3/...` passes latency, authentication, injected failures and the quota
-(`faults.py`) before the CallRail resources answer it (`api.py`).
+(`faults.py`) before the CallRail resources answer it (`api.py`). Calls placed through the
+controls (`calls.py`) are delivered to webhooks from threads of their own (`deliveries.py`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import Counter, deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from simulator.api import CallRailApi
+from simulator.calls import CallBook, CallPlan
 from simulator.data import Conflict, NotFound, SimData
+from simulator.deliveries import Deliveries, Delivery
 from simulator.faults import DROP, LOST, Faults, Knobs, QuotaUnit
+from simulator.query import param
 from simulator.replies import Reply, error, json_object
-
-
-@dataclass
-class LoggedRequest:
-    """One request as the simulator answered it; status 0: the connection closed unanswered."""
-
-    method: str
-    path: str
-    query: str
-    status: int
-    key: str | None
-    at: float
-    quota_unit: str | None = None
-    """Whose quota the request was charged to (`QuotaUnit.label`); None before authentication."""
-
-
-class RequestLog:
-    """The latest requests, oldest first, with a count by status that outlives the window."""
-
-    def __init__(self, maxlen: int = 50_000) -> None:
-        self._lock = threading.Lock()
-        self._entries: deque[LoggedRequest] = deque(maxlen=maxlen)
-        self._counts: Counter[int] = Counter()
-
-    def record(self, entry: LoggedRequest) -> None:
-        """Keep an answered (or dropped) request; the oldest falls out past `maxlen`."""
-        with self._lock:
-            self._entries.append(entry)
-            self._counts[entry.status] += 1
-
-    def clear(self) -> None:
-        """Forget every entry and count."""
-        with self._lock:
-            self._entries.clear()
-            self._counts.clear()
-
-    def counts(self) -> dict[int, int]:
-        """Requests by status since the last `clear`, 0 for connections closed unanswered."""
-        with self._lock:
-            return dict(self._counts)
-
-    def select(self, method: str | None, path_contains: str) -> list[LoggedRequest]:
-        """The kept entries of a method (None: any) whose path contains a text, oldest first."""
-        with self._lock:
-            return [
-                r
-                for r in self._entries
-                if (method is None or r.method == method) and path_contains in r.path
-            ]
+from simulator.requestlog import LoggedRequest, RequestLog
 
 
 class SimServer(ThreadingHTTPServer):
@@ -82,8 +37,10 @@ class SimServer(ThreadingHTTPServer):
     ) -> None:
         super().__init__((host, port), _Handler)
         self.data = data
-        self.api = CallRailApi(data)
+        self.calls = CallBook(data)
+        self.api = CallRailApi(data, self.calls)
         self.faults = Faults(knobs)
+        self.deliveries = Deliveries(data, self.calls, self.faults)
         self.log = RequestLog()
         self._thread: threading.Thread | None = None
 
@@ -108,7 +65,9 @@ class SimServer(ThreadingHTTPServer):
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket; requests in flight end with their threads."""
+        """Stop serving and close the socket; requests in flight end with their threads, and
+        deliveries still due are not made."""
+        self.deliveries.cancel()
         self.shutdown()
         self.server_close()
 
@@ -120,8 +79,10 @@ class SimServer(ThreadingHTTPServer):
         return self.faults.knobs
 
     def reset(self) -> None:
-        """Forget the request log, counters and rate-limit windows; knobs return to defaults."""
+        """Forget the request log, counters and rate-limit windows, and the deliveries made or
+        due (the calls stay); knobs return to defaults."""
         self.log.clear()
+        self.deliveries.clear()
         self.faults.reset()
 
     def set_knobs(self, **changes: Any) -> None:
@@ -143,17 +104,47 @@ class SimServer(ThreadingHTTPServer):
         """What the simulator was asked, oldest first: for tests to check what a client sent."""
         return self.log.select(method, path_contains)
 
-    def control(self, method: str, path: str, raw: bytes) -> Reply:
+    def place_call(
+        self,
+        company_id: str,
+        *,
+        post_call_delay: float | None = None,
+        updated: dict[str, Any] | None = None,
+        drop: list[str] | tuple[str, ...] = (),
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Place an inbound call on a company now, as `POST /_sim/calls` does; returns its
+        calls.json form. `fields` set the call's own (`calls.CHECKS`), the rest its deliveries
+        (`deliveries.py`), which follow from a thread of their own. NotFound: no such company
+        (or a removed one); ValueError: a bad argument."""
+        plan = CallPlan.of(post_call_delay, updated, drop)
+        call = self.calls.place(company_id, **fields)
+        with self.data.lock:
+            public = call.public()
+        self.deliveries.schedule(call, plan)
+        return public
+
+    def settle(self, timeout: float = 10.0) -> bool:
+        """Wait until the deliveries of every call placed so far are made; False on timeout."""
+        return self.deliveries.settle(timeout)
+
+    def deliveries_logged(self, event: str | None = None) -> list[Delivery]:
+        """The deliveries made or dropped (of one event, if named), in the order they ended."""
+        return [d for d in self.deliveries.logged() if event in (None, d.event)]
+
+    def control(self, method: str, path: str, raw: bytes, query: str = "") -> Reply:
         """Answer a `/_sim/*` request: how tests and benchmarks steer a running simulator.
 
         GET `stats`, `log`, `keys`; POST `reset`, `knobs` (a JSON object of knobs),
         `accounts` ({"key", "companies"}: add an account), `keys` ({"key", "accounts"}: the
         key, added if new, sees those accounts); companies changing while the simulator runs:
         POST `companies` ({"account", "id"?, ...fields}: add, or restore a removed id),
-        PATCH `companies/{id}` (change fields), DELETE `companies/{id}` (remove).
+        PATCH `companies/{id}` (change fields), DELETE `companies/{id}` (remove); calls:
+        POST `calls` ({"company_id", ...}: `place_call`), GET `deliveries` (`?wait=1` first
+        waits for those due, up to `timeout` seconds, 10 by default).
         """
         try:
-            return self._control(method, path, raw)
+            return self._control(method, path, raw, parse_qs(query))
         except NotFound as exc:
             return error(404, str(exc))
         except Conflict as exc:
@@ -163,7 +154,7 @@ class SimServer(ThreadingHTTPServer):
         except Reply as reply:
             return reply
 
-    def _control(self, method: str, path: str, raw: bytes) -> Reply:
+    def _control(self, method: str, path: str, raw: bytes, query: dict[str, list[str]]) -> Reply:
         if path == "/_sim/stats" and method == "GET":
             return Reply(200, self.stats())
         if path == "/_sim/reset" and method == "POST":
@@ -178,6 +169,16 @@ class SimServer(ThreadingHTTPServer):
             return Reply(200, {"requests": [asdict(r) for r in self.requests_logged()]})
         if path == "/_sim/keys" and method == "POST":
             return self._share_accounts(json_object(raw))
+        if path == "/_sim/calls" and method == "POST":
+            body = json_object(raw)
+            company_id = _text(body, "company_id")
+            fields = {k: v for k, v in body.items() if k != "company_id"}
+            return Reply(201, {"call": self.place_call(company_id, **fields)})
+        if path == "/_sim/deliveries" and method == "GET":
+            if param(query, "wait") in ("1", "true"):
+                self.settle(float(param(query, "timeout") or 10.0))
+            made = [asdict(d) for d in self.deliveries_logged()]
+            return Reply(200, {"deliveries": made, "pending": self.deliveries.pending})
         if path == "/_sim/companies" and method == "POST":
             return self._post_company(json_object(raw))
         if path.startswith("/_sim/companies/") and method in ("PATCH", "DELETE"):
@@ -261,7 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         if parts.path.startswith("/_sim/"):
-            self._send(self.server.control(method, parts.path, raw))
+            self._send(self.server.control(method, parts.path, raw, parts.query))
         else:
             self._serve_api(method, parts.path, parts.query, raw)
 
@@ -289,7 +290,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             server.faults.fail(failure)
             server.faults.admit(unit)
-            reply = server.api.handle(method, path, parse_qs(query), raw, key)
+            host = self.headers.get("Host") or f"{server.server_address[0]!s}:{server.port}"
+            origin = f"http://{host}"  # links name the server as the client did
+            reply = server.api.handle(method, path, parse_qs(query), raw, key, origin)
             if failure == LOST:
                 # The request took effect, but the answer never arrives (a reset mid-response).
                 log(0)

@@ -1,0 +1,278 @@
+"""Calls: what the simulator's companies receive, kept per account in `start_time` order.
+
+A call is placed on a company (`POST /_sim/calls`, `SimServer.place_call`) or made up from the
+seed (`SimData.calls_per_company`). It is listed by `calls.json` (`call_listing.py`) and its
+events are delivered to the company's Webhooks integration (`deliveries.py`), in the two forms
+CALLRAIL_API.md describes: `public` (calls.json) and `payload` (a webhook's body).
+"""
+
+from __future__ import annotations
+
+import random
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from simulator import generator
+from simulator.data import SimAccount, SimData
+
+EVENTS = ("pre_call", "post_call", "updated_call")
+"""The call events delivered, each to the URLs of its `<event>_webhook` config key."""
+PUBLIC = (
+    "id",
+    "company_id",
+    "answered",
+    "business_phone_number",
+    "customer_phone_number",
+    "customer_name",
+    "customer_city",
+    "direction",
+    "duration",
+    "recording",
+    "start_time",
+    "tracking_phone_number",
+    "voicemail",
+    "tags",
+    "note",
+    "tracker_id",
+)
+"""A call's fields in calls.json."""
+EXTRA = ("created_at", "account_id")
+"""Fields of calls.json only asked for with `fields=` (our choice; CallRail has more)."""
+UPDATABLE = ("tags", "note", "customer_name", "customer_city")
+"""Fields an `updated` may change; its `updated_call` delivery names them in `changes`."""
+SEEDED_DAYS = 29
+
+Key = tuple[datetime, str]
+"""Where a call sorts: its start instant (in UTC), then its id."""
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _labels(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _optional_text(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _stamp(value: Any) -> bool:
+    try:
+        return datetime.fromisoformat(value).utcoffset() is not None
+    except (TypeError, ValueError):
+        return False
+
+
+CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "customer_phone_number": (_text, "a non-empty string"),
+    "customer_name": (_text, "a non-empty string"),
+    "customer_city": (_text, "a non-empty string"),
+    "duration": (_count, "a whole number of seconds, 0 or more"),
+    "answered": (lambda v: isinstance(v, bool), "true or false"),
+    "voicemail": (lambda v: isinstance(v, bool), "true or false"),
+    "start_time": (_stamp, "an ISO 8601 timestamp with an offset"),
+    "tags": (_labels, "a list of strings"),
+    "note": (_optional_text, "a string or null"),
+    "recording": (_optional_text, "a URL or null"),
+}
+"""The fields a placed call may be given, and what each must be."""
+
+
+def check(fields: dict[str, Any], allowed: Iterable[str]) -> None:
+    """A ValueError naming the first unknown field or bad value."""
+    names = set(allowed)
+    for name, value in fields.items():
+        if name not in names:
+            raise ValueError(f"Unknown call field: {name}")
+        valid, meaning = CHECKS[name]
+        if not valid(value):
+            raise ValueError(f"{name} must be {meaning}")
+
+
+@dataclass
+class SimCall:
+    """One inbound call. Change it only under `SimData.lock` (readers copy it under the lock)."""
+
+    id: str
+    legacy_id: int
+    account_id: str
+    company_id: str
+    answered: bool
+    business_phone_number: str
+    customer_phone_number: str
+    customer_name: str
+    customer_city: str
+    duration: int
+    recording: str | None
+    start_time: str
+    tracking_phone_number: str
+    voicemail: bool
+    tracker_id: str
+    created_at: str
+    tags: list[str] = field(default_factory=list)
+    note: str | None = None
+    direction: str = "inbound"
+
+    @property
+    def key(self) -> Key:
+        return datetime.fromisoformat(self.start_time).astimezone(UTC), self.id
+
+    def public(self, extra: set[str] | None = None) -> dict[str, Any]:
+        """The call as calls.json shows it, with the `EXTRA` fields asked for."""
+        names = [*PUBLIC, *(n for n in EXTRA if n in (extra or ()))]
+        body = {name: getattr(self, name) for name in names}
+        body["tags"] = list(self.tags)
+        return body
+
+    def payload(self, event: str, timestamp: str, changes: list[str] | None) -> dict[str, Any]:
+        """The body of a webhook delivery of `event`, sent at `timestamp`.
+
+        `pre_call` is sent as the phone rings: not answered, no duration, recording or
+        voicemail yet. `updated_call` carries `changes`, the names of the fields changed.
+        """
+        body: dict[str, Any] = {
+            "id": self.legacy_id,
+            "resource_id": self.id,
+            "company_resource_id": self.company_id,
+            "tracker_resource_id": self.tracker_id,
+            **{n: v for n, v in self.public().items() if n not in ("id", "company_id")},
+            "timestamp": timestamp,
+        }
+        del body["tracker_id"]
+        if event == "pre_call":
+            body.update(answered=False, duration=None, recording=None, voicemail=False)
+        if changes is not None:
+            body["changes"] = list(changes)
+        return body
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """What follows a placed call: its deliveries, and a change to it after `post_call`."""
+
+    post_call_delay: float | None = None
+    """Seconds from `pre_call` to `post_call`; None: the `post_call_delay` knob."""
+    updated: dict[str, Any] | None = None
+    drop: frozenset[str] = frozenset()
+    """Events whose deliveries are lost (logged as dropped, never sent)."""
+
+    @classmethod
+    def of(cls, post_call_delay: Any, updated: Any, drop: Any) -> CallPlan:
+        """A plan from a placement's arguments; a ValueError if one is bad."""
+        number = isinstance(post_call_delay, int | float) and not isinstance(post_call_delay, bool)
+        if post_call_delay is not None and not (number and post_call_delay >= 0):
+            raise ValueError("post_call_delay must be a number of seconds, 0 or more")
+        if updated is not None:
+            if not isinstance(updated, dict) or not updated:
+                raise ValueError(f"updated must be an object of some of {', '.join(UPDATABLE)}")
+            check(updated, UPDATABLE)
+        if not isinstance(drop, list | tuple | set | frozenset) or not set(drop) <= set(EVENTS):
+            raise ValueError(f"drop must be a list of events among {', '.join(EVENTS)}")
+        return cls(post_call_delay, dict(updated) if updated else None, frozenset(drop))
+
+
+class CallBook:
+    """Every account's calls, oldest first by `SimCall.key`, guarded by `SimData.lock`."""
+
+    def __init__(self, data: SimData) -> None:
+        self.data = data
+        self._calls: dict[str, list[SimCall]] = {}
+        self._keys: dict[str, list[Key]] = {}
+        self._placed: dict[str, int] = {}
+
+    def place(self, company_id: str, **fields: Any) -> SimCall:
+        """A new inbound call on a company, starting now unless `start_time` says otherwise;
+        NotFound for an unknown or removed company, ValueError for a bad field."""
+        check(fields, CHECKS)
+        with self.data.lock:
+            account, company = self.data.find_company(company_id)
+            self._ledger(account)
+            n = self._placed[account.id] = self._placed.get(account.id, 0) + 1
+            rng = random.Random(f"call:{self.data.seed}:{account.id}:{n}")
+            start = datetime.now(generator.zone(company["time_zone"]))
+            call = _made(rng, account.id, company["id"], start)
+            for name, value in fields.items():
+                setattr(call, name, list(value) if name == "tags" else value)
+            if "recording" not in fields:
+                call.recording = _recording(call)
+            self._insert(account.id, call)
+            return call
+
+    def update(self, call: SimCall, changes: dict[str, Any]) -> list[str]:
+        """Change fields of a call (checked by `CallPlan.of`); returns their names."""
+        with self.data.lock:
+            for name, value in changes.items():
+                setattr(call, name, list(value) if name == "tags" else value)
+        return list(changes)
+
+    def newest_first(
+        self,
+        account: SimAccount,
+        company_id: str | None,
+        since: datetime,
+        until: datetime | None,
+        before: Key | None = None,
+        limit: int | None = None,
+    ) -> list[SimCall]:
+        """The account's calls started from `since` to `until` (None: no end), newest first
+        (ties: the greater id first), of one company if named, and only those sorting before
+        `before`; at most `limit`. Hold `SimData.lock` while reading what this returns."""
+        with self.data.lock:
+            calls, keys = self._ledger(account)
+            low = bisect_left(keys, (since, ""))
+            high = len(keys) if until is None else bisect_right(keys, (until, "\U0010ffff"))
+            if before is not None:
+                high = min(high, bisect_left(keys, before))
+            found: list[SimCall] = []
+            for index in range(high - 1, low - 1, -1):
+                if company_id is None or calls[index].company_id == company_id:
+                    found.append(calls[index])
+                    if limit is not None and len(found) >= limit:
+                        break
+            return found
+
+    def _ledger(self, account: SimAccount) -> tuple[list[SimCall], list[Key]]:
+        """The account's calls and their keys, made up on first use when the data says so."""
+        if account.id not in self._calls:
+            self._calls[account.id], self._keys[account.id] = [], []
+            now = datetime.now(UTC)
+            for company in self.data.companies(account):
+                for j in range(self.data.calls_per_company):
+                    rng = random.Random(f"seeded-call:{self.data.seed}:{company['id']}:{j}")
+                    ago = timedelta(seconds=rng.randrange(SEEDED_DAYS * 86_400))
+                    start = (now - ago).astimezone(generator.zone(company["time_zone"]))
+                    call = _made(rng, account.id, company["id"], start)
+                    call.recording = _recording(call)
+                    self._insert(account.id, call)
+        return self._calls[account.id], self._keys[account.id]
+
+    def _insert(self, account_id: str, call: SimCall) -> None:
+        keys, key = self._keys[account_id], call.key
+        at = bisect_right(keys, key)
+        keys.insert(at, key)
+        self._calls[account_id].insert(at, call)
+
+
+def _made(rng: random.Random, account_id: str, company_id: str, start: datetime) -> SimCall:
+    """A call of a company starting at `start`, its caller and outcome drawn from `rng`."""
+    stamp = start.isoformat(timespec="milliseconds")
+    fields: dict[str, Any] = {**generator.call(rng), **generator.tracker(company_id)}
+    fields |= {"account_id": account_id, "company_id": company_id, "recording": None}
+    return SimCall(**fields, start_time=stamp, created_at=stamp)
+
+
+def _recording(call: SimCall) -> str | None:
+    """Where CallRail would serve the recording of an answered or voicemail call (the
+    simulator does not serve it)."""
+    if not (call.answered or call.voicemail):
+        return None
+    return f"https://api.callrail.com/v3/a/{call.account_id}/calls/{call.id}/recording.json"

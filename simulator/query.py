@@ -1,0 +1,61 @@
+"""Query parameters and offset pagination, as every CallRail v3 listing reads and answers them.
+
+Shared by the listings of `api.py` and the calls listing of `call_listing.py`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from simulator.replies import error
+
+Query = dict[str, list[str]]
+
+MAX_PER_PAGE = 250
+DEFAULT_PER_PAGE = 100
+
+
+def param(query: Query, name: str) -> str | None:
+    """The last value given for a parameter, or None."""
+    values = query.get(name)
+    return values[-1] if values else None
+
+
+def asked_fields(query: Query) -> set[str]:
+    """The names asked for with `fields=a,b` (sparse, extra fields)."""
+    raw = param(query, "fields") or ""
+    return {f.strip() for f in raw.split(",") if f.strip()}
+
+
+def per_page(query: Query) -> int:
+    """`per_page`: 100 by default; above the documented maximum of 250 the maximum is served
+    (a guess, unverified); not a positive number: a 400 reply."""
+    try:
+        size = int(param(query, "per_page") or DEFAULT_PER_PAGE)
+    except ValueError:
+        raise error(400, "page and per_page must be numbers") from None
+    if size < 1:
+        raise error(400, "page and per_page must be positive")
+    return min(size, MAX_PER_PAGE)
+
+
+def paginate(name: str, items: list[dict[str, Any]], query: Query) -> dict[str, Any]:
+    """One page of `items` by `page` and `per_page`, with CallRail's page metadata."""
+    size = per_page(query)
+    try:
+        page = int(param(query, "page") or 1)
+    except ValueError:
+        raise error(400, "page and per_page must be numbers") from None
+    if page < 1:
+        raise error(400, "page and per_page must be positive")
+    total = len(items)
+    start = (page - 1) * size
+    return {
+        "page": page,
+        "per_page": size,
+        "total_pages": math.ceil(total / size),
+        "total_records": total,
+        # Copies: the page is written out after the data's lock is released.
+        name: [dict(i) for i in items[start : start + size]],
+    }
