@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -288,3 +289,93 @@ def test_call_events_reach_the_owners_stream_and_status_shows_the_receiver(
     (receiver,) = status["receivers"]
     assert receiver["company_id"] == company_id and receiver["receiving"] is True
     assert receiver["counts"] == {"received": 1} and "signing_key" not in json.dumps(status)
+
+
+# --- end to end: the simulator places calls and delivers them, once, signed -----------------
+
+
+def make_receiver(shim_url, token, stores, account, company_id):
+    answer = requests.post(
+        f"{shim_url}{P}/companies/webhook",
+        json={"account_id": account, "company_id": company_id},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    job = wait_job(stores, answer.json()["data"]["job_id"])
+    assert job.status == "succeeded", job.error
+
+
+def calls_of(shim_url, token, account) -> list[dict]:
+    answer = requests.get(
+        f"{shim_url}{P}/calls",
+        params={"account_id": account, "limit": 1000},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()["data"]["calls"]
+
+
+def test_placed_calls_arrive_and_a_dropped_delivery_is_recovered_by_reconciliation(
+    shim_url, company, owner, stores, worker, token, sim, submit_job
+):
+    account, company_id = company
+    make_receiver(shim_url, token, stores, account, company_id)
+    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    whole = sim.place_call(company_id, updated={"tags": ["lead"]}, start_time=an_hour_ago)
+    lost = sim.place_call(company_id, drop=["post_call"], start_time=an_hour_ago, duration=61)
+    assert sim.settle(10)
+    wait_events(stores, 4)  # whole: pre, post, updated; lost: pre only
+    events = {(c["call_id"], c["event"]) for c in calls_of(shim_url, token, account)}
+    assert events == {
+        (whole["id"], "pre_call"),
+        (whole["id"], "post_call"),
+        (whole["id"], "updated_call"),
+        (lost["id"], "pre_call"),
+    }
+    assert [d.status for d in sim.deliveries_logged() if not d.dropped] == [200] * 4
+
+    job, _ = submit_job(OWNER, "calls_reconcile", callrail_account_id=account)
+    done = wait_job(stores, job.id)
+    assert done.status == "succeeded", done.error
+    assert done.result["missed"] == 1 and done.result["inactive"] == {}
+    recovered = [c for c in calls_of(shim_url, token, account) if c["source"] == "reconciled"]
+    assert [(c["call_id"], c["event"]) for c in recovered] == [(lost["id"], "post_call")]
+    assert recovered[0]["call"]["duration"] == 61
+    assert stores.receivers.get(company_id).counts["missed"] == 1
+    calls_requests = sim.requests_logged("GET", "/calls.json")
+    assert calls_requests and all("relative_pagination=true" in r.query for r in calls_requests)
+
+    # Again: nothing new is missed. Then CallRail disables the integration: it shows.
+    integration = next(i for i in sim.data.integrations.values() if i["company_id"] == company_id)
+    integration["state"] = "disabled"
+    job, _ = submit_job(OWNER, "calls_reconcile", callrail_account_id=account)
+    again = wait_job(stores, job.id)
+    assert again.result["missed"] == 0 and again.result["inactive"] == {company_id: "disabled"}
+    status = requests.get(
+        f"{shim_url}{P}/status", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    ).json()["data"]
+    assert [r["receiving"] for r in status["receivers"]] == [False]
+
+
+def test_a_late_delivery_after_reconciliation_is_the_same_event(
+    shim_url, company, owner, stores, worker, token, sim, submit_job
+):
+    account, company_id = company
+    make_receiver(shim_url, token, stores, account, company_id)
+    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    call_ = sim.place_call(company_id, drop=["pre_call", "post_call"], start_time=an_hour_ago)
+    assert sim.settle(10)
+    job, _ = submit_job(OWNER, "calls_reconcile", callrail_account_id=account)
+    assert wait_job(stores, job.id).result["missed"] == 1
+    # CallRail's post-call delivery comes after all (it can be 20 minutes late).
+    (integration,) = [i for i in sim.data.integrations.values() if i["company_id"] == company_id]
+    late = {"resource_id": call_["id"], "duration": call_["duration"], "answered": True}
+    assert deliver(shim_url, company_id, late, integration["signing_key"]).status_code == 200
+    deadline = time.monotonic() + 10
+    while stores.db["callrail_inbox"].count_documents({"state": "pending"}) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    (event,) = stores.db["callrail_call_events"].find({"resource_id": call_["id"]})
+    assert event["source"] == "reconciled" and event["webhook_at"] is not None
