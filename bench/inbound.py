@@ -26,6 +26,7 @@ from bench.shim import P, headers, stack
 from worker.callrail.deliveries import sign
 from worker.config import Settings
 from worker.stores import Stores
+from worker.stores.receivers import Registration
 
 KEY, FORGER = "9c1d0e2f3a4b5c6d7e8f9a0b1c2d3e4f", "0" * 32
 COMPANIES = [f"COMbench{n:04d}" for n in range(20)]
@@ -118,7 +119,10 @@ def bench_inbound(quick: bool) -> None:
         owner = Settings(jwt_secret=DEV_SECRET).demo_account_id
         account = stores.userconfig.of_owner(owner)[0]
         for company in COMPANIES:
-            stores.receivers.register(owner, account, company, "1", KEY, "active")
+            registration = Registration(
+                account_id=account, company_id=company, integration_id="1", signing_key=KEY
+            )
+            stores.receivers.register(owner, registration)
         assert s.simulator_url is not None
         big = requests.post(
             f"{s.simulator_url}/_sim/accounts", json={"key": s.demo_key, "companies": 20_000}

@@ -71,10 +71,10 @@ class SimData:
     accounts_per_key: int = 2
     companies_per_account: int = 30
     disabled_share: float = 0.1
+    accounts: dict[str, SimAccount] = field(default_factory=dict)
     calls_per_company: int = 0
     """Calls made up for each company of an account when its calls are first asked for, spread
     over the last 29 days (`calls.py`); 0: calls exist only once placed."""
-    accounts: dict[str, SimAccount] = field(default_factory=dict)
     accounts_by_key: dict[str, list[str]] = field(default_factory=dict)
     integrations: dict[str, dict[str, Any]] = field(default_factory=dict)
     read_only_keys: set[str] = field(default_factory=set)

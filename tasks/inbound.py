@@ -29,6 +29,7 @@ from worker.job import Job, JobParams, JobType, Lane
 from worker.runtime import Runtime
 from worker.stores.database import utcnow
 from worker.stores.inbox import NewCallEvent
+from worker.stores.receivers import Registration
 
 log = logging.getLogger("callrail_sync.inbound")
 
@@ -87,10 +88,14 @@ def register(
     integration: Integration,
 ) -> None:
     """Our receiver is now in the company's integration: keep its signing key."""
-    key = signing_key(client, account_id, integration.id)
-    rt.stores.receivers.register(
-        owner, account_id, company_id, integration.id, key, integration.state
+    registration = Registration(
+        account_id=account_id,
+        company_id=company_id,
+        integration_id=integration.id,
+        signing_key=signing_key(client, account_id, integration.id),
+        state=integration.state,
     )
+    rt.stores.receivers.register(owner, registration)
 
 
 def signing_key_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:

@@ -17,6 +17,7 @@ import requests
 
 from worker.callrail import deliveries
 from worker.callrail.webhooks import EVENT_KEYS, RECEIVER_EVENTS
+from worker.stores.receivers import Registration
 
 from .conftest import OTHER_OWNER, OWNER, listening_socket, serving, wait_job
 
@@ -137,7 +138,10 @@ def company(sim_data, api_key) -> tuple[str, str]:
 @pytest.fixture
 def registered(stores, company, owner):
     account, company_id = company
-    stores.receivers.register(OWNER, account, company_id, "1", KEY, "active")
+    registration = Registration(
+        account_id=account, company_id=company_id, integration_id="1", signing_key=KEY
+    )
+    stores.receivers.register(OWNER, registration)
     return account, company_id
 
 

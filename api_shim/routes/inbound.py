@@ -34,6 +34,7 @@ from worker import feed, metrics
 from worker.callrail import deliveries
 from worker.errors import ValidationFailed
 from worker.job import JobParams, JobType
+from worker.stores.inbox import CallsQuery
 from worker.stores.receivers import Receiver
 
 log = logging.getLogger("callrail_sync.inbound")
@@ -129,7 +130,7 @@ def _owner_with_key(svc: Services, receiver: Receiver) -> str | None:
     return None
 
 
-class CallsQuery(BaseModel):
+class CallsParams(BaseModel):
     """The query of GET /calls (read as text, so each bad value gets its own message)."""
 
     account_id: str | None = Field(None, description="CallRail account (required)")
@@ -138,24 +139,31 @@ class CallsQuery(BaseModel):
     cursor: str | None = Field(None, description="`next_cursor` of the previous page")
     limit: str | None = Field(None, description=f"1 to {feed.MAX_LIMIT}, default 100")
 
+    def query(self, owner: str) -> CallsQuery:
+        if not self.account_id:
+            raise ValidationFailed("account_id is required.")
+        account = check.callrail_id(self.account_id, "account_id")
+        return CallsQuery(
+            owner=owner,
+            account_id=account,
+            company_id=check.callrail_id(self.company_id, "company_id")
+            if self.company_id
+            else None,
+            since=feed.parse_time(self.since, "since"),
+            before=_decode(self.cursor, account) if self.cursor else None,
+            limit=check.page_number(self.limit, "limit", 100, feed.MAX_LIMIT),
+        )
+
 
 @router.get(
     "/calls",
     summary="Call events CallRail delivered (or reconciliation found), newest first",
-    openapi_extra=openapi_query(CallsQuery),
+    openapi_extra=openapi_query(CallsParams),
 )
 async def calls(request: Request, owner: Owner, svc: Svc) -> JSONResponse:
-    q = CallsQuery.model_validate(dict(request.query_params))
-    if not q.account_id:
-        raise ValidationFailed("account_id is required.")
-    account = check.callrail_id(q.account_id, "account_id")
-    company = check.callrail_id(q.company_id, "company_id") if q.company_id else None
-    since = feed.parse_time(q.since, "since")
-    limit = check.page_number(q.limit, "limit", 100, feed.MAX_LIMIT)
-    before = _decode(q.cursor, account) if q.cursor else None
-    events, more = await run_in_threadpool(
-        svc.runtime.stores.inbox.read, owner, account, company, since, before, limit
-    )
+    query = CallsParams.model_validate(dict(request.query_params)).query(owner)
+    events, more = await run_in_threadpool(svc.runtime.stores.inbox.read, query)
+    account = query.account_id
     return success(
         {
             "account_id": account,

@@ -74,6 +74,18 @@ class CallEvent(NewCallEvent):
     """When a delivery brought it (for a reconciled event: a delivery that came late)."""
 
 
+class CallsQuery(BaseModel):
+    """Which call events to read: an owner's, of one CallRail account (and company), received
+    since a time, numbered below `before` (the cursor), at most `limit`."""
+
+    owner: str
+    account_id: str
+    company_id: str | None = None
+    since: datetime | None = None
+    before: int | None = None
+    limit: int = 100
+
+
 class InboxStore(Protocol):
     def accept(self, key: str, company_id: str, raw: bytes, state: str = "pending") -> bool:
         """Keep a verified delivery; False if this delivery was already kept."""
@@ -97,15 +109,7 @@ class InboxStore(Protocol):
     def known(self, company_id: str, event: str, resource_ids: list[str]) -> set[str]:
         """Which of these calls already have this event."""
 
-    def read(
-        self,
-        owner: str,
-        account_id: str,
-        company_id: str | None,
-        since: datetime | None,
-        before: int | None,
-        limit: int,
-    ) -> tuple[list[CallEvent], bool]:
+    def read(self, query: CallsQuery) -> tuple[list[CallEvent], bool]:
         """Call events of the owner's companies, newest first; and whether more follow."""
 
 
@@ -222,22 +226,16 @@ class MongoInboxStore:
         )
         return {str(d["resource_id"]) for d in found}
 
-    def read(
-        self,
-        owner: str,
-        account_id: str,
-        company_id: str | None,
-        since: datetime | None,
-        before: int | None,
-        limit: int,
-    ) -> tuple[list[CallEvent], bool]:
-        query: dict[str, Any] = {"owners": owner, "account_id": account_id, "kind": "call"}
-        if company_id:
-            query["company_id"] = company_id
-        if since is not None:
-            query["received_at"] = {"$gte": since}
-        if before is not None:
-            query["seq"] = {"$lt": before}
-        docs = list(self._events.find(query).sort("seq", DESCENDING).limit(limit + 1))
+    def read(self, query: CallsQuery) -> tuple[list[CallEvent], bool]:
+        found: dict[str, Any] = {"owners": query.owner, "account_id": query.account_id}
+        found["kind"] = "call"
+        if query.company_id:
+            found["company_id"] = query.company_id
+        if query.since is not None:
+            found["received_at"] = {"$gte": query.since}
+        if query.before is not None:
+            found["seq"] = {"$lt": query.before}
+        limit = query.limit
+        docs = list(self._events.find(found).sort("seq", DESCENDING).limit(limit + 1))
         events = [CallEvent.model_validate({**d, "id": d["_id"]}) for d in docs[:limit]]
         return events, len(docs) > limit

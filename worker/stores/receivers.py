@@ -34,16 +34,18 @@ class Receiver(BaseModel):
     counts: dict[str, int] = Field(default_factory=dict)
 
 
+class Registration(BaseModel):
+    """Our receiver, just put into a company's Webhooks integration."""
+
+    account_id: str
+    company_id: str
+    integration_id: str
+    signing_key: str | None = Field(None, repr=False)
+    state: str = "active"
+
+
 class ReceiverStore(Protocol):
-    def register(
-        self,
-        owner: str,
-        account_id: str,
-        company_id: str,
-        integration_id: str,
-        signing_key: str | None,
-        state: str,
-    ) -> Receiver:
+    def register(self, owner: str, registration: Registration) -> Receiver:
         """Our receiver is registered on the company (again): keep its integration and key."""
 
     def get(self, company_id: str) -> Receiver | None: ...
@@ -71,23 +73,11 @@ class MongoReceiverStore:
     def ensure_indexes(self) -> None:
         self._receivers.create_index([("owners", ASCENDING)])
 
-    def register(
-        self,
-        owner: str,
-        account_id: str,
-        company_id: str,
-        integration_id: str,
-        signing_key: str | None,
-        state: str,
-    ) -> Receiver:
-        now = utcnow()
-        fields: dict[str, object] = {
-            "account_id": account_id,
-            "integration_id": integration_id,
-            "state": state,
-        }
-        if signing_key:
-            fields |= {"signing_key": signing_key, "key_fetched_at": now}
+    def register(self, owner: str, registration: Registration) -> Receiver:
+        now, company_id = utcnow(), registration.company_id
+        fields: dict[str, object] = registration.model_dump(exclude={"company_id", "signing_key"})
+        if registration.signing_key:
+            fields |= {"signing_key": registration.signing_key, "key_fetched_at": now}
         self._receivers.update_one(
             {"_id": company_id},
             {
