@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from api_shim import validation as check
-from worker.callrail.webhooks import RECEIVER_EVENTS
+from worker.callrail.webhooks import MOVE_RECEIVER, RECEIVER_EVENTS
 from worker.errors import ValidationFailed
 from worker.job import JobParams
 from worker.urls import check_url, receiver_url
@@ -91,6 +91,8 @@ class WebhookUpdate(BaseModel):
         account_id, company_id = company_ref(body)
         webhook_id = check.callrail_id(body["webhook_id"], "webhook_id")
         url = body.get("webhook_url")
+        if url not in (None, "") and url == receiver_url(public_base_url, company_id):
+            raise ValidationFailed(MOVE_RECEIVER)
         if url not in (None, ""):
             url = check_url(url, "webhook_url", allow_private=allow_private)
         else:

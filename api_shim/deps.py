@@ -36,20 +36,47 @@ class Services:
     tickets: Tickets
     admission: Admission
     inbox: InboxWriter
-    _claims: dict[str, float] = field(default_factory=dict)
+    _claims: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _spent: dict[str, int] = field(default_factory=dict)
 
     async def claim(self, name: str, seconds: float) -> bool:
         """True for the first caller in `seconds` (across shim processes where Redis is)."""
-        client = self.runtime.redis
+        client, now = self.runtime.redis, time.time()
         if client is not None:
             key = f"callrail:claim:{name}"
-            took = await run_in_threadpool(client.set, key, "1", nx=True, ex=max(1, int(seconds)))
+            ttl = max(1, int(seconds))
+            took = await run_in_threadpool(client.set, key, repr(now), nx=True, ex=ttl)
             return bool(took)
-        now = time.monotonic()
-        if self._claims.get(name, 0.0) > now:
+        if self._claims.get(name, (0.0, 0.0))[1] > now:
             return False
-        self._claims[name] = now + seconds
+        self._claims[name] = (now, now + seconds)
         return True
+
+    async def claimed_at(self, name: str) -> float | None:
+        """When the claim `name` that holds now was taken (None: nobody holds it)."""
+        client = self.runtime.redis
+        if client is not None:
+            value = await run_in_threadpool(client.get, f"callrail:claim:{name}")
+            return float(value) if value is not None else None
+        taken, until = self._claims.get(name, (0.0, 0.0))
+        return taken if until > time.time() else None
+
+    async def spend(self, name: str, limit: int, seconds: int) -> bool:
+        """One of `limit` uses of `name` in a window of `seconds`; False once they are spent."""
+        client = self.runtime.redis
+        window = int(time.time() // seconds)
+        key = f"callrail:spend:{name}:{window}"
+        if client is not None:
+
+            def incr() -> int:
+                with client.pipeline() as pipe:
+                    pipe.incr(key)
+                    pipe.expire(key, seconds)
+                    return int(pipe.execute()[0])
+
+            return await run_in_threadpool(incr) <= limit
+        self._spent[key] = self._spent.get(key, 0) + 1
+        return self._spent[key] <= limit
 
 
 async def services(request: Request) -> Services:

@@ -21,14 +21,14 @@ from starlette.concurrency import run_in_threadpool
 
 from tasks.inbound import NORMALIZE_TASK
 from worker.stores import Stores
+from worker.stores.inbox import Kept
 from worker.stores.receivers import Counted, Receiver
 
 log = logging.getLogger("callrail_sync.inbound")
 MAX_BATCH = 500
 RECEIVER_SECONDS = 10.0
 """How long a receiver read from the store is used without reading it again."""
-Delivery = tuple[str, str, bytes]
-"""(dedupe key, company, raw body)."""
+Delivery = Kept
 QueueTask = Callable[[str, list[str]], None]
 
 
@@ -37,8 +37,9 @@ class InboxWriter:
         self._stores = stores
         self._queue_task = queue_task
         self._pending: list[tuple[Delivery, asyncio.Future[bool]]] = []
-        self._wake = asyncio.Event()
+        self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._followups: set[asyncio.Task[None]] = set()
         self._receivers: dict[str, tuple[float, Receiver]] = {}
 
     async def receiver(self, company_id: str, fresh: bool = False) -> Receiver | None:
@@ -53,42 +54,62 @@ class InboxWriter:
             self._receivers.pop(company_id, None)
         return found
 
-    async def keep(self, key: str, company_id: str, raw: bytes) -> bool:
+    async def keep(self, delivery: Kept) -> bool:
         """Write one verified delivery (with whatever else is waiting); True if it is new."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append(((key, company_id, raw), future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="inbox-writer")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._pending.append((delivery, future))
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._wake = asyncio.Event()  # of this loop
+            self._task = loop.create_task(self._run(), name="inbox-writer")
+        assert self._wake is not None
         self._wake.set()
         return await future
 
     async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                deliveries = [d for d, _ in batch]
-                try:
-                    fresh = await run_in_threadpool(self._stores.inbox.accept_many, deliveries)
-                except Exception as exc:  # nothing in this batch may be answered as kept
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), new in zip(batch, fresh, strict=True):
-                    if not future.done():
-                        future.set_result(new)  # kept: answered now, the rest follows
-                await run_in_threadpool(self._after, deliveries, fresh)
+        assert self._wake is not None
+        wake = self._wake
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                while self._pending:
+                    await self._write_one_batch()
+        finally:  # cancelled or broken: no delivery may wait for an answer that never comes
+            for _, future in self._pending:
+                if not future.done():
+                    future.set_exception(RuntimeError("the inbox writer stopped"))
+            self._pending.clear()
+
+    async def _write_one_batch(self) -> None:
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        deliveries = [d for d, _ in batch]
+        try:
+            fresh = await run_in_threadpool(self._stores.inbox.accept_many, deliveries)
+        except Exception as exc:  # nothing in this batch may be answered as kept
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), new in zip(batch, fresh, strict=True):
+            if not future.done():
+                future.set_result(new)  # kept: answered now
+        # Counting and queueing follow, off the path of the next batch (a broker that does
+        # not answer must not hold the next deliveries' answers).
+        followup = asyncio.get_running_loop().create_task(
+            run_in_threadpool(self._after, deliveries, fresh)
+        )
+        self._followups.add(followup)
+        followup.add_done_callback(self._followups.discard)
 
     def _after(self, batch: list[Delivery], fresh: list[bool]) -> None:
         """Count the batch's deliveries and queue the new ones for normalizing."""
         counts: dict[str, dict[Counted, int]] = defaultdict(lambda: defaultdict(int))
-        for (_, company_id, _), new in zip(batch, fresh, strict=True):
-            counts[company_id]["received" if new else "duplicates"] += 1
+        for delivery, new in zip(batch, fresh, strict=True):
+            counts[delivery.company_id]["received" if new else "duplicates"] += 1
         with contextlib.suppress(Exception):  # counts are for operators; the data is kept
             self._stores.receivers.count_many(counts)
-        keys = [key for (key, _, _), new in zip(batch, fresh, strict=True) if new]
+        keys = [delivery.key for delivery, new in zip(batch, fresh, strict=True) if new]
         if keys:
             try:
                 self._queue_task(NORMALIZE_TASK, keys)
@@ -100,3 +121,5 @@ class InboxWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        if self._followups:
+            await asyncio.gather(*self._followups, return_exceptions=True)

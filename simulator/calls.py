@@ -136,8 +136,9 @@ class SimCall:
     def payload(self, event: str, timestamp: str, changes: list[str] | None) -> dict[str, Any]:
         """The body of a webhook delivery of `event`, sent at `timestamp`.
 
-        `pre_call` is sent as the phone rings: not answered, no duration, recording or
-        voicemail yet. `updated_call` carries `changes`, the names of the fields changed.
+        `pre_call` is sent as the phone rings: not answered, a duration of 0, no recording or
+        voicemail yet (as CallRail's support article on webhooks describes it).
+        `updated_call` carries `changes`, the names of the fields changed.
         """
         body: dict[str, Any] = {
             "id": self.legacy_id,
@@ -149,7 +150,7 @@ class SimCall:
         }
         del body["tracker_id"]
         if event == "pre_call":
-            body.update(answered=False, duration=None, recording=None, voicemail=False)
+            body.update(answered=False, duration=0, recording=None, voicemail=False)
         if changes is not None:
             body["changes"] = list(changes)
         return body

@@ -19,8 +19,9 @@ from typing import Any
 
 from tasks.jobs import Outcome
 from tasks.submit import JobQueue, submit
-from worker import metrics
+from worker import errors, metrics
 from worker.callrail import deliveries
+from worker.callrail import webhooks as wh
 from worker.callrail.calls import iter_calls, signing_key
 from worker.callrail.client import CallRailClient
 from worker.callrail.models import Integration
@@ -30,10 +31,13 @@ from worker.runtime import Runtime
 from worker.stores.database import utcnow
 from worker.stores.inbox import NewCallEvent
 from worker.stores.receivers import Registration
+from worker.urls import receiver_url
 
 log = logging.getLogger("callrail_sync.inbound")
 
 NORMALIZE_TASK = "callrail.inbound.normalize"
+MAX_BACKFILL = timedelta(days=3)
+"""How far back a reconciliation reaches when the last one is older than its window."""
 PENDING_AFTER = 60.0
 """Seconds after which a delivery not yet normalized is queued again (its message was lost)."""
 SendKeys = Callable[[list[str]], None]
@@ -51,7 +55,8 @@ def normalize(rt: Runtime, keys: list[str]) -> dict[str, int]:
         payload = deliveries.parse(entry.raw)
         if receiver is None or payload is None:
             continue
-        event = deliveries.event_of(payload)
+        named = deliveries.named_event(entry.event)
+        event = named or deliveries.event_of(payload)
         events.append(
             NewCallEvent(
                 id=entry.id,
@@ -73,7 +78,7 @@ def normalize(rt: Runtime, keys: list[str]) -> dict[str, int]:
     for new in events:
         if new.id in stored:
             for owner in new.owners:
-                publish_call(rt.redis, owner, new.view())
+                publish_call(rt.redis, owner, new.view(), new.kind)
     # "known": reconciliation recorded it first; the late delivery is noted on it.
     known = len(events) - len(stored)
     return {"stored": len(stored), "known": known, "not_events": len(entries) - len(events)}
@@ -115,14 +120,13 @@ def signing_key_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
 
 def reconcile_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     """Record the recent calls of an account's companies with our receiver that CallRail never
-    delivered, and note which integrations CallRail disabled."""
+    delivered, and note which integrations no longer deliver to us."""
     account_id = job.params.need("callrail_account_id")
     receivers = {r.company_id: r for r in rt.stores.receivers.all() if r.account_id == account_id}
     s, now = rt.settings, utcnow()
     inactive: dict[str, str] = {}
     for company_id, receiver in receivers.items():
-        found = client.list_webhook_integrations(account_id, company_id)
-        state = found[0].state if found else "missing"
+        state = _delivering(rt, client, account_id, company_id)
         if state != receiver.state:
             log.warning(
                 "receiver integration changed state in CallRail",
@@ -131,15 +135,25 @@ def reconcile_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
         rt.stores.receivers.seen(company_id, state)
         if state != "active":
             inactive[company_id] = state
+    # From the last reconciliation of the account (a few days back at most), so an outage of
+    # reconciliation leaves no calls unchecked; the last RECONCILE_GRACE is left to deliveries.
+    grace = timedelta(seconds=s.reconcile_grace)
     start = now - timedelta(seconds=s.reconcile_window)
-    end = now - timedelta(seconds=s.reconcile_grace)
+    last = [r.reconciled_at for r in receivers.values() if r.reconciled_at is not None]
+    if last and len(last) == len(receivers):
+        start = max(min(min(last) - grace, start), now - MAX_BACKFILL)
     listed = missed = 0
-    for calls in iter_calls(client, account_id, start, end):
+    for calls in iter_calls(client, account_id, start, now - grace):
         listed += len(calls)
         by_company: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for call in calls:
-            if str(call.get("company_id")) in receivers and deliveries.resource_id(call):
-                by_company[str(call["company_id"])].append(call)
+            owner_of = receivers.get(str(call.get("company_id")))
+            began = deliveries.instant(call.get("start_time"))
+            if owner_of is None or not deliveries.resource_id(call):
+                continue
+            if began is not None and owner_of.registered_at and began < owner_of.registered_at:
+                continue  # before our receiver was there: not a missed delivery
+            by_company[owner_of.company_id].append(call)
         for company_id, group in by_company.items():
             missed += _record_missed(
                 rt, receivers[company_id].owners, account_id, company_id, group
@@ -156,11 +170,30 @@ def reconcile_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     return Outcome(result=result)
 
 
+def _delivering(rt: Runtime, client: CallRailClient, account_id: str, company_id: str) -> str:
+    """Whether CallRail delivers the company's calls to us: `active`, or why not (`disabled`,
+    `missing`: no Webhooks integration, `removed`: our URL is gone from it, `unreachable`:
+    CallRail refused to show it, e.g. the company is gone or the key may not see it)."""
+    try:
+        found = client.list_webhook_integrations(account_id, company_id)
+    except errors.CallRailSyncError as exc:
+        if exc.retriable:
+            raise  # the job is retried: nothing is known yet
+        return "unreachable"
+    if not found:
+        return "missing"
+    ours = receiver_url(rt.settings.public_base_url, company_id)
+    if ours is not None and ours not in wh.urls_in(found[0], ours):
+        return "removed"
+    return found[0].state
+
+
 def _record_missed(
     rt: Runtime, owners: list[str], account_id: str, company_id: str, calls: list[dict[str, Any]]
 ) -> int:
     ids = [deliveries.resource_id(c) for c in calls]
-    have = rt.stores.inbox.known(company_id, "post_call", ids)
+    starts = [deliveries.instant(c.get("start_time")) for c in calls]
+    have = rt.stores.inbox.known(company_id, "post_call", list(zip(ids, starts, strict=True)))
     events = []
     for call, call_id in zip(calls, ids, strict=True):
         if call_id in have:

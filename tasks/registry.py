@@ -58,20 +58,22 @@ def normalize(task: Task, keys: list[str]) -> dict[str, int]:
 
 
 def reconcile(task: Task) -> dict[str, Any]:
-    """Queue the reconciliation of every account with our receiver, and the normalizing of
-    deliveries whose message was lost."""
-    rt = runtime()
-
-    def send(keys: list[str]) -> None:
-        task.app.send_task(inbound.NORMALIZE_TASK, args=[keys])
-
-    queued = inbound.plan_reconciles(rt, CeleryQueue(task.app))
-    return {"queued": queued, "requeued": inbound.resend_pending(rt, send)}
+    """Queue the reconciliation of every account with our receiver."""
+    return {"queued": inbound.plan_reconciles(runtime(), CeleryQueue(task.app))}
 
 
 def sweep(task: Task) -> dict[str, Any]:
-    """Requeue or fail jobs whose worker vanished or whose message was lost."""
+    """Requeue or fail jobs whose worker vanished or whose message was lost; queue again the
+    notifications and the kept deliveries whose message was lost."""
     rt = runtime()
     send = notify.sender(task)
     swept = schedule.sweep_stale_jobs(rt, CeleryQueue(task.app), send)
-    return {"swept": swept, "notifications": notify.resend_overdue(rt, send)}
+
+    def normalize_again(keys: list[str]) -> None:
+        task.app.send_task(inbound.NORMALIZE_TASK, args=[keys])
+
+    return {
+        "swept": swept,
+        "notifications": notify.resend_overdue(rt, send),
+        "deliveries": inbound.resend_pending(rt, normalize_again),
+    }

@@ -39,7 +39,7 @@ def remember(
     rt: Runtime, job: Job, account_id: str, company_id: str, integration: Integration, url: str
 ) -> dict[str, Any]:
     """Our record of one URL of the integration, in the spec's webhook shape."""
-    fields = created_fields(integration, url)
+    fields = created_fields(integration, url, ours(rt, company_id))
     return shape(rt.stores.webhooks.remember(job.owner, account_id, company_id, url, fields))
 
 
@@ -82,7 +82,7 @@ def list_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     found = [
         remember(rt, job, account_id, company_id, integration, url)
         for integration in client.list_webhook_integrations(account_id, company_id)
-        for url in wh.urls_in(integration)
+        for url in wh.urls_in(integration, ours(rt, company_id))
     ]
     return Outcome(result={"webhooks": found})
 
@@ -94,19 +94,24 @@ def create_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     account_id, company_id, url = p.need("account_id"), p.need("company_id"), p.need("webhook_url")
     keys = wh.config_keys(p.events or list(wh.DEFAULT_EVENTS))
     wanted = STATE_FOR_STATUS[p.status] if p.status else None
+    receiver = ours(rt, company_id)
+    is_ours = url == receiver
+
+    def added(config: dict[str, Any]) -> dict[str, list[str]]:
+        return wh.with_receiver(config, url, keys) if is_ours else wh.with_url(config, url, keys)
+
     with rt.locks.hold(lock_name(account_id, company_id)) as held:
         existing = client.list_webhook_integrations(account_id, company_id)
         # There already (perhaps for fewer events, which are then added): not a new webhook.
-        present = bool(existing) and url in wh.urls_in(existing[0])
-        already = bool(existing) and wh.has_url(existing[0], url, keys)
+        present = bool(existing) and url in wh.urls_in(existing[0], receiver)
+        has = wh.has_receiver if is_ours else wh.has_url
+        already = bool(existing) and has(existing[0], url, keys)
         held.confirm()
         if not existing:
-            integration = client.create_webhook_integration(
-                account_id, company_id, wh.with_url({}, url, keys)
-            )
+            integration = client.create_webhook_integration(account_id, company_id, added({}))
         else:
             current = existing[0]
-            config = None if already else wh.with_url(current.config, url, keys)
+            config = None if already else added(current.config)
             state = wanted if wanted not in (None, current.state) else None
             integration = current
             if config is not None or state is not None:
@@ -118,16 +123,21 @@ def create_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
             integration = client.update_integration(account_id, integration.id, state=wanted)
         # Under the lock too: our records follow CallRail in the order CallRail changed.
         record = rt.stores.webhooks.remember(
-            job.owner, account_id, company_id, url, created_fields(integration, url)
+            job.owner, account_id, company_id, url, created_fields(integration, url, receiver)
         )
-    if url == receiver_url(rt.settings.public_base_url, company_id):
+    if is_ours:
         # Our own receiver: it needs the key CallRail signs this company's deliveries with.
         inbound.register(rt, job.owner, client, account_id, company_id, integration)
     return Outcome(result=shape(record, existing=present))
 
 
-def created_fields(integration: Integration, url: str) -> dict[str, Any]:
-    keys = wh.urls_in(integration).get(url, [])
+def ours(rt: Runtime, company_id: str) -> str | None:
+    """Our own receiver's URL for the company (None: the service has no public address)."""
+    return receiver_url(rt.settings.public_base_url, company_id)
+
+
+def created_fields(integration: Integration, url: str, receiver: str | None) -> dict[str, Any]:
+    keys = wh.urls_in(integration, receiver).get(url, [])
     return {**integration_fields(integration, keys), "created_at": integration.created_at}
 
 
@@ -139,13 +149,17 @@ def update_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     if record is None or (record.account_id, record.company_id) != (p.account_id, p.company_id):
         raise errors.NotFound("Webhook not found.")
     account_id, company_id = record.account_id, record.company_id
+    receiver = ours(rt, company_id)
+    if p.webhook_url not in (None, record.url) and receiver in (record.url, p.webhook_url):
+        raise errors.ValidationFailed(wh.MOVE_RECEIVER)
     with rt.locks.hold(lock_name(account_id, company_id)) as held:
         integrations = client.list_webhook_integrations(account_id, company_id)
         if not integrations:
             raise errors.UpstreamNotFound("the company has no Webhooks integration", status=404)
         current = integrations[0]
         old_url, new_url = record.url, p.webhook_url or record.url
-        if old_url not in wh.urls_in(current) and new_url not in wh.urls_in(current):
+        present = wh.urls_in(current, receiver)
+        if old_url not in present and new_url not in present:
             raise errors.UpstreamNotFound(
                 "the webhook URL is no longer configured in CallRail", status=404
             )
@@ -160,14 +174,19 @@ def update_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
             held.confirm()
             updated = client.update_integration(account_id, current.id, config=config, state=state)
         # Under the lock too, so a create of `new_url` cannot slip in between.
-        return Outcome(result=_moved(rt, job.owner, record, new_url, updated))
+        return Outcome(result=_moved(rt, job.owner, record, new_url, updated, receiver))
 
 
 def _moved(
-    rt: Runtime, owner: str, record: WebhookRecord, new_url: str, updated: Integration
+    rt: Runtime,
+    owner: str,
+    record: WebhookRecord,
+    new_url: str,
+    updated: Integration,
+    receiver: str | None,
 ) -> dict[str, Any]:
     """Our records after a webhook's URL and/or status changed in CallRail."""
-    fields = integration_fields(updated, wh.urls_in(updated).get(new_url, record.keys))
+    fields = integration_fields(updated, wh.urls_in(updated, receiver).get(new_url, record.keys))
     other = rt.stores.webhooks.find(owner, record.account_id, record.company_id, new_url)
     if other is not None and other.id != record.id:
         # CallRail keeps one copy of a URL: this webhook is now that one.

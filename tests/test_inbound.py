@@ -4,12 +4,11 @@ our own receiver registered when a webhook is made without a URL."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
 import time
-from datetime import UTC, datetime, timedelta
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -73,17 +72,17 @@ def test_anything_but_the_exact_bytes_and_key_is_refused(change):
 
 
 def test_our_own_vectors():
-    assert (
-        deliveries.sign("k", b"{}")
-        == base64.b64encode(hmac.new(b"k", b"{}", hashlib.sha1).digest()).decode()
-    )
-    assert deliveries.verify("k", b"{}", deliveries.sign("k", b"{}"))
-    assert not deliveries.verify(None, b"{}", deliveries.sign("k", b"{}"))
+    # Computed once with `openssl dgst -sha1 -hmac KEY -binary | base64`.
+    assert deliveries.sign("k", b"{}") == "zV24rYCl921Uzm2HnI4cDhycjcw="
+    assert deliveries.sign("secret-key", b'{"a":1}') == "cWLCFjOrMyA8Dzrjll8dhybnYMA="
+    assert deliveries.verify("secret-key", b'{"a":1}', "cWLCFjOrMyA8Dzrjll8dhybnYMA=")
+    assert not deliveries.verify(None, b"{}", "zV24rYCl921Uzm2HnI4cDhycjcw=")
 
 
 def test_events_and_dedupe_keys():
-    ringing = {"resource_id": "CAL1", "duration": None}
-    ended = {"resource_id": "CAL1", "duration": 0, "answered": False}
+    # Only a guess where the URL does not name the event (ours always does).
+    ringing = {"resource_id": "CAL1", "duration": 0, "answered": False, "call_type": "missed"}
+    ended = {"resource_id": "CAL1", "duration": 1, "answered": False}
     changed = {"resource_id": "CAL1", "duration": 12, "changes": ["tags"]}
     form = {"resource_id": "FOR1", "form_data": {"name": "A"}}
     events = [deliveries.event_of(p) for p in (ringing, ended, changed, form)]
@@ -94,7 +93,18 @@ def test_events_and_dedupe_keys():
     assert key("COM1", "updated_call", "CAL1", ["tags"]) != key(
         "COM1", "updated_call", "CAL1", ["note"]
     )
+    # Two updates of the same fields are two deliveries; the same bytes again are one.
+    first, second = b'{"tags":["a"]}', b'{"tags":["a","b"]}'
+    assert key("COM1", "updated_call", "CAL1", ["tags"], first) != key(
+        "COM1", "updated_call", "CAL1", ["tags"], second
+    )
+    assert key("COM1", "updated_call", "CAL1", ["tags"], first) == key(
+        "COM1", "updated_call", "CAL1", ["tags"], first
+    )
+    # Without an id, a delivery is told apart by its bytes.
+    assert key("COM1", "form_captured", "", [], b"1") != key("COM1", "form_captured", "", [], b"2")
     assert deliveries.resource_id({"id": 766970532}) == "766970532"
+    assert deliveries.named_event("post_call") == "post_call" and not deliveries.named_event("x")
 
 
 def test_signing_keys_never_reach_a_log_line():
@@ -116,9 +126,11 @@ def shim_socket():
 
 @pytest.fixture
 def settings(settings, shim_socket):
-    """The conftest's settings, with this shim's address as the public one."""
+    """The conftest's settings, with this shim's address as the public one; reconciliation
+    leaves no grace to deliveries (the simulator's are made at once)."""
     port = shim_socket.getsockname()[1]
-    return settings.model_copy(update={"public_base_url": f"http://127.0.0.1:{port}"})
+    public = f"http://127.0.0.1:{port}"
+    return settings.model_copy(update={"public_base_url": public, "reconcile_grace": 0.0})
 
 
 @pytest.fixture
@@ -251,8 +263,9 @@ def test_a_webhook_without_a_url_registers_our_receiver_and_reads_its_key_again(
     ours = f"{shim_url}{P}/inbound/{company_id}"
     assert job.result["url"] == ours and set(job.result["events"]) == set(RECEIVER_EVENTS)
     (integration,) = [i for i in sim_data.integrations.values() if i["company_id"] == company_id]
-    for event in RECEIVER_EVENTS:
-        assert integration["config"][EVENT_KEYS[event]] == [ours]
+    for event in RECEIVER_EVENTS:  # one URL per event: CallRail's deliveries do not name theirs
+        key = EVENT_KEYS[event]
+        assert integration["config"][key] == [f"{ours}?event={key.removesuffix('_webhook')}"]
     receiver = stores.receivers.get(company_id)
     assert receiver.owners == [OWNER] and receiver.signing_key == integration["signing_key"]
     assert "signing_key" not in json.dumps(job.result)
@@ -325,9 +338,8 @@ def test_placed_calls_arrive_and_a_dropped_delivery_is_recovered_by_reconciliati
 ):
     account, company_id = company
     make_receiver(shim_url, token, stores, account, company_id)
-    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
-    whole = sim.place_call(company_id, updated={"tags": ["lead"]}, start_time=an_hour_ago)
-    lost = sim.place_call(company_id, drop=["post_call"], start_time=an_hour_ago, duration=61)
+    whole = sim.place_call(company_id, updated={"tags": ["lead"]})
+    lost = sim.place_call(company_id, drop=["post_call"], duration=61)
     assert sim.settle(10)
     wait_events(stores, 4)  # whole: pre, post, updated; lost: pre only
     events = {(c["call_id"], c["event"]) for c in calls_of(shim_url, token, account)}
@@ -367,8 +379,7 @@ def test_a_late_delivery_after_reconciliation_is_the_same_event(
 ):
     account, company_id = company
     make_receiver(shim_url, token, stores, account, company_id)
-    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
-    call_ = sim.place_call(company_id, drop=["pre_call", "post_call"], start_time=an_hour_ago)
+    call_ = sim.place_call(company_id, drop=["pre_call", "post_call"])
     assert sim.settle(10)
     job, _ = submit_job(OWNER, "calls_reconcile", callrail_account_id=account)
     assert wait_job(stores, job.id).result["missed"] == 1
@@ -383,3 +394,91 @@ def test_a_late_delivery_after_reconciliation_is_the_same_event(
         time.sleep(0.05)
     (event,) = stores.db["callrail_call_events"].find({"resource_id": call_["id"]})
     assert event["source"] == "reconciled" and event["webhook_at"] is not None
+
+
+def test_a_missed_call_keeps_both_deliveries_and_two_updates_of_one_field_are_two(
+    shim_url, company, owner, stores, worker, token, sim
+):
+    account, company_id = company
+    make_receiver(shim_url, token, stores, account, company_id)
+    # Pre- and post-call of a call nobody answered look alike (duration 0): the URL tells.
+    missed = sim.place_call(company_id, answered=False, duration=0)
+    assert sim.settle(10)
+    wait_events(stores, 2)
+    (integration,) = [i for i in sim.data.integrations.values() if i["company_id"] == company_id]
+    url = f"{shim_url}{P}/inbound/{company_id}?event=updated_call"
+    for tags in (["a"], ["a", "b"]):
+        body = json.dumps({"resource_id": missed["id"], "tags": tags, "changes": ["tags"]}).encode()
+        signature = deliveries.sign(integration["signing_key"], body)
+        answer = requests.post(url, data=body, headers={"Signature": signature}, timeout=10)
+        assert answer.status_code == 200 and answer.json()["data"]["duplicate"] is False
+    wait_events(stores, 4)
+    events = sorted(c["event"] for c in calls_of(shim_url, token, account))
+    assert events == ["post_call", "pre_call", "updated_call", "updated_call"]
+
+
+def test_reconciliation_goes_on_past_a_company_it_cannot_see_and_knows_old_numeric_ids(
+    shim_url, company, owner, stores, worker, token, sim, submit_job
+):
+    account, company_id = company
+    make_receiver(shim_url, token, stores, account, company_id)
+    gone = Registration(account_id=account, company_id="COM" + "f" * 32, integration_id="9")
+    stores.receivers.register(OWNER, gone)
+    lost = sim.place_call(company_id, drop=["pre_call", "post_call"])
+    old = sim.place_call(company_id, drop=["pre_call", "post_call"])
+    assert sim.settle(10)
+    # A post-call delivery that names the call only by its old numeric id.
+    (integration,) = [i for i in sim.data.integrations.values() if i["company_id"] == company_id]
+    body = {"id": 123456789, "duration": 30, "start_time": old["start_time"]}
+    delivered = deliver(shim_url, company_id, body, integration["signing_key"])
+    assert delivered.status_code == 200
+    wait_events(stores, 1)
+    job, _ = submit_job(OWNER, "calls_reconcile", callrail_account_id=account)
+    done = wait_job(stores, job.id)
+    assert done.status == "succeeded", done.error
+    assert done.result["missed"] == 1 and done.result["inactive"] == {
+        gone.company_id: "unreachable"
+    }
+    recovered = [
+        c["call_id"] for c in calls_of(shim_url, token, account) if c["source"] != "webhook"
+    ]
+    assert recovered == [lost["id"]]
+
+
+def test_deliveries_that_come_while_the_key_is_read_again_are_all_kept(
+    shim_url, company, owner, stores, worker, token, sim
+):
+    account, company_id = company
+    make_receiver(shim_url, token, stores, account, company_id)
+    (integration,) = [i for i in sim.data.integrations.values() if i["company_id"] == company_id]
+    stores.receivers.set_key(company_id, "rotated-away")
+    sim.set_knobs(latency=0.5)  # reading the key again takes a while
+    bodies = [call(f"CAL07{n:02d}", duration=n + 1) for n in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(
+            pool.map(lambda b: deliver(shim_url, company_id, b, integration["signing_key"]), bodies)
+        )
+    assert [a.status_code for a in answers] == [200] * 4
+    # Garbage that cannot be a CallRail signature never makes us read the key.
+    sim.set_knobs(latency=0.0)
+    key_reads = f"/integrations/{integration['id']}.json"
+    reads = len(sim.requests_logged("GET", key_reads))
+    assert reads >= 2  # the webhook's creation, and the reading again above
+    stores.receivers.set_key(company_id, "rotated-away-again")
+    raw = json.dumps(call("CAL0799", duration=1)).encode()
+    refused = deliver(shim_url, company_id, raw, None, Signature="AAAA")
+    assert refused.status_code == 401
+    assert len(sim.requests_logged("GET", key_reads)) == reads
+
+
+def test_no_webhook_is_moved_onto_our_receivers_url(shim_url, company, owner, token):
+    account, company_id = company
+    ours = f"{shim_url}{P}/inbound/{company_id}"
+    body = {"account_id": account, "company_id": company_id, "webhook_id": "web_0123456789abcdef"}
+    answer = requests.put(
+        f"{shim_url}{P}/companies/webhook",
+        json={**body, "webhook_url": ours},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert answer.status_code == 400 and "receiver keeps its URL" in answer.json()["message"]

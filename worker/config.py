@@ -115,9 +115,9 @@ class Inbound(_Group):
     """Seconds between two reconciliations of the calls of every company with our receiver."""
     reconcile_window: float = 6 * 3600.0
     """How far back a reconciliation lists calls."""
-    reconcile_grace: float = 30 * 60.0
-    """Calls younger than this are left to their delivery (post-call may come 20 minutes after
-    hang-up)."""
+    reconcile_grace: float = 3600.0
+    """Calls that started less than this ago are left to their delivery (post-call may come
+    20 minutes after hang-up, and the call itself lasts)."""
     inbound_max_bytes: int = 256 * 1024
     """The largest delivery the receiver reads (a call with a long transcript is some KB)."""
 

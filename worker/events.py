@@ -38,13 +38,16 @@ def event_of(job: Job) -> dict[str, Any]:
     }
 
 
-def publish_call(client: redis.Redis | None, owner: str, view: dict[str, Any]) -> None:
+def publish_call(
+    client: redis.Redis | None, owner: str, view: dict[str, Any], kind: str = "call"
+) -> None:
     """Tell the owner's event stream of a call event (already stored: a lost one costs
     nothing but the push; `GET /calls` has it)."""
     if client is None:
         return
     try:
-        client.publish(channel(owner), json.dumps({"type": "call", "owner": owner, "call": view}))
+        message = {"type": "call", "kind": kind, "owner": owner, "call": view}
+        client.publish(channel(owner), json.dumps(message))
     except redis.RedisError as exc:
         log.warning(
             "call event not published", extra={"event_id": view.get("id"), "error": str(exc)}

@@ -35,9 +35,9 @@ async def all_events(owner: StreamOwner, svc: Svc) -> StreamingResponse:
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
-                if event.get("type") == "call":  # a call event of one of the caller's companies
+                if event.get("type") == "call":  # a call or form of one of the caller's companies
                     call = event.get("call") or {}
-                    yield sse("call", call, str(call.get("id", "")))
+                    yield sse(str(event.get("kind") or "call"), call, str(call.get("id", "")))
                     continue
                 if "job_id" not in event:
                     continue  # a resync: nothing to tell about one job

@@ -3,9 +3,9 @@
 `POST /inbound/{company_id}` takes no JWT: CallRail's signature over the raw body is the
 authentication. A verified delivery is written to the inbox before the answer (so a 2xx means
 it is kept), then queued for normalizing; the same delivery again is answered 2xx and kept
-once. A wrong or missing signature is answered 401 and only counted; when one fails, the
-company's signing key is read from CallRail again (at most once a minute per company), and the
-delivery verified again with it before it is refused.
+once. A wrong or missing signature is answered 401 and only counted; when a plausible one
+fails, the company's signing key is read from CallRail again (rate-limited), and the deliveries
+that fail meanwhile are verified again with it before they are refused.
 
 `GET /calls` lists the caller's call events, newest first, cursor-paged.
 """
@@ -34,7 +34,7 @@ from worker import feed, metrics
 from worker.callrail import deliveries
 from worker.errors import ValidationFailed
 from worker.job import JobParams, JobType
-from worker.stores.inbox import CallsQuery
+from worker.stores.inbox import CallsQuery, Kept
 from worker.stores.receivers import Receiver
 
 log = logging.getLogger("callrail_sync.inbound")
@@ -42,9 +42,11 @@ router = APIRouter(prefix=PREFIX)
 
 UNKNOWN_COMPANY = "This company does not deliver events to this service."
 BAD_SIGNATURE = "The Signature header does not match the body."
-REFRESH_EVERY = 60.0
+REFRESH_EVERY = 300.0
 """Seconds between two readings of one company's signing key caused by failed signatures."""
-REFRESH_WAIT = 3.0
+REFRESHES_PER_HOUR = 10
+"""Readings of signing keys that failed signatures may cause per CallRail account an hour."""
+REFRESH_WAIT = 5.0
 """How long a delivery that failed verification waits for the key to be read again."""
 BAD_CURSOR = "cursor is not valid for this listing (use the next_cursor of the same account)."
 
@@ -76,51 +78,59 @@ async def receive(company_id: str, request: Request, svc: Svc) -> JSONResponse:
         await run_in_threadpool(stores.receivers.count, receiver.company_id, "unreadable")
         metrics.INBOUND.labels("unreadable").inc()
         return success({"received": True, "duplicate": False, "event": "unreadable"})
-    event = deliveries.event_of(payload)
+    event = deliveries.named_event(request.query_params.get("event"))
+    event = event or deliveries.event_of(payload)
     resource = deliveries.resource_id(payload)
-    key = deliveries.dedupe_key(
-        receiver.company_id, event, resource, deliveries.changes_of(payload)
-    )
-    fresh = await writer.keep(key, receiver.company_id, raw)
+    changes = deliveries.changes_of(payload)
+    key = deliveries.dedupe_key(receiver.company_id, event, resource, changes, raw)
+    fresh = await writer.keep(Kept(key, receiver.company_id, raw, event))
     metrics.INBOUND.labels("accepted" if fresh else "duplicate").inc()
     return success({"received": True, "duplicate": not fresh, "event": event})
 
 
 async def _verifies_after_all(svc: Services, cached: Receiver, raw: bytes, signature: str) -> bool:
     """Whether the delivery verifies with the key as the store has it now, or as CallRail has
-    it (read again at most once per REFRESH_EVERY per company)."""
-    stored = await svc.inbox.receiver(cached.company_id, fresh=True)
+    it: the key is read again (a job) when a plausible delivery fails, at most once per
+    REFRESH_EVERY per company and REFRESHES_PER_HOUR per CallRail account (forged requests must
+    not spend the account's quota), and every delivery that fails meanwhile waits for it."""
+    company = cached.company_id
+    stored = await svc.inbox.receiver(company, fresh=True)
     if stored is None:
         return False
     if stored.signing_key != cached.signing_key and deliveries.verify(
         stored.signing_key, raw, signature
     ):
         return True
-    key = await _key_again(svc, stored)
-    if key is None:
+    if not deliveries.plausible(signature, raw, company):
         return False
-    await svc.inbox.receiver(cached.company_id, fresh=True)
-    return deliveries.verify(key, raw, signature)
-
-
-async def _key_again(svc: Services, receiver: Receiver) -> str | None:
-    """The company's signing key read from CallRail again, if it may be read now (at most once
-    per REFRESH_EVERY per company) and the read ends within REFRESH_WAIT."""
-    stores = svc.runtime.stores
-    if not await svc.claim(f"inbound-key:{receiver.company_id}", REFRESH_EVERY):
-        return None
-    owner = await run_in_threadpool(_owner_with_key, svc, receiver)
-    if owner is None:
-        return None
-    params = JobParams(account_id=receiver.account_id, company_id=receiver.company_id)
-    await run_in_threadpool(submit, stores.jobs, svc.queue, owner, JobType.RECEIVER_KEY, params)
+    if not await _ask_for_key(svc, stored):
+        # Another delivery asked for the key just now: wait for it as that one does.
+        asked_at = await svc.claimed_at(f"inbound-key:{company}")
+        if asked_at is None or time.time() - asked_at > REFRESH_WAIT:
+            return False
     deadline = time.monotonic() + REFRESH_WAIT
     while time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-        now = await run_in_threadpool(stores.receivers.get, receiver.company_id)
-        if now is not None and now.key_fetched_at != receiver.key_fetched_at:
-            return now.signing_key
-    return None
+        await asyncio.sleep(0.2)
+        now = await svc.inbox.receiver(company, fresh=True)
+        if now is not None and now.key_fetched_at != stored.key_fetched_at:
+            return deliveries.verify(now.signing_key, raw, signature)
+    return False
+
+
+async def _ask_for_key(svc: Services, receiver: Receiver) -> bool:
+    """Queue a reading of the company's signing key, if one may be queued now."""
+    company = receiver.company_id
+    if not await svc.claim(f"inbound-key:{company}", REFRESH_EVERY):
+        return False
+    if not await svc.spend(f"inbound-keys:{receiver.account_id}", REFRESHES_PER_HOUR, 3600):
+        return False
+    owner = await run_in_threadpool(_owner_with_key, svc, receiver)
+    if owner is None:
+        return False
+    params = JobParams(account_id=receiver.account_id, company_id=company)
+    stores = svc.runtime.stores
+    await run_in_threadpool(submit, stores.jobs, svc.queue, owner, JobType.RECEIVER_KEY, params)
+    return True
 
 
 def _owner_with_key(svc: Services, receiver: Receiver) -> str | None:
@@ -135,7 +145,9 @@ class CallsParams(BaseModel):
 
     account_id: str | None = Field(None, description="CallRail account (required)")
     company_id: str | None = Field(None, description="only this company's calls")
-    since: str | None = Field(None, description="ISO 8601: events received at or after this time")
+    since: str | None = Field(
+        None, description="ISO 8601: events stored at or after this time (to poll: the last poll's)"
+    )
     cursor: str | None = Field(None, description="`next_cursor` of the previous page")
     limit: str | None = Field(None, description=f"1 to {feed.MAX_LIMIT}, default 100")
 

@@ -5,10 +5,10 @@ CallRail signs each delivery with the company's signing key: the `Signature` hea
 base64(HMAC-SHA1(key, raw body)). Only the raw bytes verify: a body parsed and serialized again
 differs (spacing, key order, escapes), so nothing here is ever computed from parsed JSON.
 
-A delivery does not name its event. The receiver tells them apart by what CallRail puts in
-each: a call-modified delivery carries `changes`; a form submission carries form fields; a
-pre-call delivery is sent while the phone rings, before the call has a duration; the post-call
-one has it (0 for a call nobody answered).
+A delivery does not name its event, so our receiver is registered under one URL per event
+(`?event=post_call`…) and the URL says it. For a URL that does not, the event is guessed from
+what CallRail puts in it: a call-modified delivery carries `changes`, a form submission form
+fields; a pre-call delivery (sent while the phone rings) has no duration or 0.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 Event = Literal["pre_call", "post_call", "updated_call", "form_captured"]
+EVENTS: tuple[Event, ...] = ("pre_call", "post_call", "updated_call", "form_captured")
+"""What our receiver's URLs name (`?event=…`): the config key without `_webhook`."""
 CALL_EVENTS: tuple[Event, ...] = ("pre_call", "post_call", "updated_call")
 FORM_FIELDS = ("form_data", "form_url", "submitted_at")
 CALL_FIELDS = (
@@ -63,6 +65,21 @@ def verify(key: str | None, raw: bytes, header: str | None) -> bool:
     return hmac.compare_digest(given, hmac.new(key.encode(), raw, hashlib.sha1).digest())
 
 
+def plausible(header: str, raw: bytes, company_id: str) -> bool:
+    """Whether a delivery that did not verify could still be CallRail's (signed with a key we
+    do not have yet): a SHA-1-sized signature over a JSON object about this company."""
+    try:
+        if len(base64.b64decode(header.strip(), validate=True)) != hashlib.sha1().digest_size:
+            return False
+    except (binascii.Error, ValueError):
+        return False
+    payload = parse(raw)
+    if payload is None:
+        return False
+    named = payload.get("company_resource_id")
+    return named is None or named == company_id
+
+
 def parse(raw: bytes) -> dict[str, Any] | None:
     """The delivery's JSON object, or None when the body is not one."""
     try:
@@ -72,12 +89,22 @@ def parse(raw: bytes) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
+def named_event(name: str | None) -> Event | None:
+    """The event a receiver URL names, if it names one of ours."""
+    for event in EVENTS:
+        if name == event:
+            return event
+    return None
+
+
 def event_of(payload: dict[str, Any]) -> Event:
+    """The event of a delivery to a URL that does not name it, from what it carries (a guess
+    for pre- and post-call: CallRail's pre-call has a duration of 0 or none)."""
     if isinstance(payload.get("changes"), list):
         return "updated_call"
     if any(name in payload for name in FORM_FIELDS) and "call_type" not in payload:
         return "form_captured"
-    return "pre_call" if payload.get("duration") in (None, "") else "post_call"
+    return "pre_call" if payload.get("duration") in (None, "", 0, "0") else "post_call"
 
 
 def resource_id(payload: dict[str, Any]) -> str:
@@ -95,10 +122,17 @@ def changes_of(payload: dict[str, Any]) -> list[Any]:
     return changes if isinstance(changes, list) else []
 
 
-def dedupe_key(company_id: str, event: str, resource: str, changes: list[Any]) -> str:
-    """One delivery, however often CallRail sends it: same company, event, call and changes."""
-    what = json.dumps([company_id, event, resource, changes], sort_keys=True, default=str)
-    return "evt_" + hashlib.sha256(what.encode()).hexdigest()[:32]
+def dedupe_key(
+    company_id: str, event: str, resource: str, changes: list[Any], raw: bytes = b""
+) -> str:
+    """One delivery, however often it is sent: same company, event, call and changes. A call's
+    pre- and post-call deliveries are one each; a call-modified or form delivery is also told
+    apart by its bytes (two updates of the same fields are two), and so is one with no id."""
+    what: list[Any] = [company_id, event, resource, changes]
+    if event in ("updated_call", "form_captured") or not resource:
+        what.append(hashlib.sha256(raw).hexdigest())
+    text = json.dumps(what, sort_keys=True, default=str)
+    return "evt_" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def unreadable_key(company_id: str, raw: bytes) -> str:

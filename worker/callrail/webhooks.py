@@ -18,6 +18,10 @@ EVENT_KEYS: dict[str, str] = {
 }
 KEY_EVENTS: dict[str, str] = {key: event for event, key in EVENT_KEYS.items()}
 DEFAULT_EVENTS: tuple[str, ...] = ("call.completed", "call.received")
+MOVE_RECEIVER = (
+    "This service's own receiver keeps its URL: create a webhook with the new URL instead "
+    "(or one without a URL to receive the events here)."
+)
 RECEIVER_EVENTS: tuple[str, ...] = (
     "call.received",
     "call.completed",
@@ -51,13 +55,34 @@ def replace_url(config: dict[str, Any], old: str, new: str) -> dict[str, list[st
     return out
 
 
-def urls_in(integration: Integration) -> dict[str, list[str]]:
-    """Each URL of the integration, with the config keys that deliver to it, in config order."""
+def urls_in(integration: Integration, receiver: str | None = None) -> dict[str, list[str]]:
+    """Each URL of the integration, with the config keys that deliver to it, in config order.
+    Our `receiver`'s URLs (one per key, each naming its event) count as that one URL."""
     found: dict[str, list[str]] = {}
     for key in integration.config:
         for url in integration.urls_for(key):
+            if receiver is not None and url == event_url(receiver, key):
+                url = receiver
             found.setdefault(url, []).append(key)
     return found
+
+
+def event_url(receiver: str, key: str) -> str:
+    """Our receiver's URL for one config key: CallRail's deliveries do not say which event they
+    are, so the URL does (`?event=post_call` for `post_call_webhook`)."""
+    return f"{receiver}?event={key.removesuffix('_webhook')}"
+
+
+def with_receiver(config: dict[str, Any], receiver: str, keys: list[str]) -> dict[str, list[str]]:
+    """A copy of `config` with our receiver under each of `keys`, by its URL for that key."""
+    out = with_url(config, receiver, [])
+    for key in keys:
+        out = with_url(out, event_url(receiver, key), [key])
+    return out
+
+
+def has_receiver(integration: Integration, receiver: str, keys: list[str]) -> bool:
+    return all(event_url(receiver, k) in integration.urls_for(k) for k in keys)
 
 
 def events_for(keys: list[str]) -> list[str]:

@@ -13,13 +13,14 @@ a cursor names a place that events stored later never move.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal, Protocol
+from datetime import UTC, datetime
+from typing import Any, Literal, NamedTuple, Protocol
 
 from bson.binary import Binary
 from pydantic import BaseModel, Field
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.write_concern import WriteConcern
 
 from worker.stores.database import Db, utcnow
 
@@ -29,10 +30,16 @@ COUNTERS = "callrail_counters"
 Source = Literal["webhook", "reconciled"]
 
 
+def as_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 class InboxEntry(BaseModel):
     id: str = Field(alias="_id")
     company_id: str
     raw: bytes = Field(repr=False)
+    event: str | None = None
+    """The event its URL named, or the receiver's reading of it."""
     received_at: datetime
     state: str = "pending"
     """`pending` until normalized, then `done`; `unreadable`: signed, but not a JSON object."""
@@ -74,6 +81,15 @@ class CallEvent(NewCallEvent):
     """When a delivery brought it (for a reconciled event: a delivery that came late)."""
 
 
+class Kept(NamedTuple):
+    """A verified delivery, as the receiver keeps it."""
+
+    key: str
+    company_id: str
+    raw: bytes
+    event: str
+
+
 class CallsQuery(BaseModel):
     """Which call events to read: an owner's, of one CallRail account (and company), received
     since a time, numbered below `before` (the cursor), at most `limit`."""
@@ -90,9 +106,9 @@ class InboxStore(Protocol):
     def accept(self, key: str, company_id: str, raw: bytes, state: str = "pending") -> bool:
         """Keep a verified delivery; False if this delivery was already kept."""
 
-    def accept_many(self, deliveries: list[tuple[str, str, bytes]]) -> list[bool]:
-        """Keep verified deliveries (key, company, raw) in one write; for each, whether it is
-        new (False: kept before, or earlier in this list)."""
+    def accept_many(self, deliveries: list[Kept]) -> list[bool]:
+        """Keep verified deliveries in one write; for each, whether it is new (False: kept
+        before, or earlier in this list)."""
 
     def entries(self, keys: list[str]) -> list[InboxEntry]:
         """Those of these deliveries not normalized yet."""
@@ -106,8 +122,11 @@ class InboxStore(Protocol):
         """Store events (numbered in this order); the ids of those that were not there. For
         one that was, a webhook's copy notes that its delivery came."""
 
-    def known(self, company_id: str, event: str, resource_ids: list[str]) -> set[str]:
-        """Which of these calls already have this event."""
+    def known(
+        self, company_id: str, event: str, calls: list[tuple[str, datetime | None]]
+    ) -> set[str]:
+        """Which of these calls (id, start time) already have this event: by id, or by start
+        time (a delivery may carry only a call's old numeric id, the API its `CAL…` id)."""
 
     def read(self, query: CallsQuery) -> tuple[list[CallEvent], bool]:
         """Call events of the owner's companies, newest first; and whether more follow."""
@@ -115,7 +134,9 @@ class InboxStore(Protocol):
 
 class MongoInboxStore:
     def __init__(self, db: Db) -> None:
-        self._inbox = db[INBOX]
+        # A 2xx to CallRail says the delivery is kept, and CallRail never sends it again: the
+        # insert is acknowledged only once it is journaled (and on a majority, in a replica set).
+        self._inbox = db.get_collection(INBOX, write_concern=WriteConcern(w="majority", j=True))
         self._events = db[EVENTS]
         self._counters = db[COUNTERS]
 
@@ -143,13 +164,20 @@ class MongoInboxStore:
             return False
         return True
 
-    def accept_many(self, deliveries: list[tuple[str, str, bytes]]) -> list[bool]:
+    def accept_many(self, deliveries: list[Kept]) -> list[bool]:
         if not deliveries:
             return []
         now = utcnow()
         docs = [
-            {"_id": k, "company_id": c, "raw": Binary(r), "received_at": now, "state": "pending"}
-            for k, c, r in deliveries
+            {
+                "_id": d.key,
+                "company_id": d.company_id,
+                "raw": Binary(d.raw),
+                "event": d.event,
+                "received_at": now,
+                "state": "pending",
+            }
+            for d in deliveries
         ]
         fresh = [True] * len(docs)
         try:
@@ -185,9 +213,10 @@ class MongoInboxStore:
         if new:
             last = self._numbers(len(new))
             docs = []
+            now = utcnow()
             for number, event in enumerate(new, start=last - len(new) + 1):
                 doc = event.model_dump()
-                doc["_id"], doc["seq"] = doc.pop("id"), number
+                doc["_id"], doc["seq"], doc["stored_at"] = doc.pop("id"), number, now
                 doc["webhook_at"] = event.received_at if event.source == "webhook" else None
                 docs.append(doc)
             taken: set[int] = set()
@@ -199,10 +228,11 @@ class MongoInboxStore:
                         raise
                     taken.add(int(error["index"]))
             stored = [d["_id"] for n, d in enumerate(docs) if n not in taken]
-        late = [e.id for e in events if e.source == "webhook" and e.id not in stored]
-        if late:
-            self._events.update_many(
-                {"_id": {"$in": late}, "webhook_at": None}, {"$set": {"webhook_at": utcnow()}}
+        for late in (e for e in events if e.source == "webhook" and e.id not in stored):
+            # A delivery after reconciliation recorded its call: CallRail's own payload wins.
+            self._events.update_one(
+                {"_id": late.id, "webhook_at": None},
+                {"$set": {"webhook_at": utcnow(), "fields": late.fields}},
             )
         return stored
 
@@ -219,12 +249,26 @@ class MongoInboxStore:
                 return int(counter["seq"])
         raise RuntimeError("could not number the events")
 
-    def known(self, company_id: str, event: str, resource_ids: list[str]) -> set[str]:
+    def known(
+        self, company_id: str, event: str, calls: list[tuple[str, datetime | None]]
+    ) -> set[str]:
+        ids = [call_id for call_id, _ in calls]
+        starts = [start for _, start in calls if start is not None]
+        either = [{"resource_id": {"$in": ids}}, {"start_time": {"$in": starts}}]
         found = self._events.find(
-            {"company_id": company_id, "event": event, "resource_id": {"$in": resource_ids}},
-            {"resource_id": 1},
+            {"company_id": company_id, "event": event, "$or": either},
+            {"resource_id": 1, "start_time": 1},
         )
-        return {str(d["resource_id"]) for d in found}
+        have_ids, have_starts = set(), set()
+        for doc in found:
+            have_ids.add(str(doc["resource_id"]))
+            if doc.get("start_time") is not None:
+                have_starts.add(as_utc(doc["start_time"]))
+        return {
+            call_id
+            for call_id, start in calls
+            if call_id in have_ids or (start is not None and as_utc(start) in have_starts)
+        }
 
     def read(self, query: CallsQuery) -> tuple[list[CallEvent], bool]:
         found: dict[str, Any] = {"owners": query.owner, "account_id": query.account_id}
@@ -232,7 +276,7 @@ class MongoInboxStore:
         if query.company_id:
             found["company_id"] = query.company_id
         if query.since is not None:
-            found["received_at"] = {"$gte": query.since}
+            found["stored_at"] = {"$gte": query.since}
         if query.before is not None:
             found["seq"] = {"$lt": query.before}
         limit = query.limit
