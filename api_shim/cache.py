@@ -136,6 +136,8 @@ class ShimCache:
 
     def forget(self, event: dict[str, Any]) -> None:
         """A job changed: drop what that may have made stale (the hub calls this)."""
+        if "job_id" not in event:
+            return  # a call event, or a resync: no job changed
         owner = str(event.get("owner"))
         self.active.drop(lambda key: key.startswith(owner + ":"))
         if event.get("status") != "succeeded":

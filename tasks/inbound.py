@@ -151,6 +151,8 @@ def reconcile_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
             began = deliveries.instant(call.get("start_time"))
             if owner_of is None or not deliveries.resource_id(call):
                 continue
+            if call.get("direction") == "outbound":
+                continue  # outbound calls have webhooks of their own, which we do not register
             if began is not None and owner_of.registered_at and began < owner_of.registered_at:
                 continue  # before our receiver was there: not a missed delivery
             by_company[owner_of.company_id].append(call)
