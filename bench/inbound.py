@@ -23,6 +23,7 @@ import requests
 from api_shim.auth import DEV_SECRET
 from bench.load import Connection, Figures
 from bench.shim import P, headers, stack
+from worker.callrail import deliveries as deliveries_of
 from worker.callrail.deliveries import sign
 from worker.config import Settings
 from worker.stores import Stores
@@ -156,42 +157,42 @@ def bench_inbound(quick: bool) -> None:
 
 def report(stores: Stores, rounds: dict[str, Round]) -> None:
     """What each round came to, once every kept delivery had time to become an event."""
-    events = stores.db["callrail_call_events"]
-    genuine_ids = {
-        json.loads(body)["resource_id"]
-        for sends, _, _ in rounds.values()
-        for kind, _, body in sends
-        if kind == "genuine"
-    }
-    deadline = time.monotonic() + 120
-    while events.count_documents({}) < len(genuine_ids) and time.monotonic() < deadline:
+    events, inbox = stores.db["callrail_call_events"], stores.db["callrail_inbox"]
+    deadline = time.monotonic() + 180
+    while inbox.count_documents({"state": "pending"}) and time.monotonic() < deadline:
         time.sleep(0.2)
     stored = Counter(d["resource_id"] for d in events.find({}, {"resource_id": 1}))
+    kept_keys = {d["_id"] for d in inbox.find({}, {"_id": 1})}
     base = None
     for name, (sends, figures, sync_state) in rounds.items():
         genuine, dup, forged = figures["genuine"], figures["duplicate"], figures["forged"]
-        ids = {json.loads(b)["resource_id"] for k, _, b in sends if k == "genuine"}
+        keys = {json.loads(b)["resource_id"]: key_of(c, b) for k, c, b in sends if k == "genuine"}
         forged_ids = {json.loads(b)["resource_id"] for k, _, b in sends if k == "forged"}
         answered = genuine.latencies + dup.latencies
         timing = Figures(latencies=answered)
         base = base or timing
-        kept = sum(1 for i in ids if stored.get(i))
+        as_events = sum(1 for i in keys if stored.get(i))
+        lost = sum(1 for i, key in keys.items() if not stored.get(i) and key not in kept_keys)
+        ending = "" if name == "alone" else f" (the sync was {sync_state} when it ended)"
+        print(f"   {name}{ending}")
         print(
-            f"   {name:<14} sync at the end of the round: {sync_state}"
-            if sync_state != "none"
-            else f"   {name:<14}"
-        )
-        print(
-            f"      accepted {len(answered)} of {len(ids) + len(dup.latencies) + dup.errors} "
-            f"genuine (incl. {len(dup.latencies)} sent again), stored {kept} calls, "
-            f"duplicates stored {sum(stored.get(i, 0) - 1 for i in ids if stored.get(i))} "
+            f"      accepted {len(answered)} of {len(keys) + len(dup.latencies) + dup.errors} "
+            f"genuine (incl. {len(dup.latencies)} sent again), stored {as_events} calls as "
+            f"events, duplicates stored {sum(stored[i] - 1 for i in keys if stored.get(i))} "
             f"(goal 0), forged accepted {len(forged.latencies)} of "
             f"{len(forged.latencies) + forged.errors} (goal 0), forged stored "
-            f"{sum(1 for i in forged_ids if stored.get(i))}, lost {len(ids) - kept} (goal 0)"
+            f"{sum(1 for i in forged_ids if stored.get(i))}, lost {lost} (goal 0; kept but "
+            f"not yet an event {len(keys) - as_events - lost})"
         )
-        rate = len(sends) / genuine.seconds
         print(
             f"      2xx answer p50 {timing.p50:5.1f} ms, p99 {timing.pct(99):5.1f} ms "
-            f"({timing.pct(99) / base.pct(99):4.2f}x the round alone; goal p99 < 50 ms); "
-            f"{rate:.0f} deliveries/s"
+            f"({timing.pct(99) / base.pct(99):4.2f}x the round alone; goal p99 < 50 ms); the "
+            f"round took {genuine.seconds:.1f} s"
         )
+
+
+def key_of(company: str, body: bytes) -> str:
+    """The inbox key the receiver gives this delivery (sent to a URL that names no event)."""
+    payload = json.loads(body)
+    event = deliveries_of.event_of(payload)
+    return deliveries_of.dedupe_key(company, event, payload["resource_id"], [], body)

@@ -74,7 +74,11 @@ def normalize(rt: Runtime, keys: list[str]) -> dict[str, int]:
             )
         )
     stored = set(rt.stores.inbox.record(events))
-    rt.stores.inbox.finish([e.id for e in entries])
+    # Finished only when its event is there (or it is none): a delivery whose event could not
+    # be stored stays pending, and the sweeper queues it again.
+    present = rt.stores.inbox.existing([e.id for e in events])
+    made = {e.id for e in events}
+    rt.stores.inbox.finish([e.id for e in entries if e.id in present or e.id not in made])
     for new in events:
         if new.id in stored:
             for owner in new.owners:

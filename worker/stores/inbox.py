@@ -122,6 +122,9 @@ class InboxStore(Protocol):
         """Store events (numbered in this order); the ids of those that were not there. For
         one that was, a webhook's copy notes that its delivery came."""
 
+    def existing(self, ids: list[str]) -> set[str]:
+        """Which of these events are stored."""
+
     def known(
         self, company_id: str, event: str, calls: list[tuple[str, datetime | None]]
     ) -> set[str]:
@@ -208,26 +211,27 @@ class MongoInboxStore:
     def record(self, events: list[NewCallEvent]) -> list[str]:
         ids = [e.id for e in events]
         there = {d["_id"] for d in self._events.find({"_id": {"$in": ids}}, {"_id": 1})}
-        new = [e for e in events if e.id not in there]
+        waiting = [e for e in events if e.id not in there]
         stored: list[str] = []
-        if new:
-            last = self._numbers(len(new))
-            docs = []
-            now = utcnow()
-            for number, event in enumerate(new, start=last - len(new) + 1):
-                doc = event.model_dump()
-                doc["_id"], doc["seq"], doc["stored_at"] = doc.pop("id"), number, now
-                doc["webhook_at"] = event.received_at if event.source == "webhook" else None
-                docs.append(doc)
-            taken: set[int] = set()
+        for _ in range(5):  # a number two writers were both given is given again
+            if not waiting:
+                break
+            docs = self._numbered(waiting)
+            clashed: set[int] = set()
             try:
                 self._events.insert_many(docs, ordered=False)
-            except BulkWriteError as exc:  # stored meanwhile by another copy of the delivery
+            except BulkWriteError as exc:
                 for error in exc.details.get("writeErrors", []):
                     if error.get("code") != 11000:
                         raise
-                    taken.add(int(error["index"]))
-            stored = [d["_id"] for n, d in enumerate(docs) if n not in taken]
+                    if "seq" in (error.get("keyPattern") or {}) or "seq" in error.get("errmsg", ""):
+                        clashed.add(int(error["index"]))  # numbered again below
+                    else:
+                        clashed.add(-1 - int(error["index"]))  # stored meanwhile by a copy
+            stored += [
+                d["_id"] for n, d in enumerate(docs) if n not in clashed and -1 - n not in clashed
+            ]
+            waiting = [e for n, e in enumerate(waiting) if n in clashed]
         for late in (e for e in events if e.source == "webhook" and e.id not in stored):
             # A delivery after reconciliation recorded its call: CallRail's own payload wins.
             self._events.update_one(
@@ -235,6 +239,19 @@ class MongoInboxStore:
                 {"$set": {"webhook_at": utcnow(), "fields": late.fields}},
             )
         return stored
+
+    def _numbered(self, events: list[NewCallEvent]) -> list[dict[str, Any]]:
+        last, now = self._numbers(len(events)), utcnow()
+        docs = []
+        for number, event in enumerate(events, start=last - len(events) + 1):
+            doc = event.model_dump()
+            doc["_id"], doc["seq"], doc["stored_at"] = doc.pop("id"), number, now
+            doc["webhook_at"] = event.received_at if event.source == "webhook" else None
+            docs.append(doc)
+        return docs
+
+    def existing(self, ids: list[str]) -> set[str]:
+        return {str(d["_id"]) for d in self._events.find({"_id": {"$in": ids}}, {"_id": 1})}
 
     def _numbers(self, n: int) -> int:
         """Reserve `n` event numbers; the last of them."""
