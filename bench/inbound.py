@@ -18,9 +18,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import redis
 import requests
 
 from api_shim.auth import DEV_SECRET
+from bench.common import BENCH_REDIS
 from bench.load import Connection, Figures
 from bench.shim import P, headers, stack
 from worker.callrail import deliveries as deliveries_of
@@ -115,6 +117,7 @@ def bench_inbound(quick: bool) -> None:
         "sent again, 10% forged): alone, then while a 20,000-company sync runs"
     )
     rng = random.Random(9)
+    redis.Redis.from_url(BENCH_REDIS).flushdb()  # no key-reading claims left by an earlier run
     with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), workers=1, concurrency=2) as s:
         stores = s.stores()
         owner = Settings(jwt_secret=DEV_SECRET).demo_account_id
