@@ -29,7 +29,7 @@ from worker.events import publish_call
 from worker.job import Job, JobParams, JobType, Lane
 from worker.runtime import Runtime
 from worker.stores.database import utcnow
-from worker.stores.inbox import NewCallEvent
+from worker.stores.inbox import NewCallEvent, Sighting
 from worker.stores.receivers import Registration
 from worker.urls import receiver_url
 
@@ -198,8 +198,11 @@ def _record_missed(
     rt: Runtime, owners: list[str], account_id: str, company_id: str, calls: list[dict[str, Any]]
 ) -> int:
     ids = [deliveries.resource_id(c) for c in calls]
-    starts = [deliveries.instant(c.get("start_time")) for c in calls]
-    have = rt.stores.inbox.known(company_id, "post_call", list(zip(ids, starts, strict=True)))
+    sightings = [
+        Sighting(call_id, deliveries.instant(c.get("start_time")), c.get("customer_phone_number"))
+        for call_id, c in zip(ids, calls, strict=True)
+    ]
+    have = rt.stores.inbox.known(company_id, "post_call", sightings)
     events = []
     for call, call_id in zip(calls, ids, strict=True):
         if call_id in have:

@@ -429,7 +429,12 @@ def test_reconciliation_goes_on_past_a_company_it_cannot_see_and_knows_old_numer
     assert sim.settle(10)
     # A post-call delivery that names the call only by its old numeric id.
     (integration,) = [i for i in sim.data.integrations.values() if i["company_id"] == company_id]
-    body = {"id": 123456789, "duration": 30, "start_time": old["start_time"]}
+    body = {
+        "id": 123456789,
+        "duration": 30,
+        "start_time": old["start_time"],
+        "customer_phone_number": old["customer_phone_number"],
+    }
     delivered = deliver(shim_url, company_id, body, integration["signing_key"])
     assert delivered.status_code == 200
     wait_events(stores, 1)

@@ -41,7 +41,7 @@ log = logging.getLogger("callrail_sync.inbound")
 router = APIRouter(prefix=PREFIX)
 
 UNKNOWN_COMPANY = "This company does not deliver events to this service."
-BAD_SIGNATURE = "The Signature header does not match the body."
+BAD_SIGNATURE = "The Signature header is missing, or does not match the body."
 REFRESH_EVERY = 300.0
 """Seconds between two readings of one company's signing key caused by failed signatures."""
 REFRESHES_PER_HOUR = 10

@@ -81,6 +81,14 @@ class CallEvent(NewCallEvent):
     """When a delivery brought it (for a reconciled event: a delivery that came late)."""
 
 
+class Sighting(NamedTuple):
+    """A call as CallRail's calls API lists it: its id, start and caller."""
+
+    call_id: str
+    start: datetime | None
+    phone: str | None
+
+
 class Kept(NamedTuple):
     """A verified delivery, as the receiver keeps it."""
 
@@ -125,11 +133,9 @@ class InboxStore(Protocol):
     def existing(self, ids: list[str]) -> set[str]:
         """Which of these events are stored."""
 
-    def known(
-        self, company_id: str, event: str, calls: list[tuple[str, datetime | None]]
-    ) -> set[str]:
-        """Which of these calls (id, start time) already have this event: by id, or by start
-        time (a delivery may carry only a call's old numeric id, the API its `CAL…` id)."""
+    def known(self, company_id: str, event: str, calls: list[Sighting]) -> set[str]:
+        """Which of these calls already have this event: by id, or (a delivery may carry only
+        a call's old numeric id, the API its `CAL…` id) by start time and caller together."""
 
     def read(self, query: CallsQuery) -> tuple[list[CallEvent], bool]:
         """Call events of the owner's companies, newest first; and whether more follow."""
@@ -266,25 +272,26 @@ class MongoInboxStore:
                 return int(counter["seq"])
         raise RuntimeError("could not number the events")
 
-    def known(
-        self, company_id: str, event: str, calls: list[tuple[str, datetime | None]]
-    ) -> set[str]:
-        ids = [call_id for call_id, _ in calls]
-        starts = [start for _, start in calls if start is not None]
+    def known(self, company_id: str, event: str, calls: list[Sighting]) -> set[str]:
+        ids = [c.call_id for c in calls]
+        starts = [c.start for c in calls if c.start is not None]
         either = [{"resource_id": {"$in": ids}}, {"start_time": {"$in": starts}}]
         found = self._events.find(
             {"company_id": company_id, "event": event, "$or": either},
-            {"resource_id": 1, "start_time": 1},
+            {"resource_id": 1, "start_time": 1, "fields.customer_phone_number": 1},
         )
-        have_ids, have_starts = set(), set()
+        have_ids, have_callers = set(), set()
         for doc in found:
             have_ids.add(str(doc["resource_id"]))
-            if doc.get("start_time") is not None:
-                have_starts.add(as_utc(doc["start_time"]))
+            phone = (doc.get("fields") or {}).get("customer_phone_number")
+            if doc.get("start_time") is not None and phone:
+                have_callers.add((as_utc(doc["start_time"]), phone))
+        # Two calls of one company can start in the same second: the caller must match too.
         return {
-            call_id
-            for call_id, start in calls
-            if call_id in have_ids or (start is not None and as_utc(start) in have_starts)
+            c.call_id
+            for c in calls
+            if c.call_id in have_ids
+            or (c.start is not None and (as_utc(c.start), c.phone) in have_callers)
         }
 
     def read(self, query: CallsQuery) -> tuple[list[CallEvent], bool]:
