@@ -29,11 +29,13 @@ from api_shim.routes import (
     notifications,
     webhooks,
 )
+from api_shim.routes.inbound import REFRESHES_PER_HOUR
 from api_shim.tickets import Tickets
 from tasks.celery_app import create_celery
 from tasks.submit import CeleryQueue, JobQueue
 from worker.config import Settings
 from worker.logs import setup_logging
+from worker.ratelimit import RequestBudget, Window
 from worker.runtime import Runtime, build_runtime
 from worker.urls import INBOUND_PATH
 
@@ -86,6 +88,7 @@ def create_app(
         tickets=Tickets(settings.redis_url if has_redis else None),
         admission=Admission.for_settings(settings, runtime.stores.jobs, runtime.redis),
         inbox=inbox,
+        key_readings=key_readings(runtime),
     )
     app.state.broker_reachable = broker_check(celery)
     install(app)
@@ -96,6 +99,15 @@ def create_app(
     openapi.install(app)
     docs.install(app, openapi.OPENAPI_URL)
     return app
+
+
+def key_readings(runtime: Runtime) -> RequestBudget | None:
+    if runtime.redis is None:
+        return None  # the per-company claim still holds
+    window = Window(REFRESHES_PER_HOUR, 3600)
+    return RequestBudget(
+        runtime.redis, [window], margin=0, max_inline_wait=0, prefix="callrail:inbound-keys"
+    )
 
 
 def task_sender(celery: Celery) -> Callable[[str, list[str]], None]:

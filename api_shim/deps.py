@@ -21,6 +21,7 @@ from api_shim.inbox_writer import InboxWriter
 from api_shim.tickets import Tickets
 from tasks.submit import JobQueue
 from worker import errors
+from worker.ratelimit import RequestBudget
 from worker.runtime import Runtime
 
 
@@ -36,8 +37,10 @@ class Services:
     tickets: Tickets
     admission: Admission
     inbox: InboxWriter
+    key_readings: RequestBudget | None = None
+    """How often failed signatures may make us read signing keys again, per CallRail account
+    (the request budget's sliding window, on keys of its own); None without Redis."""
     _claims: dict[str, tuple[float, float]] = field(default_factory=dict)
-    _spent: dict[str, int] = field(default_factory=dict)
 
     async def claim(self, name: str, seconds: float) -> bool:
         """True for the first caller in `seconds` (across shim processes where Redis is)."""
@@ -60,23 +63,6 @@ class Services:
             return float(value) if value is not None else None
         taken, until = self._claims.get(name, (0.0, 0.0))
         return taken if until > time.time() else None
-
-    async def spend(self, name: str, limit: int, seconds: int) -> bool:
-        """One of `limit` uses of `name` in a window of `seconds`; False once they are spent."""
-        client = self.runtime.redis
-        window = int(time.time() // seconds)
-        key = f"callrail:spend:{name}:{window}"
-        if client is not None:
-
-            def incr() -> int:
-                with client.pipeline() as pipe:
-                    pipe.incr(key)
-                    pipe.expire(key, seconds)
-                    return int(pipe.execute()[0])
-
-            return await run_in_threadpool(incr) <= limit
-        self._spent[key] = self._spent.get(key, 0) + 1
-        return self._spent[key] <= limit
 
 
 async def services(request: Request) -> Services:

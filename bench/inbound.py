@@ -25,7 +25,7 @@ from api_shim.auth import DEV_SECRET
 from bench.common import BENCH_REDIS
 from bench.load import Connection, Figures
 from bench.shim import P, headers, stack
-from worker.callrail import deliveries as deliveries_of
+from worker.callrail import deliveries
 from worker.callrail.deliveries import sign
 from worker.config import Settings
 from worker.stores import Stores
@@ -39,7 +39,7 @@ Round = tuple[list[Send], dict[str, Figures], str]
 """A round's deliveries, the answer times by kind, and how the sync stood at its end."""
 
 
-def deliveries(round_name: str, total: int, rng: random.Random) -> list[Send]:
+def sends_for(round_name: str, total: int, rng: random.Random) -> list[Send]:
     """(kind, company, body) to send: genuine, duplicate (a genuine one again) or forged."""
     genuine_n, dup_n = int(total * 0.8), int(total * 0.1)
     genuine = []
@@ -131,14 +131,14 @@ def bench_inbound(quick: bool) -> None:
         big = requests.post(
             f"{s.simulator_url}/_sim/accounts", json={"key": s.demo_key, "companies": 20_000}
         ).json()["id"]
-        one = asyncio.run(one_sender(s.shim_url, deliveries("S", 125, rng)))
+        one = asyncio.run(one_sender(s.shim_url, sends_for("S", 125, rng)))
         print(
             f"   one sender, one delivery at a time: 2xx answer p50 {one.p50:5.1f} ms, "
             f"p99 {one.pct(99):5.1f} ms (no queueing: what a single delivery costs)"
         )
         rounds: dict[str, Round] = {}
         for name in ("alone", "during a sync"):
-            sends = deliveries("A" if name == "alone" else "B", total, rng)
+            sends = sends_for("A" if name == "alone" else "B", total, rng)
             sync_state = "none"
             if name != "alone":
                 answer = requests.post(
@@ -197,5 +197,5 @@ def report(stores: Stores, rounds: dict[str, Round]) -> None:
 def key_of(company: str, body: bytes) -> str:
     """The inbox key the receiver gives this delivery (sent to a URL that names no event)."""
     payload = json.loads(body)
-    event = deliveries_of.event_of(payload)
-    return deliveries_of.dedupe_key(company, event, payload["resource_id"], [], body)
+    event = deliveries.event_of(payload)
+    return deliveries.dedupe_key(company, event, payload["resource_id"], [], body)

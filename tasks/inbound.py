@@ -30,7 +30,7 @@ from worker.job import Job, JobParams, JobType, Lane
 from worker.runtime import Runtime
 from worker.stores.database import utcnow
 from worker.stores.inbox import NewCallEvent, Sighting
-from worker.stores.receivers import Registration
+from worker.stores.receivers import Receiver, Registration
 from worker.urls import receiver_url
 
 log = logging.getLogger("callrail_sync.inbound")
@@ -73,11 +73,11 @@ def normalize(rt: Runtime, keys: list[str]) -> dict[str, int]:
                 changes=deliveries.changes_of(payload),
             )
         )
-    stored = set(rt.stores.inbox.record(events))
+    recorded = rt.stores.inbox.record(events)
+    stored = set(recorded.stored)
     # Finished only when its event is there (or it is none): a delivery whose event could not
     # be stored stays pending, and the sweeper queues it again.
-    present = rt.stores.inbox.existing([e.id for e in events])
-    made = {e.id for e in events}
+    present, made = recorded.present, {e.id for e in events}
     rt.stores.inbox.finish([e.id for e in entries if e.id in present or e.id not in made])
     for new in events:
         if new.id in stored:
@@ -128,17 +128,15 @@ def reconcile_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     account_id = job.params.need("callrail_account_id")
     receivers = {r.company_id: r for r in rt.stores.receivers.all() if r.account_id == account_id}
     s, now = rt.settings, utcnow()
-    inactive: dict[str, str] = {}
+    states: dict[str, str] = {}
     for company_id, receiver in receivers.items():
-        state = _delivering(rt, client, account_id, company_id)
+        state = states[company_id] = _delivering(rt, client, account_id, company_id)
         if state != receiver.state:
             log.warning(
                 "receiver integration changed state in CallRail",
                 extra={"company_id": company_id, "was": receiver.state, "now": state},
             )
-        rt.stores.receivers.seen(company_id, state)
-        if state != "active":
-            inactive[company_id] = state
+        rt.stores.receivers.seen(company_id, state)  # seen even if the walk below fails
     # From the last reconciliation of the account (a few days back at most), so an outage of
     # reconciliation leaves no calls unchecked; the last RECONCILE_GRACE is left to deliveries.
     grace = timedelta(seconds=s.reconcile_grace)
@@ -164,14 +162,15 @@ def reconcile_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
             missed += _record_missed(
                 rt, receivers[company_id].owners, account_id, company_id, group
             )
-    for company_id in receivers:
-        rt.stores.receivers.seen(company_id, inactive.get(company_id, "active"), reconciled_at=now)
+    for company_id, state in states.items():
+        rt.stores.receivers.seen(company_id, state, reconciled_at=now)
     if missed:
         metrics.MISSED.inc(missed)
         log.warning(
             "calls CallRail never delivered were recorded",
             extra={"callrail_account_id": account_id, "missed": missed},
         )
+    inactive = {company: state for company, state in states.items() if state != "active"}
     result = {"companies": len(receivers), "calls": listed, "missed": missed, "inactive": inactive}
     return Outcome(result=result)
 
@@ -221,7 +220,7 @@ def _record_missed(
             fields=deliveries.call_fields(call),
         )
         events.append(new)
-    stored = set(rt.stores.inbox.record(events))
+    stored = set(rt.stores.inbox.record(events).stored)
     if stored:
         rt.stores.receivers.count(company_id, "missed", len(stored))
     for new in events:
@@ -236,12 +235,10 @@ def plan_reconciles(rt: Runtime, queue: JobQueue) -> list[dict[str, Any]]:
     of its owners whose key works."""
     accounts: dict[str, str] = {}
     for receiver in rt.stores.receivers.all():
-        if receiver.account_id in accounts:
-            continue
-        for owner in receiver.owners:
-            if rt.stores.keys.usable_key(owner) is not None:
+        if receiver.account_id not in accounts:
+            owner = owner_with_key(rt, receiver)
+            if owner is not None:
                 accounts[receiver.account_id] = owner
-                break
     queued = []
     for account_id, owner in accounts.items():
         params = JobParams(callrail_account_id=account_id)
@@ -251,6 +248,14 @@ def plan_reconciles(rt: Runtime, queue: JobQueue) -> list[dict[str, Any]]:
         if created:
             queued.append({"job_id": job.id, "callrail_account_id": account_id})
     return queued
+
+
+def owner_with_key(rt: Runtime, receiver: Receiver) -> str | None:
+    """The first of the receiver's owners whose CallRail key works (the one its jobs use)."""
+    for owner in receiver.owners:
+        if rt.stores.keys.usable_key(owner) is not None:
+            return owner
+    return None
 
 
 def resend_pending(rt: Runtime, send: SendKeys) -> int:

@@ -29,6 +29,7 @@ from api_shim.bodies import openapi_query
 from api_shim.deps import Owner, Services, Svc
 from api_shim.envelope import failure, success
 from api_shim.presenters import PREFIX
+from tasks.inbound import owner_with_key
 from tasks.submit import submit
 from worker import feed, metrics
 from worker.callrail import deliveries
@@ -74,7 +75,8 @@ async def receive(company_id: str, request: Request, svc: Svc) -> JSONResponse:
     if payload is None:
         # Signed by CallRail but not a JSON object: kept as it came, for an operator.
         key = deliveries.unreadable_key(receiver.company_id, raw)
-        await run_in_threadpool(stores.inbox.accept, key, receiver.company_id, raw, "unreadable")
+        kept = [Kept(key, receiver.company_id, raw, "unreadable")]
+        await run_in_threadpool(stores.inbox.accept_many, kept, "unreadable")
         await run_in_threadpool(stores.receivers.count, receiver.company_id, "unreadable")
         metrics.INBOUND.labels("unreadable").inc()
         return success({"received": True, "duplicate": False, "event": "unreadable"})
@@ -122,22 +124,17 @@ async def _ask_for_key(svc: Services, receiver: Receiver) -> bool:
     company = receiver.company_id
     if not await svc.claim(f"inbound-key:{company}", REFRESH_EVERY):
         return False
-    if not await svc.spend(f"inbound-keys:{receiver.account_id}", REFRESHES_PER_HOUR, 3600):
-        return False
-    owner = await run_in_threadpool(_owner_with_key, svc, receiver)
+    if svc.key_readings is not None:
+        granted, _, _ = await run_in_threadpool(svc.key_readings.try_acquire, receiver.account_id)
+        if not granted:
+            return False
+    owner = await run_in_threadpool(owner_with_key, svc.runtime, receiver)
     if owner is None:
         return False
     params = JobParams(account_id=receiver.account_id, company_id=company)
     stores = svc.runtime.stores
     await run_in_threadpool(submit, stores.jobs, svc.queue, owner, JobType.RECEIVER_KEY, params)
     return True
-
-
-def _owner_with_key(svc: Services, receiver: Receiver) -> str | None:
-    for owner in receiver.owners:
-        if svc.runtime.stores.keys.usable_key(owner) is not None:
-            return owner
-    return None
 
 
 class CallsParams(BaseModel):

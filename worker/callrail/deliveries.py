@@ -24,7 +24,6 @@ from typing import Any, Literal
 Event = Literal["pre_call", "post_call", "updated_call", "form_captured"]
 EVENTS: tuple[Event, ...] = ("pre_call", "post_call", "updated_call", "form_captured")
 """What our receiver's URLs name (`?event=…`): the config key without `_webhook`."""
-CALL_EVENTS: tuple[Event, ...] = ("pre_call", "post_call", "updated_call")
 FORM_FIELDS = ("form_data", "form_url", "submitted_at")
 CALL_FIELDS = (
     "answered",

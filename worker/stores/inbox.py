@@ -19,7 +19,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 from bson.binary import Binary
 from pydantic import BaseModel, Field
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError
 from pymongo.write_concern import WriteConcern
 
 from worker.stores.database import Db, utcnow
@@ -89,6 +89,13 @@ class Sighting(NamedTuple):
     phone: str | None
 
 
+class Recorded(NamedTuple):
+    """What `record` did: the events it stored, and all of them that are stored now."""
+
+    stored: list[str]
+    present: set[str]
+
+
 class Kept(NamedTuple):
     """A verified delivery, as the receiver keeps it."""
 
@@ -111,12 +118,9 @@ class CallsQuery(BaseModel):
 
 
 class InboxStore(Protocol):
-    def accept(self, key: str, company_id: str, raw: bytes, state: str = "pending") -> bool:
-        """Keep a verified delivery; False if this delivery was already kept."""
-
-    def accept_many(self, deliveries: list[Kept]) -> list[bool]:
+    def accept_many(self, deliveries: list[Kept], state: str = "pending") -> list[bool]:
         """Keep verified deliveries in one write; for each, whether it is new (False: kept
-        before, or earlier in this list)."""
+        before, or earlier in this list). `unreadable` ones are kept, never normalized."""
 
     def entries(self, keys: list[str]) -> list[InboxEntry]:
         """Those of these deliveries not normalized yet."""
@@ -126,12 +130,10 @@ class InboxStore(Protocol):
     def pending(self, received_before: datetime, limit: int = 500) -> list[str]:
         """Deliveries not normalized yet, received before then (their task was lost)."""
 
-    def record(self, events: list[NewCallEvent]) -> list[str]:
-        """Store events (numbered in this order); the ids of those that were not there. For
-        one that was, a webhook's copy notes that its delivery came."""
-
-    def existing(self, ids: list[str]) -> set[str]:
-        """Which of these events are stored."""
+    def record(self, events: list[NewCallEvent]) -> Recorded:
+        """Store events (numbered in this order): those stored now, and those stored at all
+        (also before, or by a copy meanwhile). For one that was there, a webhook's copy notes
+        that its delivery came."""
 
     def known(self, company_id: str, event: str, calls: list[Sighting]) -> set[str]:
         """Which of these calls already have this event: by id, or (a delivery may carry only
@@ -159,21 +161,7 @@ class MongoInboxStore:
             [("company_id", ASCENDING), ("event", ASCENDING), ("resource_id", ASCENDING)]
         )
 
-    def accept(self, key: str, company_id: str, raw: bytes, state: str = "pending") -> bool:
-        doc = {
-            "_id": key,
-            "company_id": company_id,
-            "raw": Binary(raw),
-            "received_at": utcnow(),
-            "state": state,
-        }
-        try:
-            self._inbox.insert_one(doc)
-        except DuplicateKeyError:
-            return False
-        return True
-
-    def accept_many(self, deliveries: list[Kept]) -> list[bool]:
+    def accept_many(self, deliveries: list[Kept], state: str = "pending") -> list[bool]:
         if not deliveries:
             return []
         now = utcnow()
@@ -184,7 +172,7 @@ class MongoInboxStore:
                 "raw": Binary(d.raw),
                 "event": d.event,
                 "received_at": now,
-                "state": "pending",
+                "state": state,
             }
             for d in deliveries
         ]
@@ -214,11 +202,12 @@ class MongoInboxStore:
         ).limit(limit)
         return [str(d["_id"]) for d in found]
 
-    def record(self, events: list[NewCallEvent]) -> list[str]:
+    def record(self, events: list[NewCallEvent]) -> Recorded:
         ids = [e.id for e in events]
         there = {d["_id"] for d in self._events.find({"_id": {"$in": ids}}, {"_id": 1})}
         waiting = [e for e in events if e.id not in there]
         stored: list[str] = []
+        present = set(there)
         for _ in range(5):  # a number two writers were both given is given again
             if not waiting:
                 break
@@ -234,6 +223,7 @@ class MongoInboxStore:
                         clashed.add(int(error["index"]))  # numbered again below
                     else:
                         clashed.add(-1 - int(error["index"]))  # stored meanwhile by a copy
+                        present.add(docs[int(error["index"])]["_id"])
             stored += [
                 d["_id"] for n, d in enumerate(docs) if n not in clashed and -1 - n not in clashed
             ]
@@ -244,7 +234,7 @@ class MongoInboxStore:
                 {"_id": late.id, "webhook_at": None},
                 {"$set": {"webhook_at": utcnow(), "fields": late.fields}},
             )
-        return stored
+        return Recorded(stored, present | set(stored))
 
     def _numbered(self, events: list[NewCallEvent]) -> list[dict[str, Any]]:
         last, now = self._numbers(len(events)), utcnow()
@@ -255,9 +245,6 @@ class MongoInboxStore:
             doc["webhook_at"] = event.received_at if event.source == "webhook" else None
             docs.append(doc)
         return docs
-
-    def existing(self, ids: list[str]) -> set[str]:
-        return {str(d["_id"]) for d in self._events.find({"_id": {"$in": ids}}, {"_id": 1})}
 
     def _numbers(self, n: int) -> int:
         """Reserve `n` event numbers; the last of them."""
