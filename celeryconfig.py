@@ -1,7 +1,7 @@
 """Celery configuration: every setting with the reason it has its value.
 
-`config(settings)` turns our `Settings` into Celery's; the Celery app (`worker.celery_app`)
-reads it when Celery first needs its configuration, never at import.
+`config(settings)` turns our `Settings` into Celery's; the Celery apps (`worker/celery_app.py`,
+`tasks/sending.py`) read it when Celery first needs its configuration, never at import.
 """
 
 from __future__ import annotations
@@ -9,18 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from worker.config import Settings
+from callrail_sync.config import Settings
+from tasks.names import TaskName
 
 # Redis redelivers an unacked message after the visibility timeout. It must be longer than any
 # countdown the tasks use (they cap theirs at half of it, see tasks/jobs.py), or a waiting
 # retry would be delivered twice.
 VISIBILITY_TIMEOUT = 2 * 3600
-PLAN_TASK = "callrail.sync.configured_accounts"
-"""Beat's planner of periodic syncs (registered in tasks/registry.py)."""
-SWEEP_TASK = "callrail.jobs.sweep"
-"""Beat's sweeper of stuck jobs."""
-RECONCILE_TASK = "callrail.inbound.plan"
-"""Beat's planner of call reconciliations (and of deliveries whose normalizing was lost)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +38,12 @@ class Queues:
     def periodic(self) -> str:
         return "callrail.periodic" + self.suffix
 
+    def named(self, name: str) -> str:
+        """The queue of a lane name of the task table: webhooks, listings or periodic."""
+        return {"webhooks": self.webhooks, "listings": self.listings, "periodic": self.periodic}[
+            name
+        ]
+
     @property
     def all(self) -> list[str]:
         return [self.webhooks, self.listings, self.periodic]
@@ -50,6 +51,8 @@ class Queues:
 
 def config(settings: Settings) -> dict[str, Any]:
     """Celery's settings for ours."""
+    from tasks.table import TASKS  # the tasks import their modules, which read this one
+
     queues = Queues(settings.queue_suffix)
     exchange = "callrail" + settings.queue_suffix
     return {
@@ -91,14 +94,13 @@ def config(settings: Settings) -> dict[str, Any]:
         "callrail_periodic_queue": queues.periodic,
         "task_default_exchange": exchange,
         "task_default_routing_key": queues.listings,
+        # Each task's default queue, from the one table of tasks (tasks/table.py).
         "task_routes": {
-            "callrail.webhook.*": {"queue": queues.webhooks, "routing_key": queues.webhooks},
-            # Notifications are short POSTs: the first-served queue keeps them timely.
-            "callrail.notify.*": {"queue": queues.webhooks, "routing_key": queues.webhooks},
-            # A delivery kept by the receiver becomes an event at once: first-served too.
-            "callrail.inbound.*": {"queue": queues.webhooks, "routing_key": queues.webhooks},
-            "callrail.sync.*": {"queue": queues.listings, "routing_key": queues.listings},
-            "callrail.jobs.*": {"queue": queues.listings, "routing_key": queues.listings},
+            str(spec.name): {
+                "queue": queues.named(spec.queue),
+                "routing_key": queues.named(spec.queue),
+            }
+            for spec in TASKS
         },
         # Task events let Flower show every task's progress, retries and failures.
         "worker_send_task_events": True,
@@ -111,20 +113,20 @@ def config(settings: Settings) -> dict[str, Any]:
         # Periodic syncs of every configured account (run exactly one beat; see the README).
         "beat_schedule": {
             "sync-configured-accounts": {
-                "task": PLAN_TASK,
+                "task": str(TaskName.PLAN),
                 # At least every minute, so an account's own shorter interval is kept too.
                 "schedule": min(60.0, max(1.0, settings.sync_interval / 4)),
                 "options": {"queue": queues.listings},
             },
             # Revive jobs whose worker vanished (or whose message was lost).
             "sweep-stale-jobs": {
-                "task": SWEEP_TASK,
+                "task": str(TaskName.SWEEP),
                 "schedule": settings.sweep_interval,
                 "options": {"queue": queues.listings},
             },
             # Find the calls CallRail never delivered (it does not send a delivery twice).
             "reconcile-calls": {
-                "task": RECONCILE_TASK,
+                "task": str(TaskName.RECONCILE),
                 "schedule": settings.reconcile_interval,
                 "options": {"queue": queues.listings},
             },

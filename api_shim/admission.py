@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import redis
 
-from worker import errors
-from worker.config import Settings
-from worker.job import WRITE_TYPES
-from worker.ratelimit import RequestBudget, Window
-from worker.stores.jobs import JobStore
+from callrail_sync import errors
+from callrail_sync.budget import RequestBudget, Window
+from callrail_sync.config import Settings
+from callrail_sync.job import WRITE_TYPES
+from callrail_sync.stores.jobs import JobStore
 
 
 class Admission:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api_shim.presenters import PREFIX
-from worker.job import JobError, JobParams, JobStatus, JobType
+from callrail_sync.job import JobError, JobParams, JobStatus, JobType
 
 
 class Answer(BaseModel):

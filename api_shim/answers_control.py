@@ -9,9 +9,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from api_shim.answers import Answer, Success
-from worker.status import ListingStatus
-from worker.stores.changes import Action
-from worker.stores.notifications import DeliveryStatus
+from callrail_sync.status import ListingStatus
+from callrail_sync.stores.changes import Action
+from callrail_sync.stores.notifications import DeliveryStatus
 
 
 class ChangeItem(Answer):

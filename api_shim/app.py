@@ -31,13 +31,14 @@ from api_shim.routes import (
 )
 from api_shim.routes.inbound import REFRESHES_PER_HOUR
 from api_shim.tickets import Tickets
-from tasks.celery_app import create_celery
-from tasks.submit import CeleryQueue, JobQueue
-from worker.config import Settings
-from worker.logs import setup_logging
-from worker.ratelimit import RequestBudget, Window
-from worker.runtime import Runtime, build_runtime
-from worker.urls import INBOUND_PATH
+from callrail_sync.budget import RequestBudget, Window
+from callrail_sync.config import Settings
+from callrail_sync.logs import setup_logging
+from callrail_sync.runtime import Runtime, build_runtime
+from callrail_sync.urls import INBOUND_PATH
+from tasks.sending import create_celery
+from tasks.submit import JobQueue
+from tasks.table import CeleryQueue
 
 
 def create_app(

@@ -12,9 +12,9 @@ from collections import OrderedDict
 
 import jwt
 
-from worker import errors
-from worker.config import Settings
-from worker.ids import is_object_id
+from callrail_sync import errors
+from callrail_sync.config import Settings
+from callrail_sync.ids import is_object_id
 
 # A compact JWS (RFC 7515): three base64url parts, unpadded. Matched whole, so that a token
 # with padding, whitespace or anything else added is refused rather than decoded leniently.

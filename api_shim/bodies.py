@@ -11,10 +11,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from api_shim import validation as check
-from worker.callrail.webhooks import MOVE_RECEIVER, RECEIVER_EVENTS
-from worker.errors import ValidationFailed
-from worker.job import JobParams
-from worker.urls import check_url, receiver_url
+from callrail_sync.callrail.webhooks import MOVE_RECEIVER, RECEIVER_EVENTS
+from callrail_sync.errors import ValidationFailed
+from callrail_sync.job import JobParams
+from callrail_sync.urls import check_url, receiver_url
 
 MSG_CREATE_REQUIRED = "Callrail account id, company id and webhook url are required."
 MSG_UPDATE_REQUIRED = (

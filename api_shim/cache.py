@@ -19,9 +19,9 @@ from typing import Any, Generic, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
-from worker.job import JobType
-from worker.stores import Stores
-from worker.stores.snapshots import Kind, PageQuery, SnapshotHead
+from callrail_sync.job import JobType
+from callrail_sync.stores import Stores
+from callrail_sync.stores.snapshots import Kind, PageQuery, SnapshotHead
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

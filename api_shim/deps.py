@@ -19,10 +19,10 @@ from api_shim.cache import ShimCache
 from api_shim.hub import EventHub
 from api_shim.inbox_writer import InboxWriter
 from api_shim.tickets import Tickets
+from callrail_sync import errors
+from callrail_sync.budget import RequestBudget
+from callrail_sync.runtime import Runtime
 from tasks.submit import JobQueue
-from worker import errors
-from worker.ratelimit import RequestBudget
-from worker.runtime import Runtime
 
 
 @dataclass

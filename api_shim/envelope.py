@@ -11,8 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from worker import errors
-from worker.stores.database import UNAVAILABLE as STORE_UNAVAILABLE
+from callrail_sync import errors
+from callrail_sync.stores.database import UNAVAILABLE as STORE_UNAVAILABLE
 
 log = logging.getLogger("callrail_sync.shim")
 HTTP_MESSAGES = {404: "Not found.", 405: "Method not allowed."}

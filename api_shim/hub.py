@@ -19,7 +19,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from worker.events import PATTERN
+from callrail_sync.events import PATTERN
 
 log = logging.getLogger("callrail_sync.hub")
 FALLBACK_POLL = 1.0

@@ -19,10 +19,10 @@ from collections.abc import Callable
 
 from starlette.concurrency import run_in_threadpool
 
-from tasks.inbound import NORMALIZE_TASK
-from worker.stores import Stores
-from worker.stores.inbox import Kept
-from worker.stores.receivers import Counted, Receiver
+from callrail_sync.stores import Stores
+from callrail_sync.stores.inbox import Kept
+from callrail_sync.stores.receivers import Counted, Receiver
+from tasks.names import TaskName
 
 log = logging.getLogger("callrail_sync.inbound")
 MAX_BATCH = 500
@@ -112,7 +112,7 @@ class InboxWriter:
         keys = [delivery.key for delivery, new in zip(batch, fresh, strict=True) if new]
         if keys:
             try:
-                self._queue_task(NORMALIZE_TASK, keys)
+                self._queue_task(TaskName.NORMALIZE, keys)
             except Exception as exc:  # kept in the inbox: beat queues them again
                 log.warning("deliveries kept, normalizing not queued", extra={"error": str(exc)})
 

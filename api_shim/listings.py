@@ -18,13 +18,13 @@ from starlette.concurrency import run_in_threadpool
 from api_shim.deps import Services
 from api_shim.envelope import success
 from api_shim.presenters import accepted, iso
+from callrail_sync.errors import SyncPaused
+from callrail_sync.job import Job, JobParams, JobType
+from callrail_sync.status import stale_after
+from callrail_sync.stores.database import utcnow
+from callrail_sync.stores.schedules import Schedule
+from callrail_sync.stores.snapshots import Kind, PageQuery
 from tasks.submit import dedupe_key, submit
-from worker.errors import SyncPaused
-from worker.job import Job, JobParams, JobType
-from worker.status import stale_after
-from worker.stores.database import utcnow
-from worker.stores.schedules import Schedule
-from worker.stores.snapshots import Kind, PageQuery
 
 
 async def serve_listing(

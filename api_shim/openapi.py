@@ -57,8 +57,8 @@ from api_shim.routes.notifications import MSG_EVENTS, MSG_URL_REQUIRED, NO_CALLB
 from api_shim.routes.webhooks import MSG_LIST_REQUIRED
 from api_shim.validation import MAX_PER_PAGE
 from api_shim.writes import COMPANY_NOT_FOUND
-from worker.errors import API_KEY_NOT_FOUND, SyncPaused
-from worker.feed import BAD_CURSOR
+from callrail_sync.errors import API_KEY_NOT_FOUND, SyncPaused
+from callrail_sync.feed import BAD_CURSOR
 
 OPENAPI_URL = "/openapi.json"
 BEARER = "bearerAuth"

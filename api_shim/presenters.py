@@ -8,7 +8,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from api_shim.envelope import success
-from worker.job import Job, JobStatus
+from callrail_sync.job import Job, JobStatus
 
 PREFIX = "/v1/e/callrail"
 

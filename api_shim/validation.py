@@ -6,10 +6,10 @@ import json
 import unicodedata
 from typing import Any
 
-from worker.callrail.webhooks import EVENT_KEYS
-from worker.errors import ValidationFailed
-from worker.ids import is_callrail_id
-from worker.stores.snapshots import PageQuery
+from callrail_sync.callrail.webhooks import EVENT_KEYS
+from callrail_sync.errors import ValidationFailed
+from callrail_sync.ids import is_callrail_id
+from callrail_sync.stores.snapshots import PageQuery
 
 MAX_PER_PAGE = 250
 """The most records one page of a listing answers with (as CallRail's own maximum)."""

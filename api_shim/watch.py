@@ -12,8 +12,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api_shim.deps import Services
 from api_shim.hub import RESYNC, Event
-from worker.errors import NotFound
-from worker.job import Job
+from callrail_sync.errors import NotFound
+from callrail_sync.job import Job
 
 JOB_NOT_FOUND = "Job not found."
 

@@ -8,10 +8,10 @@ admission may refuse (429); then the job is submitted.
 from __future__ import annotations
 
 from api_shim.deps import Services
+from callrail_sync import errors
+from callrail_sync.job import Job, JobParams, JobType
+from callrail_sync.stores.database import utcnow
 from tasks.submit import dedupe_key, submit
-from worker import errors
-from worker.job import Job, JobParams, JobType
-from worker.stores.database import utcnow
 
 COMPANY_NOT_FOUND = "Company not found in this CallRail account."
 

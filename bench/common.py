@@ -17,17 +17,17 @@ from typing import Any
 import redis
 import requests
 
+from callrail_sync.budget import RequestBudget, Window
+from callrail_sync.callrail.client import CallRailClient
+from callrail_sync.config import Settings
+from callrail_sync.job import JobParams, JobType, NewJob
+from callrail_sync.runtime import Runtime
+from callrail_sync.stores import Stores, connect
+from callrail_sync.stores.changes import ChangeCounts, TrackChecks
+from callrail_sync.stores.database import utcnow
+from callrail_sync.stores.snapshots import Kind, SnapshotHead, SnapshotWriter
 from tasks import sync
 from tasks.jobs import Outcome
-from worker.callrail.client import CallRailClient
-from worker.config import Settings
-from worker.job import JobParams, JobType, NewJob
-from worker.ratelimit import RequestBudget, Window
-from worker.runtime import Runtime
-from worker.stores import Stores, connect
-from worker.stores.changes import ChangeCounts, TrackChecks
-from worker.stores.database import utcnow
-from worker.stores.snapshots import Kind, SnapshotHead, SnapshotWriter
 
 OWNER = "64f1c2a9e4b0a1b2c3d4e5f6"
 BENCH_REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")

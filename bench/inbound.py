@@ -25,11 +25,11 @@ from api_shim.auth import DEV_SECRET
 from bench.common import BENCH_REDIS
 from bench.load import Connection, Figures
 from bench.shim import P, headers, stack
-from worker.callrail import deliveries
-from worker.callrail.deliveries import sign
-from worker.config import Settings
-from worker.stores import Stores
-from worker.stores.receivers import Registration
+from callrail_sync.callrail import deliveries
+from callrail_sync.callrail.deliveries import sign
+from callrail_sync.config import Settings
+from callrail_sync.stores import Stores
+from callrail_sync.stores.receivers import Registration
 
 KEY, FORGER = "9c1d0e2f3a4b5c6d7e8f9a0b1c2d3e4f", "0" * 32
 COMPANIES = [f"COMbench{n:04d}" for n in range(20)]

@@ -20,12 +20,13 @@ from bson import ObjectId
 from api_shim.auth import DEV_SECRET, issue_token
 from bench.common import BENCH_REDIS
 from bench.load import Connection, Figures, hammer, probe
-from callrail_sync.processes import Part, free_port, http_ok
-from callrail_sync.stack import Stack, StackConfig
-from tasks.celery_app import create_celery
-from tasks.submit import CeleryQueue, submit
-from worker.config import Settings
-from worker.job import JobParams, JobType, Lane, NewJob
+from callrail_sync.cli.processes import Part, free_port, http_ok
+from callrail_sync.cli.stack import Stack, StackConfig
+from callrail_sync.config import Settings
+from callrail_sync.job import JobParams, JobType, Lane, NewJob
+from tasks.sending import create_celery
+from tasks.submit import submit
+from tasks.table import CeleryQueue
 
 P = "/v1/e/callrail"
 

@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 from bench.common import NoTracking, SimProcess, runtime_for
-from callrail_sync.processes import free_port, mongo_part
+from callrail_sync.cli.processes import free_port, mongo_part
+from callrail_sync.config import Settings
+from callrail_sync.job import JobParams, JobType, NewJob
+from callrail_sync.runtime import Runtime
+from callrail_sync.stores import connect
 from tasks import sync
-from worker.config import Settings
-from worker.job import JobParams, JobType, NewJob
-from worker.runtime import Runtime
-from worker.stores import connect
 
 OWNER = "64f1c2a9e4b0a1b2c3d4e5f6"
 

@@ -17,25 +17,24 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from callrail_sync import errors, metrics
+from callrail_sync.callrail import deliveries
+from callrail_sync.callrail import webhooks as wh
+from callrail_sync.callrail.calls import iter_calls, signing_key
+from callrail_sync.callrail.client import CallRailClient
+from callrail_sync.callrail.models import Integration
+from callrail_sync.events import publish_call
+from callrail_sync.job import Job, JobParams, JobType, Lane
+from callrail_sync.runtime import Runtime
+from callrail_sync.stores.database import utcnow
+from callrail_sync.stores.inbox import NewCallEvent, Sighting
+from callrail_sync.stores.receivers import Receiver, Registration
+from callrail_sync.urls import receiver_url
 from tasks.jobs import Outcome
 from tasks.submit import JobQueue, submit
-from worker import errors, metrics
-from worker.callrail import deliveries
-from worker.callrail import webhooks as wh
-from worker.callrail.calls import iter_calls, signing_key
-from worker.callrail.client import CallRailClient
-from worker.callrail.models import Integration
-from worker.events import publish_call
-from worker.job import Job, JobParams, JobType, Lane
-from worker.runtime import Runtime
-from worker.stores.database import utcnow
-from worker.stores.inbox import NewCallEvent, Sighting
-from worker.stores.receivers import Receiver, Registration
-from worker.urls import receiver_url
 
 log = logging.getLogger("callrail_sync.inbound")
 
-NORMALIZE_TASK = "callrail.inbound.normalize"
 MAX_BACKFILL = timedelta(days=3)
 """How far back a reconciliation reaches when the last one is older than its window."""
 PENDING_AFTER = 60.0

@@ -2,7 +2,7 @@
 
 queued → running → succeeded | failed, with `retrying` (and `next_retry_at`) while a
 retriable error waits out its backoff. Which errors are retriable is declared on the error
-types (`worker.errors`), never guessed here.
+types (`callrail_sync.errors`), never guessed here.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
 import celeryconfig
+from callrail_sync import errors, metrics
+from callrail_sync.budget import unit_for
+from callrail_sync.callrail.client import CallRailClient
+from callrail_sync.job import Job, JobError
+from callrail_sync.runtime import Runtime, runtime
+from callrail_sync.stopping import stopping
+from callrail_sync.stores.database import UNAVAILABLE as STORE_UNAVAILABLE
+from callrail_sync.stores.database import utcnow
+from callrail_sync.stores.keys import ApiKeyRecord
 from tasks.notify import announce, sender
-from tasks.shutdown import stopping
-from worker import errors, metrics
-from worker.callrail.client import CallRailClient
-from worker.job import Job, JobError
-from worker.ratelimit import unit_for
-from worker.runtime import Runtime, runtime
-from worker.stores.database import UNAVAILABLE as STORE_UNAVAILABLE
-from worker.stores.database import utcnow
-from worker.stores.keys import ApiKeyRecord
 
 log = logging.getLogger("callrail_sync.jobs")
 

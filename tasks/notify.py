@@ -22,17 +22,17 @@ import requests
 from celery import Task
 from celery.exceptions import Retry
 
-from worker import errors, metrics
-from worker.job import SYNC_TYPES, WRITE_TYPES, Job, JobStatus, JobType
-from worker.runtime import Runtime, runtime
-from worker.signatures import HEADER, sign
-from worker.stores.database import utcnow
-from worker.stores.notifications import Attempt, Delivery, NotificationConfig
-from worker.urls import check_url, resolved_public
+from callrail_sync import errors, metrics
+from callrail_sync.job import SYNC_TYPES, WRITE_TYPES, Job, JobStatus, JobType
+from callrail_sync.runtime import Runtime, runtime
+from callrail_sync.signatures import HEADER, sign
+from callrail_sync.stores.database import utcnow
+from callrail_sync.stores.notifications import Attempt, Delivery, NotificationConfig
+from callrail_sync.urls import check_url, resolved_public
+from tasks.names import TaskName
 
 log = logging.getLogger("callrail_sync.notify")
 
-NOTIFY_TASK = "callrail.notify.deliver"
 MAX_WAIT = 15 * 60.0
 """The longest wait between two attempts of a delivery."""
 KEEP_DAYS = 7
@@ -101,7 +101,7 @@ def sender(task: Task) -> Send:
     """Queue deliveries through the broker of the app running `task`."""
 
     def send(delivery_id: str, countdown: float | None) -> None:
-        task.app.send_task(NOTIFY_TASK, args=[delivery_id], countdown=countdown)
+        task.app.send_task(TaskName.NOTIFY, args=[delivery_id], countdown=countdown)
 
     return send
 

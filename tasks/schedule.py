@@ -15,14 +15,14 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from callrail_sync import errors
+from callrail_sync.job import JobError, JobParams, JobStatus, JobType, Lane
+from callrail_sync.runtime import Runtime
+from callrail_sync.stores.database import utcnow
+from callrail_sync.stores.schedules import Schedule
+from callrail_sync.stores.snapshots import Kind
 from tasks.notify import Send, announce
 from tasks.submit import JobQueue, resend, submit
-from worker import errors
-from worker.job import JobError, JobParams, JobStatus, JobType, Lane
-from worker.runtime import Runtime
-from worker.stores.database import utcnow
-from worker.stores.schedules import Schedule
-from worker.stores.snapshots import Kind
 
 log = logging.getLogger("callrail_sync.schedule")
 

@@ -13,25 +13,12 @@ import logging
 from datetime import timedelta
 from typing import Protocol
 
-from celery import Celery
-
-from worker import errors
-from worker.job import Job, JobError, JobParams, JobType, Lane, NewJob
-from worker.stores.database import utcnow
-from worker.stores.jobs import JobStore
+from callrail_sync import errors
+from callrail_sync.job import Job, JobError, JobParams, JobType, Lane, NewJob
+from callrail_sync.stores.database import utcnow
+from callrail_sync.stores.jobs import JobStore
 
 log = logging.getLogger("callrail_sync.submit")
-
-TASK_NAMES: dict[JobType, str] = {
-    JobType.SYNC_ACCOUNTS: "callrail.sync.accounts",
-    JobType.SYNC_COMPANIES: "callrail.sync.companies",
-    JobType.WEBHOOK_LIST: "callrail.webhook.list",
-    JobType.WEBHOOK_CREATE: "callrail.webhook.create",
-    JobType.WEBHOOK_UPDATE: "callrail.webhook.update",
-    JobType.CALLS_RECONCILE: "callrail.inbound.reconcile",
-    JobType.RECEIVER_KEY: "callrail.inbound.signing_key",
-}
-"""The Celery task that runs each type of job (the job id is its only argument)."""
 
 
 class JobQueue(Protocol):
@@ -39,28 +26,6 @@ class JobQueue(Protocol):
 
     def send(self, job: Job, message_id: str, countdown: float | None) -> None:
         """Queue one message for the job; raise if the broker does not take it."""
-
-
-class CeleryQueue:
-    """`JobQueue` through a Celery app's broker."""
-
-    def __init__(self, app: Celery) -> None:
-        self._app = app
-
-    def send(self, job: Job, message_id: str, countdown: float | None) -> None:
-        # A periodic job's messages take the periodic queue, served after every other one;
-        # the rest follow the task's route (listings or webhooks).
-        periodic = job.lane is Lane.PERIODIC
-        queue = self._app.conf.get("callrail_periodic_queue") if periodic else None
-        self._app.send_task(
-            TASK_NAMES[job.type],
-            args=[job.id],
-            countdown=countdown,
-            task_id=message_id,
-            queue=queue,
-            retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
-        )
 
 
 def dedupe_key(owner: str, job_type: JobType, params: JobParams) -> str:

@@ -15,15 +15,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from callrail_sync import errors, metrics
+from callrail_sync.callrail.client import CallRailClient
+from callrail_sync.callrail.pagination import WalkedPage
+from callrail_sync.job import Job
+from callrail_sync.runtime import Runtime
+from callrail_sync.stopping import stop_point
+from callrail_sync.stores.changes import TrackChecks, Tracker
+from callrail_sync.stores.snapshots import Kind, SnapshotWriter, head_id
 from tasks.jobs import Outcome
-from tasks.shutdown import stop_point
-from worker import errors, metrics
-from worker.callrail.client import CallRailClient
-from worker.callrail.pagination import WalkedPage
-from worker.job import Job
-from worker.runtime import Runtime
-from worker.stores.changes import TrackChecks, Tracker
-from worker.stores.snapshots import Kind, SnapshotWriter, head_id
 
 log = logging.getLogger("callrail_sync.sync")
 GONE_SAMPLE = 10

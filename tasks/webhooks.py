@@ -1,7 +1,7 @@
 """Webhook work: list, create and update the URLs of a company's Webhooks integration.
 
 A write reads the integration and writes it back whole, so writes of one company hold its lock
-(`worker/locks.py`) from the read to the write: two at once never lose one. Each checks the
+(`callrail_sync/locks.py`) from the read to the write: two at once never lose one. Each checks the
 current state first, so running one twice (a retry after a timeout whose request did reach
 CallRail) never makes a second webhook or a second integration.
 """
@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from callrail_sync import errors
+from callrail_sync.callrail import webhooks as wh
+from callrail_sync.callrail.client import CallRailClient
+from callrail_sync.callrail.models import Integration
+from callrail_sync.job import Job
+from callrail_sync.runtime import Runtime
+from callrail_sync.stores.webhooks import WebhookRecord
+from callrail_sync.urls import receiver_url
 from tasks import inbound
 from tasks.jobs import Outcome
-from worker import errors
-from worker.callrail import webhooks as wh
-from worker.callrail.client import CallRailClient
-from worker.callrail.models import Integration
-from worker.job import Job
-from worker.runtime import Runtime
-from worker.stores.webhooks import WebhookRecord
-from worker.urls import receiver_url
 
 STATE_FOR_STATUS = {"enabled": "active", "disabled": "disabled"}
 STATUS_FOR_STATE = {v: k for k, v in STATE_FOR_STATUS.items()}

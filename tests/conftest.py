@@ -18,18 +18,19 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from pymongo import MongoClient
 
-from callrail_sync.processes import free_port, mongo_part
+from callrail_sync.callrail.client import CallRailClient, Timeouts
+from callrail_sync.cli.processes import free_port, mongo_part
+from callrail_sync.config import Settings
+from callrail_sync.events import JobEvents
+from callrail_sync.job import Job, JobParams, JobType
+from callrail_sync.locks import RedisLocks
+from callrail_sync.runtime import Runtime, budget_for, configure
+from callrail_sync.stores import Stores, connect
 from celeryconfig import Queues
 from simulator import SimData, SimServer
-from tasks.celery_app import create_worker_app
-from tasks.submit import CeleryQueue, submit
-from worker.callrail.client import CallRailClient, Timeouts
-from worker.config import Settings
-from worker.events import JobEvents
-from worker.job import Job, JobParams, JobType
-from worker.locks import RedisLocks
-from worker.runtime import Runtime, budget_for, configure
-from worker.stores import Stores, connect
+from tasks.submit import submit
+from tasks.table import CeleryQueue
+from worker.celery_app import create_worker_app
 
 
 @pytest.fixture

@@ -15,11 +15,11 @@ import requests
 from bson import ObjectId
 
 from api_shim.auth import issue_token
-from callrail_sync.processes import wait_until
-from callrail_sync.stack import Stack, StackConfig
-from worker.config import Settings
-from worker.job import Job
-from worker.stores import Stores
+from callrail_sync.cli.processes import wait_until
+from callrail_sync.cli.stack import Stack, StackConfig
+from callrail_sync.config import Settings
+from callrail_sync.job import Job
+from callrail_sync.stores import Stores
 
 from .conftest import TEST_SECRET
 

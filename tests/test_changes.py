@@ -10,9 +10,9 @@ import pytest
 import requests
 
 from api_shim.presenters import PREFIX as P
+from callrail_sync.feed import encode_cursor
+from callrail_sync.stores.changes import FeedQuery
 from tests.conftest import wait_job
-from worker.feed import encode_cursor
-from worker.stores.changes import FeedQuery
 
 
 class Sim:
@@ -226,8 +226,8 @@ def test_a_walk_whose_pages_shifted_marks_nothing_deleted(
 ):
     """A company is removed from CallRail after the walk read page 1: every later record moves
     up one place, and the first of page 2 is never seen, though it is still there."""
+    from callrail_sync.job import JobParams, JobType, NewJob
     from tasks import sync as sync_tasks
-    from worker.job import JobParams, JobType, NewJob
 
     account = control.new_account(api_key, companies=600)
     client = runtime.client(api_key)

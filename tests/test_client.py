@@ -13,11 +13,11 @@ import requests
 import responses
 from annotated_types import Le
 
-from worker import errors
-from worker.callrail.client import CallRailClient, Timeouts, parse_retry_after, segment
-from worker.callrail.models import PageMeta
-from worker.callrail.pagination import PageWalker
-from worker.config import Settings
+from callrail_sync import errors
+from callrail_sync.callrail.client import CallRailClient, Timeouts, parse_retry_after, segment
+from callrail_sync.callrail.models import PageMeta
+from callrail_sync.callrail.pagination import PageWalker
+from callrail_sync.config import Settings
 
 BASE = "https://api.test/v3"
 DEFAULT_CONCURRENCY = Settings.model_fields["page_concurrency"].default

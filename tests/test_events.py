@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import redis
 import requests
 
-from worker.job import JobError, JobType, NewJob
+from callrail_sync.job import JobError, JobType, NewJob
 
 from .conftest import OTHER_OWNER, OWNER, serving, wait_job
 

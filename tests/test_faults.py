@@ -18,10 +18,10 @@ import pytest
 import requests
 from pymongo import MongoClient
 
-from callrail_sync.processes import free_port, wait_until
-from callrail_sync.stack import Stack
-from worker.job import JobType
-from worker.stores import Stores
+from callrail_sync.cli.processes import free_port, wait_until
+from callrail_sync.cli.stack import Stack
+from callrail_sync.job import JobType
+from callrail_sync.stores import Stores
 
 from .faults import (
     FAULT_ENV,

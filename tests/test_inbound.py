@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from worker.callrail import deliveries
-from worker.callrail.webhooks import EVENT_KEYS, RECEIVER_EVENTS
-from worker.stores.receivers import Registration
+from callrail_sync.callrail import deliveries
+from callrail_sync.callrail.webhooks import EVENT_KEYS, RECEIVER_EVENTS
+from callrail_sync.stores.receivers import Registration
 
 from .conftest import OTHER_OWNER, OWNER, listening_socket, serving, wait_job
 
@@ -108,7 +108,7 @@ def test_events_and_dedupe_keys():
 
 
 def test_signing_keys_never_reach_a_log_line():
-    from worker.logs import scrub
+    from callrail_sync.logs import scrub
 
     line = json.dumps({"command": json.dumps({"signing_key": KEY})})
     assert KEY not in scrub(line) and KEY not in scrub(f"signing_key={KEY}")

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api_shim.limits import MAX_BODY_BYTES
-from worker.job import JobError, JobType, NewJob
+from callrail_sync.job import JobError, JobType, NewJob
 
 from .conftest import OWNER, TEST_SECRET
 

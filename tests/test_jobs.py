@@ -9,12 +9,12 @@ from datetime import timedelta
 
 import pytest
 
+from callrail_sync.errors import API_KEY_NOT_FOUND
+from callrail_sync.job import Job, JobParams, JobType, NewJob
+from callrail_sync.stores import Stores
+from callrail_sync.stores.database import utcnow
+from callrail_sync.stores.snapshots import PageQuery
 from tasks import sync as sync_tasks
-from worker.errors import API_KEY_NOT_FOUND
-from worker.job import Job, JobParams, JobType, NewJob
-from worker.stores import Stores
-from worker.stores.database import utcnow
-from worker.stores.snapshots import PageQuery
 
 from .conftest import OTHER_OWNER, Submitter, wait_job
 
@@ -376,7 +376,7 @@ def test_queue_down_fails_the_job_at_once(stores, owner, submit_job, worker_app,
     test, so the refusal is injected at send_task) leaves a failed job, not a queued one."""
     from kombu.exceptions import OperationalError
 
-    from worker.errors import QueueUnavailable
+    from callrail_sync.errors import QueueUnavailable
 
     def refuse(*args, **kwargs):
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
@@ -433,8 +433,8 @@ def test_a_failure_that_cannot_be_recorded_comes_back_after_the_lease(stores, ow
     from celery.exceptions import Retry
     from pymongo.errors import AutoReconnect
 
+    from callrail_sync.errors import UpstreamNotFound
     from tasks.jobs import _fail
-    from worker.errors import UpstreamNotFound
 
     job, _ = stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_ACCOUNTS))
     stores.jobs.start(job.id, "m", lease_seconds=90)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from bson import ObjectId
 
+from callrail_sync.job import JobParams, JobType, Lane
 from tasks.submit import submit
-from worker.job import JobParams, JobType, Lane
 
 from .conftest import run_worker, wait_job
 

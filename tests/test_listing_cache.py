@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import requests
 
-from worker.stores.snapshots import ITEM_COLLECTIONS, SORT_KEYS, SORTABLE
+from callrail_sync.stores.snapshots import ITEM_COLLECTIONS, SORT_KEYS, SORTABLE
 
 from .conftest import wait_job
 

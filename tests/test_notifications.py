@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from api_shim.presenters import PREFIX as P
+from callrail_sync.signatures import HEADER, sign, verify
 from tests.conftest import wait_job
-from worker.signatures import HEADER, sign, verify
 
 
 class Receiver:
@@ -180,9 +180,9 @@ def test_signatures_refuse_tampering_and_old_times():
 def test_the_sweeper_resends_a_delivery_whose_message_was_lost(stores, runtime, owner):
     from datetime import timedelta
 
+    from callrail_sync.stores.database import utcnow
+    from callrail_sync.stores.notifications import DELIVERIES
     from tasks.notify import resend_overdue
-    from worker.stores.database import utcnow
-    from worker.stores.notifications import DELIVERIES
 
     url = "https://example.com/h"
     stores.notifications.configure(owner, url, ["sync.succeeded"])
@@ -201,8 +201,8 @@ def test_the_sweeper_resends_a_delivery_whose_message_was_lost(stores, runtime, 
 def test_two_messages_of_one_delivery_post_it_once(stores, runtime, owner, receiver):
     from datetime import timedelta
 
+    from callrail_sync.stores.database import utcnow
     from tasks.notify import deliver
-    from worker.stores.database import utcnow
 
     stores.notifications.configure(owner, receiver.url, ["sync.succeeded"])
     later = utcnow() + timedelta(hours=1)

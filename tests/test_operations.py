@@ -15,13 +15,13 @@ from celery import signals
 
 from api_shim.auth import issue_token
 from callrail_sync.cli import main
-from callrail_sync.ops import Context
-from callrail_sync.processes import wait_until
-from celeryconfig import PLAN_TASK
+from callrail_sync.cli.ops import Context
+from callrail_sync.cli.processes import wait_until
+from callrail_sync.job import JobParams, JobType, NewJob
+from callrail_sync.logs import setup_logging
+from callrail_sync.stores.database import utcnow
+from tasks.names import TaskName
 from tasks.schedule import plan_syncs, sweep_stale_jobs
-from worker.job import JobParams, JobType, NewJob
-from worker.logs import setup_logging
-from worker.stores.database import utcnow
 
 from .conftest import OTHER_OWNER, OWNER, TEST_SECRET, run_worker, wait_job
 
@@ -66,7 +66,7 @@ def test_the_beat_task_runs_through_the_worker(
 ):
     runtime.settings.sync_interval = 0.4
     stores.userconfig.set(OWNER, sim_data.accounts_by_key[api_key][:1])
-    result = worker_app.send_task(PLAN_TASK).get(timeout=20)
+    result = worker_app.send_task(TaskName.PLAN).get(timeout=20)
     assert len(result["queued"]) == 2
     for planned in result["queued"]:
         assert wait_job(stores, planned["job_id"]).status == "succeeded"
@@ -343,7 +343,7 @@ def test_flower_runs_behind_basic_auth(redis_url, tmp_path):
             "-m",
             "celery",
             "-A",
-            "tasks.app",
+            "worker.app",
             "flower",
             f"--port={port}",
             "--address=127.0.0.1",

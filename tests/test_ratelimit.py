@@ -9,11 +9,11 @@ import fakeredis
 import pytest
 import redis
 
+from callrail_sync import errors
+from callrail_sync.budget import RequestBudget, Window, fingerprint, unit_for
+from callrail_sync.callrail.client import CallRailClient
+from callrail_sync.errors import BudgetWait
 from tasks.jobs import MAX_COUNTDOWN, RetryPolicy
-from worker import errors
-from worker.callrail.client import CallRailClient
-from worker.errors import BudgetWait
-from worker.ratelimit import RequestBudget, Window, fingerprint, unit_for
 
 from .conftest import TEST_REDIS_URL, wait_job
 

@@ -15,9 +15,9 @@ import pytest
 import requests
 
 from callrail_sync.cli import main as cli
-from callrail_sync.processes import free_port, redis_part, wait_until
+from callrail_sync.cli.processes import free_port, redis_part, wait_until
+from callrail_sync.config import Settings
 from simulator import Knobs, SimData, SimServer
-from worker.config import Settings
 
 P = "/v1/e/callrail"
 ROOT = Path(__file__).resolve().parents[1]

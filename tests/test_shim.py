@@ -11,8 +11,8 @@ import requests
 from api_shim.auth import issue_token
 from api_shim.bodies import MSG_CREATE_REQUIRED, MSG_UPDATE_REQUIRED
 from api_shim.routes.listings import MSG_ACCOUNT_REQUIRED
-from worker.errors import API_KEY_NOT_FOUND
-from worker.job import JobType, NewJob
+from callrail_sync.errors import API_KEY_NOT_FOUND
+from callrail_sync.job import JobType, NewJob
 
 from .conftest import OTHER_OWNER, OWNER, TEST_SECRET
 

@@ -11,13 +11,13 @@ import requests
 
 from api_shim.presenters import PREFIX as P
 from callrail_sync.cli import main
-from callrail_sync.ops import Context
+from callrail_sync.cli.ops import Context
+from callrail_sync.job import JobError, JobParams, JobType, NewJob
+from callrail_sync.stores.database import utcnow
+from callrail_sync.stores.snapshots import HEADS
 from tasks import sync as sync_tasks
 from tasks.schedule import plan_syncs
 from tests.conftest import OWNER, wait_job
-from worker.job import JobError, JobParams, JobType, NewJob
-from worker.stores.database import utcnow
-from worker.stores.snapshots import HEADS
 
 
 def call(shim_url, token, method, path, **kw) -> requests.Response:

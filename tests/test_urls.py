@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.errors import ValidationFailed
-from worker.urls import check_url
+from callrail_sync.errors import ValidationFailed
+from callrail_sync.urls import check_url
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ import pytest
 import requests
 from pymongo.errors import DuplicateKeyError
 
-from worker.callrail import webhooks as wh
-from worker.callrail.models import Integration
+from callrail_sync.callrail import webhooks as wh
+from callrail_sync.callrail.models import Integration
 
 from .conftest import OWNER, wait_job
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from worker.config import Settings
+from callrail_sync.config import Settings
 
 from .conftest import OWNER, wait_job
 

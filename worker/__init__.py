@@ -1,1 +1,2 @@
-"""Worker side of callrail-sync: CallRail client, Mongo store, Celery app, rate limiting."""
+"""The Celery worker process: the app (`celery -A worker.app worker|beat|flower`), its signals
+and warm shutdown. What each job does lives in `tasks/`; the library in `callrail_sync/`."""

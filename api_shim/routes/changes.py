@@ -12,10 +12,10 @@ from api_shim.bodies import openapi_query
 from api_shim.deps import Owner, Svc
 from api_shim.envelope import success
 from api_shim.presenters import PREFIX
-from worker import feed
-from worker.errors import ValidationFailed
-from worker.stores.changes import FeedQuery
-from worker.stores.snapshots import Kind
+from callrail_sync import feed
+from callrail_sync.errors import ValidationFailed
+from callrail_sync.stores.changes import FeedQuery
+from callrail_sync.stores.snapshots import Kind
 
 MSG_KIND = "kind must be 'accounts' or 'companies'."
 MSG_ACCOUNT = "account_id is required for kind=companies."

@@ -15,13 +15,13 @@ from api_shim.deps import Owner, RawBody, Svc, require_key
 from api_shim.envelope import success
 from api_shim.presenters import PREFIX, accepted, iso
 from api_shim.routes.changes import MSG_ACCOUNT, MSG_KIND
+from callrail_sync.errors import SyncPaused, ValidationFailed
+from callrail_sync.job import JobParams, JobType
+from callrail_sync.status import owner_status
+from callrail_sync.stores.database import utcnow
+from callrail_sync.stores.receivers import Receiver
+from callrail_sync.stores.schedules import Schedule
 from tasks.submit import submit
-from worker.errors import SyncPaused, ValidationFailed
-from worker.job import JobParams, JobType
-from worker.status import owner_status
-from worker.stores.database import utcnow
-from worker.stores.receivers import Receiver
-from worker.stores.schedules import Schedule
 
 MSG_SCHEDULE_REQUIRED = "account_id and paused are required."
 MIN_INTERVAL, MAX_INTERVAL = 300, 7 * 86400

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api_shim.deps import Svc
 from api_shim.envelope import failure, success
-from worker.metrics import exposition
+from callrail_sync.metrics import exposition
 
 router = APIRouter(include_in_schema=False)
 

@@ -29,14 +29,14 @@ from api_shim.bodies import openapi_query
 from api_shim.deps import Owner, Services, Svc
 from api_shim.envelope import failure, success
 from api_shim.presenters import PREFIX
+from callrail_sync import feed, metrics
+from callrail_sync.callrail import deliveries
+from callrail_sync.errors import ValidationFailed
+from callrail_sync.job import JobParams, JobType
+from callrail_sync.stores.inbox import CallsQuery, Kept
+from callrail_sync.stores.receivers import Receiver
 from tasks.inbound import owner_with_key
 from tasks.submit import submit
-from worker import feed, metrics
-from worker.callrail import deliveries
-from worker.errors import ValidationFailed
-from worker.job import JobParams, JobType
-from worker.stores.inbox import CallsQuery, Kept
-from worker.stores.receivers import Receiver
 
 log = logging.getLogger("callrail_sync.inbound")
 router = APIRouter(prefix=PREFIX)

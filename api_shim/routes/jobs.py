@@ -14,7 +14,7 @@ from api_shim.deps import Owner, StreamOwner, Svc
 from api_shim.envelope import success
 from api_shim.presenters import PREFIX, job_view
 from api_shim.watch import read_job, sse, watch
-from worker.job import Job
+from callrail_sync.job import Job
 
 MAX_WAIT = 30
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

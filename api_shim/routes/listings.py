@@ -13,9 +13,9 @@ from api_shim.bodies import openapi_query
 from api_shim.deps import Owner, Svc, require_key
 from api_shim.listings import serve_listing
 from api_shim.presenters import PREFIX
-from worker.errors import ValidationFailed
-from worker.job import JobParams
-from worker.stores.snapshots import SORTABLE, Kind, PageQuery
+from callrail_sync.errors import ValidationFailed
+from callrail_sync.job import JobParams
+from callrail_sync.stores.snapshots import SORTABLE, Kind, PageQuery
 
 MSG_ACCOUNT_REQUIRED = "Callrail account id is required."
 router = APIRouter(prefix=PREFIX)

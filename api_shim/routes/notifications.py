@@ -19,9 +19,9 @@ from api_shim.bodies import openapi_body, openapi_query
 from api_shim.deps import Owner, RawBody, Svc
 from api_shim.envelope import success
 from api_shim.presenters import PREFIX, iso
-from worker.errors import NotFound, ValidationFailed
-from worker.stores.notifications import EVENTS, Delivery, NotificationConfig
-from worker.urls import check_url
+from callrail_sync.errors import NotFound, ValidationFailed
+from callrail_sync.stores.notifications import EVENTS, Delivery, NotificationConfig
+from callrail_sync.urls import check_url
 
 MSG_URL_REQUIRED = "url is required."
 MSG_EVENTS = f"events must be a non-empty list of: {', '.join(EVENTS)}."

@@ -13,9 +13,9 @@ from api_shim.bodies import WebhookCreate, WebhookUpdate, company_ref, openapi_b
 from api_shim.deps import Owner, RawBody, Svc, require_key
 from api_shim.presenters import PREFIX, accepted
 from api_shim.writes import start_write
+from callrail_sync.errors import ValidationFailed
+from callrail_sync.job import JobParams, JobType
 from tasks.submit import submit
-from worker.errors import ValidationFailed
-from worker.job import JobParams, JobType
 
 MSG_LIST_REQUIRED = "Callrail account id and company id are required."
 router = APIRouter(prefix=PREFIX)

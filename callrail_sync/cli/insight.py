@@ -1,0 +1,98 @@
+"""`callrail-sync status` and `callrail-sync changes`: what the status route and the change feed
+answer, read from the stores the settings point at (MONGO_URL, REDIS_URL)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import redis
+
+from callrail_sync import feed
+from callrail_sync.cli.ops import Context, owner_id
+from callrail_sync.runtime import Runtime, budget_for
+from callrail_sync.status import ListingStatus, owner_status
+from callrail_sync.stores.changes import FeedQuery
+from callrail_sync.stores.database import utcnow
+from callrail_sync.stores.snapshots import Kind
+
+
+def _when(value: object) -> str:
+    return f"{value:%Y-%m-%d %H:%M}" if value is not None else "-"
+
+
+def status_line(entry: ListingStatus) -> str:
+    what = "accounts" if entry.account_id is None else f"companies of {entry.account_id}"
+    records = entry.counts.get("records")
+    budget = entry.budget
+    left = f"{budget.hour_left}/h {budget.day_left}/d" if budget else "-"
+    line = (
+        f"{what:<32} {entry.state:<9} {records if records is not None else '-':>7} "
+        f"{_when(entry.last_success_at):>16} {_when(entry.next_scheduled_at):>16} {left:>14}"
+    )
+    if entry.last_error:
+        line += f"\n{'':<33}{entry.last_error['class']}: {entry.last_error['message']}"
+        if entry.last_error.get("remedy"):
+            line += f"\n{'':<33}-> {entry.last_error['remedy']}"
+    return line
+
+
+def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    budget = None
+    try:
+        client = redis.Redis.from_url(ctx.settings.redis_url)
+        client.ping()
+        budget = budget_for(ctx.settings, client)
+    except redis.RedisError:
+        print("(Redis unavailable: no budget figures)")
+    rt = Runtime(settings=ctx.settings, stores=ctx.stores, budget=budget)
+    entries = owner_status(rt, args.account, utcnow())
+    if args.json:
+        print(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
+        return 0
+    print(
+        f"{'listing':<32} {'state':<9} {'records':>7} {'last success':>16} "
+        f"{'next sync':>16} {'budget left':>14}"
+    )
+    for entry in entries:
+        print(status_line(entry))
+    return 0
+
+
+def cmd_changes(args: argparse.Namespace, ctx: Context) -> int:
+    kind: Kind = "companies" if args.callrail_account else "accounts"
+    query = FeedQuery(
+        owner=args.account,
+        kind=kind,
+        callrail_account_id=args.callrail_account,
+        actions=feed.parse_actions(args.filter),
+        modified_after=feed.parse_time(args.modified_after, "--modified-after"),
+        limit=args.limit,
+    )
+    if args.cursor:
+        query = query.model_copy(update={"after": feed.decode_cursor(query, args.cursor)})
+    page = ctx.stores.changes.read(query)
+    for change in page.changes:
+        name = change.record.get("name", "")
+        print(f"{change.changed_at:%Y-%m-%d %H:%M:%S}  {change.action:<8} {change.id:<40} {name}")
+    if not page.changes:
+        print("(no changes)")
+    more = " (more: run again with it)" if page.has_more else ""
+    print(f"next cursor: {feed.encode_cursor(query, page.next_after)}{more}")
+    return 0
+
+
+def add_insight_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("status", help="where each listing of a DashClicks account stands")
+    p.add_argument("--account", required=True, type=owner_id, help="DashClicks account id")
+    p.add_argument("--json", action="store_true", help="print the entries as JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("changes", help="read the change feed of a listing")
+    p.add_argument("--account", required=True, type=owner_id, help="DashClicks account id")
+    p.add_argument("--callrail-account", help="this account's companies (else: accounts)")
+    p.add_argument("--cursor", help="next cursor of the previous run")
+    p.add_argument("--filter", help="any of added,updated,deleted")
+    p.add_argument("--modified-after", help="ISO 8601 time")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_changes)

@@ -1,0 +1,256 @@
+"""`callrail-sync serve`: the shim, a worker and beat in one process, on embedded defaults.
+
+MongoDB at MONGO_URL when set, else SecantusDB started beside us with its data in the run dir
+(so it survives a restart), else (no server can start) an in-process store. Redis at
+REDIS_URL when it answers, else a redis-server of our own, else an in-process broker.
+CallRail at CALLRAIL_BASE_URL when set, else the built-in simulator with demo data and a demo
+key for DEMO_ACCOUNT_ID. Production runs these as separate processes (docker-compose.yml,
+or `callrail-sync stack` on one machine); this is for trying the service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+import uvicorn
+from celery import Celery, signals
+from celery.beat import EmbeddedService
+
+from api_shim.app import create_app
+from api_shim.auth import DEV_SECRET, issue_token
+from callrail_sync.cli.processes import Started, ensure_mongo, ensure_redis
+from callrail_sync.config import Settings
+from callrail_sync.events import JobEvents
+from callrail_sync.locks import RedisLocks
+from callrail_sync.logs import setup_logging
+from callrail_sync.runtime import Runtime, budget_for, configure, lock_ttl
+from callrail_sync.stores import connect
+from celeryconfig import Queues
+from simulator import SimData, SimServer
+from tasks.names import TaskName
+from tasks.table import CeleryQueue
+from worker.celery_app import create_worker_app
+
+log = logging.getLogger("callrail_sync.serve")
+MEMORY_BROKER = "memory://"
+
+
+@dataclass
+class Embedded:
+    """What `prepare` chose and started."""
+
+    settings: Settings
+    runtime: Runtime
+    simulator: SimServer | None = None
+    started: list[Started] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cli_exports(self) -> str | None:
+        """The environment with which the CLI verbs reach this process's data and queues."""
+        s = self.settings
+        if not s.mongo_url or s.broker == MEMORY_BROKER:
+            return None
+        exports = f"export MONGO_URL={s.mongo_url} REDIS_URL={s.redis_url}"
+        if s.mongo_db != Settings.model_fields["mongo_db"].default:
+            exports += f" MONGO_DB={s.mongo_db}"
+        return exports + (f" CALLRAIL_QUEUE_SUFFIX={s.queue_suffix}" if s.queue_suffix else "")
+
+    def stop(self) -> None:
+        stop_all(self.simulator, self.started)
+
+
+def stop_all(simulator: SimServer | None, started: list[Started]) -> None:
+    if simulator is not None:
+        simulator.stop()
+    for part in reversed(started):
+        part.stop()
+
+
+def prepare(settings: Settings, run_dir: Path) -> Embedded:
+    """Choose and start the store, broker and CallRail for this process; build its runtime."""
+    started: list[Started] = []
+    notes: list[str] = []
+    simulator: SimServer | None = None
+    updates: dict[str, object] = {}
+    try:
+        if not settings.jwt_secret and not settings.jwt_public_key:
+            updates["jwt_secret"] = DEV_SECRET
+        if "callrail_base_url" not in settings.model_fields_set:
+            data = SimData(seed=1, keys=1, accounts_per_key=3, companies_per_account=180)
+            simulator = SimServer(data).start()
+            updates["callrail_base_url"] = simulator.base_url
+        if not settings.mongo_url:
+            try:
+                mongo = ensure_mongo(None, run_dir)
+                started.append(mongo)
+                updates["mongo_url"] = mongo.url
+            except (OSError, RuntimeError) as exc:
+                notes.append(f"no MongoDB server could start ({exc}): in-process store")
+            # Our own data, our own queues: another service on the same Redis never takes our
+            # messages, and the next serve on this run dir finds the ones we left.
+            digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:8]
+            updates["queue_suffix"] = settings.queue_suffix or f".serve-{digest}"
+        try:
+            # Ours keeps its data in the run dir: messages left queued survive a restart.
+            broker = ensure_redis(settings.redis_url, run_dir, persist=True)
+            started.append(broker)
+            updates["redis_url"] = broker.url
+        except (OSError, RuntimeError) as exc:
+            notes.append(f"no Redis ({exc}): in-process broker")
+            updates.update(broker_url=MEMORY_BROKER, result_backend="cache+memory://")
+        s = settings.model_copy(update=updates)
+        if s.broker == MEMORY_BROKER:
+            # No Redis: no shared budget (the simulator has no quota), no stop flags, and no
+            # job events (waiting requests poll the store instead).
+            runtime = Runtime(s, connect(s))
+        else:
+            client = redis.Redis.from_url(s.redis_url)
+            stores = connect(s, on_job_change=JobEvents(client))
+            budget, locks = budget_for(s, client), RedisLocks(client, ttl=lock_ttl(s))
+            runtime = Runtime(s, stores, budget=budget, redis=client, locks=locks)
+        if simulator is not None:
+            key = simulator.data.api_keys[0]
+            keys = runtime.stores.keys
+            if keys.usable_key(s.demo_account_id) != key:
+                keys.set(s.demo_account_id, key)
+            demo = simulator.data.accounts_by_key[key][:1]
+            runtime.stores.userconfig.set(s.demo_account_id, demo)
+        return Embedded(s, runtime, simulator, started, notes)
+    except BaseException:
+        stop_all(simulator, started)
+        raise
+
+
+class EmbeddedWorker:
+    """A Celery worker (thread pool) and beat in threads of this process, supervised.
+
+    A worker process that loses its broker reconnects; this thread-based one can instead die
+    of a kombu error while closing the lost connection ("Unrecoverable error: ... 'hostname'").
+    Like a process supervisor, the watchdog starts a new one, so a Redis restart costs a few
+    seconds, not the worker.
+    """
+
+    def __init__(self, app: Celery, queues: Queues, schedule: Path) -> None:
+        self.app, self.queues = app, queues
+        self.hostname = f"embedded-{os.getpid()}@localhost"
+        self.beat = EmbeddedService(app, thread=True, schedule_filename=str(schedule))
+        self.stopping = threading.Event()
+        self.restarts = 0
+        self._spawn()
+        self.watchdog = threading.Thread(target=self._watch, name="worker-watchdog", daemon=True)
+
+    def _spawn(self) -> None:
+        self.worker = self.app.WorkController(
+            pool_cls="threads",
+            concurrency=4,
+            queues=self.queues.all,
+            hostname=self.hostname,
+            loglevel="INFO",
+        )
+        self.thread = threading.Thread(target=self.worker.start, name="celery-worker", daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(1.0):
+            if not self.thread.is_alive():
+                self.restarts += 1
+                log.warning(
+                    "embedded worker stopped; starting a new one", extra={"restarts": self.restarts}
+                )
+                self._spawn()
+
+    def start(self) -> None:
+        self.beat.start()
+        self.watchdog.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """A warm shutdown, as SIGTERM gives a worker process: running syncs store the page in
+        flight and go back to the queue; the next start resumes them."""
+        self.stopping.set()
+        self.beat.stop()
+        signals.worker_shutting_down.send(
+            sender=self.hostname, sig="SIGTERM", how="Warm", exitcode=0
+        )
+        self.worker.stop(in_sighandler=False)
+        self.thread.join(timeout)
+
+
+def banner(embedded: Embedded, host: str, port: int, token: str) -> str:
+    s = embedded.settings
+    base = f"http://{host}:{port}"
+    broker = "in-process" if s.broker == MEMORY_BROKER else s.broker
+    store = s.mongo_url or "in-process"
+    upstream = ("built-in simulator " if embedded.simulator else "") + s.callrail_base_url
+    dev_note = (
+        "  (JWT signed with the development secret; set JWT_SECRET in production)"
+        if s.jwt_secret == DEV_SECRET
+        else ""
+    )
+    lines = [
+        f"callrail-sync serving at {base}  (API docs: {base}/docs)",
+        f"broker: {broker} | store: {store} | CallRail: {upstream}",
+        *(f"note: {note}" for note in embedded.notes),
+        f"demo account: {s.demo_account_id}{dev_note}",
+        f"token: {token}",
+        "try:",
+        f"  curl -s -H 'Authorization: Bearer {token}' '{base}/v1/e/callrail/accounts'",
+        "  (202 with a job the first time; poll its status_url, then ask again for the page)",
+    ]
+    exports = embedded.cli_exports
+    lines.append(
+        f"the CLI (jobs, keys, sync) reaches this process with:\n  {exports}"
+        if exports
+        else "the CLI verbs cannot reach this process (it has no MongoDB server or no Redis)"
+    )
+    return "\n".join(lines)
+
+
+class Stopping(Exception):
+    """SIGTERM arrived: stop serving, then stop the worker warm and what we started."""
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise Stopping
+
+
+def serve(settings: Settings, host: str, port: int, run_dir: Path) -> int:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(settings.log_level, json_lines=settings.log_json)
+    # uvicorn handles SIGTERM itself, then raises it again once it has shut down (so the
+    # process would die on the spot): ours turns that into an exception, and cleanup runs.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    if not settings.public_base_url:
+        # The simulator (or a CallRail that reaches this machine) delivers events to us here.
+        local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        settings = settings.model_copy(update={"public_base_url": f"http://{local}:{port}"})
+    embedded = prepare(settings, run_dir)
+    s = embedded.settings
+    embedded_worker: EmbeddedWorker | None = None
+    try:
+        configure(embedded.runtime)
+        worker_app = create_worker_app(s)
+        embedded_worker = EmbeddedWorker(worker_app, Queues(s.queue_suffix), run_dir / "beat")
+        embedded_worker.start()
+        # Beat's first tick is one period away; sync the configured accounts now.
+        worker_app.send_task(TaskName.PLAN)
+        secret = s.jwt_secret or DEV_SECRET
+        token = issue_token(s.demo_account_id, secret, ttl_seconds=7 * 24 * 3600)
+        print(banner(embedded, host, port, token), flush=True)
+        shim = create_app(s, runtime=embedded.runtime, queue=CeleryQueue(worker_app))
+        uvicorn.run(shim, host=host, port=port, log_level="warning", log_config=None)
+    except (Stopping, KeyboardInterrupt):
+        pass
+    finally:
+        if embedded_worker is not None:
+            log.info("stopping: the worker hands running syncs back to the queue")
+            embedded_worker.stop()
+        embedded.stop()
+    return 0

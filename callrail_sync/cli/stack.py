@@ -1,0 +1,300 @@
+"""`callrail-sync stack`: the production topology on one machine, one OS process per part.
+
+MongoDB (MONGO_URL, else SecantusDB with its data in the run dir), Redis (REDIS_URL when it
+answers, else a redis-server of our own), the simulator (unless CALLRAIL_BASE_URL is set), the
+shim under uvicorn, N Celery workers (prefork), exactly one beat and Flower: started in that
+order, each health-checked before the next. Every part logs to RUN_DIR/logs/<part>.log and
+writes RUN_DIR/pids/<part>.pid. The fault-suite tests start the same `Stack`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from api_shim.auth import DEV_SECRET
+from callrail_sync.cli.processes import (
+    Part,
+    ensure_mongo,
+    ensure_redis,
+    free_port,
+    http_ok,
+    log_says,
+)
+from callrail_sync.config import Settings
+from callrail_sync.stores import Stores, connect
+from tasks.sending import create_celery
+
+PY = sys.executable
+DEMO_SIMULATOR = ["--seed", "1", "--keys", "1", "--accounts", "3"]
+DEMO_SIMULATOR += ["--companies-per-account", "180"]
+
+
+@dataclass
+class StackConfig:
+    """What to run, and where."""
+
+    run_dir: Path
+    port: int = 8000
+    workers: int = 2
+    concurrency: int = 2
+    """Prefork processes per worker."""
+    shim_workers: int = 2
+    flower: bool = True
+    simulator_args: list[str] = field(default_factory=lambda: list(DEMO_SIMULATOR))
+    env: dict[str, str] = field(default_factory=dict)
+    """Settings for every part, as environment variables (tests shorten the periods)."""
+    mongo_test_commands: bool = False
+    """Start SecantusDB with fail points (configureFailPoint) enabled: tests only."""
+    own_redis: bool = False
+    """Start a redis-server of our own even when REDIS_URL answers (tests restart it)."""
+
+
+class Stack:
+    """The parts of one deployment, started and stopped together."""
+
+    def __init__(self, config: StackConfig, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.parts: dict[str, Part] = {}
+        self.flower_auth = ("admin", secrets.token_urlsafe(9))
+        self.mongo_url = settings.mongo_url or ""
+        self.redis_url = settings.redis_url
+        self.callrail_url = settings.callrail_base_url
+        self.simulator_url: str | None = None
+        self.flower_url: str | None = None
+        self.demo_key: str | None = None
+        self.restarts: dict[str, list[float]] = {}
+
+    # --- where things are ------------------------------------------------------------------
+
+    @property
+    def run_dir(self) -> Path:
+        return self.config.run_dir
+
+    @property
+    def shim_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.port}"
+
+    @property
+    def worker_names(self) -> list[str]:
+        return [name for name in self.parts if name.startswith("worker-")]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment every part runs with."""
+        env = {**os.environ, **self.config.env, "PYTHONUNBUFFERED": "1"}
+        env.update(MONGO_URL=self.mongo_url, REDIS_URL=self.redis_url)
+        env["CALLRAIL_BASE_URL"] = self.callrail_url
+        env.setdefault("JWT_SECRET", self.settings.jwt_secret or DEV_SECRET)
+        env.setdefault("METRICS_PORT", "0")
+        env.setdefault("PUBLIC_BASE_URL", self.shim_url)
+        return {**env, **extra}
+
+    def stores(self) -> Stores:
+        return connect(Settings(mongo_url=self.mongo_url, mongo_db=self.settings.mongo_db))
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Stack:
+        """Start every part in order; on any failure stop what started and raise."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_storage()
+            self._start_simulator()
+            self.launch(self.shim_part())
+            for n in range(1, self.config.workers + 1):
+                self.launch(self.worker_part(n))
+            self.launch(self.beat_part())
+            if self.config.flower:
+                self.launch(self.flower_part())
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def launch(self, part: Part, timeout: float = 60.0) -> Part:
+        self.parts[part.name] = part
+        return part.start(self.run_dir).wait_ready(timeout)
+
+    def restart(self, name: str, timeout: float = 60.0) -> Part:
+        """Stop a part (if it runs) and start it again with the same command."""
+        part = self.parts[name]
+        part.stop()
+        return part.start(self.run_dir).wait_ready(timeout)
+
+    def stop(self) -> None:
+        """Workers first (a warm shutdown hands running syncs back), then the rest."""
+        workers = [self.parts[n] for n in self.worker_names]
+        threads = [threading.Thread(target=w.stop) for w in workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for name in reversed(list(self.parts)):
+            if not name.startswith("worker-"):
+                self.parts[name].stop()
+
+    # --- the parts -------------------------------------------------------------------------
+
+    def _start_storage(self) -> None:
+        run, c = self.run_dir, self.config
+        mongo = ensure_mongo(self.settings.mongo_url, run, test_commands=c.mongo_test_commands)
+        redis = ensure_redis(self.settings.redis_url, run, own=c.own_redis)
+        for started in (mongo, redis):
+            if started.part is not None:
+                self.parts[started.part.name] = started.part
+        self.mongo_url, self.redis_url = mongo.url, redis.url
+
+    def _start_simulator(self) -> None:
+        if "callrail_base_url" in self.settings.model_fields_set:
+            return  # a real (or external) CallRail
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        argv = [PY, "-m", "callrail_sync.cli", "simulator", "--port", str(port)]
+        part = Part("simulator", argv + self.config.simulator_args, http_ok(f"{base}/_sim/stats"))
+        self.launch(part)
+        self.simulator_url = base
+        self.callrail_url = f"{base}/v3"
+        keys = requests.get(f"{base}/_sim/keys", timeout=10).json()["keys"]
+        self.demo_key = keys[0]
+        self.seed_demo()
+
+    def seed_demo(self) -> None:
+        """The demo key and user config, as `serve` stores them."""
+        if self.demo_key is None or self.simulator_url is None:
+            return
+        owner = self.settings.demo_account_id
+        stores = self.stores()
+        if stores.keys.usable_key(owner) != self.demo_key:
+            stores.keys.set(owner, self.demo_key)
+        accounts = requests.get(
+            f"{self.simulator_url}/v3/a.json",
+            timeout=10,
+            headers={"Authorization": f'Token token="{self.demo_key}"'},
+        ).json()["accounts"]
+        stores.userconfig.set(owner, [accounts[0]["id"]])
+
+    def shim_part(self) -> Part:
+        argv = [PY, "-m", "uvicorn", "--factory", "api_shim.app:create_app"]
+        argv += ["--host", "127.0.0.1", "--port", str(self.config.port)]
+        argv += ["--workers", str(self.config.shim_workers), "--log-level", "warning"]
+        return Part("shim", argv, http_ok(f"{self.shim_url}/healthz"), env=self.env())
+
+    def worker_part(self, number: int) -> Part:
+        name = f"worker-{number}"
+        metrics_dir = self.run_dir / "metrics" / name
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        argv = [PY, "-m", "celery", "-A", "worker.app", "worker", "--pool", "prefork"]
+        argv += ["--concurrency", str(self.config.concurrency), "--hostname", f"{name}@%h"]
+        argv += ["--loglevel", "INFO", "--without-mingle", "--without-gossip"]
+        env = self.env(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+        node = f"{name}@{socket.gethostname()}"
+        # Ready when it answers a control ping (whatever its LOG_LEVEL lets it say).
+        # Warm shutdown: a running sync stores the page in flight, then is handed back.
+        return Part(name, argv, self._pings(node), env=env, stop_timeout=90)
+
+    def _pings(self, node: str) -> Callable[[], bool]:
+        def ready() -> bool:
+            control = create_celery(Settings(redis_url=self.redis_url)).control
+            return bool(control.ping(destination=[node], timeout=0.5))
+
+        return ready
+
+    def beat_part(self) -> Part:
+        argv = [PY, "-m", "celery", "-A", "worker.app", "beat", "--loglevel", "INFO"]
+        argv += ["--schedule", str(self.run_dir / "beat-schedule")]
+        # Beat logs at INFO whatever LOG_LEVEL says (a line a tick): its start is its readiness.
+        env = self.env(LOG_LEVEL="INFO")
+        return Part("beat", argv, log_says("beat", "beat: Starting", self.run_dir), env=env)
+
+    def flower_part(self) -> Part:
+        port = free_port()
+        user, password = self.flower_auth
+        argv = [PY, "-m", "celery", "-A", "worker.app", "flower", f"--port={port}"]
+        argv += ["--address=127.0.0.1", f"--basic-auth={user}:{password}", "--persistent=False"]
+        self.flower_url = f"http://127.0.0.1:{port}"
+        return Part("flower", argv, http_ok(self.flower_url, self.flower_auth), env=self.env())
+
+
+def banner(stack: Stack, token: str) -> str:
+    c, run, shim = stack.config, stack.run_dir, stack.shim_url
+    user, password = stack.flower_auth
+    ours = "" if stack.settings.mongo_url else f"  (SecantusDB, data in {run}/mongo)"
+    workers = ", ".join(stack.worker_names)
+    lines = [
+        f"callrail-sync stack is up (run dir {run}; logs in {run}/logs, pids in {run}/pids)",
+        f"  shim       {shim}  (API docs {shim}/docs; {c.shim_workers} uvicorn workers)",
+        f"  workers    {workers}: celery prefork, concurrency {c.concurrency} each",
+        "  beat       1 (exactly one)",
+    ]
+    if c.flower:
+        lines.append(f"  flower     {stack.flower_url}  (user {user}, password {password})")
+    lines += [f"  mongo      {stack.mongo_url}{ours}", f"  redis      {stack.redis_url}"]
+    if stack.simulator_url:
+        sim = stack.simulator_url
+        lines.append(f"  simulator  {sim}/v3  (controls {sim}/_sim/stats)")
+    lines += [
+        f"token for the demo account {stack.settings.demo_account_id}: {token}",
+        "Every CLI verb works against this stack with:",
+        f"  export MONGO_URL={stack.mongo_url} REDIS_URL={stack.redis_url}",
+        "  .venv/bin/callrail-sync jobs",
+        "Ctrl-C stops everything (workers first: a running sync is handed back, not lost).",
+    ]
+    return "\n".join(lines)
+
+
+def supervise(stack: Stack, max_restarts: int = 5, window: float = 60.0) -> bool:
+    """Restart parts that exited, as Compose's `restart: unless-stopped` does; False (give
+    up) when one keeps dying: more than `max_restarts` in `window` seconds."""
+    now = time.monotonic()
+    for part in list(stack.parts.values()):
+        if part.alive:
+            continue
+        recent = [t for t in stack.restarts.get(part.name, []) if now - t < window]
+        if len(recent) >= max_restarts:
+            print(f"{part.name} keeps exiting (see {part.log_path}); stopping", flush=True)
+            return False
+        stack.restarts[part.name] = [*recent, now]
+        code = part.proc.returncode if part.proc else None
+        print(f"{part.name} exited (code {code}); restarting it (see {part.log_path})", flush=True)
+        try:
+            stack.restart(part.name)
+        except RuntimeError as exc:
+            print(str(exc), flush=True)
+    return True
+
+
+def run_stack(settings: Settings, config: StackConfig) -> int:
+    """The `stack` command: start, print where everything is, stop on Ctrl-C or SIGTERM."""
+    from api_shim.auth import issue_token
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stack = Stack(config, settings)
+    print(f"starting the stack in {config.run_dir} ...", flush=True)
+    stack.start()
+    try:
+        secret = settings.jwt_secret or DEV_SECRET
+        token = issue_token(settings.demo_account_id, secret, ttl_seconds=7 * 24 * 3600)
+        print(banner(stack, token), flush=True)
+        while not stop.wait(2.0):
+            if not supervise(stack):
+                stop.set()
+    finally:
+        print("stopping: workers first ...", flush=True)
+        stack.stop()
+        print("stopped", flush=True)
+    return 0

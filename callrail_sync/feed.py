@@ -1,0 +1,82 @@
+"""The change feed as callers see it: opaque cursors and the shape of a change. Shared by the
+shim (`GET /changes`) and the command line (`callrail-sync changes`).
+
+A cursor names a place in one feed (owner, kind, CallRail account): the number of the last
+change read, with a tag of the feed, so that a cursor of one feed is refused by another.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from callrail_sync.errors import ValidationFailed
+from callrail_sync.stores.changes import ACTIONS, Action, Change, FeedQuery
+
+MAX_LIMIT = 1000
+MAX_SEQ = 2**63
+"""Change numbers are 64-bit integers in MongoDB."""
+BAD_CURSOR = "cursor is not valid for this feed (use the next_cursor of the same kind and account)."
+
+
+def _tag(query: FeedQuery) -> str:
+    return hashlib.sha256(query.feed.encode()).hexdigest()[:12]
+
+
+def encode_cursor(query: FeedQuery, after: int) -> str:
+    raw = json.dumps({"f": _tag(query), "s": after}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(query: FeedQuery, cursor: str) -> int:
+    """The change number a cursor of this feed stands for; ValidationFailed otherwise."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        fields = json.loads(raw)
+        after = fields["s"]
+        ok = fields["f"] == _tag(query) and isinstance(after, int) and 0 <= after < MAX_SEQ
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        ok, after = False, 0
+    if not ok:
+        raise ValidationFailed(BAD_CURSOR)
+    return int(after)
+
+
+def parse_actions(raw: str | None) -> frozenset[Action]:
+    """`added,updated,deleted` (any of them; all when not given)."""
+    if raw is None or not raw.strip():
+        return frozenset(ACTIONS)
+    wanted = {part.strip() for part in raw.split(",") if part.strip()}
+    chosen = frozenset(a for a in ACTIONS if a in wanted)
+    if not wanted or len(chosen) != len(wanted):
+        raise ValidationFailed(f"filter must be a comma-separated list of: {', '.join(ACTIONS)}.")
+    return chosen
+
+
+def parse_time(raw: str | None, name: str) -> datetime | None:
+    """An ISO 8601 time (UTC when it names no zone)."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+        # In UTC, as MongoDB keeps it: an offset that leaves years 1–9999 is refused here.
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValidationFailed(f"{name} must be an ISO 8601 time.") from None
+
+
+def change_view(change: Change) -> dict[str, Any]:
+    """A change as the feed shows it: the record as CallRail last sent it, and its history."""
+    return {
+        "id": change.id,
+        "action": change.action,
+        "changed_at": change.changed_at.isoformat(),
+        "first_seen_at": change.first_seen_at.isoformat(),
+        "last_modified_at": change.last_modified_at.isoformat(),
+        "deleted_at": change.deleted_at.isoformat() if change.deleted_at else None,
+        "record": change.record,
+    }

@@ -1,0 +1,92 @@
+"""Locks that hold across workers and machines: one read-modify-write of a company's Webhooks
+integration at a time, and one worker at a time recording a listing's changes (its feed).
+
+CallRail keeps a company's webhook URLs in one integration whose whole config a write
+replaces, so two changes made at once would lose one. `Locks.hold(name)` is a Redis lock (a
+random token, released only by its holder, expiring after `ttl` in case the holder dies).
+Before it writes, the holder `confirm()`s it still holds the lock, renewing it; if it expired
+(the holder stalled past the TTL), confirm raises and the job retries from a fresh read of
+CallRail, so a stale holder never writes over a newer change. Without Redis (`serve` on its
+in-process broker) the lock is a lock of this process, which is all there is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Protocol
+
+import redis
+from redis.exceptions import LockError
+
+from callrail_sync.errors import LockBusy
+
+PREFIX = "callrail:lock:"
+BUSY = "another worker is changing the same thing; trying again"
+
+
+class Held(Protocol):
+    def confirm(self) -> None:
+        """Raise LockBusy unless the lock is still ours; renew it if it is."""
+
+
+class Locks(Protocol):
+    def hold(self, name: str) -> contextlib.AbstractContextManager[Held]:
+        """Wait for the lock `name` (LockBusy after the wait), and hold it for the block."""
+
+
+class _RedisHeld:
+    def __init__(self, lock: redis.lock.Lock) -> None:
+        self._lock = lock
+
+    def confirm(self) -> None:
+        try:
+            self._lock.reacquire()
+        except LockError:
+            raise LockBusy("the lock ran out before the write; trying again") from None
+
+
+class RedisLocks:
+    """`Locks` in Redis, shared by every worker on it."""
+
+    def __init__(self, client: redis.Redis, ttl: float = 60.0, wait: float = 20.0) -> None:
+        self._redis, self._ttl, self._wait = client, ttl, wait
+
+    @contextlib.contextmanager
+    def hold(self, name: str) -> Iterator[Held]:
+        lock = self._redis.lock(
+            PREFIX + name, timeout=self._ttl, blocking_timeout=self._wait, thread_local=False
+        )
+        if not lock.acquire():
+            raise LockBusy(BUSY)
+        try:
+            yield _RedisHeld(lock)
+        finally:
+            with contextlib.suppress(LockError):  # expired meanwhile: nothing to release
+                lock.release()
+
+
+class _LocalHeld:
+    def confirm(self) -> None:
+        """A lock of this process cannot run out."""
+
+
+class LocalLocks:
+    """`Locks` within one process (no Redis)."""
+
+    def __init__(self, wait: float = 20.0) -> None:
+        self._wait = wait
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self, name: str) -> Iterator[Held]:
+        with self._guard:
+            lock = self._locks.setdefault(name, threading.Lock())
+        if not lock.acquire(timeout=self._wait):
+            raise LockBusy(BUSY)
+        try:
+            yield _LocalHeld()
+        finally:
+            lock.release()

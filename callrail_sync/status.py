@@ -1,0 +1,189 @@
+"""Where each of an owner's listings stands: the answer of GET /status and `callrail-sync status`.
+
+One entry for the accounts listing, and one per CallRail account for its companies. `state`:
+
+- `paused`: the account's syncs are paused (`PUT /schedule`);
+- `syncing`: a sync is queued to run now, or running;
+- `retrying`: a sync waits out an error or the rate limit;
+- `error`: the last sync failed, and no snapshot is newer than that failure;
+- `never`: nothing was ever synced;
+- `stale` / `fresh`: the snapshot is older / younger than SNAPSHOT_MAX_AGE (or the account's
+  own interval, when that is longer).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import redis
+from pydantic import BaseModel
+
+from callrail_sync.budget import RequestBudget, unit_for
+from callrail_sync.config import Settings
+from callrail_sync.job import Job, JobStatus, JobType
+from callrail_sync.runtime import Runtime
+from callrail_sync.stores.schedules import Schedule
+from callrail_sync.stores.snapshots import Kind, PageQuery, SnapshotHead
+
+State = Literal["never", "syncing", "fresh", "stale", "retrying", "error", "paused"]
+
+
+class Budget(BaseModel):
+    hour_left: int | None
+    day_left: int | None
+    throttled_until: datetime | None
+
+
+class ListingStatus(BaseModel):
+    kind: Kind
+    account_id: str | None
+    account_name: str | None = None
+    state: State
+    last_success_at: datetime | None
+    last_attempt_at: datetime | None
+    next_scheduled_at: datetime | None
+    counts: dict[str, int]
+    last_error: dict[str, Any] | None
+    job: dict[str, Any] | None
+    """The sync under way, if one is: its id and status."""
+    paused: bool
+    interval_seconds: float
+    budget: Budget | None
+
+
+def owner_status(rt: Runtime, owner: str, now: datetime) -> list[ListingStatus]:
+    """Every listing of the owner, the accounts listing first."""
+    stores = rt.stores
+    names = _account_names(rt, owner)
+    schedules = stores.schedules.of_owner(owner)
+    configured = stores.userconfig.of_owner(owner)
+    synced = stores.jobs.synced_accounts(owner)
+    accounts = list(dict.fromkeys([*names, *configured, *schedules, *synced]))
+    record = stores.keys.record(owner)
+    api_key = record.api_key.get_secret_value() if record is not None and record.usable else None
+    entries = [_listing(rt, owner, "accounts", None, None, now, api_key, periodic=bool(configured))]
+    for account in accounts:
+        schedule = schedules.get(account)
+        entry = _listing(rt, owner, "companies", account, schedule, now, api_key, periodic=True)
+        entry.account_name = names.get(account)
+        if account not in configured:
+            entry.next_scheduled_at = None  # beat keeps only configured accounts fresh
+        entries.append(entry)
+    return entries
+
+
+def _listing(
+    rt: Runtime,
+    owner: str,
+    kind: Kind,
+    account: str | None,
+    schedule: Schedule | None,
+    now: datetime,
+    api_key: str | None,
+    *,
+    periodic: bool,
+) -> ListingStatus:
+    job_type = JobType.SYNC_ACCOUNTS if kind == "accounts" else JobType.SYNC_COMPANIES
+    latest = rt.stores.jobs.latest(owner, job_type, account)
+    head = rt.stores.snapshots.current(owner, kind, account)
+    paused = bool(schedule and schedule.paused)
+    interval = float(schedule.interval_seconds) if schedule and schedule.interval_seconds else None
+    interval = interval or rt.settings.sync_interval
+    counts = dict(head.counts) if head else {}
+    counts["deleted"] = rt.stores.changes.counts(owner, kind, account)["deleted"]
+    failed = latest is not None and latest.status in (JobStatus.FAILED, JobStatus.RETRYING)
+    active = latest is not None and not latest.is_final
+    return ListingStatus(
+        kind=kind,
+        account_id=account,
+        state=_state(latest, head, paused, now, stale_after(rt.settings, schedule)),
+        last_success_at=head.synced_at if head else None,
+        last_attempt_at=(latest.started_at or latest.created_at) if latest else None,
+        next_scheduled_at=_next(latest, head, interval, now) if periodic and not paused else None,
+        counts=counts,
+        last_error=_error(latest) if failed and latest is not None else None,
+        job={"id": latest.id, "status": latest.status.value} if active and latest else None,
+        paused=paused,
+        interval_seconds=interval,
+        budget=_budget(rt.budget, account, api_key),
+    )
+
+
+def stale_after(settings: Settings, schedule: Schedule | None) -> float:
+    """Seconds after which a listing's snapshot is stale: SNAPSHOT_MAX_AGE, or the account's
+    own interval when that is longer (its syncs are meant to be that far apart)."""
+    own = schedule.interval_seconds if schedule is not None else None
+    return max(settings.snapshot_max_age, float(own or 0))
+
+
+def _state(
+    latest: Job | None, head: SnapshotHead | None, paused: bool, now: datetime, max_age: float
+) -> State:
+    if paused:
+        return "paused"
+    if latest is not None:
+        waiting_for_later = latest.not_before is not None and latest.not_before > now
+        if latest.status in (JobStatus.QUEUED, JobStatus.RUNNING) and not waiting_for_later:
+            return "syncing"
+        if latest.status is JobStatus.RETRYING:
+            return "retrying"
+        ended = latest.finished_at
+        if latest.status is JobStatus.FAILED and (
+            head is None or (ended and head.synced_at < ended)
+        ):
+            return "error"
+    if head is None:
+        return "never"
+    age = (now - head.synced_at).total_seconds()
+    return "stale" if age > max_age else "fresh"
+
+
+def _next(
+    latest: Job | None, head: SnapshotHead | None, interval: float, now: datetime
+) -> datetime:
+    if latest is not None and not latest.is_final and latest.not_before is not None:
+        return latest.not_before
+    if head is None:
+        return now
+    return max(now, head.synced_at + timedelta(seconds=interval))
+
+
+def _error(job: Job) -> dict[str, Any] | None:
+    if job.error is None:
+        return None
+    error = job.error.model_dump(mode="json")
+    return {**error, "at": (job.finished_at or job.updated_at).isoformat()}
+
+
+def _budget(
+    budget: RequestBudget | None, account: str | None, api_key: str | None
+) -> Budget | None:
+    if budget is None:
+        return None
+    if account is not None:
+        unit = unit_for("", f"/a/{account}/companies.json")
+    elif api_key is not None:
+        unit = unit_for(api_key, "/a.json")
+    else:
+        return None
+    try:
+        left = budget.left(unit)
+    except redis.RedisError:
+        return None
+    until = left.throttled_until_ms
+    return Budget(
+        hour_left=left.left.get(3600),
+        day_left=left.left.get(86400),
+        throttled_until=datetime.fromtimestamp(until / 1000, UTC) if until else None,
+    )
+
+
+def _account_names(rt: Runtime, owner: str) -> dict[str, str | None]:
+    """The CallRail accounts in the owner's accounts snapshot, by id, with their names."""
+    head = rt.stores.snapshots.current(owner, "accounts")
+    if head is None:
+        return {}
+    every = PageQuery(per_page=max(1, head.counts.get("records", 0)), sort="name")
+    rows = rt.stores.snapshots.read_page("accounts", head.snapshot_id, every)
+    return {str(r["id"]): r.get("name") for r in rows}

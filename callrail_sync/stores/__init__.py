@@ -1,0 +1,77 @@
+"""All MongoDB access of callrail-sync: one module per concern, on one database handle.
+
+Each store is a small class described by a `Protocol` (what tasks and the shim depend on); a
+fake or a benchmark implements one Protocol and inherits nothing. `connect` builds them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from callrail_sync.config import Settings
+from callrail_sync.stores.changes import ChangeStore, MongoChangeStore
+from callrail_sync.stores.database import Db, open_database, ping
+from callrail_sync.stores.inbox import InboxStore, MongoInboxStore
+from callrail_sync.stores.jobs import JobStore, MongoJobStore, OnChange
+from callrail_sync.stores.keys import KeyStore, MongoKeyStore
+from callrail_sync.stores.notifications import MongoNotificationStore, NotificationStore
+from callrail_sync.stores.receivers import MongoReceiverStore, ReceiverStore
+from callrail_sync.stores.schedules import MongoScheduleStore, ScheduleStore
+from callrail_sync.stores.snapshots import MongoSnapshotStore, SnapshotStore
+from callrail_sync.stores.userconfig import MongoUserConfigStore, UserConfigStore
+from callrail_sync.stores.webhooks import MongoWebhookStore, WebhookStore
+
+
+@dataclass
+class Stores:
+    """Every store, as the rest of the service sees them."""
+
+    db: Db
+    keys: KeyStore
+    userconfig: UserConfigStore
+    jobs: JobStore
+    snapshots: SnapshotStore
+    webhooks: WebhookStore
+    changes: ChangeStore
+    notifications: NotificationStore
+    schedules: ScheduleStore
+    receivers: ReceiverStore
+    inbox: InboxStore
+
+    def ping(self) -> bool:
+        return ping(self.db)
+
+
+def on_database(db: Db, on_job_change: OnChange | None = None) -> Stores:
+    """The Mongo stores over one database, their indexes created (idempotent)."""
+    keys, userconfig = MongoKeyStore(db), MongoUserConfigStore(db)
+    jobs = MongoJobStore(db, on_job_change)
+    snapshots, webhooks = MongoSnapshotStore(db), MongoWebhookStore(db)
+    changes, notifications = MongoChangeStore(db), MongoNotificationStore(db)
+    schedules, receivers, inbox = (
+        MongoScheduleStore(db),
+        MongoReceiverStore(db),
+        MongoInboxStore(db),
+    )
+    every = (keys, userconfig, jobs, snapshots, webhooks, changes, notifications, schedules)
+    for store in (*every, receivers, inbox):
+        store.ensure_indexes()
+    return Stores(
+        db,
+        keys,
+        userconfig,
+        jobs,
+        snapshots,
+        webhooks,
+        changes,
+        notifications,
+        schedules,
+        receivers,
+        inbox,
+    )
+
+
+def connect(settings: Settings, on_job_change: OnChange | None = None) -> Stores:
+    """The stores for these settings (a server at MONGO_URL, else an in-process database);
+    `on_job_change` hears of every job write (the job events)."""
+    return on_database(open_database(settings), on_job_change)

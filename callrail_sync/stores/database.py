@@ -1,0 +1,58 @@
+"""The one MongoDB handle every store shares, and the small helpers they all use.
+
+Nothing outside `callrail_sync.stores` imports pymongo: the stores are the only room that knows
+Mongo.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo.database import Database
+from pymongo.errors import ConnectionFailure, NotPrimaryError
+
+from callrail_sync.config import Settings
+
+Db = Database[dict[str, Any]]
+UNAVAILABLE: tuple[type[Exception], ...] = (ConnectionFailure, NotPrimaryError)
+"""What the driver raises while the server cannot be reached or is stepping down: worth
+trying again shortly, never the request's fault (the shim answers 503, a job retries)."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_object_id(owner: str) -> ObjectId:
+    """A DashClicks account id (24 hex) as the spec's collections store it."""
+    return ObjectId(owner)
+
+
+def open_database(settings: Settings) -> Db:
+    """The database for these settings: a server at MONGO_URL, else an in-process one."""
+    if settings.mongo_url:
+        from pymongo import MongoClient
+
+        timeout_ms = int(settings.mongo_timeout * 1000)
+        client: Any = MongoClient(
+            settings.mongo_url,
+            tz_aware=True,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+        )
+    else:
+        import mongomock_ng as mongomock
+
+        client = mongomock.MongoClient(tz_aware=True)
+    db: Db = client[settings.mongo_db]
+    return db
+
+
+def ping(db: Db) -> bool:
+    try:
+        db.command("ping")
+        return True
+    except Exception:
+        return False

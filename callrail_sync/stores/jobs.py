@@ -1,0 +1,323 @@
+"""Jobs in Mongo (`callrail_jobs`): the only source of truth for job status.
+
+This module is the only place that knows a job document's field names: it turns documents
+into `Job` values (`_job`) and writes changes as targeted updates, so two workers touching one
+job never overwrite each other's fields.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Collection
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from callrail_sync.job import ACTIVE_STATUSES, Job, JobError, JobStatus, JobType, Lane, NewJob
+from callrail_sync.stores.database import Db, utcnow
+
+COLLECTION = "callrail_jobs"
+_ACTIVE = [s.value for s in ACTIVE_STATUSES]
+OnChange = Callable[[Job], None]
+"""Told every job as it is after each write (the job events are published through it)."""
+
+
+class JobStore(Protocol):
+    """Create, claim, advance and finish jobs."""
+
+    def create(self, new: NewJob) -> tuple[Job, bool]:
+        """Insert a queued job; with a dedupe key, return the active twin instead if one
+        exists. Returns (job, created)."""
+
+    def get(self, job_id: str, owner: str | None = None) -> Job | None:
+        """The job, if it exists (and belongs to `owner`, when given)."""
+
+    def active(self, dedupe_key: str) -> Job | None:
+        """The queued, running or retrying job holding `dedupe_key`, if any."""
+
+    def recent(self, owner: str | None = None, limit: int = 20) -> list[Job]:
+        """The newest jobs, of one owner or of all."""
+
+    def start(self, job_id: str, message_id: str, lease_seconds: float) -> Job | None:
+        """Claim the job for a message and count the attempt; None if not claimable now."""
+
+    def record_page(self, job_id: str, number: int, total_pages: int | None, records: int) -> Job:
+        """Note a stored page (once, whatever the redeliveries); returns the job after it."""
+
+    def retry_later(self, job_id: str, error: JobError, at: datetime) -> Job | None:
+        """`retrying` until `at`, after a retriable error."""
+
+    def park_for_rate_limit(self, job_id: str, error: JobError, until: datetime) -> Job | None:
+        """`retrying` until `until` for the quota; the attempt is refunded."""
+
+    def requeue(self, job_id: str) -> Job | None:
+        """Back to `queued`, unclaimed, the attempt refunded (a stop is not the job's fault)."""
+
+    def succeed(self, job_id: str, result: dict[str, Any], snapshot_id: str | None) -> Job | None:
+        """Final: `succeeded` with its result."""
+
+    def fail(self, job_id: str, error: JobError) -> Job | None:
+        """Final: `failed` with its error; the dedupe slot is freed."""
+
+    def count_active(self, owner: str, types: Collection[JobType]) -> int:
+        """How many of the owner's jobs of these types are queued, running or retrying."""
+
+    def hurry(self, job_id: str) -> bool:
+        """Take a queued job's start time back to now; True if it was waiting for later."""
+
+    def latest(self, owner: str, job_type: JobType, account: str | None = None) -> Job | None:
+        """The owner's newest job of this type (of this CallRail account, for a sync)."""
+
+    def synced_accounts(self, owner: str) -> list[str]:
+        """The CallRail accounts whose companies the owner ever asked to sync."""
+
+    def ask_reset(self, job_id: str) -> Job | None:
+        """Make an active sync walk from the first page when it next runs."""
+
+    def restart(self, job_id: str) -> Job | None:
+        """Forget a sync's stored progress (its pages are walked again)."""
+
+    def stale(self, older_than: datetime) -> list[Job]:
+        """Active jobs untouched since `older_than` (a worker vanished, a message was lost)."""
+
+    def reclaim_stale(self, job_id: str, seen_updated_at: datetime) -> Job | None:
+        """Take a stale job back to `queued`, if nothing touched it since it was seen."""
+
+
+def _job(doc: dict[str, Any] | None) -> Job | None:
+    """The one conversion from a stored document to a `Job`."""
+    if doc is None:
+        return None
+    return Job.model_validate({**doc, "id": doc["_id"]})
+
+
+def _must(doc: dict[str, Any] | None) -> Job:
+    job = _job(doc)
+    if job is None:
+        raise LookupError("job vanished")
+    return job
+
+
+class MongoJobStore:
+    """`JobStore` over `callrail_jobs`; every write hands the job as it is after it to
+    `on_change`, so nothing that changes a job can forget to announce it."""
+
+    def __init__(self, db: Db, on_change: OnChange | None = None) -> None:
+        self._jobs = db[COLLECTION]
+        self._on_change = on_change
+
+    def ensure_indexes(self) -> None:
+        # Only active jobs carry `active_key`; the unique index makes "one active job per
+        # (owner, resource, CallRail account)" an atomic fact instead of a race.
+        self._jobs.create_index("active_key", unique=True, sparse=True)
+        self._jobs.create_index([("owner", ASCENDING), ("created_at", DESCENDING)])
+        self._jobs.create_index([("status", ASCENDING), ("updated_at", ASCENDING)])
+        self._jobs.create_index(
+            [("owner", ASCENDING), ("type", ASCENDING), ("created_at", DESCENDING)]
+        )
+
+    def create(self, new: NewJob) -> tuple[Job, bool]:
+        now = utcnow()
+        doc: dict[str, Any] = {
+            "_id": "job_" + secrets.token_urlsafe(18),
+            "owner": new.owner,
+            "type": new.type.value,
+            "params": new.params.model_dump(exclude_none=True),
+            "status": JobStatus.QUEUED.value,
+            "progress": {"pages_done": [], "total_pages": None, "records": 0},
+            "result": None,
+            "snapshot_id": None,
+            "error": None,
+            "attempts": 0,
+            "next_retry_at": None,
+            "not_before": new.not_before,
+            "lane": new.lane.value,
+            "claimed_by": None,
+            "created_at": now,
+            "updated_at": now,
+            # `started_at` is left out on purpose: `start` sets it with $min, and BSON orders
+            # null before every date, so a null would never be replaced.
+            "finished_at": None,
+        }
+        if new.dedupe_key:
+            doc["active_key"] = new.dedupe_key
+        for _ in range(3):
+            try:
+                self._jobs.insert_one(doc)
+                return self._changed(_must(doc)), True
+            except DuplicateKeyError:
+                twin = self._jobs.find_one({"active_key": new.dedupe_key})
+                if twin is not None:
+                    return _must(twin), False
+                # The twin finished between our insert and our read: try again.
+        raise RuntimeError("could not create or find the job")
+
+    def get(self, job_id: str, owner: str | None = None) -> Job | None:
+        query: dict[str, Any] = {"_id": job_id}
+        if owner is not None:
+            query["owner"] = owner
+        return _job(self._jobs.find_one(query))
+
+    def active(self, dedupe_key: str) -> Job | None:
+        return _job(self._jobs.find_one({"active_key": dedupe_key})) if dedupe_key else None
+
+    def recent(self, owner: str | None = None, limit: int = 20) -> list[Job]:
+        query = {"owner": owner} if owner else {}
+        docs = self._jobs.find(query).sort("created_at", DESCENDING).limit(limit)
+        return [_must(doc) for doc in docs]
+
+    def start(self, job_id: str, message_id: str, lease_seconds: float) -> Job | None:
+        """A queued or retrying job can be claimed at once. A running job only once it has not
+        moved for `lease_seconds` (its worker died: a sync touches its job at every page), so
+        two messages for one job (a retry and a restored original, a sweep) never run it twice
+        at the same time."""
+        now = utcnow()
+        lease_over = now - timedelta(seconds=lease_seconds)
+        return self._update(
+            {
+                "_id": job_id,
+                "$or": [
+                    {"status": {"$in": [JobStatus.QUEUED.value, JobStatus.RETRYING.value]}},
+                    {"status": JobStatus.RUNNING.value, "updated_at": {"$lt": lease_over}},
+                ],
+            },
+            {
+                "$set": {
+                    "status": JobStatus.RUNNING.value,
+                    "updated_at": now,
+                    "next_retry_at": None,
+                    "claimed_by": message_id,
+                    "not_before": None,
+                },
+                "$inc": {"attempts": 1},
+                "$min": {"started_at": now},
+            },
+        )
+
+    def record_page(self, job_id: str, number: int, total_pages: int | None, records: int) -> Job:
+        self._jobs.update_one(
+            {"_id": job_id, "progress.pages_done": {"$ne": number}},
+            {"$push": {"progress.pages_done": number}, "$inc": {"progress.records": records}},
+        )
+        job = self._update(
+            {"_id": job_id},
+            {"$set": {"progress.total_pages": total_pages, "updated_at": utcnow()}},
+        )
+        if job is None:
+            raise LookupError("job vanished")
+        return job
+
+    def retry_later(self, job_id: str, error: JobError, at: datetime) -> Job | None:
+        return self._set(
+            job_id,
+            status=JobStatus.RETRYING.value,
+            error=error.model_dump(mode="json"),
+            next_retry_at=at,
+        )
+
+    def park_for_rate_limit(self, job_id: str, error: JobError, until: datetime) -> Job | None:
+        return self._update(
+            {"_id": job_id},
+            {
+                "$set": {
+                    "status": JobStatus.RETRYING.value,
+                    "error": error.model_dump(mode="json"),
+                    "next_retry_at": until,
+                    "updated_at": utcnow(),
+                },
+                "$inc": {"attempts": -1, "rate_limit_waits": 1},
+            },
+        )
+
+    def requeue(self, job_id: str) -> Job | None:
+        queued = {"status": JobStatus.QUEUED.value, "claimed_by": None, "updated_at": utcnow()}
+        return self._update(
+            {"_id": job_id, "status": JobStatus.RUNNING.value},
+            {"$set": queued, "$inc": {"attempts": -1}},
+        )
+
+    def succeed(self, job_id: str, result: dict[str, Any], snapshot_id: str | None) -> Job | None:
+        done = JobStatus.SUCCEEDED
+        return self._finish(job_id, done, result=result, snapshot_id=snapshot_id, error=None)
+
+    def fail(self, job_id: str, error: JobError) -> Job | None:
+        return self._finish(job_id, JobStatus.FAILED, error=error.model_dump(mode="json"))
+
+    def count_active(self, owner: str, types: Collection[JobType]) -> int:
+        return self._jobs.count_documents(
+            {"owner": owner, "type": {"$in": [t.value for t in types]}, "status": {"$in": _ACTIVE}}
+        )
+
+    def hurry(self, job_id: str) -> bool:
+        now = utcnow()
+        hurried = self._update(
+            {"_id": job_id, "status": JobStatus.QUEUED.value, "not_before": {"$gt": now}},
+            # A user waits for it now: its messages take the interactive lane from here on.
+            {"$set": {"not_before": None, "lane": Lane.INTERACTIVE.value, "updated_at": now}},
+        )
+        return hurried is not None
+
+    def latest(self, owner: str, job_type: JobType, account: str | None = None) -> Job | None:
+        query: dict[str, Any] = {"owner": owner, "type": job_type.value}
+        if account is not None:
+            query["params.callrail_account_id"] = account
+        return _job(self._jobs.find_one(query, sort=[("created_at", DESCENDING)]))
+
+    def synced_accounts(self, owner: str) -> list[str]:
+        query = {"owner": owner, "type": JobType.SYNC_COMPANIES.value}
+        return sorted(str(a) for a in self._jobs.distinct("params.callrail_account_id", query))
+
+    def ask_reset(self, job_id: str) -> Job | None:
+        return self._update(
+            {"_id": job_id, "status": {"$in": _ACTIVE}},
+            {"$set": {"params.reset": True, "updated_at": utcnow()}},
+        )
+
+    def restart(self, job_id: str) -> Job | None:
+        empty: dict[str, Any] = {"pages_done": [], "total_pages": None, "records": 0}
+        return self._set(job_id, progress=empty)
+
+    def stale(self, older_than: datetime) -> list[Job]:
+        now = utcnow()
+        docs = self._jobs.find(
+            {
+                "status": {"$in": _ACTIVE},
+                "updated_at": {"$lt": older_than},
+                "$or": [{"not_before": None}, {"not_before": {"$lt": now}}],
+                "$and": [
+                    {"$or": [{"next_retry_at": None}, {"next_retry_at": {"$lt": older_than}}]}
+                ],
+            }
+        )
+        return [_must(doc) for doc in docs]
+
+    def reclaim_stale(self, job_id: str, seen_updated_at: datetime) -> Job | None:
+        queued = {"status": JobStatus.QUEUED.value, "claimed_by": None, "updated_at": utcnow()}
+        return self._update(
+            {"_id": job_id, "updated_at": seen_updated_at, "status": {"$in": _ACTIVE}},
+            {"$set": queued, "$inc": {"sweeps": 1}},
+        )
+
+    def _set(self, job_id: str, **fields: Any) -> Job | None:
+        return self._update({"_id": job_id}, {"$set": {**fields, "updated_at": utcnow()}})
+
+    def _finish(self, job_id: str, status: JobStatus, **fields: Any) -> Job | None:
+        now = utcnow()
+        final = {"status": status.value, "finished_at": now, "updated_at": now, **fields}
+        return self._update(
+            {"_id": job_id},
+            {"$set": {**final, "next_retry_at": None}, "$unset": {"active_key": ""}},
+        )
+
+    def _update(self, query: dict[str, Any], update: dict[str, Any]) -> Job | None:
+        """The one way a job changes: atomically, then announced."""
+        doc = self._jobs.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
+        job = _job(doc)
+        return self._changed(job) if job is not None else None
+
+    def _changed(self, job: Job) -> Job:
+        if self._on_change is not None:
+            self._on_change(job)
+        return job

@@ -1,0 +1,106 @@
+"""The CallRail API keys of DashClicks accounts (the spec's `integrations.callrail.key`).
+
+One key per DashClicks account (`account_id`, an ObjectId). Storing a new key soft-deletes the
+old one; a key with `deleted` true or `invalid_at` set (CallRail answered 401) is never used.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel, SecretStr
+from pymongo import ASCENDING, DESCENDING
+
+from callrail_sync.stores.database import Db, as_object_id, utcnow
+
+COLLECTION = "integrations.callrail.key"
+
+
+class ApiKeyRecord(BaseModel):
+    """A stored key; `api_key` is a SecretStr so that no repr or log line shows it."""
+
+    record_id: Any
+    owner: str
+    api_key: SecretStr
+    invalid_at: datetime | None = None
+    created_at: datetime | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.invalid_at is None
+
+
+class KeyStore(Protocol):
+    """Read and replace a DashClicks account's CallRail key."""
+
+    def record(self, owner: str) -> ApiKeyRecord | None:
+        """The newest key of `owner` that is not soft-deleted (it may be invalid)."""
+
+    def usable_key(self, owner: str) -> str | None:
+        """The key to call CallRail with, or None when there is none that works."""
+
+    def set(self, owner: str, api_key: str) -> None:
+        """Store a new key; earlier keys of the owner are soft-deleted."""
+
+    def remove(self, owner: str) -> int:
+        """Soft-delete the owner's keys; returns how many."""
+
+    def mark_invalid(self, record: ApiKeyRecord) -> None:
+        """CallRail answered 401 for this key: stop using it until the user enters a new one."""
+
+
+class MongoKeyStore:
+    """`KeyStore` over the spec's collection."""
+
+    def __init__(self, db: Db) -> None:
+        self._keys = db[COLLECTION]
+
+    def ensure_indexes(self) -> None:
+        self._keys.create_index([("account_id", ASCENDING)])
+
+    def record(self, owner: str) -> ApiKeyRecord | None:
+        doc = self._keys.find_one(
+            {"account_id": as_object_id(owner), "deleted": {"$ne": True}},
+            sort=[("created_at", DESCENDING)],
+        )
+        if doc is None:
+            return None
+        return ApiKeyRecord(
+            record_id=doc["_id"],
+            owner=owner,
+            api_key=SecretStr(str(doc["api_key"])),
+            invalid_at=doc.get("invalid_at"),
+            created_at=doc.get("created_at"),
+        )
+
+    def usable_key(self, owner: str) -> str | None:
+        found = self.record(owner)
+        return found.api_key.get_secret_value() if found and found.usable else None
+
+    def set(self, owner: str, api_key: str) -> None:
+        now = utcnow()
+        oid = as_object_id(owner)
+        self._keys.update_many(
+            {"account_id": oid, "deleted": {"$ne": True}},
+            {"$set": {"deleted": True, "deleted_at": now}},
+        )
+        self._keys.insert_one(
+            {
+                "account_id": oid,
+                "api_key": api_key,
+                "deleted": False,
+                "invalid_at": None,
+                "created_at": now,
+            }
+        )
+
+    def remove(self, owner: str) -> int:
+        result = self._keys.update_many(
+            {"account_id": as_object_id(owner), "deleted": {"$ne": True}},
+            {"$set": {"deleted": True, "deleted_at": utcnow()}},
+        )
+        return int(result.modified_count)
+
+    def mark_invalid(self, record: ApiKeyRecord) -> None:
+        self._keys.update_one({"_id": record.record_id}, {"$set": {"invalid_at": utcnow()}})

@@ -1,0 +1,233 @@
+"""Sync notifications: where an owner wants to hear that a job ended (`callrail_notifications`),
+and every attempt to tell them (`callrail_deliveries`).
+
+The signing secret is kept to sign with; the store hands it out only to the code that signs and
+to the one answer that shows it (creation, rotation).
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, Field, SecretStr
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+
+from callrail_sync.stores.database import Db, utcnow
+
+CONFIGS = "callrail_notifications"
+DELIVERIES = "callrail_deliveries"
+EVENTS = ("sync.succeeded", "sync.failed", "webhook.changed")
+"""What an owner can be told of: a sync ended either way, or a webhook write succeeded."""
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+SLACK = timedelta(seconds=1)
+
+
+def new_secret() -> SecretStr:
+    return SecretStr("whsec_" + secrets.token_urlsafe(32))
+
+
+class NotificationConfig(BaseModel):
+    owner: str
+    url: str
+    events: list[str]
+    secret: SecretStr
+    created_at: datetime
+    updated_at: datetime
+
+
+class Attempt(BaseModel):
+    """One POST of a delivery: what the receiver answered, or why nothing came back."""
+
+    at: datetime
+    url: str | None = None
+    status_code: int | None = None
+    error: str | None = None
+    ms: float
+
+
+class Delivery(BaseModel):
+    """One announcement of a job's end to the owner's callback, and its attempts."""
+
+    id: str
+    event: str
+    job_id: str
+    body: str
+    """The JSON body as sent, byte for byte (the signature covers it)."""
+    owner: str
+    url: str
+    """The callback's URL when the job ended (each attempt goes to the URL set then)."""
+    status: DeliveryStatus = "pending"
+    attempts: list[Attempt] = Field(default_factory=list)
+    created_at: datetime
+    give_up_at: datetime
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+
+class NotificationStore(Protocol):
+    def config(self, owner: str) -> NotificationConfig | None:
+        """The owner's callback, if one is set."""
+
+    def configure(self, owner: str, url: str, events: list[str]) -> tuple[NotificationConfig, bool]:
+        """Set the callback's URL and events; returns it and whether it is new (then with a
+        new secret; an existing callback keeps its secret)."""
+
+    def rotate(self, owner: str) -> NotificationConfig | None:
+        """A new secret for the owner's callback (None if there is none)."""
+
+    def remove(self, owner: str) -> bool:
+        """Drop the owner's callback; pending deliveries are not attempted again."""
+
+    def new_delivery(
+        self, owner: str, event: str, job_id: str, url: str, body: str, give_up_at: datetime
+    ) -> Delivery:
+        """Record a delivery to make (one per job and event: the same again answers it)."""
+
+    def delivery(self, delivery_id: str) -> Delivery | None: ...
+
+    def claim(self, delivery_id: str, hold: float) -> Delivery | None:
+        """Take a pending delivery that is due for one attempt, keeping any other message of it
+        off for `hold` seconds; None if it is not pending, not due, or taken."""
+
+    def record_attempt(
+        self, delivery_id: str, attempt: Attempt, status: DeliveryStatus, due: datetime | None
+    ) -> Delivery | None:
+        """Add an attempt and the delivery's new status."""
+
+    def recent(self, owner: str, limit: int = 50) -> list[Delivery]:
+        """The owner's deliveries, newest first."""
+
+    def overdue(self, before: datetime, limit: int = 500) -> list[Delivery]:
+        """Pending deliveries whose next attempt was due before `before` (lost messages)."""
+
+    def prune(self, before: datetime) -> int:
+        """Forget finished deliveries made before `before`; returns how many."""
+
+
+def _delivery(doc: dict[str, Any]) -> Delivery:
+    return Delivery.model_validate({**doc, "id": doc["_id"]})
+
+
+def _config(doc: dict[str, Any] | None) -> NotificationConfig | None:
+    if doc is None:
+        return None
+    return NotificationConfig.model_validate({**doc, "owner": doc["_id"]})
+
+
+class MongoNotificationStore:
+    """`NotificationStore` over the two collections."""
+
+    def __init__(self, db: Db) -> None:
+        self._configs = db[CONFIGS]
+        self._deliveries = db[DELIVERIES]
+
+    def ensure_indexes(self) -> None:
+        self._deliveries.create_index([("owner", ASCENDING), ("created_at", DESCENDING)])
+        self._deliveries.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
+
+    def config(self, owner: str) -> NotificationConfig | None:
+        return _config(self._configs.find_one({"_id": owner}))
+
+    def configure(self, owner: str, url: str, events: list[str]) -> tuple[NotificationConfig, bool]:
+        now = utcnow()
+        secret = new_secret().get_secret_value()
+        before = self._configs.find_one_and_update(
+            {"_id": owner},
+            {
+                "$set": {"url": url, "events": events, "updated_at": now},
+                "$setOnInsert": {"secret": secret, "created_at": now},
+            },
+            upsert=True,
+            return_document=ReturnDocument.BEFORE,
+        )
+        found = self.config(owner)
+        if found is None:
+            raise RuntimeError("the notification config vanished as it was written")
+        return found, before is None
+
+    def rotate(self, owner: str) -> NotificationConfig | None:
+        return _config(
+            self._configs.find_one_and_update(
+                {"_id": owner},
+                {"$set": {"secret": new_secret().get_secret_value(), "updated_at": utcnow()}},
+                return_document=ReturnDocument.AFTER,
+            )
+        )
+
+    def remove(self, owner: str) -> bool:
+        gone = self._configs.delete_one({"_id": owner}).deleted_count > 0
+        self._deliveries.update_many(
+            {"owner": owner, "status": "pending"},
+            {"$set": {"status": "failed", "next_attempt_at": None}},
+        )
+        return gone
+
+    def new_delivery(
+        self, owner: str, event: str, job_id: str, url: str, body: str, give_up_at: datetime
+    ) -> Delivery:
+        now = utcnow()
+        doc = {
+            "owner": owner,
+            "event": event,
+            "job_id": job_id,
+            "url": url,
+            "body": body,
+            "status": "pending",
+            "attempts": [],
+            "created_at": now,
+            "give_up_at": give_up_at,
+            "next_attempt_at": now,
+            "delivered_at": None,
+        }
+        # The id is the job and event: a job that ends twice (a redelivered message) is
+        # announced once.
+        stored = self._deliveries.find_one_and_update(
+            {"_id": f"dlv_{job_id}.{event}"},
+            {"$setOnInsert": doc},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        if stored is None:
+            raise RuntimeError("the delivery vanished as it was written")
+        return _delivery(stored)
+
+    def delivery(self, delivery_id: str) -> Delivery | None:
+        doc = self._deliveries.find_one({"_id": delivery_id})
+        return _delivery(doc) if doc else None
+
+    def claim(self, delivery_id: str, hold: float) -> Delivery | None:
+        now = utcnow()
+        doc = self._deliveries.find_one_and_update(
+            # A second of slack: a retry's countdown may end a moment before its due time.
+            {"_id": delivery_id, "status": "pending", "next_attempt_at": {"$lte": now + SLACK}},
+            {"$set": {"next_attempt_at": now + timedelta(seconds=hold)}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _delivery(doc) if doc else None
+
+    def record_attempt(
+        self, delivery_id: str, attempt: Attempt, status: DeliveryStatus, due: datetime | None
+    ) -> Delivery | None:
+        fields: dict[str, Any] = {"status": status, "next_attempt_at": due}
+        if status == "delivered":
+            fields["delivered_at"] = attempt.at
+        doc = self._deliveries.find_one_and_update(
+            {"_id": delivery_id, "status": "pending"},
+            {"$set": fields, "$push": {"attempts": attempt.model_dump()}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _delivery(doc) if doc else None
+
+    def recent(self, owner: str, limit: int = 50) -> list[Delivery]:
+        docs = self._deliveries.find({"owner": owner}).sort("created_at", DESCENDING).limit(limit)
+        return [_delivery(d) for d in docs]
+
+    def prune(self, before: datetime) -> int:
+        query = {"status": {"$ne": "pending"}, "created_at": {"$lt": before}}
+        return int(self._deliveries.delete_many(query).deleted_count)
+
+    def overdue(self, before: datetime, limit: int = 500) -> list[Delivery]:
+        query = {"status": "pending", "next_attempt_at": {"$lt": before}}
+        return [_delivery(d) for d in self._deliveries.find(query).limit(limit)]

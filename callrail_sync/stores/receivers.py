@@ -1,0 +1,126 @@
+"""The companies whose CallRail events we receive (`callrail_receivers`): one document per
+company, with the owners who registered our receiver on it, its integration and signing key,
+and what its deliveries came to (counted, so an operator sees forged or missed ones).
+
+The signing key is a secret: it is never logged (the log scrubber knows `signing_key`), never
+in a response, and `Receiver`'s repr leaves it out.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, Field
+from pymongo import ASCENDING, UpdateOne
+
+from callrail_sync.stores.database import Db, utcnow
+
+COLLECTION = "callrail_receivers"
+Counted = Literal["received", "duplicates", "forged", "unreadable", "missed"]
+
+
+class Receiver(BaseModel):
+    company_id: str = Field(alias="_id")
+    account_id: str
+    owners: list[str] = Field(default_factory=list)
+    integration_id: str | None = None
+    signing_key: str | None = Field(None, repr=False)
+    key_fetched_at: datetime | None = None
+    state: str = "active"
+    """The Webhooks integration's state in CallRail as last seen (`disabled`: no deliveries)."""
+    registered_at: datetime | None = None
+    reconciled_at: datetime | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+class Registration(BaseModel):
+    """Our receiver, just put into a company's Webhooks integration."""
+
+    account_id: str
+    company_id: str
+    integration_id: str
+    signing_key: str | None = Field(None, repr=False)
+    state: str = "active"
+
+
+class ReceiverStore(Protocol):
+    def register(self, owner: str, registration: Registration) -> Receiver:
+        """Our receiver is registered on the company (again): keep its integration and key."""
+
+    def get(self, company_id: str) -> Receiver | None: ...
+
+    def set_key(self, company_id: str, signing_key: str) -> None: ...
+
+    def seen(self, company_id: str, state: str, reconciled_at: datetime | None = None) -> None:
+        """The integration's state as CallRail showed it (and when calls were last checked)."""
+
+    def count(self, company_id: str, what: Counted, n: int = 1) -> None: ...
+
+    def count_many(self, counts: dict[str, dict[Counted, int]]) -> None:
+        """Add to several companies' counts in one write."""
+
+    def all(self) -> list[Receiver]:
+        """Every company with our receiver (beat's reconciliation walks them)."""
+
+    def of_owner(self, owner: str) -> list[Receiver]: ...
+
+
+class MongoReceiverStore:
+    def __init__(self, db: Db) -> None:
+        self._receivers = db[COLLECTION]
+
+    def ensure_indexes(self) -> None:
+        self._receivers.create_index([("owners", ASCENDING)])
+
+    def register(self, owner: str, registration: Registration) -> Receiver:
+        now, company_id = utcnow(), registration.company_id
+        fields: dict[str, object] = registration.model_dump(exclude={"company_id", "signing_key"})
+        if registration.signing_key:
+            fields |= {"signing_key": registration.signing_key, "key_fetched_at": now}
+        self._receivers.update_one(
+            {"_id": company_id},
+            {
+                "$set": fields,
+                "$addToSet": {"owners": owner},
+                "$setOnInsert": {"registered_at": now, "counts": {}},
+            },
+            upsert=True,
+        )
+        found = self.get(company_id)
+        assert found is not None
+        return found
+
+    def get(self, company_id: str) -> Receiver | None:
+        doc = self._receivers.find_one({"_id": company_id})
+        return Receiver.model_validate(doc) if doc else None
+
+    def set_key(self, company_id: str, signing_key: str) -> None:
+        self._receivers.update_one(
+            {"_id": company_id},
+            {"$set": {"signing_key": signing_key, "key_fetched_at": utcnow()}},
+        )
+
+    def seen(self, company_id: str, state: str, reconciled_at: datetime | None = None) -> None:
+        fields: dict[str, object] = {"state": state}
+        if reconciled_at is not None:
+            fields["reconciled_at"] = reconciled_at
+        self._receivers.update_one({"_id": company_id}, {"$set": fields})
+
+    def count(self, company_id: str, what: Counted, n: int = 1) -> None:
+        self._receivers.update_one({"_id": company_id}, {"$inc": {f"counts.{what}": n}})
+
+    def count_many(self, counts: dict[str, dict[Counted, int]]) -> None:
+        updates = [
+            UpdateOne({"_id": company}, {"$inc": {f"counts.{k}": n for k, n in by.items()}})
+            for company, by in counts.items()
+            if by
+        ]
+        if updates:
+            self._receivers.bulk_write(updates, ordered=False)
+
+    def all(self) -> list[Receiver]:
+        return [Receiver.model_validate(d) for d in self._receivers.find({})]
+
+    def of_owner(self, owner: str) -> list[Receiver]:
+        return [Receiver.model_validate(d) for d in self._receivers.find({"owners": owner})]

@@ -1,0 +1,310 @@
+"""Snapshots of CallRail listings: records as CallRail sent them, published all at once.
+
+`callrail_snapshots` holds each snapshot's metadata; `callrail_snapshot_heads`, per (owner,
+kind, CallRail account), names the current one. A sync writes its records under a new snapshot
+id, then publishing is one update of the head, so readers see the old snapshot or the new one,
+never a mix. Records (`callrail_accounts`, `callrail_companies`) are keyed
+`<snapshot>:<id>`, so a redelivered job rewrites the same documents instead of adding
+duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.errors import BulkWriteError
+
+from callrail_sync.stores.database import Db, utcnow
+
+Kind = Literal["accounts", "companies"]
+SNAPSHOTS = "callrail_snapshots"
+HEADS = "callrail_snapshot_heads"
+ITEM_COLLECTIONS: dict[str, str] = {
+    "accounts": "callrail_accounts",
+    "companies": "callrail_companies",
+}
+TIMESTAMPS = ("created_at", "disabled_at")
+"""CallRail's timestamps, each stored also as a UTC datetime (`<name>_utc`) to sort by: the
+text, offsets and all, does not sort in time (10:07-07:00 is after 11:33-05:00)."""
+SORT_KEYS = {"name": "name_lower", **{t: f"{t}_utc" for t in TIMESTAMPS}}
+"""The stored field each sort reads (the others sort by their own field)."""
+SORTABLE: dict[str, tuple[str, ...]] = {
+    "accounts": ("id", "name"),
+    "companies": ("created_at", "disabled_at", "id", "name", "status", "time_zone"),
+}
+"""The fields a listing can be sorted by (each has an index, with `id` to break ties)."""
+
+
+class SnapshotHead(BaseModel):
+    """The current snapshot of one listing, and what it holds."""
+
+    snapshot_id: str
+    owner: str
+    kind: Kind
+    callrail_account_id: str | None = None
+    synced_at: datetime
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+class PageQuery(BaseModel):
+    """One page of a listing as the frontend asks for it (hashable: it keys caches)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    page: int = 1
+    per_page: int = 10
+    sort: str = "name"
+    descending: bool = False
+    search: str | None = None
+    include_disabled: bool = True
+
+
+def head_id(owner: str, kind: Kind, callrail_account_id: str | None) -> str:
+    return f"{owner}:{kind}:{callrail_account_id or '-'}"
+
+
+class SnapshotWriter(Protocol):
+    """What a sync needs: build a snapshot page by page, then publish or discard it."""
+
+    def begin(self, snapshot_id: str, owner: str, kind: Kind, account: str | None) -> None:
+        """Open (or reopen, on redelivery) a snapshot that readers cannot see yet."""
+
+    def write_records(
+        self, kind: Kind, snapshot_id: str, owner: str, records: Iterable[dict[str, Any]]
+    ) -> int:
+        """Write one page into a building snapshot; returns how many records were written."""
+
+    def publish(self, snapshot_id: str, pages: int) -> SnapshotHead:
+        """Make a complete snapshot current in one step."""
+
+    def discard(self, snapshot_id: str) -> None:
+        """A failed build: delete its records; the current snapshot is untouched."""
+
+
+class SnapshotReader(Protocol):
+    """What the shim and beat need: the current snapshot of a listing and its pages."""
+
+    def current(self, owner: str, kind: Kind, account: str | None = None) -> SnapshotHead | None:
+        """The published snapshot of a listing, if there is one."""
+
+    def company_counts(self, owner: str, callrail_account_ids: list[str]) -> dict[str, int]:
+        """Companies in the current snapshot of each account, where one exists."""
+
+    def read_page(self, kind: Kind, snapshot_id: str, query: PageQuery) -> list[dict[str, Any]]:
+        """One page of a snapshot's records, filtered and sorted."""
+
+    def count(self, kind: Kind, snapshot_id: str, query: PageQuery) -> int:
+        """How many records the query's filter (search, disabled) leaves."""
+
+    def has_record(self, kind: Kind, snapshot_id: str, record_id: str) -> bool:
+        """Whether the snapshot holds the record with this CallRail id."""
+
+
+class SnapshotStore(SnapshotWriter, SnapshotReader, Protocol):
+    """Both sides of snapshots."""
+
+
+class MongoSnapshotStore:
+    """`SnapshotStore` over the snapshot collections."""
+
+    def __init__(self, db: Db) -> None:
+        self._db = db
+        self._snapshots = db[SNAPSHOTS]
+        self._heads = db[HEADS]
+
+    def ensure_indexes(self) -> None:
+        self._heads.create_index([("owner", ASCENDING), ("kind", ASCENDING)])
+        for kind, name in ITEM_COLLECTIONS.items():
+            items = self._db[name]
+            for field in SORTABLE[kind]:
+                # Every sort ends with `id` as its tie-break, so pages never overlap.
+                key = SORT_KEYS.get(field, field)
+                fields = [key] if key == "id" else [key, "id"]
+                items.create_index([("snapshot_id", ASCENDING), *((f, ASCENDING) for f in fields)])
+
+    def begin(self, snapshot_id: str, owner: str, kind: Kind, account: str | None) -> None:
+        self._snapshots.update_one(
+            {"_id": snapshot_id},
+            {
+                "$setOnInsert": {
+                    "owner": owner,
+                    "kind": kind,
+                    "callrail_account_id": account,
+                    "state": "building",
+                    "started_at": utcnow(),
+                }
+            },
+            upsert=True,
+        )
+
+    def write_records(
+        self, kind: Kind, snapshot_id: str, owner: str, records: Iterable[dict[str, Any]]
+    ) -> int:
+        """Records are inserted (fast); those whose key is already there (a page written again
+        after a redelivery) are replaced."""
+        docs = [
+            {
+                **record,
+                "_id": f"{snapshot_id}:{record['id']}",
+                "id": str(record["id"]),
+                "snapshot_id": snapshot_id,
+                "owner": owner,
+                "name_lower": str(record.get("name") or "").lower(),
+                "_hash": payload_hash(record),
+                **{f"{t}_utc": as_utc(record.get(t)) for t in TIMESTAMPS if t in record},
+            }
+            for record in records
+        ]
+        if not docs:
+            return 0
+        items = self._db[ITEM_COLLECTIONS[kind]]
+        try:
+            items.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            failures = exc.details.get("writeErrors", [])
+            again = {e["index"] for e in failures if e.get("code") == 11000}
+            if len(again) != len(failures):
+                raise
+            # The snapshot is not visible yet, so delete-then-insert needs no atomicity.
+            redo = [docs[i] for i in sorted(again)]
+            items.delete_many({"_id": {"$in": [d["_id"] for d in redo]}})
+            items.insert_many(redo, ordered=False)
+        return len(docs)
+
+    def publish(self, snapshot_id: str, pages: int) -> SnapshotHead:
+        """Then drop all but it and its predecessor: the predecessor is kept so that a reader
+        that read the old head a moment ago still finds its records."""
+        meta = self._snapshots.find_one({"_id": snapshot_id})
+        if meta is None:
+            raise KeyError(snapshot_id)
+        kind: Kind = meta["kind"]
+        owner, account = meta["owner"], meta.get("callrail_account_id")
+        items = self._db[ITEM_COLLECTIONS[kind]]
+        counts = {"records": items.count_documents({"snapshot_id": snapshot_id}), "pages": pages}
+        if kind == "companies":
+            counts["disabled"] = items.count_documents(
+                {"snapshot_id": snapshot_id, "status": "disabled"}
+            )
+        head = SnapshotHead(
+            snapshot_id=snapshot_id,
+            owner=owner,
+            kind=kind,
+            callrail_account_id=account,
+            synced_at=utcnow(),
+            counts=counts,
+        )
+        self._snapshots.update_one(
+            {"_id": snapshot_id},
+            {"$set": {"state": "complete", "synced_at": head.synced_at, "counts": counts}},
+        )
+        previous = self._heads.find_one_and_update(
+            {"_id": head_id(owner, kind, account)},
+            {"$set": head.model_dump()},
+            upsert=True,
+            return_document=ReturnDocument.BEFORE,
+        )
+        keep = {snapshot_id}
+        if previous and previous.get("snapshot_id") != snapshot_id:
+            keep.add(previous["snapshot_id"])
+        self._drop_snapshots_except(owner, kind, account, keep)
+        return head
+
+    def discard(self, snapshot_id: str) -> None:
+        meta = self._snapshots.find_one({"_id": snapshot_id})
+        if meta is None or meta.get("state") == "complete":
+            return
+        self._db[ITEM_COLLECTIONS[meta["kind"]]].delete_many({"snapshot_id": snapshot_id})
+        self._snapshots.delete_one({"_id": snapshot_id})
+
+    def _drop_snapshots_except(
+        self, owner: str, kind: Kind, account: str | None, keep: set[str]
+    ) -> None:
+        query = {
+            "owner": owner,
+            "kind": kind,
+            "callrail_account_id": account,
+            "state": "complete",
+            "_id": {"$nin": list(keep)},
+        }
+        stale = [m["_id"] for m in self._snapshots.find(query, {"_id": 1})]
+        if stale:
+            self._db[ITEM_COLLECTIONS[kind]].delete_many({"snapshot_id": {"$in": stale}})
+            self._snapshots.delete_many({"_id": {"$in": stale}})
+
+    def current(self, owner: str, kind: Kind, account: str | None = None) -> SnapshotHead | None:
+        doc = self._heads.find_one({"_id": head_id(owner, kind, account)})
+        return SnapshotHead.model_validate(doc) if doc else None
+
+    def company_counts(self, owner: str, callrail_account_ids: list[str]) -> dict[str, int]:
+        ids = [head_id(owner, "companies", a) for a in callrail_account_ids]
+        heads = self._heads.find({"_id": {"$in": ids}})
+        return {h["callrail_account_id"]: h["counts"]["records"] for h in heads}
+
+    def read_page(self, kind: Kind, snapshot_id: str, query: PageQuery) -> list[dict[str, Any]]:
+        if query.sort not in SORTABLE[kind]:
+            raise ValueError(f"cannot sort {kind} by {query.sort}")
+        direction = DESCENDING if query.descending else ASCENDING
+        key = SORT_KEYS.get(query.sort, query.sort)
+        cursor = (
+            self._db[ITEM_COLLECTIONS[kind]]
+            .find(_filter(kind, snapshot_id, query), HIDDEN)
+            .sort([(key, direction), ("id", direction)])
+            .skip((query.page - 1) * query.per_page)
+            .limit(query.per_page)
+        )
+        return list(cursor)
+
+    def count(self, kind: Kind, snapshot_id: str, query: PageQuery) -> int:
+        return self._db[ITEM_COLLECTIONS[kind]].count_documents(_filter(kind, snapshot_id, query))
+
+    def has_record(self, kind: Kind, snapshot_id: str, record_id: str) -> bool:
+        found = self._db[ITEM_COLLECTIONS[kind]].find_one(
+            {"_id": f"{snapshot_id}:{record_id}"}, {"_id": 1}
+        )
+        return found is not None
+
+
+HIDDEN = {
+    "_id": 0,
+    "snapshot_id": 0,
+    "owner": 0,
+    "name_lower": 0,
+    "_hash": 0,
+    **{f"{t}_utc": 0 for t in TIMESTAMPS},
+}
+"""Fields of a stored record that are ours, not CallRail's: never shown."""
+
+
+def payload_hash(record: dict[str, Any]) -> str:
+    """A hash of a record as CallRail sent it (key order does not matter): what change
+    tracking compares to tell an updated record from an unchanged one."""
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def as_utc(value: Any) -> datetime | None:
+    """A CallRail timestamp (ISO 8601 with an offset) as a UTC datetime; None if it is none."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _filter(kind: Kind, snapshot_id: str, query: PageQuery) -> dict[str, Any]:
+    match: dict[str, Any] = {"snapshot_id": snapshot_id}
+    if query.search:
+        # A literal, case-insensitive substring: metacharacters in the search are escaped.
+        match["name_lower"] = {"$regex": re.escape(query.search.lower())}
+    if kind == "companies" and not query.include_disabled:
+        match["status"] = {"$ne": "disabled"}
+    return match

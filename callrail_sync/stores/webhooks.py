@@ -1,0 +1,131 @@
+"""Our records of webhooks (`callrail_webhooks`): a stable `web_…` id per URL of a company's
+Webhooks integration, which CallRail itself has no id for."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from callrail_sync.stores.database import Db, utcnow
+
+COLLECTION = "callrail_webhooks"
+
+
+class WebhookRecord(BaseModel):
+    """One URL of a company's Webhooks integration, as we last saw it."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str = Field(alias="_id")
+    owner: str
+    account_id: str
+    company_id: str
+    url: str
+    integration_id: str | None = None
+    keys: list[str] = Field(default_factory=list)
+    """The integration's config keys that deliver to this URL."""
+    status: str = "enabled"
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class WebhookStore(Protocol):
+    """Find, remember and move webhook records."""
+
+    def remember(
+        self, owner: str, account_id: str, company_id: str, url: str, fields: dict[str, Any]
+    ) -> WebhookRecord:
+        """The record of a URL (found by owner, account, company and URL), made if new."""
+
+    def get(self, owner: str, webhook_id: str) -> WebhookRecord | None:
+        """The owner's record with this id."""
+
+    def find(self, owner: str, account_id: str, company_id: str, url: str) -> WebhookRecord | None:
+        """The owner's record of this URL of the company, if any."""
+
+    def forget(self, owner: str, webhook_id: str) -> None:
+        """Drop a record (its URL is gone from the integration)."""
+
+    def move(
+        self, owner: str, webhook_id: str, url: str, fields: dict[str, Any]
+    ) -> WebhookRecord | None:
+        """Point an existing id at a new URL (an update keeps the id)."""
+
+
+class MongoWebhookStore:
+    """`WebhookStore` over `callrail_webhooks`."""
+
+    def __init__(self, db: Db) -> None:
+        self._webhooks = db[COLLECTION]
+
+    def ensure_indexes(self) -> None:
+        """One id per (owner, company, URL), as a property of the store: concurrent upserts
+        of one URL cannot give it two ids. A store made before this had a plain index and may
+        hold such twins: the oldest of each keeps the URL, then the index is made unique."""
+        keys = [("owner", ASCENDING), ("account_id", ASCENDING)]
+        keys += [("company_id", ASCENDING), ("url", ASCENDING)]
+        for name, index in self._webhooks.index_information().items():
+            if index["key"] == keys and not index.get("unique"):
+                self._drop_twins()
+                self._webhooks.drop_index(name)
+        self._webhooks.create_index(keys, unique=True)
+
+    def _drop_twins(self) -> None:
+        same = {f: f"${f}" for f in ("owner", "account_id", "company_id", "url")}
+        twins = self._webhooks.aggregate(
+            [
+                {"$sort": {"first_seen_at": 1}},
+                {"$group": {"_id": same, "ids": {"$push": "$_id"}}},
+                {"$match": {"ids.1": {"$exists": True}}},
+            ]
+        )
+        for twin in twins:
+            self._webhooks.delete_many({"_id": {"$in": twin["ids"][1:]}})
+
+    def remember(
+        self, owner: str, account_id: str, company_id: str, url: str, fields: dict[str, Any]
+    ) -> WebhookRecord:
+        now = utcnow()
+        key = {"owner": owner, "account_id": account_id, "company_id": company_id, "url": url}
+        update = {
+            "$set": {**fields, "seen_at": now},
+            "$setOnInsert": {"_id": "web_" + secrets.token_hex(8), "first_seen_at": now},
+        }
+        for _ in range(5):
+            try:
+                doc = self._webhooks.find_one_and_update(
+                    key, update, upsert=True, return_document=ReturnDocument.AFTER
+                )
+            except DuplicateKeyError:
+                continue  # a concurrent upsert made it first: the next try finds it
+            # MongoDB always answers the document here; a server that lost the race
+            # inside its upsert may answer none, and the next try finds the winner's.
+            if doc is not None:
+                return WebhookRecord.model_validate(doc)
+        raise RuntimeError("could not remember the webhook")
+
+    def get(self, owner: str, webhook_id: str) -> WebhookRecord | None:
+        doc = self._webhooks.find_one({"_id": webhook_id, "owner": owner})
+        return WebhookRecord.model_validate(doc) if doc else None
+
+    def find(self, owner: str, account_id: str, company_id: str, url: str) -> WebhookRecord | None:
+        key = {"owner": owner, "account_id": account_id, "company_id": company_id, "url": url}
+        doc = self._webhooks.find_one(key)
+        return WebhookRecord.model_validate(doc) if doc else None
+
+    def forget(self, owner: str, webhook_id: str) -> None:
+        self._webhooks.delete_one({"_id": webhook_id, "owner": owner})
+
+    def move(
+        self, owner: str, webhook_id: str, url: str, fields: dict[str, Any]
+    ) -> WebhookRecord | None:
+        doc = self._webhooks.find_one_and_update(
+            {"_id": webhook_id, "owner": owner},
+            {"$set": {"url": url, **fields, "seen_at": utcnow()}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return WebhookRecord.model_validate(doc) if doc else None

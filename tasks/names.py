@@ -1,0 +1,21 @@
+"""The name of every Celery task of the service. What each runs, and on which queue, is the
+table in `tasks/table.py`; modules that only send a task import its name from here."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class TaskName(StrEnum):
+    SYNC_ACCOUNTS = "callrail.sync.accounts"
+    SYNC_COMPANIES = "callrail.sync.companies"
+    WEBHOOK_LIST = "callrail.webhook.list"
+    WEBHOOK_CREATE = "callrail.webhook.create"
+    WEBHOOK_UPDATE = "callrail.webhook.update"
+    CALLS_RECONCILE = "callrail.inbound.reconcile"
+    RECEIVER_KEY = "callrail.inbound.signing_key"
+    NOTIFY = "callrail.notify.deliver"
+    NORMALIZE = "callrail.inbound.normalize"
+    PLAN = "callrail.sync.configured_accounts"
+    SWEEP = "callrail.jobs.sweep"
+    RECONCILE = "callrail.inbound.plan"
