@@ -94,9 +94,9 @@ class Schedule(_Group):
 
 class Notifications(_Group):
     """How an owner's callback is told that a job ended: each POST has `notify_timeout`
-    seconds to be answered; one that fails is tried again after `notify_backoff_base` seconds,
-    the wait doubling each time (to 15 minutes), until `notify_retry_for` seconds have passed
-    since the job ended."""
+    seconds all told (resolving, connecting, TLS, sending, the status line); one that fails
+    is tried again after `notify_backoff_base` seconds, the wait doubling each time (to 15
+    minutes), until `notify_retry_for` seconds have passed since the job ended."""
 
     notify_retry_for: float = 3600.0
     notify_backoff_base: float = 10.0
@@ -138,6 +138,9 @@ class Operation(_Group):
     allow_private_urls: bool = False
     """Development and tests only: accept http and private or loopback targets for every URL
     the service calls or hands to CallRail (webhooks, notification callbacks)."""
+    allowed_networks: str = ""
+    """Comma-separated networks (CIDR) a callback may resolve to although they are not public,
+    e.g. an operator's own receivers at `10.20.0.0/16`; empty by default."""
 
 
 class Settings(

@@ -8,8 +8,8 @@ IPv6 and IPv4-mapped IPv6), nor `localhost`. `ALLOW_PRIVATE_URLS=true`, for deve
 tests only, lets http and private targets through. Each refusal names the rule it broke.
 
 A host *name* that resolves to a private address is not caught here (the answer can change
-between now and the call): whoever calls the URL checks the address it connects to
-(`resolved_public`).
+between now and the call): whoever calls the URL resolves it once, checks every address and
+connects to exactly the checked one (`callrail_sync.outbound`).
 """
 
 from __future__ import annotations
@@ -117,16 +117,3 @@ def refusal(address: IP) -> str | None:
         if hit:
             return kind
     return None
-
-
-def resolved_public(host: str, port: int) -> list[str]:
-    """The addresses `host` resolves to, if every one is public; for whoever is about to call
-    a URL that passed `check_url` (a name may resolve to a private address, or later start
-    to). Raises ValidationFailed otherwise."""
-    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    addresses = {str(info[4][0]) for info in found}
-    for address in addresses:
-        kind = refusal(ipaddress.ip_address(address.split("%")[0]))
-        if kind:
-            raise ValidationFailed(f"the callback host resolves to {kind}.")
-    return sorted(addresses)

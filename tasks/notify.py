@@ -16,19 +16,18 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
-import requests
 from celery import Task
 from celery.exceptions import Retry
 
-from callrail_sync import errors, metrics
+from callrail_sync import errors, metrics, outbound
 from callrail_sync.job import SYNC_TYPES, WRITE_TYPES, Job, JobStatus, JobType
+from callrail_sync.outbound import Policy
 from callrail_sync.runtime import Runtime, runtime
 from callrail_sync.signatures import HEADER, sign
 from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.notifications import Attempt, Delivery, NotificationConfig
-from callrail_sync.urls import check_url, resolved_public
+from callrail_sync.urls import check_url
 from tasks.names import TaskName
 
 log = logging.getLogger("callrail_sync.notify")
@@ -162,39 +161,32 @@ def deliver(task: Task, delivery_id: str) -> dict[str, Any]:
 
 
 def post(rt: Runtime, config: NotificationConfig, delivery: Delivery) -> tuple[Attempt, bool]:
-    """POST the delivery's body, signed now, to the callback; (what happened, worth retrying)."""
+    """POST the delivery's body, signed now, to the callback; (what happened, worth retrying).
+
+    The host is resolved once and called at the address that was checked (callrail_sync/
+    outbound.py), the whole attempt has NOTIFY_TIMEOUT seconds, and only the status line of
+    the answer is read."""
     started, at = time.perf_counter(), utcnow()
-    allow_private = rt.settings.allow_private_urls
+    s = rt.settings
+    policy = Policy.of(s.allow_private_urls, s.allowed_networks)
     try:
-        url = check_url(config.url, "url", allow_private=allow_private)
-        parts = urlsplit(url)
-        if not allow_private:
-            # A name that passed the policy may resolve to a private address (or start to).
-            resolved_public(parts.hostname or "", parts.port or 443)
+        url = check_url(config.url, "url", allow_private=s.allow_private_urls)
     except errors.ValidationFailed as refused:
         return Attempt(at=at, url=config.url, error=refused.user_message, ms=0), False
-    except OSError as exc:
-        return _failed(at, config.url, f"cannot resolve the host ({type(exc).__name__})", started)
     body = delivery.body.encode()
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "callrail-sync",
-        HEADER: sign(config.secret.get_secret_value(), body),
-        "X-Callrail-Sync-Event": delivery.event,
-        "X-Callrail-Sync-Delivery": delivery.id,
-    }
+    headers = [
+        ("Content-Type", "application/json"),
+        ("User-Agent", "callrail-sync"),
+        (HEADER, sign(config.secret.get_secret_value(), body)),
+        ("X-Callrail-Sync-Event", delivery.event),
+        ("X-Callrail-Sync-Delivery", delivery.id),
+    ]
     try:
-        answer = requests.post(
-            url,
-            data=body,
-            headers=headers,
-            timeout=rt.settings.notify_timeout,
-            allow_redirects=False,
-        )
-    except requests.Timeout:
-        return _failed(at, url, "timed out", started)
-    except requests.RequestException as exc:
-        return _failed(at, url, f"no answer ({type(exc).__name__})", started)
+        answer = outbound.post(url, body, headers, timeout=s.notify_timeout, policy=policy)
+    except errors.ValidationFailed as refused:
+        return Attempt(at=at, url=url, error=refused.user_message, ms=0), False
+    except outbound.CallFailed as failed:
+        return _failed(at, url, failed.reason, started)
     ms = round((time.perf_counter() - started) * 1000, 1)
     return Attempt(at=at, url=url, status_code=answer.status_code, ms=ms), True
 
