@@ -49,8 +49,10 @@ class WebhookCreate(BaseModel):
         """The job parameters of a create request, or the error that refuses it. Without a
         URL, our own receiver's (when the service has a public address)."""
         url_given = check.present(body, "webhook_url")
-        if not check.present(body, "account_id", "company_id") or (
-            not url_given and not public_base_url
+        if (
+            not check.present(body, "account_id", "company_id")
+            or body.get("webhook_url") == ""  # present but empty is not "left out"
+            or not (url_given or public_base_url)
         ):
             raise ValidationFailed(MSG_CREATE_REQUIRED)
         account_id, company_id = company_ref(body)
@@ -86,7 +88,11 @@ class WebhookUpdate(BaseModel):
     ) -> JobParams:
         """The job parameters of an update request, or the error that refuses it."""
         has_change = check.present(body, "webhook_url") or check.present(body, "status")
-        if not check.present(body, "account_id", "company_id", "webhook_id") or not has_change:
+        if (
+            not check.present(body, "account_id", "company_id", "webhook_id")
+            or not has_change
+            or body.get("webhook_url") == ""
+        ):
             raise ValidationFailed(MSG_UPDATE_REQUIRED)
         account_id, company_id = company_ref(body)
         webhook_id = check.callrail_id(body["webhook_id"], "webhook_id")

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from callrail_sync.job import JobType
 from callrail_sync.stores import Stores
+from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.snapshots import Kind, PageQuery, SnapshotHead
 
 K = TypeVar("K", bound=Hashable)
@@ -86,6 +87,7 @@ class ShimCache:
         self.counts: Memo[tuple[str, tuple[str, ...]], dict[str, int]] = Memo(1_000, HEAD_SECONDS)
         self.totals: Memo[tuple[str, Kind, str | None, bool], int] = Memo(4_096)
         self.pages: Memo[tuple[str, Kind, PageQuery], list[dict[str, Any]]] = Memo(1_024)
+        self.listed: Memo[tuple[str, str], bool] = Memo(10_000)
 
     async def key_usable(self, owner: str) -> bool:
         return await self.keys.through(
@@ -101,6 +103,18 @@ class ShimCache:
             return cached
         head = await run_in_threadpool(self._stores.snapshots.current, owner, kind, account)
         return self.heads.put(key, head) if head is not None else None
+
+    async def lists_account(self, owner: str, account: str, max_age: float) -> bool | None:
+        """Whether the caller's accounts snapshot lists this CallRail account; None when the
+        caller has no snapshot younger than `max_age` seconds to tell."""
+        head = await self.head(owner, "accounts", None)
+        if head is None or (utcnow() - head.synced_at).total_seconds() > max_age:
+            return None
+        snapshot = head.snapshot_id
+        return await self.listed.through(
+            (snapshot, account),
+            lambda: self._stores.snapshots.has_record("accounts", snapshot, account),
+        )
 
     async def active_job(self, dedupe_key: str) -> str | None:
         def load() -> str | None:

@@ -106,6 +106,17 @@ async def raw_body(request: Request) -> bytes:
     return await request.body()
 
 
+ACCOUNT_NOT_FOUND = "CallRail account not found for this API key."
+
+
+async def require_account(svc: Services, owner: str, account: str) -> None:
+    """A CallRail account that a fresh accounts snapshot of the caller does not list is a 404
+    at once (no job, no CallRail request); without a fresh snapshot, the job finds out."""
+    max_age = svc.runtime.settings.snapshot_max_age
+    if await svc.cache.lists_account(owner, account, max_age) is False:
+        raise errors.NotFound(ACCOUNT_NOT_FOUND)
+
+
 Owner = Annotated[str, Depends(current_owner)]
 RawBody = Annotated[bytes, Depends(raw_body)]
 StreamOwner = Annotated[str, Depends(stream_owner)]

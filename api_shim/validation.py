@@ -8,7 +8,7 @@ from typing import Any
 
 from callrail_sync.callrail.webhooks import EVENT_KEYS
 from callrail_sync.errors import ValidationFailed
-from callrail_sync.ids import is_callrail_id
+from callrail_sync.ids import is_callrail_account_id, is_callrail_id
 from callrail_sync.stores.snapshots import PageQuery
 
 MAX_PER_PAGE = 250
@@ -86,12 +86,14 @@ def page_query(
 
 
 def callrail_id(value: Any, name: str) -> str:
-    """A CallRail id (ACC…, COM…, numeric, or our web_…): letters, digits, _ and - only."""
+    """A CallRail id: an account's (`account_id`: ACC and 32 hex, or all digits), or another
+    (COM…, numeric, or our web_…: letters, digits, _ and - only)."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
         raise ValidationFailed(f"{name} must be a string.")
-    if not is_callrail_id(value):
+    shape = is_callrail_account_id if name == "account_id" else is_callrail_id
+    if not shape(value):
         raise ValidationFailed(f"{name} is not a valid id.")
     return value
 

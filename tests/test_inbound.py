@@ -487,3 +487,28 @@ def test_no_webhook_is_moved_onto_our_receivers_url(shim_url, company, owner, to
         timeout=10,
     )
     assert answer.status_code == 400 and "receiver keeps its URL" in answer.json()["message"]
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+def test_an_empty_webhook_url_is_the_spec_400_not_our_receiver(
+    shim_url, company, owner, token, stores, method
+):
+    account, company_id = company
+    body = {"account_id": account, "company_id": company_id, "webhook_url": ""}
+    if method == "PUT":
+        body |= {"webhook_id": "web_0123456789abcdef", "status": "enabled"}
+    answer = requests.request(
+        method,
+        f"{shim_url}{P}/companies/webhook",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    message = {
+        "POST": "Callrail account id, company id and webhook url are required.",
+        "PUT": "Callrail account id, company id, webhook id and webhook url or status are "
+        "required.",
+    }[method]
+    assert answer.status_code == 400
+    assert answer.json() == {"success": False, "errno": 400, "message": message}
+    assert stores.jobs.recent(OWNER) == []

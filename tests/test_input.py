@@ -29,7 +29,11 @@ TOO_LARGE = {
     "errno": 413,
     "message": "Request body is too large (at most 65536 bytes).",
 }
-CREATE = {"account_id": "ACC1", "company_id": "COM1", "webhook_url": "https://x.io/h"}
+CREATE = {
+    "account_id": "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+    "company_id": "COM1",
+    "webhook_url": "https://x.io/h",
+}
 
 
 def call(base: str, method: str, path: str, token: str | None, **kw) -> requests.Response:
@@ -206,19 +210,34 @@ def test_a_token_with_anything_added_is_401(shim_url, owner, token, mangle):
 @pytest.mark.parametrize(
     ("method", "path", "body", "field"),
     [
-        ("GET", "/companies?account_id=ACC1%0A", None, "account_id"),
-        ("GET", "/companies/webhook?account_id=ACC1&company_id=COM1%0A", None, "company_id"),
+        ("GET", "/companies?account_id=ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1%0A", None, "account_id"),
+        (
+            "GET",
+            "/companies/webhook?account_id=ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1&company_id=COM1%0A",
+            None,
+            "company_id",
+        ),
         ("POST", "/companies/webhook", {**CREATE, "company_id": "COM1\n"}, "company_id"),
         (
             "PUT",
             "/companies/webhook",
-            {"account_id": "ACC1\n", "company_id": "COM1", "webhook_id": "w", "status": "enabled"},
+            {
+                "account_id": "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1\n",
+                "company_id": "COM1",
+                "webhook_id": "w",
+                "status": "enabled",
+            },
             "account_id",
         ),
         (
             "PUT",
             "/companies/webhook",
-            {"account_id": "ACC1", "company_id": "COM1", "webhook_id": "w\n", "status": "enabled"},
+            {
+                "account_id": "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+                "company_id": "COM1",
+                "webhook_id": "w\n",
+                "status": "enabled",
+            },
             "webhook_id",
         ),
     ],
@@ -272,7 +291,12 @@ def test_a_webhook_url_that_cannot_be_used_is_400(shim_url, owner, token, caplog
         ("POST", {**CREATE, "webhook_url": url}),
         (
             "PUT",
-            {"account_id": "ACC1", "company_id": "COM1", "webhook_id": "w", "webhook_url": url},
+            {
+                "account_id": "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+                "company_id": "COM1",
+                "webhook_id": "w",
+                "webhook_url": url,
+            },
         ),
     ):
         response = call(shim_url, method, f"{P}/companies/webhook", token, json=body)
@@ -287,7 +311,10 @@ def test_an_international_webhook_url_is_accepted(shim_url, owner, token):
 
 def publish_accounts_snapshot(stores) -> None:
     stores.snapshots.begin("snap_input", OWNER, "accounts", None)
-    records = [{"id": "ACC1", "name": "Acme"}, {"id": "ACC2", "name": "Beta"}]
+    records = [
+        {"id": "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1", "name": "Acme"},
+        {"id": "ACCb2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2", "name": "Beta"},
+    ]
     stores.snapshots.write_records("accounts", "snap_input", OWNER, records)
     stores.snapshots.publish("snap_input", 1)
 
@@ -361,7 +388,7 @@ urls = st.builds(
     st.sampled_from(["", ":443", ":0", ":99999", ":port"]),
     any_text,
 )
-ids = st.sampled_from(["ACC1", "COM1", "web_1", "470306151"])
+ids = st.sampled_from(["ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1", "COM1", "web_1", "470306151"])
 query_values = often(
     ids | numbers | st.sampled_from(["1", "250", "-name", "id", "true", "no", "a"]),
     st.text(max_size=30),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import quote
 
 import jwt
 import pytest
@@ -95,10 +96,10 @@ def test_bad_account_claim_is_400_invalid_account_id(shim, owner, account_id):
     ("method", "path", "kwargs"),
     [
         ("GET", "/accounts", {}),
-        ("GET", "/companies?account_id=ACC1", {}),
+        ("GET", "/companies?account_id=ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1", {}),
         ("POST", "/companies/webhook", {"json": {}}),
         ("PUT", "/companies/webhook", {"json": {}}),
-        ("GET", "/companies/webhook?account_id=A&company_id=C", {}),
+        ("GET", "/companies/webhook?account_id=470306151&company_id=C", {}),
     ],
 )
 def test_no_api_key_is_400_with_the_spec_message_and_no_job(shim, stores, method, path, kwargs):
@@ -120,11 +121,15 @@ def test_companies_without_account_id(shim, owner):
     "body",
     [
         {},
-        {"account_id": "ACC1", "company_id": "COM1"},
-        {"account_id": "ACC1", "webhook_url": "https://x.io"},
+        {"account_id": "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1", "company_id": "COM1"},
+        {"account_id": "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1", "webhook_url": "https://x.io"},
         {"company_id": "COM1", "webhook_url": "https://x.io"},
         {"account_id": "", "company_id": "COM1", "webhook_url": "https://x.io"},
-        {"account_id": "ACC1", "company_id": None, "webhook_url": "https://x.io"},
+        {
+            "account_id": "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+            "company_id": None,
+            "webhook_url": "https://x.io",
+        },
     ],
 )
 def test_create_webhook_missing_fields(shim, owner, body):
@@ -135,8 +140,16 @@ def test_create_webhook_missing_fields(shim, owner, body):
     "body",
     [
         {},
-        {"account_id": "ACC1", "company_id": "COM1", "webhook_id": "web_1"},
-        {"account_id": "ACC1", "company_id": "COM1", "status": "disabled"},
+        {
+            "account_id": "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+            "company_id": "COM1",
+            "webhook_id": "web_1",
+        },
+        {
+            "account_id": "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+            "company_id": "COM1",
+            "status": "disabled",
+        },
         {"company_id": "COM1", "webhook_id": "web_1", "webhook_url": "https://x.io"},
     ],
 )
@@ -164,14 +177,21 @@ def test_listing_parameters_are_validated(shim, owner, query, message):
 
 def test_companies_parameters_are_validated(shim, owner):
     assert_error(
-        shim.call("GET", f"{P}/companies?account_id=ACC1&disabled=perhaps"),
+        shim.call(
+            "GET", f"{P}/companies?account_id=ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1&disabled=perhaps"
+        ),
         400,
         "disabled must be true or false.",
     )
     assert_error(
         shim.call("GET", f"{P}/companies?account_id=../etc"), 400, "account_id is not a valid id."
     )
-    assert shim.call("GET", f"{P}/companies?account_id=ACC1&sort=-created_at").status_code == 202
+    assert (
+        shim.call(
+            "GET", f"{P}/companies?account_id=ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1&sort=-created_at"
+        ).status_code
+        == 202
+    )
 
 
 @pytest.mark.parametrize(
@@ -191,12 +211,22 @@ def test_companies_parameters_are_validated(shim, owner):
     ],
 )
 def test_create_webhook_values_are_validated(shim, owner, body, message):
-    full = {"account_id": "ACC1", "company_id": "COM1", "webhook_url": "https://x.io/h", **body}
+    full = {
+        "account_id": "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+        "company_id": "COM1",
+        "webhook_url": "https://x.io/h",
+        **body,
+    }
     assert_error(shim.call("POST", f"{P}/companies/webhook", json=full), 400, message)
 
 
 def test_update_webhook_status_is_validated(shim, owner):
-    body = {"account_id": "ACC1", "company_id": "COM1", "webhook_id": "web_1", "status": "paused"}
+    body = {
+        "account_id": "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+        "company_id": "COM1",
+        "webhook_id": "web_1",
+        "status": "paused",
+    }
     assert_error(
         shim.call("PUT", f"{P}/companies/webhook", json=body),
         400,
@@ -266,3 +296,64 @@ def test_issue_token_round_trip(settings):
     from api_shim.auth import authenticate
 
     assert authenticate("Bearer " + issue_token(OWNER, TEST_SECRET), settings) == OWNER
+
+
+# --- CallRail account ids (checked before any job) ----------------------------------------------
+
+ACCOUNT = "ACC" + "a1" * 16
+UNLISTED = "ACC" + "0" * 32
+ACCOUNT_ROUTES = [
+    ("GET", "/companies?account_id={}", None),
+    ("GET", "/companies/webhook?account_id={}&company_id=COM1", None),
+    ("POST", "/companies/webhook", {"company_id": "COM1", "webhook_url": "https://x.io/h"}),
+    ("PUT", "/companies/webhook", {"company_id": "COM1", "webhook_id": "w", "status": "enabled"}),
+    ("POST", "/sync", {}),
+]
+"""The routes that start a job for a CallRail account: `{}` (query) or the body takes it."""
+
+
+def account_call(shim: Shim, method: str, path: str, body: dict | None, account: str):
+    if body is None:
+        return shim.call(method, P + path.format(quote(account, safe="")))
+    return shim.call(method, P + path, json={**body, "account_id": account})
+
+
+def publish_accounts(stores, records: list[dict]) -> None:
+    stores.snapshots.begin("snap_accounts", OWNER, "accounts", None)
+    stores.snapshots.write_records("accounts", "snap_accounts", OWNER, records)
+    stores.snapshots.publish("snap_accounts", 1)
+
+
+@pytest.mark.parametrize("account", ["foo", "ACC1", "ACC" + "A1" * 16, "ACC" + "a1" * 17, "12a"])
+@pytest.mark.parametrize(("method", "path", "body"), ACCOUNT_ROUTES)
+def test_an_account_id_that_cannot_be_callrails_is_400_and_no_job(
+    shim, owner, stores, method, path, body, account
+):
+    response = account_call(shim, method, path, body, account)
+    assert_error(response, 400, "account_id is not a valid id.")
+    assert stores.jobs.recent(OWNER) == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/changes?kind=companies&account_id=foo", "/calls?account_id=foo"],
+)
+def test_reads_refuse_an_account_id_that_cannot_be_callrails(shim, owner, path):
+    assert_error(shim.call("GET", P + path), 400, "account_id is not a valid id.")
+
+
+def test_schedule_refuses_an_account_id_that_cannot_be_callrails(shim, owner):
+    body = {"account_id": "foo", "paused": True}
+    assert_error(shim.call("PUT", f"{P}/schedule", json=body), 400, "account_id is not a valid id.")
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ACCOUNT_ROUTES)
+def test_an_account_the_accounts_snapshot_does_not_list_is_404_and_no_job(
+    shim, owner, stores, method, path, body
+):
+    publish_accounts(stores, [{"id": ACCOUNT, "name": "Acme", "numeric_id": 470306151}])
+    response = account_call(shim, method, path, body, UNLISTED)
+    assert_error(response, 404, "CallRail account not found for this API key.")
+    assert stores.jobs.recent(OWNER) == []
+    for listed in (ACCOUNT, "470306151"):  # its id, or CallRail's older numeric id for it
+        assert account_call(shim, method, path, body, listed).status_code == 202, listed

@@ -19,6 +19,9 @@ from tasks import sync as sync_tasks
 from tasks.schedule import plan_syncs
 from tests.conftest import OWNER, wait_job
 
+GONE = "ACC" + "0" * 32
+"""A CallRail account id of the right shape that no key of the simulator sees."""
+
 
 def call(shim_url, token, method, path, **kw) -> requests.Response:
     headers = {"Authorization": f"Bearer {token}"}
@@ -42,16 +45,16 @@ def accounts(sim_data, api_key) -> list[str]:
 
 
 def test_status_follows_a_listing_from_never_to_fresh_to_error_to_paused(
-    shim_url, token, worker, owner, stores, accounts
+    shim_url, token, worker, owner, stores, accounts, submit_job
 ):
     assert listings(shim_url, token)[("accounts", None)]["state"] == "never"
     finish(stores, call(shim_url, token, "POST", f"{P}/sync"))
     first = accounts[0]
     done = finish(stores, call(shim_url, token, "POST", f"{P}/sync", json={"account_id": first}))
-    stores.userconfig.set(owner, [first, "ACCgone"])
+    stores.userconfig.set(owner, [first, GONE])
     entries = listings(shim_url, token)
     assert set(entries) == {("accounts", None), *(("companies", a) for a in accounts)} | {
-        ("companies", "ACCgone")
+        ("companies", GONE)
     }
     fresh = entries[("companies", first)]
     assert fresh["state"] == "fresh" and fresh["last_error"] is None
@@ -65,9 +68,11 @@ def test_status_follows_a_listing_from_never_to_fresh_to_error_to_paused(
     assert entries[("companies", accounts[1])]["state"] == "never"
     assert entries[("companies", accounts[1])]["next_scheduled_at"] is None  # not configured
 
-    gone = call(shim_url, token, "POST", f"{P}/sync", json={"account_id": "ACCgone"})
-    assert finish(stores, gone).status.value == "failed"
-    error = listings(shim_url, token)[("companies", "ACCgone")]
+    refused = call(shim_url, token, "POST", f"{P}/sync", json={"account_id": GONE})
+    assert refused.status_code == 404  # the fresh accounts snapshot does not list it
+    gone, _ = submit_job(owner, "sync_companies", callrail_account_id=GONE)  # as beat would
+    assert wait_job(stores, gone.id).status.value == "failed"
+    error = listings(shim_url, token)[("companies", GONE)]
     assert error["state"] == "error"
     assert error["last_error"]["class"] == "not_found" and error["last_error"]["remedy"]
 
@@ -145,11 +150,20 @@ def test_beat_keeps_each_accounts_own_interval(owner, stores, runtime, queue, wo
 def test_schedule_and_sync_input_is_checked(shim_url, token, owner):
     cases = [
         ("PUT", "/schedule", {}, "account_id and paused are required."),
-        ("PUT", "/schedule", {"account_id": "ACC1", "paused": "yes"}, "paused must be true"),
         (
             "PUT",
             "/schedule",
-            {"account_id": "ACC1", "paused": False, "interval_seconds": 5},
+            {"account_id": "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1", "paused": "yes"},
+            "paused must be true",
+        ),
+        (
+            "PUT",
+            "/schedule",
+            {
+                "account_id": "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+                "paused": False,
+                "interval_seconds": 5,
+            },
             "interval_seconds must be a whole number from 300 to 604800.",
         ),
         ("POST", "/sync", {"kind": "calls"}, "kind must be 'accounts' or 'companies'."),

@@ -69,7 +69,13 @@ def test_twenty_concurrent_creates_for_one_company_keep_every_url_once(
 
 
 def test_the_store_gives_one_url_one_id_however_many_remember_it(stores):
-    args = (OWNER, "ACC1", "COM1", "https://one.example/hook", {"status": "enabled"})
+    args = (
+        OWNER,
+        "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+        "COM1",
+        "https://one.example/hook",
+        {"status": "enabled"},
+    )
     with ThreadPoolExecutor(8) as pool:
         ids = {
             record.id for record in pool.map(lambda _: stores.webhooks.remember(*args), range(8))
@@ -77,7 +83,12 @@ def test_the_store_gives_one_url_one_id_however_many_remember_it(stores):
     assert len(ids) == 1
     with pytest.raises(DuplicateKeyError):
         stores.db["callrail_webhooks"].insert_one(
-            {"owner": OWNER, "account_id": "ACC1", "company_id": "COM1", "url": args[3]}
+            {
+                "owner": OWNER,
+                "account_id": "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+                "company_id": "COM1",
+                "url": args[3],
+            }
         )
 
 
@@ -140,7 +151,11 @@ def test_a_403_on_a_webhook_write_says_the_key_needs_integration_admin(
 
 
 def test_a_webhook_url_the_policy_refuses_is_a_400_naming_the_rule(shim_url, token, owner):
-    body = {"account_id": "ACC1", "company_id": "COM1", "webhook_url": "http://169.254.169.254/x"}
+    body = {
+        "account_id": "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+        "company_id": "COM1",
+        "webhook_url": "http://169.254.169.254/x",
+    }
     answer = requests.post(
         f"{shim_url}{P}/companies/webhook",
         json=body,

@@ -25,7 +25,11 @@ def post(shim_url: str, token: str, **body: object) -> requests.Response:
 
 
 def hook(n: int) -> dict[str, str]:
-    return {"account_id": "ACC1", "company_id": "COM1", "webhook_url": f"https://h.example/{n}"}
+    return {
+        "account_id": "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+        "company_id": "COM1",
+        "webhook_url": f"https://h.example/{n}",
+    }
 
 
 def test_the_same_write_asked_twice_is_one_job(shim_url, token, owner, stores):

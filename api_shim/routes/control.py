@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api_shim import validation as check
 from api_shim.bodies import openapi_body
-from api_shim.deps import Owner, RawBody, Svc, require_key
+from api_shim.deps import Owner, RawBody, Svc, require_account, require_key
 from api_shim.envelope import success
 from api_shim.presenters import PREFIX, accepted, iso
 from api_shim.routes.changes import MSG_ACCOUNT, MSG_KIND
@@ -104,6 +104,7 @@ async def sync_now(owner: Owner, svc: Svc, raw: RawBody) -> JSONResponse:
         if not account:
             raise ValidationFailed(MSG_ACCOUNT)
         account = check.callrail_id(account, "account_id")
+        await require_account(svc, owner, account)
         schedule = await run_in_threadpool(stores.schedules.get, owner, account)
         if schedule is not None and schedule.paused:
             raise SyncPaused()

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from api_shim import validation as check
 from api_shim.bodies import openapi_query
-from api_shim.deps import Owner, Svc, require_key
+from api_shim.deps import Owner, Svc, require_account, require_key
 from api_shim.listings import serve_listing
 from api_shim.presenters import PREFIX
 from callrail_sync.errors import ValidationFailed
@@ -70,6 +70,8 @@ def listing_route(model: type[ListingParams]) -> Any:
         q = model.model_validate(dict(request.query_params))
         params, query = q.job_params(), q.page_query()
         refresh = check.flag(q.refresh, "refresh")
+        if params.callrail_account_id is not None:
+            await require_account(svc, owner, params.callrail_account_id)
         return await serve_listing(svc, owner, model.kind, params, query, refresh=refresh)
 
     return route

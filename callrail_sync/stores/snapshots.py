@@ -104,7 +104,7 @@ class SnapshotReader(Protocol):
         """How many records the query's filter (search, disabled) leaves."""
 
     def has_record(self, kind: Kind, snapshot_id: str, record_id: str) -> bool:
-        """Whether the snapshot holds the record with this CallRail id."""
+        """Whether the snapshot holds the record with this CallRail id (or numeric id)."""
 
 
 class SnapshotStore(SnapshotWriter, SnapshotReader, Protocol):
@@ -265,10 +265,11 @@ class MongoSnapshotStore:
         return self._db[ITEM_COLLECTIONS[kind]].count_documents(_filter(kind, snapshot_id, query))
 
     def has_record(self, kind: Kind, snapshot_id: str, record_id: str) -> bool:
-        found = self._db[ITEM_COLLECTIONS[kind]].find_one(
-            {"_id": f"{snapshot_id}:{record_id}"}, {"_id": 1}
-        )
-        return found is not None
+        query: dict[str, Any] = {"_id": f"{snapshot_id}:{record_id}"}
+        if record_id.isascii() and record_id.isdigit():  # also an `ACC…` record's numeric_id
+            either = [{"id": record_id}, {"numeric_id": int(record_id)}]
+            query = {"snapshot_id": snapshot_id, "$or": either}
+        return self._db[ITEM_COLLECTIONS[kind]].find_one(query, {"_id": 1}) is not None
 
 
 HIDDEN = {
