@@ -21,17 +21,15 @@ from callrail_sync.stores.jobs import JobStore
 class Admission:
     """Says whether an owner may submit one more write job now."""
 
-    def __init__(self, settings: Settings, jobs: JobStore, budget: RequestBudget | None) -> None:
+    def __init__(self, settings: Settings, jobs: JobStore, budget: RequestBudget) -> None:
         self._settings = settings
         self._jobs = jobs
         self._rate = budget
 
     @classmethod
     def for_settings(
-        cls, settings: Settings, jobs: JobStore, redis_client: redis.Redis | None
+        cls, settings: Settings, jobs: JobStore, redis_client: redis.Redis
     ) -> Admission:
-        if redis_client is None:
-            return cls(settings, jobs, None)  # no Redis: the active-jobs limit still holds
         window = Window(settings.writes_per_minute, 60)
         rate = RequestBudget(
             redis_client, [window], margin=0, max_inline_wait=0, prefix="callrail:admission"
@@ -46,11 +44,10 @@ class Admission:
                 f"Too many webhook changes in progress (at most {limit}); wait for one to finish.",
                 retry_after=5,
             )
-        if self._rate is not None:
-            granted, wait, _ = self._rate.try_acquire(owner)
-            if not granted:
-                per_minute = self._settings.writes_per_minute
-                raise errors.TooManyRequests(
-                    f"Too many webhook changes (at most {per_minute} a minute); try again shortly.",
-                    retry_after=wait,
-                )
+        granted, wait, _ = self._rate.try_acquire(owner)
+        if not granted:
+            per_minute = self._settings.writes_per_minute
+            raise errors.TooManyRequests(
+                f"Too many webhook changes (at most {per_minute} a minute); try again shortly.",
+                retry_after=wait,
+            )

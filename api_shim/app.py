@@ -54,9 +54,8 @@ def create_app(
         setup_logging(settings.log_level, json_lines=settings.log_json)
     celery = create_celery(settings)
     runtime = runtime or build_runtime(settings)
-    has_redis = runtime.redis is not None
     cache = ShimCache(runtime.stores)
-    hub = EventHub(settings.redis_url if has_redis else None)
+    hub = EventHub(settings.redis_url)
     hub.listen(cache.forget)
     inbox = InboxWriter(runtime.stores, task_sender(celery))
 
@@ -86,7 +85,7 @@ def create_app(
         auth=Authenticator(settings),
         cache=cache,
         hub=hub,
-        tickets=Tickets(settings.redis_url if has_redis else None),
+        tickets=Tickets(settings.redis_url),
         admission=Admission.for_settings(settings, runtime.stores.jobs, runtime.redis),
         inbox=inbox,
         key_readings=key_readings(runtime),
@@ -102,9 +101,7 @@ def create_app(
     return app
 
 
-def key_readings(runtime: Runtime) -> RequestBudget | None:
-    if runtime.redis is None:
-        return None  # the per-company claim still holds
+def key_readings(runtime: Runtime) -> RequestBudget:
     window = Window(REFRESHES_PER_HOUR, 3600)
     return RequestBudget(
         runtime.redis, [window], margin=0, max_inline_wait=0, prefix="callrail:inbound-keys"

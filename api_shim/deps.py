@@ -7,7 +7,7 @@ one in a worker thread, a hop per request for nothing.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
@@ -37,32 +37,22 @@ class Services:
     tickets: Tickets
     admission: Admission
     inbox: InboxWriter
-    key_readings: RequestBudget | None = None
+    key_readings: RequestBudget
     """How often failed signatures may make us read signing keys again, per CallRail account
-    (the request budget's sliding window, on keys of its own); None without Redis."""
-    _claims: dict[str, tuple[float, float]] = field(default_factory=dict)
+    (the request budget's sliding window, on keys of its own)."""
 
     async def claim(self, name: str, seconds: float) -> bool:
-        """True for the first caller in `seconds` (across shim processes where Redis is)."""
-        client, now = self.runtime.redis, time.time()
-        if client is not None:
-            key = f"callrail:claim:{name}"
-            ttl = max(1, int(seconds))
-            took = await run_in_threadpool(client.set, key, repr(now), nx=True, ex=ttl)
-            return bool(took)
-        if self._claims.get(name, (0.0, 0.0))[1] > now:
-            return False
-        self._claims[name] = (now, now + seconds)
-        return True
+        """True for the first caller in `seconds` (across shim processes)."""
+        key, ttl = f"callrail:claim:{name}", max(1, int(seconds))
+        took = await run_in_threadpool(
+            self.runtime.redis.set, key, repr(time.time()), nx=True, ex=ttl
+        )
+        return bool(took)
 
     async def claimed_at(self, name: str) -> float | None:
         """When the claim `name` that holds now was taken (None: nobody holds it)."""
-        client = self.runtime.redis
-        if client is not None:
-            value = await run_in_threadpool(client.get, f"callrail:claim:{name}")
-            return float(value) if value is not None else None
-        taken, until = self._claims.get(name, (0.0, 0.0))
-        return taken if until > time.time() else None
+        value = await run_in_threadpool(self.runtime.redis.get, f"callrail:claim:{name}")
+        return float(value) if value is not None else None
 
 
 async def services(request: Request) -> Services:

@@ -36,7 +36,7 @@ Listener = Callable[[Event], None]
 class EventHub:
     """Fans the job events of every owner out to the waiters of this process."""
 
-    def __init__(self, redis_url: str | None) -> None:
+    def __init__(self, redis_url: str) -> None:
         self._redis_url = redis_url
         self._waiters: dict[str, set[asyncio.Queue[Event]]] = {}
         self._listeners: list[Listener] = []
@@ -80,7 +80,7 @@ class EventHub:
         self._ensure_running()
 
     def _ensure_running(self) -> None:
-        if self._redis_url and (self._task is None or self._task.done()):
+        if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="event-hub")
 
     def dispatch(self, event: Event) -> None:
@@ -104,7 +104,6 @@ class EventHub:
                 backoff = min(backoff * 2, 5.0)
 
     async def _consume(self) -> None:
-        assert self._redis_url is not None
         client = aioredis.Redis.from_url(self._redis_url, socket_keepalive=True)
         try:
             async with client.pubsub() as pubsub:

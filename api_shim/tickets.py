@@ -3,15 +3,13 @@ stream without putting the JWT in a URL.
 
 `POST /events/ticket` (with the bearer JWT) mints a random ticket that names its owner, is
 good for the event streams only, and expires within a minute. Tickets live in Redis (so any
-shim process accepts them; only their hash is stored), or in this process when there is no
-Redis (`serve` on its in-process broker).
+shim process accepts them; only their hash is stored).
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 
 import redis.asyncio as aioredis
 
@@ -26,22 +24,15 @@ def _name(ticket: str) -> str:
 class Tickets:
     """Mint and redeem stream tickets."""
 
-    def __init__(self, redis_url: str | None) -> None:
-        self._redis = aioredis.Redis.from_url(redis_url) if redis_url else None
-        self._local: dict[str, tuple[str, float]] = {}
+    def __init__(self, redis_url: str) -> None:
+        self._redis = aioredis.Redis.from_url(redis_url)
 
     async def mint(self, owner: str) -> str:
         ticket = "tkt_" + secrets.token_urlsafe(24)
-        if self._redis is not None:
-            await self._redis.set(_name(ticket), owner, ex=TICKET_SECONDS)
-        else:
-            self._local[_name(ticket)] = (owner, time.monotonic() + TICKET_SECONDS)
+        await self._redis.set(_name(ticket), owner, ex=TICKET_SECONDS)
         return ticket
 
     async def owner(self, ticket: str) -> str | None:
         """The owner the ticket was minted for, while it has not expired."""
-        if self._redis is not None:
-            found = await self._redis.get(_name(ticket))
-            return found.decode() if isinstance(found, bytes) else None
-        owner, until = self._local.get(_name(ticket), ("", 0.0))
-        return owner if owner and time.monotonic() < until else None
+        found = await self._redis.get(_name(ticket))
+        return found.decode() if isinstance(found, bytes) else None

@@ -19,6 +19,7 @@ from bench.common import (
     DEFAULT_CONCURRENCY,
     SimProcess,
     Walk,
+    bench_mongo,
     run_sync,
     runtime_for,
     timed_walk,
@@ -67,7 +68,7 @@ def bench_parallel(quick: bool) -> None:
         account = sim.add_account(sim.key, n)
         rt = runtime_for(sim.base_url)
         timed_walk(sim, rt.client(sim.key), account)  # the simulator builds the account now
-        rows: dict[str, tuple[list[Walk], float]] = {}
+        rows: dict[str, list[Walk]] = {}
         for label, concurrency in (
             ("sequential", 1),
             ("parallel (16)", 16),
@@ -75,12 +76,10 @@ def bench_parallel(quick: bool) -> None:
         ):
             rt = runtime_for(sim.base_url, concurrency=concurrency)
             walks = sorted(timed_walk(sim, rt.client(sim.key), account) for _ in range(runs))
-            full, outcome = run_sync(rt, sim.key, account)
-            assert all(w.records == n for w in walks) and outcome.result["counts"]["records"] == n
-            rows[label] = (walks, full)
-        base_walks, base_full = rows["sequential"]
-        base = base_walks[runs // 2].seconds
-        for label, (walks, full) in rows.items():
+            assert all(w.records == n for w in walks)
+            rows[label] = walks
+        base = rows["sequential"][runs // 2].seconds
+        for label, walks in rows.items():
             walk = walks[runs // 2]
             each = ", ".join(f"{base / w.seconds:.1f}x" for w in walks)
             sim_cpu = (
@@ -92,10 +91,6 @@ def bench_parallel(quick: bool) -> None:
                 f"   {label:<22} walk {walk.seconds:5.2f} s {base / walk.seconds:5.1f}x "
                 f"(walks {each}); CPU client {walk.client_cpu * 1e6 / n:4.1f} us/record, "
                 f"simulator {sim_cpu}"
-            )
-            print(
-                f"   {'':<22} full sync into the in-process store {full:5.2f} s "
-                f"{base_full / full:5.1f}x"
             )
 
 
@@ -207,9 +202,10 @@ def main() -> None:
         9: bench_inbound,
         10: bench_tracking,
     }
-    for number, bench in benches.items():
-        if number in chosen:
-            bench(args.quick)
+    with bench_mongo():
+        for number, bench in benches.items():
+            if number in chosen:
+                bench(args.quick)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -9,9 +10,12 @@ import re
 import resource
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -19,10 +23,11 @@ import requests
 
 from callrail_sync.budget import RequestBudget, Window
 from callrail_sync.callrail.client import CallRailClient
+from callrail_sync.cli.processes import free_port, mongo_part
 from callrail_sync.config import Settings
 from callrail_sync.job import JobParams, JobType, NewJob
-from callrail_sync.runtime import Runtime
-from callrail_sync.stores import Stores, connect
+from callrail_sync.runtime import Runtime, build_runtime
+from callrail_sync.stores import Stores
 from callrail_sync.stores.changes import ChangeCounts, TrackChecks
 from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.snapshots import Kind, SnapshotHead, SnapshotWriter
@@ -124,8 +129,36 @@ def runtime_for(
     stores: Stores | None = None,
     budget: RequestBudget | None = None,
 ) -> Runtime:
-    settings = Settings(callrail_base_url=base_url, page_concurrency=concurrency)
-    return Runtime(settings=settings, stores=stores or connect(settings), budget=budget)
+    """The parts of a worker: a database of its own on the MongoDB at MONGO_URL (`bench_mongo`
+    starts one), BENCH_REDIS."""
+    settings = Settings(
+        callrail_base_url=base_url,
+        page_concurrency=concurrency,
+        redis_url=BENCH_REDIS,
+        mongo_db=f"bench_{uuid.uuid4().hex[:12]}",
+        # No quota unless a benchmark brings its own budget: bench 1 and 2 measure the walk.
+        hourly_limit=10**9,
+        daily_limit=10**9,
+    )
+    return build_runtime(settings, stores=stores, budget=budget)
+
+
+@contextlib.contextmanager
+def bench_mongo() -> Iterator[None]:
+    """MONGO_URL for every benchmark (and the processes they start): the one set, else
+    SecantusDB in a temporary directory."""
+    if os.environ.get("MONGO_URL"):
+        yield
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        mongo = mongo_part(Path(tmp), port).start(Path(tmp)).wait_ready(60)
+        os.environ["MONGO_URL"] = f"mongodb://127.0.0.1:{port}"
+        try:
+            yield
+        finally:
+            del os.environ["MONGO_URL"]
+            mongo.stop()
 
 
 @dataclass(frozen=True, order=True)

@@ -27,7 +27,8 @@ class Connections(_Group):
     result_backend: str | None = None
     """Celery result backend (task summaries for Flower); defaults to REDIS_URL."""
     mongo_url: str | None = None
-    """None means an in-process store (mongomock); only `callrail-sync serve` and tests use it."""
+    """Required by everything that reads or writes the store (`serve` and `stack` start
+    SecantusDB, from the dev extra, when it is not set)."""
     mongo_db: str = "callrail_sync"
     mongo_timeout: float = 5.0
     """Seconds to wait for MongoDB before an operation fails (the shim then answers 503)."""

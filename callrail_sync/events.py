@@ -38,13 +38,9 @@ def event_of(job: Job) -> dict[str, Any]:
     }
 
 
-def publish_call(
-    client: redis.Redis | None, owner: str, view: dict[str, Any], kind: str = "call"
-) -> None:
+def publish_call(client: redis.Redis, owner: str, view: dict[str, Any], kind: str = "call") -> None:
     """Tell the owner's event stream of a call event (already stored: a lost one costs
     nothing but the push; `GET /calls` has it)."""
-    if client is None:
-        return
     try:
         message = {"type": "call", "kind": kind, "owner": owner, "call": view}
         client.publish(channel(owner), json.dumps(message))

@@ -6,14 +6,12 @@ replaces, so two changes made at once would lose one. `Locks.hold(name)` is a Re
 random token, released only by its holder, expiring after `ttl` in case the holder dies).
 Before it writes, the holder `confirm()`s it still holds the lock, renewing it; if it expired
 (the holder stalled past the TTL), confirm raises and the job retries from a fresh read of
-CallRail, so a stale holder never writes over a newer change. Without Redis (`serve` on its
-in-process broker) the lock is a lock of this process, which is all there is.
+CallRail, so a stale holder never writes over a newer change.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -65,28 +63,3 @@ class RedisLocks:
         finally:
             with contextlib.suppress(LockError):  # expired meanwhile: nothing to release
                 lock.release()
-
-
-class _LocalHeld:
-    def confirm(self) -> None:
-        """A lock of this process cannot run out."""
-
-
-class LocalLocks:
-    """`Locks` within one process (no Redis)."""
-
-    def __init__(self, wait: float = 20.0) -> None:
-        self._wait = wait
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    @contextlib.contextmanager
-    def hold(self, name: str) -> Iterator[Held]:
-        with self._guard:
-            lock = self._locks.setdefault(name, threading.Lock())
-        if not lock.acquire(timeout=self._wait):
-            raise LockBusy(BUSY)
-        try:
-            yield _LocalHeld()
-        finally:
-            lock.release()

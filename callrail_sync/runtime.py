@@ -3,7 +3,8 @@ process.
 
 Tasks ask `runtime()` for what they need instead of building it, so tests and the embedded
 `serve` mode hand in their own (`configure`). A forked worker process builds its own on first
-use: MongoClient is not fork-safe.
+use: MongoClient is not fork-safe. Every runtime has a real Redis and a real MongoDB: there is
+no in-process stand-in for either.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis
 
@@ -20,7 +21,7 @@ from callrail_sync.budget import RequestBudget, Window
 from callrail_sync.callrail.client import BeforeRequest, CallRailClient, Timeouts
 from callrail_sync.config import Settings
 from callrail_sync.events import JobEvents
-from callrail_sync.locks import LocalLocks, Locks, RedisLocks
+from callrail_sync.locks import Locks, RedisLocks
 from callrail_sync.logs import register_secret
 from callrail_sync.stores import Stores, connect
 
@@ -31,18 +32,18 @@ class Runtime:
 
     settings: Settings
     stores: Stores
-    budget: RequestBudget | None = None
-    """The shared request budget; None only where no Redis exists (serve, some tests)."""
-    redis: redis.Redis | None = None
-    """Redis for coordination (stop flags); None where there is none."""
-    locks: Locks = field(default_factory=LocalLocks)
-    """Locks across workers (Redis) or within this process (none)."""
+    redis: redis.Redis
+    """Redis for coordination (stop flags, events, claims)."""
+    budget: RequestBudget
+    """The shared request budget."""
+    locks: Locks
+    """Locks across workers."""
 
     def client(self, api_key: str) -> CallRailClient:
         """A CallRail client for one key, spending the shared budget."""
         s = self.settings
         register_secret(api_key)
-        hook: BeforeRequest | None = self.budget.hook(api_key) if self.budget else None
+        hook: BeforeRequest = self.budget.hook(api_key)
         return CallRailClient(
             api_key,
             base_url=s.callrail_base_url,
@@ -71,15 +72,17 @@ def budget_for(settings: Settings, client: redis.Redis) -> RequestBudget:
     )
 
 
-def build_runtime(settings: Settings) -> Runtime:
+def build_runtime(
+    settings: Settings, *, stores: Stores | None = None, budget: RequestBudget | None = None
+) -> Runtime:
     """The real parts for these settings: Mongo (its job writes announced as events), Redis,
-    and the budget on it."""
+    and the budget and locks on it (`stores` and `budget`: ready ones, from tests and bench)."""
     client = redis.Redis.from_url(settings.redis_url)
     return Runtime(
         settings=settings,
-        stores=connect(settings, on_job_change=JobEvents(client)),
-        budget=budget_for(settings, client),
+        stores=stores or connect(settings, on_job_change=JobEvents(client)),
         redis=client,
+        budget=budget or budget_for(settings, client),
         locks=RedisLocks(client, ttl=lock_ttl(settings)),
     )
 

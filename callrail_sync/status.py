@@ -156,11 +156,7 @@ def _error(job: Job) -> dict[str, Any] | None:
     return {**error, "at": (job.finished_at or job.updated_at).isoformat()}
 
 
-def _budget(
-    budget: RequestBudget | None, account: str | None, api_key: str | None
-) -> Budget | None:
-    if budget is None:
-        return None
+def _budget(budget: RequestBudget, account: str | None, api_key: str | None) -> Budget | None:
     if account is not None:
         unit = unit_for("", f"/a/{account}/companies.json")
     elif api_key is not None:

@@ -188,7 +188,7 @@ def _wait_for_budget(
     """
     wait = exc.retry_after
     cooldown = not isinstance(exc, errors.BudgetWait)
-    if cooldown and rt.budget is not None and key is not None:
+    if cooldown and key is not None:
         unit = unit_for(key.api_key.get_secret_value(), exc.path)
         wait = rt.budget.cool_down(unit, exc.retry_after)
     if job.rate_limit_waits + 1 > rt.settings.max_rate_limit_waits:

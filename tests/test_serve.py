@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 
+from callrail_sync.budget import RequestBudget, Window
 from callrail_sync.cli import main as cli
-from callrail_sync.cli.processes import free_port, redis_part, wait_until
+from callrail_sync.cli.processes import ensure_redis, free_port, redis_part, wait_until
 from callrail_sync.config import Settings
 from simulator import Knobs, SimData, SimServer
 
@@ -224,23 +227,68 @@ def test_serves_worker_survives_a_redis_restart(serve):
         again.stop()
 
 
-def test_without_a_mongodb_server_serve_falls_back_and_the_cli_says_why(
-    tmp_path, monkeypatch, capsys
-):
-    from callrail_sync import serve as serve_module
+def test_without_mongodb_serve_says_so_in_one_line(tmp_path, monkeypatch):
+    from callrail_sync.cli import serve as serve_module
 
     def cannot(*args, **kwargs):
         raise FileNotFoundError("secantusd-py is not installed")
 
     monkeypatch.setattr(serve_module, "ensure_mongo", cannot)
-    embedded = serve_module.prepare(Settings(redis_url=NO_REDIS, mongo_url=None), tmp_path)
-    try:
-        assert embedded.settings.mongo_url is None
-        assert any("in-process store" in note for note in embedded.notes)
-        assert embedded.cli_exports is None
-    finally:
-        embedded.stop()
-    monkeypatch.delenv("MONGO_URL", raising=False)
     with pytest.raises(SystemExit) as stopped:
+        serve_module.prepare(Settings(redis_url=NO_REDIS, mongo_url=None), tmp_path)
+    assert str(stopped.value) == serve_module.NO_MONGO
+    assert "\n" not in serve_module.NO_MONGO and "MONGO_URL" in serve_module.NO_MONGO
+    monkeypatch.delenv("MONGO_URL", raising=False)
+    with pytest.raises(SystemExit) as refused:
         cli(["jobs"])
-    assert "MONGO_URL is not set" in str(stopped.value)
+    assert "MONGO_URL is not set" in str(refused.value)
+
+
+def without_redis_server(tmp_path: Path) -> str:
+    """A PATH with python only: no redis-server on it (SecantusDB is in the venv's bin)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "python").symlink_to(sys.executable)
+    assert shutil.which("redis-server", path=str(bin_dir)) is None
+    return str(bin_dir)
+
+
+@pytest.mark.slow
+def test_with_no_redis_server_serves_redis_is_fakeredis_speaking_the_protocol(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("PATH", without_redis_server(tmp_path))
+    started = ensure_redis(NO_REDIS, tmp_path)
+    try:
+        assert started.part is not None and "fakeredis_server" in " ".join(started.part.argv)
+        client = redis.Redis.from_url(started.url)
+        budget = RequestBudget(client, [Window(2, 60)], margin=0)  # a Lua script
+        assert [budget.try_acquire("unit")[0] for _ in range(3)] == [True, True, False]
+        listener = client.pubsub()
+        listener.psubscribe("callrail:events:*")
+        assert wait_until(lambda: listener.get_message(timeout=0.1) is not None, 5)
+        client.lpush("callrail.listings", "m")
+        assert client.brpop(["callrail.webhooks", "callrail.listings"], timeout=5) == (
+            b"callrail.listings",
+            b"m",
+        )
+        client.publish("callrail:events:x", "e")
+        got: list[dict] = []
+        assert wait_until(lambda: got.append(listener.get_message(timeout=0.1)) or got[-1], 5)
+        assert got[-1]["data"] == b"e"
+        listener.close()
+    finally:
+        started.stop()
+
+
+@pytest.mark.slow
+def test_serve_runs_the_whole_flow_on_fakeredis_when_no_redis_server_is_installed(tmp_path):
+    env = clean_env(PATH=without_redis_server(tmp_path))
+    running = Serve(tmp_path / "run", env).start()
+    try:
+        assert "fakeredis' server" in running.printed
+        job = running.finish(f"{P}/accounts")
+        assert job["status"] == "succeeded", job
+        assert running.get(f"{P}/accounts").json()["data"]["total_records"] == 3
+    finally:
+        running.stop()

@@ -10,7 +10,7 @@ import redis
 
 from callrail_sync import feed
 from callrail_sync.cli.ops import Context, owner_id
-from callrail_sync.runtime import Runtime, budget_for
+from callrail_sync.runtime import build_runtime
 from callrail_sync.status import ListingStatus, owner_status
 from callrail_sync.stores.changes import FeedQuery
 from callrail_sync.stores.database import utcnow
@@ -38,14 +38,11 @@ def status_line(entry: ListingStatus) -> str:
 
 
 def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
-    budget = None
+    rt = build_runtime(ctx.settings, stores=ctx.stores)
     try:
-        client = redis.Redis.from_url(ctx.settings.redis_url)
-        client.ping()
-        budget = budget_for(ctx.settings, client)
+        rt.redis.ping()
     except redis.RedisError:
         print("(Redis unavailable: no budget figures)")
-    rt = Runtime(settings=ctx.settings, stores=ctx.stores, budget=budget)
     entries = owner_status(rt, args.account, utcnow())
     if args.json:
         print(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))

@@ -201,6 +201,13 @@ def redis_part(run_dir: Path, port: int, *, persist: bool = False) -> Part:
     return Part("redis", argv, redis_ok(f"redis://127.0.0.1:{port}/0"), stop_timeout=5)
 
 
+def fakeredis_part(port: int) -> Part:
+    """fakeredis' TCP server as a process of its own, for machines with no redis-server: it
+    speaks the protocol (Lua included), and keeps its data in memory only."""
+    argv = [sys.executable, "-m", "callrail_sync.cli.fakeredis_server", "--port", str(port)]
+    return Part("redis", argv, redis_ok(f"redis://127.0.0.1:{port}/0"), stop_timeout=5)
+
+
 @dataclass
 class Started:
     """A service's URL, and the part we started for it (None: it was already there)."""
@@ -226,11 +233,15 @@ def ensure_mongo(mongo_url: str | None, run_dir: Path, *, test_commands: bool = 
 def ensure_redis(
     redis_url: str, run_dir: Path, *, own: bool = False, persist: bool = False
 ) -> Started:
-    """REDIS_URL when it answers (and `own` is not asked), else a redis-server of our own."""
+    """REDIS_URL when it answers (and `own` is not asked), else a redis-server of our own,
+    else (none installed) fakeredis' server in a process of its own."""
     if not own:
         with contextlib.suppress(Exception):
             if redis_ok(redis_url)():
                 return Started(redis_url)
     port = free_port()
-    part = redis_part(run_dir, port, persist=persist).start(run_dir).wait_ready(20)
-    return Started(f"redis://127.0.0.1:{port}/0", part)
+    try:
+        part = redis_part(run_dir, port, persist=persist)
+    except FileNotFoundError:
+        part = fakeredis_part(port)
+    return Started(f"redis://127.0.0.1:{port}/0", part.start(run_dir).wait_ready(20))

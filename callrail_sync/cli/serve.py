@@ -1,11 +1,12 @@
 """`callrail-sync serve`: the shim, a worker and beat in one process, on embedded defaults.
 
-MongoDB at MONGO_URL when set, else SecantusDB started beside us with its data in the run dir
-(so it survives a restart), else (no server can start) an in-process store. Redis at
-REDIS_URL when it answers, else a redis-server of our own, else an in-process broker.
-CallRail at CALLRAIL_BASE_URL when set, else the built-in simulator with demo data and a demo
-key for DEMO_ACCOUNT_ID. Production runs these as separate processes (docker-compose.yml,
-or `callrail-sync stack` on one machine); this is for trying the service.
+MongoDB at MONGO_URL when set, else SecantusDB (the dev extra) started beside us with its data
+in the run dir (so it survives a restart); with neither, serve says so and stops. Redis at
+REDIS_URL when it answers, else a redis-server of our own, else fakeredis' server (the dev
+extra) in a process of its own: our code talks to a real protocol either way. CallRail at
+CALLRAIL_BASE_URL when set, else the built-in simulator with demo data and a demo key for
+DEMO_ACCOUNT_ID. Production runs these as separate processes (docker-compose.yml, or
+`callrail-sync stack` on one machine); this is for trying the service.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import hashlib
 import logging
 import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis
 import uvicorn
 from celery import Celery, signals
 from celery.beat import EmbeddedService
@@ -27,11 +28,8 @@ from api_shim.app import create_app
 from api_shim.auth import DEV_SECRET, issue_token
 from callrail_sync.cli.processes import Started, ensure_mongo, ensure_redis
 from callrail_sync.config import Settings
-from callrail_sync.events import JobEvents
-from callrail_sync.locks import RedisLocks
 from callrail_sync.logs import setup_logging
-from callrail_sync.runtime import Runtime, budget_for, configure, lock_ttl
-from callrail_sync.stores import connect
+from callrail_sync.runtime import Runtime, build_runtime, configure
 from celeryconfig import Queues
 from simulator import SimData, SimServer
 from tasks.names import TaskName
@@ -39,7 +37,10 @@ from tasks.table import CeleryQueue
 from worker.celery_app import create_worker_app
 
 log = logging.getLogger("callrail_sync.serve")
-MEMORY_BROKER = "memory://"
+NO_MONGO = (
+    "serve needs MongoDB: set MONGO_URL, or install the dev extra (pip install -e '.[dev]') "
+    "for SecantusDB"
+)
 
 
 @dataclass
@@ -53,11 +54,9 @@ class Embedded:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def cli_exports(self) -> str | None:
+    def cli_exports(self) -> str:
         """The environment with which the CLI verbs reach this process's data and queues."""
         s = self.settings
-        if not s.mongo_url or s.broker == MEMORY_BROKER:
-            return None
         exports = f"export MONGO_URL={s.mongo_url} REDIS_URL={s.redis_url}"
         if s.mongo_db != Settings.model_fields["mongo_db"].default:
             exports += f" MONGO_DB={s.mongo_db}"
@@ -90,32 +89,26 @@ def prepare(settings: Settings, run_dir: Path) -> Embedded:
         if not settings.mongo_url:
             try:
                 mongo = ensure_mongo(None, run_dir)
-                started.append(mongo)
-                updates["mongo_url"] = mongo.url
-            except (OSError, RuntimeError) as exc:
-                notes.append(f"no MongoDB server could start ({exc}): in-process store")
+            except FileNotFoundError:
+                raise SystemExit(NO_MONGO) from None
+            except (OSError, RuntimeError):
+                raise SystemExit(
+                    f"SecantusDB did not start: see {run_dir / 'logs' / 'mongo.log'}"
+                ) from None
+            started.append(mongo)
+            updates["mongo_url"] = mongo.url
             # Our own data, our own queues: another service on the same Redis never takes our
             # messages, and the next serve on this run dir finds the ones we left.
             digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:8]
             updates["queue_suffix"] = settings.queue_suffix or f".serve-{digest}"
-        try:
-            # Ours keeps its data in the run dir: messages left queued survive a restart.
-            broker = ensure_redis(settings.redis_url, run_dir, persist=True)
-            started.append(broker)
-            updates["redis_url"] = broker.url
-        except (OSError, RuntimeError) as exc:
-            notes.append(f"no Redis ({exc}): in-process broker")
-            updates.update(broker_url=MEMORY_BROKER, result_backend="cache+memory://")
+        # Ours keeps its data in the run dir: messages left queued survive a restart.
+        broker = ensure_redis(settings.redis_url, run_dir, persist=True)
+        started.append(broker)
+        updates["redis_url"] = broker.url
+        if broker.part is not None and broker.part.argv[0] == sys.executable:
+            notes.append("no redis-server installed: fakeredis' server, which keeps nothing")
         s = settings.model_copy(update=updates)
-        if s.broker == MEMORY_BROKER:
-            # No Redis: no shared budget (the simulator has no quota), no stop flags, and no
-            # job events (waiting requests poll the store instead).
-            runtime = Runtime(s, connect(s))
-        else:
-            client = redis.Redis.from_url(s.redis_url)
-            stores = connect(s, on_job_change=JobEvents(client))
-            budget, locks = budget_for(s, client), RedisLocks(client, ttl=lock_ttl(s))
-            runtime = Runtime(s, stores, budget=budget, redis=client, locks=locks)
+        runtime = build_runtime(s)
         if simulator is not None:
             key = simulator.data.api_keys[0]
             keys = runtime.stores.keys
@@ -186,8 +179,7 @@ class EmbeddedWorker:
 def banner(embedded: Embedded, host: str, port: int, token: str) -> str:
     s = embedded.settings
     base = f"http://{host}:{port}"
-    broker = "in-process" if s.broker == MEMORY_BROKER else s.broker
-    store = s.mongo_url or "in-process"
+    broker, store = s.broker, s.mongo_url
     upstream = ("built-in simulator " if embedded.simulator else "") + s.callrail_base_url
     dev_note = (
         "  (JWT signed with the development secret; set JWT_SECRET in production)"
@@ -204,12 +196,7 @@ def banner(embedded: Embedded, host: str, port: int, token: str) -> str:
         f"  curl -s -H 'Authorization: Bearer {token}' '{base}/v1/e/callrail/accounts'",
         "  (202 with a job the first time; poll its status_url, then ask again for the page)",
     ]
-    exports = embedded.cli_exports
-    lines.append(
-        f"the CLI (jobs, keys, sync) reaches this process with:\n  {exports}"
-        if exports
-        else "the CLI verbs cannot reach this process (it has no MongoDB server or no Redis)"
-    )
+    lines.append(f"the CLI (jobs, keys, sync) reaches this process with:\n  {embedded.cli_exports}")
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
+from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, NotPrimaryError
 
@@ -31,23 +32,24 @@ def as_object_id(owner: str) -> ObjectId:
 
 
 def open_database(settings: Settings) -> Db:
-    """The database for these settings: a server at MONGO_URL, else an in-process one."""
-    if settings.mongo_url:
-        from pymongo import MongoClient
+    """The database for these settings, on the MongoDB server at MONGO_URL."""
+    if not settings.mongo_url:
+        raise MongoUrlMissing(MONGO_URL_MISSING)
+    timeout_ms = int(settings.mongo_timeout * 1000)
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        settings.mongo_url,
+        tz_aware=True,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+    )
+    return client[settings.mongo_db]
 
-        timeout_ms = int(settings.mongo_timeout * 1000)
-        client: Any = MongoClient(
-            settings.mongo_url,
-            tz_aware=True,
-            serverSelectionTimeoutMS=timeout_ms,
-            connectTimeoutMS=timeout_ms,
-        )
-    else:
-        import mongomock_ng as mongomock
 
-        client = mongomock.MongoClient(tz_aware=True)
-    db: Db = client[settings.mongo_db]
-    return db
+MONGO_URL_MISSING = "MONGO_URL is not set: the service needs a MongoDB server"
+
+
+class MongoUrlMissing(RuntimeError):
+    """No MONGO_URL: there is no store to open."""
 
 
 def ping(db: Db) -> bool:
