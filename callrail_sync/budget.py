@@ -210,6 +210,21 @@ class RequestBudget:
         throttled = now_ms + int(cooldown_ms) if int(cooldown_ms) > 0 else None
         return BudgetLeft(left=per_window, throttled_until_ms=throttled)
 
+    def share(self, fraction: float) -> RequestBudget:
+        """A budget of `fraction` of each window, kept apart from this one: what one kind of
+        work (stream syncs) may take, spent before this budget's own slot, so the rest of
+        the hour stays for everything else."""
+        windows = [Window(max(1, int(w.limit * fraction)), w.seconds) for w in self.windows]
+        return RequestBudget(
+            self._redis,
+            windows,
+            margin=self.margin,
+            max_inline_wait=self.max_inline_wait,
+            cooldown_base=self.cooldown_base,
+            cooldown_cap=self.cooldown_cap,
+            prefix=f"{self._prefix}:share",
+        )
+
     def hook(self, api_key: str) -> Callable[[str, str], None]:
         """A `before_request` hook for CallRailClient that spends this budget, each request
         charged to its CallRail account (or to the key)."""

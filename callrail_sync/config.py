@@ -123,6 +123,45 @@ class Inbound(_Group):
     """The largest delivery the receiver reads (a call with a long transcript is some KB)."""
 
 
+class Streams(_Group):
+    """The streams beyond accounts and companies (calls, form submissions, texts, trackers,
+    tags, users): what is synced, how far back, and how much of the budget it may take. See
+    docs/streams.md."""
+
+    sync_streams: str = "all"
+    """Streams beat keeps for each configured account: `all`, or names separated by commas
+    (e.g. `calls,trackers`)."""
+    backfill_days: Annotated[int, Field(ge=1, le=762)] = 90
+    """How far back a stream's history is read when an account connects (at most CallRail's
+    25 months)."""
+    rescan_days: Annotated[int, Field(ge=1, le=31)] = 3
+    """After the backfill, each run reads these trailing days again (CallRail edits calls
+    afterwards; no endpoint has an updated-since filter)."""
+    stream_budget_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """The share of an account's hourly and daily budget stream syncs may take, so users'
+    refreshes and webhook writes still get through."""
+    stream_fields: str = ""
+    """Optional fields asked for beside those the summary and filters need (comma-separated,
+    e.g. `gclid,utm_source,milestones`)."""
+    stream_time_zone: str = "UTC"
+    """The time zone stated in every dated request (CallRail's default is ambiguous)."""
+    window_pages: Annotated[int, Field(ge=1, le=100)] = 4
+    """Pages of 250 a backfill window of calls is sized to, by the daily counts."""
+    stream_concurrency: Annotated[int, Field(ge=1, le=64)] = 32
+    """Windows of one backfill walked at once (each walks its pages in order)."""
+
+    def streams_synced(self) -> list[str]:
+        from callrail_sync.streams import RECORD_STREAMS
+
+        if self.sync_streams.strip().lower() in ("", "all"):
+            return list(RECORD_STREAMS)
+        wanted = {s.strip() for s in self.sync_streams.split(",")}
+        return [s for s in RECORD_STREAMS if s in wanted]
+
+    def extra_fields(self) -> list[str]:
+        return [f.strip() for f in self.stream_fields.split(",") if f.strip()]
+
+
 class Operation(_Group):
     """The process itself: auth, logs, metrics, queues."""
 
@@ -153,6 +192,7 @@ class Settings(
     Schedule,
     Notifications,
     Inbound,
+    Streams,
     Operation,
 ):
     """The service's configuration (environment variables are the upper-case field names)."""

@@ -41,6 +41,7 @@ class JobType(StrEnum):
     WEBHOOK_UPDATE = "webhook_update"  # change a URL and/or the integration's state
     CALLS_RECONCILE = "calls_reconcile"  # record the calls CallRail never delivered to us
     RECEIVER_KEY = "receiver_key"  # read a company's signing key again (it did not verify)
+    SYNC_STREAM = "sync_stream"  # one stream of one CallRail account (callrail_sync.streams)
 
 
 class Lane(StrEnum):
@@ -50,7 +51,7 @@ class Lane(StrEnum):
     PERIODIC = "periodic"  # planned by beat; served only when no interactive work waits
 
 
-SYNC_TYPES = frozenset({JobType.SYNC_ACCOUNTS, JobType.SYNC_COMPANIES})
+SYNC_TYPES = frozenset({JobType.SYNC_ACCOUNTS, JobType.SYNC_COMPANIES, JobType.SYNC_STREAM})
 WRITE_TYPES = frozenset({JobType.WEBHOOK_CREATE, JobType.WEBHOOK_UPDATE})
 
 
@@ -71,6 +72,8 @@ class JobParams(BaseModel):
     events: list[str] | None = None
     reset: bool | None = None
     """A sync that walks from the first page, whatever an earlier attempt stored."""
+    stream: str | None = None
+    """The stream of a stream sync (`calls`, `trackers`, ...: `callrail_sync.streams`)."""
 
     def need(self, name: str) -> str:
         """A field the job's type requires (a missing one is a bug, not a user error)."""

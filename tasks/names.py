@@ -9,6 +9,7 @@ from enum import StrEnum
 class TaskName(StrEnum):
     SYNC_ACCOUNTS = "callrail.sync.accounts"
     SYNC_COMPANIES = "callrail.sync.companies"
+    SYNC_STREAM = "callrail.sync.stream"
     WEBHOOK_LIST = "callrail.webhook.list"
     WEBHOOK_CREATE = "callrail.webhook.create"
     WEBHOOK_UPDATE = "callrail.webhook.update"

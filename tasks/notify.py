@@ -56,7 +56,7 @@ def payload(event: str, job: Job) -> dict[str, Any]:
         "event": event,
         "delivery_id": delivery_id(job.id, event),
         "job_id": job.id,
-        "kind": _kind(job.type),
+        "kind": job.params.stream or _kind(job.type),
         "callrail_account_id": job.params.callrail_account_id or job.params.account_id,
         # What the job changed; nothing when it failed or was not a sync.
         "counts": result.get("changes")

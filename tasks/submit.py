@@ -35,6 +35,8 @@ def dedupe_key(owner: str, job_type: JobType, params: JobParams) -> str:
         return f"{owner}:accounts"
     if job_type is JobType.SYNC_COMPANIES:
         return f"{owner}:companies:{params.callrail_account_id}"
+    if job_type is JobType.SYNC_STREAM:
+        return f"{owner}:stream:{params.stream}:{params.callrail_account_id}"
     if job_type is JobType.WEBHOOK_LIST:
         return f"{owner}:webhooks:{params.account_id}:{params.company_id}"
     what = json.dumps(params.model_dump(exclude_none=True), sort_keys=True)

@@ -15,7 +15,7 @@ from celery import Celery, Task
 
 from callrail_sync.job import Job, JobType, Lane
 from callrail_sync.runtime import runtime
-from tasks import inbound, notify, schedule, sync, webhooks
+from tasks import inbound, notify, schedule, streams, sync, webhooks
 from tasks.jobs import Summary, Work, run_job
 from tasks.names import TaskName
 
@@ -80,6 +80,9 @@ JOBS: dict[JobType, TaskSpec] = {
     ),
     JobType.SYNC_COMPANIES: TaskSpec(
         TaskName.SYNC_COMPANIES, _job(sync.sync_companies_work), "listings", retries=True
+    ),
+    JobType.SYNC_STREAM: TaskSpec(
+        TaskName.SYNC_STREAM, _job(streams.sync_stream_work), "listings", retries=True
     ),
     JobType.WEBHOOK_LIST: TaskSpec(
         TaskName.WEBHOOK_LIST, _job(webhooks.list_work), "webhooks", retries=True

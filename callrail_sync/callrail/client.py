@@ -8,6 +8,7 @@ hook called before every request is sent.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import threading
@@ -100,6 +101,20 @@ class CallRailClient:
         self._before_request = before_request
         self._after_response = after_response
         self.page_concurrency = page_concurrency
+
+    def spending(self, first: BeforeRequest) -> CallRailClient:
+        """This client, calling `first` before each request and then its own hook (a share
+        of the budget taken before the budget itself)."""
+        own = self._before_request
+
+        def both(method: str, path: str) -> None:
+            first(method, path)
+            if own is not None:
+                own(method, path)
+
+        twin = copy.copy(self)
+        twin._before_request = both
+        return twin
 
     def __repr__(self) -> str:  # never show the key
         return f"CallRailClient(base_url={self._base_url!r})"

@@ -18,6 +18,7 @@ from callrail_sync.stores.notifications import MongoNotificationStore, Notificat
 from callrail_sync.stores.receivers import MongoReceiverStore, ReceiverStore
 from callrail_sync.stores.schedules import MongoScheduleStore, ScheduleStore
 from callrail_sync.stores.snapshots import MongoSnapshotStore, SnapshotStore
+from callrail_sync.stores.streams import MongoStreamStore, StreamRecordStore
 from callrail_sync.stores.userconfig import MongoUserConfigStore, UserConfigStore
 from callrail_sync.stores.webhooks import MongoWebhookStore, WebhookStore
 
@@ -37,6 +38,7 @@ class Stores:
     schedules: ScheduleStore
     receivers: ReceiverStore
     inbox: InboxStore
+    streams: StreamRecordStore
 
     def ping(self) -> bool:
         return ping(self.db)
@@ -53,8 +55,9 @@ def on_database(db: Db, on_job_change: OnChange | None = None) -> Stores:
         MongoReceiverStore(db),
         MongoInboxStore(db),
     )
+    streams = MongoStreamStore(db)
     every = (keys, userconfig, jobs, snapshots, webhooks, changes, notifications, schedules)
-    for store in (*every, receivers, inbox):
+    for store in (*every, receivers, inbox, streams):
         store.ensure_indexes()
     return Stores(
         db,
@@ -68,6 +71,7 @@ def on_database(db: Db, on_job_change: OnChange | None = None) -> Stores:
         schedules,
         receivers,
         inbox,
+        streams,
     )
 
 

@@ -66,7 +66,7 @@ class PageQuery(BaseModel):
     include_disabled: bool = True
 
 
-def head_id(owner: str, kind: Kind, callrail_account_id: str | None) -> str:
+def head_id(owner: str, kind: str, callrail_account_id: str | None) -> str:
     return f"{owner}:{kind}:{callrail_account_id or '-'}"
 
 

@@ -1,0 +1,719 @@
+"""The streams kept record by record (calls, form submissions, conversations, trackers, tags,
+users): each record once per feed, its change history, the calls' roll-ups, and each stream's
+sync state.
+
+A *feed* is (owner, stream, CallRail account), named `<owner>:<stream>:<account>` as the
+snapshot feeds are. Shapes chosen for SecantusDB, whose planner uses one single-field index
+per query, pushes no limit down, and updates at a cost that grows with the document:
+
+- `callrail_stream_records`: one document per record, `_id` `<feed>|<id>`. Two string keys,
+  each with its own index, order it: `kt` = `<feed>|<time in UTC>|<id>` (the stream's time
+  field: pages and `since`/`until` are ranges of it) and `ks` = `<feed>|<seq, 12 digits>` (its
+  last change: the change feed is a range of it). Reads ask bands of these ranges, so no read
+  has to drop a long tail. The fields the records API filters on are kept beside the record
+  (`company_id`, and for calls `answer_status`, `direction`, `source`, `first_call`,
+  `lead_status`, `tags`).
+- `callrail_feeds` (shared with the snapshot feeds): the feed's last number (`seq`) and up to
+  where numbers are written (`committed`); readers never pass `committed`.
+- `callrail_stream_rollups`: per feed, company and day (`<feed>|d|<YYYY-MM-DD>|<company>`) and
+  per month (`|m|<YYYY-MM>|`), the calls' counts in total and by source, campaign and
+  keywords; the day is the call's own, in its company's time zone. Each write of a call adds
+  what the new version counts and takes away what the old one counted, so the summary reads a
+  few hundred small documents and never a call.
+- `callrail_stream_state`: per feed, the backfill's windows (each with the place its walk
+  reached), what the last runs did.
+
+A record is written only when it changed (a hash of it, as CallRail sent it, merged with what
+our receiver's deliveries said); each change takes the feed's next number. One writer per feed
+at a time (callers hold the feed's lock), so `committed` moves past numbers that are written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel
+from pymongo import ASCENDING, InsertOne, ReturnDocument, UpdateOne
+
+from callrail_sync.stores.changes import ACTIONS, FEEDS, Action, Change, ChangePage
+from callrail_sync.stores.database import Db, utcnow
+from callrail_sync.stores.snapshots import as_utc, head_id, payload_hash
+from callrail_sync.streams import Stream
+
+RECORDS = "callrail_stream_records"
+ROLLUPS = "callrail_stream_rollups"
+STATE = "callrail_stream_state"
+SEQ_DIGITS = 12
+TOP = "\uffff"
+"""Sorts after every character a key holds: the end of a key range."""
+DIMENSIONS = ("source", "campaign", "keywords")
+"""What the roll-ups count calls by, beside the company and the day."""
+COUNTERS = ("calls", "answered", "missed", "first_time_callers", "duration", "leads")
+"""Each roll-up cell: `duration` is the sum of seconds (the average is computed on reading)."""
+NONE_KEY = "(none)"
+FLOOR = datetime(2000, 1, 1, tzinfo=UTC)
+"""Before any record CallRail keeps (25 months): where an open range starts."""
+FUTURE = timedelta(days=2)
+
+
+def feed_id(owner: str, stream: str, account: str) -> str:
+    return head_id(owner, stream, account)
+
+
+def seq_key(feed: str, seq: int) -> str:
+    return f"{feed}|{seq:0{SEQ_DIGITS}d}"
+
+
+def time_text(moment: datetime | None) -> str:
+    """A UTC instant as a key part that sorts in time (empty for none: first)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") if moment else ""
+
+
+def time_key(feed: str, moment: datetime | None, record_id: str) -> str:
+    return f"{feed}|{time_text(moment)}|{record_id}"
+
+
+@lru_cache(maxsize=512)
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def local_day(record: dict[str, Any], moment: datetime | None) -> date | None:
+    """The call's day in its company's time zone (`company_time_zone`), else in the offset
+    its `start_time` was written with."""
+    if moment is None:
+        return None
+    zone = _zone(str(record.get("company_time_zone") or ""))
+    if zone is not None:
+        return moment.astimezone(zone).date()
+    text = record.get("start_time")
+    written = datetime.fromisoformat(text) if isinstance(text, str) else None
+    if written is not None and written.tzinfo is not None:
+        return written.date()
+    return moment.astimezone(UTC).date()
+
+
+def answer_status(record: dict[str, Any]) -> str:
+    """CallRail's `answer_status` of a call: answered, voicemail or missed."""
+    if record.get("answered"):
+        return "answered"
+    return "voicemail" if record.get("voicemail") else "missed"
+
+
+def tag_names(record: dict[str, Any]) -> list[str]:
+    names = []
+    for tag in record.get("tags") or []:
+        name = tag.get("name") if isinstance(tag, dict) else tag
+        if isinstance(name, str) and name:
+            names.append(name)
+    return names
+
+
+def facets(stream: Stream, record: dict[str, Any]) -> dict[str, Any]:
+    """The fields kept beside a record that the records API filters on."""
+    found: dict[str, Any] = {"company_id": _text(record.get("company_id"))}
+    if stream.name == "calls":
+        found.update(
+            answer_status=answer_status(record),
+            direction=_text(record.get("direction")),
+            source=_text(record.get("source")),
+            first_call=bool(record.get("first_call")),
+            lead_status=_text(record.get("lead_status")),
+            tags=tag_names(record),
+        )
+    return found
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+def _cell_key(value: Any) -> str:
+    """A roll-up key for a value: MongoDB keys hold no `.` and start with no `$`."""
+    if isinstance(value, list):
+        value = ", ".join(str(v) for v in value)
+    text = str(value).strip() if value not in (None, "") else NONE_KEY
+    return (text or NONE_KEY).replace("%", "%25").replace(".", "%2E").replace("$", "%24")
+
+
+def cell_name(key: str) -> str:
+    return key.replace("%24", "$").replace("%2E", ".").replace("%25", "%")
+
+
+@dataclass
+class Contribution:
+    """What one call adds to the roll-ups: where (company, day) and how much."""
+
+    company: str
+    day: date
+    counts: dict[str, int]
+    cells: dict[str, str]
+    """Its key under each dimension."""
+
+
+def contribution(record: dict[str, Any], moment: datetime | None) -> Contribution | None:
+    day = local_day(record, moment)
+    if day is None:
+        return None
+    answered = bool(record.get("answered"))
+    duration = record.get("duration")
+    counts = {
+        "calls": 1,
+        "answered": int(answered),
+        "missed": int(not answered),
+        "first_time_callers": int(bool(record.get("first_call"))),
+        "duration": int(duration) if isinstance(duration, int | float) else 0,
+        "leads": int(record.get("lead_status") == "good_lead"),
+    }
+    cells = {d: _cell_key(record.get(d)) for d in DIMENSIONS}
+    return Contribution(_cell_key(record.get("company_id")), day, counts, cells)
+
+
+class RollupDeltas:
+    """Roll-up changes gathered over a page, written as one `$inc` per document."""
+
+    def __init__(self, feed: str) -> None:
+        self.feed = feed
+        self.docs: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+    def add(self, c: Contribution | None, sign: int) -> None:
+        if c is None:
+            return
+        for doc_id in (
+            f"{self.feed}|d|{c.day.isoformat()}|{c.company}",
+            f"{self.feed}|m|{c.day.isoformat()[:7]}|{c.company}",
+        ):
+            doc = self.docs[doc_id]
+            for name, n in c.counts.items():
+                if n:
+                    doc[f"all.{name}"] += sign * n
+                    for dim, cell in c.cells.items():
+                        doc[f"{dim}.{cell}.{name}"] += sign * n
+
+    def operations(self) -> list[UpdateOne]:
+        ops = []
+        for doc_id, incs in self.docs.items():
+            nonzero = {k: v for k, v in incs.items() if v}
+            if nonzero:
+                ops.append(UpdateOne({"_id": doc_id}, {"$inc": nonzero}, upsert=True))
+        return ops
+
+
+class Written(BaseModel):
+    """What a page write did."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+@dataclass(frozen=True)
+class RecordQuery:
+    """A page of a stream's records as `/records/{stream}` asks for it."""
+
+    feed: str
+    stream: Stream
+    since: datetime | None = None
+    until: datetime | None = None
+    company_id: str | None = None
+    filters: tuple[tuple[str, Any], ...] = ()
+    search: str | None = None
+    sort: str | None = None
+    descending: bool = True
+    after: tuple[Any, ...] | None = None
+    """The sort key of the last record of the previous page (keyset paging)."""
+    limit: int = 100
+
+
+@dataclass
+class RecordPage:
+    records: list[dict[str, Any]]
+    has_more: bool
+    last: tuple[Any, ...] | None = None
+
+
+@dataclass
+class StreamState:
+    """A feed's sync state (see `callrail_stream_state`)."""
+
+    feed: str
+    windows: list[dict[str, Any]] = field(default_factory=list)
+    """The backfill's windows, newest first: `first`, `last`, `date_range`, `expected`,
+    `done`, `cursor` (where its walk goes on), `pages`, `records`."""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    requests: int = 0
+    last_run: dict[str, Any] | None = None
+    planned_from: str | None = None
+    """The oldest day the backfill was planned from (the BACKFILL_DAYS it was made with)."""
+
+
+class StreamRecordStore(Protocol):
+    def write_page(
+        self,
+        stream: Stream,
+        feed: str,
+        owner: str,
+        account: str,
+        items: list[dict[str, Any]],
+        source: str = "history",
+    ) -> Written:
+        """Merge a page of records into the feed (one writer per feed)."""
+
+    def ids_between(
+        self, feed: str, since: datetime | None, until: datetime | None
+    ) -> dict[str, datetime | None]:
+        """Live records whose time is in [since, until] (None: open), with their time."""
+
+    def mark_deleted(self, stream: Stream, feed: str, ids: list[str]) -> int:
+        """Records gone from CallRail: marked deleted (kept), their roll-ups taken away."""
+
+    def read(self, query: RecordQuery) -> RecordPage: ...
+
+    def changes(self, feed: str, after: int, actions: frozenset[Action], limit: int) -> ChangePage:
+        """One page of the feed's changes after number `after`."""
+
+    def counts(self, feed: str) -> dict[str, int]: ...
+
+    def committed(self, feed: str) -> int: ...
+
+    def rollups(
+        self, feed: str, first: date, last: date, by_day: bool = False
+    ) -> list[dict[str, Any]]:
+        """The roll-up documents covering days `first` to `last` (months where whole)."""
+
+    def drop_feed(self, feed: str) -> None: ...
+
+    def state(self, feed: str) -> StreamState: ...
+
+    def save_state(self, state: StreamState) -> None: ...
+
+    def update_window(
+        self, feed: str, index: int, cursor: str | None, done: bool, records: int
+    ) -> None:
+        """A window's walk stored one more page: where it goes on, whether it is done."""
+
+
+class MongoStreamStore:
+    """`StreamRecordStore` over MongoDB (SecantusDB here)."""
+
+    def __init__(self, db: Db) -> None:
+        self._db = db
+        self._records = db[RECORDS]
+        self._rollups = db[ROLLUPS]
+        self._state = db[STATE]
+        self._feeds = db[FEEDS]
+
+    def ensure_indexes(self) -> None:
+        self._records.create_index([("kt", ASCENDING)], unique=True)
+        self._records.create_index([("ks", ASCENDING)], unique=True)
+
+    # --- writing -------------------------------------------------------------------------
+
+    def write_page(
+        self,
+        stream: Stream,
+        feed: str,
+        owner: str,
+        account: str,
+        items: list[dict[str, Any]],
+        source: str = "history",
+    ) -> Written:
+        if not items:
+            return Written()
+        by_id: dict[str, dict[str, Any]] = {}
+        for item in items:  # a page may hold a record twice (it moved): the last one wins
+            by_id[str(item[stream.id_field])] = item
+        keys = [f"{feed}|{i}" for i in by_id]
+        known = {d["id"]: d for d in self._records.find({"_id": {"$in": keys}})}
+        now = utcnow()
+        plans: list[tuple[str, dict[str, Any], datetime | None, dict[str, Any] | None]] = []
+        unchanged = 0
+        for record_id, item in by_id.items():
+            old = known.get(record_id)
+            merged = {**old["record"], **item} if old is not None else dict(item)
+            digest = payload_hash(merged)
+            if old is not None and old.get("hash") == digest and old.get("deleted_at") is None:
+                unchanged += 1
+                continue
+            moment = as_utc(merged.get(stream.time_field)) if stream.time_field else None
+            plans.append((record_id, merged, moment, old))
+        written = Written(unchanged=unchanged)
+        if not plans:
+            return written
+        last = self._take_numbers(feed, len(plans))
+        numbers = iter(range(last - len(plans) + 1, last + 1))
+        rollups = RollupDeltas(feed)
+        ops: list[InsertOne[dict[str, Any]] | UpdateOne] = []
+        for record_id, merged, moment, old in plans:
+            seq = next(numbers)
+            doc = {
+                "feed": feed,
+                "owner": owner,
+                "stream": stream.name,
+                "callrail_account_id": account,
+                "id": record_id,
+                "record": merged,
+                "hash": payload_hash(merged),
+                "t": moment,
+                "kt": time_key(feed, moment, record_id),
+                "ks": seq_key(feed, seq),
+                "seq": seq,
+                "last_modified_at": now,
+                "changed_at": now,
+                "deleted_at": None,
+                f"sources.{source}": now,
+                **facets(stream, merged),
+            }
+            if stream.name == "calls":
+                if old is not None and old.get("deleted_at") is None:
+                    rollups.add(contribution(old["record"], old.get("t")), -1)
+                rollups.add(contribution(merged, moment), +1)
+            if old is None:
+                doc["sources"] = {source: now}
+                del doc[f"sources.{source}"]
+                ops.append(
+                    InsertOne(
+                        {
+                            "_id": f"{feed}|{record_id}",
+                            **doc,
+                            "first_seen_at": now,
+                            "last_action": "added",
+                        }
+                    )
+                )
+                written.added += 1
+            else:
+                back = old.get("deleted_at") is not None
+                doc["last_action"] = "added" if back else "updated"
+                ops.append(UpdateOne({"_id": f"{feed}|{record_id}"}, {"$set": doc}))
+                written.updated += 1
+        self._records.bulk_write(ops, ordered=False)
+        roll = rollups.operations()
+        if roll:
+            self._rollups.bulk_write(roll, ordered=False)
+        self._feeds.update_one({"_id": feed}, {"$max": {"committed": last}})
+        return written
+
+    def _take_numbers(self, feed: str, n: int) -> int:
+        counter = self._feeds.find_one_and_update(
+            {"_id": feed}, {"$inc": {"seq": n}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        return int((counter or {})["seq"])
+
+    def mark_deleted(self, stream: Stream, feed: str, ids: list[str]) -> int:
+        if not ids:
+            return 0
+        docs = list(
+            self._records.find({"_id": {"$in": [f"{feed}|{i}" for i in ids]}, "deleted_at": None})
+        )
+        if not docs:
+            return 0
+        last = self._take_numbers(feed, len(docs))
+        numbers = iter(range(last - len(docs) + 1, last + 1))
+        now = utcnow()
+        rollups = RollupDeltas(feed)
+        ops = []
+        for doc in docs:
+            seq = next(numbers)
+            change = {
+                "last_action": "deleted",
+                "deleted_at": now,
+                "changed_at": now,
+                "seq": seq,
+                "ks": seq_key(feed, seq),
+            }
+            ops.append(UpdateOne({"_id": doc["_id"]}, {"$set": change}))
+            if stream.name == "calls":
+                rollups.add(contribution(doc["record"], doc.get("t")), -1)
+        self._records.bulk_write(ops, ordered=False)
+        roll = rollups.operations()
+        if roll:
+            self._rollups.bulk_write(roll, ordered=False)
+        self._feeds.update_one({"_id": feed}, {"$max": {"committed": last}})
+        return len(docs)
+
+    def ids_between(
+        self, feed: str, since: datetime | None, until: datetime | None
+    ) -> dict[str, datetime | None]:
+        low = f"{feed}|{time_text(since)}" if since else f"{feed}|"
+        high = f"{feed}|{time_text(until)}{TOP}" if until else f"{feed}|{TOP}"
+        found = self._records.find({"kt": {"$gte": low, "$lt": high}})
+        return {d["id"]: d.get("t") for d in found if d.get("deleted_at") is None}
+
+    # --- reading -------------------------------------------------------------------------
+
+    def read(self, query: RecordQuery) -> RecordPage:
+        time_sort = query.sort in (None, query.stream.time_field)
+        if time_sort and query.stream.time_field:
+            return self._read_by_time(query)
+        return self._read_sorted(query)
+
+    def _match(self, query: RecordQuery) -> dict[str, Any]:
+        match: dict[str, Any] = {"deleted_at": None}
+        if query.company_id:
+            match["company_id"] = query.company_id
+        for name, value in query.filters:
+            match["tags" if name == "tag" else name] = value
+        if query.search:
+            pattern = {"$regex": re.escape(query.search), "$options": "i"}
+            match["$or"] = [{f"record.{f}": pattern} for f in query.stream.search_fields]
+        return match
+
+    def _read_by_time(self, query: RecordQuery) -> RecordPage:
+        """Newest (or oldest) first by the time key, in bands of time that widen (1 day, then
+        4, 16...) until the page is full: a read asks for about as much of the range as it
+        shows, never the whole range."""
+        feed = query.feed
+        low = f"{feed}|{time_text(query.since)}" if query.since else f"{feed}|"
+        high = f"{feed}|{time_text(query.until)}" if query.until else f"{feed}|{TOP}"
+        if query.after is not None:
+            if query.descending:
+                high = min(high, str(query.after[0]))
+            else:
+                low = max(low, str(query.after[0]) + "\x00")
+        match = self._match(query)
+        found: list[dict[str, Any]] = []
+        band = timedelta(days=1)
+        now = utcnow()
+        if query.descending:
+            edge = _moment_of(high, feed) or now + timedelta(days=1)
+            upper = high
+            while upper > low:
+                edge -= band
+                lower = max(low, f"{feed}|{time_text(edge)}") if edge > FLOOR else low
+                docs = list(self._records.find({**match, "kt": {"$gte": lower, "$lt": upper}}))
+                found.extend(sorted(docs, key=lambda d: str(d["kt"]), reverse=True))
+                if len(found) > query.limit:
+                    break
+                upper, band = lower, band * 4
+        else:
+            edge = _moment_of(low, feed) or FLOOR
+            lower = low
+            while lower < high:
+                edge += band
+                upper = min(high, f"{feed}|{time_text(edge)}") if edge < now + FUTURE else high
+                docs = list(self._records.find({**match, "kt": {"$gte": lower, "$lt": upper}}))
+                found.extend(sorted(docs, key=lambda d: str(d["kt"])))
+                if len(found) > query.limit:
+                    break
+                lower, band = upper, band * 4
+        page = found[: query.limit]
+        last = (page[-1]["kt"],) if page else None
+        return RecordPage([_shown(d) for d in page], len(found) > query.limit, last)
+
+    def _read_sorted(self, query: RecordQuery) -> RecordPage:
+        """By another field: the feed's records in range, sorted here (streams walked whole
+        are small; a windowed stream sorts only by its time)."""
+        feed = query.feed
+        match = self._match(query)
+        low = f"{feed}|{time_text(query.since)}" if query.since else f"{feed}|"
+        high = f"{feed}|{time_text(query.until)}" if query.until else f"{feed}|{TOP}"
+        docs = list(self._records.find({**match, "kt": {"$gte": low, "$lt": high}}))
+        name = query.sort or "id"
+
+        def key(d: dict[str, Any]) -> tuple[Any, ...]:
+            value = d["record"].get(name) if name != "id" else d["id"]
+            if name == "created_at":
+                value = time_text(as_utc(value))
+            return (str(value).lower() if value is not None else "", d["id"])
+
+        docs.sort(key=key, reverse=query.descending)
+        if query.after is not None:
+            after = tuple(query.after)
+            docs = [d for d in docs if (key(d) < after if query.descending else key(d) > after)]
+        page = docs[: query.limit]
+        last = key(page[-1]) if page else None
+        return RecordPage([_shown(d) for d in page], len(docs) > query.limit, last)
+
+    def changes(self, feed: str, after: int, actions: frozenset[Action], limit: int) -> ChangePage:
+        committed = self.committed(feed)
+        found: list[dict[str, Any]] = []
+        edge, band = after, max(limit * 2, 100)
+        while edge < committed and len(found) <= limit:
+            top = min(committed, edge + band)
+            part = {"$gt": seq_key(feed, edge), "$lte": seq_key(feed, top)}
+            match: dict[str, Any] = {"ks": part}
+            if actions != frozenset(ACTIONS):
+                match["last_action"] = {"$in": sorted(actions)}
+            docs = sorted(self._records.find(match), key=lambda d: d["ks"])
+            found.extend(docs)
+            edge, band = top, band * 4
+        has_more = len(found) > limit
+        changes = [_change(d) for d in found[:limit]]
+        next_after = changes[-1].seq if has_more else max(committed, after)
+        return ChangePage(changes=changes, has_more=has_more, next_after=next_after)
+
+    def committed(self, feed: str) -> int:
+        state = self._feeds.find_one({"_id": feed}) or {}
+        return int(state.get("committed", 0))
+
+    def counts(self, feed: str) -> dict[str, int]:
+        grouped = self._records.aggregate(
+            [
+                {"$match": {"feed": feed}},
+                {"$group": {"_id": "$last_action", "n": {"$sum": 1}}},
+            ]
+        )
+        found = {str(g["_id"]): int(g["n"]) for g in grouped}
+        return {action: found.get(action, 0) for action in ACTIONS}
+
+    def rollups(
+        self, feed: str, first: date, last: date, by_day: bool = False
+    ) -> list[dict[str, Any]]:
+        """Whole months inside [first, last] from month documents (unless `by_day`), the rest
+        from days."""
+        docs: list[dict[str, Any]] = []
+        day = first
+        while day <= last:
+            month_end = (day.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(1)
+            if day.day == 1 and month_end <= last and not by_day:
+                month = day.isoformat()[:7]
+                docs += self._range(f"{feed}|m|{month}|", f"{feed}|m|{month}|{TOP}")
+                day = month_end + timedelta(days=1)
+                continue
+            stop = min(month_end, last)
+            docs += self._range(
+                f"{feed}|d|{day.isoformat()}|", f"{feed}|d|{stop.isoformat()}|{TOP}"
+            )
+            day = stop + timedelta(days=1)
+        return docs
+
+    def _range(self, low: str, high: str) -> list[dict[str, Any]]:
+        return list(self._rollups.find({"_id": {"$gte": low, "$lt": high}}))
+
+    # --- sync state ------------------------------------------------------------------------
+
+    def state(self, feed: str) -> StreamState:
+        doc = self._state.find_one({"_id": feed})
+        if doc is None:
+            return StreamState(feed=feed)
+        return StreamState(
+            feed=feed,
+            windows=list(doc.get("windows") or []),
+            started_at=doc.get("started_at"),
+            finished_at=doc.get("finished_at"),
+            requests=int(doc.get("requests") or 0),
+            last_run=doc.get("last_run"),
+            planned_from=doc.get("planned_from"),
+        )
+
+    def save_state(self, state: StreamState) -> None:
+        self._state.replace_one(
+            {"_id": state.feed},
+            {
+                "windows": state.windows,
+                "started_at": state.started_at,
+                "finished_at": state.finished_at,
+                "requests": state.requests,
+                "last_run": state.last_run,
+                "planned_from": state.planned_from,
+            },
+            upsert=True,
+        )
+
+    def update_window(
+        self, feed: str, index: int, cursor: str | None, done: bool, records: int
+    ) -> None:
+        w = f"windows.{index}"
+        self._state.update_one(
+            {"_id": feed},
+            {
+                "$set": {f"{w}.cursor": cursor, f"{w}.done": done},
+                "$inc": {f"{w}.pages": 1, f"{w}.records": records, "requests": 1},
+            },
+        )
+
+    def drop_feed(self, feed: str) -> None:
+        """Forget a feed entirely (tests and benchmarks start again)."""
+        self._records.delete_many({"feed": feed})
+        self._rollups.delete_many({"_id": {"$gte": f"{feed}|", "$lt": f"{feed}|{TOP}"}})
+        self._state.delete_one({"_id": feed})
+        self._feeds.delete_one({"_id": feed})
+
+
+def _moment_of(key: str, feed: str) -> datetime | None:
+    """The instant a time key (or a bound made of one) starts at; None at the open ends."""
+    rest = key[len(feed) + 1 :].split("|", 1)[0].rstrip(TOP)
+    if not rest:
+        return None
+    try:
+        return datetime.strptime(rest[:26], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _shown(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored record as the records API shows it: as CallRail sent it, with its history."""
+    return {
+        **doc["record"],
+        "tracking": {
+            "first_seen_at": doc["first_seen_at"].isoformat(),
+            "last_modified_at": doc["last_modified_at"].isoformat(),
+            "last_action": doc["last_action"],
+            "sources": sorted((doc.get("sources") or {}).keys()),
+        },
+    }
+
+
+def _change(doc: dict[str, Any]) -> Change:
+    return Change(
+        seq=doc["seq"],
+        id=doc["id"],
+        action=doc["last_action"],
+        first_seen_at=doc["first_seen_at"],
+        last_modified_at=doc["last_modified_at"],
+        deleted_at=doc.get("deleted_at"),
+        changed_at=doc["changed_at"],
+        record=doc.get("record") or {},
+    )
+
+
+def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def summarize(
+    docs: Iterable[dict[str, Any]], group_by: str | None, company_id: str | None
+) -> dict[str, Any]:
+    """Totals and groups from roll-up documents (see `callrail_sync/stores/streams.py`)."""
+    total: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+    groups: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
+    wanted = _cell_key(company_id) if company_id else None
+    for doc in docs:
+        _, _kind, when, company = doc["_id"].rsplit("|", 3)
+        if wanted is not None and company != wanted:
+            continue
+        cells = doc.get("all") or {}
+        for name in COUNTERS:
+            total[name] += int(cells.get(name, 0))
+        if group_by is None:
+            continue
+        if group_by in DIMENSIONS:
+            for key, counts in (doc.get(group_by) or {}).items():
+                for name in COUNTERS:
+                    groups[cell_name(key)][name] += int(counts.get(name, 0))
+            continue
+        if group_by == "company":
+            key = cell_name(company)
+        elif group_by == "day":
+            key = when
+        elif group_by == "week":
+            day = date.fromisoformat(when)
+            key = (day - timedelta(days=day.weekday())).isoformat()
+        else:
+            key = when[:7]
+        for name in COUNTERS:
+            groups[key][name] += int(cells.get(name, 0))
+    return {"total": total, "groups": groups}

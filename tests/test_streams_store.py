@@ -1,0 +1,196 @@
+"""The stream record store on the MongoDB wire server: one record per call whoever wrote it
+first, changes numbered in order, roll-ups that agree with the calls, pages by time."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from callrail_sync.stores import Stores
+from callrail_sync.stores.streams import RecordQuery, feed_id, summarize
+from callrail_sync.streams import STREAMS
+
+CALLS = STREAMS["calls"]
+OWNER, ACCOUNT = "64f1c2a9e4b0a1b2c3d4e5f6", "ACC1"
+FEED = feed_id(OWNER, "calls", ACCOUNT)
+ZONES = {"COM1": "America/New_York", "COM2": "Europe/Berlin"}
+SOURCES = ("Google Organic", "Direct", "Facebook.com")
+
+
+def make_calls(n: int, seed: int = 3, days: int = 60) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    end = datetime(2026, 11, 30, tzinfo=UTC)
+    calls = []
+    for i in range(n):
+        company = rng.choice(list(ZONES))
+        at = end - timedelta(seconds=rng.randint(0, days * 86400))
+        answered = rng.random() < 0.6
+        calls.append(
+            {
+                "id": f"CAL{i:032x}",
+                "company_id": company,
+                "company_time_zone": ZONES[company],
+                "start_time": at.astimezone(ZoneInfo(ZONES[company])).isoformat(),
+                "answered": answered,
+                "voicemail": not answered and rng.random() < 0.5,
+                "direction": "inbound",
+                "duration": rng.randint(0, 600) if answered else 0,
+                "first_call": rng.random() < 0.3,
+                "source": rng.choice(SOURCES),
+                "campaign": rng.choice(("spring", None)),
+                "keywords": rng.choice(("plumber", "")),
+                "lead_status": rng.choice(("good_lead", "not_a_lead", None)),
+                "customer_name": f"Caller {i}",
+            }
+        )
+    return calls
+
+
+def write(stores: Stores, calls: list[dict[str, Any]], source: str = "history") -> Any:
+    return stores.streams.write_page(CALLS, FEED, OWNER, ACCOUNT, calls, source)
+
+
+def by_hand(calls: list[dict[str, Any]], group: str) -> dict[str, Counter[str]]:
+    groups: dict[str, Counter[str]] = {}
+    for c in calls:
+        moment = datetime.fromisoformat(c["start_time"])
+        day = moment.astimezone(ZoneInfo(c["company_time_zone"])).date()
+        key = {"source": c["source"], "company": c["company_id"], "day": day.isoformat()}[group]
+        counts = groups.setdefault(key, Counter())
+        counts["calls"] += 1
+        counts["answered"] += int(c["answered"])
+        counts["duration"] += c["duration"]
+        counts["leads"] += int(c["lead_status"] == "good_lead")
+    return groups
+
+
+def summary(stores: Stores, group: str) -> dict[str, dict[str, int]]:
+    docs = stores.streams.rollups(
+        FEED, datetime(2026, 9, 1).date(), datetime(2026, 12, 31).date(), by_day=group == "day"
+    )
+    return dict(summarize(docs, group, None)["groups"])
+
+
+def test_each_call_is_written_once_then_only_when_it_changes(stores: Stores) -> None:
+    calls = make_calls(20)
+    first = write(stores, calls)
+    assert (first.added, first.updated, first.unchanged) == (20, 0, 0)
+    again = write(stores, calls)
+    assert (again.added, again.updated, again.unchanged) == (0, 0, 20)
+    edited = dict(calls[4], note="called back")
+    assert write(stores, [edited]).updated == 1
+    page = stores.streams.changes(FEED, 0, frozenset({"added", "updated", "deleted"}), 100)
+    assert len(page.changes) == 20 and not page.has_more
+    assert [c.seq for c in page.changes] == sorted(c.seq for c in page.changes)
+    assert page.changes[-1].id == calls[4]["id"] and page.changes[-1].action == "updated"
+    assert page.changes[-1].record["note"] == "called back"
+    later = stores.streams.changes(FEED, page.next_after, frozenset({"added"}), 100)
+    assert later.changes == []
+
+
+def test_a_delivery_and_the_history_make_one_record_whichever_came_first(stores: Stores) -> None:
+    call = make_calls(1)[0]
+    delivered = {
+        "id": call["id"],
+        "start_time": call["start_time"],
+        "company_id": "COM1",
+        "customer_name": "From the webhook",
+        "recording_redirect": "https://r",
+    }
+    write(stores, [delivered], source="webhook")
+    write(stores, [call], source="history")
+    page = stores.streams.read(RecordQuery(FEED, CALLS, limit=10))
+    assert len(page.records) == 1
+    record = page.records[0]
+    assert record["customer_name"] == call["customer_name"]  # the history's word, read later
+    assert record["recording_redirect"] == "https://r"  # only the delivery said it
+    assert record["tracking"]["sources"] == ["history", "webhook"]
+    assert sum(stores.streams.counts(FEED).values()) == 1
+
+
+def test_roll_ups_agree_with_the_calls_through_edits_and_deletions(stores: Stores) -> None:
+    calls = make_calls(400)
+    for start in range(0, 400, 100):
+        write(stores, calls[start : start + 100])
+    # CallRail edits some calls (answered flips, source changes) and some vanish (spam).
+    edited = [dict(c, answered=not c["answered"], source="Direct") for c in calls[:50]]
+    write(stores, edited)
+    gone = [c["id"] for c in calls[50:70]]
+    assert stores.streams.mark_deleted(CALLS, FEED, gone) == 20
+    now = {c["id"]: c for c in calls}
+    now.update({c["id"]: c for c in edited})
+    for call_id in gone:
+        del now[call_id]
+    live = list(now.values())
+    for group in ("source", "company", "day"):
+        expected = by_hand(live, group)
+        got = summary(stores, group)
+        assert set(got) == set(expected), group
+        for key, counts in expected.items():
+            for name in ("calls", "answered", "duration", "leads"):
+                assert got[key][name] == counts[name], (group, key, name)
+    months = summary(stores, "month")
+    assert sum(m["calls"] for m in months.values()) == len(live)
+
+
+def test_pages_by_time_cover_the_range_once_in_order(stores: Stores) -> None:
+    calls = make_calls(300, days=90)
+    for start in range(0, 300, 100):
+        write(stores, calls[start : start + 100])
+    instants = {c["id"]: datetime.fromisoformat(c["start_time"]) for c in calls}
+    since = datetime(2026, 10, 1, tzinfo=UTC)
+    until = datetime(2026, 11, 15, tzinfo=UTC)
+    wanted = [i for i, t in instants.items() if since <= t < until and now_answered(calls, i)]
+    for descending in (True, False):
+        seen: list[str] = []
+        query = RecordQuery(
+            FEED,
+            CALLS,
+            since=since,
+            until=until,
+            descending=descending,
+            filters=(("answer_status", "answered"),),
+            limit=17,
+        )
+        while True:
+            page = stores.streams.read(query)
+            seen += [r["id"] for r in page.records]
+            if not page.has_more:
+                break
+            query = RecordQuery(**{**query.__dict__, "after": page.last})
+        assert sorted(seen) == sorted(wanted)
+        times = [instants[i] for i in seen]
+        assert times == sorted(times, reverse=descending)
+
+
+def now_answered(calls: list[dict[str, Any]], call_id: str) -> bool:
+    return next(c for c in calls if c["id"] == call_id)["answered"]
+
+
+def test_a_small_stream_sorts_by_name_and_searches(stores: Stores) -> None:
+    trackers = STREAMS["trackers"]
+    feed = feed_id(OWNER, "trackers", ACCOUNT)
+    rows = [
+        {
+            "id": f"TRK{i}",
+            "name": f"Tracker {chr(90 - i)}",
+            "created_at": "2026-01-01T00:00:00Z",
+            "status": "active",
+        }
+        for i in range(12)
+    ]
+    stores.streams.write_page(trackers, feed, OWNER, ACCOUNT, rows)
+    names: list[str] = []
+    query = RecordQuery(feed, trackers, sort="name", descending=False, limit=5)
+    while True:
+        page = stores.streams.read(query)
+        names += [r["name"] for r in page.records]
+        if not page.has_more:
+            break
+        query = RecordQuery(**{**query.__dict__, "after": page.last})
+    assert names == sorted(r["name"] for r in rows)
+    found = stores.streams.read(RecordQuery(feed, trackers, search="tracker z", limit=5))
+    assert [r["id"] for r in found.records] == ["TRK0"]
