@@ -27,7 +27,7 @@ class ChangeItem(Answer):
 
 
 class ChangesPage(Answer):
-    kind: Literal["accounts", "companies"]
+    kind: str = Field(description="accounts, companies, or a stream (callrail_sync.streams)")
     account_id: str | None
     changes: list[ChangeItem]
     next_cursor: str = Field(description="Pass as `cursor` for the next page (or later, to poll).")
@@ -185,3 +185,50 @@ class CallsAnswer(Success):
     """The caller's call events, newest first."""
 
     data: CallsPage
+
+
+class RecordsPage(Answer):
+    stream: str
+    account_id: str | None
+    records: list[dict[str, Any]] = Field(
+        description="Each as CallRail last sent it (a call merged with what our receiver's "
+        "deliveries said), with `tracking`: first_seen_at, last_modified_at, last_action, "
+        "sources (history, webhook)."
+    )
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+    has_more: bool
+
+
+class RecordsAnswer(Success):
+    """One page of a stream's records, from our own store."""
+
+    data: RecordsPage
+
+
+class CallTotals(Answer):
+    calls: int
+    answered: int
+    missed: int
+    first_time_callers: int
+    average_duration: float = Field(description="Seconds.")
+    leads: int
+
+
+class CallGroup(CallTotals):
+    key: str
+
+
+class CallsSummary(Answer):
+    account_id: str
+    company_id: str | None
+    since: str = Field(description="The first day counted (each call in its company's zone).")
+    until: str = Field(description="The day after the last day counted.")
+    group_by: str | None
+    total: CallTotals
+    groups: list[CallGroup]
+
+
+class SummaryAnswer(Success):
+    """Totals of the calls, from roll-ups kept as calls are written (no CallRail request)."""
+
+    data: CallsSummary

@@ -27,6 +27,7 @@ from api_shim.routes import (
     jobs,
     listings,
     notifications,
+    records,
     webhooks,
 )
 from api_shim.routes.inbound import REFRESHES_PER_HOUR
@@ -93,7 +94,18 @@ def create_app(
     app.state.broker_reachable = broker_check(celery)
     install(app)
     app.add_middleware(BodyLimit, wider={INBOUND_PATH: settings.inbound_max_bytes})
-    routers = (listings, webhooks, jobs, events, changes, notifications, control, inbound, health)
+    routers = (
+        listings,
+        webhooks,
+        jobs,
+        events,
+        changes,
+        records,
+        notifications,
+        control,
+        inbound,
+        health,
+    )
     for module in routers:
         app.include_router(module.router)
     openapi.install(app)

@@ -30,6 +30,9 @@ Page = tuple[list[dict[str, Any]], int]
 KEY_SECONDS = 2.0
 HEAD_SECONDS = 30.0
 ACTIVE_SECONDS = 2.0
+COMMITTED_SECONDS = 1.0
+"""How long a stream feed's committed number is trusted: a page of records is cached under
+it, so a page is at most this much older than the store."""
 
 
 class Missing:
@@ -88,6 +91,8 @@ class ShimCache:
         self.totals: Memo[tuple[str, Kind, str | None, bool], int] = Memo(4_096)
         self.pages: Memo[tuple[str, Kind, PageQuery], list[dict[str, Any]]] = Memo(1_024)
         self.listed: Memo[tuple[str, str], bool] = Memo(10_000)
+        self.committed: Memo[str, int] = Memo(10_000, COMMITTED_SECONDS)
+        self.records: Memo[tuple[Any, ...], dict[str, Any]] = Memo(2_048)
 
     async def key_usable(self, owner: str) -> bool:
         return await self.keys.through(
@@ -141,6 +146,11 @@ class ShimCache:
 
         items = await self.pages.through((snapshot_id, kind, query), read)
         return items, total
+
+    async def feed_version(self, feed: str) -> int:
+        """A stream feed's committed change number: what its cached pages are keyed by (any
+        write to the feed moves it, so a page cached under it is what the store holds)."""
+        return await self.committed.through(feed, lambda: self._stores.streams.committed(feed))
 
     async def company_counts(self, owner: str, accounts: list[str]) -> dict[str, int]:
         return await self.counts.through(

@@ -39,9 +39,11 @@ from api_shim.answers_control import (
     ChangesAnswer,
     DeliveriesAnswer,
     ReceivedAnswer,
+    RecordsAnswer,
     RemovedAnswer,
     ScheduleAnswer,
     StatusAnswer,
+    SummaryAnswer,
 )
 from api_shim.bodies import MSG_CREATE_REQUIRED, MSG_UPDATE_REQUIRED
 from api_shim.envelope import STORE_DOWN
@@ -57,10 +59,12 @@ from api_shim.routes.notifications import MSG_EVENTS, MSG_URL_REQUIRED, NO_CALLB
 from api_shim.routes.webhooks import MSG_LIST_REQUIRED
 from api_shim.validation import MAX_PER_PAGE
 from api_shim.writes import COMPANY_NOT_FOUND
+from callrail_sync import records
 from callrail_sync.errors import API_KEY_NOT_FOUND, SyncPaused
 from callrail_sync.feed import BAD_CURSOR
 
 OPENAPI_URL = "/openapi.json"
+GROUPS = ", ".join(records.GROUPS)
 BEARER = "bearerAuth"
 
 
@@ -186,6 +190,21 @@ ANSWERS: dict[tuple[str, str], Answers] = {
         ok=ChangesAnswer,
         messages=(MSG_KIND, MSG_ACCOUNT, BAD_CURSOR, "modified_after must be an ISO 8601 time."),
         required=("kind",),
+    ),
+    ("GET", f"{PREFIX}/records/{{stream}}"): Answers(
+        ok=RecordsAnswer,
+        refusals=(400, 401, 404, 413, 503),
+        messages=(records.MSG_ACCOUNT, records.BAD_CURSOR, "limit must be a whole number"),
+        also=((404, records.unknown_stream("calendars")),),
+        why=((404, "No such stream."),),
+    ),
+    ("GET", f"{PREFIX}/records/calls/summary"): Answers(
+        ok=SummaryAnswer,
+        messages=(
+            "account_id is required.",
+            "group_by must be one of: " + ", ".join(records.GROUPS),
+        ),
+        required=("account_id",),
     ),
     ("GET", f"{PREFIX}/status"): Answers(ok=StatusAnswer, refusals=(401, 413, 503)),
     ("POST", f"{PREFIX}/sync"): Answers(

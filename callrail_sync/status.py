@@ -1,6 +1,8 @@
 """Where each of an owner's listings stands: the answer of GET /status and `callrail-sync status`.
 
-One entry for the accounts listing, and one per CallRail account for its companies. `state`:
+One entry for the accounts listing, one per CallRail account for its companies, and one per
+CallRail account for each of its streams (`callrail_sync.streams`: those SYNC_STREAMS names,
+and any other ever synced), with a backfill's progress. `state`:
 
 - `paused`: the account's syncs are paused (`PUT /schedule`);
 - `syncing`: a sync is queued to run now, or running;
@@ -13,6 +15,7 @@ One entry for the accounts listing, and one per CallRail account for its compani
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -25,6 +28,10 @@ from callrail_sync.job import Job, JobStatus, JobType
 from callrail_sync.runtime import Runtime
 from callrail_sync.stores.schedules import Schedule
 from callrail_sync.stores.snapshots import Kind, PageQuery, SnapshotHead
+from callrail_sync.stores.streams import StreamState, feed_id
+from callrail_sync.streams import RECORD_STREAMS, STREAMS
+
+PER_PAGE = 250
 
 State = Literal["never", "syncing", "fresh", "stale", "retrying", "error", "paused"]
 
@@ -35,8 +42,26 @@ class Budget(BaseModel):
     throttled_until: datetime | None
 
 
+class Backfill(BaseModel):
+    """How far a stream's backfill has come."""
+
+    windows_done: int
+    windows_total: int
+    oldest_reached: str | None
+    """The oldest day of the windows done (all windows newer than it are done first)."""
+    planned_from: str | None
+    records: int
+    requests: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    estimated_finish: datetime | None
+    """From the pace so far, and no sooner than the stream's share of the hourly budget
+    allows for the requests left."""
+
+
 class ListingStatus(BaseModel):
-    kind: Kind
+    kind: str
+    """`accounts`, `companies`, or a stream."""
     account_id: str | None
     account_name: str | None = None
     state: State
@@ -50,6 +75,8 @@ class ListingStatus(BaseModel):
     paused: bool
     interval_seconds: float
     budget: Budget | None
+    backfill: Backfill | None = None
+    """Windowed streams (calls, form submissions, conversations): the backfill's progress."""
 
 
 def owner_status(rt: Runtime, owner: str, now: datetime) -> list[ListingStatus]:
@@ -70,7 +97,105 @@ def owner_status(rt: Runtime, owner: str, now: datetime) -> list[ListingStatus]:
         if account not in configured:
             entry.next_scheduled_at = None  # beat keeps only configured accounts fresh
         entries.append(entry)
+        for name in _streams_of(rt, owner, account):
+            entries.append(_stream(rt, owner, name, account, schedule, now, periodic=False))
+            entries[-1].account_name = names.get(account)
+            if account in configured and not entries[-1].paused:
+                entries[-1].next_scheduled_at = _next(
+                    rt.stores.jobs.latest(owner, JobType.SYNC_STREAM, account, name),
+                    None,
+                    entries[-1].interval_seconds,
+                    now,
+                )
     return entries
+
+
+def _streams_of(rt: Runtime, owner: str, account: str) -> list[str]:
+    """The streams shown for an account: those beat keeps, and any other synced once."""
+    wanted = set(rt.settings.streams_synced())
+    for name in RECORD_STREAMS:
+        if name not in wanted and rt.stores.jobs.latest(owner, JobType.SYNC_STREAM, account, name):
+            wanted.add(name)
+    return [name for name in RECORD_STREAMS if name in wanted]
+
+
+def _stream(
+    rt: Runtime,
+    owner: str,
+    name: str,
+    account: str,
+    schedule: Schedule | None,
+    now: datetime,
+    *,
+    periodic: bool,
+) -> ListingStatus:
+    """A stream of one account: its latest job, its records, and its backfill."""
+    latest = rt.stores.jobs.latest(owner, JobType.SYNC_STREAM, account, name)
+    feed = feed_id(owner, name, account)
+    state = rt.stores.streams.state(feed)
+    changes = rt.stores.streams.counts(feed)
+    synced = state.last_run.get("at") if state.last_run else None
+    paused = bool(schedule and schedule.paused)
+    interval = float(schedule.interval_seconds) if schedule and schedule.interval_seconds else None
+    interval = interval or rt.settings.sync_interval
+    head = None
+    if synced is not None:
+        head = SnapshotHead(snapshot_id=feed, owner=owner, kind="companies", synced_at=synced)
+    failed = latest is not None and latest.status in (JobStatus.FAILED, JobStatus.RETRYING)
+    active = latest is not None and not latest.is_final
+    live = changes["added"] + changes["updated"]
+    return ListingStatus(
+        kind=name,
+        account_id=account,
+        state=_state(latest, head, paused, now, stale_after(rt.settings, schedule)),
+        last_success_at=synced,
+        last_attempt_at=(latest.started_at or latest.created_at) if latest else None,
+        next_scheduled_at=None,
+        counts={"records": live, "deleted": changes["deleted"]},
+        last_error=_error(latest) if failed and latest is not None else None,
+        job={"id": latest.id, "status": latest.status.value} if active and latest else None,
+        paused=paused,
+        interval_seconds=interval,
+        budget=None,
+        backfill=backfill_of(rt.settings, state, now) if STREAMS[name].windowed else None,
+    )
+
+
+def backfill_of(settings: Settings, state: StreamState, now: datetime) -> Backfill | None:
+    """A backfill's progress and estimated finish; None before one is planned."""
+    windows = state.windows
+    if not windows:
+        return None
+    done = [w for w in windows if w.get("done")]
+    days = [w["first"] for w in done if w.get("first")]
+    oldest = min(days) if days else (done[-1].get("date_range") if done else None)
+    records = sum(int(w.get("records") or 0) for w in windows)
+    left = 0
+    for w in windows:
+        if not w.get("done"):
+            rest = max(0, int(w.get("expected") or 0) - int(w.get("records") or 0))
+            left += max(1, math.ceil(rest / PER_PAGE))
+    finish = state.finished_at
+    estimate = None
+    if finish is None and state.started_at is not None:
+        total = sum(int(w.get("expected") or 0) for w in windows)
+        fraction = (records / total) if total else len(done) / len(windows)
+        elapsed = (now - state.started_at).total_seconds()
+        pace = now + timedelta(seconds=elapsed * (1 - fraction) / fraction) if fraction else None
+        hourly = settings.hourly_limit * settings.stream_budget_share
+        budget = now + timedelta(hours=left / hourly) if left > hourly else now
+        estimate = max(pace, budget) if pace is not None else budget
+    return Backfill(
+        windows_done=len(done),
+        windows_total=len(windows),
+        oldest_reached=oldest,
+        planned_from=state.planned_from,
+        records=records,
+        requests=state.requests,
+        started_at=state.started_at,
+        finished_at=finish,
+        estimated_finish=estimate,
+    )
 
 
 def _listing(

@@ -195,8 +195,10 @@ def test_feed_input_is_checked_and_cursors_belong_to_their_feed(
     feed_of_first = FeedQuery(owner=owner, kind="companies", callrail_account_id=first)
     huge = encode_cursor(feed_of_first, 10**30)
     cases = [
-        ({}, "kind must be 'accounts' or 'companies'."),
-        ({"kind": "companies"}, "account_id is required for kind=companies."),
+        ({}, "kind must be one of: accounts, companies, calls,"),
+        ({"kind": "calendars"}, "kind must be one of: accounts, companies, calls,"),
+        ({"kind": "companies"}, "account_id is required for every kind but accounts."),
+        ({"kind": "calls"}, "account_id is required for every kind but accounts."),
         ({"kind": "companies", "account_id": second, "cursor": cursor}, "cursor is not valid"),
         ({"kind": "companies", "account_id": first, "cursor": "!!"}, "cursor is not valid"),
         ({"kind": "accounts", "filter": "added,removed"}, "filter must be"),

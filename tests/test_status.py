@@ -166,8 +166,10 @@ def test_schedule_and_sync_input_is_checked(shim_url, token, owner):
             },
             "interval_seconds must be a whole number from 300 to 604800.",
         ),
-        ("POST", "/sync", {"kind": "calls"}, "kind must be 'accounts' or 'companies'."),
-        ("POST", "/sync", {"kind": "companies"}, "account_id is required for kind=companies."),
+        ("POST", "/sync", {"kind": "calendars"}, "kind must be one of: accounts, companies,"),
+        ("POST", "/sync", {"kind": 7}, "kind must be one of: accounts, companies,"),
+        ("POST", "/sync", {"kind": "calls"}, "account_id is required for every kind but"),
+        ("POST", "/sync", {"kind": "companies"}, "account_id is required for every kind but"),
         ("POST", "/sync", {"reset": "please"}, "reset must be true or false."),
     ]
     for method, path, body, message in cases:

@@ -15,33 +15,29 @@ from api_shim.presenters import PREFIX
 from callrail_sync import feed
 from callrail_sync.errors import ValidationFailed
 from callrail_sync.stores.changes import FeedQuery
-from callrail_sync.stores.snapshots import Kind
+from callrail_sync.streams import STREAMS
 
-MSG_KIND = "kind must be 'accounts' or 'companies'."
-MSG_ACCOUNT = "account_id is required for kind=companies."
+MSG_KIND = f"kind must be one of: {', '.join(STREAMS)}."
+MSG_ACCOUNT = "account_id is required for every kind but accounts."
 router = APIRouter(prefix=PREFIX)
 
 
 class ChangesQuery(BaseModel):
     """The query of GET /changes (read as text, so each bad value gets its own message)."""
 
-    kind: str | None = Field(None, description="`accounts` or `companies` (required)")
-    account_id: str | None = Field(None, description="CallRail account (required for companies)")
+    kind: str | None = Field(None, description=f"one of {', '.join(STREAMS)} (required)")
+    account_id: str | None = Field(None, description="CallRail account (all kinds but accounts)")
     cursor: str | None = Field(None, description="`next_cursor` of the previous page")
     modified_after: str | None = Field(None, description="ISO 8601: changes after this time")
     filter: str | None = Field(None, description="any of added,updated,deleted (default all)")
     limit: str | None = Field(None, description=f"1 to {feed.MAX_LIMIT}, default 100")
 
     def feed_query(self, owner: str) -> tuple[FeedQuery, str | None]:
-        kind: Kind
-        if self.kind == "accounts":
-            kind = "accounts"
-        elif self.kind == "companies":
-            kind = "companies"
-        else:
+        if self.kind not in STREAMS:
             raise ValidationFailed(MSG_KIND)
+        kind = self.kind
         account = None
-        if kind == "companies":
+        if STREAMS[kind].account_scoped:
             if not self.account_id:
                 raise ValidationFailed(MSG_ACCOUNT)
             account = check.callrail_id(self.account_id, "account_id")
@@ -65,7 +61,18 @@ class ChangesQuery(BaseModel):
 )
 async def changes(request: Request, owner: Owner, svc: Svc) -> JSONResponse:
     query, account = ChangesQuery.model_validate(dict(request.query_params)).feed_query(owner)
-    page = await run_in_threadpool(svc.runtime.stores.changes.read, query)
+    stores = svc.runtime.stores
+    if STREAMS[query.kind].store == "records":
+        page = await run_in_threadpool(
+            stores.streams.changes,
+            query.feed,
+            query.after,
+            query.actions,
+            query.limit,
+            query.modified_after,
+        )
+    else:
+        page = await run_in_threadpool(stores.changes.read, query)
     return success(
         {
             "kind": query.kind,

@@ -21,6 +21,7 @@ from callrail_sync.status import owner_status
 from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.receivers import Receiver
 from callrail_sync.stores.schedules import Schedule
+from callrail_sync.streams import STREAMS
 from tasks.submit import submit
 
 MSG_SCHEDULE_REQUIRED = "account_id and paused are required."
@@ -34,7 +35,10 @@ class SyncBody(BaseModel):
 
     account_id: str | None = Field(None, description="the CallRail account (companies)")
     kind: str | None = Field(
-        None, description="`accounts` or `companies`; default: companies if account_id is given"
+        None,
+        description="`accounts`, `companies` or a stream (`calls`, `form_submissions`, "
+        "`conversations`, `trackers`, `tags`, `users`); default: companies if account_id is "
+        "given",
     )
     reset: bool | None = Field(
         None, description="true: walk from the first page, whatever an earlier attempt stored"
@@ -93,14 +97,14 @@ async def sync_now(owner: Owner, svc: Svc, raw: RawBody) -> JSONResponse:
     body = check.json_object(raw) if raw.strip() else {}
     account = body.get("account_id")
     kind = body.get("kind") or ("companies" if account else "accounts")
-    if kind not in ("accounts", "companies"):
+    if not isinstance(kind, str) or kind not in STREAMS:
         raise ValidationFailed(MSG_KIND)
     reset = body.get("reset", False)
     if not isinstance(reset, bool):
         raise ValidationFailed("reset must be true or false.")
     await require_key(svc, owner)
     stores = svc.runtime.stores
-    if kind == "companies":
+    if kind != "accounts":
         if not account:
             raise ValidationFailed(MSG_ACCOUNT)
         account = check.callrail_id(account, "account_id")
@@ -109,6 +113,9 @@ async def sync_now(owner: Owner, svc: Svc, raw: RawBody) -> JSONResponse:
         if schedule is not None and schedule.paused:
             raise SyncPaused()
         job_type, params = JobType.SYNC_COMPANIES, JobParams(callrail_account_id=account)
+        if kind != "companies":
+            job_type = JobType.SYNC_STREAM
+            params = JobParams(callrail_account_id=account, stream=kind)
     else:
         job_type, params = JobType.SYNC_ACCOUNTS, JobParams()
     if reset:

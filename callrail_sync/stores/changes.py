@@ -90,7 +90,8 @@ class FeedQuery(BaseModel):
     """One page of a feed: changes numbered after `after`, oldest first."""
 
     owner: str
-    kind: Kind
+    kind: str
+    """`accounts`, `companies` or any stream of `callrail_sync.streams`."""
     callrail_account_id: str | None = None
     after: int = 0
     actions: frozenset[Action] = frozenset(ACTIONS)

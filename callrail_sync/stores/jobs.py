@@ -67,8 +67,15 @@ class JobStore(Protocol):
     def hurry(self, job_id: str) -> bool:
         """Take a queued job's start time back to now; True if it was waiting for later."""
 
-    def latest(self, owner: str, job_type: JobType, account: str | None = None) -> Job | None:
-        """The owner's newest job of this type (of this CallRail account, for a sync)."""
+    def latest(
+        self,
+        owner: str,
+        job_type: JobType,
+        account: str | None = None,
+        stream: str | None = None,
+    ) -> Job | None:
+        """The owner's newest job of this type (of this CallRail account, for a sync; of this
+        stream, for a stream sync)."""
 
     def synced_accounts(self, owner: str) -> list[str]:
         """The CallRail accounts whose companies the owner ever asked to sync."""
@@ -259,14 +266,23 @@ class MongoJobStore:
         )
         return hurried is not None
 
-    def latest(self, owner: str, job_type: JobType, account: str | None = None) -> Job | None:
+    def latest(
+        self,
+        owner: str,
+        job_type: JobType,
+        account: str | None = None,
+        stream: str | None = None,
+    ) -> Job | None:
         query: dict[str, Any] = {"owner": owner, "type": job_type.value}
         if account is not None:
             query["params.callrail_account_id"] = account
+        if stream is not None:
+            query["params.stream"] = stream
         return _job(self._jobs.find_one(query, sort=[("created_at", DESCENDING)]))
 
     def synced_accounts(self, owner: str) -> list[str]:
-        query = {"owner": owner, "type": JobType.SYNC_COMPANIES.value}
+        types = [JobType.SYNC_COMPANIES.value, JobType.SYNC_STREAM.value]
+        query = {"owner": owner, "type": {"$in": types}}
         return sorted(str(a) for a in self._jobs.distinct("params.callrail_account_id", query))
 
     def ask_reset(self, job_id: str) -> Job | None:

@@ -280,7 +280,14 @@ class StreamRecordStore(Protocol):
 
     def read(self, query: RecordQuery) -> RecordPage: ...
 
-    def changes(self, feed: str, after: int, actions: frozenset[Action], limit: int) -> ChangePage:
+    def changes(
+        self,
+        feed: str,
+        after: int,
+        actions: frozenset[Action],
+        limit: int,
+        modified_after: datetime | None = None,
+    ) -> ChangePage:
         """One page of the feed's changes after number `after`."""
 
     def counts(self, feed: str) -> dict[str, int]: ...
@@ -536,7 +543,14 @@ class MongoStreamStore:
         last = key(page[-1]) if page else None
         return RecordPage([_shown(d) for d in page], len(docs) > query.limit, last)
 
-    def changes(self, feed: str, after: int, actions: frozenset[Action], limit: int) -> ChangePage:
+    def changes(
+        self,
+        feed: str,
+        after: int,
+        actions: frozenset[Action],
+        limit: int,
+        modified_after: datetime | None = None,
+    ) -> ChangePage:
         committed = self.committed(feed)
         found: list[dict[str, Any]] = []
         edge, band = after, max(limit * 2, 100)
@@ -546,6 +560,8 @@ class MongoStreamStore:
             match: dict[str, Any] = {"ks": part}
             if actions != frozenset(ACTIONS):
                 match["last_action"] = {"$in": sorted(actions)}
+            if modified_after is not None:
+                match["changed_at"] = {"$gt": modified_after}
             docs = sorted(self._records.find(match), key=lambda d: d["ks"])
             found.extend(docs)
             edge, band = top, band * 4
