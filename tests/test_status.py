@@ -53,7 +53,8 @@ def test_status_follows_a_listing_from_never_to_fresh_to_error_to_paused(
     done = finish(stores, call(shim_url, token, "POST", f"{P}/sync", json={"account_id": first}))
     stores.userconfig.set(owner, [first, GONE])
     entries = listings(shim_url, token)
-    assert set(entries) == {("accounts", None), *(("companies", a) for a in accounts)} | {
+    listed = {e for e in entries if e[0] in ("accounts", "companies")}  # streams: test_streams_*
+    assert listed == {("accounts", None), *(("companies", a) for a in accounts)} | {
         ("companies", GONE)
     }
     fresh = entries[("companies", first)]
