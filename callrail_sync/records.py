@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from callrail_sync.errors import ValidationFailed
-from callrail_sync.ids import is_callrail_id
+from callrail_sync.ids import is_callrail_account_id, is_callrail_id
 from callrail_sync.stores import Stores
 from callrail_sync.stores.snapshots import Kind, PageQuery, as_utc
 from callrail_sync.stores.streams import COUNTERS, RecordQuery, feed_id, summarize
@@ -87,7 +87,8 @@ def _limit(raw: str | None) -> int:
 def _id(raw: str | None, name: str) -> str | None:
     if raw is None or raw == "":
         return None
-    if not is_callrail_id(raw):
+    shape = is_callrail_account_id if name == "account_id" else is_callrail_id
+    if not shape(raw):
         raise ValidationFailed(f"{name} is not a valid id.")
     return raw
 

@@ -13,9 +13,7 @@ from api_shim.presenters import PREFIX as P
 from callrail_sync.stores import Stores
 from callrail_sync.stores.streams import feed_id
 from callrail_sync.streams import STREAMS
-from tests.test_streams_store import make_calls
-
-ACCOUNT = "ACC1"
+from tests.test_streams_store import ACCOUNT, make_calls
 
 
 def get(shim_url: str, token: str, path: str, **params: object) -> requests.Response:

@@ -14,7 +14,7 @@ from callrail_sync.stores.streams import RecordQuery, feed_id, summarize
 from callrail_sync.streams import STREAMS
 
 CALLS = STREAMS["calls"]
-OWNER, ACCOUNT = "64f1c2a9e4b0a1b2c3d4e5f6", "ACC1"
+OWNER, ACCOUNT = "64f1c2a9e4b0a1b2c3d4e5f6", "ACC" + "5" * 32
 FEED = feed_id(OWNER, "calls", ACCOUNT)
 ZONES = {"COM1": "America/New_York", "COM2": "Europe/Berlin"}
 SOURCES = ("Google Organic", "Direct", "Facebook.com")
