@@ -1,0 +1,169 @@
+"""Stream syncs against the simulator over HTTP, by calling the work directly: a backfill's
+windows walked newest first and stored once, resumed from the window and page it reached,
+each request within the stream's share of the budget."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from callrail_sync import errors
+from callrail_sync.budget import RequestBudget, Window
+from callrail_sync.callrail import streams as remote
+from callrail_sync.callrail.client import CallRailClient, Timeouts
+from callrail_sync.job import Job, JobParams, JobType, NewJob
+from callrail_sync.runtime import Runtime
+from callrail_sync.stores.streams import feed_id
+from callrail_sync.streams import STREAMS
+from simulator import SimData, SimServer
+from tasks.streams import sync_stream_work, today_in
+
+
+@pytest.fixture
+def sim_data() -> SimData:
+    return SimData(
+        seed=5, keys=1, accounts_per_key=1, companies_per_account=12, calls_per_company=60
+    )
+
+
+def stream_job(runtime: Runtime, owner: str, account: str, stream: str, **more: Any) -> Job:
+    params = JobParams(callrail_account_id=account, stream=stream, **more)
+    job, _ = runtime.stores.jobs.create(
+        NewJob(owner=owner, type=JobType.SYNC_STREAM, params=params)
+    )
+    return job
+
+
+def client_for(
+    sim: SimServer, api_key: str, fail_after: int | None = None, budget: Any = None
+) -> CallRailClient:
+    sent = [0]
+
+    def count(method: str, path: str) -> None:
+        if budget is not None:
+            budget.hook(api_key)(method, path)  # as `Runtime.client` spends the budget
+        sent[0] += 1
+        if fail_after is not None and sent[0] > fail_after:
+            raise errors.TransportError("connection failed (test)")
+
+    return CallRailClient(
+        api_key, base_url=sim.base_url, timeouts=Timeouts(2, 5), before_request=count
+    )
+
+
+def plan(runtime: Runtime, owner: str, account: str, days: int = 3) -> list[remote.Window]:
+    """Windows as a backfill plans them (without day counts) saved as its state."""
+    today = today_in(runtime.settings.stream_time_zone)
+    windows = remote.plain_windows(today - timedelta(days=31), today, days)
+    feed = feed_id(owner, "calls", account)
+    state = runtime.stores.streams.state(feed)
+    state.windows = [
+        {**w.as_doc(), "done": False, "cursor": None, "pages": 0, "records": 0} for w in windows
+    ]
+    runtime.stores.streams.save_state(state)
+    return windows
+
+
+def listed_calls(
+    sim: SimServer, api_key: str, account: str, windows: list[remote.Window]
+) -> dict[str, int]:
+    """Every call of the windows, by id, with the number of its window (read directly)."""
+    client = client_for(sim, api_key)
+    found: dict[str, int] = {}
+    for n, w in enumerate(windows):
+        cursor = None
+        while True:
+            page = remote.fetch_page(
+                client, account, STREAMS["calls"], w, cursor, fields=[], time_zone="UTC"
+            )
+            found.update({c["id"]: n for c in page.items})
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+    return found
+
+
+def test_a_backfill_reads_each_window_once_in_the_fewest_pages(
+    runtime: Runtime, owner: str, sim: SimServer, sim_data: SimData, api_key: str
+) -> None:
+    account = sim_data.accounts_by_key[api_key][0]
+    windows = plan(runtime, owner, account, days=2)
+    expected = listed_calls(sim, api_key, account, windows)
+    assert len(expected) == 12 * 60
+    sim.log.clear()
+    job = stream_job(runtime, owner, account, "calls")
+    outcome = sync_stream_work(job, runtime, client_for(sim, api_key))
+    assert outcome.result["mode"] == "backfill"
+    feed = feed_id(owner, "calls", account)
+    stored = runtime.stores.streams.ids_between(feed, None, None)
+    assert set(stored) == set(expected)
+    per_window = [sum(1 for w in expected.values() if w == n) for n in range(len(windows))]
+    fewest = sum(max(1, math.ceil(n / 250)) for n in per_window)
+    asked = sim.requests_logged("GET", "/calls.json")
+    assert len(asked) == fewest
+    for request in asked:  # explicit, inclusive days, the zone stated, never the default
+        assert "start_date=" in request.query and "end_date=" in request.query
+        assert "time_zone=UTC" in request.query and "fields=" in request.query
+    state = runtime.stores.streams.state(feed)
+    assert all(w["done"] for w in state.windows) and state.finished_at is not None
+    assert sum(w["records"] for w in state.windows) == len(expected)
+    # The next run reads the trailing days again: a call placed since is added.
+    company = sim_data.companies(sim_data.account(account))[0]["id"]
+    placed = sim.place_call(company)
+    again = sync_stream_work(
+        stream_job(runtime, owner, account, "calls"), runtime, client_for(sim, api_key)
+    )
+    assert again.result["mode"] == "rescan" and again.result["changes"]["added"] == 1
+    assert placed["id"] in runtime.stores.streams.ids_between(feed, None, None)
+
+
+def test_a_stopped_backfill_goes_on_from_the_window_and_page_it_reached(
+    runtime: Runtime, owner: str, sim: SimServer, sim_data: SimData, api_key: str
+) -> None:
+    account = sim_data.accounts_by_key[api_key][0]
+    windows = plan(runtime, owner, account, days=8)  # 4 windows of about 2 pages
+    expected = listed_calls(sim, api_key, account, windows)
+    sim.log.clear()
+    job = stream_job(runtime, owner, account, "calls")
+    with pytest.raises(errors.TransportError):
+        sync_stream_work(job, runtime, client_for(sim, api_key, fail_after=3))
+    feed = feed_id(owner, "calls", account)
+    state = runtime.stores.streams.state(feed)
+    stored_pages = sum(w["pages"] for w in state.windows)
+    assert 0 < stored_pages <= 3 and not all(w["done"] for w in state.windows)
+    first_run = len(sim.requests_logged("GET", "/calls.json"))
+    sync_stream_work(job, runtime, client_for(sim, api_key))
+    assert set(runtime.stores.streams.ids_between(feed, None, None)) == set(expected)
+    per_window = [sum(1 for w in expected.values() if w == n) for n in range(len(windows))]
+    fewest = sum(max(1, math.ceil(n / 250)) for n in per_window)
+    # Nothing stored was asked again: the second run sent only the pages not stored.
+    second_run = len(sim.requests_logged("GET", "/calls.json")) - first_run
+    assert second_run == fewest - stored_pages
+    counts = runtime.stores.streams.counts(feed)
+    assert counts["added"] == len(expected) and counts["updated"] == 0
+
+
+def test_a_backfill_takes_no_more_than_its_share_of_the_budget(
+    runtime: Runtime, owner: str, sim: SimServer, sim_data: SimData, api_key: str
+) -> None:
+    account = sim_data.accounts_by_key[api_key][0]
+    plan(runtime, owner, account, days=1)  # 32 windows: 32 requests at least
+    assert runtime.redis is not None
+    small = RequestBudget(runtime.redis, [Window(20, 3600)], max_inline_wait=0)
+    shared = Runtime(
+        runtime.settings.model_copy(update={"stream_budget_share": 0.5}),
+        runtime.stores,
+        budget=small,
+        redis=runtime.redis,
+        locks=runtime.locks,
+    )
+    job = stream_job(runtime, owner, account, "calls")
+    with pytest.raises(errors.BudgetWait):
+        sync_stream_work(job, shared, client_for(sim, api_key, budget=small))
+    assert len(sim.requests_logged("GET", "/calls.json")) == 10  # half of 20
+    # The other half is still there for everything else.
+    unit = f"account:{account}"
+    assert small.left(unit).left[3600] == 10
