@@ -31,6 +31,7 @@ from callrail_sync.stores.inbox import NewCallEvent, Sighting
 from callrail_sync.stores.receivers import Receiver, Registration
 from callrail_sync.urls import receiver_url
 from tasks.jobs import Outcome
+from tasks.streams import merge_calls
 from tasks.submit import JobQueue, submit
 
 log = logging.getLogger("callrail_sync.inbound")
@@ -49,6 +50,7 @@ def normalize(rt: Runtime, keys: list[str]) -> dict[str, int]:
     entries = rt.stores.inbox.entries(keys)
     receivers = {c: rt.stores.receivers.get(c) for c in {e.company_id for e in entries}}
     events: list[NewCallEvent] = []
+    payloads: dict[str, dict[str, Any]] = {}
     for entry in entries:
         receiver = receivers[entry.company_id]
         payload = deliveries.parse(entry.raw)
@@ -72,6 +74,7 @@ def normalize(rt: Runtime, keys: list[str]) -> dict[str, int]:
                 changes=deliveries.changes_of(payload),
             )
         )
+        payloads[entry.id] = payload
     recorded = rt.stores.inbox.record(events)
     stored = set(recorded.stored)
     # Finished only when its event is there (or it is none): a delivery whose event could not
@@ -82,6 +85,9 @@ def normalize(rt: Runtime, keys: list[str]) -> dict[str, int]:
         if new.id in stored:
             for owner in new.owners:
                 publish_call(rt.redis, owner, new.view(), new.kind)
+    # Each post-call or update delivery is merged into the call's record of the calls stream
+    # (one record per call, whether the history sync or the delivery came first).
+    merge_calls(rt, [(e, payloads[e.id]) for e in events if e.id in stored], "webhook")
     # "known": reconciliation recorded it first; the late delivery is noted on it.
     known = len(events) - len(stored)
     return {"stored": len(stored), "known": known, "not_events": len(entries) - len(events)}
@@ -220,6 +226,8 @@ def _record_missed(
         )
         events.append(new)
     stored = set(rt.stores.inbox.record(events).stored)
+    by_id = dict(zip(ids, calls, strict=True))
+    merge_calls(rt, [(e, by_id[e.resource_id]) for e in events if e.id in stored], "history")
     if stored:
         rt.stores.receivers.count(company_id, "missed", len(stored))
     for new in events:

@@ -44,6 +44,7 @@ from callrail_sync.job import Job
 from callrail_sync.runtime import Runtime
 from callrail_sync.stopping import stop_point
 from callrail_sync.stores.database import utcnow
+from callrail_sync.stores.inbox import NewCallEvent
 from callrail_sync.stores.streams import StreamState, feed_id
 from callrail_sync.streams import STREAMS, Stream, fields_for
 from tasks.jobs import Outcome
@@ -342,3 +343,36 @@ def fetch_concurrently(ctx: StreamContext, todo: list[Place], concurrency: int) 
             thread.join(timeout=5)
     if failure is not None:
         raise failure
+
+
+MERGED_EVENTS = ("post_call", "updated_call", "call_modified")
+"""The deliveries whose call is merged into the calls stream (a pre-call's call is not over:
+the post-call that follows says how it went)."""
+
+
+def merge_calls(rt: Runtime, found: list[tuple[NewCallEvent, dict[str, Any]]], source: str) -> int:
+    """Merge calls that our receiver was told of (`webhook`) or that reconciliation listed
+    (`history`) into each owner's calls stream: one record per call, whichever came first,
+    each field as its latest writer said it. Returns the records written."""
+    calls = STREAMS["calls"]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for event, payload in found:
+        if event.kind != "call" or event.event not in MERGED_EVENTS or not event.resource_id:
+            continue
+        record = {k: v for k, v in payload.items() if k not in WEBHOOK_ONLY}
+        record.update(id=event.resource_id, company_id=event.company_id)
+        if event.start_time is not None and not isinstance(record.get("start_time"), str):
+            record["start_time"] = event.start_time.isoformat()
+        for owner in event.owners:
+            groups.setdefault((owner, event.account_id), []).append(record)
+    written = 0
+    for (owner, account), records in groups.items():
+        feed = feed_id(owner, "calls", account)
+        with rt.locks.hold("stream:" + feed):
+            done = rt.stores.streams.write_page(calls, feed, owner, account, records, source)
+        written += done.added + done.updated
+    return written
+
+
+WEBHOOK_ONLY = frozenset({"resource_id", "changes", "signature", "event", "callbacks"})
+"""Keys of a delivery that are about the delivery, not the call."""

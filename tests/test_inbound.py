@@ -17,6 +17,8 @@ import requests
 from callrail_sync.callrail import deliveries
 from callrail_sync.callrail.webhooks import EVENT_KEYS, RECEIVER_EVENTS
 from callrail_sync.stores.receivers import Registration
+from callrail_sync.stores.streams import RecordQuery, feed_id
+from callrail_sync.streams import STREAMS
 
 from .conftest import OTHER_OWNER, OWNER, listening_socket, serving, wait_job
 
@@ -359,6 +361,14 @@ def test_placed_calls_arrive_and_a_dropped_delivery_is_recovered_by_reconciliati
     assert [(c["call_id"], c["event"]) for c in recovered] == [(lost["id"], "post_call")]
     assert recovered[0]["call"]["duration"] == 61
     assert stores.receivers.get(company_id).counts["missed"] == 1
+    # The calls stream holds one record per call: the delivered one, the recovered one.
+    feed = feed_id(OWNER, "calls", account)
+    kept = stores.streams.read(RecordQuery(feed, STREAMS["calls"], limit=10)).records
+    by_id = {r["id"]: r for r in kept}
+    assert set(by_id) == {whole["id"], lost["id"]}
+    assert by_id[whole["id"]]["tracking"]["sources"] == ["webhook"]
+    assert by_id[lost["id"]]["tracking"]["sources"] == ["history"]
+    assert by_id[lost["id"]]["duration"] == 61
     calls_requests = sim.requests_logged("GET", "/calls.json")
     assert calls_requests and all("relative_pagination=true" in r.query for r in calls_requests)
 
