@@ -28,6 +28,7 @@ from api_shim.routes import (
     listings,
     notifications,
     records,
+    ui,
     webhooks,
 )
 from api_shim.routes.inbound import REFRESHES_PER_HOUR
@@ -105,6 +106,7 @@ def create_app(
         control,
         inbound,
         health,
+        ui,
     )
     for module in routers:
         app.include_router(module.router)

@@ -39,6 +39,8 @@ State = Literal["never", "syncing", "fresh", "stale", "retrying", "error", "paus
 class Budget(BaseModel):
     hour_left: int | None
     day_left: int | None
+    hour_limit: int | None = None
+    day_limit: int | None = None
     throttled_until: datetime | None
 
 
@@ -293,9 +295,12 @@ def _budget(budget: RequestBudget, account: str | None, api_key: str | None) -> 
     except redis.RedisError:
         return None
     until = left.throttled_until_ms
+    limits = {int(w.seconds): w.limit for w in budget.windows}
     return Budget(
         hour_left=left.left.get(3600),
         day_left=left.left.get(86400),
+        hour_limit=limits.get(3600),
+        day_limit=limits.get(86400),
         throttled_until=datetime.fromtimestamp(until / 1000, UTC) if until else None,
     )
 

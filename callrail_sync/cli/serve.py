@@ -26,6 +26,7 @@ from celery.beat import EmbeddedService
 
 from api_shim.app import create_app
 from api_shim.auth import DEV_SECRET, issue_token
+from api_shim.routes.ui import ui_link
 from callrail_sync.cli.processes import Started, ensure_mongo, ensure_redis
 from callrail_sync.config import Settings
 from callrail_sync.logs import setup_logging
@@ -192,6 +193,7 @@ def banner(embedded: Embedded, host: str, port: int, token: str) -> str:
         *(f"note: {note}" for note in embedded.notes),
         f"demo account: {s.demo_account_id}{dev_note}",
         f"token: {token}",
+        f"connection page: {ui_link(base, token)}",
         "try:",
         f"  curl -s -H 'Authorization: Bearer {token}' '{base}/v1/e/callrail/accounts'",
         "  (202 with a job the first time; poll its status_url, then ask again for the page)",

@@ -24,6 +24,7 @@ from pathlib import Path
 import requests
 
 from api_shim.auth import DEV_SECRET
+from api_shim.routes.ui import ui_link
 from callrail_sync.cli.processes import (
     Part,
     ensure_mongo,
@@ -247,6 +248,7 @@ def banner(stack: Stack, token: str) -> str:
         lines.append(f"  simulator  {sim}/v3  (controls {sim}/_sim/stats)")
     lines += [
         f"token for the demo account {stack.settings.demo_account_id}: {token}",
+        f"connection page: {ui_link(shim, token)}",
         "Every CLI verb works against this stack with:",
         f"  export MONGO_URL={stack.mongo_url} REDIS_URL={stack.redis_url}",
         "  .venv/bin/callrail-sync jobs",
