@@ -213,8 +213,9 @@ def test_connection_page_in_a_browser(serve: Serve, page: Page) -> None:
     page.until(lambda: page.all("#calls li"), timeout=60, what="the call, live")
     page.shot("call-arrived")
 
-    # The chart of calls per day and per source (the streams' summary route, if served).
-    page.until(lambda: page.text("#chart-note"), what="the chart's note")
+    # The chart of calls per day and per source, from GET /records/calls/summary.
+    page.until(lambda: "calls ·" in page.text("#chart-note"), what="the calls summary")
+    assert page.all("#chart-day svg") and page.all("#chart-source svg")
 
     # On a phone: one column, nothing wider than the screen.
     phone = {"width": 360, "height": 800, "deviceScaleFactor": 1, "mobile": True}
