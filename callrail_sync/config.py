@@ -129,8 +129,8 @@ class Streams(_Group):
     docs/streams.md."""
 
     sync_streams: str = "all"
-    """Streams beat keeps for each configured account: `all`, or names separated by commas
-    (e.g. `calls,trackers`)."""
+    """Streams beat keeps for each configured account: `all`, `none`, or names separated by
+    commas (e.g. `calls,trackers`)."""
     backfill_days: Annotated[int, Field(ge=1, le=762)] = 90
     """How far back a stream's history is read when an account connects (at most CallRail's
     25 months)."""
@@ -155,6 +155,8 @@ class Streams(_Group):
 
         if self.sync_streams.strip().lower() in ("", "all"):
             return list(RECORD_STREAMS)
+        if self.sync_streams.strip().lower() == "none":
+            return []
         wanted = {s.strip() for s in self.sync_streams.split(",")}
         return [s for s in RECORD_STREAMS if s in wanted]
 

@@ -21,6 +21,7 @@ from callrail_sync.runtime import Runtime
 from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.schedules import Schedule
 from callrail_sync.stores.snapshots import Kind
+from callrail_sync.stores.streams import feed_id
 from tasks.notify import Send, announce
 from tasks.submit import JobQueue, resend, submit
 
@@ -66,7 +67,54 @@ def plan_syncs(rt: Runtime, queue: JobQueue) -> list[dict[str, Any]]:
                         "countdown": round(delay, 1),
                     }
                 )
+        queued += plan_streams(rt, queue, owner, account_ids, schedules)
     log.info("periodic syncs planned", extra={"queued": len(queued)})
+    return queued
+
+
+def plan_streams(
+    rt: Runtime,
+    queue: JobQueue,
+    owner: str,
+    account_ids: list[str],
+    schedules: dict[str, Schedule],
+) -> list[dict[str, Any]]:
+    """Queue the stream syncs (SYNC_STREAMS) of the owner's configured accounts that are due:
+    never run (its backfill starts), or last run longer ago than the interval (a rescan, or a
+    walk). A backfill still under way holds its job's dedupe slot, so it is never doubled."""
+    queued: list[dict[str, Any]] = []
+    now = utcnow()
+    for account_id in account_ids:
+        schedule = schedules.get(account_id)
+        if schedule is not None and schedule.paused:
+            continue
+        interval = interval_of(rt, schedule)
+        for stream in rt.settings.streams_synced():
+            state = rt.stores.streams.state(feed_id(owner, stream, account_id))
+            last = state.last_run.get("at") if state.last_run else None
+            if last is not None and last > now - timedelta(seconds=interval):
+                continue
+            params = JobParams(callrail_account_id=account_id, stream=stream)
+            delay = _spread(f"{owner}:{stream}:{account_id}", interval / 4)
+            job, created = submit(
+                rt.stores.jobs,
+                queue,
+                owner,
+                JobType.SYNC_STREAM,
+                params,
+                countdown=delay,
+                lane=Lane.PERIODIC,
+            )
+            if created:
+                queued.append(
+                    {
+                        "job_id": job.id,
+                        "owner": owner,
+                        "kind": stream,
+                        "callrail_account_id": account_id,
+                        "countdown": round(delay, 1),
+                    }
+                )
     return queued
 
 

@@ -104,6 +104,8 @@ def settings(sim: SimServer, redis_url: str, mongo_server: str, mongo_db: str) -
         callrail_read_timeout=2.0,
         jwt_secret=TEST_SECRET,
         metrics_port=0,
+        # Beat plans no stream syncs here: tests/test_streams_* say when streams are synced.
+        sync_streams="none",
     )
 
 

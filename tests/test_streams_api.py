@@ -132,7 +132,8 @@ def test_the_summary_counts_from_roll_ups(shim_url, token, owner, stores) -> Non
     assert [g["key"] for g in ranged["groups"]] == sorted(g["key"] for g in ranged["groups"])
 
 
-def test_changes_sync_and_status_know_the_streams(shim_url, token, owner, stores) -> None:
+def test_changes_sync_and_status_know_the_streams(shim_url, token, owner, stores, runtime) -> None:
+    runtime.settings.sync_streams = "all"
     store_calls(stores, owner, 120)
     first = get(shim_url, token, "/changes", kind="calls", account_id=ACCOUNT, limit=100).json()
     assert first["success"], first

@@ -46,6 +46,7 @@ def test_the_fields_asked_for_are_the_needed_ones_then_the_chosen_known_ones() -
 def test_settings_choose_the_synced_streams() -> None:
     assert Settings(sync_streams="all").streams_synced() == list(RECORD_STREAMS)
     assert Settings(sync_streams="trackers, calls").streams_synced() == ["calls", "trackers"]
+    assert Settings(sync_streams="none").streams_synced() == []
 
 
 def test_a_window_states_both_inclusive_days_and_the_time_zone() -> None:

@@ -14,11 +14,12 @@ from callrail_sync import errors
 from callrail_sync.budget import RequestBudget, Window
 from callrail_sync.callrail import streams as remote
 from callrail_sync.callrail.client import CallRailClient, Timeouts
-from callrail_sync.job import Job, JobParams, JobType, NewJob
+from callrail_sync.job import Job, JobError, JobParams, JobType, NewJob
 from callrail_sync.runtime import Runtime
 from callrail_sync.stores.streams import feed_id
 from callrail_sync.streams import STREAMS
 from simulator import SimData, SimServer
+from tasks.schedule import plan_syncs
 from tasks.streams import sync_stream_work, today_in
 
 
@@ -167,3 +168,24 @@ def test_a_backfill_takes_no_more_than_its_share_of_the_budget(
     # The other half is still there for everything else.
     unit = f"account:{account}"
     assert small.left(unit).left[3600] == 10
+
+
+def test_beat_plans_the_chosen_streams_of_configured_accounts_when_due(
+    runtime: Runtime, owner: str, sim_data: SimData, api_key: str, queue: Any
+) -> None:
+    account = sim_data.accounts_by_key[api_key][0]
+    runtime.stores.userconfig.set(owner, [account])
+    runtime.settings.sync_streams = "calls,trackers"
+    planned = [p for p in plan_syncs(runtime, queue) if p["kind"] in STREAMS]
+    streams = sorted(p["kind"] for p in planned if p["kind"] not in ("accounts", "companies"))
+    assert streams == ["calls", "trackers"]
+    for p in planned:
+        job = runtime.stores.jobs.get(p["job_id"])
+        assert job is not None and job.lane.value == "periodic"
+    # Both still queued: planned again, nothing is doubled.
+    assert [p for p in plan_syncs(runtime, queue) if p["kind"] in ("calls", "trackers")] == []
+    # Paused accounts are left alone.
+    runtime.stores.schedules.set(owner, account, paused=True, interval_seconds=None)
+    for p in planned:
+        runtime.stores.jobs.fail(p["job_id"], JobError.of(errors.Crashed()))
+    assert [p for p in plan_syncs(runtime, queue) if p["kind"] in ("calls", "trackers")] == []
