@@ -3,6 +3,7 @@ POST /sync and /status for the streams."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -166,3 +167,28 @@ def test_changes_sync_and_status_know_the_streams(shim_url, token, owner, stores
     assert trackers["state"] == "syncing" and trackers["job"]["id"] == job.id
     calls = next(e for e in status if e["kind"] == "calls")
     assert calls["counts"]["records"] == 120
+
+
+def test_the_command_line_reads_records_changes_and_status_of_streams(
+    runtime, queue, owner, stores, capsys
+) -> None:
+    from callrail_sync.cli.main import main
+    from callrail_sync.cli.ops import Context
+
+    calls = store_calls(stores, owner, 30)
+    ctx = Context(runtime.settings, given_stores=stores, given_queue=queue)
+    base = ["--account", owner, "--callrail-account", ACCOUNT]
+    assert main(["records", "calls", *base, "--limit", "5", "--json"], ctx) == 0
+    page = json.loads(capsys.readouterr().out)
+    newest = sorted(calls, key=lambda c: datetime.fromisoformat(c["start_time"]))[-5:]
+    assert [r["id"] for r in page["records"]] == [c["id"] for c in reversed(newest)]
+    assert page["has_more"] and page["next_cursor"]
+    assert main(["records", "calls", *base, "--since", "yesterday"], ctx) == 2
+    assert "since must be an ISO 8601 time with an offset." in capsys.readouterr().out
+    assert main(["changes", "--kind", "calls", *base, "--limit", "100"], ctx) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 31  # 30 changes, the cursor
+    runtime.settings.sync_streams = "calls"
+    stores.userconfig.set(owner, [ACCOUNT])
+    assert main(["status", "--account", owner], ctx) == 0
+    out = capsys.readouterr().out
+    assert f"calls of {ACCOUNT}" in out

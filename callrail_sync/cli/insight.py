@@ -8,13 +8,14 @@ import json
 
 import redis
 
-from callrail_sync import feed
+from callrail_sync import feed, records
 from callrail_sync.cli.ops import Context, owner_id
+from callrail_sync.errors import ValidationFailed
 from callrail_sync.runtime import build_runtime
 from callrail_sync.status import ListingStatus, owner_status
 from callrail_sync.stores.changes import FeedQuery
 from callrail_sync.stores.database import utcnow
-from callrail_sync.stores.snapshots import Kind
+from callrail_sync.streams import STREAMS
 
 
 def _when(value: object) -> str:
@@ -22,7 +23,7 @@ def _when(value: object) -> str:
 
 
 def status_line(entry: ListingStatus) -> str:
-    what = "accounts" if entry.account_id is None else f"companies of {entry.account_id}"
+    what = "accounts" if entry.account_id is None else f"{entry.kind} of {entry.account_id}"
     records = entry.counts.get("records")
     budget = entry.budget
     left = f"{budget.hour_left}/h {budget.day_left}/d" if budget else "-"
@@ -30,6 +31,15 @@ def status_line(entry: ListingStatus) -> str:
         f"{what:<32} {entry.state:<9} {records if records is not None else '-':>7} "
         f"{_when(entry.last_success_at):>16} {_when(entry.next_scheduled_at):>16} {left:>14}"
     )
+    backfill = entry.backfill
+    if backfill is not None:
+        finish = backfill.finished_at or backfill.estimated_finish
+        done = "finished" if backfill.finished_at else "finish ~"
+        line += (
+            f"\n{'':<33}backfill {backfill.windows_done}/{backfill.windows_total} windows, "
+            f"back to {backfill.oldest_reached or '-'}, {backfill.records} records, "
+            f"{done} {_when(finish)}"
+        )
     if entry.last_error:
         line += f"\n{'':<33}{entry.last_error['class']}: {entry.last_error['message']}"
         if entry.last_error.get("remedy"):
@@ -57,7 +67,10 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_changes(args: argparse.Namespace, ctx: Context) -> int:
-    kind: Kind = "companies" if args.callrail_account else "accounts"
+    kind = args.kind or ("companies" if args.callrail_account else "accounts")
+    if STREAMS[kind].account_scoped and not args.callrail_account:
+        print(f"--kind {kind} needs --callrail-account")
+        return 2
     query = FeedQuery(
         owner=args.account,
         kind=kind,
@@ -68,14 +81,55 @@ def cmd_changes(args: argparse.Namespace, ctx: Context) -> int:
     )
     if args.cursor:
         query = query.model_copy(update={"after": feed.decode_cursor(query, args.cursor)})
-    page = ctx.stores.changes.read(query)
+    if STREAMS[kind].store == "records":
+        page = ctx.stores.streams.changes(
+            query.feed, query.after, query.actions, query.limit, query.modified_after
+        )
+    else:
+        page = ctx.stores.changes.read(query)
     for change in page.changes:
-        name = change.record.get("name", "")
+        name = change.record.get("name") or change.record.get("customer_name") or ""
         print(f"{change.changed_at:%Y-%m-%d %H:%M:%S}  {change.action:<8} {change.id:<40} {name}")
     if not page.changes:
         print("(no changes)")
     more = " (more: run again with it)" if page.has_more else ""
     print(f"next cursor: {feed.encode_cursor(query, page.next_after)}{more}")
+    return 0
+
+
+def cmd_records(args: argparse.Namespace, ctx: Context) -> int:
+    """One page of a stream's records from our store (as GET /records/{stream} answers)."""
+    params = {
+        "account_id": args.callrail_account,
+        "company_id": args.company,
+        "since": args.since,
+        "until": args.until,
+        "cursor": args.cursor,
+        "limit": str(args.limit),
+        "sort": args.sort,
+        "search": args.search,
+    }
+    try:
+        asked = records.records_request(
+            args.account, args.stream, {k: v for k, v in params.items() if v}
+        )
+    except (LookupError, ValidationFailed) as exc:
+        print(exc.args[0] if isinstance(exc, LookupError) else exc.user_message)
+        return 2
+    page = records.read_records(ctx.stores, asked)
+    if args.json:
+        print(json.dumps(page, indent=2, default=str))
+        return 0
+    stream = asked.stream
+    for record in page["records"]:
+        when = record.get(stream.time_field) if stream.time_field else None
+        label = record.get("customer_name") or record.get("name") or record.get("email") or ""
+        extra = record.get("source") or record.get("status") or ""
+        print(f"{when or '-':<26} {record['id']:<36} {str(label)[:30]:<30} {extra}")
+    if not page["records"]:
+        print("(no records)")
+    if page["has_more"]:
+        print(f"next cursor: {page['next_cursor']}")
     return 0
 
 
@@ -88,8 +142,23 @@ def add_insight_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p = sub.add_parser("changes", help="read the change feed of a listing")
     p.add_argument("--account", required=True, type=owner_id, help="DashClicks account id")
     p.add_argument("--callrail-account", help="this account's companies (else: accounts)")
+    p.add_argument("--kind", choices=list(STREAMS), help="the feed (default: companies/accounts)")
     p.add_argument("--cursor", help="next cursor of the previous run")
     p.add_argument("--filter", help="any of added,updated,deleted")
     p.add_argument("--modified-after", help="ISO 8601 time")
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(func=cmd_changes)
+
+    p = sub.add_parser("records", help="read a stream's records from our store (no CallRail)")
+    p.add_argument("stream", choices=list(STREAMS))
+    p.add_argument("--account", required=True, type=owner_id, help="DashClicks account id")
+    p.add_argument("--callrail-account", help="the CallRail account (all streams but accounts)")
+    p.add_argument("--company", help="only this company's records")
+    p.add_argument("--since", help="ISO 8601 time with an offset (inclusive)")
+    p.add_argument("--until", help="ISO 8601 time with an offset (exclusive)")
+    p.add_argument("--sort", help="field or -field (default: newest first)")
+    p.add_argument("--search", help="a case-insensitive substring")
+    p.add_argument("--cursor", help="next cursor of the previous run")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="print the page as JSON")
+    p.set_defaults(func=cmd_records)

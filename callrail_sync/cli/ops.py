@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from callrail_sync.ids import is_object_id
 from callrail_sync.job import Job, JobParams, JobStatus, JobType
 from callrail_sync.stores import Stores, connect
 from callrail_sync.stores.jobs import JobStore
+from callrail_sync.streams import RECORD_STREAMS
 from tasks.sending import create_celery
 from tasks.submit import JobQueue, submit
 from tasks.table import CeleryQueue
@@ -93,7 +95,13 @@ def watch(jobs: JobStore, job_id: str, out: TextIO, timeout: float, interval: fl
 
 def cmd_sync(args: argparse.Namespace, ctx: Context) -> int:
     stores, queue = ctx.stores, ctx.queue
-    if args.callrail_account:
+    if args.stream and not args.callrail_account:
+        print("--stream needs --callrail-account")
+        return 2
+    if args.stream:
+        job_type = JobType.SYNC_STREAM
+        params = JobParams(callrail_account_id=args.callrail_account, stream=args.stream)
+    elif args.callrail_account:
         job_type = JobType.SYNC_COMPANIES
         params = JobParams(callrail_account_id=args.callrail_account)
     else:
@@ -104,6 +112,9 @@ def cmd_sync(args: argparse.Namespace, ctx: Context) -> int:
     if args.no_wait:
         return 0
     final = watch(stores.jobs, job.id, sys.stdout, timeout=args.timeout)
+    if final.status is JobStatus.SUCCEEDED and args.stream:
+        print(f"succeeded: {json.dumps((final.result or {}).get('changes', {}))}")
+        return 0
     if final.status is JobStatus.SUCCEEDED:
         counts = (final.result or {}).get("counts", {})
         print(f"succeeded: {counts.get('records', 0)} records in {counts.get('pages', 0)} pages")
@@ -155,6 +166,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = sub.add_parser("sync", help="queue a sync and show its progress until it ends")
     p.add_argument("--account", required=True, type=owner_id, help="DashClicks account id")
     p.add_argument("--callrail-account", help="sync this account's companies (else: accounts)")
+    p.add_argument(
+        "--stream",
+        choices=list(RECORD_STREAMS),
+        help="sync this stream of the CallRail account instead of its companies",
+    )
     p.add_argument("--no-wait", action="store_true", help="queue and return")
     p.add_argument(
         "--timeout", type=float, default=300.0, help="stop watching after N seconds (300)"
