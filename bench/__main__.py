@@ -1,4 +1,4 @@
-"""Run the benchmarks and print their figures (the README lists them and what was seen).
+"""Run the benchmarks and print their figures (docs/benchmarks.md lists them and what was seen).
 
 python -m bench [--quick] [--only 1,2,9]
 """

@@ -1,6 +1,6 @@
 """The service's settings: one value, built once by each entry point and passed down.
 
-`Settings()` reads the environment (every variable is listed in the README); keyword arguments
+`Settings()` reads the environment (docs/operations.md lists every one); keyword arguments
 outrank it, so a test builds `Settings(redis_url=..., ...)` directly. Nothing reads the
 environment at import: the shim's `create_app()`, the Celery app and the CLI each build one.
 The fields are grouped by concern below; `Settings` is all of them, with flat variable names.

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the workers and the shim (names documented in the README).
+"""Prometheus metrics of the workers and the shim (names documented in docs/operations.md).
 
 The shim serves them at `/metrics`. A Celery worker serves its own at `METRICS_PORT` (default
 9808); with the prefork pool set PROMETHEUS_MULTIPROC_DIR so the children's counts are summed.

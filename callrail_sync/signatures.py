@@ -2,7 +2,7 @@
 hex is HMAC-SHA256 with the owner's secret over `<t>.<raw body>`.
 
 Signing the time with the body lets a receiver refuse a replayed old delivery; `verify` is what
-a receiver written in Python does (the README shows it).
+a receiver written in Python does (docs/api.md shows it).
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def event_for(job: Job) -> str | None:
 
 
 def payload(event: str, job: Job) -> dict[str, Any]:
-    """The body of a notification (what the README documents)."""
+    """The body of a notification (what docs/api.md documents)."""
     result = job.result or {}
     body: dict[str, Any] = {
         "event": event,
