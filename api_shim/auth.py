@@ -23,6 +23,10 @@ _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 # A development-only secret, used by `callrail-sync serve` and `token` when JWT_SECRET is unset.
 DEV_SECRET = "callrail-sync-dev-secret-do-not-use-in-production"
 
+# How long a development token lasts: the one `serve` and `stack` print and `callrail-sync token`
+# alike, so a token pasted from either behaves the same.
+DEV_TOKEN_TTL = 7 * 24 * 3600
+
 
 def verification_key(settings: Settings) -> tuple[str, str]:
     if settings.jwt_public_key:

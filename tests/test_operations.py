@@ -8,6 +8,7 @@ import logging
 import re
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import requests
@@ -327,7 +328,8 @@ def test_metrics_move_when_jobs_run(worker, stores, owner, submit_job, sim, shim
 
 
 def test_flower_runs_behind_basic_auth(redis_url, tmp_path):
-    """The documented command: Flower on our app, refusing anyone without the credentials."""
+    """The documented command: Flower on our app, refusing anyone without the credentials,
+    which it reads from the environment: they never show in `ps`."""
     import os
     import socket
     import subprocess
@@ -336,7 +338,7 @@ def test_flower_runs_behind_basic_auth(redis_url, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "REDIS_URL": redis_url}
+    env = {**os.environ, "REDIS_URL": redis_url, "FLOWER_BASIC_AUTH": "ops:s3cret-pass"}
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -347,7 +349,6 @@ def test_flower_runs_behind_basic_auth(redis_url, tmp_path):
             "flower",
             f"--port={port}",
             "--address=127.0.0.1",
-            "--basic-auth=ops:s3cret-pass",
             "--persistent=False",
         ],
         env=env,
@@ -368,6 +369,8 @@ def test_flower_runs_behind_basic_auth(redis_url, tmp_path):
         assert requests.get(f"{base}/", timeout=5).status_code == 401
         authed = requests.get(f"{base}/", auth=("ops", "s3cret-pass"), timeout=10)
         assert authed.status_code == 200 and "Flower" in authed.text
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert b"flower" in cmdline and b"s3cret-pass" not in cmdline
     finally:
         proc.terminate()
         proc.wait(10)

@@ -82,9 +82,9 @@ class Serve:
         assert answer.status_code == 202, answer.text
         return self.get(answer.json()["data"]["status_url"] + "?wait=25").json()["data"]
 
-    def stop(self) -> int:
+    def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(sig)
         return self.proc.wait(90)
 
 
@@ -133,7 +133,8 @@ def test_the_cli_verbs_reach_a_running_serve(serve, capsys):
     assert job["job_id"] in jobs.stdout and "succeeded" in jobs.stdout
     account = serve.get(f"{P}/accounts").json()["data"]["accounts"][0]["id"]
     synced = subprocess.run(
-        [sys.executable, "-m", "callrail_sync.cli", "sync", "--account", DEMO_OWNER]
+        # No --account: it defaults to DEMO_ACCOUNT_ID, the account of serve's demo key.
+        [sys.executable, "-m", "callrail_sync.cli", "sync"]
         + ["--callrail-account", account, "--timeout", "60"],
         env=env,
         capture_output=True,
@@ -146,17 +147,26 @@ def test_the_cli_verbs_reach_a_running_serve(serve, capsys):
     assert page["total_records"] == 180  # the sync the CLI queued is what serve now serves
 
 
+def stop_lines(printed: str) -> list[str]:
+    return [line for line in printed.splitlines() if '"worker shutting down' in line]
+
+
 def test_serve_keeps_its_data_across_a_restart(tmp_path):
+    """Stopped by Ctrl-C (SIGINT) the first time, by SIGTERM the second: the log names each."""
     first = Serve(tmp_path / "run", clean_env()).start()
     try:
         assert first.finish(f"{P}/accounts")["status"] == "succeeded"
     finally:
-        first.stop()
+        assert first.stop(signal.SIGINT) == 0
+    (stopped,) = stop_lines(first.printed)
+    assert '"signal": "SIGINT"' in stopped
     second = Serve(tmp_path / "run", clean_env()).start()
     try:
         assert second.get(f"{P}/accounts").status_code == 200  # the snapshot is still there
     finally:
-        second.stop()
+        assert second.stop() == 0
+    (stopped,) = stop_lines(second.printed)
+    assert '"signal": "SIGTERM"' in stopped
 
 
 def test_serve_hands_a_running_sync_back_on_sigterm_and_the_next_serve_finishes_it(

@@ -215,8 +215,10 @@ def test_cli_status_and_changes(
     cli = Context(runtime.settings, given_stores=stores, given_queue=queue)
     job, _ = submit_job(owner, "sync_companies", callrail_account_id=accounts[0])
     total = wait_job(stores, job.id).result["counts"]["records"]
-    assert main(["status", "--account", OWNER], cli) == 0
+    assert main(["status"], cli) == 0  # --account defaults to DEMO_ACCOUNT_ID, as token's
     out = capsys.readouterr().out
+    assert main(["status", "--account", OWNER], cli) == 0
+    assert capsys.readouterr().out == out
     line = next(x for x in out.splitlines() if x.startswith(f"companies of {accounts[0]}"))
     assert line.split()[3:5] == ["fresh", str(total)]
     argv = ["changes", "--account", OWNER, "--callrail-account", accounts[0], "--limit", "5"]

@@ -9,7 +9,7 @@ import json
 import redis
 
 from callrail_sync import feed, records
-from callrail_sync.cli.ops import Context, owner_id
+from callrail_sync.cli.ops import Context, add_account
 from callrail_sync.errors import ValidationFailed
 from callrail_sync.runtime import build_runtime
 from callrail_sync.status import ListingStatus, owner_status
@@ -22,29 +22,57 @@ def _when(value: object) -> str:
     return f"{value:%Y-%m-%d %H:%M}" if value is not None else "-"
 
 
-def status_line(entry: ListingStatus) -> str:
-    what = "accounts" if entry.account_id is None else f"{entry.kind} of {entry.account_id}"
+STATUS_COLUMNS = ("listing", "state", "records", "last success", "next sync", "budget left")
+# Left-aligned columns; the others are numbers and times, aligned right.
+_LEFT = {"listing", "state"}
+
+
+def status_row(entry: ListingStatus) -> tuple[str, ...]:
+    what = entry.kind if entry.account_id is None else f"{entry.kind} of {entry.account_id}"
     records = entry.counts.get("records")
     budget = entry.budget
-    left = f"{budget.hour_left}/h {budget.day_left}/d" if budget else "-"
-    line = (
-        f"{what:<32} {entry.state:<9} {records if records is not None else '-':>7} "
-        f"{_when(entry.last_success_at):>16} {_when(entry.next_scheduled_at):>16} {left:>14}"
+    return (
+        what,
+        entry.state,
+        str(records) if records is not None else "-",
+        _when(entry.last_success_at),
+        _when(entry.next_scheduled_at),
+        f"{budget.hour_left}/h {budget.day_left}/d" if budget else "-",
     )
-    backfill = entry.backfill
-    if backfill is not None:
-        finish = backfill.finished_at or backfill.estimated_finish
-        done = "finished" if backfill.finished_at else "finish ~"
-        line += (
-            f"\n{'':<33}backfill {backfill.windows_done}/{backfill.windows_total} windows, "
-            f"back to {backfill.oldest_reached or '-'}, {backfill.records} records, "
-            f"{done} {_when(finish)}"
-        )
-    if entry.last_error:
-        line += f"\n{'':<33}{entry.last_error['class']}: {entry.last_error['message']}"
-        if entry.last_error.get("remedy"):
-            line += f"\n{'':<33}-> {entry.last_error['remedy']}"
-    return line
+
+
+def status_table(entries: list[ListingStatus]) -> list[str]:
+    """The status table, each column as wide as its widest cell, whatever the names' lengths;
+    an entry's backfill, last error and its remedy follow it, indented under the state."""
+    rows = [status_row(e) for e in entries]
+    widths = [
+        max(len(cell) for cell in column) for column in zip(STATUS_COLUMNS, *rows, strict=True)
+    ]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(
+            cell.ljust(w) if name in _LEFT else cell.rjust(w)
+            for name, cell, w in zip(STATUS_COLUMNS, cells, widths, strict=True)
+        ).rstrip()
+
+    indent = " " * (widths[0] + 2)
+    lines = [line(STATUS_COLUMNS)]
+    for entry, row in zip(entries, rows, strict=True):
+        lines.append(line(row))
+        backfill = entry.backfill
+        if backfill is not None:
+            finish = backfill.finished_at or backfill.estimated_finish
+            done = "finished" if backfill.finished_at else "finish ~"
+            lines.append(
+                f"{indent}backfill {backfill.windows_done}/{backfill.windows_total} windows, "
+                f"back to {backfill.oldest_reached or '-'}, {backfill.records} records, "
+                f"{done} {_when(finish)}"
+            )
+        if entry.last_error:
+            lines.append(f"{indent}{entry.last_error['class']}: {entry.last_error['message']}")
+            if entry.last_error.get("remedy"):
+                lines.append(f"{indent}-> {entry.last_error['remedy']}")
+    return lines
 
 
 def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
@@ -57,12 +85,7 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     if args.json:
         print(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
         return 0
-    print(
-        f"{'listing':<32} {'state':<9} {'records':>7} {'last success':>16} "
-        f"{'next sync':>16} {'budget left':>14}"
-    )
-    for entry in entries:
-        print(status_line(entry))
+    print("\n".join(status_table(entries)))
     return 0
 
 
@@ -134,31 +157,51 @@ def cmd_records(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def add_insight_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("status", help="where each listing of a DashClicks account stands")
-    p.add_argument("--account", required=True, type=owner_id, help="DashClicks account id")
+    p = sub.add_parser(
+        "status",
+        help="where each listing stands: state, records, next sync, budget, errors",
+        description="Where each listing of a DashClicks account stands: its state, records, "
+        "last success, next sync, the CallRail requests left this hour and today, and the last "
+        "error with what to do about it.",
+    )
+    add_account(p)
     p.add_argument("--json", action="store_true", help="print the entries as JSON")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("changes", help="read the change feed of a listing")
-    p.add_argument("--account", required=True, type=owner_id, help="DashClicks account id")
-    p.add_argument("--callrail-account", help="this account's companies (else: accounts)")
-    p.add_argument("--kind", choices=list(STREAMS), help="the feed (default: companies/accounts)")
-    p.add_argument("--cursor", help="next cursor of the previous run")
-    p.add_argument("--filter", help="any of added,updated,deleted")
-    p.add_argument("--modified-after", help="ISO 8601 time")
-    p.add_argument("--limit", type=int, default=50)
+    p = sub.add_parser(
+        "changes",
+        help="what changed in CallRail: records added, updated, deleted",
+        description="Read the change feed of a listing, oldest first, and print the cursor to "
+        "continue from.",
+    )
+    add_account(p)
+    p.add_argument(
+        "--callrail-account", help="the companies of this CallRail account (default: accounts)"
+    )
+    p.add_argument(
+        "--kind", choices=list(STREAMS), help="the feed (default: companies, or accounts)"
+    )
+    p.add_argument("--cursor", help="the cursor the previous run printed")
+    p.add_argument("--filter", help="any of added,updated,deleted, comma-separated")
+    p.add_argument("--modified-after", help="only changes after this ISO 8601 time")
+    p.add_argument("--limit", type=int, default=50, help="how many (50)")
     p.set_defaults(func=cmd_changes)
 
-    p = sub.add_parser("records", help="read a stream's records from our store (no CallRail)")
-    p.add_argument("stream", choices=list(STREAMS))
-    p.add_argument("--account", required=True, type=owner_id, help="DashClicks account id")
+    p = sub.add_parser(
+        "records",
+        help="read a stream's records (calls, forms...) as kept here",
+        description="One page of a stream's records from our store, as GET /records/{stream} "
+        "answers; it asks CallRail nothing.",
+    )
+    p.add_argument("stream", choices=list(STREAMS), help="which stream")
+    add_account(p)
     p.add_argument("--callrail-account", help="the CallRail account (all streams but accounts)")
     p.add_argument("--company", help="only this company's records")
     p.add_argument("--since", help="ISO 8601 time with an offset (inclusive)")
     p.add_argument("--until", help="ISO 8601 time with an offset (exclusive)")
     p.add_argument("--sort", help="field or -field (default: newest first)")
     p.add_argument("--search", help="a case-insensitive substring")
-    p.add_argument("--cursor", help="next cursor of the previous run")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--cursor", help="the cursor the previous run printed")
+    p.add_argument("--limit", type=int, default=50, help="how many (50)")
     p.add_argument("--json", action="store_true", help="print the page as JSON")
     p.set_defaults(func=cmd_records)

@@ -1,4 +1,5 @@
-"""`callrail-sync` command line. Each subcommand is a small function; `main` dispatches."""
+"""The `callrail-sync` command: each verb is a function `cmd_<verb>`, added by `_add_<verb>`;
+`main` parses, reads the settings once and runs one. What a user sees is `DESCRIPTION`."""
 
 from __future__ import annotations
 
@@ -10,12 +11,46 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
+from api_shim.auth import DEV_TOKEN_TTL
 from callrail_sync.cli.insight import add_insight_commands
-from callrail_sync.cli.ops import Context, add_commands
+from callrail_sync.cli.ops import Context, add_account, add_commands, owner_id
 from callrail_sync.config import Settings
 from callrail_sync.logs import setup_logging
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+DESCRIPTION = """\
+Keep the dashboard's CallRail accounts, companies and webhooks in step with CallRail.
+
+Start here:  callrail-sync serve      (the whole service on this machine, with demo data)
+Then, with the `export ...` line that serve prints pasted into your shell:
+             callrail-sync status     (where each listing stands)
+             callrail-sync sync       (sync the demo account's CallRail accounts now)
+             callrail-sync jobs       (recent jobs)
+"""
+
+EPILOG = """\
+--account is a DashClicks account id (24 hex characters). Where a verb takes one, it defaults
+to DEMO_ACCOUNT_ID, the account `serve` and `stack` give the demo key (`jobs` lists every
+account's); only `keys` must be told which account's key to change. Verbs that read or
+change data act on the MongoDB and Redis in MONGO_URL and REDIS_URL.
+`callrail-sync VERB --help` tells more.
+"""
+
+MAX_TOKEN_TTL = 30 * 24 * 3600
+
+
+def token_ttl(value: str) -> int:
+    """A token lifetime in seconds: a whole number from 1 to 30 days' worth."""
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of seconds") from None
+    if not 1 <= seconds <= MAX_TOKEN_TTL:
+        raise argparse.ArgumentTypeError(
+            f"{seconds} is out of range: a token lasts 1 to {MAX_TOKEN_TTL} seconds (30 days)"
+        )
+    return seconds
 
 
 def cmd_simulator(args: argparse.Namespace, ctx: Context) -> int:
@@ -58,14 +93,21 @@ def cmd_simulator(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _add_simulator(sub: Subparsers) -> None:
-    p = sub.add_parser("simulator", help="run the CallRail v3 simulator")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8790)
-    p.add_argument("--seed", type=int, default=1)
+    p = sub.add_parser(
+        "simulator",
+        help="run a stand-in for CallRail's API with made-up data",
+        description="Run a CallRail v3 stand-in with generated keys, accounts and companies; "
+        "it prints its address and each API key.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8790, help="port to listen on (8790)")
+    p.add_argument("--seed", type=int, default=1, help="the same seed makes the same data (1)")
     p.add_argument("--keys", type=int, default=1, help="API keys, each with its own accounts")
     p.add_argument("--accounts", type=int, default=2, help="accounts per key")
-    p.add_argument("--companies-per-account", type=int, default=120)
-    p.add_argument("--disabled-share", type=float, default=0.1)
+    p.add_argument("--companies-per-account", type=int, default=120, help="(120)")
+    p.add_argument(
+        "--disabled-share", type=float, default=0.1, help="share of companies disabled (0.1)"
+    )
     p.add_argument("--latency", type=float, default=0.0, help="milliseconds added to each request")
     p.add_argument(
         "--hourly-limit",
@@ -103,10 +145,19 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _add_serve(sub: Subparsers) -> None:
-    p = sub.add_parser("serve", help="run shim, worker and beat in one process (embedded defaults)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--run-dir", default=".run/serve", help="MongoDB data, Redis, beat schedule")
+    p = sub.add_parser(
+        "serve",
+        help="run the whole service on this machine, with demo data",
+        description="Run the API, a worker and the scheduler in one process. Without MONGO_URL, "
+        "REDIS_URL or CALLRAIL_BASE_URL it starts its own database, Redis and CallRail "
+        "simulator. It prints the address, a token and the line that points the other verbs "
+        "at it. Ctrl-C stops it; a sync under way resumes at the next start.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
+    p.add_argument(
+        "--run-dir", default=".run/serve", help="where its data and logs are kept (.run/serve)"
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -120,10 +171,15 @@ def cmd_stack(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _add_stack(sub: Subparsers) -> None:
-    p = sub.add_parser("stack", help="run every part as its own process, as deployed")
-    p.add_argument("--port", type=int, default=8000, help="the shim's port")
-    p.add_argument("--workers", type=int, default=2, help="Celery worker processes (prefork)")
-    p.add_argument("--run-dir", default=".run/stack", help="logs, pids and MongoDB data")
+    p = sub.add_parser(
+        "stack",
+        help="run every part as its own process, as in production",
+        description="Run the API, workers, the scheduler and Flower each as its own process, "
+        "restarting any that exits. Ctrl-C stops the workers first, then the rest.",
+    )
+    p.add_argument("--port", type=int, default=8000, help="the API's port (8000)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (2)")
+    p.add_argument("--run-dir", default=".run/stack", help="where its data, logs and pids are kept")
     p.set_defaults(func=cmd_stack)
 
 
@@ -135,21 +191,36 @@ def cmd_token(args: argparse.Namespace, ctx: Context) -> int:
     if not secret:
         print("JWT_SECRET is not set: signing with the development secret", file=sys.stderr)
         secret = DEV_SECRET
-    print(issue_token(args.account or settings.demo_account_id, secret, args.ttl))
+    print(issue_token(args.account, secret, args.ttl))
     return 0
 
 
 def _add_token(sub: Subparsers) -> None:
-    p = sub.add_parser("token", help="print a development JWT for a DashClicks account")
-    p.add_argument("--account", help="DashClicks account id (24 hex); default DEMO_ACCOUNT_ID")
-    p.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    p = sub.add_parser(
+        "token",
+        help="print a token (JWT) to call the API with",
+        description="Print a JWT for `Authorization: Bearer ...`, signed with JWT_SECRET (or the "
+        "development secret that `serve` uses when it is unset).",
+    )
+    add_account(p)
+    p.add_argument(
+        "--ttl",
+        type=token_ttl,
+        default=DEV_TOKEN_TTL,
+        help=f"seconds until it expires ({DEV_TOKEN_TTL}: 7 days, as the token serve prints)",
+    )
     p.set_defaults(func=cmd_token)
 
 
-def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
-    """Run one command; `ctx` hands in ready parts (tests), else the environment is read."""
-    parser = argparse.ArgumentParser(prog="callrail-sync", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: every verb, its options and their help."""
+    parser = argparse.ArgumentParser(
+        prog="callrail-sync",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(title="verbs", dest="command", required=True, metavar="VERB")
     adders: list[Callable[[Subparsers], None]] = [
         _add_serve,
         _add_stack,
@@ -160,11 +231,18 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     ]
     for add in adders:
         add(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
+    """Run one command; `ctx` hands in ready parts (tests), else the environment is read."""
+    args = build_parser().parse_args(argv)
     if ctx is None:  # the real entry point: the environment, read once for the whole command
         ctx = Context(Settings())
         if args.command not in ("serve", "simulator", "stack"):
             setup_logging(ctx.settings.log_level, json_lines=ctx.settings.log_json)
+    if getattr(args, "account", "") is None and getattr(args, "account_defaults", False):
+        args.account = owner_id(ctx.settings.demo_account_id)
     return int(args.func(args, ctx) or 0)
 
 

@@ -54,8 +54,22 @@ class Context:
 
 def owner_id(value: str) -> str:
     if not is_object_id(value):
-        raise argparse.ArgumentTypeError("a DashClicks account id is 24 hex characters")
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a DashClicks account id (24 hex characters)"
+        )
     return value.lower()
+
+
+def add_account(p: argparse.ArgumentParser) -> None:
+    """`--account`, the one way: a DashClicks account id, DEMO_ACCOUNT_ID when not given
+    (`main` fills it in once the settings are read)."""
+    p.add_argument(
+        "--account",
+        type=owner_id,
+        default=None,
+        help="DashClicks account id, 24 hex characters (default: DEMO_ACCOUNT_ID)",
+    )
+    p.set_defaults(account_defaults=True)
 
 
 def progress_line(job: Job, width: int = 24) -> str:
@@ -163,26 +177,51 @@ def cmd_keys(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("sync", help="queue a sync and show its progress until it ends")
-    p.add_argument("--account", required=True, type=owner_id, help="DashClicks account id")
-    p.add_argument("--callrail-account", help="sync this account's companies (else: accounts)")
+    p = sub.add_parser(
+        "sync",
+        help="sync from CallRail now, showing the progress",
+        description="Sync a DashClicks account's CallRail accounts (or, with --callrail-account, "
+        "the companies or a stream of one of them) now, and show the progress until it ends. A "
+        "sync already under way is followed, not started twice.",
+    )
+    add_account(p)
+    p.add_argument(
+        "--callrail-account", help="sync the companies of this CallRail account (ACC...)"
+    )
     p.add_argument(
         "--stream",
         choices=list(RECORD_STREAMS),
         help="sync this stream of the CallRail account instead of its companies",
     )
-    p.add_argument("--no-wait", action="store_true", help="queue and return")
+    p.add_argument("--no-wait", action="store_true", help="start it and return at once")
     p.add_argument(
         "--timeout", type=float, default=300.0, help="stop watching after N seconds (300)"
     )
     p.set_defaults(func=cmd_sync)
 
-    p = sub.add_parser("jobs", help="list recent jobs")
-    p.add_argument("--account", type=owner_id, help="only this DashClicks account's")
-    p.add_argument("--limit", type=int, default=20)
+    p = sub.add_parser(
+        "jobs",
+        help="list recent jobs: syncs and webhook changes",
+        description="List the most recent jobs, newest first, of every account or of one.",
+    )
+    p.add_argument(
+        "--account", type=owner_id, help="only this DashClicks account's (default: every account)"
+    )
+    p.add_argument("--limit", type=int, default=20, help="how many (20)")
     p.set_defaults(func=cmd_jobs)
 
-    p = sub.add_parser("keys", help="store or soft-delete a DashClicks account's CallRail key")
-    p.add_argument("action", choices=["set", "remove"])
-    p.add_argument("--account", required=True, type=owner_id)
+    p = sub.add_parser(
+        "keys",
+        help="store or remove a DashClicks account's CallRail API key",
+        description="`keys set` reads a CallRail API key (not echoed, or from stdin) and stores "
+        "it for the account, replacing the old one; `keys remove` removes it. Only the key's "
+        "fingerprint is ever printed.",
+    )
+    p.add_argument("action", choices=["set", "remove"], help="set or remove")
+    p.add_argument(
+        "--account",
+        required=True,
+        type=owner_id,
+        help="DashClicks account id, 24 hex characters (always required here)",
+    )
     p.set_defaults(func=cmd_keys)

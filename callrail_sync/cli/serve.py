@@ -25,7 +25,7 @@ from celery import Celery, signals
 from celery.beat import EmbeddedService
 
 from api_shim.app import create_app
-from api_shim.auth import DEV_SECRET, issue_token
+from api_shim.auth import DEV_SECRET, DEV_TOKEN_TTL, issue_token
 from api_shim.routes.ui import ui_link
 from callrail_sync.cli.processes import Started, ensure_mongo, ensure_redis
 from callrail_sync.config import Settings
@@ -165,14 +165,13 @@ class EmbeddedWorker:
         self.beat.start()
         self.watchdog.start()
 
-    def stop(self, timeout: float = 60.0) -> None:
+    def stop(self, sig: str = "SIGTERM", timeout: float = 60.0) -> None:
         """A warm shutdown, as SIGTERM gives a worker process: running syncs store the page in
-        flight and go back to the queue; the next start resumes them."""
+        flight and go back to the queue; the next start resumes them. `sig` is the signal
+        that stopped serve (SIGINT for Ctrl-C), as the log says it."""
         self.stopping.set()
         self.beat.stop()
-        signals.worker_shutting_down.send(
-            sender=self.hostname, sig="SIGTERM", how="Warm", exitcode=0
-        )
+        signals.worker_shutting_down.send(sender=self.hostname, sig=sig, how="Warm", exitcode=0)
         self.worker.stop(in_sighandler=False)
         self.thread.join(timeout)
 
@@ -223,6 +222,7 @@ def serve(settings: Settings, host: str, port: int, run_dir: Path) -> int:
     embedded = prepare(settings, run_dir)
     s = embedded.settings
     embedded_worker: EmbeddedWorker | None = None
+    stopped_by = "SIGTERM"
     try:
         configure(embedded.runtime)
         worker_app = create_worker_app(s)
@@ -231,15 +231,23 @@ def serve(settings: Settings, host: str, port: int, run_dir: Path) -> int:
         # Beat's first tick is one period away; sync the configured accounts now.
         worker_app.send_task(TaskName.PLAN)
         secret = s.jwt_secret or DEV_SECRET
-        token = issue_token(s.demo_account_id, secret, ttl_seconds=7 * 24 * 3600)
+        token = issue_token(s.demo_account_id, secret, ttl_seconds=DEV_TOKEN_TTL)
         print(banner(embedded, host, port, token), flush=True)
         shim = create_app(s, runtime=embedded.runtime, queue=CeleryQueue(worker_app))
         uvicorn.run(shim, host=host, port=port, log_level="warning", log_config=None)
-    except (Stopping, KeyboardInterrupt):
-        pass
+        # uvicorn returns once a signal stopped it. SIGTERM, raised again when it is done,
+        # reaches our handler (Stopping, below); Ctrl-C's KeyboardInterrupt it swallows.
+        stopped_by = "SIGINT"
+    except Stopping:
+        stopped_by = "SIGTERM"
+    except KeyboardInterrupt:  # Ctrl-C before the shim was serving
+        stopped_by = "SIGINT"
     finally:
         if embedded_worker is not None:
-            log.info("stopping: the worker hands running syncs back to the queue")
-            embedded_worker.stop()
+            log.info(
+                "stopping: the worker hands running syncs back to the queue",
+                extra={"signal": stopped_by},
+            )
+            embedded_worker.stop(stopped_by)
         embedded.stop()
     return 0

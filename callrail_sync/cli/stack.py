@@ -23,7 +23,7 @@ from pathlib import Path
 
 import requests
 
-from api_shim.auth import DEV_SECRET
+from api_shim.auth import DEV_SECRET, DEV_TOKEN_TTL
 from api_shim.routes.ui import ui_link
 from callrail_sync.cli.processes import (
     Part,
@@ -224,9 +224,11 @@ class Stack:
         port = free_port()
         user, password = self.flower_auth
         argv = [PY, "-m", "celery", "-A", "worker.app", "flower", f"--port={port}"]
-        argv += ["--address=127.0.0.1", f"--basic-auth={user}:{password}", "--persistent=False"]
+        argv += ["--address=127.0.0.1", "--persistent=False"]
         self.flower_url = f"http://127.0.0.1:{port}"
-        return Part("flower", argv, http_ok(self.flower_url, self.flower_auth), env=self.env())
+        # Through the environment, which Flower reads: an argument would show in `ps`.
+        env = self.env(FLOWER_BASIC_AUTH=f"{user}:{password}")
+        return Part("flower", argv, http_ok(self.flower_url, self.flower_auth), env=env)
 
 
 def banner(stack: Stack, token: str) -> str:
@@ -290,7 +292,7 @@ def run_stack(settings: Settings, config: StackConfig) -> int:
     stack.start()
     try:
         secret = settings.jwt_secret or DEV_SECRET
-        token = issue_token(settings.demo_account_id, secret, ttl_seconds=7 * 24 * 3600)
+        token = issue_token(settings.demo_account_id, secret, ttl_seconds=DEV_TOKEN_TTL)
         print(banner(stack, token), flush=True)
         while not stop.wait(2.0):
             if not supervise(stack):
