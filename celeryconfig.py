@@ -20,9 +20,11 @@ VISIBILITY_TIMEOUT = 2 * 3600
 
 @dataclass(frozen=True)
 class Queues:
-    """The queue names, in the order a worker serves them: a webhook change first, then a
+    """The queue names. A job worker serves `jobs` in order: a webhook change first, then a
     listing a user asked for, then beat's periodic syncs, which therefore never delay what a
-    user waits for (see `queue_order_strategy` below)."""
+    user waits for (see `queue_order_strategy` below). Notification attempts (`notify`) call
+    the users' own URLs, which may be slow on purpose: workers of their own serve them
+    (`callbacks`), so a slow callback never holds a process a webhook write or a sync needs."""
 
     suffix: str = ""
 
@@ -38,15 +40,32 @@ class Queues:
     def periodic(self) -> str:
         return "callrail.periodic" + self.suffix
 
+    @property
+    def notify(self) -> str:
+        return "callrail.notify" + self.suffix
+
     def named(self, name: str) -> str:
-        """The queue of a lane name of the task table: webhooks, listings or periodic."""
-        return {"webhooks": self.webhooks, "listings": self.listings, "periodic": self.periodic}[
-            name
-        ]
+        """The queue of a queue name of the task table: webhooks, listings, periodic, notify."""
+        return {
+            "webhooks": self.webhooks,
+            "listings": self.listings,
+            "periodic": self.periodic,
+            "notify": self.notify,
+        }[name]
+
+    @property
+    def jobs(self) -> list[str]:
+        """What a job worker serves, first served first."""
+        return [self.webhooks, self.listings, self.periodic]
+
+    @property
+    def callbacks(self) -> list[str]:
+        """What a notification worker serves."""
+        return [self.notify]
 
     @property
     def all(self) -> list[str]:
-        return [self.webhooks, self.listings, self.periodic]
+        return [*self.jobs, *self.callbacks]
 
 
 def config(settings: Settings) -> dict[str, Any]:

@@ -19,9 +19,10 @@ from tasks import inbound, notify, schedule, streams, sync, webhooks
 from tasks.jobs import Summary, Work, run_job
 from tasks.names import TaskName
 
-QueueName = Literal["webhooks", "listings"]
-"""`webhooks` is served first (a webhook write, a notification, a delivery to normalize);
-`listings` next; `periodic` (beat's syncs, by lane) last. See `celeryconfig.Queues`."""
+QueueName = Literal["webhooks", "listings", "notify"]
+"""`webhooks` is served first (a webhook write, a delivery to normalize); `listings` next;
+`periodic` (beat's syncs, by lane) last; `notify` (calls to the users' callbacks) by workers
+of its own. See `celeryconfig.Queues`."""
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,9 @@ JOBS: dict[JobType, TaskSpec] = {
 
 TASKS: list[TaskSpec] = [
     *JOBS.values(),
-    # Notifications are short POSTs and kept deliveries become events at once: first served.
-    TaskSpec(TaskName.NOTIFY, notify.deliver, "webhooks", retries=True),
+    # A callback may answer slowly on purpose: its own queue and workers, so it never holds
+    # a process a webhook write or a sync needs. Kept deliveries become events at once.
+    TaskSpec(TaskName.NOTIFY, notify.deliver, "notify", retries=True),
     TaskSpec(TaskName.NORMALIZE, normalize, "webhooks"),
     # Beat's three: plan periodic syncs, sweep stale jobs, plan reconciliations.
     TaskSpec(TaskName.PLAN, plan, "listings"),

@@ -141,14 +141,14 @@ def owner(stores: Stores, api_key: str) -> str:
     return OWNER
 
 
-def run_worker(app: Celery, concurrency: int = 4) -> Any:
-    """A real Celery worker (thread pool) of `app`, consuming both queues from Redis."""
+def run_worker(app: Celery, concurrency: int = 4, queues: list[str] | None = None) -> Any:
+    """A real Celery worker (thread pool) of `app`, consuming `queues` (all of them) from Redis."""
     return start_worker(
         app,
         pool="threads",
         concurrency=concurrency,
         perform_ping_check=False,
-        queues=Queues().all,
+        queues=queues or Queues().all,
         loglevel="WARNING",
         shutdown_timeout=10,
     )

@@ -274,3 +274,53 @@ def test_only_the_status_line_of_a_callbacks_answer_is_read(runtime, settings, o
     took = time.monotonic() - started
     assert delivery.status == "delivered" and delivery.attempts[0].status_code == 200
     assert took < 2.0 + 2.0, took
+
+
+# --- a queue of their own ---------------------------------------------------------------------
+
+
+def test_slow_callbacks_never_delay_a_webhook_write(
+    worker_app, runtime, settings, owner, stores, submit_job, sim_data, api_key, servers
+):
+    """Notification attempts held by a callback that does not answer, and one job worker
+    process: a webhook write still runs at once, because the attempts wait on workers of their
+    own."""
+    from celeryconfig import Queues
+    from tasks.names import TaskName
+    from tests.conftest import run_worker, wait_job
+
+    release = threading.Event()
+
+    def hold(conn: socket.socket) -> None:
+        release.wait(20)
+        conn.sendall(OK)
+
+    slow = Server("127.0.0.1", hold)
+    servers.append(slow)
+    runtime.settings = settings.model_copy(
+        update={"allow_private_urls": True, "notify_timeout": 30.0}
+    )
+    url = f"http://127.0.0.1:{slow.port}/hook"
+    store = runtime.stores.notifications
+    store.configure(owner, url, ["sync.succeeded"])
+    later = utcnow() + dt.timedelta(hours=1)
+    queues = Queues(settings.queue_suffix)
+    account = sim_data.accounts_by_key[api_key][0]
+    company = sim_data.companies(sim_data.accounts[account])[0]["id"]
+    try:
+        with run_worker(worker_app, 1, queues.jobs), run_worker(worker_app, 1, queues.callbacks):
+            for n in range(3):
+                d = store.new_delivery(owner, "sync.succeeded", f"job_{n}", url, "{}", later)
+                worker_app.send_task(str(TaskName.NOTIFY), args=[d.id])
+            deadline = time.monotonic() + 20
+            while not slow.requests:  # a notification worker is held by the callback
+                assert time.monotonic() < deadline, "no attempt reached the callback"
+                time.sleep(0.05)
+            ref = {"account_id": account, "company_id": company}
+            job, _ = submit_job(owner, "webhook_create", webhook_url="https://a.example/1", **ref)
+            done = wait_job(stores, job.id, timeout=15)
+            assert done.status.value == "succeeded", done.error
+            assert not release.is_set() and len(slow.requests) == 1  # still held, one taken
+            release.set()
+    finally:
+        release.set()

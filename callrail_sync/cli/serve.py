@@ -145,6 +145,9 @@ class EmbeddedWorker:
         self.worker = self.app.WorkController(
             pool_cls="threads",
             concurrency=4,
+            # Jobs and notification attempts: serve is one process for trying the service;
+            # stack and Compose run a notifier of their own (two Celery workers cannot
+            # share one process's broker event loop).
             queues=self.queues.all,
             hostname=self.hostname,
             loglevel="INFO",

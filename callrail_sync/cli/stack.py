@@ -35,6 +35,7 @@ from callrail_sync.cli.processes import (
 )
 from callrail_sync.config import Settings
 from callrail_sync.stores import Stores, connect
+from celeryconfig import Queues
 from tasks.sending import create_celery
 
 PY = sys.executable
@@ -116,6 +117,7 @@ class Stack:
             self.launch(self.shim_part())
             for n in range(1, self.config.workers + 1):
                 self.launch(self.worker_part(n))
+            self.launch(self.notifier_part())
             self.launch(self.beat_part())
             if self.config.flower:
                 self.launch(self.flower_part())
@@ -193,12 +195,20 @@ class Stack:
         return Part("shim", argv, http_ok(f"{self.shim_url}/healthz"), env=self.env())
 
     def worker_part(self, number: int) -> Part:
-        name = f"worker-{number}"
+        """A job worker: webhook writes, listings, periodic syncs (never a notification)."""
+        return self._celery_worker(f"worker-{number}", Queues(self.settings.queue_suffix).jobs)
+
+    def notifier_part(self) -> Part:
+        """The worker of notification attempts: a slow callback holds only its processes."""
+        return self._celery_worker("notifier", Queues(self.settings.queue_suffix).callbacks)
+
+    def _celery_worker(self, name: str, queues: list[str]) -> Part:
         metrics_dir = self.run_dir / "metrics" / name
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         argv = [PY, "-m", "celery", "-A", "worker.app", "worker", "--pool", "prefork"]
         argv += ["--concurrency", str(self.config.concurrency), "--hostname", f"{name}@%h"]
+        argv += ["--queues", ",".join(queues)]
         argv += ["--loglevel", "INFO", "--without-mingle", "--without-gossip"]
         env = self.env(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
         node = f"{name}@{socket.gethostname()}"
@@ -240,6 +250,7 @@ def banner(stack: Stack, token: str) -> str:
         f"callrail-sync stack is up (run dir {run}; logs in {run}/logs, pids in {run}/pids)",
         f"  shim       {shim}  (API docs {shim}/docs; {c.shim_workers} uvicorn workers)",
         f"  workers    {workers}: celery prefork, concurrency {c.concurrency} each",
+        f"  notifier   1: notification attempts only, concurrency {c.concurrency}",
         "  beat       1 (exactly one)",
     ]
     if c.flower:
