@@ -15,6 +15,8 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -79,12 +81,18 @@ class Memo(Generic[K, V]):
         return self.put(key, await run_in_threadpool(load))
 
 
+@dataclass(frozen=True)
+class KeyState:
+    usable: bool
+    rejected_at: datetime | None = None
+
+
 class ShimCache:
     """The shim's memory of keys, heads, running refresh jobs, pages and totals."""
 
     def __init__(self, stores: Stores) -> None:
         self._stores = stores
-        self.keys: Memo[str, bool] = Memo(10_000, KEY_SECONDS)
+        self.keys: Memo[str, KeyState] = Memo(10_000, KEY_SECONDS)
         self.heads: Memo[tuple[str, Kind, str | None], SnapshotHead] = Memo(10_000, HEAD_SECONDS)
         self.active: Memo[str, str | None] = Memo(10_000, ACTIVE_SECONDS)
         self.counts: Memo[tuple[str, tuple[str, ...]], dict[str, int]] = Memo(1_000, HEAD_SECONDS)
@@ -94,10 +102,17 @@ class ShimCache:
         self.committed: Memo[str, int] = Memo(10_000, COMMITTED_SECONDS)
         self.records: Memo[tuple[Any, ...], dict[str, Any]] = Memo(2_048)
 
-    async def key_usable(self, owner: str) -> bool:
-        return await self.keys.through(
-            owner, lambda: self._stores.keys.usable_key(owner) is not None
-        )
+    async def key_state(self, owner: str) -> KeyState:
+        """Whether the caller has a key to call CallRail with, and if not, whether CallRail
+        rejected the one stored (and when)."""
+
+        def load() -> KeyState:
+            record = self._stores.keys.record(owner)
+            if record is None:
+                return KeyState(usable=False)
+            return KeyState(usable=record.usable, rejected_at=record.rejected_at)
+
+        return await self.keys.through(owner, load)
 
     async def head(self, owner: str, kind: Kind, account: str | None) -> SnapshotHead | None:
         """The current snapshot; "none yet" is not remembered (the sync that makes one is

@@ -87,7 +87,10 @@ async def stream_owner(
 
 async def require_key(svc: Services, owner: str) -> None:
     """The spec checks the caller's CallRail key before anything else of the request."""
-    if not await svc.cache.key_usable(owner):
+    key = await svc.cache.key_state(owner)
+    if key.rejected_at is not None:
+        raise errors.ApiKeyRejected(key.rejected_at)  # no job: it would fail the same way
+    if not key.usable:
         raise errors.ApiKeyNotFound()
 
 

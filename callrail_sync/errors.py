@@ -9,6 +9,7 @@ and `remedy` are what a failed job tells the frontend.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import StrEnum
 
 API_KEY_NOT_FOUND = "API key not found. Please add your CallRail API key first."
@@ -80,6 +81,24 @@ class ApiKeyNotFound(CallRailSyncError, errno=400, kind=ErrorClass.AUTH):
 
     def __init__(self) -> None:
         super().__init__(API_KEY_NOT_FOUND)
+
+
+class ApiKeyRejected(CallRailSyncError, errno=400, kind=ErrorClass.AUTH):
+    """Raised when the account's CallRail key is one CallRail answered 401 for: no request is
+    spent on it again (no job is started) until a new key is stored."""
+
+    remedy = (
+        "Enter a new CallRail API key for this account: CallRail no longer accepts the current "
+        "one (it was revoked, or mistyped). Syncs start again as soon as the new key is saved."
+    )
+
+    def __init__(self, rejected_at: datetime) -> None:
+        at = rejected_at if rejected_at.tzinfo else rejected_at.replace(tzinfo=UTC)
+        super().__init__(
+            f"CallRail rejected this account's API key on {at.astimezone(UTC):%Y-%m-%d at %H:%M} "
+            "UTC. Please enter a new CallRail API key."
+        )
+        self.rejected_at = at
 
 
 class Unauthenticated(CallRailSyncError, errno=401, kind=ErrorClass.AUTH):

@@ -84,8 +84,8 @@ def require_api_key(rt: Runtime, owner: str) -> ApiKeyRecord:
     record = rt.stores.keys.record(owner)
     if record is None:
         raise errors.ApiKeyNotFound()
-    if not record.usable:
-        raise errors.Unauthorized("the key was rejected by CallRail earlier", status=401)
+    if record.rejected_at is not None:
+        raise errors.ApiKeyRejected(record.rejected_at)
     return record
 
 

@@ -293,7 +293,8 @@ def test_revoked_key_fails_the_job_and_is_not_used_again(worker, stores, owner, 
     assert stores.keys.record(owner).invalid_at is not None
     sim.reset()
     again = run(stores, submit_job, owner, "sync_accounts")
-    assert again.error.errno == 401 and sim.stats()["requests"] == 0
+    assert again.error.message.startswith("CallRail rejected this account's API key on ")
+    assert again.error.errno == 400 and sim.stats()["requests"] == 0
     stores.keys.set(owner, sim.data.api_keys[0])  # re-entering the key heals it
     assert run(stores, submit_job, owner, "sync_accounts").status == "succeeded"
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TextIO
 
+from callrail_sync import errors
 from callrail_sync.budget import fingerprint
 from callrail_sync.config import Settings
 from callrail_sync.ids import is_object_id
@@ -107,11 +108,25 @@ def watch(jobs: JobStore, job_id: str, out: TextIO, timeout: float, interval: fl
         time.sleep(interval)
 
 
+def key_problem(stores: Stores, owner: str) -> str | None:
+    """Why a job for `owner` could only fail on its key (none, or one CallRail rejected)."""
+    record = stores.keys.record(owner)
+    if record is None:
+        return errors.ApiKeyNotFound().user_message
+    if record.rejected_at is not None:
+        return errors.ApiKeyRejected(record.rejected_at).user_message
+    return None
+
+
 def cmd_sync(args: argparse.Namespace, ctx: Context) -> int:
     stores, queue = ctx.stores, ctx.queue
     if args.stream and not args.callrail_account:
         print("--stream needs --callrail-account")
         return 2
+    problem = key_problem(stores, args.account)
+    if problem is not None:  # the sync would fail on it: start none
+        print(problem)
+        return 1
     if args.stream:
         job_type = JobType.SYNC_STREAM
         params = JobParams(callrail_account_id=args.callrail_account, stream=args.stream)

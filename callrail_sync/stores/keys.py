@@ -1,11 +1,14 @@
 """The CallRail API keys of DashClicks accounts (the spec's `integrations.callrail.key`).
 
 One key per DashClicks account (`account_id`, an ObjectId). Storing a new key soft-deletes the
-old one; a key with `deleted` true or `invalid_at` set (CallRail answered 401) is never used.
+old one; a key with `deleted` true is never used, nor one CallRail rejected: `invalid_at` says
+when CallRail answered 401, `invalid_fingerprint` which key it was. A new key clears that,
+whether it comes as a new document (ours, `set`) or is written over the old one in place.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -17,6 +20,11 @@ from callrail_sync.stores.database import Db, as_object_id, utcnow
 COLLECTION = "integrations.callrail.key"
 
 
+def key_fingerprint(api_key: str) -> str:
+    """Which key a rejection was about, without keeping the key twice."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:16]
+
+
 class ApiKeyRecord(BaseModel):
     """A stored key; `api_key` is a SecretStr so that no repr or log line shows it."""
 
@@ -24,11 +32,23 @@ class ApiKeyRecord(BaseModel):
     owner: str
     api_key: SecretStr
     invalid_at: datetime | None = None
+    invalid_fingerprint: str | None = None
     created_at: datetime | None = None
 
     @property
+    def rejected_at(self) -> datetime | None:
+        """When CallRail answered 401 for this key; None while it may be used. A rejection of
+        another key (this document's key was replaced in place since) does not count."""
+        if self.invalid_at is None:
+            return None
+        rejected = self.invalid_fingerprint
+        if rejected is not None and rejected != key_fingerprint(self.api_key.get_secret_value()):
+            return None
+        return self.invalid_at
+
+    @property
     def usable(self) -> bool:
-        return self.invalid_at is None
+        return self.rejected_at is None
 
 
 class KeyStore(Protocol):
@@ -71,6 +91,7 @@ class MongoKeyStore:
             owner=owner,
             api_key=SecretStr(str(doc["api_key"])),
             invalid_at=doc.get("invalid_at"),
+            invalid_fingerprint=doc.get("invalid_fingerprint"),
             created_at=doc.get("created_at"),
         )
 
@@ -103,4 +124,9 @@ class MongoKeyStore:
         return int(result.modified_count)
 
     def mark_invalid(self, record: ApiKeyRecord) -> None:
-        self._keys.update_one({"_id": record.record_id}, {"$set": {"invalid_at": utcnow()}})
+        api_key = record.api_key.get_secret_value()
+        # Only while the document still holds that key: one written over it meanwhile is new.
+        self._keys.update_one(
+            {"_id": record.record_id, "api_key": api_key},
+            {"$set": {"invalid_at": utcnow(), "invalid_fingerprint": key_fingerprint(api_key)}},
+        )
