@@ -3,7 +3,7 @@ on a flood of webhook changes.
 
 Per owner, at most WRITE_JOBS_PER_OWNER write jobs may be active and at most
 WRITES_PER_MINUTE may be submitted (a sliding window shared by every shim process through
-Redis: the request budget's script, on its own keys). Beyond either, the answer is 429 with
+Redis: `SlidingWindows`, on keys of its own). Beyond either, the answer is 429 with
 Retry-After. Identical writes are joined before this is asked (they cost nothing).
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import redis
 
 from callrail_sync import errors
-from callrail_sync.budget import RequestBudget, Window
+from callrail_sync.budget import SlidingWindows, Window
 from callrail_sync.config import Settings
 from callrail_sync.job import WRITE_TYPES
 from callrail_sync.stores.jobs import JobStore
@@ -21,7 +21,7 @@ from callrail_sync.stores.jobs import JobStore
 class Admission:
     """Says whether an owner may submit one more write job now."""
 
-    def __init__(self, settings: Settings, jobs: JobStore, budget: RequestBudget) -> None:
+    def __init__(self, settings: Settings, jobs: JobStore, budget: SlidingWindows) -> None:
         self._settings = settings
         self._jobs = jobs
         self._rate = budget
@@ -31,9 +31,7 @@ class Admission:
         cls, settings: Settings, jobs: JobStore, redis_client: redis.Redis
     ) -> Admission:
         window = Window(settings.writes_per_minute, 60)
-        rate = RequestBudget(
-            redis_client, [window], margin=0, max_inline_wait=0, prefix="callrail:admission"
-        )
+        rate = SlidingWindows(redis_client, [window], prefix="callrail:admission")
         return cls(settings, jobs, rate)
 
     def admit(self, owner: str) -> None:

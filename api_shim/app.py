@@ -33,7 +33,7 @@ from api_shim.routes import (
 )
 from api_shim.routes.inbound import REFRESHES_PER_HOUR
 from api_shim.tickets import Tickets
-from callrail_sync.budget import RequestBudget, Window
+from callrail_sync.budget import SlidingWindows, Window
 from callrail_sync.config import Settings
 from callrail_sync.logs import setup_logging
 from callrail_sync.runtime import Runtime, build_runtime
@@ -115,11 +115,9 @@ def create_app(
     return app
 
 
-def key_readings(runtime: Runtime) -> RequestBudget:
+def key_readings(runtime: Runtime) -> SlidingWindows:
     window = Window(REFRESHES_PER_HOUR, 3600)
-    return RequestBudget(
-        runtime.redis, [window], margin=0, max_inline_wait=0, prefix="callrail:inbound-keys"
-    )
+    return SlidingWindows(runtime.redis, [window], prefix="callrail:inbound-keys")
 
 
 def task_sender(celery: Celery) -> Callable[[str, list[str]], None]:

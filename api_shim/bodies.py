@@ -55,7 +55,7 @@ class WebhookCreate(BaseModel):
             or not (url_given or public_base_url)
         ):
             raise ValidationFailed(MSG_CREATE_REQUIRED)
-        account_id, company_id = company_ref(body)
+        callrail_account_id, company_id = company_ref(body)
         ours = receiver_url(public_base_url, company_id)
         events = check.events(body.get("events"))
         if not url_given:
@@ -65,7 +65,7 @@ class WebhookCreate(BaseModel):
         else:
             url = check_url(body["webhook_url"], "webhook_url", allow_private=allow_private)
         return JobParams(
-            account_id=account_id,
+            callrail_account_id=callrail_account_id,
             company_id=company_id,
             webhook_url=url,
             events=events,
@@ -94,7 +94,7 @@ class WebhookUpdate(BaseModel):
             or body.get("webhook_url") == ""
         ):
             raise ValidationFailed(MSG_UPDATE_REQUIRED)
-        account_id, company_id = company_ref(body)
+        callrail_account_id, company_id = company_ref(body)
         webhook_id = check.callrail_id(body["webhook_id"], "webhook_id")
         url = body.get("webhook_url")
         if url not in (None, "") and url == receiver_url(public_base_url, company_id):
@@ -105,7 +105,7 @@ class WebhookUpdate(BaseModel):
             url = None
         status = webhook_status(body.get("status"))
         return JobParams(
-            account_id=account_id,
+            callrail_account_id=callrail_account_id,
             company_id=company_id,
             webhook_id=webhook_id,
             webhook_url=url,

@@ -20,7 +20,7 @@ from api_shim.hub import EventHub
 from api_shim.inbox_writer import InboxWriter
 from api_shim.tickets import Tickets
 from callrail_sync import errors
-from callrail_sync.budget import RequestBudget
+from callrail_sync.budget import SlidingWindows
 from callrail_sync.runtime import Runtime
 from tasks.submit import JobQueue
 
@@ -37,9 +37,9 @@ class Services:
     tickets: Tickets
     admission: Admission
     inbox: InboxWriter
-    key_readings: RequestBudget
+    key_readings: SlidingWindows
     """How often failed signatures may make us read signing keys again, per CallRail account
-    (the request budget's sliding window, on keys of its own)."""
+    (`SlidingWindows`, on keys of its own)."""
 
     async def claim(self, name: str, seconds: float) -> bool:
         """True for the first caller in `seconds` (across shim processes)."""

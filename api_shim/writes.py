@@ -18,7 +18,7 @@ COMPANY_NOT_FOUND = "Company not found in this CallRail account."
 
 def start_write(svc: Services, owner: str, job_type: JobType, params: JobParams) -> Job:
     stores = svc.runtime.stores
-    account, company = params.need("account_id"), params.need("company_id")
+    account, company = params.need("callrail_account_id"), params.need("company_id")
     head = stores.snapshots.current(owner, "companies", account)
     if head is not None:
         age = (utcnow() - head.synced_at).total_seconds()

@@ -124,7 +124,7 @@ def bench_inbound(quick: bool) -> None:
         account = stores.userconfig.of_owner(owner)[0]
         for company in COMPANIES:
             registration = Registration(
-                account_id=account, company_id=company, integration_id="1", signing_key=KEY
+                callrail_account_id=account, company_id=company, integration_id="1", signing_key=KEY
             )
             stores.receivers.register(owner, registration)
         assert s.simulator_url is not None

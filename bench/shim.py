@@ -147,10 +147,10 @@ def bench_cached_pages(quick: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp)) as s:
         account = requests.get(f"{s.shim_url}{P}/accounts", headers=headers()).json()["data"]
         requests.get(f"{s.shim_url}{account['status_url']}?wait=20", headers=headers())
-        account_id = requests.get(f"{s.shim_url}{P}/accounts", headers=headers()).json()["data"][
-            "accounts"
-        ][0]["id"]
-        listing = f"{P}/companies?account_id={account_id}&per_page=25&sort=name"
+        callrail_account_id = requests.get(f"{s.shim_url}{P}/accounts", headers=headers()).json()[
+            "data"
+        ]["accounts"][0]["id"]
+        listing = f"{P}/companies?account_id={callrail_account_id}&per_page=25&sort=name"
         first = requests.get(s.shim_url + listing, headers=headers()).json()["data"]
         requests.get(f"{s.shim_url}{first['status_url']}?wait=20", headers=headers())
         body = requests.get(s.shim_url + listing, headers=headers()).json()

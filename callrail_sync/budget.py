@@ -112,29 +112,25 @@ class BudgetLeft:
     """While a 429's cooldown runs: when it ends (Unix milliseconds, Redis' clock)."""
 
 
-class RequestBudget:
-    """Per-key request budget shared through Redis (see the module docstring)."""
+class SlidingWindows:
+    """The sliding-window primitive (see the module docstring): at most `limit` grants per
+    window for each unit, shared by every process on the same Redis. The CallRail budget
+    (`RequestBudget`) and the shim's limits (write admission, signing-key readings) are made
+    of it, each on keys of its own (`prefix`)."""
 
     def __init__(
         self,
         client: redis.Redis,
-        windows: Sequence[Window] = (Window(1000, 3600), Window(10000, 86400)),
+        windows: Sequence[Window],
         *,
-        margin: float = 2.0,
-        max_inline_wait: float = 10.0,
-        cooldown_base: float = 5.0,
-        cooldown_cap: float = 600.0,
+        margin: float = 0.0,
         prefix: str = "callrail",
     ) -> None:
         self._redis = client
         self.windows = tuple(windows)
         self.margin = margin
-        self.max_inline_wait = max_inline_wait
-        self.cooldown_base = cooldown_base
-        self.cooldown_cap = cooldown_cap
         self._prefix = prefix
         self._acquire = client.register_script(_ACQUIRE)
-        self._cool = client.register_script(_COOL_DOWN)
 
     def _keys(self, fp: str) -> list[str]:
         # The {fp} hash tag keeps a key's counters on one Redis Cluster slot (Lua needs that).
@@ -150,6 +146,47 @@ class RequestBudget:
             args += [w.limit, int(w.seconds * 1000)]
         granted, wait_ms, cooling = self._acquire(keys=self._keys(fp), args=args)
         return bool(granted), int(wait_ms) / 1000.0, bool(cooling)
+
+    def left(self, unit: str) -> BudgetLeft:
+        """What is left of `unit`'s windows now, and until when it cools down."""
+        fp = fingerprint(unit)
+        keys = self._keys(fp)
+        seconds, micros = self._redis.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.pttl(keys[0])
+        for key, w in zip(keys[1:], self.windows, strict=True):
+            span = int((w.seconds + self.margin) * 1000)
+            pipe.zcount(key, now_ms - span, "+inf")
+        cooldown_ms, *used = pipe.execute()
+        per_window = {
+            int(w.seconds): max(0, w.limit - int(n))
+            for w, n in zip(self.windows, used, strict=True)
+        }
+        throttled = now_ms + int(cooldown_ms) if int(cooldown_ms) > 0 else None
+        return BudgetLeft(left=per_window, throttled_until_ms=throttled)
+
+
+class RequestBudget(SlidingWindows):
+    """CallRail's quota per unit (`unit_for`), shared through Redis: sliding windows, short
+    waits slept inline, and the cooldown after a 429 (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        windows: Sequence[Window] = (Window(1000, 3600), Window(10000, 86400)),
+        *,
+        margin: float = 2.0,
+        max_inline_wait: float = 10.0,
+        cooldown_base: float = 5.0,
+        cooldown_cap: float = 600.0,
+        prefix: str = "callrail",
+    ) -> None:
+        super().__init__(client, windows, margin=margin, prefix=prefix)
+        self.max_inline_wait = max_inline_wait
+        self.cooldown_base = cooldown_base
+        self.cooldown_cap = cooldown_cap
+        self._cool = client.register_script(_COOL_DOWN)
 
     def acquire(self, unit: str) -> float:
         """Take one slot, sleeping for short waits; raise BudgetWait for long ones.
@@ -190,25 +227,6 @@ class RequestBudget:
         return (
             int(self._cool(keys=[self._keys(fp)[0]], args=[max(1, int(seconds * 1000))])) / 1000.0
         )
-
-    def left(self, unit: str) -> BudgetLeft:
-        """What is left of `unit`'s budget now, per window, and until when it cools down."""
-        fp = fingerprint(unit)
-        keys = self._keys(fp)
-        seconds, micros = self._redis.time()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.pttl(keys[0])
-        for key, w in zip(keys[1:], self.windows, strict=True):
-            span = int((w.seconds + self.margin) * 1000)
-            pipe.zcount(key, now_ms - span, "+inf")
-        cooldown_ms, *used = pipe.execute()
-        per_window = {
-            int(w.seconds): max(0, w.limit - int(n))
-            for w, n in zip(self.windows, used, strict=True)
-        }
-        throttled = now_ms + int(cooldown_ms) if int(cooldown_ms) > 0 else None
-        return BudgetLeft(left=per_window, throttled_until_ms=throttled)
 
     def share(self, fraction: float) -> RequestBudget:
         """A budget of `fraction` of each window, kept apart from this one: what one kind of

@@ -18,7 +18,7 @@ class _Group(BaseSettings):
     model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", populate_by_name=True)
 
 
-class Connections(_Group):
+class ConnectionSettings(_Group):
     """Where Redis and MongoDB are."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -34,7 +34,7 @@ class Connections(_Group):
     """Seconds to wait for MongoDB before an operation fails (the shim then answers 503)."""
 
 
-class CallRailAccess(_Group):
+class CallRailSettings(_Group):
     """How the workers reach CallRail."""
 
     callrail_base_url: str = "https://api.callrail.com/v3"
@@ -46,7 +46,7 @@ class CallRailAccess(_Group):
     listing (40 pages of 250) in two round trips."""
 
 
-class Budget(_Group):
+class BudgetSettings(_Group):
     """CallRail's quota, and how the shared request budget keeps to it."""
 
     hourly_limit: int = 1000
@@ -59,7 +59,7 @@ class Budget(_Group):
     """Budget waits and 429s a job may sit through before it fails (they cost no attempt)."""
 
 
-class Admission(_Group):
+class AdmissionSettings(_Group):
     """How much work one owner may ask for."""
 
     write_jobs_per_owner: int = 20
@@ -68,7 +68,7 @@ class Admission(_Group):
     """Webhook writes an owner may submit a minute (shared by every shim process)."""
 
 
-class Retries(_Group):
+class RetrySettings(_Group):
     """When a job is tried again, taken over, or given up."""
 
     max_attempts: int = 6
@@ -82,7 +82,7 @@ class Retries(_Group):
     """An active job untouched this long is revived (or failed) by the sweeper."""
 
 
-class Schedule(_Group):
+class ScheduleSettings(_Group):
     """How fresh snapshots are kept (celery beat)."""
 
     snapshot_max_age: float = 3600.0
@@ -93,7 +93,7 @@ class Schedule(_Group):
     """Seconds between two runs of the sweeper."""
 
 
-class Notifications(_Group):
+class NotificationSettings(_Group):
     """How an owner's callback is told that a job ended: each POST has `notify_timeout`
     seconds all told (resolving, connecting, TLS, sending, the status line); one that fails
     is tried again after `notify_backoff_base` seconds, the wait doubling each time (to 15
@@ -104,7 +104,7 @@ class Notifications(_Group):
     notify_timeout: float = 10.0
 
 
-class Inbound(_Group):
+class InboundSettings(_Group):
     """CallRail's deliveries to our own receiver, and the reconciliation that finds the lost
     ones (CallRail never sends a delivery twice)."""
 
@@ -123,7 +123,7 @@ class Inbound(_Group):
     """The largest delivery the receiver reads (a call with a long transcript is some KB)."""
 
 
-class Streams(_Group):
+class StreamSettings(_Group):
     """The streams beyond accounts and companies (calls, form submissions, texts, trackers,
     tags, users): what is synced, how far back, and how much of the budget it may take. See
     docs/streams.md."""
@@ -164,7 +164,7 @@ class Streams(_Group):
         return [f.strip() for f in self.stream_fields.split(",") if f.strip()]
 
 
-class Operation(_Group):
+class OperationSettings(_Group):
     """The process itself: auth, logs, metrics, queues."""
 
     jwt_secret: str | None = None
@@ -186,16 +186,16 @@ class Operation(_Group):
 
 
 class Settings(
-    Connections,
-    CallRailAccess,
-    Budget,
-    Admission,
-    Retries,
-    Schedule,
-    Notifications,
-    Inbound,
-    Streams,
-    Operation,
+    ConnectionSettings,
+    CallRailSettings,
+    BudgetSettings,
+    AdmissionSettings,
+    RetrySettings,
+    ScheduleSettings,
+    NotificationSettings,
+    InboundSettings,
+    StreamSettings,
+    OperationSettings,
 ):
     """The service's configuration (environment variables are the upper-case field names)."""
 

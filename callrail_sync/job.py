@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from callrail_sync.errors import CallRailSyncError, ErrorClass
 
@@ -60,10 +60,11 @@ class JobParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    callrail_account_id: str | None = None
-    """The CallRail account of a companies sync."""
-    account_id: str | None = None
-    """The CallRail account of a webhook job."""
+    callrail_account_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("callrail_account_id", "account_id")
+    )
+    """The CallRail account of a companies sync or of a webhook job (a job stored before
+    the two were one field has it as `account_id`: read the same)."""
     company_id: str | None = None
     webhook_url: str | None = None
     webhook_id: str | None = None

@@ -62,7 +62,7 @@ def normalize(rt: Runtime, keys: list[str]) -> dict[str, int]:
             NewCallEvent(
                 id=entry.id,
                 owners=receiver.owners,
-                account_id=receiver.account_id,
+                callrail_account_id=receiver.callrail_account_id,
                 company_id=entry.company_id,
                 kind="form" if event == "form_captured" else "call",
                 event=event,
@@ -97,16 +97,16 @@ def register(
     rt: Runtime,
     owner: str,
     client: CallRailClient,
-    account_id: str,
+    callrail_account_id: str,
     company_id: str,
     integration: Integration,
 ) -> None:
     """Our receiver is now in the company's integration: keep its signing key."""
     registration = Registration(
-        account_id=account_id,
+        callrail_account_id=callrail_account_id,
         company_id=company_id,
         integration_id=integration.id,
-        signing_key=signing_key(client, account_id, integration.id),
+        signing_key=signing_key(client, callrail_account_id, integration.id),
         state=integration.state,
     )
     rt.stores.receivers.register(owner, registration)
@@ -114,13 +114,16 @@ def register(
 
 def signing_key_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     """Read a company's signing key again (a delivery did not verify with the one we had)."""
-    account_id, company_id = job.params.need("account_id"), job.params.need("company_id")
-    integrations = client.list_webhook_integrations(account_id, company_id)
+    callrail_account_id, company_id = (
+        job.params.need("callrail_account_id"),
+        job.params.need("company_id"),
+    )
+    integrations = client.list_webhook_integrations(callrail_account_id, company_id)
     if not integrations:
         rt.stores.receivers.seen(company_id, "missing")
         return Outcome(result={"refreshed": False, "state": "missing"})
     current = integrations[0]
-    key = signing_key(client, account_id, current.id)
+    key = signing_key(client, callrail_account_id, current.id)
     if key:
         rt.stores.receivers.set_key(company_id, key)
     rt.stores.receivers.seen(company_id, current.state)
@@ -130,12 +133,16 @@ def signing_key_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
 def reconcile_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     """Record the recent calls of an account's companies with our receiver that CallRail never
     delivered, and note which integrations no longer deliver to us."""
-    account_id = job.params.need("callrail_account_id")
-    receivers = {r.company_id: r for r in rt.stores.receivers.all() if r.account_id == account_id}
+    callrail_account_id = job.params.need("callrail_account_id")
+    receivers = {
+        r.company_id: r
+        for r in rt.stores.receivers.all()
+        if r.callrail_account_id == callrail_account_id
+    }
     s, now = rt.settings, utcnow()
     states: dict[str, str] = {}
     for company_id, receiver in receivers.items():
-        state = states[company_id] = _delivering(rt, client, account_id, company_id)
+        state = states[company_id] = _delivering(rt, client, callrail_account_id, company_id)
         if state != receiver.state:
             log.warning(
                 "receiver integration changed state in CallRail",
@@ -150,7 +157,7 @@ def reconcile_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     if last and len(last) == len(receivers):
         start = max(min(min(last) - grace, start), now - MAX_BACKFILL)
     listed = missed = 0
-    for calls in iter_calls(client, account_id, start, now - grace):
+    for calls in iter_calls(client, callrail_account_id, start, now - grace):
         listed += len(calls)
         by_company: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for call in calls:
@@ -165,7 +172,7 @@ def reconcile_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
             by_company[owner_of.company_id].append(call)
         for company_id, group in by_company.items():
             missed += _record_missed(
-                rt, receivers[company_id].owners, account_id, company_id, group
+                rt, receivers[company_id].owners, callrail_account_id, company_id, group
             )
     for company_id, state in states.items():
         rt.stores.receivers.seen(company_id, state, reconciled_at=now)
@@ -173,19 +180,21 @@ def reconcile_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
         metrics.MISSED.inc(missed)
         log.warning(
             "calls CallRail never delivered were recorded",
-            extra={"callrail_account_id": account_id, "missed": missed},
+            extra={"callrail_account_id": callrail_account_id, "missed": missed},
         )
     inactive = {company: state for company, state in states.items() if state != "active"}
     result = {"companies": len(receivers), "calls": listed, "missed": missed, "inactive": inactive}
     return Outcome(result=result)
 
 
-def _delivering(rt: Runtime, client: CallRailClient, account_id: str, company_id: str) -> str:
+def _delivering(
+    rt: Runtime, client: CallRailClient, callrail_account_id: str, company_id: str
+) -> str:
     """Whether CallRail delivers the company's calls to us: `active`, or why not (`disabled`,
     `missing`: no Webhooks integration, `removed`: our URL is gone from it, `unreachable`:
     CallRail refused to show it, e.g. the company is gone or the key may not see it)."""
     try:
-        found = client.list_webhook_integrations(account_id, company_id)
+        found = client.list_webhook_integrations(callrail_account_id, company_id)
     except errors.CallRailSyncError as exc:
         if exc.retriable:
             raise  # the job is retried: nothing is known yet
@@ -199,7 +208,11 @@ def _delivering(rt: Runtime, client: CallRailClient, account_id: str, company_id
 
 
 def _record_missed(
-    rt: Runtime, owners: list[str], account_id: str, company_id: str, calls: list[dict[str, Any]]
+    rt: Runtime,
+    owners: list[str],
+    callrail_account_id: str,
+    company_id: str,
+    calls: list[dict[str, Any]],
 ) -> int:
     ids = [deliveries.resource_id(c) for c in calls]
     sightings = [
@@ -214,7 +227,7 @@ def _record_missed(
         new = NewCallEvent(
             id=deliveries.dedupe_key(company_id, "post_call", call_id, []),
             owners=owners,
-            account_id=account_id,
+            callrail_account_id=callrail_account_id,
             company_id=company_id,
             kind="call",
             event="post_call",
@@ -242,18 +255,18 @@ def plan_reconciles(rt: Runtime, queue: JobQueue) -> list[dict[str, Any]]:
     of its owners whose key works."""
     accounts: dict[str, str] = {}
     for receiver in rt.stores.receivers.all():
-        if receiver.account_id not in accounts:
+        if receiver.callrail_account_id not in accounts:
             owner = owner_with_key(rt, receiver)
             if owner is not None:
-                accounts[receiver.account_id] = owner
+                accounts[receiver.callrail_account_id] = owner
     queued = []
-    for account_id, owner in accounts.items():
-        params = JobParams(callrail_account_id=account_id)
+    for callrail_account_id, owner in accounts.items():
+        params = JobParams(callrail_account_id=callrail_account_id)
         job, created = submit(
             rt.stores.jobs, queue, owner, JobType.CALLS_RECONCILE, params, lane=Lane.PERIODIC
         )
         if created:
-            queued.append({"job_id": job.id, "callrail_account_id": account_id})
+            queued.append({"job_id": job.id, "callrail_account_id": callrail_account_id})
     return queued
 
 

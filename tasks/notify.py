@@ -26,7 +26,7 @@ from callrail_sync.outbound import Policy
 from callrail_sync.runtime import Runtime, runtime
 from callrail_sync.signatures import HEADER, sign
 from callrail_sync.stores.database import utcnow
-from callrail_sync.stores.notifications import Attempt, Delivery, NotificationConfig
+from callrail_sync.stores.notifications import Attempt, Notification, NotificationConfig
 from callrail_sync.urls import check_url
 from tasks.names import TaskName
 
@@ -57,7 +57,7 @@ def payload(event: str, job: Job) -> dict[str, Any]:
         "delivery_id": delivery_id(job.id, event),
         "job_id": job.id,
         "kind": job.params.stream or _kind(job.type),
-        "callrail_account_id": job.params.callrail_account_id or job.params.account_id,
+        "callrail_account_id": job.params.callrail_account_id,
         # What the job changed; nothing when it failed or was not a sync.
         "counts": result.get("changes")
         or dict.fromkeys(("added", "updated", "deleted", "total"), 0),
@@ -88,7 +88,7 @@ def announce(rt: Runtime, job: Job, send: Send) -> None:
         body = json.dumps(payload(event, job), separators=(",", ":"))
         give_up = utcnow() + timedelta(seconds=rt.settings.notify_retry_for)
         store = rt.stores.notifications
-        delivery = store.new_delivery(job.owner, event, job.id, config.url, body, give_up)
+        delivery = store.new_notification(job.owner, event, job.id, config.url, body, give_up)
         if not delivery.attempts:
             send(delivery.id, None)
     except Exception as exc:
@@ -126,7 +126,7 @@ def deliver(task: Task, delivery_id: str) -> dict[str, Any]:
     # the sweeper's resend) finds it taken or not due, and POSTs nothing.
     delivery = store.claim(delivery_id, hold=2 * rt.settings.notify_timeout + 30)
     if delivery is None:
-        found = store.delivery(delivery_id)
+        found = store.notification(delivery_id)
         return {"delivery_id": delivery_id, "status": found.status if found else "missing"}
     config = store.config(delivery.owner)
     if config is None:
@@ -160,7 +160,7 @@ def deliver(task: Task, delivery_id: str) -> dict[str, Any]:
         return {"delivery_id": delivery_id, "status": "pending"}
 
 
-def post(rt: Runtime, config: NotificationConfig, delivery: Delivery) -> tuple[Attempt, bool]:
+def post(rt: Runtime, config: NotificationConfig, delivery: Notification) -> tuple[Attempt, bool]:
     """POST the delivery's body, signed now, to the callback; (what happened, worth retrying).
 
     The host is resolved once and called at the address that was checked (callrail_sync/
@@ -179,7 +179,7 @@ def post(rt: Runtime, config: NotificationConfig, delivery: Delivery) -> tuple[A
         ("User-Agent", "callrail-sync"),
         (HEADER, sign(config.secret.get_secret_value(), body)),
         ("X-Callrail-Sync-Event", delivery.event),
-        ("X-Callrail-Sync-Delivery", delivery.id),
+        ("X-Callrail-Sync-Notification", delivery.id),
     ]
     try:
         answer = outbound.post(url, body, headers, timeout=s.notify_timeout, policy=policy)

@@ -43,17 +43,17 @@ def plan_syncs(rt: Runtime, queue: JobQueue) -> list[dict[str, Any]]:
         schedules = rt.stores.schedules.of_owner(owner)
         wanted: list[tuple[Kind, str | None]] = [("accounts", None)]
         wanted += [("companies", a) for a in account_ids]
-        for kind, account_id in wanted:
-            schedule = schedules.get(account_id) if account_id else None
+        for kind, callrail_account_id in wanted:
+            schedule = schedules.get(callrail_account_id) if callrail_account_id else None
             if schedule is not None and schedule.paused:
                 continue
             interval = interval_of(rt, schedule)
-            head = rt.stores.snapshots.current(owner, kind, account_id)
+            head = rt.stores.snapshots.current(owner, kind, callrail_account_id)
             if head is not None and head.synced_at > utcnow() - timedelta(seconds=interval):
                 continue
             job_type = JobType.SYNC_ACCOUNTS if kind == "accounts" else JobType.SYNC_COMPANIES
-            params = JobParams(callrail_account_id=account_id)
-            delay = _spread(f"{owner}:{kind}:{account_id}", interval / 4)
+            params = JobParams(callrail_account_id=callrail_account_id)
+            delay = _spread(f"{owner}:{kind}:{callrail_account_id}", interval / 4)
             job, created = submit(
                 rt.stores.jobs, queue, owner, job_type, params, countdown=delay, lane=Lane.PERIODIC
             )
@@ -63,7 +63,7 @@ def plan_syncs(rt: Runtime, queue: JobQueue) -> list[dict[str, Any]]:
                         "job_id": job.id,
                         "owner": owner,
                         "kind": kind,
-                        "callrail_account_id": account_id,
+                        "callrail_account_id": callrail_account_id,
                         "countdown": round(delay, 1),
                     }
                 )

@@ -38,7 +38,7 @@ def dedupe_key(owner: str, job_type: JobType, params: JobParams) -> str:
     if job_type is JobType.SYNC_STREAM:
         return f"{owner}:stream:{params.stream}:{params.callrail_account_id}"
     if job_type is JobType.WEBHOOK_LIST:
-        return f"{owner}:webhooks:{params.account_id}:{params.company_id}"
+        return f"{owner}:webhooks:{params.callrail_account_id}:{params.company_id}"
     what = json.dumps(params.model_dump(exclude_none=True), sort_keys=True)
     return f"{owner}:write:{job_type.value}:{hashlib.sha256(what.encode()).hexdigest()[:24]}"
 

@@ -85,22 +85,24 @@ def store_pages(
     return Outcome(result=result, snapshot_id=job.id)
 
 
-def gone_from(client: CallRailClient, account_id: str | None) -> Callable[[list[str]], bool]:
+def gone_from(
+    client: CallRailClient, callrail_account_id: str | None
+) -> Callable[[list[str]], bool]:
     """Whether CallRail confirms that records a walk missed are gone: a sample of them is
     fetched, and one that is still there means the walk's pages shifted under it."""
 
     def confirmed(missed: list[str]) -> bool:
         for record_id in random.sample(missed, min(GONE_SAMPLE, len(missed))):
             try:
-                if account_id is None:
+                if callrail_account_id is None:
                     client.get_account(record_id)
                 else:
-                    client.get_company(account_id, record_id)
+                    client.get_company(callrail_account_id, record_id)
             except errors.UpstreamNotFound:
                 continue
             log.warning(
                 "a record the walk missed is still in CallRail; deletions wait for the next sync",
-                extra={"callrail_account_id": account_id, "missed": len(missed)},
+                extra={"callrail_account_id": callrail_account_id, "missed": len(missed)},
             )
             return False
         return True
@@ -127,11 +129,11 @@ def sync_accounts_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome
 
 def sync_companies_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     """Every company of one CallRail account (disabled ones too: the shim filters)."""
-    account_id = job.params.need("callrail_account_id")
-    schedule = rt.stores.schedules.get(job.owner, account_id)
+    callrail_account_id = job.params.need("callrail_account_id")
+    schedule = rt.stores.schedules.get(job.owner, callrail_account_id)
     if schedule is not None and schedule.paused:
         # Queued before the pause (by beat, or a user): it ends now, saying why.
         raise errors.SyncPaused()
-    pages = client.iter_company_pages(account_id, **resume_from(job, rt))
-    confirm = gone_from(client, account_id)
-    return store_pages(job, rt, "companies", account_id, pages, confirm_gone=confirm)
+    pages = client.iter_company_pages(callrail_account_id, **resume_from(job, rt))
+    confirm = gone_from(client, callrail_account_id)
+    return store_pages(job, rt, "companies", callrail_account_id, pages, confirm_gone=confirm)

@@ -36,11 +36,18 @@ def integration_fields(integration: Integration, keys: list[str]) -> dict[str, A
 
 
 def remember(
-    rt: Runtime, job: Job, account_id: str, company_id: str, integration: Integration, url: str
+    rt: Runtime,
+    job: Job,
+    callrail_account_id: str,
+    company_id: str,
+    integration: Integration,
+    url: str,
 ) -> dict[str, Any]:
     """Our record of one URL of the integration, in the spec's webhook shape."""
     fields = created_fields(integration, url, ours(rt, company_id))
-    return shape(rt.stores.webhooks.remember(job.owner, account_id, company_id, url, fields))
+    return shape(
+        rt.stores.webhooks.remember(job.owner, callrail_account_id, company_id, url, fields)
+    )
 
 
 NOT_FIRING = (
@@ -55,7 +62,7 @@ def shape(record: WebhookRecord, *, existing: bool = False) -> dict[str, Any]:
     fires = record.status == "enabled"
     shaped: dict[str, Any] = {
         "id": record.id,
-        "account_id": record.account_id,
+        "account_id": record.callrail_account_id,
         "company_id": record.company_id,
         "url": record.url,
         "status": record.status,
@@ -71,17 +78,20 @@ def shape(record: WebhookRecord, *, existing: bool = False) -> dict[str, Any]:
     return shaped
 
 
-def lock_name(account_id: str, company_id: str) -> str:
+def lock_name(callrail_account_id: str, company_id: str) -> str:
     """One company's integration: what a webhook write holds while it reads and writes it."""
-    return f"integration:{account_id}:{company_id}"
+    return f"integration:{callrail_account_id}:{company_id}"
 
 
 def list_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     """The webhooks (URLs of the Webhooks integration) of one company."""
-    account_id, company_id = job.params.need("account_id"), job.params.need("company_id")
+    callrail_account_id, company_id = (
+        job.params.need("callrail_account_id"),
+        job.params.need("company_id"),
+    )
     found = [
-        remember(rt, job, account_id, company_id, integration, url)
-        for integration in client.list_webhook_integrations(account_id, company_id)
+        remember(rt, job, callrail_account_id, company_id, integration, url)
+        for integration in client.list_webhook_integrations(callrail_account_id, company_id)
         for url in wh.urls_in(integration, ours(rt, company_id))
     ]
     return Outcome(result={"webhooks": found})
@@ -91,7 +101,11 @@ def create_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     """Add a URL to a company's Webhooks integration (making it if needed), under the
     company's lock; idempotent: a URL already there answers the existing webhook."""
     p = job.params
-    account_id, company_id, url = p.need("account_id"), p.need("company_id"), p.need("webhook_url")
+    callrail_account_id, company_id, url = (
+        p.need("callrail_account_id"),
+        p.need("company_id"),
+        p.need("webhook_url"),
+    )
     keys = wh.config_keys(p.events or list(wh.DEFAULT_EVENTS))
     wanted = STATE_FOR_STATUS[p.status] if p.status else None
     receiver = ours(rt, company_id)
@@ -100,15 +114,17 @@ def create_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     def added(config: dict[str, Any]) -> dict[str, list[str]]:
         return wh.with_receiver(config, url, keys) if is_ours else wh.with_url(config, url, keys)
 
-    with rt.locks.hold(lock_name(account_id, company_id)) as held:
-        existing = client.list_webhook_integrations(account_id, company_id)
+    with rt.locks.hold(lock_name(callrail_account_id, company_id)) as held:
+        existing = client.list_webhook_integrations(callrail_account_id, company_id)
         # There already (perhaps for fewer events, which are then added): not a new webhook.
         present = bool(existing) and url in wh.urls_in(existing[0], receiver)
         has = wh.has_receiver if is_ours else wh.has_url
         already = bool(existing) and has(existing[0], url, keys)
         held.confirm()
         if not existing:
-            integration = client.create_webhook_integration(account_id, company_id, added({}))
+            integration = client.create_webhook_integration(
+                callrail_account_id, company_id, added({})
+            )
         else:
             current = existing[0]
             config = None if already else added(current.config)
@@ -116,18 +132,24 @@ def create_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
             integration = current
             if config is not None or state is not None:
                 integration = client.update_integration(
-                    account_id, current.id, config=config, state=state
+                    callrail_account_id, current.id, config=config, state=state
                 )
         if not existing and wanted == "disabled":
             held.confirm()
-            integration = client.update_integration(account_id, integration.id, state=wanted)
+            integration = client.update_integration(
+                callrail_account_id, integration.id, state=wanted
+            )
         # Under the lock too: our records follow CallRail in the order CallRail changed.
         record = rt.stores.webhooks.remember(
-            job.owner, account_id, company_id, url, created_fields(integration, url, receiver)
+            job.owner,
+            callrail_account_id,
+            company_id,
+            url,
+            created_fields(integration, url, receiver),
         )
     if is_ours:
         # Our own receiver: it needs the key CallRail signs this company's deliveries with.
-        inbound.register(rt, job.owner, client, account_id, company_id, integration)
+        inbound.register(rt, job.owner, client, callrail_account_id, company_id, integration)
     return Outcome(result=shape(record, existing=present))
 
 
@@ -146,14 +168,17 @@ def update_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     lock. A URL another webhook of the company already has merges into that one."""
     p = job.params
     record = rt.stores.webhooks.get(job.owner, p.need("webhook_id"))
-    if record is None or (record.account_id, record.company_id) != (p.account_id, p.company_id):
+    if record is None or (record.callrail_account_id, record.company_id) != (
+        p.callrail_account_id,
+        p.company_id,
+    ):
         raise errors.NotFound("Webhook not found.")
-    account_id, company_id = record.account_id, record.company_id
+    callrail_account_id, company_id = record.callrail_account_id, record.company_id
     receiver = ours(rt, company_id)
     if p.webhook_url not in (None, record.url) and receiver in (record.url, p.webhook_url):
         raise errors.ValidationFailed(wh.MOVE_RECEIVER)
-    with rt.locks.hold(lock_name(account_id, company_id)) as held:
-        integrations = client.list_webhook_integrations(account_id, company_id)
+    with rt.locks.hold(lock_name(callrail_account_id, company_id)) as held:
+        integrations = client.list_webhook_integrations(callrail_account_id, company_id)
         if not integrations:
             raise errors.UpstreamNotFound("the company has no Webhooks integration", status=404)
         current = integrations[0]
@@ -172,7 +197,9 @@ def update_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
         updated = current
         if config is not None or state is not None:
             held.confirm()
-            updated = client.update_integration(account_id, current.id, config=config, state=state)
+            updated = client.update_integration(
+                callrail_account_id, current.id, config=config, state=state
+            )
         # Under the lock too, so a create of `new_url` cannot slip in between.
         return Outcome(result=_moved(rt, job.owner, record, new_url, updated, receiver))
 
@@ -187,7 +214,7 @@ def _moved(
 ) -> dict[str, Any]:
     """Our records after a webhook's URL and/or status changed in CallRail."""
     fields = integration_fields(updated, wh.urls_in(updated, receiver).get(new_url, record.keys))
-    other = rt.stores.webhooks.find(owner, record.account_id, record.company_id, new_url)
+    other = rt.stores.webhooks.find(owner, record.callrail_account_id, record.company_id, new_url)
     if other is not None and other.id != record.id:
         # CallRail keeps one copy of a URL: this webhook is now that one.
         rt.stores.webhooks.forget(owner, record.id)

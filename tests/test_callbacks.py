@@ -170,9 +170,9 @@ def deliver_once(runtime: Any, owner: str, url: str) -> Any:
     store.configure(owner, url, ["sync.succeeded"])
     later = utcnow() + dt.timedelta(hours=1)
     job_id = f"job_{time.monotonic_ns()}"
-    delivery = store.new_delivery(owner, "sync.succeeded", job_id, url, '{"event":"x"}', later)
+    delivery = store.new_notification(owner, "sync.succeeded", job_id, url, '{"event":"x"}', later)
     deliver(None, delivery.id)
-    return store.delivery(delivery.id)
+    return store.notification(delivery.id)
 
 
 # --- DNS rebinding ----------------------------------------------------------------------------

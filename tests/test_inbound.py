@@ -153,7 +153,7 @@ def company(sim_data, api_key) -> tuple[str, str]:
 def registered(stores, company, owner):
     account, company_id = company
     registration = Registration(
-        account_id=account, company_id=company_id, integration_id="1", signing_key=KEY
+        callrail_account_id=account, company_id=company_id, integration_id="1", signing_key=KEY
     )
     stores.receivers.register(OWNER, registration)
     return account, company_id
@@ -432,7 +432,9 @@ def test_reconciliation_goes_on_past_a_company_it_cannot_see_and_knows_old_numer
 ):
     account, company_id = company
     make_receiver(shim_url, token, stores, account, company_id)
-    gone = Registration(account_id=account, company_id="COM" + "f" * 32, integration_id="9")
+    gone = Registration(
+        callrail_account_id=account, company_id="COM" + "f" * 32, integration_id="9"
+    )
     stores.receivers.register(OWNER, gone)
     lost = sim.place_call(company_id, drop=["pre_call", "post_call"])
     old = sim.place_call(company_id, drop=["pre_call", "post_call"])

@@ -321,7 +321,7 @@ def test_missing_permission_fails_webhook_create_clearly(
         submit_job,
         owner,
         "webhook_create",
-        account_id=account,
+        callrail_account_id=account,
         company_id=company,
         webhook_url="https://a.example/x",
     )
@@ -338,7 +338,7 @@ def test_updating_an_unknown_webhook_fails_with_404(
         submit_job,
         owner,
         "webhook_update",
-        account_id=account,
+        callrail_account_id=account,
         company_id=company,
         webhook_id="web_nope",
         status="disabled",

@@ -96,7 +96,7 @@ def test_a_sync_is_announced_signed_after_retries_with_every_attempt_recorded(
     assert payload["counts"] == {"added": total, "updated": 0, "deleted": 0, "total": total}
     assert payload["status"] == "succeeded" and payload["error"] is None
     assert payload["started_at"] and payload["finished_at"]
-    assert headers["X-Callrail-Sync-Delivery"] == payload["delivery_id"]
+    assert headers["X-Callrail-Sync-Notification"] == payload["delivery_id"]
 
     # The receiver has its answer before the worker writes it down: wait for the record.
     deadline = time.monotonic() + 10
@@ -187,7 +187,9 @@ def test_the_sweeper_resends_a_delivery_whose_message_was_lost(stores, runtime, 
     url = "https://example.com/h"
     stores.notifications.configure(owner, url, ["sync.succeeded"])
     later = utcnow() + timedelta(hours=1)
-    delivery = stores.notifications.new_delivery(owner, "sync.succeeded", "job_x", url, "{}", later)
+    delivery = stores.notifications.new_notification(
+        owner, "sync.succeeded", "job_x", url, "{}", later
+    )
     sent: list[str] = []
     assert resend_overdue(runtime, lambda i, c: sent.append(i)) == 0  # just made: not lost
     five_minutes_ago = utcnow() - timedelta(minutes=5)
@@ -206,7 +208,7 @@ def test_two_messages_of_one_delivery_post_it_once(stores, runtime, owner, recei
 
     stores.notifications.configure(owner, receiver.url, ["sync.succeeded"])
     later = utcnow() + timedelta(hours=1)
-    delivery = stores.notifications.new_delivery(
+    delivery = stores.notifications.new_notification(
         owner, "sync.succeeded", "job_y", receiver.url, '{"event":"sync.succeeded"}', later
     )
     receiver.delay = 0.5  # the first POST is still under way when the second message runs
@@ -222,4 +224,4 @@ def test_two_messages_of_one_delivery_post_it_once(stores, runtime, owner, recei
     assert sorted(a["status"] for a in answers) == ["delivered", "pending"]
     receiver.next()
     assert receiver.received.empty()
-    assert [a.status_code for a in stores.notifications.delivery(delivery.id).attempts] == [200]
+    assert [a.status_code for a in stores.notifications.notification(delivery.id).attempts] == [200]

@@ -267,7 +267,7 @@ def test_a_lost_create_response_is_retried_without_a_second_webhook(
     job, _ = submit_job(
         owner,
         "webhook_create",
-        account_id=account,
+        callrail_account_id=account,
         company_id=company,
         webhook_url="https://h.example/once",
     )

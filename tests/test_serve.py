@@ -16,7 +16,7 @@ import pytest
 import redis
 import requests
 
-from callrail_sync.budget import RequestBudget, Window
+from callrail_sync.budget import SlidingWindows, Window
 from callrail_sync.cli import main as cli
 from callrail_sync.cli.processes import ensure_redis, free_port, redis_part, wait_until
 from callrail_sync.config import Settings
@@ -272,7 +272,7 @@ def test_with_no_redis_server_serves_redis_is_fakeredis_speaking_the_protocol(
     try:
         assert started.part is not None and "fakeredis_server" in " ".join(started.part.argv)
         client = redis.Redis.from_url(started.url)
-        budget = RequestBudget(client, [Window(2, 60)], margin=0)  # a Lua script
+        budget = SlidingWindows(client, [Window(2, 60)])  # a Lua script
         assert [budget.try_acquire("unit")[0] for _ in range(3)] == [True, True, False]
         listener = client.pubsub()
         listener.psubscribe("callrail:events:*")

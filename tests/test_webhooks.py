@@ -11,6 +11,7 @@ from pymongo.errors import DuplicateKeyError
 
 from callrail_sync.callrail import webhooks as wh
 from callrail_sync.callrail.models import Integration
+from callrail_sync.job import JobParams
 
 from .conftest import OWNER, wait_job
 
@@ -85,7 +86,7 @@ def test_the_store_gives_one_url_one_id_however_many_remember_it(stores):
         stores.db["callrail_webhooks"].insert_one(
             {
                 "owner": OWNER,
-                "account_id": "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+                "callrail_account_id": "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
                 "company_id": "COM1",
                 "url": args[3],
             }
@@ -172,3 +173,23 @@ def test_a_webhook_url_the_policy_refuses_is_a_400_naming_the_rule(shim_url, tok
         timeout=10,
     )
     assert answer.json()["message"] == "webhook_url must not point at a link-local address."
+
+
+def test_records_stored_before_the_callrail_account_rename_are_migrated(stores):
+    """`account_id` meant CallRail's account in these documents: ensure_indexes renames it."""
+    account = "ACCa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1"
+    webhooks = stores.db["callrail_webhooks"]
+    webhooks.drop_indexes()
+    old_key = [("owner", 1), ("account_id", 1), ("company_id", 1), ("url", 1)]
+    webhooks.create_index(old_key, unique=True)
+    webhooks.insert_one(
+        {"_id": "web_old", "owner": OWNER, "account_id": account, "company_id": "COM9", "url": "u"}
+    )
+    stores.db["callrail_receivers"].insert_one({"_id": "COM9", "account_id": account})
+    stores.webhooks.ensure_indexes()
+    stores.receivers.ensure_indexes()
+    found = stores.webhooks.find(OWNER, account, "COM9", "u")
+    assert found is not None and found.id == "web_old"
+    assert stores.receivers.get("COM9").callrail_account_id == account
+    old_job_params = {"account_id": account, "company_id": "COM9"}
+    assert JobParams.model_validate(old_job_params).callrail_account_id == account

@@ -83,7 +83,7 @@ def receiver_view(receiver: Receiver) -> dict[str, Any]:
     """What the owner sees of a company's receiver (never its signing key)."""
     return {
         "company_id": receiver.company_id,
-        "account_id": receiver.account_id,
+        "account_id": receiver.callrail_account_id,
         "state": receiver.state,
         "receiving": receiver.state == "active",
         "registered_at": iso(receiver.registered_at),

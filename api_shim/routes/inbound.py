@@ -125,13 +125,15 @@ async def _ask_for_key(svc: Services, receiver: Receiver) -> bool:
     if not await svc.claim(f"inbound-key:{company}", REFRESH_EVERY):
         return False
     if svc.key_readings is not None:
-        granted, _, _ = await run_in_threadpool(svc.key_readings.try_acquire, receiver.account_id)
+        granted, _, _ = await run_in_threadpool(
+            svc.key_readings.try_acquire, receiver.callrail_account_id
+        )
         if not granted:
             return False
     owner = await run_in_threadpool(owner_with_key, svc.runtime, receiver)
     if owner is None:
         return False
-    params = JobParams(account_id=receiver.account_id, company_id=company)
+    params = JobParams(callrail_account_id=receiver.callrail_account_id, company_id=company)
     stores = svc.runtime.stores
     await run_in_threadpool(submit, stores.jobs, svc.queue, owner, JobType.RECEIVER_KEY, params)
     return True
@@ -154,7 +156,7 @@ class CallsParams(BaseModel):
         account = check.callrail_id(self.account_id, "account_id")
         return CallsQuery(
             owner=owner,
-            account_id=account,
+            callrail_account_id=account,
             company_id=check.callrail_id(self.company_id, "company_id")
             if self.company_id
             else None,
@@ -172,7 +174,7 @@ class CallsParams(BaseModel):
 async def calls(request: Request, owner: Owner, svc: Svc) -> JSONResponse:
     query = CallsParams.model_validate(dict(request.query_params)).query(owner)
     events, more = await run_in_threadpool(svc.runtime.stores.inbox.read, query)
-    account = query.account_id
+    account = query.callrail_account_id
     return success(
         {
             "account_id": account,

@@ -20,7 +20,7 @@ from api_shim.deps import Owner, RawBody, Svc
 from api_shim.envelope import success
 from api_shim.presenters import PREFIX, iso
 from callrail_sync.errors import NotFound, ValidationFailed
-from callrail_sync.stores.notifications import EVENTS, Delivery, NotificationConfig
+from callrail_sync.stores.notifications import EVENTS, Notification, NotificationConfig
 from callrail_sync.urls import check_url
 
 MSG_URL_REQUIRED = "url is required."
@@ -73,7 +73,7 @@ def shown(config: NotificationConfig | None, *, with_secret: bool) -> JSONRespon
     return success(callback_view(config, with_secret=with_secret))
 
 
-def delivery_view(delivery: Delivery) -> dict[str, Any]:
+def delivery_view(delivery: Notification) -> dict[str, Any]:
     return {
         "delivery_id": delivery.id,
         "event": delivery.event,

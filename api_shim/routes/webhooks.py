@@ -33,7 +33,7 @@ async def list_webhooks(
         raise ValidationFailed(MSG_LIST_REQUIRED)
     account, company = company_ref({"account_id": account_id, "company_id": company_id})
     await require_account(svc, owner, account)
-    params = JobParams(account_id=account, company_id=company)
+    params = JobParams(callrail_account_id=account, company_id=company)
     job, _ = await run_in_threadpool(
         submit, svc.runtime.stores.jobs, svc.queue, owner, JobType.WEBHOOK_LIST, params
     )
@@ -47,7 +47,7 @@ def _write_route(body: type[WebhookCreate] | type[WebhookUpdate], job_type: JobT
         await require_key(svc, owner)  # the spec checks the key before the fields
         s = svc.runtime.settings
         params = body.params(check.json_object(raw), s.allow_private_urls, s.public_base_url)
-        await require_account(svc, owner, params.need("account_id"))
+        await require_account(svc, owner, params.need("callrail_account_id"))
         return accepted(await run_in_threadpool(start_write, svc, owner, job_type, params))
 
     return route

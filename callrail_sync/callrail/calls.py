@@ -23,9 +23,11 @@ MAX_CALL_PAGES = 400
 """A walk that has not ended after this many pages is refused (100,000 calls in a window)."""
 
 
-def signing_key(client: CallRailClient, account_id: str, integration_id: str) -> str | None:
+def signing_key(
+    client: CallRailClient, callrail_account_id: str, integration_id: str
+) -> str | None:
     """The key CallRail signs the integration's deliveries with (only sent when asked for)."""
-    path = f"/a/{segment(account_id)}/integrations/{segment(integration_id)}.json"
+    path = f"/a/{segment(callrail_account_id)}/integrations/{segment(integration_id)}.json"
     body = client.request("GET", path, params={"fields": "signing_key"})
     key = body.get("signing_key") if isinstance(body, dict) else None
     return key if isinstance(key, str) and key else None
@@ -33,13 +35,13 @@ def signing_key(client: CallRailClient, account_id: str, integration_id: str) ->
 
 def iter_calls(
     client: CallRailClient,
-    account_id: str,
+    callrail_account_id: str,
     start: datetime,
     end: datetime,
     company_id: str | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """The account's calls that started between `start` and `end`, page by page."""
-    path = f"/a/{segment(account_id)}/calls.json"
+    path = f"/a/{segment(callrail_account_id)}/calls.json"
     params: dict[str, Any] = {
         "relative_pagination": "true",
         "per_page": CALLS_PER_PAGE,

@@ -126,14 +126,14 @@ class CallRailClient:
         for page in self._walk("/a.json", "accounts", {}, **walk):
             yield page, ACCOUNT.check_all(page.items)
 
-    def get_account(self, account_id: str) -> AccountRecord:
-        return ACCOUNT.check(self.request("GET", f"/a/{segment(account_id)}.json"))
+    def get_account(self, callrail_account_id: str) -> AccountRecord:
+        return ACCOUNT.check(self.request("GET", f"/a/{segment(callrail_account_id)}.json"))
 
     # --- companies -----------------------------------------------------------------------
 
     def iter_company_pages(
         self,
-        account_id: str,
+        callrail_account_id: str,
         *,
         status: str | None = None,
         search: str | None = None,
@@ -146,19 +146,21 @@ class CallRailClient:
         if order and not sort:
             raise errors.ValidationFailed("order needs sort")
         params = {"status": status, "search": search, "sort": sort, "order": order}
-        path = f"/a/{segment(account_id)}/companies.json"
+        path = f"/a/{segment(callrail_account_id)}/companies.json"
         for page in self._walk(path, "companies", params, **walk):
             yield page, COMPANY.check_all(page.items)
 
-    def get_company(self, account_id: str, company_id: str) -> CompanyRecord:
-        path = f"/a/{segment(account_id)}/companies/{segment(company_id)}.json"
+    def get_company(self, callrail_account_id: str, company_id: str) -> CompanyRecord:
+        path = f"/a/{segment(callrail_account_id)}/companies/{segment(company_id)}.json"
         return COMPANY.check(self.request("GET", path))
 
     # --- webhooks (the Webhooks integration of a company) ------------------------------
 
-    def list_webhook_integrations(self, account_id: str, company_id: str) -> list[Integration]:
+    def list_webhook_integrations(
+        self, callrail_account_id: str, company_id: str
+    ) -> list[Integration]:
         """The company's integrations of type Webhooks (CallRail allows one, active or not)."""
-        path = f"/a/{segment(account_id)}/integrations.json"
+        path = f"/a/{segment(callrail_account_id)}/integrations.json"
         found: list[Integration] = []
         for page in self._walk(path, "integrations", {"company_id": company_id}):
             found.extend(
@@ -169,15 +171,15 @@ class CallRailClient:
         return found
 
     def create_webhook_integration(
-        self, account_id: str, company_id: str, config: dict[str, list[str]]
+        self, callrail_account_id: str, company_id: str, config: dict[str, list[str]]
     ) -> Integration:
         body = {"type": WEBHOOKS_TYPE, "company_id": company_id, "config": config}
-        path = f"/a/{segment(account_id)}/integrations.json"
+        path = f"/a/{segment(callrail_account_id)}/integrations.json"
         return Integration.model_validate(self.request("POST", path, json_body=body))
 
     def update_integration(
         self,
-        account_id: str,
+        callrail_account_id: str,
         integration_id: str,
         *,
         config: dict[str, list[str]] | None = None,
@@ -188,11 +190,11 @@ class CallRailClient:
             body["config"] = config
         if state is not None:
             body["state"] = state
-        path = f"/a/{segment(account_id)}/integrations/{segment(integration_id)}.json"
+        path = f"/a/{segment(callrail_account_id)}/integrations/{segment(integration_id)}.json"
         return Integration.model_validate(self.request("PUT", path, json_body=body))
 
-    def delete_integration(self, account_id: str, integration_id: str) -> None:
-        path = f"/a/{segment(account_id)}/integrations/{segment(integration_id)}.json"
+    def delete_integration(self, callrail_account_id: str, integration_id: str) -> None:
+        path = f"/a/{segment(callrail_account_id)}/integrations/{segment(integration_id)}.json"
         self.request("DELETE", path)
 
     # --- plumbing ------------------------------------------------------------------------

@@ -158,7 +158,7 @@ def requests_for(windows: Iterable[Window], days: int = 0) -> int:
 
 def day_counts(
     client: CallRailClient,
-    account_id: str,
+    callrail_account_id: str,
     stream: Stream,
     first: date,
     last: date,
@@ -168,7 +168,7 @@ def day_counts(
     a request)."""
     if stream.day_counts is None:
         raise ValueError(f"{stream.name} has no day counts")
-    path = f"/a/{segment(account_id)}/{stream.day_counts}"
+    path = f"/a/{segment(callrail_account_id)}/{stream.day_counts}"
     counts: dict[date, int] = {}
     end = last
     while end >= first:
@@ -206,7 +206,7 @@ class FetchedPage:
 
 def fetch_page(
     client: CallRailClient,
-    account_id: str,
+    callrail_account_id: str,
     stream: Stream,
     window: Window | None,
     cursor: str | None,
@@ -215,7 +215,7 @@ def fetch_page(
     time_zone: str,
 ) -> FetchedPage:
     """One page of a stream (inside `window`, if it has one), from `cursor` (None: the first)."""
-    path = f"/a/{segment(account_id)}/{stream.path}"
+    path = f"/a/{segment(callrail_account_id)}/{stream.path}"
     params: dict[str, Any] = {"per_page": MAX_PER_PAGE}
     if fields:
         params["fields"] = ",".join(fields)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, Protocol
 
 from bson.binary import Binary
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import BulkWriteError
 from pymongo.write_concern import WriteConcern
@@ -27,6 +27,8 @@ from callrail_sync.stores.database import Db, utcnow
 INBOX = "callrail_inbox"
 EVENTS = "callrail_call_events"
 COUNTERS = "callrail_counters"
+STORED_ACCOUNT = "account_id"
+"""The events' stored field for their CallRail account (`callrail_account_id` in our code)."""
 Source = Literal["webhook", "reconciled"]
 
 
@@ -48,7 +50,12 @@ class InboxEntry(BaseModel):
 class NewCallEvent(BaseModel):
     id: str
     owners: list[str]
-    account_id: str
+    callrail_account_id: str = Field(
+        validation_alias=AliasChoices("callrail_account_id", STORED_ACCOUNT),
+        serialization_alias=STORED_ACCOUNT,
+    )
+    """Stored as `account_id` (the name CallRail gives it), as before this field was renamed:
+    the events need no migration."""
     company_id: str
     kind: Literal["call", "form"]
     event: str
@@ -65,7 +72,7 @@ class NewCallEvent(BaseModel):
             "id": self.id,
             "event": self.event,
             "call_id": self.resource_id,
-            "account_id": self.account_id,
+            "account_id": self.callrail_account_id,
             "company_id": self.company_id,
             "source": self.source,
             "received_at": self.received_at.isoformat(),
@@ -110,7 +117,7 @@ class CallsQuery(BaseModel):
     since a time, numbered below `before` (the cursor), at most `limit`."""
 
     owner: str
-    account_id: str
+    callrail_account_id: str
     company_id: str | None = None
     since: datetime | None = None
     before: int | None = None
@@ -155,7 +162,7 @@ class MongoInboxStore:
         self._inbox.create_index([("state", ASCENDING), ("received_at", ASCENDING)])
         self._events.create_index([("seq", DESCENDING)], unique=True)
         self._events.create_index(
-            [("owners", ASCENDING), ("account_id", ASCENDING), ("seq", DESCENDING)]
+            [("owners", ASCENDING), (STORED_ACCOUNT, ASCENDING), ("seq", DESCENDING)]
         )
         self._events.create_index(
             [("company_id", ASCENDING), ("event", ASCENDING), ("resource_id", ASCENDING)]
@@ -240,7 +247,7 @@ class MongoInboxStore:
         last, now = self._numbers(len(events)), utcnow()
         docs = []
         for number, event in enumerate(events, start=last - len(events) + 1):
-            doc = event.model_dump()
+            doc = event.model_dump(by_alias=True)
             doc["_id"], doc["seq"], doc["stored_at"] = doc.pop("id"), number, now
             doc["webhook_at"] = event.received_at if event.source == "webhook" else None
             docs.append(doc)
@@ -282,7 +289,7 @@ class MongoInboxStore:
         }
 
     def read(self, query: CallsQuery) -> tuple[list[CallEvent], bool]:
-        found: dict[str, Any] = {"owners": query.owner, "account_id": query.account_id}
+        found: dict[str, Any] = {"owners": query.owner, STORED_ACCOUNT: query.callrail_account_id}
         found["kind"] = "call"
         if query.company_id:
             found["company_id"] = query.company_id

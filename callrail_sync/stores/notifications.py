@@ -47,7 +47,7 @@ class Attempt(BaseModel):
     ms: float
 
 
-class Delivery(BaseModel):
+class Notification(BaseModel):
     """One announcement of a job's end to the owner's callback, and its attempts."""
 
     id: str
@@ -80,34 +80,34 @@ class NotificationStore(Protocol):
     def remove(self, owner: str) -> bool:
         """Drop the owner's callback; pending deliveries are not attempted again."""
 
-    def new_delivery(
+    def new_notification(
         self, owner: str, event: str, job_id: str, url: str, body: str, give_up_at: datetime
-    ) -> Delivery:
+    ) -> Notification:
         """Record a delivery to make (one per job and event: the same again answers it)."""
 
-    def delivery(self, delivery_id: str) -> Delivery | None: ...
+    def notification(self, delivery_id: str) -> Notification | None: ...
 
-    def claim(self, delivery_id: str, hold: float) -> Delivery | None:
+    def claim(self, delivery_id: str, hold: float) -> Notification | None:
         """Take a pending delivery that is due for one attempt, keeping any other message of it
         off for `hold` seconds; None if it is not pending, not due, or taken."""
 
     def record_attempt(
         self, delivery_id: str, attempt: Attempt, status: DeliveryStatus, due: datetime | None
-    ) -> Delivery | None:
+    ) -> Notification | None:
         """Add an attempt and the delivery's new status."""
 
-    def recent(self, owner: str, limit: int = 50) -> list[Delivery]:
+    def recent(self, owner: str, limit: int = 50) -> list[Notification]:
         """The owner's deliveries, newest first."""
 
-    def overdue(self, before: datetime, limit: int = 500) -> list[Delivery]:
+    def overdue(self, before: datetime, limit: int = 500) -> list[Notification]:
         """Pending deliveries whose next attempt was due before `before` (lost messages)."""
 
     def prune(self, before: datetime) -> int:
         """Forget finished deliveries made before `before`; returns how many."""
 
 
-def _delivery(doc: dict[str, Any]) -> Delivery:
-    return Delivery.model_validate({**doc, "id": doc["_id"]})
+def _notification(doc: dict[str, Any]) -> Notification:
+    return Notification.model_validate({**doc, "id": doc["_id"]})
 
 
 def _config(doc: dict[str, Any] | None) -> NotificationConfig | None:
@@ -164,9 +164,9 @@ class MongoNotificationStore:
         )
         return gone
 
-    def new_delivery(
+    def new_notification(
         self, owner: str, event: str, job_id: str, url: str, body: str, give_up_at: datetime
-    ) -> Delivery:
+    ) -> Notification:
         now = utcnow()
         doc = {
             "owner": owner,
@@ -191,13 +191,13 @@ class MongoNotificationStore:
         )
         if stored is None:
             raise RuntimeError("the delivery vanished as it was written")
-        return _delivery(stored)
+        return _notification(stored)
 
-    def delivery(self, delivery_id: str) -> Delivery | None:
+    def notification(self, delivery_id: str) -> Notification | None:
         doc = self._deliveries.find_one({"_id": delivery_id})
-        return _delivery(doc) if doc else None
+        return _notification(doc) if doc else None
 
-    def claim(self, delivery_id: str, hold: float) -> Delivery | None:
+    def claim(self, delivery_id: str, hold: float) -> Notification | None:
         now = utcnow()
         doc = self._deliveries.find_one_and_update(
             # A second of slack: a retry's countdown may end a moment before its due time.
@@ -205,11 +205,11 @@ class MongoNotificationStore:
             {"$set": {"next_attempt_at": now + timedelta(seconds=hold)}},
             return_document=ReturnDocument.AFTER,
         )
-        return _delivery(doc) if doc else None
+        return _notification(doc) if doc else None
 
     def record_attempt(
         self, delivery_id: str, attempt: Attempt, status: DeliveryStatus, due: datetime | None
-    ) -> Delivery | None:
+    ) -> Notification | None:
         fields: dict[str, Any] = {"status": status, "next_attempt_at": due}
         if status == "delivered":
             fields["delivered_at"] = attempt.at
@@ -218,16 +218,16 @@ class MongoNotificationStore:
             {"$set": fields, "$push": {"attempts": attempt.model_dump()}},
             return_document=ReturnDocument.AFTER,
         )
-        return _delivery(doc) if doc else None
+        return _notification(doc) if doc else None
 
-    def recent(self, owner: str, limit: int = 50) -> list[Delivery]:
+    def recent(self, owner: str, limit: int = 50) -> list[Notification]:
         docs = self._deliveries.find({"owner": owner}).sort("created_at", DESCENDING).limit(limit)
-        return [_delivery(d) for d in docs]
+        return [_notification(d) for d in docs]
 
     def prune(self, before: datetime) -> int:
         query = {"status": {"$ne": "pending"}, "created_at": {"$lt": before}}
         return int(self._deliveries.delete_many(query).deleted_count)
 
-    def overdue(self, before: datetime, limit: int = 500) -> list[Delivery]:
+    def overdue(self, before: datetime, limit: int = 500) -> list[Notification]:
         query = {"status": "pending", "next_attempt_at": {"$lt": before}}
-        return [_delivery(d) for d in self._deliveries.find(query).limit(limit)]
+        return [_notification(d) for d in self._deliveries.find(query).limit(limit)]

@@ -22,7 +22,7 @@ Counted = Literal["received", "duplicates", "forged", "unreadable", "missed"]
 
 class Receiver(BaseModel):
     company_id: str = Field(alias="_id")
-    account_id: str
+    callrail_account_id: str
     owners: list[str] = Field(default_factory=list)
     integration_id: str | None = None
     signing_key: str | None = Field(None, repr=False)
@@ -37,7 +37,7 @@ class Receiver(BaseModel):
 class Registration(BaseModel):
     """Our receiver, just put into a company's Webhooks integration."""
 
-    account_id: str
+    callrail_account_id: str
     company_id: str
     integration_id: str
     signing_key: str | None = Field(None, repr=False)
@@ -71,6 +71,10 @@ class MongoReceiverStore:
         self._receivers = db[COLLECTION]
 
     def ensure_indexes(self) -> None:
+        # Stores made before the rename kept the CallRail account as `account_id`.
+        self._receivers.update_many(
+            {"account_id": {"$exists": True}}, {"$rename": {"account_id": "callrail_account_id"}}
+        )
         self._receivers.create_index([("owners", ASCENDING)])
 
     def register(self, owner: str, registration: Registration) -> Receiver:

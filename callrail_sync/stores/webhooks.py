@@ -22,7 +22,7 @@ class WebhookRecord(BaseModel):
 
     id: str = Field(alias="_id")
     owner: str
-    account_id: str
+    callrail_account_id: str
     company_id: str
     url: str
     integration_id: str | None = None
@@ -37,14 +37,21 @@ class WebhookStore(Protocol):
     """Find, remember and move webhook records."""
 
     def remember(
-        self, owner: str, account_id: str, company_id: str, url: str, fields: dict[str, Any]
+        self,
+        owner: str,
+        callrail_account_id: str,
+        company_id: str,
+        url: str,
+        fields: dict[str, Any],
     ) -> WebhookRecord:
         """The record of a URL (found by owner, account, company and URL), made if new."""
 
     def get(self, owner: str, webhook_id: str) -> WebhookRecord | None:
         """The owner's record with this id."""
 
-    def find(self, owner: str, account_id: str, company_id: str, url: str) -> WebhookRecord | None:
+    def find(
+        self, owner: str, callrail_account_id: str, company_id: str, url: str
+    ) -> WebhookRecord | None:
         """The owner's record of this URL of the company, if any."""
 
     def forget(self, owner: str, webhook_id: str) -> None:
@@ -66,8 +73,15 @@ class MongoWebhookStore:
         """One id per (owner, company, URL), as a property of the store: concurrent upserts
         of one URL cannot give it two ids. A store made before this had a plain index and may
         hold such twins: the oldest of each keeps the URL, then the index is made unique."""
-        keys = [("owner", ASCENDING), ("account_id", ASCENDING)]
+        keys = [("owner", ASCENDING), ("callrail_account_id", ASCENDING)]
         keys += [("company_id", ASCENDING), ("url", ASCENDING)]
+        # Stores made before the rename kept the CallRail account as `account_id`.
+        for name, index in self._webhooks.index_information().items():
+            if ("account_id", ASCENDING) in [tuple(k) for k in index["key"]]:
+                self._webhooks.drop_index(name)
+        self._webhooks.update_many(
+            {"account_id": {"$exists": True}}, {"$rename": {"account_id": "callrail_account_id"}}
+        )
         for name, index in self._webhooks.index_information().items():
             if index["key"] == keys and not index.get("unique"):
                 self._drop_twins()
@@ -75,7 +89,7 @@ class MongoWebhookStore:
         self._webhooks.create_index(keys, unique=True)
 
     def _drop_twins(self) -> None:
-        same = {f: f"${f}" for f in ("owner", "account_id", "company_id", "url")}
+        same = {f: f"${f}" for f in ("owner", "callrail_account_id", "company_id", "url")}
         twins = self._webhooks.aggregate(
             [
                 {"$sort": {"first_seen_at": 1}},
@@ -87,10 +101,20 @@ class MongoWebhookStore:
             self._webhooks.delete_many({"_id": {"$in": twin["ids"][1:]}})
 
     def remember(
-        self, owner: str, account_id: str, company_id: str, url: str, fields: dict[str, Any]
+        self,
+        owner: str,
+        callrail_account_id: str,
+        company_id: str,
+        url: str,
+        fields: dict[str, Any],
     ) -> WebhookRecord:
         now = utcnow()
-        key = {"owner": owner, "account_id": account_id, "company_id": company_id, "url": url}
+        key = {
+            "owner": owner,
+            "callrail_account_id": callrail_account_id,
+            "company_id": company_id,
+            "url": url,
+        }
         update = {
             "$set": {**fields, "seen_at": now},
             "$setOnInsert": {"_id": "web_" + secrets.token_hex(8), "first_seen_at": now},
@@ -112,8 +136,15 @@ class MongoWebhookStore:
         doc = self._webhooks.find_one({"_id": webhook_id, "owner": owner})
         return WebhookRecord.model_validate(doc) if doc else None
 
-    def find(self, owner: str, account_id: str, company_id: str, url: str) -> WebhookRecord | None:
-        key = {"owner": owner, "account_id": account_id, "company_id": company_id, "url": url}
+    def find(
+        self, owner: str, callrail_account_id: str, company_id: str, url: str
+    ) -> WebhookRecord | None:
+        key = {
+            "owner": owner,
+            "callrail_account_id": callrail_account_id,
+            "company_id": company_id,
+            "url": url,
+        }
         doc = self._webhooks.find_one(key)
         return WebhookRecord.model_validate(doc) if doc else None
 
