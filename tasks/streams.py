@@ -364,7 +364,7 @@ def merge_calls(rt: Runtime, found: list[tuple[NewCallEvent, dict[str, Any]]], s
         if event.start_time is not None and not isinstance(record.get("start_time"), str):
             record["start_time"] = event.start_time.isoformat()
         for owner in event.owners:
-            groups.setdefault((owner, event.account_id), []).append(record)
+            groups.setdefault((owner, event.callrail_account_id), []).append(record)
     written = 0
     for (owner, account), records in groups.items():
         feed = feed_id(owner, "calls", account)

@@ -310,7 +310,7 @@ def test_slow_callbacks_never_delay_a_webhook_write(
     try:
         with run_worker(worker_app, 1, queues.jobs), run_worker(worker_app, 1, queues.callbacks):
             for n in range(3):
-                d = store.new_delivery(owner, "sync.succeeded", f"job_{n}", url, "{}", later)
+                d = store.new_notification(owner, "sync.succeeded", f"job_{n}", url, "{}", later)
                 worker_app.send_task(str(TaskName.NOTIFY), args=[d.id])
             deadline = time.monotonic() + 20
             while not slow.requests:  # a notification worker is held by the callback
