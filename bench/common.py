@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import redis
-import requests
 
 from callrail_sync.budget import RequestBudget, Window
 from callrail_sync.callrail.client import CallRailClient
@@ -31,6 +30,7 @@ from callrail_sync.stores import Stores
 from callrail_sync.stores.changes import ChangeCounts, TrackChecks
 from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.snapshots import Kind, SnapshotHead, SnapshotWriter
+from simulator.control import SimControl
 from tasks import sync
 from tasks.jobs import Outcome
 
@@ -75,36 +75,28 @@ class SimProcess:
             self.proc.wait(10)
 
     @property
-    def control(self) -> str:
-        return self.base_url.removesuffix("/v3") + "/_sim"
+    def control(self) -> SimControl:
+        """The client of the simulator's `/_sim` controls."""
+        return SimControl(self.base_url)
 
     def knobs(self, **values: Any) -> None:
-        requests.post(f"{self.control}/knobs", json=values, timeout=10).raise_for_status()
+        self.control.knobs(**values)
 
     def reset(self) -> None:
-        requests.post(f"{self.control}/reset", timeout=10).raise_for_status()
+        self.control.reset()
 
     def stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = requests.get(f"{self.control}/stats", timeout=10).json()
-        return stats
+        return self.control.stats()
 
     def log(self) -> list[dict[str, Any]]:
-        entries: list[dict[str, Any]] = requests.get(f"{self.control}/log", timeout=30).json()[
-            "requests"
-        ]
-        return entries
+        return self.control.log()
 
     def share(self, key: str, accounts: list[str]) -> None:
         """Give `key` (made if new) access to these accounts: two keys on one account."""
-        body = {"key": key, "accounts": accounts}
-        requests.post(f"{self.control}/keys", json=body, timeout=10).raise_for_status()
+        self.control.share(key, accounts)
 
     def add_account(self, key: str, companies: int) -> str:
-        response = requests.post(
-            f"{self.control}/accounts", json={"key": key, "companies": companies}, timeout=60
-        )
-        response.raise_for_status()
-        return str(response.json()["id"])
+        return self.control.add_account(key, companies)
 
     @property
     def key(self) -> str:

@@ -30,6 +30,7 @@ from callrail_sync.callrail.deliveries import sign
 from callrail_sync.config import Settings
 from callrail_sync.stores import Stores
 from callrail_sync.stores.receivers import Registration
+from simulator.control import SimControl
 
 KEY, FORGER = "9c1d0e2f3a4b5c6d7e8f9a0b1c2d3e4f", "0" * 32
 COMPANIES = [f"COMbench{n:04d}" for n in range(20)]
@@ -83,7 +84,7 @@ async def send_all(base: str, sends: list[Send]) -> dict[str, Figures]:
                 figures[kind].latencies.append(time.perf_counter() - began)
             else:
                 figures[kind].errors += 1
-        conn.close()
+        await conn.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(sender() for _ in range(SENDERS)))
@@ -106,7 +107,7 @@ async def one_sender(base: str, sends: list[Send]) -> Figures:
         )
         if 200 <= status < 300:
             figures.latencies.append(time.perf_counter() - began)
-    conn.close()
+    await conn.close()
     return figures
 
 
@@ -128,9 +129,8 @@ def bench_inbound(quick: bool) -> None:
             )
             stores.receivers.register(owner, registration)
         assert s.simulator_url is not None
-        big = requests.post(
-            f"{s.simulator_url}/_sim/accounts", json={"key": s.demo_key, "companies": 20_000}
-        ).json()["id"]
+        assert s.demo_key is not None
+        big = SimControl(s.simulator_url).add_account(s.demo_key, 20_000)
         one = asyncio.run(one_sender(s.shim_url, sends_for("S", 125, rng)))
         print(
             f"   one sender, one delivery at a time: 2xx answer p50 {one.p50:5.1f} ms, "

@@ -1,7 +1,7 @@
-"""A small HTTP/1.1 load client on asyncio: keep-alive connections, no dependency.
+"""Load for the benchmarks, on httpx's async client: keep-alive connections, many at once.
 
-It speaks just enough HTTP for GETs and POSTs to our own servers (Content-Length bodies), so a
-single Python process can hold a thousand open requests or drive a few thousand a second,
+A `Connection` is one keep-alive HTTP/1.1 connection (an `httpx.AsyncClient` limited to one),
+so a single Python process can hold a thousand open requests or drive a few thousand a second,
 which a thread per request cannot.
 """
 
@@ -11,7 +11,8 @@ import asyncio
 import statistics
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+
+import httpx
 
 
 @dataclass
@@ -39,13 +40,14 @@ class Figures:
 
 
 class Connection:
-    """One keep-alive connection that sends requests and reads their answers."""
+    """One keep-alive connection to a server at `url` that sends requests one at a time."""
 
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+    def __init__(self, url: str, timeout: float = 120.0) -> None:
+        self.client = httpx.AsyncClient(
+            base_url=url,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        )
 
     async def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         return await self.request("GET", path, b"", headers)
@@ -53,27 +55,11 @@ class Connection:
     async def request(
         self, method: str, path: str, body: bytes, headers: dict[str, str] | None = None
     ) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        if body or method != "GET":
-            lines.append(f"Content-Length: {len(body)}")
-        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-        await self.writer.drain()
-        status_line = await self.reader.readline()
-        status = int(status_line.split()[1])
-        length = 0
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode().partition(":")
-            if name.lower() == "content-length":
-                length = int(value)
-        return status, await self.reader.readexactly(length)
+        answer = await self.client.request(method, path, content=body or None, headers=headers)
+        return answer.status_code, answer.content
 
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+    async def close(self) -> None:
+        await self.client.aclose()
 
 
 async def hammer(
@@ -91,7 +77,7 @@ async def hammer(
                 figures.latencies.append(time.perf_counter() - started)
             else:
                 figures.errors += 1
-        conn.close()
+        await conn.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(one(Connection(url)) for _ in range(connections)))
@@ -113,5 +99,5 @@ async def probe(url: str, path: str, count: int) -> Figures:
             figures.errors += 1
         await asyncio.sleep(0.005)
     figures.seconds = time.perf_counter() - started
-    conn.close()
+    await conn.close()
     return figures

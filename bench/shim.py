@@ -112,7 +112,7 @@ def bench_health_under_polls(quick: bool) -> None:
             for w in waits:
                 w.cancel()
             for c in conns:
-                c.close()
+                await c.close()
             return figures, waiting
 
         loaded, waiting = asyncio.run(under_load())

@@ -1,4 +1,4 @@
-"""The CallRail v3 API as the simulator serves it: routing, then accounts, companies,
+"""The CallRail v3 API as the simulator serves it: its routes, then accounts, companies,
 Webhooks integrations and calls (`call_listing.py`), shaped as CALLRAIL_API.md describes
 the real ones.
 
@@ -11,7 +11,11 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from simulator.call_listing import list_calls
 from simulator.calls import CallBook
@@ -25,6 +29,10 @@ before 11:33-05:00 (16:33 UTC). `disabled_at` is our addition (unverified upstre
 COMPANY_SORTS = {"id", "name", "status", "time_zone", *TIMESTAMP_SORTS}
 ACCOUNT_SORTS = {"id", "name"}
 TOKEN_RE = re.compile(r'^Token\s+token=(?:"([^"]*)"|([^\s"]+))\s*$')
+KEY = "callrail.key"
+"""The scope entry in which `gate.py` leaves the caller's authenticated API key."""
+ORIGIN = "callrail.origin"
+"""The scope entry holding `http://host:port` as the client named the server (for links)."""
 URL_RE = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
 
 
@@ -34,11 +42,42 @@ def now() -> str:
 
 
 class CallRailApi:
-    """Answers CallRail v3 requests from the simulator's data; one instance serves all threads."""
+    """Answers CallRail v3 requests from the simulator's data; one instance serves all requests.
+
+    `routes` declares the paths; `gate.py` has authenticated the caller before a route runs.
+    """
 
     def __init__(self, data: SimData, calls: CallBook | None = None) -> None:
         self.data = data
         self.calls = calls or CallBook(data)
+
+    def routes(self) -> list[Route]:
+        """The API's routes, under `/v3`."""
+        account = "/v3/a/{account_id}"
+        return [
+            Route("/v3/a.json", self._list_accounts, methods=["GET"]),
+            Route(account + ".json", self._get_account, methods=["GET"]),
+            Route(account + "/calls.json", self._list_calls, methods=["GET"]),
+            Route(account + "/companies.json", self._list_companies, methods=["GET"]),
+            Route(account + "/companies/{company_id}.json", self._get_company, methods=["GET"]),
+            Route(account + "/integrations.json", self._list_integrations, methods=["GET"]),
+            Route(account + "/integrations.json", self._create_integration, methods=["POST"]),
+            Route(
+                account + "/integrations/{integration_id}.json",
+                self._get_integration,
+                methods=["GET"],
+            ),
+            Route(
+                account + "/integrations/{integration_id}.json",
+                self._update_integration,
+                methods=["PUT"],
+            ),
+            Route(
+                account + "/integrations/{integration_id}.json",
+                self._disable_integration,
+                methods=["DELETE"],
+            ),
+        ]
 
     def authenticate(self, header: str) -> str:
         """The API key of an `Authorization: Token token=...` header, or a 401 reply."""
@@ -58,74 +97,34 @@ class CallRailApi:
         account = self.data.account_for(key, named)
         return account.id if account else None
 
-    def handle(
-        self, method: str, path: str, query: Query, raw: bytes, key: str, origin: str = ""
-    ) -> Reply:
-        """The reply to an authenticated request; errors are raised as `Reply`. `origin`
-        (`http://host:port`, as the client named the server) begins the URLs of links."""
-        body = self._route(method, path, query, raw, key, origin)
-        if method == "DELETE":
-            return Reply(204)
-        return Reply(201 if method == "POST" else 200, body)
-
-    # --- routing -------------------------------------------------------------------------
-
-    def _route(
-        self, method: str, path: str, query: Query, raw: bytes, key: str, origin: str
-    ) -> Any:
-        segments = _segments(path)
-        if segments == ["a.json"]:
-            _allow(method, "GET")
-            return self._list_accounts(query, key)
-        if len(segments) < 2 or segments[0] != "a":
-            raise error(404, "Not Found")
-        if len(segments) == 2 and segments[1].endswith(".json"):
-            _allow(method, "GET")
-            return self._account(key, segments[1][:-5]).public(asked_fields(query))
-        account = self._account(key, segments[1])
-        rest = segments[2:]
-        if method in ("POST", "PUT", "DELETE") and key in self.data.read_only_keys:
-            raise error(403, "You do not have permission to manage integrations")
-        if rest == ["calls.json"]:
-            _allow(method, "GET")
-            return list_calls(self.calls, account, query, origin + path)
-        if rest == ["companies.json"]:
-            _allow(method, "GET")
-            return self._list_companies(account, query)
-        if len(rest) == 2 and rest[0] == "companies" and rest[1].endswith(".json"):
-            _allow(method, "GET")
-            return self._company(account, rest[1][:-5])
-        if rest == ["integrations.json"]:
-            _allow(method, "GET", "POST")
-            if method == "GET":
-                return self._list_integrations(account, query)
-            return self._create_integration(account, json_object(raw), query)
-        if len(rest) == 2 and rest[0] == "integrations" and rest[1].endswith(".json"):
-            _allow(method, "GET", "PUT", "DELETE")
-            integration = self._integration(account, rest[1][:-5])
-            if method == "GET":
-                return self._public_integration(integration, query)
-            if method == "PUT":
-                return self._update_integration(integration, json_object(raw), query)
-            integration["state"] = "disabled"
-            integration["updated_at"] = now()
-            return None
-        raise error(404, "Not Found")
-
-    def _account(self, key: str, account_id: str) -> SimAccount:
-        account = self.data.account_for(key, account_id)
+    def _account(self, request: Request, write: bool = False) -> SimAccount:
+        """The account the path names (a 404 reply if the key may not see it); for a write,
+        a 403 reply if the key may not manage integrations."""
+        key = request.scope[KEY]
+        account = self.data.account_for(key, request.path_params["account_id"])
         if account is None:
             raise error(404, "Account not found")
+        if write and key in self.data.read_only_keys:
+            raise error(403, "You do not have permission to manage integrations")
         return account
 
     # --- accounts and companies ----------------------------------------------------------
 
-    def _list_accounts(self, query: Query, key: str) -> dict[str, Any]:
+    async def _list_accounts(self, request: Request) -> Response:
+        query, key = _query(request), request.scope[KEY]
         wanted = asked_fields(query)
         accounts = [self.data.accounts[a].public(wanted) for a in self.data.accounts_by_key[key]]
-        return paginate("accounts", _sorted(accounts, query, ACCOUNT_SORTS), query)
+        return ok(paginate("accounts", _sorted(accounts, query, ACCOUNT_SORTS), query))
 
-    def _list_companies(self, account: SimAccount, query: Query) -> dict[str, Any]:
+    async def _get_account(self, request: Request) -> Response:
+        return ok(self._account(request).public(asked_fields(_query(request))))
+
+    async def _list_calls(self, request: Request) -> Response:
+        account, url = self._account(request), request.scope[ORIGIN] + request.url.path
+        return ok(list_calls(self.calls, account, _query(request), url))
+
+    async def _list_companies(self, request: Request) -> Response:
+        account, query = self._account(request), _query(request)
         status, search = param(query, "status"), (param(query, "search") or "").lower()
         if status not in (None, "active", "disabled"):
             raise error(400, "Invalid status filter")
@@ -138,7 +137,10 @@ class CallRailApi:
                     for c in companies
                     if status in (None, c["status"]) and search in c["name"].lower()
                 ]
-            return paginate("companies", _sorted(companies, query, COMPANY_SORTS), query)
+            return ok(paginate("companies", _sorted(companies, query, COMPANY_SORTS), query))
+
+    async def _get_company(self, request: Request) -> Response:
+        return ok(self._company(self._account(request), request.path_params["company_id"]))
 
     def _company(self, account: SimAccount, company_id: str) -> dict[str, Any]:
         """A copy of a listed company of the account, or a 404 reply."""
@@ -150,7 +152,8 @@ class CallRailApi:
 
     # --- Webhooks integrations -----------------------------------------------------------
 
-    def _list_integrations(self, account: SimAccount, query: Query) -> dict[str, Any]:
+    async def _list_integrations(self, request: Request) -> Response:
+        account, query = self._account(request), _query(request)
         company_id = param(query, "company_id")
         if not company_id:
             raise error(400, "company_id is required")
@@ -161,11 +164,11 @@ class CallRailApi:
                 for i in self.data.integrations.values()
                 if i["account_id"] == account.id and i["company_id"] == company_id
             ]
-        return paginate("integrations", found, query)
+        return ok(paginate("integrations", found, query))
 
-    def _create_integration(
-        self, account: SimAccount, body: dict[str, Any], query: Query
-    ) -> dict[str, Any]:
+    async def _create_integration(self, request: Request) -> Response:
+        account = self._account(request, write=True)
+        body, query = json_object(await request.body()), _query(request)
         if body.get("type") != "Webhooks":
             raise error(422, "Type is not a supported integration type")
         company_id = body.get("company_id")
@@ -178,11 +181,15 @@ class CallRailApi:
                 if existing["company_id"] == company_id and existing["type"] == "Webhooks":
                     raise error(422, "Company already has a Webhooks integration")
             record = self.data.new_integration(account.id, company_id, config, now())
-        return self._public_integration(record, query)
+        return ok(self._public_integration(record, query), 201)
 
-    def _update_integration(
-        self, integration: dict[str, Any], body: dict[str, Any], query: Query
-    ) -> dict[str, Any]:
+    async def _get_integration(self, request: Request) -> Response:
+        integration = self._integration(request, write=False)
+        return ok(self._public_integration(integration, _query(request)))
+
+    async def _update_integration(self, request: Request) -> Response:
+        integration = self._integration(request, write=True)
+        body, query = json_object(await request.body()), _query(request)
         config = body.get("config")
         state = body.get("state")
         if config is None and state is None:
@@ -196,10 +203,20 @@ class CallRailApi:
             if state is not None:
                 integration["state"] = state
             integration["updated_at"] = now()
-            return self._public_integration(integration, query)
+            self.data.changed()
+            return ok(self._public_integration(integration, query))
 
-    def _integration(self, account: SimAccount, integration_id: str) -> dict[str, Any]:
-        record = self.data.integrations.get(integration_id)
+    async def _disable_integration(self, request: Request) -> Response:
+        integration = self._integration(request, write=True)
+        with self.data.lock:
+            integration["state"] = "disabled"
+            integration["updated_at"] = now()
+            self.data.changed()
+        return Reply(204).response()
+
+    def _integration(self, request: Request, write: bool) -> dict[str, Any]:
+        account = self._account(request, write)
+        record = self.data.integrations.get(request.path_params["integration_id"])
         if record is None or record["account_id"] != account.id:
             raise error(404, "Integration not found")
         return record
@@ -213,6 +230,16 @@ class CallRailApi:
         return body
 
 
+def ok(body: Any, status: int = 200) -> Response:
+    """A JSON answer."""
+    return Reply(status, body).response()
+
+
+def _query(request: Request) -> Query:
+    """The query string as lists of values by name (blank values dropped, as before)."""
+    return parse_qs(request.url.query)
+
+
 # --- query parameters and bodies ---------------------------------------------------------
 
 
@@ -221,11 +248,6 @@ def _segments(path: str) -> list[str]:
     if not path.startswith("/v3/a"):
         return []
     return [unquote(s) for s in path[len("/v3/") :].split("/")]
-
-
-def _allow(method: str, *allowed: str) -> None:
-    if method not in allowed:
-        raise error(405, "Method Not Allowed")
 
 
 def _sorted(items: list[dict[str, Any]], query: Query, allowed: set[str]) -> list[dict[str, Any]]:
@@ -239,13 +261,11 @@ def _sorted(items: list[dict[str, Any]], query: Query, allowed: set[str]) -> lis
     if sort not in allowed:
         raise error(400, f"Invalid sort field: {sort}")
     value = _instant if sort in TIMESTAMP_SORTS else _text
-    # Nulls rank above every value: last in asc, and first in desc, its mirror (PostgreSQL's
-    # default; what CallRail does is unverified).
-    return sorted(
-        items,
-        key=lambda i: (i.get(sort) is None, value(i.get(sort))),
-        reverse=order == "desc",
-    )
+    # Nulls last in both orders: `order` reverses the values, never where the nulls go (the
+    # rule the shim follows too; what CallRail does is unverified).
+    valued = [i for i in items if i.get(sort) is not None]
+    nulls = [i for i in items if i.get(sort) is None]
+    return sorted(valued, key=lambda i: value(i[sort]), reverse=order == "desc") + nulls
 
 
 def _text(value: Any) -> str:
@@ -254,8 +274,6 @@ def _text(value: Any) -> str:
 
 def _instant(value: Any) -> datetime:
     """A timestamp as an aware datetime (one without an offset is taken as UTC)."""
-    if value is None:
-        return datetime.min.replace(tzinfo=UTC)
     parsed = datetime.fromisoformat(str(value))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -189,6 +189,8 @@ class CallBook:
         self._calls: dict[str, list[SimCall]] = {}
         self._keys: dict[str, list[Key]] = {}
         self._placed: dict[str, int] = {}
+        self._placed_calls: dict[str, list[SimCall]] = {}
+        """The calls placed, by account: what the state file keeps (the seed makes the rest)."""
 
     def place(self, company_id: str, **fields: Any) -> SimCall:
         """A new inbound call on a company, starting now unless `start_time` says otherwise;
@@ -206,6 +208,8 @@ class CallBook:
             if "recording" not in fields:
                 call.recording = _recording(call)
             self._insert(account.id, call)
+            self._placed_calls.setdefault(account.id, []).append(call)
+            self.data.changed()
             return call
 
     def update(self, call: SimCall, changes: dict[str, Any]) -> list[str]:
@@ -213,7 +217,25 @@ class CallBook:
         with self.data.lock:
             for name, value in changes.items():
                 setattr(call, name, list(value) if name == "tags" else value)
+            self.data.changed()
         return list(changes)
+
+    def dump(self) -> dict[str, Any]:
+        """The calls placed, as JSON values, for the state file; hold `SimData.lock`."""
+        return {
+            "placed": self._placed,
+            "calls": {a: [asdict(c) for c in calls] for a, calls in self._placed_calls.items()},
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back what `dump` wrote; each account's ledger is made again when first used."""
+        with self.data.lock:
+            self._calls.clear()
+            self._keys.clear()
+            self._placed = {a: int(n) for a, n in state["placed"].items()}
+            self._placed_calls = {
+                a: [SimCall(**fields) for fields in calls] for a, calls in state["calls"].items()
+            }
 
     def newest_first(
         self,
@@ -254,6 +276,8 @@ class CallBook:
                     call = _made(rng, account.id, company["id"], start)
                     call.recording = _recording(call)
                     self._insert(account.id, call)
+            for call in self._placed_calls.get(account.id, []):
+                self._insert(account.id, call)
         return self._calls[account.id], self._keys[account.id]
 
     def _insert(self, account_id: str, call: SimCall) -> None:

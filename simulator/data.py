@@ -83,6 +83,8 @@ class SimData:
     _next_integration: int = 100_001
     _removed: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     """Removed companies by id: (account id, the record), for `restore_company`."""
+    version: int = 0
+    """How many changes were made since the data was made or loaded (`changed`)."""
 
     def __post_init__(self) -> None:
         rng = random.Random(f"keys:{self.seed}")
@@ -92,13 +94,63 @@ class SimData:
             for _ in range(self.accounts_per_key):
                 self.add_account(key, self.companies_per_account)
 
+    def changed(self) -> None:
+        """Note a change to what the data holds, so the state file (`state.py`) follows."""
+        with self.lock:
+            self.version += 1
+
+    # --- the state file (state.py) -------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        """What the data was made from: a state file made from other settings is not loaded."""
+        return {
+            "seed": self.seed,
+            "keys": self.keys,
+            "accounts_per_key": self.accounts_per_key,
+            "companies_per_account": self.companies_per_account,
+            "disabled_share": self.disabled_share,
+            "calls_per_company": self.calls_per_company,
+        }
+
+    def dump(self) -> dict[str, Any]:
+        """Everything that can change while the simulator runs, as JSON values; hold `lock`."""
+        accounts = []
+        for account in self.accounts.values():
+            fields = {k: v for k, v in vars(account).items() if k != "_companies"}
+            accounts.append({**fields, "companies": account._companies})
+        return {
+            "accounts": accounts,
+            "accounts_by_key": self.accounts_by_key,
+            "read_only_keys": sorted(self.read_only_keys),
+            "integrations": self.integrations,
+            "next_integration": self._next_integration,
+            "removed": {cid: list(place) for cid, place in self._removed.items()},
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back what `dump` wrote (in place of what the seed made)."""
+        with self.lock:
+            self.accounts = {}
+            for fields in state["accounts"]:
+                companies = fields.pop("companies")
+                account = SimAccount(**fields)
+                account._companies = companies
+                self.accounts[account.id] = account
+            self.accounts_by_key = {k: list(v) for k, v in state["accounts_by_key"].items()}
+            self.read_only_keys = set(state["read_only_keys"])
+            self.integrations = state["integrations"]
+            self._next_integration = int(state["next_integration"])
+            self._removed = {cid: (acc, rec) for cid, (acc, rec) in state["removed"].items()}
+
     @property
     def api_keys(self) -> list[str]:
         return list(self.accounts_by_key)
 
     def add_key(self, key: str) -> str:
         with self.lock:
-            self.accounts_by_key.setdefault(key, [])
+            if key not in self.accounts_by_key:
+                self.accounts_by_key[key] = []
+                self.changed()
         return key
 
     def add_account(self, key: str, companies: int, name: str | None = None) -> str:
@@ -110,6 +162,7 @@ class SimData:
             )
             self.accounts[account.id] = account
             self.accounts_by_key.setdefault(key, []).append(account.id)
+            self.changed()
             return account.id
 
     def account(self, account_id: str) -> SimAccount:
@@ -128,6 +181,7 @@ class SimData:
             visible = self.accounts_by_key.setdefault(key, [])
             if account.id not in visible:
                 visible.append(account.id)
+                self.changed()
 
     def account_for(self, key: str, account_id: str) -> SimAccount | None:
         """The account if `key` may see it; numeric ids are accepted like the real API's."""
@@ -169,6 +223,7 @@ class SimData:
                 company["created_at"] = _now_in(company["time_zone"])
             account.added_companies += 1
             companies.append(company)
+            self.changed()
             return company
 
     def update_company(self, company_id: str, **fields: Any) -> dict[str, Any]:
@@ -183,6 +238,7 @@ class SimData:
             account, index = self._live(company_id)
             company = self.companies(account)[index]
             _change(company, fields)
+            self.changed()
             return company
 
     def remove_company(self, company_id: str) -> None:
@@ -194,6 +250,7 @@ class SimData:
         with self.lock:
             account, index = self._live(company_id)
             self._removed[company_id] = (account.id, self.companies(account).pop(index))
+            self.changed()
 
     def restore_company(self, company_id: str, **fields: Any) -> dict[str, Any]:
         """Bring a removed company back, same id, listed last, with `fields` changed."""
@@ -206,6 +263,7 @@ class SimData:
             _change(company, fields)
             del self._removed[company_id]
             self.companies(self.accounts[account_id]).append(company)
+            self.changed()
             return company
 
     def removed_from(self, company_id: str) -> str | None:
@@ -258,6 +316,7 @@ class SimData:
                 "updated_at": now,
             }
             self.integrations[str(iid)] = record
+            self.changed()
             return record
 
 

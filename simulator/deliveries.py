@@ -214,3 +214,4 @@ class Deliveries:
                 if integration["state"] == "active":
                     integration["state"] = "disabled"
                     integration["updated_at"] = now()
+                    self.data.changed()

@@ -135,11 +135,6 @@ class Faults:
                 setattr(self.knobs, name, value)
             self._rng = random.Random(self.knobs.failure_seed)
 
-    def delay(self) -> None:
-        """Wait out the configured latency."""
-        if self.knobs.latency:
-            time.sleep(self.knobs.latency)
-
     def pick(self) -> str | None:
         """The failure this request suffers: the next scripted one, else a random draw."""
         with self._lock:
@@ -154,10 +149,9 @@ class Faults:
     def fail(self, failure: str | None) -> None:
         """Raise the reply a failure gives in place of handling the request, if it gives one.
 
-        A "timeout" hangs first: long enough for the client's read timeout to fire.
+        A "timeout" ends in a 503 once the server has hung `hang` seconds (`gate.py` waits).
         """
         if failure == "timeout":
-            time.sleep(self.knobs.hang)
             raise error(503, "Service Unavailable")
         if failure == "429":
             raise self.too_many(self.knobs.scripted_retry_after)

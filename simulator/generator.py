@@ -69,11 +69,23 @@ def hex_id(rng: random.Random, n: int = 32) -> str:
     return "".join(rng.choice("0123456789abcdef") for _ in range(n))
 
 
+HISTORY_END = datetime(2025, 12, 1, tzinfo=UTC)
+"""The latest moment a generated company timestamp takes (fixed, so the data is repeatable)."""
+
+
 def timestamp(rng: random.Random, offset_hours: int) -> str:
-    """A moment between 2016 and 2025, written with the given offset as CallRail does."""
+    """A moment between 2016 and mid-2025, written with the given offset as CallRail does."""
     base = datetime(2016, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(300_000_000))
     local = base.astimezone(timezone(timedelta(hours=offset_hours)))
     return local.isoformat(timespec="milliseconds")
+
+
+def later(rng: random.Random, since: str) -> str:
+    """A moment after `since` and before `HISTORY_END`, written with `since`'s offset."""
+    start = datetime.fromisoformat(since)
+    span = max(1, int((HISTORY_END - start).total_seconds()))
+    moment = start + timedelta(seconds=1 + rng.randrange(span))
+    return moment.isoformat(timespec="milliseconds")
 
 
 def account(seed: int, index: int, name: str | None = None) -> dict[str, Any]:
@@ -103,7 +115,7 @@ def company(seed: int, account_seed: int, i: int, disabled_share: float) -> dict
         "status": "disabled" if disabled else "active",
         "time_zone": tz,
         "created_at": created,
-        "disabled_at": timestamp(rng, offset) if disabled else None,
+        "disabled_at": later(rng, created) if disabled else None,  # never before created_at
         "dni_active": rng.random() < 0.7,
         "script_url": f"//cdn.callrail.com/companies/{script_id}/{hex_id(rng, 20)}/12/swap.js",
         "callscore_enabled": rng.random() < 0.3,

@@ -1,13 +1,16 @@
 """How the simulator ends a request: a reply as a value, raised from wherever the answer is known.
 
 The resource handlers (`api.py`), the injected faults (`faults.py`) and the `/_sim` controls
-(`server.py`) all answer by raising `Reply`; only the server turns one into bytes.
+(`steering.py`) answer by returning or raising a `Reply`; `response` turns one into Starlette's.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
 
 RAILS_ERROR_PAGE = "<html><body><h1>We're sorry, but something went wrong.</h1></body></html>"
 """What a 5xx looks like: Rails' stock error page (a guess; the client must parse defensively)."""
@@ -41,6 +44,17 @@ class Reply(Exception):
         if self.status == 204:
             return None, b""
         return "application/json; charset=utf-8", json.dumps(self.body).encode()
+
+    def response(self) -> Response:
+        """The reply as the response Starlette sends."""
+        ctype, payload = self.payload()
+        return Response(payload, self.status, self.headers, media_type=ctype)
+
+
+async def raised(request: Request, exc: Exception) -> Response:
+    """Starlette's handler of a raised `Reply`: the reply it carries."""
+    assert isinstance(exc, Reply)
+    return exc.response()
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Reply:

@@ -1,75 +1,140 @@
 """The simulator's HTTP server: its lifecycle, the `/_sim/*` controls and the request log.
 
-A request to `/v3/...` passes latency, authentication, injected failures and the quota
-(`faults.py`) before the CallRail resources answer it (`api.py`). Calls placed through the
-controls (`calls.py`) are delivered to webhooks from threads of their own (`deliveries.py`).
+A Starlette app served by uvicorn from a thread of its own. A request to `/v3/...` passes
+latency, authentication, injected failures and the quota (`gate.py`) before the CallRail
+resources answer it (`api.py`); `/_sim/*` steers the simulator (`steering.py`). Calls placed
+through the controls (`calls.py`) are delivered to webhooks from threads of their own
+(`deliveries.py`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 import threading
 import time
 from dataclasses import asdict
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from simulator import steering
 from simulator.api import CallRailApi
 from simulator.calls import CallBook, CallPlan
-from simulator.data import Conflict, NotFound, SimData
+from simulator.data import SimData
 from simulator.deliveries import Deliveries, Delivery
-from simulator.faults import DROP, LOST, Faults, Knobs, QuotaUnit
-from simulator.query import param
-from simulator.replies import Reply, error, json_object
+from simulator.faults import Faults, Knobs
+from simulator.gate import Gate
+from simulator.replies import Reply, error, raised
 from simulator.requestlog import LoggedRequest, RequestLog
+from simulator.state import StateFile
 
 
-class SimServer(ThreadingHTTPServer):
-    """The CallRail simulator on a real socket, with its data, knobs and request log."""
+class SimServer:
+    """The CallRail simulator on a real socket, with its data, knobs and request log.
 
-    daemon_threads = True
-    request_queue_size = 256
-    allow_reuse_address = True
+    The socket is bound when the server is made (a port in use fails there, and `port` is
+    known before `start`); `start` serves it from a thread, `stop` ends that.
+    """
 
     def __init__(
-        self, data: SimData, host: str = "127.0.0.1", port: int = 0, knobs: Knobs | None = None
+        self,
+        data: SimData,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        knobs: Knobs | None = None,
+        state_path: Path | None = None,
     ) -> None:
-        super().__init__((host, port), _Handler)
         self.data = data
         self.calls = CallBook(data)
+        self.state = StateFile(state_path, data, self.calls) if state_path else None
+        self.state_note = self.state.load() if self.state else None
+        """What became of the state file at start (None: the simulator keeps no state)."""
         self.api = CallRailApi(data, self.calls)
         self.faults = Faults(knobs)
         self.deliveries = Deliveries(data, self.calls, self.faults)
         self.log = RequestLog()
+        self.host = host
+        self.app = Gate(self._starlette(), self.api, self.faults, self.log)
+        # IPPROTO_TCP named, so asyncio sets TCP_NODELAY on accepted connections: with Nagle on,
+        # a body written after its head waits for the client's delayed ACK (~40 ms on Linux).
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._socket.bind((host, port))
+        except OSError:
+            self._socket.close()
+            raise
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+
+    def _starlette(self) -> Starlette:
+        async def not_routed(request: Request, exc: Exception) -> Response:
+            assert isinstance(exc, HTTPException)
+            return error(exc.status_code, exc.detail, dict(exc.headers or {})).response()
+
+        return Starlette(
+            routes=[*self.api.routes(), *steering.routes(self)],
+            exception_handlers={Reply: raised, HTTPException: not_routed},
+        )
 
     # --- lifecycle -----------------------------------------------------------------------
 
     @property
     def port(self) -> int:
         """The port listened on: the one asked for, or the free one picked for port 0."""
-        return int(self.server_address[1])
+        return int(self._socket.getsockname()[1])
 
     @property
     def base_url(self) -> str:
         """Where the CallRail API is served, e.g. `http://127.0.0.1:8790/v3`."""
-        return f"http://{self.server_address[0]!s}:{self.port}/v3"
+        return f"http://{self.host}:{self.port}/v3"
 
-    def start(self) -> SimServer:
-        """Serve from a background thread; returns self, so `SimServer(data).start()` reads."""
+    def start(self, timeout: float = 10.0) -> SimServer:
+        """Serve from a background thread, once it answers; returns self, so
+        `SimServer(data).start()` reads."""
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            backlog=256,
+            timeout_graceful_shutdown=1,
+        )
+        self._server = server = _Server(config)
+        self._socket.listen(256)
         self._thread = threading.Thread(
-            target=self.serve_forever, args=(0.05,), name="callrail-sim", daemon=True
+            target=server.run, kwargs={"sockets": [self._socket]}, name="callrail-sim", daemon=True
         )
         self._thread.start()
+        if self.state is not None:
+            self.state.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the CallRail simulator did not start")
+            time.sleep(0.005)
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket; requests in flight end with their threads, and
+        """Stop serving and close the socket; requests in flight get a second to end, and
         deliveries still due are not made."""
         self.deliveries.cancel()
-        self.shutdown()
-        self.server_close()
+        if self._server is not None and self._thread is not None:
+            self._server.exit_soon()
+            self._thread.join(10)
+        self._socket.close()
+        if self.state is not None:
+            self.state.stop()
 
     # --- controls ------------------------------------------------------------------------
 
@@ -132,191 +197,40 @@ class SimServer(ThreadingHTTPServer):
         """The deliveries made or dropped (of one event, if named), in the order they ended."""
         return [d for d in self.deliveries.logged() if event in (None, d.event)]
 
-    def control(self, method: str, path: str, raw: bytes, query: str = "") -> Reply:
-        """Answer a `/_sim/*` request: how tests and benchmarks steer a running simulator.
 
-        GET `stats`, `log`, `keys`; POST `reset`, `knobs` (a JSON object of knobs),
-        `accounts` ({"key", "companies"}: add an account), `keys` ({"key", "accounts"}: the
-        key, added if new, sees those accounts); companies changing while the simulator runs:
-        POST `companies` ({"account", "id"?, ...fields}: add, or restore a removed id),
-        PATCH `companies/{id}` (change fields), DELETE `companies/{id}` (remove); calls:
-        POST `calls` ({"company_id", ...}: `place_call`), GET `deliveries` (`?wait=1` first
-        waits for those due, up to `timeout` seconds, 10 by default).
-        """
-        try:
-            return self._control(method, path, raw, parse_qs(query))
-        except NotFound as exc:
-            return error(404, str(exc))
-        except Conflict as exc:
-            return error(409, str(exc))
-        except (ValueError, TypeError) as exc:
-            return error(400, str(exc))
-        except Reply as reply:
-            return reply
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopping in milliseconds rather than its 0.1-0.2 s: tests start and
+    stop a simulator each, hundreds of times a run."""
 
-    def _control(self, method: str, path: str, raw: bytes, query: dict[str, list[str]]) -> Reply:
-        if path == "/_sim/stats" and method == "GET":
-            return Reply(200, self.stats())
-        if path == "/_sim/reset" and method == "POST":
-            self.reset()
-            return Reply(200, self.stats())
-        if path == "/_sim/knobs" and method == "POST":
-            self.set_knobs(**json_object(raw))
-            return Reply(200, self.stats())
-        if path == "/_sim/keys" and method == "GET":
-            return Reply(200, {"keys": self.data.api_keys})
-        if path == "/_sim/log" and method == "GET":
-            return Reply(200, {"requests": [asdict(r) for r in self.requests_logged()]})
-        if path == "/_sim/keys" and method == "POST":
-            return self._share_accounts(json_object(raw))
-        if path == "/_sim/calls" and method == "POST":
-            body = json_object(raw)
-            company_id = _text(body, "company_id")
-            fields = {k: v for k, v in body.items() if k != "company_id"}
-            return Reply(201, {"call": self.place_call(company_id, **fields)})
-        if path == "/_sim/deliveries" and method == "GET":
-            if param(query, "wait") in ("1", "true"):
-                self.settle(float(param(query, "timeout") or 10.0))
-            made = [asdict(d) for d in self.deliveries_logged()]
-            return Reply(200, {"deliveries": made, "pending": self.deliveries.pending})
-        if path == "/_sim/companies" and method == "POST":
-            return self._post_company(json_object(raw))
-        if path.startswith("/_sim/companies/") and method in ("PATCH", "DELETE"):
-            company_id = unquote(path.removeprefix("/_sim/companies/"))
-            with self.data.lock:  # the reply copies the record before another change can
-                if method == "DELETE":
-                    self.data.remove_company(company_id)
-                    return Reply(204)
-                return Reply(200, dict(self.data.update_company(company_id, **json_object(raw))))
-        if path == "/_sim/accounts" and method == "POST":
-            body = json_object(raw)
-            key = self.data.add_key(_text(body, "key"))
-            account = self.data.add_account(key, int(body.get("companies", 0)))
-            return Reply(201, {"id": account})
-        return error(404, "Not Found")
+    _loop: asyncio.AbstractEventLoop | None = None
+    _wake: asyncio.Event | None = None
 
-    def _share_accounts(self, body: dict[str, Any]) -> Reply:
-        key, accounts = _text(body, "key"), body.get("accounts", [])
-        if not isinstance(accounts, list) or not all(isinstance(a, str) for a in accounts):
-            raise ValueError("accounts must be a list of account ids")
-        with self.data.lock:
-            for account_id in accounts:  # all or nothing: look every one up before sharing
-                self.data.account(account_id)
-            is_new = key not in self.data.accounts_by_key
-            self.data.add_key(key)
-            for account_id in accounts:
-                self.data.share_account(key, account_id)
-            visible = list(self.data.accounts_by_key[key])
-        return Reply(201 if is_new else 200, {"key": key, "accounts": visible})
+    def exit_soon(self) -> None:
+        """Ask the server to stop, from any thread."""
+        self.should_exit = True
+        if self._loop is not None and self._wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                self._loop.call_soon_threadsafe(self._wake.set)
 
-    def _post_company(self, body: dict[str, Any]) -> Reply:
-        account_id = _text(body, "account")
-        fields = {name: value for name, value in body.items() if name != "account"}
-        company_id = str(fields.get("id", ""))
-        with self.data.lock:
-            home = self.data.removed_from(company_id)
-            if home is None:
-                return Reply(201, dict(self.data.add_company(account_id, **fields)))
-            if self.data.account(account_id).id != home:
-                raise ValueError(f"Company {company_id} was removed from account {home}")
-            return Reply(200, dict(self.data.restore_company(company_id, **fields)))
+    async def main_loop(self) -> None:
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 1) % 864_000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.1)
 
-
-def _text(body: dict[str, Any], name: str) -> str:
-    """A required, non-empty string field of a control's body."""
-    value = body.get(name)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a non-empty string")
-    return value
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """One connection's requests: `/_sim/*` to the controls, the rest to the CallRail API."""
-
-    protocol_version = "HTTP/1.1"
-    # Answers are small and the connections keep-alive: without TCP_NODELAY, a write that
-    # follows unacknowledged data waits for the client's delayed ACK (~40 ms on Linux).
-    disable_nagle_algorithm = True
-    server: SimServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: the server keeps its own log
-        pass
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def do_PATCH(self) -> None:
-        self._handle("PATCH")
-
-    def _handle(self, method: str) -> None:
-        parts = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        if parts.path.startswith("/_sim/"):
-            self._send(self.server.control(method, parts.path, raw, parts.query))
-        else:
-            self._serve_api(method, parts.path, parts.query, raw)
-
-    def _serve_api(self, method: str, path: str, query: str, raw: bytes) -> None:
-        """Latency, authentication, an injected failure, the quota, then the resource.
-
-        Failures come after authentication so a scripted one is not spent on a 401.
-        """
-        server = self.server
-        key: str | None = None
-        unit: QuotaUnit | None = None
-
-        def log(status: int) -> None:
-            label = unit.label if unit else None
-            server.log.record(LoggedRequest(method, path, query, status, key, time.time(), label))
-
-        try:
-            server.faults.delay()
-            key = server.api.authenticate(self.headers.get("Authorization", ""))
-            unit = QuotaUnit.of(key, server.api.account_named(key, path))
-            failure = server.faults.pick()
-            if failure == DROP:
-                log(0)
-                self.close_connection = True
-                return
-            server.faults.fail(failure)
-            server.faults.admit(unit)
-            host = self.headers.get("Host") or f"{server.server_address[0]!s}:{server.port}"
-            origin = f"http://{host}"  # links name the server as the client did
-            reply = server.api.handle(method, path, parse_qs(query), raw, key, origin)
-            if failure == LOST:
-                # The request took effect, but the answer never arrives (a reset mid-response).
-                log(0)
-                self.close_connection = True
-                return
-        except Reply as refused:
-            reply = refused
-        log(reply.status)
-        self._send(reply)
-
-    def _send(self, reply: Reply) -> None:
-        """Write a reply, head and body in one write: no second small segment exists for
-        the client's delayed ACK to hold back."""
-        ctype, payload = reply.payload()
-        head = [
-            f"{self.protocol_version} {reply.status} {HTTPStatus(reply.status).phrase}",
-            f"Server: {self.version_string()}",
-            f"Date: {self.date_time_string()}",
-        ]
-        if ctype:
-            head.append(f"Content-Type: {ctype}")
-        head.append(f"Content-Length: {len(payload)}")
-        head.extend(f"{name}: {value}" for name, value in reply.headers.items())
-        try:
-            self.wfile.write("\r\n".join([*head, "", ""]).encode("latin-1") + payload)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Close the listener and idle connections, give requests in flight
+        `timeout_graceful_shutdown` seconds to end, then cancel them."""
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        deadline = time.monotonic() + float(self.config.timeout_graceful_shutdown or 0)
+        while self.server_state.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        for task in self.server_state.tasks:
+            task.cancel()
+        for server in self.servers:
+            await server.wait_closed()

@@ -20,6 +20,7 @@ from callrail_sync.cli.stack import Stack, StackConfig
 from callrail_sync.config import Settings
 from callrail_sync.job import Job
 from callrail_sync.stores import Stores
+from simulator.control import SimControl
 
 from .conftest import TEST_SECRET
 
@@ -93,17 +94,15 @@ class Tenant:
         return str(answer.json()["data"]["job_id"])
 
 
-def simulator(stack: Stack, path: str, **body: Any) -> Any:
+def simulator(stack: Stack) -> SimControl:
+    """The controls of the stack's simulator."""
     assert stack.simulator_url is not None
-    url = f"{stack.simulator_url}/_sim/{path}"
-    answer = requests.post(url, json=body, timeout=60) if body else requests.get(url, timeout=60)
-    answer.raise_for_status()
-    return answer.json()
+    return SimControl(stack.simulator_url)
 
 
 def new_tenant(stack: Stack, *sizes: int) -> Tenant:
     key = "key_" + secrets.token_hex(8)
-    accounts = [simulator(stack, "accounts", key=key, companies=n)["id"] for n in sizes]
+    accounts = [simulator(stack).add_account(key, n) for n in sizes]
     owner = str(ObjectId())
     stack.stores().keys.set(owner, key)
     return Tenant(stack, owner, key, accounts, list(sizes))
@@ -145,7 +144,7 @@ def worker_running(stack: Stack, job_id: str) -> str:
 
 def pages_fetched(stack: Stack, account: str) -> list[int]:
     """Page numbers of the account's companies fetched with a 200, from the simulator's log."""
-    log = simulator(stack, "log")["requests"]
+    log = simulator(stack).log()
     return sorted(
         int(r["query"].split("page=")[1].split("&")[0])
         for r in log

@@ -12,37 +12,13 @@ import requests
 from api_shim.presenters import PREFIX as P
 from callrail_sync.feed import encode_cursor
 from callrail_sync.stores.changes import FeedQuery
+from simulator.control import SimControl
 from tests.conftest import wait_job
 
 
-class Sim:
-    """The simulator's data controls (`/_sim/*`), as a test drives them."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base = base_url.removesuffix("/v3") + "/_sim"
-
-    def add(self, account: str, **fields) -> dict:
-        answer = requests.post(f"{self.base}/companies", json={"account": account, **fields})
-        assert answer.status_code in (200, 201), answer.text
-        return answer.json()
-
-    def change(self, company_id: str, **fields) -> dict:
-        answer = requests.patch(f"{self.base}/companies/{company_id}", json=fields)
-        assert answer.status_code == 200, answer.text
-        return answer.json()
-
-    def delete(self, company_id: str) -> None:
-        assert requests.delete(f"{self.base}/companies/{company_id}").status_code == 204
-
-    def new_account(self, key: str, companies: int) -> str:
-        answer = requests.post(f"{self.base}/accounts", json={"key": key, "companies": companies})
-        assert answer.status_code == 201, answer.text
-        return answer.json()["id"]
-
-
 @pytest.fixture
-def control(sim) -> Sim:
-    return Sim(sim.base_url)
+def control(sim) -> SimControl:
+    return SimControl(sim.base_url)
 
 
 @pytest.fixture
@@ -93,10 +69,10 @@ def test_changes_follow_what_callrail_did_between_syncs(
     assert again.result["changes"] == {"added": 0, "updated": 0, "deleted": 0, "total": total}
     assert read_all(shim_url, token, cursor, account_id=account)[0] == []
 
-    new = control.add(account, name="Zeta Dental")
-    control.change(ids[0], name="Renamed Co")
-    control.change(ids[1], status="disabled")
-    control.delete(ids[2])
+    new = control.add_company(account, name="Zeta Dental")
+    control.change_company(ids[0], name="Renamed Co")
+    control.change_company(ids[1], status="disabled")
+    control.remove_company(ids[2])
     third = sync(submit_job, stores, owner, account)
     assert third.result["changes"] == {"added": 1, "updated": 2, "deleted": 1, "total": total}
     changed, cursor = read_all(shim_url, token, cursor, account_id=account)
@@ -115,7 +91,7 @@ def test_changes_follow_what_callrail_did_between_syncs(
     assert gone["record"]["id"] == ids[2]  # the last payload CallRail sent is kept
 
     # It comes back: `added` again, first seen when it was first seen.
-    control.add(account, id=ids[2], name="Back Again")
+    control.add_company(account, id=ids[2], name="Back Again")
     fourth = sync(submit_job, stores, owner, account)
     assert fourth.result["changes"]["added"] == 1
     back = read_all(shim_url, token, cursor, account_id=account)[0]
@@ -133,12 +109,12 @@ def test_changes_follow_what_callrail_did_between_syncs(
 def test_a_failed_or_partial_walk_deletes_nothing(
     worker, owner, stores, submit_job, control, sim, api_key
 ):
-    account = control.new_account(api_key, companies=600)  # three pages of 250
+    account = control.add_account(api_key, companies=600)  # three pages of 250
     assert sync(submit_job, stores, owner, account).status.value == "succeeded"
     victim = stores.changes.read(
         FeedQuery(owner=owner, kind="companies", callrail_account_id=account, limit=1)
     ).changes[0]
-    control.delete(victim.id)
+    control.remove_company(victim.id)
     # Page 1 comes, pages 2 and 3 fail in every attempt (max_attempts=3): the job fails.
     sim.set_knobs(fail_next=["ok"] + ["500"] * 6)
     failed = sync(submit_job, stores, owner, account)
@@ -170,8 +146,8 @@ def test_the_cursor_skips_and_repeats_nothing_while_syncs_run(
     try:
         for round_ in range(4):
             for company_id in ids[round_ * 5 : round_ * 5 + 5]:
-                control.change(company_id, name=f"Round {round_} {company_id}")
-            control.add(account, name=f"New in round {round_}")
+                control.change_company(company_id, name=f"Round {round_} {company_id}")
+            control.add_company(account, name=f"New in round {round_}")
             assert sync(submit_job, stores, owner, account).result["changes"]["updated"] == 5
     finally:
         stop.set()
@@ -231,7 +207,7 @@ def test_a_walk_whose_pages_shifted_marks_nothing_deleted(
     from callrail_sync.job import JobParams, JobType, NewJob
     from tasks import sync as sync_tasks
 
-    account = control.new_account(api_key, companies=600)
+    account = control.add_account(api_key, companies=600)
     client = runtime.client(api_key)
     client.page_concurrency = 1
 
@@ -252,7 +228,7 @@ def test_a_walk_whose_pages_shifted_marks_nothing_deleted(
             yield page, records
             if page.number == 1:
                 first_page.extend(str(r["id"]) for r in records)
-                control.delete(first_page[0])
+                control.remove_company(first_page[0])
 
     shifted = walk(shifting())
     assert shifted["deleted"] == 0 and shifted["total"] == 599  # one missed, not gone

@@ -58,7 +58,7 @@ def whole_stack(stack: Stack) -> Iterator[None]:
     for name, part in stack.parts.items():
         if not part.alive:
             stack.restart(name)
-    simulator(stack, "knobs", latency=0.0, fail_next=[])
+    simulator(stack).knobs(latency=0.0, fail_next=[])
     yield
 
 
@@ -72,7 +72,7 @@ def sync_under_way(stack: Stack, stores: Stores, size: int) -> tuple[Tenant, str
     """A slow sync of `size` companies, two pages stored: (tenant, account, job, worker)."""
     tenant = new_tenant(stack, size)
     (account,) = tenant.accounts
-    simulator(stack, "knobs", latency=0.25)
+    simulator(stack).knobs(latency=0.25)
     job_id = tenant.sync_companies(account)
     started(stores, job_id)
     return tenant, account, job_id, worker_running(stack, job_id)
@@ -81,7 +81,7 @@ def sync_under_way(stack: Stack, stores: Stores, size: int) -> tuple[Tenant, str
 def test_a_worker_killed_mid_sync_still_ends_in_one_whole_snapshot(stack, stores):
     tenant, account, job_id, victim = sync_under_way(stack, stores, 3_000)
     stack.parts[victim].kill()  # SIGKILL to the worker and its pool: no goodbye
-    simulator(stack, "knobs", latency=0.0)
+    simulator(stack).knobs(latency=0.0)
     done = wait_final(stores, job_id)
     assert done.status == "succeeded", done.error
     assert done.sweeps >= 1  # revived by the sweeper: the dead worker's message never came back
@@ -96,7 +96,7 @@ def test_a_worker_told_to_stop_hands_the_sync_back_and_the_other_finishes_it(sta
     assert stack.parts[victim].proc.wait(60) == 0
     handed_back = stores.jobs.get(job_id)
     assert handed_back.status in ("queued", "running", "succeeded")  # queued, or already taken
-    simulator(stack, "knobs", latency=0.0)
+    simulator(stack).knobs(latency=0.0)
     done = wait_final(stores, job_id)
     assert done.status == "succeeded", done.error
     assert done.sweeps == 0 and done.attempts == 1  # handed back, not lost; the stop was free
@@ -109,11 +109,11 @@ def test_a_worker_told_to_stop_hands_the_sync_back_and_the_other_finishes_it(sta
 def test_redis_restarted_mid_sync_everything_reconnects_and_nothing_stays_active(stack, stores):
     tenant = new_tenant(stack, 2_000, 300)
     big, small = tenant.accounts
-    simulator(stack, "knobs", latency=0.2)
+    simulator(stack).knobs(latency=0.2)
     job_id = tenant.sync_companies(big)
     started(stores, job_id, pages=1)
     stack.restart("redis")  # same port, nothing kept: queues, budget and stop flags are gone
-    simulator(stack, "knobs", latency=0.0)
+    simulator(stack).knobs(latency=0.0)
     done = wait_final(stores, job_id, timeout=STALE * 6)
     if done.status == "failed":
         assert "unavailable" in done.error.message.lower(), done.error
@@ -162,7 +162,7 @@ def test_mongo_failures_answer_503_and_the_shim_recovers_without_a_restart(stack
 def test_mongo_restarted_mid_sync_the_shim_says_503_then_the_job_resumes(stack, stores):
     tenant = new_tenant(stack, 2_500)
     (account,) = tenant.accounts
-    simulator(stack, "knobs", latency=0.2)
+    simulator(stack).knobs(latency=0.2)
     job_id = tenant.sync_companies(account)
     started(stores, job_id)
     mongo = stack.parts["mongo"]
@@ -170,7 +170,7 @@ def test_mongo_restarted_mid_sync_the_shim_says_503_then_the_job_resumes(stack, 
     down = tenant.call("GET", f"{P}/jobs/{job_id}")
     assert down.status_code == 503 and down.json()["errno"] == 503
     mongo.start(stack.run_dir).wait_ready(60)  # same port, same data
-    simulator(stack, "knobs", latency=0.0)
+    simulator(stack).knobs(latency=0.0)
     done = wait_final(stores, job_id, timeout=STALE * 8)
     assert done.status == "succeeded", done.error
     assert_snapshot_whole(stores, tenant, account, 2_500)
@@ -236,7 +236,7 @@ def test_beat_restarted_twice_in_a_row_plans_no_sync_twice(stack, stores):
 def test_chaos_fifty_jobs_while_workers_are_killed_and_restarted(stack, stores, capsys):
     rng = random.Random(11)
     tenants = [new_tenant(stack, *(rng.randrange(250, 1_500) for _ in range(5))) for _ in range(10)]
-    simulator(stack, "knobs", latency=0.05)
+    simulator(stack).knobs(latency=0.05)
     started_at = time.monotonic()
     jobs = {
         tenant.sync_companies(account): (tenant, account, size)

@@ -116,19 +116,26 @@ def test_created_at_sorts_by_the_instant_not_by_the_text_with_its_offset(sim, si
         assert (stamps.index(earlier) < stamps.index(later)) == (order == "asc")
 
 
-def test_disabled_at_sorts_chronologically_nulls_last_ascending_and_first_descending(
-    sim, sim_data, api_key
-):
+def test_disabled_at_sorts_chronologically_with_nulls_last_in_both_orders(sim, sim_data, api_key):
     acc = sim_data.add_account(api_key, 200)
     path = f"/a/{acc}/companies.json"
-    asc = get(sim, path, api_key, per_page=250, sort="disabled_at").json()["companies"]
-    stamps = [c["disabled_at"] for c in asc]
-    nulls = stamps.index(None)
-    assert nulls > 1 and set(stamps[nulls:]) == {None}
-    instants = [datetime.fromisoformat(s) for s in stamps[:nulls]]
-    assert instants == sorted(instants)
-    desc = get(sim, path, api_key, per_page=250, sort="disabled_at", order="desc").json()
-    assert [c["disabled_at"] for c in desc["companies"]] == stamps[::-1]
+    for order in ("asc", "desc"):
+        listed = get(sim, path, api_key, per_page=250, sort="disabled_at", order=order).json()
+        stamps = [c["disabled_at"] for c in listed["companies"]]
+        nulls = stamps.index(None)
+        assert nulls > 1 and set(stamps[nulls:]) == {None}
+        instants = [datetime.fromisoformat(s) for s in stamps[:nulls]]
+        assert instants == sorted(instants, reverse=order == "desc")
+
+
+def test_no_company_is_disabled_before_it_was_created():
+    data = SimData(seed=3, keys=1, accounts_per_key=4, companies_per_account=500)
+    companies = [c for a in data.accounts.values() for c in data.companies(a)]
+    disabled = [c for c in companies if c["disabled_at"] is not None]
+    assert len(disabled) > 100
+    for company in disabled:
+        created = datetime.fromisoformat(company["created_at"])
+        assert created < datetime.fromisoformat(company["disabled_at"]) < datetime.now(UTC)
 
 
 def test_company_objects_carry_the_documented_fields_with_offset_timestamps(sim, sim_data, api_key):

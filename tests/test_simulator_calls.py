@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from simulator import SimData, SimServer
+from simulator.control import SimControl
 from simulator.deliveries import sign
 
 EVENTS = ("pre_call", "post_call", "updated_call")
@@ -132,10 +133,7 @@ def control(sim: SimServer, method: str, path: str, body: Any = None, **params: 
 
 def place(sim: SimServer, company_id: str, **fields: Any) -> dict[str, Any]:
     """A call placed over HTTP, as a consumer's test would place one."""
-    placed = control(sim, "POST", "/calls", {"company_id": company_id, **fields})
-    assert placed.status_code == 201, placed.text
-    call: dict[str, Any] = placed.json()["call"]
-    return call
+    return SimControl(sim.base_url).place_call(company_id, **fields)
 
 
 def webhooks(sim: SimServer, key: str, account: str, company: str, urls: dict[str, str]):

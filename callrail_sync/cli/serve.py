@@ -85,7 +85,11 @@ def prepare(settings: Settings, run_dir: Path) -> Embedded:
             updates["jwt_secret"] = DEV_SECRET
         if "callrail_base_url" not in settings.model_fields_set:
             data = SimData(seed=1, keys=1, accounts_per_key=3, companies_per_account=180)
-            simulator = SimServer(data).start()
+            # Its state lives in the run dir: a restart keeps the webhooks made, as CallRail would.
+            state = run_dir / "simulator-state.json"
+            simulator = SimServer(data, state_path=state).start()
+            if simulator.state is not None and simulator.state.discarded:
+                notes.append(f"simulator: {simulator.state_note}")
             updates["callrail_base_url"] = simulator.base_url
         if not settings.mongo_url:
             try:

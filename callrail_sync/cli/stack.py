@@ -36,6 +36,7 @@ from callrail_sync.cli.processes import (
 from callrail_sync.config import Settings
 from callrail_sync.stores import Stores, connect
 from celeryconfig import Queues
+from simulator.control import SimControl
 from tasks.sending import create_celery
 
 PY = sys.executable
@@ -169,8 +170,7 @@ class Stack:
         self.launch(part)
         self.simulator_url = base
         self.callrail_url = f"{base}/v3"
-        keys = requests.get(f"{base}/_sim/keys", timeout=10).json()["keys"]
-        self.demo_key = keys[0]
+        self.demo_key = SimControl(base).keys()[0]
         self.seed_demo()
 
     def seed_demo(self) -> None:

@@ -1,0 +1,113 @@
+"""The client of a running simulator's `/_sim/*` controls (`steering.py`), over HTTP.
+
+Tests, benchmarks and `stack` steer a simulator they did not start in-process (or one in
+another process) through this one client: `SimControl(base_url)` with the simulator's
+address, with or without its `/v3`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+
+class SimControlError(RuntimeError):
+    """A control answered with an error: its status and `{"error": ...}` message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"simulator control answered {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class SimControl:
+    """Steers one simulator: its knobs, stats, log, keys, accounts, companies and calls."""
+
+    def __init__(self, url: str, timeout: float = 60.0) -> None:
+        self.base = url.rstrip("/").removesuffix("/v3") + "/_sim"
+        self.timeout = timeout
+
+    def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        """One control: its JSON answer (None for 204); a `SimControlError` if refused."""
+        answer = requests.request(
+            method, f"{self.base}/{path}", json=body, params=params, timeout=self.timeout
+        )
+        if answer.status_code >= 400:
+            try:
+                message = str(answer.json()["error"])
+            except (ValueError, KeyError, TypeError):
+                message = answer.text
+            raise SimControlError(answer.status_code, message)
+        return answer.json() if answer.content else None
+
+    # --- the simulator -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Requests by status and the knobs in force."""
+        stats: dict[str, Any] = self.call("GET", "stats")
+        return stats
+
+    def knobs(self, **values: Any) -> dict[str, Any]:
+        """Turn knobs (e.g. `latency=0.1`, `rate_limits=[[1000, 3600]]`); the stats after."""
+        stats: dict[str, Any] = self.call("POST", "knobs", values)
+        return stats
+
+    def reset(self) -> dict[str, Any]:
+        """Forget the log, counters, quota windows and deliveries; knobs back to defaults."""
+        stats: dict[str, Any] = self.call("POST", "reset")
+        return stats
+
+    def log(self) -> list[dict[str, Any]]:
+        """The requests the simulator answered, oldest first."""
+        entries: list[dict[str, Any]] = self.call("GET", "log")["requests"]
+        return entries
+
+    # --- keys and accounts -------------------------------------------------------------------
+
+    def keys(self) -> list[str]:
+        """The API keys the simulator accepts."""
+        keys: list[str] = self.call("GET", "keys")["keys"]
+        return keys
+
+    def share(self, key: str, accounts: list[str]) -> list[str]:
+        """Give `key` (added if new) access to existing accounts; the accounts it now sees."""
+        visible: list[str] = self.call("POST", "keys", {"key": key, "accounts": accounts})[
+            "accounts"
+        ]
+        return visible
+
+    def add_account(self, key: str, companies: int) -> str:
+        """A new account of `companies` companies under `key` (added if new); its id."""
+        return str(self.call("POST", "accounts", {"key": key, "companies": companies})["id"])
+
+    # --- companies and calls -----------------------------------------------------------------
+
+    def add_company(self, account: str, **fields: Any) -> dict[str, Any]:
+        """A company added to an account (or a removed one restored, given its `id`)."""
+        company: dict[str, Any] = self.call("POST", "companies", {"account": account, **fields})
+        return company
+
+    def change_company(self, company_id: str, **fields: Any) -> dict[str, Any]:
+        """Change fields of a company; the company after."""
+        company: dict[str, Any] = self.call("PATCH", f"companies/{company_id}", fields)
+        return company
+
+    def remove_company(self, company_id: str) -> None:
+        """Take a company out of its account (restore it with `add_company(id=...)`)."""
+        self.call("DELETE", f"companies/{company_id}")
+
+    def place_call(self, company_id: str, **fields: Any) -> dict[str, Any]:
+        """Place a call on a company now (fields, `updated`, `drop`, `post_call_delay` as
+        `SimServer.place_call` takes them); the call as calls.json shows it."""
+        call: dict[str, Any] = self.call("POST", "calls", {"company_id": company_id, **fields})[
+            "call"
+        ]
+        return call
+
+    def deliveries(self, wait: bool = False, timeout: float = 10.0) -> dict[str, Any]:
+        """The webhook deliveries made and how many calls still have some due; with `wait`,
+        first waits up to `timeout` seconds for those due."""
+        params = {"wait": 1, "timeout": timeout} if wait else {}
+        answer: dict[str, Any] = self.call("GET", "deliveries", **params)
+        return answer
