@@ -292,8 +292,10 @@ def _as_written(raw: str | None) -> date:
 def summarize_calls(stores: Stores, request: SummaryRequest) -> dict[str, Any]:
     """Totals and groups from the calls' roll-ups: no call is read, no CallRail request."""
     by_day = request.group_by in ("day", "week")
-    docs = stores.streams.rollups(request.feed, request.first, request.last, by_day=by_day)
-    found = summarize(docs, request.group_by, request.company)
+    docs = stores.streams.rollups(
+        request.feed, request.first, request.last, by_day=by_day, company=request.company
+    )
+    found = summarize(docs, request.group_by)
     groups = [
         {"key": key, **_shown(counts)}
         for key, counts in found["groups"].items()

@@ -50,6 +50,8 @@ from callrail_sync.streams import STREAMS, Stream, fields_for
 from tasks.jobs import Outcome
 
 log = logging.getLogger("callrail_sync.streams")
+TOUCH_EVERY = 1.0
+"""Seconds between two touches of a running stream sync's job."""
 MAX_WALK_PAGES = 400
 """A stream walked whole that has not ended after this many pages is refused (100,000)."""
 
@@ -91,6 +93,7 @@ class StreamContext:
             client = client.spending(take_share)
         self.client = client
         self.pages = 0
+        self.touched, self.unsaved = time.monotonic(), 0
         self.written = {"added": 0, "updated": 0, "unchanged": 0, "deleted": 0}
 
     def fetch(self, place: Place) -> remote.FetchedPage:
@@ -114,8 +117,13 @@ class StreamContext:
         self.written["unchanged"] += done.unchanged
         self.pages += 1
         metrics.PAGES.labels(self.stream.name).inc()
-        # Touch the job: a running sync is seen to move at every page.
-        self.rt.stores.jobs.record_page(self.job.id, self.pages, None, len(items))
+        self.unsaved += len(items)
+        now = time.monotonic()
+        if now - self.touched >= TOUCH_EVERY:
+            # The job is seen to move (its lease is far longer): not at every page, whose
+            # write would make the walk wait on the store.
+            self.rt.stores.jobs.record_page(self.job.id, self.pages, None, self.unsaved)
+            self.touched, self.unsaved = now, 0
         stop_point(self.job.id)
 
     def delete(self, ids: list[str]) -> None:
@@ -196,9 +204,15 @@ def plan_backfill(ctx: StreamContext, state: StreamState) -> StreamState:
     if stream.sync == "date_range":
         windows = [remote.Window(date_range=r) for r in remote.CONVERSATION_BACKFILL]
     elif stream.day_counts is not None:
-        counts = remote.day_counts(ctx.client, ctx.account, stream, first, today, ctx.time_zone)
-        per_window = s.window_pages * MAX_PER_PAGE
-        windows = remote.sized_windows(counts, first, today, per_window, stream.max_window_days)
+        try:
+            counts = remote.day_counts(ctx.client, ctx.account, stream, first, today, ctx.time_zone)
+        except errors.UpstreamNotFound:
+            # No daily counts where CallRail should have them: windows of fixed days.
+            log.warning("no day counts; windows of fixed days", extra={"stream": stream.name})
+            windows = remote.plain_windows(first, today, remote.UNSIZED_WINDOW_DAYS)
+        else:
+            per_window = s.window_pages * MAX_PER_PAGE
+            windows = remote.sized_windows(counts, first, today, per_window, stream.max_window_days)
     else:
         windows = remote.plain_windows(first, today, stream.max_window_days)
     state.windows = [
@@ -267,13 +281,14 @@ def window_bounds(window: remote.Window, time_zone: str) -> tuple[datetime, date
 
 def walk_windows(ctx: StreamContext, todo: list[Place], *, persist: bool) -> set[str]:
     """Walk the windows of `todo` (newest first), `STREAM_CONCURRENCY` at a time, storing
-    each page as it comes; with `persist`, each window's place is saved after each page.
-    Returns the ids seen (for a rescan's deletions)."""
+    each page as it comes; with `persist` (a backfill), each window's place is saved after
+    each page. Without it (a rescan), returns the ids seen, for its deletions."""
     seen: set[str] = set()
     store = ctx.rt.stores.streams
     for got in fetch_concurrently(ctx, todo, ctx.rt.settings.stream_concurrency):
         ctx.store(got.page.items)
-        seen.update(str(i[ctx.stream.id_field]) for i in got.page.items)
+        if not persist:  # a rescan's ids (a few days'); a backfill's memory stays flat
+            seen.update(str(i[ctx.stream.id_field]) for i in got.page.items)
         if persist:
             done = got.page.next_cursor is None
             store.update_window(

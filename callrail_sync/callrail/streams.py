@@ -43,6 +43,8 @@ CONVERSATION_BACKFILL = ("this_year", "last_year")
 """text-messages.json takes only `date_range`: the backfill lists these two ranges (together
 at most 24 months, inside the retention), and each later run lists `recent`."""
 CONVERSATION_RECENT = "recent"
+UNSIZED_WINDOW_DAYS = 2
+"""Days per window when no daily counts size them (their endpoint answered 404)."""
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ DIMENSIONS = ("source", "campaign", "keywords")
 COUNTERS = ("calls", "answered", "missed", "first_time_callers", "duration", "leads")
 """Each roll-up cell: `duration` is the sum of seconds (the average is computed on reading)."""
 NONE_KEY = "(none)"
+ALL = "*"
+"""The roll-up documents of the whole account (a company's id never is `*`)."""
 FLOOR = datetime(2000, 1, 1, tzinfo=UTC)
 """Before any record CallRail keeps (25 months): where an open range starts."""
 FUTURE = timedelta(days=2)
@@ -187,18 +189,19 @@ class RollupDeltas:
         self.docs: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
     def add(self, c: Contribution | None, sign: int) -> None:
+        """A call's counts, added (+1) or taken away (-1): in its company's documents and in
+        the account's (`*`, which also counts by company), for its day and its month."""
         if c is None:
             return
-        for doc_id in (
-            f"{self.feed}|d|{c.day.isoformat()}|{c.company}",
-            f"{self.feed}|m|{c.day.isoformat()[:7]}|{c.company}",
-        ):
-            doc = self.docs[doc_id]
-            for name, n in c.counts.items():
-                if n:
-                    doc[f"all.{name}"] += sign * n
-                    for dim, cell in c.cells.items():
-                        doc[f"{dim}.{cell}.{name}"] += sign * n
+        day, month = c.day.isoformat(), c.day.isoformat()[:7]
+        for company, cells in ((c.company, c.cells), (ALL, {**c.cells, "company": c.company})):
+            for doc_id in (f"{self.feed}|d|{company}|{day}", f"{self.feed}|m|{company}|{month}"):
+                doc = self.docs[doc_id]
+                for name, n in c.counts.items():
+                    if n:
+                        doc[f"all.{name}"] += sign * n
+                        for dim, cell in cells.items():
+                            doc[f"{dim}.{cell}.{name}"] += sign * n
 
     def operations(self) -> list[UpdateOne]:
         ops = []
@@ -295,9 +298,15 @@ class StreamRecordStore(Protocol):
     def committed(self, feed: str) -> int: ...
 
     def rollups(
-        self, feed: str, first: date, last: date, by_day: bool = False
+        self,
+        feed: str,
+        first: date,
+        last: date,
+        by_day: bool = False,
+        company: str | None = None,
     ) -> list[dict[str, Any]]:
-        """The roll-up documents covering days `first` to `last` (months where whole)."""
+        """The roll-up documents of one company (or of the whole account) covering days
+        `first` to `last` (months where whole, unless `by_day`)."""
 
     def drop_feed(self, feed: str) -> None: ...
 
@@ -478,9 +487,10 @@ class MongoStreamStore:
         return match
 
     def _read_by_time(self, query: RecordQuery) -> RecordPage:
-        """Newest (or oldest) first by the time key, in bands of time that widen (1 day, then
-        4, 16...) until the page is full: a read asks for about as much of the range as it
-        shows, never the whole range."""
+        """Newest (or oldest) first by the time key, in bands of time: the first an hour, each
+        next one sized by the records the last one held to fill the page (8x wider after an
+        empty one), so a read fetches about as many records as it shows (SecantusDB pushes no
+        limit down: a band's records all come back)."""
         feed = query.feed
         low = f"{feed}|{time_text(query.since)}" if query.since else f"{feed}|"
         high = f"{feed}|{time_text(query.until)}" if query.until else f"{feed}|{TOP}"
@@ -491,7 +501,7 @@ class MongoStreamStore:
                 low = max(low, str(query.after[0]) + "\x00")
         match = self._match(query)
         found: list[dict[str, Any]] = []
-        band = timedelta(days=1)
+        band = FIRST_BAND
         now = utcnow()
         if query.descending:
             edge = _moment_of(high, feed) or now + timedelta(days=1)
@@ -503,7 +513,7 @@ class MongoStreamStore:
                 found.extend(sorted(docs, key=lambda d: str(d["kt"]), reverse=True))
                 if len(found) > query.limit:
                     break
-                upper, band = lower, band * 4
+                upper, band = lower, _next_band(band, len(docs), query.limit + 1 - len(found))
         else:
             edge = _moment_of(low, feed) or FLOOR
             lower = low
@@ -514,7 +524,7 @@ class MongoStreamStore:
                 found.extend(sorted(docs, key=lambda d: str(d["kt"])))
                 if len(found) > query.limit:
                     break
-                lower, band = upper, band * 4
+                lower, band = upper, _next_band(band, len(docs), query.limit + 1 - len(found))
         page = found[: query.limit]
         last = (page[-1]["kt"],) if page else None
         return RecordPage([_shown(d) for d in page], len(found) > query.limit, last)
@@ -585,24 +595,32 @@ class MongoStreamStore:
         return {action: found.get(action, 0) for action in ACTIONS}
 
     def rollups(
-        self, feed: str, first: date, last: date, by_day: bool = False
+        self,
+        feed: str,
+        first: date,
+        last: date,
+        by_day: bool = False,
+        company: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Whole months inside [first, last] from month documents (unless `by_day`), the rest
-        from days."""
+        """The month documents of the whole months inside [first, last] (unless `by_day`),
+        and the day documents of the rest: three range reads at most."""
+        who = _cell_key(company) if company else ALL
+        if by_day:
+            return self._range(f"{feed}|d|{who}|{first}", f"{feed}|d|{who}|{last}{TOP}")
+        head_end = _month_end(first)
+        whole_from = first if first.day == 1 else head_end + timedelta(days=1)
+        tail_from = last.replace(day=1) if _month_end(last) != last else last + timedelta(1)
+        if whole_from >= tail_from:  # no whole month: days only
+            return self._range(f"{feed}|d|{who}|{first}", f"{feed}|d|{who}|{last}{TOP}")
         docs: list[dict[str, Any]] = []
-        day = first
-        while day <= last:
-            month_end = (day.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(1)
-            if day.day == 1 and month_end <= last and not by_day:
-                month = day.isoformat()[:7]
-                docs += self._range(f"{feed}|m|{month}|", f"{feed}|m|{month}|{TOP}")
-                day = month_end + timedelta(days=1)
-                continue
-            stop = min(month_end, last)
-            docs += self._range(
-                f"{feed}|d|{day.isoformat()}|", f"{feed}|d|{stop.isoformat()}|{TOP}"
-            )
-            day = stop + timedelta(days=1)
+        if whole_from > first:
+            docs += self._range(f"{feed}|d|{who}|{first}", f"{feed}|d|{who}|{head_end}{TOP}")
+        last_whole = (tail_from - timedelta(days=1)).isoformat()[:7]
+        docs += self._range(
+            f"{feed}|m|{who}|{whole_from.isoformat()[:7]}", f"{feed}|m|{who}|{last_whole}{TOP}"
+        )
+        if tail_from <= last:
+            docs += self._range(f"{feed}|d|{who}|{tail_from}", f"{feed}|d|{who}|{last}{TOP}")
         return docs
 
     def _range(self, low: str, high: str) -> list[dict[str, Any]]:
@@ -658,6 +676,21 @@ class MongoStreamStore:
         self._feeds.delete_one({"_id": feed})
 
 
+FIRST_BAND = timedelta(hours=1)
+
+
+def _next_band(band: timedelta, got: int, missing: int) -> timedelta:
+    """The next band's length: what the last one's density says holds the missing records,
+    with a quarter more, and at least twice the last (8x after an empty one)."""
+    if got == 0:
+        return band * 8
+    return band * max(2.0, min(64.0, 1.25 * missing / got))
+
+
+def _month_end(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+
+
 def _moment_of(key: str, feed: str) -> datetime | None:
     """The instant a time key (or a bound made of one) starts at; None at the open ends."""
     rest = key[len(feed) + 1 :].split("|", 1)[0].rstrip(TOP)
@@ -700,29 +733,25 @@ def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
-def summarize(
-    docs: Iterable[dict[str, Any]], group_by: str | None, company_id: str | None
-) -> dict[str, Any]:
-    """Totals and groups from roll-up documents (see `callrail_sync/stores/streams.py`)."""
+def summarize(docs: Iterable[dict[str, Any]], group_by: str | None) -> dict[str, Any]:
+    """Totals and groups from the roll-up documents of one company or of the account (see
+    the module docstring)."""
     total: dict[str, int] = dict.fromkeys(COUNTERS, 0)
     groups: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
-    wanted = _cell_key(company_id) if company_id else None
     for doc in docs:
-        _, _kind, when, company = doc["_id"].rsplit("|", 3)
-        if wanted is not None and company != wanted:
-            continue
+        who, when = doc["_id"].rsplit("|", 2)[1:]
         cells = doc.get("all") or {}
         for name in COUNTERS:
             total[name] += int(cells.get(name, 0))
         if group_by is None:
             continue
-        if group_by in DIMENSIONS:
+        if group_by in DIMENSIONS or (group_by == "company" and who == ALL):
             for key, counts in (doc.get(group_by) or {}).items():
                 for name in COUNTERS:
                     groups[cell_name(key)][name] += int(counts.get(name, 0))
             continue
-        if group_by == "company":
-            key = cell_name(company)
+        if group_by == "company":  # one company's own documents
+            key = cell_name(who)
         elif group_by == "day":
             key = when
         elif group_by == "week":
