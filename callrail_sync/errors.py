@@ -4,15 +4,22 @@ Each type carries, as class attributes, everything the two places that handle er
 neither has to guess: the shim answers with `errno` (the HTTP status, and the envelope's errno)
 and `user_message`, and the tasks retry when `retriable` and fail otherwise (`RateLimited` waits
 without spending an attempt; `StopRequested` hands the job back). `error_class`, `retriable`
-and `remedy` are what a failed job tells the frontend.
+and `remedy` are what a failed job tells the frontend: every type has a remedy, written to be
+shown as it is. A remedy may name times, `{failed_at}` and `{retry_after}`, filled in when the
+job fails (`remedy_at`).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 API_KEY_NOT_FOUND = "API key not found. Please add your CallRail API key first."
+
+RETRY_LATER = timedelta(minutes=5)
+"""How long after a failure on CallRail's side (or ours) a remedy says to try again."""
+TRY_AGAIN = "Try again in a few minutes, after {retry_after}."
+REPORT = "If it happens again, report the job id to support."
 
 
 class ErrorClass(StrEnum):
@@ -37,8 +44,8 @@ class CallRailSyncError(Exception):
     """Whether running the job again can help (the tasks retry these with backoff)."""
     template = "{message}"
     """How the message reads to the dashboard user."""
-    remedy: str | None = None
-    """What the user can do about it, when there is something."""
+    remedy: str = "Something went wrong on our side, not yours. " + TRY_AGAIN + " " + REPORT
+    """What the user can do about it, in words the frontend shows as they are."""
 
     def __init_subclass__(
         cls,
@@ -65,12 +72,22 @@ class CallRailSyncError(Exception):
     def user_message(self) -> str:
         return self.template.format(message=self.message)
 
+    def remedy_at(self, now: datetime) -> str:
+        """The remedy with its times filled in: `{failed_at}` is `now`, `{retry_after}` a few
+        minutes later (UTC, to the minute)."""
+        at = now.astimezone(UTC)
+        return self.remedy.replace("{failed_at}", f"{at:%H:%M} UTC").replace(
+            "{retry_after}", f"{at + RETRY_LATER:%H:%M} UTC"
+        )
+
 
 # --- a request refused by the shim (nothing was queued) ---------------------------------------
 
 
 class ValidationFailed(CallRailSyncError, errno=400, kind=ErrorClass.INVALID):
     """Raised when our own input checks refuse a request before any work is queued."""
+
+    remedy = "Correct what the message names, then send the request again."
 
 
 class ApiKeyNotFound(CallRailSyncError, errno=400, kind=ErrorClass.AUTH):
@@ -104,9 +121,27 @@ class ApiKeyRejected(CallRailSyncError, errno=400, kind=ErrorClass.AUTH):
 class Unauthenticated(CallRailSyncError, errno=401, kind=ErrorClass.AUTH):
     """Raised when the dashboard's bearer token is missing, malformed, forged or expired."""
 
+    remedy = "Sign in to the dashboard again: the session is missing or has expired."
+
 
 class NotFound(CallRailSyncError, errno=404, kind=ErrorClass.NOT_FOUND):
     """Raised when a job, webhook or route does not exist for this owner."""
+
+    remedy = "Check the id: it does not exist for this account. List again to get current ids."
+
+
+class WebhookNotFound(NotFound):
+    """Raised when a webhook id is not ours, or its URL is no longer in the company's
+    integration in CallRail (someone removed it there)."""
+
+    remedy = (
+        "List the company's webhooks again and use an id from that list: this webhook is no "
+        "longer configured in CallRail (it may have been removed there). To have it back, "
+        "create it again."
+    )
+
+    def __init__(self, message: str = "Webhook not found.") -> None:
+        super().__init__(message)
 
 
 class SyncPaused(CallRailSyncError, errno=409, kind=ErrorClass.INVALID):
@@ -124,6 +159,8 @@ class TooManyRequests(CallRailSyncError, errno=429, kind=ErrorClass.RATE_LIMITED
     """Raised when an owner asks for more work than admission allows (active write jobs, or
     submissions a minute); `retry_after` says when to ask again."""
 
+    remedy = "Wait a little (the answer's Retry-After header says how long), then ask again."
+
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
@@ -132,6 +169,11 @@ class TooManyRequests(CallRailSyncError, errno=429, kind=ErrorClass.RATE_LIMITED
 class JobTimedOut(CallRailSyncError, errno=504):
     """Raised when a job runs past Celery's soft time limit (something is stuck)."""
 
+    remedy = (
+        "The job was stopped at {failed_at} after running too long (CallRail may have been very "
+        "slow). " + TRY_AGAIN + " " + REPORT
+    )
+
     def __init__(self) -> None:
         super().__init__("The job took too long and was stopped.")
 
@@ -139,12 +181,21 @@ class JobTimedOut(CallRailSyncError, errno=504):
 class WorkerLost(CallRailSyncError):
     """Raised (by the sweeper) when a job's worker keeps vanishing under it."""
 
+    remedy = (
+        "Our workers kept stopping while running this job (a problem on our side, not yours). "
+        + TRY_AGAIN
+        + " "
+        + REPORT
+    )
+
     def __init__(self) -> None:
         super().__init__("The worker running this job stopped, and it was tried too many times.")
 
 
 class Crashed(CallRailSyncError):
     """Raised for an error of ours that has no type: a bug."""
+
+    remedy = "This is a bug on our side, not yours. " + TRY_AGAIN + " " + REPORT
 
     def __init__(self) -> None:
         super().__init__("Internal error while running the job.")
@@ -156,19 +207,33 @@ class Crashed(CallRailSyncError):
 class ServiceUnavailable(CallRailSyncError, errno=503, kind=ErrorClass.INTERNAL, retriable=True):
     """Raised when Mongo or the broker cannot be reached; trying again shortly helps."""
 
+    remedy = (
+        "Our database or job queue was unavailable at {failed_at} (on our side, not yours). "
+        + TRY_AGAIN
+    )
+
 
 class LockBusy(ServiceUnavailable):
     """Raised when another worker holds the lock on a company's webhooks past the wait, or a
     holder finds its lock ran out: the job retries from a fresh read of CallRail."""
 
+    remedy = (
+        "Another change to this company's webhooks was under way. List the company's webhooks "
+        "to see where they stand, then try again if your change is not there."
+    )
+
 
 class QueueUnavailable(ServiceUnavailable):
     """Raised when the broker refuses a job's message; the job was failed, nothing will run."""
+
+    remedy = "Our job queue refused the job at {failed_at}, so nothing ran. " + TRY_AGAIN
 
 
 class StopRequested(CallRailSyncError, retriable=True):
     """Raised between two pages when the worker is shutting down: the job goes back to the
     queue and the next worker resumes it (not a failure)."""
+
+    remedy = "Nothing to do: the job was handed to another worker and goes on by itself."
 
 
 # --- CallRail ---------------------------------------------------------------------------------
@@ -178,6 +243,10 @@ class CallRailError(CallRailSyncError, errno=502, kind=ErrorClass.UPSTREAM):
     """Raised when CallRail answers with an error status, or cannot be reached."""
 
     template = "CallRail error: {message}"
+    remedy = (
+        "CallRail was failing at {failed_at}: the problem is on CallRail's side, and the job "
+        "gave up after trying several times. " + TRY_AGAIN
+    )
 
     def __init__(self, message: str, *, status: int | None = None, path: str = "") -> None:
         super().__init__(message)
@@ -221,6 +290,10 @@ class InvalidRequest(CallRailError, errno=400, kind=ErrorClass.INVALID):
     """Raised on a 400, 422 or other 4xx: CallRail refused the request's content."""
 
     template = "CallRail refused the request: {message}"
+    remedy = (
+        "CallRail refused a value of this request (the message says which): correct it, then "
+        "try again."
+    )
 
 
 class RateLimited(CallRailError, errno=429, kind=ErrorClass.RATE_LIMITED, retriable=True):
@@ -228,6 +301,7 @@ class RateLimited(CallRailError, errno=429, kind=ErrorClass.RATE_LIMITED, retria
     seconds, when CallRail sent it."""
 
     template = "CallRail rate limit reached; the job will retry."
+    remedy = "Nothing to do: the job waits for CallRail's hourly quota and continues by itself."
 
     def __init__(self, message: str, *, retry_after: float | None = None, path: str = "") -> None:
         super().__init__(message, status=429, path=path)
@@ -254,6 +328,7 @@ class BudgetWait(RateLimited):
     sent to CallRail."""
 
     template = "Waiting for the CallRail request budget; the job will continue."
+    remedy = "Nothing to do: the job waits for its turn in CallRail's quota and goes on by itself."
 
 
 class ServerError(CallRailError, retriable=True):
@@ -264,7 +339,18 @@ class TransportError(CallRailError, errno=504, retriable=True):
     """Raised on a timeout, refused or reset connection: nothing (complete) came back."""
 
     template = "Could not reach CallRail: {message}"
+    remedy = (
+        "CallRail could not be reached at {failed_at} (it did not answer in time, or the "
+        "connection failed); the job gave up after trying several times. " + TRY_AGAIN
+    )
 
 
 class PaginationError(CallRailError):
     """Raised when CallRail's paging metadata would make a walk run away (too many pages)."""
+
+    remedy = (
+        "CallRail's answer did not page as expected, so the walk was stopped. "
+        + TRY_AGAIN
+        + " "
+        + REPORT
+    )

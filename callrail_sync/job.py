@@ -6,7 +6,7 @@ and only it knows their field names; everything else reads these attributes.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -108,15 +108,29 @@ class JobError(BaseModel):
     remedy: str | None = None
 
     @classmethod
-    def of(cls, exc: CallRailSyncError) -> JobError:
-        """The error a job records for an exception (each type declares its own)."""
+    def of(
+        cls,
+        exc: CallRailSyncError,
+        *,
+        retry_at: datetime | None = None,
+        now: datetime | None = None,
+    ) -> JobError:
+        """The error a job records for an exception (each type declares its own). While the
+        job will try again by itself (`retry_at`), there is nothing for the user to do but
+        wait, and the remedy says until when; once it has failed, it is the type's remedy,
+        with its times taken from `now`."""
+        if retry_at is not None:
+            at = retry_at.astimezone(UTC)
+            remedy = f"Nothing to do yet: the job tries again by itself at {at:%H:%M:%S} UTC."
+        else:
+            remedy = exc.remedy_at(now or datetime.now(UTC))
         return cls.model_validate(
             {
                 "errno": exc.errno,
                 "message": exc.user_message,
                 "class": exc.error_class,
                 "retryable": exc.retriable,
-                "remedy": exc.remedy,
+                "remedy": remedy,
             }
         )
 

@@ -156,10 +156,9 @@ def _on_error(
     policy = policy_for(rt)
     if policy.can_retry(job.attempts, exc):
         delay = policy.delay(job.attempts)
+        retry_at = utcnow() + timedelta(seconds=delay)
         try:
-            rt.stores.jobs.retry_later(
-                job.id, JobError.of(exc), utcnow() + timedelta(seconds=delay)
-            )
+            rt.stores.jobs.retry_later(job.id, JobError.of(exc, retry_at=retry_at), retry_at)
         except STORE_UNAVAILABLE:
             # Still `running` in the store: the retry takes it over once its lease is out.
             log.warning("could not record the retry", extra=context)
@@ -195,9 +194,8 @@ def _wait_for_budget(
         _fail(task, rt, job, errors.RateLimitExhausted(), context)
         return summary(job.id, "failed")
     delay = policy_for(rt).delay(job.attempts, retry_after=wait or 0.0)
-    rt.stores.jobs.park_for_rate_limit(
-        job.id, JobError.of(exc), utcnow() + timedelta(seconds=delay)
-    )
+    retry_at = utcnow() + timedelta(seconds=delay)
+    rt.stores.jobs.park_for_rate_limit(job.id, JobError.of(exc, retry_at=retry_at), retry_at)
     log.info(
         "job waits for the rate limit",
         extra={**context, "countdown": round(delay, 2), "cooldown": cooldown},

@@ -172,7 +172,7 @@ def update_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
         p.callrail_account_id,
         p.company_id,
     ):
-        raise errors.NotFound("Webhook not found.")
+        raise errors.WebhookNotFound()
     callrail_account_id, company_id = record.callrail_account_id, record.company_id
     receiver = ours(rt, company_id)
     if p.webhook_url not in (None, record.url) and receiver in (record.url, p.webhook_url):
@@ -180,14 +180,12 @@ def update_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
     with rt.locks.hold(lock_name(callrail_account_id, company_id)) as held:
         integrations = client.list_webhook_integrations(callrail_account_id, company_id)
         if not integrations:
-            raise errors.UpstreamNotFound("the company has no Webhooks integration", status=404)
+            raise errors.WebhookNotFound("The company has no webhooks in CallRail any more.")
         current = integrations[0]
         old_url, new_url = record.url, p.webhook_url or record.url
         present = wh.urls_in(current, receiver)
         if old_url not in present and new_url not in present:
-            raise errors.UpstreamNotFound(
-                "the webhook URL is no longer configured in CallRail", status=404
-            )
+            raise errors.WebhookNotFound("The webhook's URL is no longer configured in CallRail.")
         config = wh.replace_url(current.config, old_url, new_url) if new_url != old_url else None
         state = STATE_FOR_STATUS[p.status] if p.status else None
         if config == current.config:
