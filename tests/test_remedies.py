@@ -89,7 +89,7 @@ def test_a_webhook_not_found_tells_to_list_the_webhooks_again(
         submit_job,
         owner,
         "webhook_update",
-        account_id=account,
+        callrail_account_id=account,
         company_id=company,
         webhook_id="web_nope",
         status="disabled",
