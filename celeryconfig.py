@@ -143,6 +143,12 @@ def config(settings: Settings) -> dict[str, Any]:
                 "schedule": settings.sweep_interval,
                 "options": {"queue": queues.listings},
             },
+            # Take up again the jobs whose worker died (their heartbeat fell silent).
+            "revive-orphaned-jobs": {
+                "task": str(TaskName.REVIVE),
+                "schedule": max(1.0, settings.job_lease_seconds / 3),
+                "options": {"queue": queues.webhooks},
+            },
             # Find the calls CallRail never delivered (it does not send a delivery twice).
             "reconcile-calls": {
                 "task": str(TaskName.RECONCILE),

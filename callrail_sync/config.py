@@ -75,9 +75,10 @@ class RetrySettings(_Group):
     """How many times a job runs before a retriable error fails it."""
     backoff_base: float = 2.0
     backoff_cap: float = 300.0
-    job_lease_seconds: float = 90.0
-    """A running job untouched this long may be taken over by another message of it (its
-    worker died); longer than the slowest page (read timeout + inline budget wait)."""
+    job_lease_seconds: float = 30.0
+    """A running job's process beats every third of this, whatever its work waits on (the
+    quota, a slow CallRail answer); a running job silent this long lost its process (a killed
+    worker, a machine gone) and is taken up again, by the check that runs every third of it."""
     stale_job_seconds: float = 900.0
     """An active job untouched this long is revived (or failed) by the sweeper."""
 

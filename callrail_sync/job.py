@@ -161,6 +161,8 @@ class Job(BaseModel):
     """Moves at every change: a running sync touches it at every page."""
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    alive_at: datetime | None = None
+    """When the process running it last said it is alive (every third of JOB_LEASE_SECONDS)."""
     progress: Progress = Field(default_factory=Progress)
     result: dict[str, Any] | None = None
     snapshot_id: str | None = None

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -117,6 +119,36 @@ def run_job(task: Task, job_id: str, work: Work) -> Summary:
         "attempt": job.attempts,
     }
     log.info("job started", extra=context)
+    with heartbeat(rt, job_id, task.request.id or job_id):
+        return _run(task, rt, job, work, context)
+
+
+@contextmanager
+def heartbeat(rt: Runtime, job_id: str, message_id: str) -> Iterator[None]:
+    """Say the job's process is alive every third of JOB_LEASE_SECONDS while the job runs, from
+    a thread of its own: a page that waits on the quota or on CallRail still beats, and only a
+    process that is gone (killed, its machine lost) falls silent (`revive_orphans`)."""
+    stop = threading.Event()
+    every = rt.settings.job_lease_seconds / 3
+
+    def beat() -> None:
+        while not stop.wait(every):
+            try:
+                if not rt.stores.jobs.beat(job_id, message_id):
+                    return  # no longer ours to run (finished, handed back, taken over)
+            except Exception as exc:  # the store blinked: the next beat tries again
+                log.warning("heartbeat not recorded", extra={"job_id": job_id, "error": str(exc)})
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+def _run(task: Task, rt: Runtime, job: Job, work: Work, context: dict[str, Any]) -> Summary:
+    job_id = job.id
     key: ApiKeyRecord | None = None
     try:
         key = require_api_key(rt, job.owner)

@@ -19,4 +19,5 @@ class TaskName(StrEnum):
     NORMALIZE = "callrail.inbound.normalize"
     PLAN = "callrail.sync.configured_accounts"
     SWEEP = "callrail.jobs.sweep"
+    REVIVE = "callrail.jobs.revive"
     RECONCILE = "callrail.inbound.plan"

@@ -150,3 +150,29 @@ def sweep_stale_jobs(
     if acted:
         log.warning("stale jobs swept", extra={"count": len(acted)})
     return acted
+
+
+def revive_orphans(rt: Runtime, queue: JobQueue, send: Send | None = None) -> list[dict[str, Any]]:
+    """Take up again the running jobs whose process fell silent for JOB_LEASE_SECONDS (a
+    worker killed with its pool, a machine gone): the broker would give their message back
+    only after its visibility timeout (hours). A live process beats whatever it waits on, so
+    a slow job is never taken from it. Runs every third of JOB_LEASE_SECONDS (beat)."""
+    cutoff = utcnow() - timedelta(seconds=rt.settings.job_lease_seconds)
+    jobs = rt.stores.jobs
+    acted: list[dict[str, Any]] = []
+    for job in jobs.orphans(cutoff):
+        if job.attempts >= rt.settings.max_attempts:
+            rt.stores.snapshots.discard(job.id)
+            failed = jobs.fail(job.id, JobError.of(errors.WorkerLost()))
+            if failed is not None and send is not None:
+                announce(rt, failed, send)
+            acted.append({"job_id": job.id, "action": "failed"})
+            continue
+        revived = jobs.reclaim_orphan(job.id, job.alive_at)
+        if revived is None:
+            continue  # it beat after all
+        resend(jobs, queue, revived, f"{job.id}.revive{revived.sweeps}")
+        acted.append({"job_id": job.id, "action": "requeued"})
+    if acted:
+        log.warning("jobs of lost workers taken up again", extra={"count": len(acted)})
+    return acted

@@ -75,6 +75,12 @@ def sweep(task: Task) -> dict[str, Any]:
     }
 
 
+def revive(task: Task) -> dict[str, Any]:
+    """Take up again the running jobs whose process died (its heartbeat fell silent)."""
+    rt = runtime()
+    return {"revived": schedule.revive_orphans(rt, CeleryQueue(task.app), notify.sender(task))}
+
+
 JOBS: dict[JobType, TaskSpec] = {
     JobType.SYNC_ACCOUNTS: TaskSpec(
         TaskName.SYNC_ACCOUNTS, _job(sync.sync_accounts_work), "listings", retries=True
@@ -109,9 +115,12 @@ TASKS: list[TaskSpec] = [
     # a process a webhook write or a sync needs. Kept deliveries become events at once.
     TaskSpec(TaskName.NOTIFY, notify.deliver, "notify", retries=True),
     TaskSpec(TaskName.NORMALIZE, normalize, "webhooks"),
-    # Beat's three: plan periodic syncs, sweep stale jobs, plan reconciliations.
+    # Beat's four: plan periodic syncs, sweep stale jobs, revive the jobs of lost workers,
+    # plan reconciliations.
     TaskSpec(TaskName.PLAN, plan, "listings"),
     TaskSpec(TaskName.SWEEP, sweep, "listings"),
+    # Short and urgent (a user watches a frozen progress bar): first served.
+    TaskSpec(TaskName.REVIVE, revive, "webhooks"),
     TaskSpec(TaskName.RECONCILE, reconcile, "listings"),
 ]
 """Every task a worker registers."""

@@ -419,10 +419,13 @@ def test_a_second_message_for_a_running_job_does_not_run_it_again(stores, owner)
     assert stores.jobs.start(job.id, "message-1", lease_seconds=90) is not None
     assert stores.jobs.start(job.id, "message-2", lease_seconds=90) is None
     assert stores.jobs.start(job.id, "message-1", lease_seconds=90) is None  # the same id twice
-    # Once the job has not moved for the lease (its worker died), a message takes it back.
-    stores.db["callrail_jobs"].update_one(
-        {"_id": job.id}, {"$set": {"updated_at": utcnow() - timedelta(seconds=91)}}
-    )
+    # Untouched for the lease but its process still beats: slow, not lost; it stays.
+    jobs = stores.db["callrail_jobs"]
+    jobs.update_one({"_id": job.id}, {"$set": {"updated_at": utcnow() - timedelta(seconds=91)}})
+    assert stores.jobs.beat(job.id, "message-1")
+    assert stores.jobs.start(job.id, "message-2", lease_seconds=90) is None
+    # Once its process fell silent for the lease (its worker died), a message takes it back.
+    jobs.update_one({"_id": job.id}, {"$set": {"alive_at": utcnow() - timedelta(seconds=91)}})
     again = stores.jobs.start(job.id, "message-1", lease_seconds=90)
     assert again is not None and again.attempts == 2
 

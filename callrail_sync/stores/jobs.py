@@ -43,6 +43,16 @@ class JobStore(Protocol):
     def start(self, job_id: str, message_id: str, lease_seconds: float) -> Job | None:
         """Claim the job for a message and count the attempt; None if not claimable now."""
 
+    def beat(self, job_id: str, message_id: str) -> bool:
+        """The process running the job for `message_id` is alive (False: it no longer holds
+        the job). Publishes nothing: a heartbeat is not news."""
+
+    def orphans(self, silent_since: datetime) -> list[Job]:
+        """Running jobs whose process has not beaten since `silent_since` (it died)."""
+
+    def reclaim_orphan(self, job_id: str, seen_alive_at: datetime | None) -> Job | None:
+        """Take an orphan back to `queued`, if its process did not beat since it was seen."""
+
     def record_page(self, job_id: str, number: int, total_pages: int | None, records: int) -> Job:
         """Note a stored page (once, whatever the redeliveries); returns the job after it."""
 
@@ -121,6 +131,7 @@ class MongoJobStore:
         self._jobs.create_index("active_key", unique=True, sparse=True)
         self._jobs.create_index([("owner", ASCENDING), ("created_at", DESCENDING)])
         self._jobs.create_index([("status", ASCENDING), ("updated_at", ASCENDING)])
+        self._jobs.create_index([("status", ASCENDING), ("alive_at", ASCENDING)])
         self._jobs.create_index(
             [("owner", ASCENDING), ("type", ASCENDING), ("created_at", DESCENDING)]
         )
@@ -176,24 +187,27 @@ class MongoJobStore:
         return [_must(doc) for doc in docs]
 
     def start(self, job_id: str, message_id: str, lease_seconds: float) -> Job | None:
-        """A queued or retrying job can be claimed at once. A running job only once it has not
-        moved for `lease_seconds` (its worker died: a sync touches its job at every page), so
-        two messages for one job (a retry and a restored original, a sweep) never run it twice
-        at the same time."""
+        """A queued or retrying job can be claimed at once. A running job only once its
+        process has not beaten for `lease_seconds` (it died: a running job's process beats
+        every third of that, whatever its work waits on), so two messages for one job (a
+        retry and a restored original, a sweep) never run it twice at the same time."""
         now = utcnow()
         lease_over = now - timedelta(seconds=lease_seconds)
+        running = JobStatus.RUNNING.value
         return self._update(
             {
                 "_id": job_id,
                 "$or": [
                     {"status": {"$in": [JobStatus.QUEUED.value, JobStatus.RETRYING.value]}},
-                    {"status": JobStatus.RUNNING.value, "updated_at": {"$lt": lease_over}},
+                    {"status": running, "alive_at": {"$lt": lease_over}},
+                    {"status": running, "alive_at": None, "updated_at": {"$lt": lease_over}},
                 ],
             },
             {
                 "$set": {
-                    "status": JobStatus.RUNNING.value,
+                    "status": running,
                     "updated_at": now,
+                    "alive_at": now,
                     "next_retry_at": None,
                     "claimed_by": message_id,
                     "not_before": None,
@@ -201,6 +215,26 @@ class MongoJobStore:
                 "$inc": {"attempts": 1},
                 "$min": {"started_at": now},
             },
+        )
+
+    def beat(self, job_id: str, message_id: str) -> bool:
+        found = self._jobs.update_one(
+            {"_id": job_id, "status": JobStatus.RUNNING.value, "claimed_by": message_id},
+            {"$set": {"alive_at": utcnow()}},
+        )
+        return found.matched_count == 1
+
+    def orphans(self, silent_since: datetime) -> list[Job]:
+        docs = self._jobs.find(
+            {"status": JobStatus.RUNNING.value, "alive_at": {"$lt": silent_since}}
+        )
+        return [_must(doc) for doc in docs]
+
+    def reclaim_orphan(self, job_id: str, seen_alive_at: datetime | None) -> Job | None:
+        queued = {"status": JobStatus.QUEUED.value, "claimed_by": None, "updated_at": utcnow()}
+        return self._update(
+            {"_id": job_id, "status": JobStatus.RUNNING.value, "alive_at": seen_alive_at},
+            {"$set": queued, "$inc": {"sweeps": 1}},
         )
 
     def record_page(self, job_id: str, number: int, total_pages: int | None, records: int) -> Job:
@@ -303,7 +337,15 @@ class MongoJobStore:
                 "updated_at": {"$lt": older_than},
                 "$or": [{"not_before": None}, {"not_before": {"$lt": now}}],
                 "$and": [
-                    {"$or": [{"next_retry_at": None}, {"next_retry_at": {"$lt": older_than}}]}
+                    {"$or": [{"next_retry_at": None}, {"next_retry_at": {"$lt": older_than}}]},
+                    # A running job whose process still beats is slow, not lost.
+                    {
+                        "$or": [
+                            {"status": {"$ne": JobStatus.RUNNING.value}},
+                            {"alive_at": None},
+                            {"alive_at": {"$lt": older_than}},
+                        ]
+                    },
                 ],
             }
         )
