@@ -1,7 +1,9 @@
 """Prometheus metrics of the workers and the shim (names documented in docs/operations.md).
 
-The shim serves them at `/metrics`. A Celery worker serves its own at `METRICS_PORT` (default
-9808); with the prefork pool set PROMETHEUS_MULTIPROC_DIR so the children's counts are summed.
+The shim serves them at `/metrics`, with the readings it takes at each scrape (queues, active
+jobs, budgets, backfills: `api_shim/readings.py`). A Celery worker serves its own at
+`METRICS_PORT` (default 9808); with the prefork pool set PROMETHEUS_MULTIPROC_DIR so the
+children's counts are summed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,12 @@ REQUESTS = Counter(
     "callrail_requests_total",
     "Requests sent to CallRail, by HTTP status (0: no answer)",
     ["method", "status"],
+)
+ACCOUNT_REQUESTS = Counter(
+    "callrail_account_requests_total",
+    "Requests sent to CallRail, by what CallRail's quota charges (the CallRail account in the "
+    "path; `key` for /a.json) and HTTP status (0: no answer)",
+    ["account", "status"],
 )
 RATE_LIMITED = Counter("callrail_rate_limited_total", "429 answers from CallRail")
 BUDGET_WAIT = Counter(
@@ -43,6 +51,11 @@ MISSED = Counter(
     "callrail_missed_deliveries_total",
     "Calls CallRail listed that never arrived by webhook (recorded by reconciliation)",
 )
+
+
+BEAT_PLANNED_KEY = "callrail:beat:planned_at"
+"""Redis: when the periodic plan last ran (Unix seconds), the beat's heartbeat; the shim
+exports it as callrail_beat_last_plan_timestamp_seconds (api_shim/readings.py)."""
 
 
 def serve_registry() -> CollectorRegistry:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import redis
 
 from callrail_sync import metrics
-from callrail_sync.budget import RequestBudget, Window
+from callrail_sync.budget import RequestBudget, Window, unit_for
 from callrail_sync.callrail.client import BeforeRequest, CallRailClient, Timeouts
 from callrail_sync.config import Settings
 from callrail_sync.events import JobEvents
@@ -57,6 +57,9 @@ class Runtime:
 
 def count_response(method: str, path: str, status: int) -> None:
     metrics.REQUESTS.labels(method, str(status)).inc()
+    unit = unit_for("", path)
+    account = unit.removeprefix("account:") if unit.startswith("account:") else "key"
+    metrics.ACCOUNT_REQUESTS.labels(account, str(status)).inc()
     if status == 429:
         metrics.RATE_LIMITED.inc()
 

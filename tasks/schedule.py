@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
-from callrail_sync import errors
+from callrail_sync import errors, metrics
 from callrail_sync.job import JobError, JobParams, JobStatus, JobType, Lane
 from callrail_sync.runtime import Runtime
 from callrail_sync.stores.database import utcnow
@@ -36,6 +37,7 @@ def _spread(name: str, window: float) -> float:
 
 def plan_syncs(rt: Runtime, queue: JobQueue) -> list[dict[str, Any]]:
     """Queue the syncs that are due; returns what was queued (for logs and tests)."""
+    rt.redis.set(metrics.BEAT_PLANNED_KEY, repr(time.time()))  # beat's heartbeat
     queued: list[dict[str, Any]] = []
     for owner, account_ids in rt.stores.userconfig.configured():
         if rt.stores.keys.usable_key(owner) is None:

@@ -135,7 +135,7 @@ def test_connection_page_in_a_browser(serve: Serve, page: Page) -> None:
         == link.split("#token=")[1]
     )
     page.until(lambda: page.text("#stream-state") == "live", what="the event stream")
-    page.until(lambda: page.all("#status-table tbody tr"), what="the status rows")
+    page.until(lambda: page.all(".status-table tbody tr"), what="the status rows")
     page.shot("signed-in")
 
     # Accounts (serve syncs the demo's at start; a first visit may wait for that job).
@@ -187,14 +187,24 @@ def test_connection_page_in_a_browser(serve: Serve, page: Page) -> None:
     page.until(lambda: len(names()) == 10, what="the full listing again")
 
     # A refresh from CallRail: its progress bar, fed by the event stream, reaches the end.
+    known = {li.get_attribute("data-job") for li in page.all("#jobs li")}
     page.click("#companies-refresh")
-    job = page.until(
-        lambda: page.all("#jobs li[data-status='succeeded'] progress"), what="the refresh's end"
+    job_id = page.until(
+        lambda: [
+            j for li in page.all("#jobs li") if (j := li.get_attribute("data-job")) not in known
+        ],
+        what="the refresh's job",
     )[0]
-    value, top = float(job.get_attribute("value")), float(job.get_attribute("max"))
+    card = f"#jobs li[data-job='{job_id}']"
+    assert "sync companies" in page.text(card)
+    page.until(lambda: page.find(card).get_attribute("data-status") == "succeeded", what="its end")
+    bar = page.find(f"{card} progress")
+    value, top = float(bar.get_attribute("value")), float(bar.get_attribute("max"))
     assert value == top > 0
+    assert "180 records" in page.text(card)
     page.until(lambda: len(names()) == 10, what="the companies after the refresh")
-    page.shot("refresh-done")
+    d.execute_script("window.scrollTo(0, 0)")
+    page.shot("refresh-done")  # docs/ui-connection-page.png is one of these
 
     # A company's webhooks: list, then create ours (the URL left empty) and see it listed.
     company_row = page.all("#companies-table tbody tr[data-company]")[0]
@@ -236,11 +246,19 @@ def test_connection_page_in_a_browser(serve: Serve, page: Page) -> None:
     # Keyboard: the controls are reached with Tab (buttons and fields, nothing else).
     d.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
     reached = set()
-    for _ in range(40):
+    for _ in range(90):
         ActionChains(d).send_keys(Keys.TAB).perform()
         active = d.switch_to.active_element
         reached.add(active.text or active.get_attribute("id") or active.tag_name)
-    assert {"Sync now", "Pause"} <= reached, reached
+    assert {"Sync now", "Pause syncs", "Companies", "Webhooks"} <= reached, reached
+
+    # Pause an account's syncs from the keyboard, see it paused, resume it.
+    paused = ".status-table tr[data-kind='companies'] .state-paused"
+    page.find("button[aria-label^='Pause the syncs of']").send_keys(Keys.ENTER)
+    page.until(lambda: page.all(paused), what="the account paused")
+    page.shot("paused")
+    page.find("button[aria-label^='Resume the syncs of']").send_keys(Keys.ENTER)
+    page.until(lambda: not page.all(paused), what="the account resumed")
 
     # Signed in as a DashClicks account without a CallRail key: the service's message.
     page.click("#sign-out")
@@ -274,7 +292,7 @@ def test_the_page_survives_a_dropped_stream(serve: Serve, page: Page) -> None:
     page.until(lambda: page.text("#stream-state") == "live", what="the stream back")
     urls = d.execute_script("return window.__sources.map(s => s.url)")
     assert len(urls) == 2 and urls[1] != first, urls  # a new stream, with a new ticket
-    page.find("#status-table tbody tr[data-kind='accounts'] button").click()  # Sync now
+    page.find(".status-table tbody tr[data-kind='accounts'] button").click()  # Sync now
     page.until(
         lambda: page.all("#jobs li[data-status='succeeded']"), what="a job event after the drop"
     )

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api_shim.deps import Svc
 from api_shim.envelope import failure, success
+from api_shim.readings import exposition_of
 from callrail_sync.metrics import exposition
 
 router = APIRouter(include_in_schema=False)
@@ -23,8 +24,11 @@ async def healthz() -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics() -> Response:
-    return Response(await run_in_threadpool(exposition), media_type=CONTENT_TYPE_LATEST)
+async def metrics(svc: Svc) -> Response:
+    """This process's counters, then the service's state read now (api_shim/readings.py)."""
+    own = await run_in_threadpool(exposition)
+    readings = await run_in_threadpool(exposition_of, svc.runtime)
+    return Response(own + readings, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/readyz")

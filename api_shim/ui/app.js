@@ -97,8 +97,10 @@
     jobs.clear();
     Object.assign(companies, { account: null, name: "", page: 1, search: "" });
     webhookCompany = null;
-    for (const id of ["jobs", "calls", "receivers", "webhooks-list", "chart-day", "chart-source"]) $(id).replaceChildren();
-    for (const id of ["status-table", "accounts-table", "companies-table"]) $(id).tBodies[0].replaceChildren();
+    for (const id of ["jobs", "calls", "receivers", "webhooks-list", "chart-day", "chart-source", "status-groups"]) $(id).replaceChildren();
+    for (const id of ["accounts-table", "companies-table"]) $(id).tBodies[0].replaceChildren();
+    openGroups.clear();
+    openGroups.add("");
     for (const id of ["companies", "webhooks", "chart"]) $(id).hidden = true;
     $("app").hidden = true;
     $("sign-in").hidden = false;
@@ -247,8 +249,15 @@
     let data;
     try { data = (await api("GET", "/status")).data; } catch (e) { showAlert(e.message); return; }
     $("status-generated").textContent = "As of " + when(data.generated_at);
-    const rows = data.listings.map(statusRow);
-    $("status-table").tBodies[0].replaceChildren(...rows);
+    // One group per CallRail account (its companies and each of its streams), the accounts
+    // listing first; a group stays open or closed as the user left it.
+    const groups = new Map();
+    for (const s of data.listings) {
+      const key = s.account_id || "";
+      if (!groups.has(key)) groups.set(key, []);
+      groups.get(key).push(s);
+    }
+    $("status-groups").replaceChildren(...[...groups].map(([key, entries]) => statusGroup(key, entries)));
     const receivers = (data.receivers || []).map((r) => el("li", {},
       r.company_id + " (" + r.account_id + "): " + r.state +
       (r.receiving ? ", receiving calls" : ", not receiving") +
@@ -275,9 +284,30 @@
     if (b.throttled_until) box.append(el("span", { class: "error-text", text: "429 until " + when(b.throttled_until) }), el("span"));
     return el("td", {}, box);
   }
-  function statusRow(s) {
-    const name = s.kind === "accounts" ? "Accounts"
-      : (s.account_name || s.account_id) + " · " + s.kind;
+  const STATUS_HEADS = ["Listing", "State", "Last success", "Next run", "Records", "Budget left", "Last error", "Actions"];
+  const openGroups = new Set([""]);
+  const SEVERITY = ["error", "retrying", "syncing", "paused", "stale", "never", "fresh"];
+  function statusGroup(key, entries) {
+    const first = entries[0];
+    const name = key ? (first.account_name || key) : "Accounts listing";
+    const states = entries.map((s) => s.state);
+    const worst = SEVERITY.find((st) => states.includes(st)) || states[0];
+    const errors = entries.filter((s) => s.last_error).length;
+    const table = el("table", { class: "stack status-table" },
+      el("thead", {}, el("tr", {}, ...STATUS_HEADS.map((h) => el("th", { scope: "col", text: h })))));
+    table.append(el("tbody", {}, ...entries.map((s) => statusRow(s, table))));
+    const details = el("details", { class: "group", "data-account": key, open: openGroups.has(key) || (key && key === companies.account) },
+      el("summary", {},
+        el("strong", { text: name }),
+        el("span", { class: "state state-" + worst, text: " " + worst }),
+        el("span", { class: "muted", text: " · " + entries.length + (entries.length === 1 ? " listing" : " listings and streams") +
+          (errors ? " · " + errors + " with an error" : "") })),
+      el("div", { class: "scroll" }, table));
+    details.addEventListener("toggle", () => { if (details.open) openGroups.add(key); else openGroups.delete(key); });
+    return details;
+  }
+  function statusRow(s, table) {
+    const name = s.kind === "accounts" ? "Accounts" : s.kind.replace(/_/g, " ");
     const err = s.last_error;
     const errCell = err ? el("td", {},
       el("div", { class: "error-text", text: err.message }),
@@ -285,12 +315,13 @@
       : el("td", { class: "muted", text: "—" });
     const actions = el("div", { class: "actions" });
     const kind = s.kind;
+    const full = s.account_id ? (s.account_name || s.account_id) + " " + name : name;
     actions.append(el("button", { type: "button", text: "Sync now", disabled: s.paused,
-      "aria-label": "Sync " + name + " now",
+      "aria-label": "Sync " + full + " now",
       onclick: () => syncNow(kind, s.account_id) }));
-    if (s.account_id) {
-      actions.append(el("button", { type: "button", text: s.paused ? "Resume" : "Pause",
-        "aria-label": (s.paused ? "Resume " : "Pause ") + name,
+    if (s.account_id && kind === "companies") { // the account's schedule: all its syncs
+      actions.append(el("button", { type: "button", text: s.paused ? "Resume syncs" : "Pause syncs",
+        "aria-label": (s.paused ? "Resume the syncs of " : "Pause the syncs of ") + (s.account_name || s.account_id),
         onclick: () => setPaused(s.account_id, !s.paused) }));
     }
     const records = s.counts && (s.counts.records ?? s.counts.total);
@@ -302,7 +333,7 @@
       el("td", { text: when(s.last_success_at) }),
       el("td", { text: when(s.next_scheduled_at) }),
       el("td", { class: "num", text: records ?? "—" }),
-      budgetCell(s.budget), errCell, el("td", {}, actions)), $("status-table"));
+      budgetCell(s.budget), errCell, el("td", {}, actions)), table);
   }
   function backfillText(b) {
     const parts = [];
@@ -356,6 +387,9 @@
   }
   function openAccount(id, name) {
     Object.assign(companies, { account: id, name, page: 1, search: "" });
+    openGroups.add(id);
+    const group = document.querySelector('details.group[data-account="' + CSS.escape(id) + '"]');
+    if (group) group.open = true;
     $("company-search").value = "";
     $("companies").hidden = false;
     $("companies-title").textContent = "Companies of " + name;
@@ -398,7 +432,10 @@
     companies.totalPages = Math.max(1, d.total_pages);
     note.textContent = d.total_records + " companies · synced " + when(d.snapshot.synced_at) +
       (d.snapshot.stale ? " (stale)" : "") + (d.snapshot.refresh_job_id ? " · refreshing" : "");
-    if (d.snapshot.refresh_job_id) follow({ job_id: d.snapshot.refresh_job_id, status: "queued" }, () => loadCompanies());
+    const refreshing = d.snapshot.refresh_job_id;
+    if (refreshing && !(jobs.get(refreshing) || {}).final) {
+      follow({ job_id: refreshing, status: "queued" }, () => loadCompanies());
+    }
     const rows = d.companies.map((c) => labelled(el("tr", { "data-company": c.id },
       el("th", { scope: "row", text: c.name }),
       el("td", { text: c.id }),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -22,6 +23,18 @@ COLLECTION = "callrail_jobs"
 _ACTIVE = [s.value for s in ACTIVE_STATUSES]
 OnChange = Callable[[Job], None]
 """Told every job as it is after each write (the job events are published through it)."""
+
+
+@dataclass(frozen=True)
+class ActiveRow:
+    """An active job in brief: its kind, where it stands, and its clocks."""
+
+    type: str
+    status: str
+    lane: str
+    updated_at: datetime
+    not_before: datetime | None
+    next_retry_at: datetime | None
 
 
 class JobStore(Protocol):
@@ -95,6 +108,9 @@ class JobStore(Protocol):
 
     def restart(self, job_id: str) -> Job | None:
         """Forget a sync's stored progress (its pages are walked again)."""
+
+    def active_rows(self, limit: int = 100_000) -> list[ActiveRow]:
+        """Every active job, in brief (what the metrics count and time)."""
 
     def stale(self, older_than: datetime) -> list[Job]:
         """Active jobs untouched since `older_than` (a worker vanished, a message was lost)."""
@@ -328,6 +344,21 @@ class MongoJobStore:
     def restart(self, job_id: str) -> Job | None:
         empty: dict[str, Any] = {"pages_done": [], "total_pages": None, "records": 0}
         return self._set(job_id, progress=empty)
+
+    def active_rows(self, limit: int = 100_000) -> list[ActiveRow]:
+        fields = ("type", "status", "lane", "updated_at", "not_before", "next_retry_at")
+        docs = self._jobs.find({"status": {"$in": _ACTIVE}}, dict.fromkeys(fields, 1))
+        return [
+            ActiveRow(
+                type=str(d.get("type")),
+                status=str(d.get("status")),
+                lane=str(d.get("lane") or Lane.INTERACTIVE.value),
+                updated_at=d["updated_at"],
+                not_before=d.get("not_before"),
+                next_retry_at=d.get("next_retry_at"),
+            )
+            for d in docs.limit(limit)
+        ]
 
     def stale(self, older_than: datetime) -> list[Job]:
         now = utcnow()

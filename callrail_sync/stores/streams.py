@@ -314,6 +314,10 @@ class StreamRecordStore(Protocol):
 
     def save_state(self, state: StreamState) -> None: ...
 
+    def unfinished_backfills(self) -> list[StreamState]:
+        """The feeds whose backfill started and has not finished (for the metrics)."""
+        ...
+
     def update_window(
         self, feed: str, index: int, cursor: str | None, done: bool, records: int
     ) -> None:
@@ -632,15 +636,11 @@ class MongoStreamStore:
         doc = self._state.find_one({"_id": feed})
         if doc is None:
             return StreamState(feed=feed)
-        return StreamState(
-            feed=feed,
-            windows=list(doc.get("windows") or []),
-            started_at=doc.get("started_at"),
-            finished_at=doc.get("finished_at"),
-            requests=int(doc.get("requests") or 0),
-            last_run=doc.get("last_run"),
-            planned_from=doc.get("planned_from"),
-        )
+        return _state_of(doc)
+
+    def unfinished_backfills(self) -> list[StreamState]:
+        docs = self._state.find({"started_at": {"$ne": None}, "finished_at": None})
+        return [_state_of(doc) for doc in docs]
 
     def save_state(self, state: StreamState) -> None:
         self._state.replace_one(
@@ -762,3 +762,15 @@ def summarize(docs: Iterable[dict[str, Any]], group_by: str | None) -> dict[str,
         for name in COUNTERS:
             groups[key][name] += int(cells.get(name, 0))
     return {"total": total, "groups": groups}
+
+
+def _state_of(doc: dict[str, Any]) -> StreamState:
+    return StreamState(
+        feed=str(doc["_id"]),
+        windows=list(doc.get("windows") or []),
+        started_at=doc.get("started_at"),
+        finished_at=doc.get("finished_at"),
+        requests=int(doc.get("requests") or 0),
+        last_run=doc.get("last_run"),
+        planned_from=doc.get("planned_from"),
+    )
