@@ -1,7 +1,8 @@
 """What the shim reads at each scrape of its metrics: the state of the whole service, not of
 one process (counters are each process's own; these are read from Redis and MongoDB).
 
-- `callrail_queue_messages{queue}`: messages waiting in each Celery queue (a backlog);
+- `callrail_queue_messages{queue}`: messages waiting in each Celery queue (webhooks, listings,
+  periodic, notify);
 - `callrail_jobs_active{type,status,lane}`: active jobs (queued, running, retrying);
 - `callrail_job_waiting_seconds_max{lane}`: the longest a job that may start has waited to;
 - `callrail_job_quiet_seconds_max{type}`: the longest a running job has gone without a write
@@ -64,7 +65,7 @@ class ServiceReadings(Collector):
             "callrail_queue_messages", "Messages waiting in a Celery queue", labels=["queue"]
         )
         queues = Queues(self.rt.settings.queue_suffix)
-        names = ("webhooks", "listings", "periodic")
+        names = ("webhooks", "listings", "periodic", "notify")
         pipe = self.rt.redis.pipeline(transaction=False)
         for name in names:
             for step in PRIORITY_STEPS:

@@ -51,7 +51,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_promtool_checks_the_config_and_the_rules() -> None:
     checked = promtool("check", "config", "prometheus.yml")
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 12 rules found" in checked.stdout
+    assert "SUCCESS: 13 rules found" in checked.stdout
 
 
 def test_promtool_unit_tests_fire_each_alert_on_its_condition() -> None:
@@ -221,9 +221,10 @@ def test_the_compose_profile_runs_prometheus_and_grafana_on_these_files() -> Non
     shim_target = jobs["callrail-shim"]["static_configs"][0]["targets"][0]
     host, port = shim_target.split(":")
     assert host in services and f"--port {port}" in " ".join(services[host]["command"])
-    workers = jobs["callrail-worker"]["dns_sd_configs"][0]
-    assert workers["names"] == ["worker"] and str(workers["port"]) in services["worker"]["expose"]
-    for process in ("shim", "worker"):  # several processes each: their counts summed
+    for job, service in (("callrail-worker", "worker"), ("callrail-notifier", "notifier")):
+        found = jobs[job]["dns_sd_configs"][0]
+        assert found["names"] == [service] and str(found["port"]) in services[service]["expose"]
+    for process in ("shim", "worker", "notifier"):  # several processes each: counts summed
         assert "PROMETHEUS_MULTIPROC_DIR" in services[process]["environment"]
 
 
