@@ -110,6 +110,9 @@ class KeepNoRecords:
             state, windows=[dict(w) for w in state.windows]
         )
 
+    def unfinished_backfills(self) -> list[StreamState]:
+        return [s for s in self.states.values() if s.started_at and not s.finished_at]
+
     def update_window(self, feed: str, index: int, cursor: str | None, done: bool, n: int) -> None:
         w = self.states[feed].windows[index]
         w.update(cursor=cursor, done=done, pages=w["pages"] + 1, records=w["records"] + n)
