@@ -41,6 +41,24 @@ from callrail_sync.urls import check_url
         ("https://ｌｏｃａｌｈｏｓｔ/", "must not point at localhost"),
         ("https://localhost。/", "must not point at localhost"),
         ("https://１０。０。０。１/", "a private address"),
+        # Not globally routable, though neither private nor reserved in every Python's table.
+        ("https://100.100.100.200/latest", "an address that is not public"),
+        ("https://100.64.0.1/", "an address that is not public"),
+        ("https://192.0.0.8/", "an address that is not public"),
+        # IPv6 forms that carry an IPv4 address are judged by the one they carry.
+        ("https://[2002:7f00:1::]/", "a loopback address"),
+        ("https://[2002:a9fe:a9fe::]/", "a link-local address"),
+        ("https://[::127.0.0.1]/", "a loopback address"),
+        ("https://[64:ff9b::7f00:1]/", "a loopback address"),
+        ("https://[2001:0:4136:e378:8000:63bf:80ff:fffe]/", "a loopback address"),
+        ("https://[2001:db8::1]/", "must not point at"),
+        # urllib3 would decode this host to 127.0.0.1; a zone names a local interface.
+        ("https://%31%32%37.0.0.1/", "must not contain % in its host"),
+        ("https://[fe80::1%25eth0]/", "must not contain % in its host"),
+        # Well-known service ports other than 443 are refused.
+        ("https://example.com:25/", "must use port 443 or a port from 1024 to 65535"),
+        ("https://example.com:22/", "must use port 443 or a port from 1024 to 65535"),
+        ("https://example.com:80/", "must use port 443 or a port from 1024 to 65535"),
         ("ftp://example.com/", "must be a valid http(s) URL"),
         ("https://", "must be a valid http(s) URL"),
         ("https://example.com:0/", "must be a valid http(s) URL"),
@@ -58,6 +76,9 @@ def test_a_url_breaking_a_rule_is_refused_naming_the_rule(url, rule):
     [
         "https://example.com/hook",
         "https://hooks.dash.example:8443/callrail?x=1",
+        "https://example.com:443/hook",
+        "https://example.com:1024/hook",
+        "https://[2002:5db8:d822::]/hook",  # 6to4 of the public 93.184.216.34
         "https://93.184.216.34/hook",
         "https://[2606:2800:220:1:248:1893:25c8:1946]/hook",
         "  https://example.com/padded  ",
