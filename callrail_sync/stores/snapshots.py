@@ -40,6 +40,32 @@ SORTABLE: dict[str, tuple[str, ...]] = {
     "companies": ("created_at", "disabled_at", "id", "name", "status", "time_zone"),
 }
 """The fields a listing can be sorted by (each has an index, with `id` to break ties)."""
+NULLABLE = ("created_at", "disabled_at", "status", "time_zone")
+"""Sort fields a record may have no value for (`disabled_at` of an active company). One rule,
+the simulator's too: records without a value come last, ascending and descending alike. Each
+is stored also as `_null_<field>` (1: no value), which an ascending sort reads first; a
+descending sort puts them last by itself (MongoDB orders null below every value)."""
+
+
+def null_marker(field: str) -> str:
+    return f"_null_{field}"
+
+
+def sort_value(record: dict[str, Any], field: str) -> Any:
+    """What a sort by `field` orders a record by (None: it has no value)."""
+    if field in TIMESTAMPS:
+        return as_utc(record.get(field))
+    return record.get(field)
+
+
+def sort_order(query: PageQuery) -> list[tuple[str, int]]:
+    """The MongoDB sort of a page: the field, `id` to break ties, nulls last either way."""
+    direction = DESCENDING if query.descending else ASCENDING
+    key = SORT_KEYS.get(query.sort, query.sort)
+    order = [(key, direction), ("id", direction)]
+    if query.sort in NULLABLE and not query.descending:
+        order.insert(0, (null_marker(query.sort), ASCENDING))
+    return order
 
 
 class SnapshotHead(BaseModel):
@@ -128,6 +154,11 @@ class MongoSnapshotStore:
                 key = SORT_KEYS.get(field, field)
                 fields = [key] if key == "id" else [key, "id"]
                 items.create_index([("snapshot_id", ASCENDING), *((f, ASCENDING) for f in fields)])
+                if field in NULLABLE:  # the ascending sort: values first, then the nulls
+                    marked = [null_marker(field), *fields]
+                    items.create_index(
+                        [("snapshot_id", ASCENDING), *((f, ASCENDING) for f in marked)]
+                    )
 
     def begin(self, snapshot_id: str, owner: str, kind: Kind, account: str | None) -> None:
         self._snapshots.update_one(
@@ -159,6 +190,7 @@ class MongoSnapshotStore:
                 "name_lower": str(record.get("name") or "").lower(),
                 "_hash": payload_hash(record),
                 **{f"{t}_utc": as_utc(record.get(t)) for t in TIMESTAMPS if t in record},
+                **{null_marker(f): int(sort_value(record, f) is None) for f in NULLABLE},
             }
             for record in records
         ]
@@ -250,12 +282,10 @@ class MongoSnapshotStore:
     def read_page(self, kind: Kind, snapshot_id: str, query: PageQuery) -> list[dict[str, Any]]:
         if query.sort not in SORTABLE[kind]:
             raise ValueError(f"cannot sort {kind} by {query.sort}")
-        direction = DESCENDING if query.descending else ASCENDING
-        key = SORT_KEYS.get(query.sort, query.sort)
         cursor = (
             self._db[ITEM_COLLECTIONS[kind]]
             .find(_filter(kind, snapshot_id, query), HIDDEN)
-            .sort([(key, direction), ("id", direction)])
+            .sort(sort_order(query))
             .skip((query.page - 1) * query.per_page)
             .limit(query.per_page)
         )
@@ -279,6 +309,7 @@ HIDDEN = {
     "name_lower": 0,
     "_hash": 0,
     **{f"{t}_utc": 0 for t in TIMESTAMPS},
+    **{null_marker(f): 0 for f in NULLABLE},
 }
 """Fields of a stored record that are ours, not CallRail's: never shown."""
 
