@@ -154,6 +154,24 @@ def test_connection_page_in_a_browser(serve: Serve, page: Page) -> None:
     assert page.text("#companies-page") == f"Page 1 of {listed['total_pages']}"
     page.shot("companies")
 
+    # Paging, and disabled companies shown or not (the snapshot has both).
+    page.click("#companies-next")
+    page.until(lambda: page.text("#companies-page").startswith("Page 2 of"), what="page 2")
+    page.click("#companies-prev")
+    page.until(lambda: page.text("#companies-page").startswith("Page 1 of"), what="page 1")
+    page.click("#company-disabled")
+    every = serve.get(f"/v1/e/callrail/companies?account_id={account_id}&disabled=true").json()
+    shown = every["data"]["total_records"]
+    assert shown > listed["total_records"]
+    page.until(
+        lambda: page.text("#companies-note").startswith(f"{shown} companies"), what="disabled"
+    )
+    page.click("#company-disabled")
+    page.until(
+        lambda: page.text("#companies-note").startswith(f"{listed['total_records']} companies"),
+        what="disabled hidden again",
+    )
+
     # Sort by name, descending: the header says so and the rows are in that order.
     page.click("button.sort[data-sort='name']")  # name was the sort: now -name
     page.until(
