@@ -100,7 +100,7 @@ class ShimCache:
         self.pages: Memo[tuple[str, Kind, PageQuery], list[dict[str, Any]]] = Memo(1_024)
         self.listed: Memo[tuple[str, str], bool] = Memo(10_000)
         self.committed: Memo[str, int] = Memo(10_000, COMMITTED_SECONDS)
-        self.records: Memo[tuple[Any, ...], dict[str, Any]] = Memo(2_048)
+        self.records: Memo[tuple[Any, ...], bytes] = Memo(2_048)
 
     async def key_state(self, owner: str) -> KeyState:
         """Whether the caller has a key to call CallRail with, and if not, whether CallRail

@@ -9,6 +9,10 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
 from callrail_sync.stores import Stores
 from callrail_sync.stores.streams import RecordQuery, feed_id, summarize
 from callrail_sync.streams import STREAMS
@@ -212,3 +216,41 @@ def test_a_small_stream_sorts_by_name_and_searches(stores: Stores) -> None:
     assert names == sorted(r["name"] for r in rows)
     found = stores.streams.read(RecordQuery(feed, trackers, search="tracker z", limit=5))
     assert [r["id"] for r in found.records] == ["TRK0"]
+
+
+def test_a_write_stopped_half_way_is_counted_again_by_the_next(
+    stores: Stores, mongo_server: str
+) -> None:
+    calls = make_calls(300, seed=11)
+    write(stores, calls[:100])
+    with MongoClient(mongo_server) as admin:
+        # MongoDB refuses every update: the records of the next page are inserted, then its
+        # roll-ups fail, as if the worker had died between the two.
+        admin.admin.command(
+            "configureFailPoint",
+            "failCommand",
+            mode="alwaysOn",
+            data={"failCommands": ["update"], "errorCode": 91},
+        )
+        try:
+            with pytest.raises(PyMongoError):
+                write(stores, calls[100:200])
+        finally:
+            admin.admin.command("configureFailPoint", "failCommand", mode="off")
+    first, last = date(2026, 9, 1), date(2026, 12, 31)
+    short = sum(v["calls"] for v in summary(stores, "source", first, last).values())
+    assert short == 100  # the stopped page's calls are stored but not counted
+    assert len(stores.streams.ids_between(FEED, None, None)) == 200
+    write(stores, calls[200:])  # the next write counts the stopped one's days again
+    for company in (None, "COM2"):
+        kept = [c for c in calls if company in (None, c["company_id"])]
+        for group in ("source", "day", "month", "company"):
+            got = summary(stores, group, first, last, company)
+            got = {k: v for k, v in got.items() if v["calls"]}
+            expected = by_hand(kept, group)
+            assert {k: v["calls"] for k, v in got.items()} == {
+                k: v["calls"] for k, v in expected.items()
+            }, (group, company)
+            assert {k: v["duration"] for k, v in got.items()} == {
+                k: v["duration"] for k, v in expected.items()
+            }

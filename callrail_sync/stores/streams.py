@@ -188,14 +188,15 @@ class RollupDeltas:
         self.feed = feed
         self.docs: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
-    def add(self, c: Contribution | None, sign: int) -> None:
+    def add(self, c: Contribution | None, sign: int, months: bool = True) -> None:
         """A call's counts, added (+1) or taken away (-1): in its company's documents and in
         the account's (`*`, which also counts by company), for its day and its month."""
         if c is None:
             return
         day, month = c.day.isoformat(), c.day.isoformat()[:7]
         for company, cells in ((c.company, c.cells), (ALL, {**c.cells, "company": c.company})):
-            for doc_id in (f"{self.feed}|d|{company}|{day}", f"{self.feed}|m|{company}|{month}"):
+            ids = [f"{self.feed}|d|{company}|{day}", f"{self.feed}|m|{company}|{month}"]
+            for doc_id in ids if months else ids[:1]:
                 doc = self.docs[doc_id]
                 for name, n in c.counts.items():
                     if n:
@@ -371,7 +372,7 @@ class MongoStreamStore:
         written = Written(unchanged=unchanged)
         if not plans:
             return written
-        last = self._take_numbers(feed, len(plans))
+        last = self._take_numbers(feed, len(plans), stream)
         numbers = iter(range(last - len(plans) + 1, last + 1))
         rollups = RollupDeltas(feed)
         ops: list[InsertOne[dict[str, Any]] | UpdateOne] = []
@@ -425,11 +426,59 @@ class MongoStreamStore:
         self._feeds.update_one({"_id": feed}, {"$max": {"committed": last}})
         return written
 
-    def _take_numbers(self, feed: str, n: int) -> int:
-        counter = self._feeds.find_one_and_update(
-            {"_id": feed}, {"$inc": {"seq": n}}, upsert=True, return_document=ReturnDocument.AFTER
+    def _take_numbers(self, feed: str, n: int, stream: Stream | None = None) -> int:
+        """The last of `n` new change numbers. Numbers taken before and never committed mean
+        a write stopped half way (its records may be written, its roll-ups not, or in part):
+        the days of those records are counted again from the records first."""
+        before = self._feeds.find_one_and_update(
+            {"_id": feed}, {"$inc": {"seq": n}}, upsert=True, return_document=ReturnDocument.BEFORE
         )
-        return int((counter or {})["seq"])
+        seq, committed = int((before or {}).get("seq", 0)), int((before or {}).get("committed", 0))
+        if seq > committed and stream is not None and stream.name == "calls":
+            self.recount(feed, committed, seq)
+        return seq + n
+
+    def recount(self, feed: str, after: int, upto: int) -> int:
+        """Count again, from the records, the days of the calls whose change numbers are in
+        (after, upto]; returns how many days."""
+        span = {"$gt": seq_key(feed, after), "$lte": seq_key(feed, upto)}
+        days = set()
+        for doc in self._records.find({"ks": span}):
+            c = contribution(doc["record"], doc.get("t"))
+            if c is not None:
+                days.add(c.day)
+        for day in sorted(days):
+            self._recount_day(feed, day)
+        return len(days)
+
+    def _recount_day(self, feed: str, day: date) -> None:
+        """Make a day's roll-ups what its live calls count (and move its months by as much)."""
+        low = datetime.combine(day - timedelta(days=1), datetime.min.time(), UTC)
+        high = low + timedelta(days=3)  # every instant whose day, in any zone, is `day`
+        span = {"$gte": f"{feed}|{time_text(low)}", "$lt": f"{feed}|{time_text(high)}"}
+        fresh = RollupDeltas(feed)
+        for doc in self._records.find({"kt": span, "deleted_at": None}):
+            c = contribution(doc["record"], doc.get("t"))
+            if c is not None and c.day == day:
+                fresh.add(c, +1, months=False)
+        whole = self._rollups.find_one({"_id": f"{feed}|d|{ALL}|{day}"}) or {}
+        companies = set((whole.get("company") or {}).keys())
+        ids = {f"{feed}|d|{ALL}|{day}", *(f"{feed}|d|{c}|{day}" for c in companies)}
+        ids |= set(fresh.docs)
+        held = {d["_id"]: _flat(d) for d in self._rollups.find({"_id": {"$in": sorted(ids)}})}
+        month = day.isoformat()[:7]
+        ops = []
+        for doc_id in sorted(ids):
+            want = fresh.docs.get(doc_id, {})
+            have = held.get(doc_id, {})
+            delta = {k: want.get(k, 0) - have.get(k, 0) for k in set(want) | set(have)}
+            delta = {k: v for k, v in delta.items() if v}
+            if delta:
+                month_id = doc_id.replace("|d|", "|m|", 1).rsplit("|", 1)[0] + f"|{month}"
+                ops.append(UpdateOne({"_id": doc_id}, {"$inc": delta}, upsert=True))
+                ops.append(UpdateOne({"_id": month_id}, {"$inc": delta}, upsert=True))
+        if ops:
+            self._rollups.bulk_write(ops, ordered=True)
 
     def mark_deleted(self, stream: Stream, feed: str, ids: list[str]) -> int:
         if not ids:
@@ -439,7 +488,7 @@ class MongoStreamStore:
         )
         if not docs:
             return 0
-        last = self._take_numbers(feed, len(docs))
+        last = self._take_numbers(feed, len(docs), stream)
         numbers = iter(range(last - len(docs) + 1, last + 1))
         now = utcnow()
         rollups = RollupDeltas(feed)
@@ -685,6 +734,20 @@ def _next_band(band: timedelta, got: int, missing: int) -> timedelta:
     if got == 0:
         return band * 8
     return band * max(2.0, min(64.0, 1.25 * missing / got))
+
+
+def _flat(doc: dict[str, Any], prefix: str = "") -> dict[str, int]:
+    """A roll-up document's counters by their dotted paths (`source.Direct.calls`)."""
+    found: dict[str, int] = {}
+    for key, value in doc.items():
+        if key == "_id":
+            continue
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            found.update(_flat(value, path + "."))
+        elif isinstance(value, int):
+            found[path] = value
+    return found
 
 
 def _month_end(day: date) -> date:
