@@ -238,12 +238,17 @@ def test_connection_page_in_a_browser(serve: Serve, page: Page) -> None:
     sim = simulator_url(serve)
     placed = requests.post(f"{sim}/_sim/calls", json={"company_id": company_id}, timeout=10)
     assert placed.status_code == 201, placed.text
-    page.until(lambda: page.all("#calls li"), timeout=60, what="the call, live")
+    fields = placed.json()["call"]
+    who = fields.get("customer_name") or fields.get("customer_phone_number")
+    item = page.until(lambda: page.all("#calls li"), timeout=60, what="the call, live")[0]
+    assert who and who in item.text, (who, item.text)
+    d.execute_script("document.getElementById('calls-title').scrollIntoView()")
     page.shot("call-arrived")
 
     # The chart of calls per day and per source, from GET /records/calls/summary.
     page.until(lambda: "calls ·" in page.text("#chart-note"), what="the calls summary")
-    assert page.all("#chart-day svg") and page.all("#chart-source svg")
+    for chart in ("#chart-day", "#chart-source"):  # bars, or the words for none
+        assert page.all(f"{chart} svg rect") or "No calls" in page.text(chart)
 
     # On a phone: one column, nothing wider than the screen.
     phone = {"width": 360, "height": 800, "deviceScaleFactor": 1, "mobile": True}

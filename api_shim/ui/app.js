@@ -395,6 +395,7 @@
     $("companies-title").textContent = "Companies of " + name;
     loadCompanies();
     loadChart();
+    loadCalls();
     $("companies-title").scrollIntoView({ block: "nearest" });
   }
 
@@ -508,18 +509,35 @@
   }
 
   // ---- calls as they arrive, and the summary chart
-  function onCall(kind, call) {
-    const who = call.customer_name || call.caller_name || call.customer_phone_number || call.caller_number || "unknown caller";
-    const li = el("li", { "data-call": call.id || "" },
-      el("strong", { text: kind }),
+  function callItem(call) {
+    const f = call.call || {};
+    const who = f.customer_name || f.customer_phone_number || f.caller_number || "unknown caller";
+    const answered = f.answered === true ? "answered" : f.answered === false ? "missed" : null;
+    return el("li", { "data-call": call.id || "" },
+      el("strong", { text: call.event || "call" }),
       el("span", { text: who }),
-      el("span", { class: "muted", text: [call.company_id, call.source, call.answered === false ? "missed" : null,
-        call.duration ? call.duration + " s" : null].filter(Boolean).join(" · ") }),
-      el("span", { class: "muted", text: when(call.start_time || call.received_at || call.created_at) }));
+      el("span", { class: "muted", text: [f.company_name || call.company_id, f.source_name || f.source, answered,
+        f.duration ? f.duration + " s" : null].filter(Boolean).join(" · ") }),
+      el("span", { class: "muted", text: when(call.start_time || call.received_at) }));
+  }
+  function onCall(kind, call) {
     const list = $("calls");
-    list.prepend(li);
+    if (call.id && list.querySelector('[data-call="' + CSS.escape(call.id) + '"]')) return;
+    list.prepend(callItem(call));
     while (list.children.length > 50) list.lastChild.remove();
     if (companies.account && (!call.account_id || call.account_id === companies.account)) chartSoon();
+  }
+  // The account's latest call events, then the stream adds each new one on top.
+  async function loadCalls() {
+    const target = companies.account;
+    try {
+      const answer = await api("GET", "/calls" + query({ account_id: target, limit: 20 }));
+      if (companies.account !== target) return;
+      const list = $("calls");
+      const live = [...list.children];
+      const seen = new Set(live.map((li) => li.dataset.call));
+      list.replaceChildren(...live, ...answer.data.calls.filter((c) => !seen.has(c.id)).map(callItem));
+    } catch (e) { showAlert(e.message); }
   }
   let chartTimer = null;
   function chartSoon() { clearTimeout(chartTimer); chartTimer = setTimeout(loadChart, 2000); }
@@ -539,6 +557,7 @@
     }
   }
   function bars(box, groups, label) {
+    if (!groups.length) { box.replaceChildren(el("p", { class: "muted", text: "No calls in this period." })); return; }
     const NS = "http://www.w3.org/2000/svg";
     const w = 600, h = 160, pad = 18;
     const svg = document.createElementNS(NS, "svg");
