@@ -12,4 +12,4 @@ COPY callrail_sync ./callrail_sync
 RUN pip install . && useradd --create-home --uid 10001 app
 USER app
 EXPOSE 8000
-CMD ["uvicorn", "--factory", "api_shim.app:create_app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["uvicorn", "--factory", "api_shim.app:create_app", "--http", "api_shim.wire:EnvelopeH11Protocol", "--host", "0.0.0.0", "--port", "8000"]

@@ -223,7 +223,10 @@ def serving(app: Any, sock: socket.socket | None = None) -> Iterator[str]:
     if sock is None:
         sock = listening_socket()
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    from api_shim.wire import HTTP_PROTOCOL
+
+    config = uvicorn.Config(app, http=HTTP_PROTOCOL, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -27,6 +27,7 @@ from celery.beat import EmbeddedService
 from api_shim.app import create_app
 from api_shim.auth import DEV_SECRET, DEV_TOKEN_TTL, issue_token
 from api_shim.routes.ui import ui_link
+from api_shim.wire import HTTP_PROTOCOL
 from callrail_sync.cli.processes import Started, ensure_mongo, ensure_redis
 from callrail_sync.config import Settings
 from callrail_sync.logs import setup_logging
@@ -241,7 +242,9 @@ def serve(settings: Settings, host: str, port: int, run_dir: Path) -> int:
         token = issue_token(s.demo_account_id, secret, ttl_seconds=DEV_TOKEN_TTL)
         print(banner(embedded, host, port, token), flush=True)
         shim = create_app(s, runtime=embedded.runtime, queue=CeleryQueue(worker_app))
-        uvicorn.run(shim, host=host, port=port, log_level="warning", log_config=None)
+        uvicorn.run(
+            shim, host=host, port=port, http=HTTP_PROTOCOL, log_level="warning", log_config=None
+        )
         # uvicorn returns once a signal stopped it. SIGTERM, raised again when it is done,
         # reaches our handler (Stopping, below); Ctrl-C's KeyboardInterrupt it swallows.
         stopped_by = "SIGINT"

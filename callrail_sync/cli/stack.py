@@ -25,6 +25,7 @@ import requests
 
 from api_shim.auth import DEV_SECRET, DEV_TOKEN_TTL
 from api_shim.routes.ui import ui_link
+from api_shim.wire import HTTP_PROTOCOL
 from callrail_sync.cli.processes import (
     Part,
     ensure_mongo,
@@ -192,6 +193,7 @@ class Stack:
         argv = [PY, "-m", "uvicorn", "--factory", "api_shim.app:create_app"]
         argv += ["--host", "127.0.0.1", "--port", str(self.config.port)]
         argv += ["--workers", str(self.config.shim_workers), "--log-level", "warning"]
+        argv += ["--http", HTTP_PROTOCOL]  # a request uvicorn cannot parse: our envelope
         return Part("shim", argv, http_ok(f"{self.shim_url}/healthz"), env=self.env())
 
     def worker_part(self, number: int) -> Part:
