@@ -550,14 +550,25 @@
       const source = await api("GET", "/records/calls/summary" + query({ account_id: companies.account, group_by: "source" }));
       const t = day.data.total || {};
       note.textContent = (t.calls ?? 0) + " calls · " + (t.answered ?? 0) + " answered · " + (t.missed ?? 0) + " missed (from our records, no CallRail request)";
-      bars($("chart-day"), day.data.groups || [], (g) => String(g.key).slice(5, 10));
+      bars($("chart-day"), everyDay(day.data.groups || []), (g) => String(g.key).slice(5, 10));
       bars($("chart-source"), (source.data.groups || []).slice(0, 12), (g) => String(g.key));
     } catch (e) {
       note.textContent = e.status === 404 ? "This service does not summarize calls yet." : e.message;
     }
   }
+  // The last 30 days, each one (a day without calls is a zero, not a gap).
+  function everyDay(groups) {
+    const byKey = new Map(groups.map((g) => [String(g.key), g]));
+    const days = [];
+    for (let i = 29; i >= 0; i--) {
+      const key = new Date(Date.now() - i * 86400000).toISOString().slice(0, 10);
+      days.push(byKey.get(key) || { key, calls: 0 });
+      byKey.delete(key);
+    }
+    return [...byKey.values(), ...days].sort((a, b) => String(a.key).localeCompare(String(b.key)));
+  }
   function bars(box, groups, label) {
-    if (!groups.length) { box.replaceChildren(el("p", { class: "muted", text: "No calls in this period." })); return; }
+    if (!groups.some((g) => g.calls)) { box.replaceChildren(el("p", { class: "muted", text: "No calls in this period." })); return; }
     const NS = "http://www.w3.org/2000/svg";
     const w = 600, h = 160, pad = 18;
     const svg = document.createElementNS(NS, "svg");
@@ -570,9 +581,10 @@
     groups.forEach((g, i) => {
       const bh = ((g.calls || 0) / peak) * (h - 2 * pad);
       const r = document.createElementNS(NS, "rect");
-      r.setAttribute("x", String(i * step + step * 0.1));
+      const bw = Math.max(1, Math.min(step * 0.8, 48));
+      r.setAttribute("x", String(i * step + (step - bw) / 2));
       r.setAttribute("y", String(h - pad - bh));
-      r.setAttribute("width", String(Math.max(1, step * 0.8)));
+      r.setAttribute("width", String(bw));
       r.setAttribute("height", String(bh));
       const title = document.createElementNS(NS, "title");
       title.textContent = label(g) + ": " + (g.calls || 0) + " calls";
@@ -580,7 +592,8 @@
       svg.append(r);
       if (groups.length <= 12 || i % Math.ceil(groups.length / 8) === 0) {
         const t = document.createElementNS(NS, "text");
-        t.setAttribute("x", String(i * step + 2));
+        t.setAttribute("x", String(i * step + step / 2));
+        t.setAttribute("text-anchor", "middle");
         t.setAttribute("y", String(h - 4));
         t.textContent = label(g).slice(0, 12);
         svg.append(t);
