@@ -10,7 +10,7 @@ from celery import Celery
 from fastapi import FastAPI
 
 from api_shim import docs, openapi
-from api_shim.admission import Admission
+from api_shim.admission import Admission, StreamSlots
 from api_shim.auth import Authenticator
 from api_shim.cache import ShimCache
 from api_shim.deps import Services
@@ -89,6 +89,7 @@ def create_app(
         hub=hub,
         tickets=Tickets(settings.redis_url),
         admission=Admission.for_settings(settings, runtime.stores.jobs, runtime.redis),
+        streams=StreamSlots(settings.redis_url, settings.streams_per_owner),
         inbox=inbox,
         key_readings=key_readings(runtime),
     )

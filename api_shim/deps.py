@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from api_shim.admission import Admission
+from api_shim.admission import Admission, StreamSlots
 from api_shim.auth import Authenticator
 from api_shim.cache import ShimCache
 from api_shim.hub import EventHub
@@ -36,6 +36,8 @@ class Services:
     hub: EventHub
     tickets: Tickets
     admission: Admission
+    streams: StreamSlots
+    """The event streams each owner has open (STREAMS_PER_OWNER)."""
     inbox: InboxWriter
     key_readings: SlidingWindows
     """How often failed signatures may make us read signing keys again, per CallRail account

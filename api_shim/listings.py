@@ -24,7 +24,7 @@ from callrail_sync.status import stale_after
 from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.schedules import Schedule
 from callrail_sync.stores.snapshots import Kind, PageQuery
-from tasks.submit import dedupe_key, submit
+from tasks.submit import dedupe_key
 
 
 async def serve_listing(
@@ -82,7 +82,5 @@ async def _schedule(svc: Services, owner: str, params: JobParams) -> Schedule | 
 
 
 async def _submit(svc: Services, owner: str, job_type: JobType, params: JobParams) -> Job:
-    job, _ = await run_in_threadpool(
-        submit, svc.runtime.stores.jobs, svc.queue, owner, job_type, params
-    )
+    job, _ = await run_in_threadpool(svc.admission.submit, svc.queue, owner, job_type, params)
     return job

@@ -76,7 +76,8 @@ REFUSED_WHEN = {
     404: "No such job for the caller, or (writes) a company a fresh snapshot does not hold.",
     413: f"The request body is over {MAX_BODY_BYTES} bytes.",
     409: "The CallRail account's syncs are paused (PUT /schedule resumes them).",
-    429: "Too many write jobs active, or too many submitted this minute: see Retry-After.",
+    429: "Too many new jobs this minute (JOBS_PER_MINUTE), write jobs active or submitted, or "
+    "event streams open (STREAMS_PER_OWNER): see Retry-After.",
     503: "MongoDB or the job queue is unavailable; try again shortly.",
 }
 MESSAGES = {
@@ -93,6 +94,8 @@ MESSAGES = {
     429: (
         "Too many webhook changes in progress (at most 20); wait for one to finish.",
         "Too many webhook changes (at most 60 a minute); try again shortly.",
+        "Too many new jobs (at most 60 a minute); try again shortly.",
+        "Too many event streams open (at most 20); close one first.",
     ),
     503: (STORE_DOWN,),
 }
@@ -145,18 +148,20 @@ ANSWERS: dict[tuple[str, str], Answers] = {
         ok=AccountsAnswer,
         accepted="No snapshot yet, or refresh=true: the job that syncs the accounts.",
         messages=(API_KEY_NOT_FOUND, f"per_page must be between 1 and {MAX_PER_PAGE}."),
+        refusals=(400, 401, 413, 429, 503),
     ),
     ("GET", f"{PREFIX}/companies"): Answers(
         ok=CompaniesAnswer,
         accepted="No snapshot yet, or refresh=true: the job that syncs the companies.",
         messages=(MSG_ACCOUNT_REQUIRED, API_KEY_NOT_FOUND, "account_id is not a valid id."),
         required=("account_id",),
-        refusals=(400, 401, 409, 413, 503),
+        refusals=(400, 401, 409, 413, 429, 503),
     ),
     ("GET", f"{PREFIX}/companies/webhook"): Answers(
         accepted="Always: the job that lists the webhooks (its result holds them).",
         messages=(MSG_LIST_REQUIRED, API_KEY_NOT_FOUND),
         required=("account_id", "company_id"),
+        refusals=(400, 401, 413, 429, 503),
     ),
     ("POST", f"{PREFIX}/companies/webhook"): write(
         "creates", MSG_CREATE_REQUIRED, "webhook_url must be a valid http(s) URL."
@@ -173,13 +178,13 @@ ANSWERS: dict[tuple[str, str], Answers] = {
         stream="`progress` (the job, as GET /jobs/{job_id} shows it) at each change, then one "
         "`status` when it ends; then the stream closes. A reconnect starts from the job as "
         "it is. Comment lines keep a quiet stream open.",
-        refusals=(401, 404, 413, 503),
+        refusals=(401, 404, 413, 429, 503),
         also=((401, TICKET_REFUSED),),
     ),
     ("GET", f"{PREFIX}/events"): Answers(
         stream="`job` (the job, as GET /jobs/{job_id} shows it) at each change of any of the "
         "caller's jobs, for as long as the connection stays open.",
-        refusals=(401, 413, 503),
+        refusals=(401, 413, 429, 503),
         also=((401, TICKET_REFUSED),),
     ),
     ("POST", f"{PREFIX}/events/ticket"): Answers(
@@ -209,7 +214,7 @@ ANSWERS: dict[tuple[str, str], Answers] = {
     ("GET", f"{PREFIX}/status"): Answers(ok=StatusAnswer, refusals=(401, 413, 503)),
     ("POST", f"{PREFIX}/sync"): Answers(
         accepted="The sync (joined if one is already active).",
-        refusals=(400, 401, 409, 413, 503),
+        refusals=(400, 401, 409, 413, 429, 503),
         messages=(MSG_KIND, MSG_ACCOUNT, API_KEY_NOT_FOUND, "reset must be true or false."),
     ),
     ("PUT", f"{PREFIX}/schedule"): Answers(

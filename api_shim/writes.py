@@ -29,5 +29,6 @@ def start_write(svc: Services, owner: str, job_type: JobType, params: JobParams)
     if joined is not None:
         return joined
     svc.admission.admit(owner)
+    svc.admission.admit_job(owner)
     job, _ = submit(stores.jobs, svc.queue, owner, job_type, params)
     return job

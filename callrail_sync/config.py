@@ -66,6 +66,13 @@ class AdmissionSettings(_Group):
     """Webhook write jobs an owner may have active at once."""
     writes_per_minute: int = 60
     """Webhook writes an owner may submit a minute (shared by every shim process)."""
+    jobs_per_minute: int = 60
+    """New jobs of any kind an owner may start a minute (shared by every shim process); a
+    request that joins an active job costs nothing."""
+    streams_per_owner: int = 20
+    """Event streams an owner may have open at once (shared by every shim process)."""
+    calls_page_max_bytes: int = 1024 * 1024
+    """The most a page of `GET /calls` holds (its events' JSON); the rest is on the next."""
 
 
 class RetrySettings(_Group):

@@ -92,7 +92,11 @@ JOBS: dict[JobType, TaskSpec] = {
         TaskName.SYNC_STREAM, _job(streams.sync_stream_work), "listings", retries=True
     ),
     JobType.WEBHOOK_LIST: TaskSpec(
-        TaskName.WEBHOOK_LIST, _job(webhooks.list_work), "webhooks", retries=True
+        # A read, like a listing: it never goes before a user's webhook write.
+        TaskName.WEBHOOK_LIST,
+        _job(webhooks.list_work),
+        "listings",
+        retries=True,
     ),
     JobType.WEBHOOK_CREATE: TaskSpec(
         TaskName.WEBHOOK_CREATE, _job(webhooks.create_work), "webhooks", retries=True

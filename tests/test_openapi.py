@@ -82,8 +82,8 @@ WRITES = {"202", "400", "401", "404", "413", "429", "503"}
 
 @pytest.mark.parametrize(
     ("path", "statuses"),
-    [(f"{P}/jobs/{{job_id}}/events", {"200", "401", "404", "413", "503"}),
-     (f"{P}/events", {"200", "401", "413", "503"})],
+    [(f"{P}/jobs/{{job_id}}/events", {"200", "401", "404", "413", "429", "503"}),
+     (f"{P}/events", {"200", "401", "413", "429", "503"})],
 )  # fmt: skip
 def test_event_streams_are_documented_as_server_sent_events(spec, path, statuses):
     responses = spec["paths"][path]["get"]["responses"]
@@ -95,21 +95,26 @@ def test_event_streams_are_documented_as_server_sent_events(spec, path, statuses
 @pytest.mark.parametrize(
     ("method", "path", "ok", "statuses"),
     [
-        ("GET", f"{P}/accounts", "AccountsAnswer", {"200", "202", "400", "401", "413", "503"}),
+        (
+            "GET",
+            f"{P}/accounts",
+            "AccountsAnswer",
+            {"200", "202", "400", "401", "413", "429", "503"},
+        ),
         (
             "GET",
             f"{P}/companies",
             "CompaniesAnswer",
-            {"200", "202", "400", "401", "409", "413", "503"},
+            {"200", "202", "400", "401", "409", "413", "429", "503"},
         ),
-        ("GET", f"{P}/companies/webhook", None, {"202", "400", "401", "413", "503"}),
+        ("GET", f"{P}/companies/webhook", None, {"202", "400", "401", "413", "429", "503"}),
         ("POST", f"{P}/companies/webhook", None, WRITES),
         ("PUT", f"{P}/companies/webhook", None, WRITES),
         ("GET", f"{P}/jobs/{{job_id}}", "JobAnswer", {"200", "400", "401", "404", "413", "503"}),
         ("POST", f"{P}/events/ticket", "TicketAnswer", {"200", "401", "413", "503"}),
         ("GET", f"{P}/changes", "ChangesAnswer", {"200", "400", "401", "413", "503"}),
         ("GET", f"{P}/status", "StatusAnswer", {"200", "401", "413", "503"}),
-        ("POST", f"{P}/sync", None, {"202", "400", "401", "409", "413", "503"}),
+        ("POST", f"{P}/sync", None, {"202", "400", "401", "409", "413", "429", "503"}),
         ("PUT", f"{P}/schedule", "ScheduleAnswer", {"200", "400", "401", "413", "503"}),
         ("GET", f"{P}/notifications", "CallbackAnswer", {"200", "401", "404", "413", "503"}),
         ("PUT", f"{P}/notifications", "CallbackAnswer", {"200", "400", "401", "413", "503"}),

@@ -22,7 +22,6 @@ from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.receivers import Receiver
 from callrail_sync.stores.schedules import Schedule
 from callrail_sync.streams import STREAMS
-from tasks.submit import submit
 
 MSG_SCHEDULE_REQUIRED = "account_id and paused are required."
 MIN_INTERVAL, MAX_INTERVAL = 300, 7 * 86400
@@ -120,7 +119,7 @@ async def sync_now(owner: Owner, svc: Svc, raw: RawBody) -> JSONResponse:
         job_type, params = JobType.SYNC_ACCOUNTS, JobParams()
     if reset:
         params = params.model_copy(update={"reset": True})
-    job, created = await run_in_threadpool(submit, stores.jobs, svc.queue, owner, job_type, params)
+    job, created = await run_in_threadpool(svc.admission.submit, svc.queue, owner, job_type, params)
     if reset and not created:
         asked = await run_in_threadpool(stores.jobs.ask_reset, job.id)
         job = asked if asked is not None else job

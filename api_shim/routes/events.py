@@ -26,6 +26,8 @@ async def all_events(owner: StreamOwner, svc: Svc) -> StreamingResponse:
     """One `job` event per change of any of the caller's jobs, as the store has it, and one
     `call` event per call event CallRail delivered to one of the caller's companies."""
 
+    slot = await svc.streams.take(owner)
+
     async def stream() -> AsyncIterator[str]:
         yield ": connected\n\n"
         async with svc.hub.subscribe(owner) as events:
@@ -47,7 +49,8 @@ async def all_events(owner: StreamOwner, svc: Svc) -> StreamingResponse:
                 if job is not None:
                     yield sse("job", job_view(job), job.updated_at.isoformat())
 
-    return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
+    held = svc.streams.hold(owner, slot, stream())
+    return StreamingResponse(held, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 @router.post("/events/ticket", summary="A short-lived ticket that opens the event streams")

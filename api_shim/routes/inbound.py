@@ -18,6 +18,7 @@ import binascii
 import json
 import logging
 import time
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -175,10 +176,19 @@ async def calls(request: Request, owner: Owner, svc: Svc) -> JSONResponse:
     query = CallsParams.model_validate(dict(request.query_params)).query(owner)
     events, more = await run_in_threadpool(svc.runtime.stores.inbox.read, query)
     account = query.callrail_account_id
+    views: list[dict[str, Any]] = []
+    room = svc.runtime.settings.calls_page_max_bytes
+    for event in events:
+        view = event.view()
+        room -= len(json.dumps(view, separators=(",", ":"), default=str))
+        if room < 0 and views:  # the rest on the next page (one event always fits)
+            events, more = events[: len(views)], True
+            break
+        views.append(view)
     return success(
         {
             "account_id": account,
-            "calls": [e.view() for e in events],
+            "calls": views,
             "next_cursor": _encode(account, events[-1].seq) if more and events else None,
             "has_more": more,
         }

@@ -45,6 +45,7 @@ async def job_events(job_id: str, owner: StreamOwner, svc: Svc) -> StreamingResp
     """`progress` at each change, then one `status` when it ends, then the stream closes.
     Every connection starts with the job as it is now, so a reconnect resumes."""
     await read_job(svc, owner, job_id)  # 404 before the stream starts
+    slot = await svc.streams.take(owner)
 
     async def stream() -> AsyncIterator[str]:
         async with contextlib.aclosing(watch(svc, owner, job_id)) as changes:
@@ -55,4 +56,5 @@ async def job_events(job_id: str, owner: StreamOwner, svc: Svc) -> StreamingResp
                 name = "status" if job.is_final else "progress"
                 yield sse(name, job_view(job), job.updated_at.isoformat())
 
-    return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
+    held = svc.streams.hold(owner, slot, stream())
+    return StreamingResponse(held, media_type="text/event-stream", headers=SSE_HEADERS)

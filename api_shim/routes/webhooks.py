@@ -15,7 +15,6 @@ from api_shim.presenters import PREFIX, accepted
 from api_shim.writes import start_write
 from callrail_sync.errors import ValidationFailed
 from callrail_sync.job import JobParams, JobType
-from tasks.submit import submit
 
 MSG_LIST_REQUIRED = "Callrail account id and company id are required."
 router = APIRouter(prefix=PREFIX)
@@ -35,7 +34,7 @@ async def list_webhooks(
     await require_account(svc, owner, account)
     params = JobParams(callrail_account_id=account, company_id=company)
     job, _ = await run_in_threadpool(
-        submit, svc.runtime.stores.jobs, svc.queue, owner, JobType.WEBHOOK_LIST, params
+        svc.admission.submit, svc.queue, owner, JobType.WEBHOOK_LIST, params
     )
     return accepted(job)
 
