@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from simulator.call_listing import list_calls
+from simulator.call_listing import list_calls, summary, timeseries
 from simulator.calls import CallBook
 from simulator.data import WEBHOOK_KEYS, SimAccount, SimData
 from simulator.query import Query, asked_fields, paginate, param
@@ -33,6 +33,7 @@ KEY = "callrail.key"
 """The scope entry in which `gate.py` leaves the caller's authenticated API key."""
 ORIGIN = "callrail.origin"
 """The scope entry holding `http://host:port` as the client named the server (for links)."""
+JSON = "application/json; charset=utf-8"
 URL_RE = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
 
 
@@ -58,6 +59,10 @@ class CallRailApi:
             Route("/v3/a.json", self._list_accounts, methods=["GET"]),
             Route(account + ".json", self._get_account, methods=["GET"]),
             Route(account + "/calls.json", self._list_calls, methods=["GET"]),
+            # next_page names the listing without `.json`, as CallRail's does.
+            Route(account + "/calls", self._list_calls, methods=["GET"]),
+            Route(account + "/calls/summary.json", self._calls_summary, methods=["GET"]),
+            Route(account + "/calls/timeseries.json", self._calls_timeseries, methods=["GET"]),
             Route(account + "/companies.json", self._list_companies, methods=["GET"]),
             Route(account + "/companies/{company_id}.json", self._get_company, methods=["GET"]),
             Route(account + "/integrations.json", self._list_integrations, methods=["GET"]),
@@ -121,7 +126,14 @@ class CallRailApi:
 
     async def _list_calls(self, request: Request) -> Response:
         account, url = self._account(request), request.scope[ORIGIN] + request.url.path
-        return ok(list_calls(self.calls, account, _query(request), url))
+        text = list_calls(self.calls, account, _query(request), url)
+        return Response(text, media_type=JSON)
+
+    async def _calls_summary(self, request: Request) -> Response:
+        return ok(summary(self.calls, self._account(request), _query(request)))
+
+    async def _calls_timeseries(self, request: Request) -> Response:
+        return ok(timeseries(self.calls, self._account(request), _query(request)))
 
     async def _list_companies(self, request: Request) -> Response:
         account, query = self._account(request), _query(request)

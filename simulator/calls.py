@@ -12,11 +12,11 @@ import random
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from simulator import generator
-from simulator.data import SimAccount, SimData
+from simulator.data import NotFound, SimAccount, SimData
 
 EVENTS = ("pre_call", "post_call", "updated_call")
 """The call events delivered, each to the URLs of its `<event>_webhook` config key."""
@@ -43,7 +43,6 @@ EXTRA = ("created_at", "account_id")
 """Fields of calls.json only asked for with `fields=` (our choice; CallRail has more)."""
 UPDATABLE = ("tags", "note", "customer_name", "customer_city")
 """Fields an `updated` may change; its `updated_call` delivery names them in `changes`."""
-SEEDED_DAYS = 29
 
 Key = tuple[datetime, str]
 """Where a call sorts: its start instant (in UTC), then its id."""
@@ -85,6 +84,13 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "recording": (_optional_text, "a URL or null"),
 }
 """The fields a placed call may be given, and what each must be."""
+CHECKS["lead_status"] = (
+    lambda v: v in (None, "good_lead", "not_a_lead"),
+    "good_lead, not_a_lead or null",
+)
+CHECKS["value"] = (_optional_text, "a string or null")
+EDITABLE = ("tags", "note", "customer_name", "customer_city", "lead_status", "value")
+"""What a call's later edits may change (`CallBook.edit`)."""
 
 
 def check(fields: dict[str, Any], allowed: Iterable[str]) -> None:
@@ -121,6 +127,11 @@ class SimCall:
     tags: list[str] = field(default_factory=list)
     note: str | None = None
     direction: str = "inbound"
+
+    @property
+    def epoch(self) -> float:
+        """When the call started, in seconds since the epoch."""
+        return datetime.fromisoformat(self.start_time).timestamp()
 
     @property
     def key(self) -> Key:
@@ -191,6 +202,10 @@ class CallBook:
         self._placed: dict[str, int] = {}
         self._placed_calls: dict[str, list[SimCall]] = {}
         """The calls placed, by account: what the state file keeps (the seed makes the rest)."""
+        self.edits: dict[str, dict[str, Any]] = {}
+        """Changes made to calls after the fact, by call id."""
+        self.spam: set[str] = set()
+        """Calls marked spam: gone from the call log."""
 
     def place(self, company_id: str, **fields: Any) -> SimCall:
         """A new inbound call on a company, starting now unless `start_time` says otherwise;
@@ -203,8 +218,13 @@ class CallBook:
             rng = random.Random(f"call:{self.data.seed}:{account.id}:{n}")
             start = datetime.now(generator.zone(company["time_zone"]))
             call = _made(rng, account.id, company["id"], start)
+            later: dict[str, Any] = {
+                n: fields.pop(n) for n in ("lead_status", "value") if n in fields
+            }
             for name, value in fields.items():
                 setattr(call, name, list(value) if name == "tags" else value)
+            if later:
+                self.edits[call.id] = later
             if "recording" not in fields:
                 call.recording = _recording(call)
             self._insert(account.id, call)
@@ -225,6 +245,8 @@ class CallBook:
         return {
             "placed": self._placed,
             "calls": {a: [asdict(c) for c in calls] for a, calls in self._placed_calls.items()},
+            "edits": self.edits,
+            "spam": sorted(self.spam),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -236,6 +258,8 @@ class CallBook:
             self._placed_calls = {
                 a: [SimCall(**fields) for fields in calls] for a, calls in state["calls"].items()
             }
+            self.edits = dict(state.get("edits", {}))
+            self.spam = set(state.get("spam", []))
 
     def newest_first(
         self,
@@ -264,21 +288,51 @@ class CallBook:
             return found
 
     def _ledger(self, account: SimAccount) -> tuple[list[SimCall], list[Key]]:
-        """The account's calls and their keys, made up on first use when the data says so."""
+        """The account's placed calls and their keys (the made-up ones are `history.py`'s)."""
         if account.id not in self._calls:
             self._calls[account.id], self._keys[account.id] = [], []
-            now = datetime.now(UTC)
-            for company in self.data.companies(account):
-                for j in range(self.data.calls_per_company):
-                    rng = random.Random(f"seeded-call:{self.data.seed}:{company['id']}:{j}")
-                    ago = timedelta(seconds=rng.randrange(SEEDED_DAYS * 86_400))
-                    start = (now - ago).astimezone(generator.zone(company["time_zone"]))
-                    call = _made(rng, account.id, company["id"], start)
-                    call.recording = _recording(call)
-                    self._insert(account.id, call)
             for call in self._placed_calls.get(account.id, []):
                 self._insert(account.id, call)
         return self._calls[account.id], self._keys[account.id]
+
+    def placed(self, account: SimAccount) -> list[SimCall]:
+        """The calls placed on the account, oldest first; hold `SimData.lock`."""
+        return self._ledger(account)[0]
+
+    # --- edits and spam, of placed and made-up calls alike ---------------------------------
+
+    def edit(self, call_id: str, changes: dict[str, Any]) -> None:
+        """Change fields of a call later, as CallRail's users do (tags, notes, lead status...);
+        NotFound for a call no account has (or one marked spam), ValueError for a bad field."""
+        check(changes, EDITABLE)
+        with self.data.lock:
+            account, placed = self.locate(call_id)
+            if placed is not None:
+                for name, value in changes.items():
+                    if hasattr(placed, name) and name != "lead_status":
+                        setattr(placed, name, list(value) if name == "tags" else value)
+            self.edits.setdefault(call_id, {}).update(changes)
+            self.data.changed()
+
+    def mark_spam(self, call_id: str) -> None:
+        """Mark a call spam: it leaves the call log (listings, summaries) for good."""
+        with self.data.lock:
+            self.locate(call_id)
+            self.spam.add(call_id)
+            self.data.changed()
+
+    def locate(self, call_id: str) -> tuple[SimAccount, SimCall | None]:
+        """The account of a call, and the call if it was placed (None: made up)."""
+        with self.data.lock:
+            if call_id not in self.spam:
+                for account_id, calls in self._placed_calls.items():
+                    for call in calls:
+                        if call.id == call_id:
+                            return self.data.accounts[account_id], call
+                for account in self.data.accounts.values():
+                    if self.data.history(account).place_of(call_id) is not None:
+                        return account, None
+        raise NotFound(f"Call not found: {call_id}")
 
     def _insert(self, account_id: str, call: SimCall) -> None:
         keys, key = self._keys[account_id], call.key

@@ -77,9 +77,29 @@ class SimControl:
         ]
         return visible
 
-    def add_account(self, key: str, companies: int) -> str:
-        """A new account of `companies` companies under `key` (added if new); its id."""
-        return str(self.call("POST", "accounts", {"key": key, "companies": companies})["id"])
+    def add_account(
+        self,
+        key: str,
+        companies: int,
+        calls_per_company: int | None = None,
+        call_days: int | None = None,
+    ) -> str:
+        """A new account of `companies` companies under `key` (added if new), with its own
+        made-up call history if given (e.g. 4,000 calls a company over 760 days); its id."""
+        body: dict[str, Any] = {"key": key, "companies": companies}
+        if calls_per_company is not None:
+            body["calls_per_company"] = calls_per_company
+        if call_days is not None:
+            body["call_days"] = call_days
+        return str(self.call("POST", "accounts", body)["id"])
+
+    def quota(self, hourly: int = 1_000, daily: int = 10_000) -> dict[str, Any]:
+        """CallRail's request quota per account (its real one by default)."""
+        return self.knobs(rate_limits=[[hourly, 3600], [daily, 86400]])
+
+    def lift_quota(self) -> dict[str, Any]:
+        """No request quota at all (what speed measurements want)."""
+        return self.knobs(rate_limits=[])
 
     # --- companies and calls -----------------------------------------------------------------
 
@@ -104,6 +124,16 @@ class SimControl:
             "call"
         ]
         return call
+
+    def edit_call(self, call_id: str, **fields: Any) -> dict[str, Any]:
+        """Change a call later, as CallRail's users do (`tags`, `note`, `lead_status`, `value`,
+        `customer_name`, `customer_city`); the edits it now has."""
+        edits: dict[str, Any] = self.call("PATCH", f"calls/{call_id}", fields)["edits"]
+        return edits
+
+    def mark_spam(self, call_id: str) -> None:
+        """Mark a call spam: it vanishes from calls.json and the roll-ups, for good."""
+        self.call("POST", f"calls/{call_id}/spam")
 
     def deliveries(self, wait: bool = False, timeout: float = 10.0) -> dict[str, Any]:
         """The webhook deliveries made and how many calls still have some due; with `wait`,

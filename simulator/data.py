@@ -12,10 +12,11 @@ import hashlib
 import random
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from simulator import generator
+from simulator.history import History
 
 WEBHOOK_KEYS = (
     "pre_call_webhook",
@@ -48,7 +49,14 @@ class SimAccount:
     company_count: int
     seed: int
     added_companies: int = 0
+    calls_per_company: int | None = None
+    """Made-up calls per company (None: the data's `calls_per_company`)."""
+    call_days: int | None = None
+    time_zone: str = "America/New_York"
+    """The account's time zone: dates are read in it when a request names none. No endpoint
+    shows it (CallRail's accounts carry no time zone)."""
     _companies: list[dict[str, Any]] | None = None
+    _history: Any = None
 
     def public(self, fields: set[str]) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -73,8 +81,13 @@ class SimData:
     disabled_share: float = 0.1
     accounts: dict[str, SimAccount] = field(default_factory=dict)
     calls_per_company: int = 0
-    """Calls made up for each company of an account when its calls are first asked for, spread
-    over the last 29 days (`calls.py`); 0: calls exist only once placed."""
+    """Calls made up for each active company of an account when its calls are first asked
+    for, spread over the `call_days` before `anchor` (`history.py`); 0: calls exist only once
+    placed. `add_account` may give an account its own."""
+    call_days: int = 29
+    anchor: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
+    """When the data was made: the made-up history ends there (kept in the state file, so a
+    restart shows the same calls)."""
     accounts_by_key: dict[str, list[str]] = field(default_factory=dict)
     integrations: dict[str, dict[str, Any]] = field(default_factory=dict)
     read_only_keys: set[str] = field(default_factory=set)
@@ -110,13 +123,14 @@ class SimData:
             "companies_per_account": self.companies_per_account,
             "disabled_share": self.disabled_share,
             "calls_per_company": self.calls_per_company,
+            "call_days": self.call_days,
         }
 
     def dump(self) -> dict[str, Any]:
         """Everything that can change while the simulator runs, as JSON values; hold `lock`."""
         accounts = []
         for account in self.accounts.values():
-            fields = {k: v for k, v in vars(account).items() if k != "_companies"}
+            fields = {k: v for k, v in vars(account).items() if not k.startswith("_")}
             accounts.append({**fields, "companies": account._companies})
         return {
             "accounts": accounts,
@@ -125,6 +139,7 @@ class SimData:
             "integrations": self.integrations,
             "next_integration": self._next_integration,
             "removed": {cid: list(place) for cid, place in self._removed.items()},
+            "anchor": self.anchor.isoformat(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -141,6 +156,7 @@ class SimData:
             self.integrations = state["integrations"]
             self._next_integration = int(state["next_integration"])
             self._removed = {cid: (acc, rec) for cid, (acc, rec) in state["removed"].items()}
+            self.anchor = datetime.fromisoformat(state["anchor"])
 
     @property
     def api_keys(self) -> list[str]:
@@ -153,12 +169,28 @@ class SimData:
                 self.changed()
         return key
 
-    def add_account(self, key: str, companies: int, name: str | None = None) -> str:
-        """Add an account with `companies` companies under `key`; returns the account id."""
+    def add_account(
+        self,
+        key: str,
+        companies: int,
+        name: str | None = None,
+        calls_per_company: int | None = None,
+        call_days: int | None = None,
+    ) -> str:
+        """Add an account with `companies` companies under `key` (and, if given, its own
+        made-up call history); returns the account id."""
+        if calls_per_company is not None and not 0 <= calls_per_company <= 1_000_000:
+            raise ValueError("calls_per_company must be from 0 to 1,000,000")
+        if call_days is not None and not 1 <= call_days <= 800:
+            raise ValueError("call_days must be from 1 to 800")
         with self.lock:
             index = len(self.accounts)
             account = SimAccount(
-                **generator.account(self.seed, index, name), company_count=companies, seed=index
+                **generator.account(self.seed, index, name),
+                company_count=companies,
+                seed=index,
+                calls_per_company=calls_per_company,
+                call_days=call_days,
             )
             self.accounts[account.id] = account
             self.accounts_by_key.setdefault(key, []).append(account.id)
@@ -204,6 +236,23 @@ class SimData:
                     for i in range(account.company_count)
                 ]
             return account._companies
+
+    def history(self, account: SimAccount) -> History:
+        """The account's made-up calls, made on first use (from the companies it had then)."""
+        with self.lock:
+            if account._history is None:
+                per = account.calls_per_company
+                days = account.call_days or self.call_days
+                account._history = History.make(
+                    self.seed,
+                    account.seed,
+                    self.companies(account),
+                    self.calls_per_company if per is None else per,
+                    days,
+                    self.anchor,
+                )
+            history: History = account._history
+            return history
 
     def add_company(self, account_id: str, **fields: Any) -> dict[str, Any]:
         """Create an active company in an account, made now: realistic fields are generated,

@@ -6,6 +6,7 @@ the same seed gives the same data however much of it is made, and in whatever or
 
 from __future__ import annotations
 
+import functools
 import random
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -56,6 +57,7 @@ WORDS_B = [
     "Pest Control",
 ]
 WORDS_C = ["Group", "Co", "Partners", "Services", "LLC", "Inc", "Associates", "Studio", "Pros"]
+ACCOUNT_ZONES = ["America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles"]
 AGENCY = ["Agency", "Marketing", "Digital", "Media", "Growth"]
 
 
@@ -97,6 +99,7 @@ def account(seed: int, index: int, name: str | None = None) -> dict[str, Any]:
         "name": name or f"{rng.choice(WORDS_A)} {rng.choice(AGENCY)} {index + 1}",
         "outbound_recording_enabled": rng.random() < 0.5,
         "hipaa_account": rng.random() < 0.1,
+        "time_zone": rng.choice(ACCOUNT_ZONES),
     }
 
 
@@ -141,14 +144,20 @@ def phone(rng: random.Random) -> str:
     return f"+1{rng.randrange(201, 990)}{rng.randrange(200, 1000)}{rng.randrange(10_000):04d}"
 
 
-def tracker(company_id: str) -> dict[str, str]:
-    """The one tracker (and its numbers) a company's calls come in on, made from its id."""
+@functools.lru_cache(maxsize=4096)
+def _tracker(company_id: str) -> tuple[tuple[str, str], ...]:
     rng = random.Random(f"tracker:{company_id}")
-    return {
+    made = {
         "tracker_id": "TRK" + hex_id(rng),
         "tracking_phone_number": phone(rng),
         "business_phone_number": phone(rng),
     }
+    return tuple(made.items())
+
+
+def tracker(company_id: str) -> dict[str, str]:
+    """The main tracker (and its numbers) a company's calls come in on, made from its id."""
+    return dict(_tracker(company_id))
 
 
 def call(rng: random.Random) -> dict[str, Any]:

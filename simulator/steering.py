@@ -5,8 +5,10 @@ GET `stats`, `log`, `keys`; POST `reset`, `knobs` (a JSON object of knobs),
 added if new, sees those accounts); companies changing while the simulator runs: POST
 `companies` ({"account", "id"?, ...fields}: add, or restore a removed id), PATCH
 `companies/{id}` (change fields), DELETE `companies/{id}` (remove); calls: POST `calls`
-({"company_id", ...}: `SimServer.place_call`), GET `deliveries` (`?wait=1` first waits for
-those due, up to `timeout` seconds, 10 by default). `control.py` is their client.
+({"company_id", ...}: `SimServer.place_call`), PATCH `calls/{id}` (edit a call later: tags,
+note, lead_status, value...), POST `calls/{id}/spam` (it leaves the call log), GET
+`deliveries` (`?wait=1` first waits for those due, up to `timeout` seconds, 10 by default).
+`control.py` is their client.
 
 An unknown id is a 404, an id taken a 409, a bad body a 400, each `{"error": ...}`.
 """
@@ -130,8 +132,23 @@ def routes(sim: SimServer) -> list[Route]:
     async def add_account(request: Request) -> Reply:
         body = json_object(await request.body())
         key = sim.data.add_key(_text(body, "key"))
-        account = sim.data.add_account(key, int(body.get("companies", 0)))
+        calls, days = body.get("calls_per_company"), body.get("call_days")
+        account = sim.data.add_account(
+            key,
+            int(body.get("companies", 0)),
+            calls_per_company=None if calls is None else int(calls),
+            call_days=None if days is None else int(days),
+        )
         return Reply(201, {"id": account})
+
+    async def edit_call(request: Request) -> Reply:
+        call_id = request.path_params["call_id"]
+        sim.calls.edit(call_id, json_object(await request.body()))
+        return Reply(200, {"id": call_id, "edits": sim.calls.edits[call_id]})
+
+    async def mark_spam(request: Request) -> Reply:
+        sim.calls.mark_spam(request.path_params["call_id"])
+        return Reply(204)
 
     table: list[tuple[str, Endpoint, str]] = [
         ("/_sim/stats", stats, "GET"),
@@ -141,6 +158,8 @@ def routes(sim: SimServer) -> list[Route]:
         ("/_sim/keys", share, "POST"),
         ("/_sim/log", log, "GET"),
         ("/_sim/calls", place_call, "POST"),
+        ("/_sim/calls/{call_id}", edit_call, "PATCH"),
+        ("/_sim/calls/{call_id}/spam", mark_spam, "POST"),
         ("/_sim/deliveries", deliveries, "GET"),
         ("/_sim/companies", add_company, "POST"),
         ("/_sim/companies/{company_id}", change_company, "PATCH"),

@@ -187,9 +187,14 @@ def test_a_placed_call_answers_201_in_calls_json_form_and_is_listed(sim, api_key
     assert started.utcoffset() is not None and abs(started - datetime.now(UTC)) < timedelta(1)
     assert "legacy_id" not in call and "account_id" not in call
     listed = api(sim, api_key, "GET", f"/a/{account}/calls.json").json()
-    assert listed["calls"] == [call] and listed["total_records"] == 1
-    extra = api(sim, api_key, "GET", f"/a/{account}/calls.json", fields="created_at,account_id")
-    assert extra.json()["calls"][0]["account_id"] == account
+    (shown,) = listed["calls"]
+    assert listed["total_records"] == 1
+    assert shown["id"] == call["id"] and shown["customer_name"] == "Kaylah Mills"
+    assert "company_id" not in shown and "tags" not in shown  # optional: only with fields=
+    fields = "created_at,company_id,tracker_id,tags,note"
+    extra = api(sim, api_key, "GET", f"/a/{account}/calls.json", fields=fields).json()["calls"][0]
+    assert extra["company_id"] == company and extra["tracker_id"] == call["tracker_id"]
+    assert extra["tags"] == [] and extra["note"] is None
 
 
 def test_sim_place_call_in_python_returns_the_same_form(sim, company):
@@ -266,8 +271,10 @@ def test_each_event_is_delivered_once_signed_over_the_raw_bytes(
     ]
     assert {d["call_id"] for d in done["deliveries"]} == {call["id"]}
     # The change is the call's, not only the webhook's.
-    (listed,) = api(sim, api_key, "GET", f"/a/{account}/calls.json").json()["calls"]
-    assert listed["tags"] == ["good-lead"] and listed["note"] == "called back"
+    path = f"/a/{account}/calls.json"
+    (listed,) = api(sim, api_key, "GET", path, fields="tags,note").json()["calls"]
+    assert [t["name"] for t in listed["tags"]] == ["good-lead"]
+    assert listed["note"] == "called back"
 
 
 def test_the_placement_answers_at_once_and_post_call_follows_after_the_delay(
@@ -467,7 +474,11 @@ def test_offset_pages_walk_every_call_once_newest_first(sim, api_key, account, c
     assert second[0]["id"] == first[-1]["id"]
 
 
-def test_relative_pages_walk_every_call_once_while_calls_arrive(sim, api_key, account, company):
+def test_relative_pages_follow_next_page_and_shift_when_calls_arrive(
+    sim, api_key, account, company
+):
+    """The offset of next_page is a 0-based page index (CALLRAIL_STREAMS.md §1): a call
+    arriving at the head mid-walk shifts the pages, so the walk sees a call twice."""
     same = ago(hours=4)  # four calls at one instant straddle a page boundary
     expected = calls_at(sim, company, [ago(hours=h) for h in (1, 2, 8, 9, 10)] + [same] * 4)
     url = f"{sim.base_url}/a/{account}/calls.json?relative_pagination=true&per_page=3"
@@ -480,12 +491,14 @@ def test_relative_pages_walk_every_call_once_while_calls_arrive(sim, api_key, ac
         assert page["has_next_page"] == (page["next_page"] is not None)
         url, pages = page["next_page"], pages + 1
         if url:
-            assert url.startswith(f"{sim.base_url}/a/{account}/calls.json?")
+            assert url.startswith(f"{sim.base_url}/a/{account}/calls?")  # no .json
             query = parse_qs(urlsplit(url).query)
             assert query["per_page"] == ["3"] and query["relative_pagination"] == ["true"]
-            place(sim, company)  # a new call at the head, between two fetches
-            place(sim, company, start_time=ago(days=60))  # and one out of the range
-    assert seen == expected and pages == 3
+            assert query["offset"] == [str(pages)] and query["page"] == ["1"]
+            if pages == 1:
+                place(sim, company)  # a new call at the head, between two fetches
+    assert seen[:3] == expected[:3] and seen[3] == expected[2]  # shifted: seen again
+    assert seen[4:] == expected[3:] and pages == 4
 
 
 def test_relative_paging_refuses_pages_and_foreign_offsets(sim, api_key, account):
@@ -499,7 +512,7 @@ def test_relative_paging_refuses_pages_and_foreign_offsets(sim, api_key, account
     assert empty == {"calls": [], "per_page": 250, "has_next_page": False, "next_page": None}
 
 
-def test_calls_json_filters_by_company_and_dates_and_defaults_to_30_days(
+def test_calls_json_filters_by_company_and_dates_and_defaults_to_the_recent_7_days(
     sim, sim_data, api_key, account, company
 ):
     other = next(
@@ -582,7 +595,8 @@ def test_calls_per_company_makes_up_repeatable_calls_and_leaves_companies_alone(
     server = SimServer(data).start()
     try:
         path = f"/a/{account}/calls.json"
-        listed = api(server, api_key, "GET", path, per_page=250).json()
+        since = (datetime.now(UTC) - timedelta(days=31)).date().isoformat()
+        listed = api(server, api_key, "GET", path, per_page=250, start_date=since).json()
         assert listed["total_records"] == 60
         stamps = [datetime.fromisoformat(c["start_time"]) for c in listed["calls"]]
         assert stamps == sorted(stamps, reverse=True)
@@ -592,7 +606,8 @@ def test_calls_per_company_makes_up_repeatable_calls_and_leaves_companies_alone(
         )
         other = SimServer(again).start()
         try:
-            ids = {c["id"] for c in api(other, api_key, "GET", path, per_page=250).json()["calls"]}
+            again_listed = api(other, api_key, "GET", path, per_page=250, start_date=since)
+            ids = {c["id"] for c in again_listed.json()["calls"]}
             assert ids == {c["id"] for c in listed["calls"]}
         finally:
             other.stop()

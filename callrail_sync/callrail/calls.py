@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from callrail_sync import errors
 from callrail_sync.callrail.client import CallRailClient, segment
+from callrail_sync.streams import STREAMS
 
 CALLS_PER_PAGE = 250
 MAX_CALL_PAGES = 400
@@ -47,6 +48,9 @@ def iter_calls(
         "per_page": CALLS_PER_PAGE,
         "start_date": start.isoformat(),
         "end_date": end.isoformat(),
+        # company_id, tags... are optional fields: without them a call names no company.
+        "fields": ",".join(STREAMS["calls"].fields_always),
+        "time_zone": "UTC",
     }
     if company_id:
         params["company_id"] = company_id

@@ -63,6 +63,7 @@ def cmd_simulator(args: argparse.Namespace, ctx: Context) -> int:
         companies_per_account=args.companies_per_account,
         disabled_share=args.disabled_share,
         calls_per_company=args.calls_per_company,
+        call_days=args.call_days,
     )
     limits = [(args.hourly_limit, 3600.0)] if args.hourly_limit else []
     if args.daily_limit:
@@ -121,6 +122,9 @@ def _add_simulator(sub: Subparsers) -> None:
     p.add_argument("--retry-after", action="store_true", help="send Retry-After with 429")
     p.add_argument("--failure-rate", type=float, default=0.0, help="share of requests that fail")
     p.add_argument("--calls-per-company", type=int, default=0, help="calls made up per company")
+    p.add_argument(
+        "--call-days", type=int, default=29, help="days the made-up calls are spread over"
+    )
     p.add_argument(
         "--post-call-delay", type=float, default=0.0, help="seconds from pre_call to post_call"
     )

@@ -85,7 +85,15 @@ def prepare(settings: Settings, run_dir: Path) -> Embedded:
         if not settings.jwt_secret and not settings.jwt_public_key:
             updates["jwt_secret"] = DEV_SECRET
         if "callrail_base_url" not in settings.model_fields_set:
-            data = SimData(seed=1, keys=1, accounts_per_key=3, companies_per_account=180)
+            # A call history of 120 days, 3,600 calls an account, so calls show at once.
+            data = SimData(
+                seed=1,
+                keys=1,
+                accounts_per_key=3,
+                companies_per_account=180,
+                calls_per_company=20,
+                call_days=120,
+            )
             # Its state lives in the run dir: a restart keeps the webhooks made, as CallRail would.
             state = run_dir / "simulator-state.json"
             simulator = SimServer(data, state_path=state).start()

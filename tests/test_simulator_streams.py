@@ -1,0 +1,229 @@
+"""The simulator's stream endpoints as CALLRAIL_STREAMS.md describes them, traps included:
+calls.json (dates, time zones, fields, relative pages, spam), the call summary and timeseries.
+One simulator for the module; each test uses an account of its own when it changes data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+
+from simulator import SimData, SimServer
+from simulator.call_listing import DEFAULT_KEYS
+from simulator.control import SimControl
+
+DAYS = 120
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimServer]:
+    data = SimData(
+        seed=21, keys=1, accounts_per_key=1, companies_per_account=8, calls_per_company=40,
+        call_days=DAYS,
+    )  # fmt: skip
+    server = SimServer(data).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def key(sim: SimServer) -> str:
+    return sim.data.api_keys[0]
+
+
+@pytest.fixture(scope="module")
+def account(sim: SimServer, key: str) -> str:
+    return sim.data.accounts_by_key[key][0]
+
+
+def fresh_account(sim: SimServer, key: str) -> str:
+    return SimControl(sim.base_url).add_account(key, 4, calls_per_company=30, call_days=20)
+
+
+def get(sim: SimServer, key: str, path: str, **params: Any) -> requests.Response:
+    headers = {"Authorization": f'Token token="{key}"'}
+    return requests.get(sim.base_url + path, params=params, headers=headers, timeout=30)
+
+
+def walk(sim: SimServer, key: str, account: str, **params: Any) -> list[dict[str, Any]]:
+    """Every call of a listing, by offset pages of 250."""
+    found: list[dict[str, Any]] = []
+    page = 1
+    while True:
+        body = get(sim, key, f"/a/{account}/calls.json", per_page=250, page=page, **params)
+        assert body.status_code == 200, body.text
+        found += body.json()["calls"]
+        if page >= body.json()["total_pages"]:
+            return found
+        page += 1
+
+
+def today(zone: str = "UTC") -> date:
+    return datetime.now(ZoneInfo(zone)).date()
+
+
+def test_without_dates_calls_json_answers_the_recent_7_days_only(sim, key, account):
+    recent = walk(sim, key, account, time_zone="UTC")
+    assert recent, "the history has calls in the last 7 days"
+    oldest = datetime.combine(today() - timedelta(days=6), datetime.min.time(), UTC)
+    assert all(datetime.fromisoformat(c["start_time"]) >= oldest for c in recent)
+    month = walk(sim, key, account, time_zone="UTC", start_date=today() - timedelta(days=29))
+    assert len(month) > len(recent)
+
+
+def test_bounds_are_inclusive_days_so_adjacent_windows_neither_overlap_nor_leave_a_gap(
+    sim, key, account
+):
+    first, last = today() - timedelta(days=59), today()
+    whole = {c["id"] for c in walk(sim, key, account, start_date=first, end_date=last,
+                                   time_zone="UTC")}  # fmt: skip
+    parts: list[set[str]] = []
+    end = last
+    while end >= first:
+        start = max(first, end - timedelta(days=6))
+        ids = {c["id"] for c in walk(sim, key, account, start_date=start, end_date=end,
+                                     time_zone="UTC")}  # fmt: skip
+        parts.append(ids)
+        end = start - timedelta(days=1)
+    assert sum(len(p) for p in parts) == len(whole) == len(set().union(*parts)) > 100
+    one_day = walk(sim, key, account, start_date=first, end_date=first, time_zone="UTC")
+    assert all(c["start_time"].startswith(first.isoformat()) for c in one_day)
+
+
+def test_dates_are_read_and_start_times_written_in_the_time_zone_asked_for(sim, key, account):
+    day = today() - timedelta(days=10)
+    utc = walk(sim, key, account, start_date=day, end_date=day, time_zone="UTC")
+    la = walk(sim, key, account, start_date=day, end_date=day, time_zone="America/Los_Angeles")
+    assert {c["start_time"][-6:] for c in utc} == {"+00:00"}
+    assert {c["start_time"][-6:] for c in la} <= {"-08:00", "-07:00"}
+    for call in utc + la:  # each in the day asked for, in the zone asked for
+        assert datetime.fromisoformat(call["start_time"]).date() == day
+    # Without time_zone: the account's zone, which no endpoint shows.
+    zone = sim.data.accounts[account].time_zone
+    assert "time_zone" not in get(sim, key, f"/a/{account}.json").json()
+    default = walk(sim, key, account, start_date=day, end_date=day - timedelta(days=-3))
+    stated = walk(sim, key, account, start_date=day, end_date=day - timedelta(days=-3),
+                  time_zone=zone)  # fmt: skip
+    assert default == stated
+    bad = get(sim, key, f"/a/{account}/calls.json", time_zone="Mars/Olympus")
+    assert bad.status_code == 400 and bad.json()["error"]
+
+
+def test_optional_fields_come_only_when_asked_and_unknown_ones_are_refused(sim, key, account):
+    path = f"/a/{account}/calls.json"
+    plain = get(sim, key, path, start_date=today() - timedelta(days=30)).json()["calls"][0]
+    assert set(plain) == set(DEFAULT_KEYS)
+    assert plain["id"].startswith("CAL") and len(plain["id"]) == 35
+    assert isinstance(plain["recording_duration"], str | None)
+    asked = "source,campaign,milestones,company_id,tags,lead_status,utm_source,created_at"
+    rich = get(sim, key, path, start_date=today() - timedelta(days=30), fields=asked).json()
+    call = rich["calls"][0]
+    assert set(call) == set(DEFAULT_KEYS) | set(asked.split(","))
+    assert set(call["milestones"]) == {"first_touch", "lead_created", "qualified", "last_touch"}
+    assert call["milestones"]["lead_created"]["event_date"].startswith(call["start_time"][:4])
+    assert call["company_id"].startswith("COM")
+    refused = get(sim, key, path, fields="source,not_a_field")
+    assert refused.status_code == 400 and "not_a_field" in refused.json()["error"]
+    # A sort on an optional field needs it in fields (CALLRAIL_STREAMS.md: starred fields).
+    assert get(sim, key, path, sort="source").status_code == 400
+    by_source = get(sim, key, path, sort="source", fields="source").json()["calls"]
+    names = [c["source"] for c in by_source]
+    assert names == sorted(names)
+
+
+def test_relative_pages_follow_next_page_and_a_spam_call_mid_walk_is_skipped(sim, key):
+    account = fresh_account(sim, key)
+    params = {"start_date": today() - timedelta(days=25), "time_zone": "UTC", "per_page": 50}
+    everything = [c["id"] for c in walk(sim, key, account, start_date=params["start_date"])]
+    assert len(everything) == 120
+    headers = {"Authorization": f'Token token="{key}"'}
+    url: str | None = f"{sim.base_url}/a/{account}/calls.json"
+    seen: list[str] = []
+    first = True
+    while url:
+        answer = requests.get(
+            url, params={**params, "relative_pagination": "true"} if first else None,
+            headers=headers, timeout=30,
+        )  # fmt: skip
+        page = answer.json()
+        seen += [c["id"] for c in page["calls"]]
+        if first:  # a call already seen is marked spam: the rest of the list moves up one
+            SimControl(sim.base_url).mark_spam(seen[0])
+        first, url = False, page["next_page"]
+    assert len(seen) == 119 and everything[50] not in seen  # skipped, never seen
+    after = walk(sim, key, account, start_date=params["start_date"])
+    assert everything[0] not in {c["id"] for c in after}  # spam is gone for good
+
+
+def test_an_edited_call_shows_its_edits_and_placed_calls_join_the_history(sim, key):
+    account = fresh_account(sim, key)
+    control = SimControl(sim.base_url)
+    path = f"/a/{account}/calls.json"
+    call = get(sim, key, path, time_zone="UTC").json()["calls"][0]
+    control.edit_call(call["id"], tags=["Booked"], note="called back", lead_status="good_lead")
+    edited = get(sim, key, path, time_zone="UTC", fields="tags,note,lead_status").json()
+    found = next(c for c in edited["calls"] if c["id"] == call["id"])
+    assert [t["name"] for t in found["tags"]] == ["Booked"] and found["note"] == "called back"
+    assert found["lead_status"] == "good_lead"
+    with pytest.raises(Exception, match="404"):
+        control.edit_call("CALnope", note="x")
+    company = sim.data.companies(sim.data.accounts[account])[0]["id"]
+    placed = control.place_call(company, customer_name="New Caller")
+    newest = get(sim, key, path, time_zone="UTC").json()["calls"][0]
+    assert newest["id"] == placed["id"] and newest["customer_name"] == "New Caller"
+
+
+def test_retention_is_25_months_and_all_time_reaches_beyond_it(sim, key, account):
+    path = f"/a/{account}/calls.json"
+    old = today() - timedelta(days=26 * 31)
+    assert get(sim, key, path, start_date=old).status_code == 400
+    assert get(sim, key, path, date_range="all_time").status_code == 400
+    assert get(sim, key, path, date_range="last_month").status_code == 200
+    assert get(sim, key, path, date_range="someday").status_code == 400
+
+
+def test_summary_totals_and_groups_agree_with_the_listing(sim, key, account):
+    since = today() - timedelta(days=30)
+    listed = walk(sim, key, account, start_date=since, time_zone="UTC", fields="source")
+    path = f"/a/{account}/calls/summary.json"
+    fields = "total_calls,answered_calls,missed_calls,leads,average_duration"
+    body = get(sim, key, path, start_date=since, time_zone="UTC", fields=fields,
+               group_by="source").json()  # fmt: skip
+    assert body["total_results"]["total_calls"] == len(listed)
+    assert body["total_results"]["answered_calls"] == sum(c["answered"] for c in listed)
+    assert body["time_zone"] == "UTC" and body["grouped_by"] == "source"
+    groups = {g["key"]: g["total_calls"] for g in body["grouped_results"]}
+    assert sum(groups.values()) == len(listed)
+    assert groups == {s: sum(c["source"] == s for c in listed) for s in groups}
+    company = sim.data.companies(sim.data.accounts[account])[0]["id"]
+    assert get(sim, key, path, company_id=company, group_by="company").status_code == 400
+
+
+def test_timeseries_counts_each_day_zeros_included_and_caps_at_200_points(sim, key, account):
+    path = f"/a/{account}/calls/timeseries.json"
+    first = today() - timedelta(days=199)
+    body = get(sim, key, path, start_date=first, end_date=today(), time_zone="UTC").json()
+    assert len(body["data"]) == 200 and body["data"][0]["date"] == first.isoformat()
+    assert any(p["total_calls"] == 0 for p in body["data"])  # before the history began
+    listed = walk(sim, key, account, start_date=first, end_date=today(), time_zone="UTC")
+    assert sum(p["total_calls"] for p in body["data"]) == len(listed)
+    assert body["total_results"]["total_calls"] == len(listed)
+    too_long = get(sim, key, path, start_date=first - timedelta(days=1), end_date=today())
+    assert too_long.status_code == 400 and "200" in too_long.json()["error"]
+    weeks = get(sim, key, path, start_date=first, interval="week", time_zone="UTC").json()
+    assert sum(p["total_calls"] for p in weeks["data"]) == len(listed)
+
+
+def test_serve_s_demo_accounts_have_90_days_and_thousands_of_calls():
+    data = SimData(
+        seed=1, keys=1, accounts_per_key=3, companies_per_account=180, calls_per_company=20,
+        call_days=120,
+    )  # fmt: skip
+    for account in data.accounts.values():
+        history = data.history(account)
+        span = (history.starts[-1] - history.starts[0]) / 86_400
+        assert len(history) >= 3_000 and span >= 90
