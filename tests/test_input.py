@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api_shim.limits import MAX_BODY_BYTES
+from api_shim.routes.ui import UI_PATH
 from callrail_sync.job import JobError, JobType, NewJob
 
 from .conftest import OWNER, TEST_SECRET
@@ -360,8 +361,8 @@ PARAMS += ["kind", "cursor", "modified_after", "filter", "limit"]
 def answers_in_the_envelope(path: str, status: int) -> bool:
     """All but the 200s of the routes for people and tools (docs, schema, metrics) and of
     the event streams (Server-Sent Events)."""
-    if status == 200 and path.endswith("/events"):
-        return False
+    if status == 200 and (path.endswith("/events") or path.startswith(UI_PATH)):
+        return False  # a stream, or the connection page's HTML, CSS and JS
     return status != 200 or path.startswith(P) or path in ("/healthz", "/readyz")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib import resources
 
 from fastapi import APIRouter
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 
 from api_shim.envelope import failure
 from api_shim.presenters import PREFIX
@@ -44,12 +44,6 @@ def ui_link(base: str, token: str) -> str:
 
 def _read(name: str) -> bytes:
     return resources.files("api_shim").joinpath("ui", name).read_bytes()
-
-
-@router.get(UI_PATH.rstrip("/"))
-async def ui_root() -> RedirectResponse:
-    """`/ui` → `/ui/` (a path of ours, not one built from the request's Host)."""
-    return RedirectResponse(UI_PATH, status_code=308)
 
 
 @router.get(UI_PATH + "{name}")
