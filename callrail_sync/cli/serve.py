@@ -23,6 +23,8 @@ from pathlib import Path
 import uvicorn
 from celery import Celery, signals
 from celery.beat import EmbeddedService
+from celery.platforms import EX_OK
+from celery.worker import state as worker_state
 
 from api_shim.app import create_app
 from api_shim.auth import DEV_SECRET, DEV_TOKEN_TTL, issue_token
@@ -188,8 +190,13 @@ class EmbeddedWorker:
         self.stopping.set()
         self.beat.stop()
         signals.worker_shutting_down.send(sender=self.hostname, sig=sig, how="Warm", exitcode=0)
-        self.worker.stop(in_sighandler=False)
+        # As Celery's own SIGTERM handler does: the flag makes the worker's loop stop warm in
+        # the worker's thread. Calling worker.stop() from this thread instead raced that loop
+        # for the broker connection (both read one BRPOP answer) and could hang for good.
+        worker_state.should_stop = EX_OK
         self.thread.join(timeout)
+        if self.thread.is_alive():
+            log.warning("the worker did not stop in time", extra={"timeout": timeout})
 
 
 def banner(embedded: Embedded, host: str, port: int, token: str) -> str:
