@@ -22,6 +22,7 @@ from simulator.calls import CallBook
 from simulator.data import WEBHOOK_KEYS, SimAccount, SimData
 from simulator.query import Query, asked_fields, paginate, param
 from simulator.replies import Reply, error, json_object
+from simulator.streams import Streams
 
 TIMESTAMP_SORTS = {"created_at", "disabled_at"}
 """Sorted by the instant, whatever the offset: a text sort would put 10:07-07:00 (17:07 UTC)
@@ -48,9 +49,12 @@ class CallRailApi:
     `routes` declares the paths; `gate.py` has authenticated the caller before a route runs.
     """
 
-    def __init__(self, data: SimData, calls: CallBook | None = None) -> None:
+    def __init__(
+        self, data: SimData, calls: CallBook | None = None, streams: Streams | None = None
+    ) -> None:
         self.data = data
         self.calls = calls or CallBook(data)
+        self.streams = streams or Streams(data)
 
     def routes(self) -> list[Route]:
         """The API's routes, under `/v3`."""
@@ -63,6 +67,8 @@ class CallRailApi:
             Route(account + "/calls", self._list_calls, methods=["GET"]),
             Route(account + "/calls/summary.json", self._calls_summary, methods=["GET"]),
             Route(account + "/calls/timeseries.json", self._calls_timeseries, methods=["GET"]),
+            Route(account + "/form_submissions.json", self._list_forms, methods=["GET"]),
+            Route(account + "/text-messages.json", self._list_texts, methods=["GET"]),
             Route(account + "/companies.json", self._list_companies, methods=["GET"]),
             Route(account + "/companies/{company_id}.json", self._get_company, methods=["GET"]),
             Route(account + "/integrations.json", self._list_integrations, methods=["GET"]),
@@ -134,6 +140,12 @@ class CallRailApi:
 
     async def _calls_timeseries(self, request: Request) -> Response:
         return ok(timeseries(self.calls, self._account(request), _query(request)))
+
+    async def _list_forms(self, request: Request) -> Response:
+        return ok(self.streams.list_forms(self._account(request), _query(request)))
+
+    async def _list_texts(self, request: Request) -> Response:
+        return ok(self.streams.list_texts(self._account(request), _query(request)))
 
     async def _list_companies(self, request: Request) -> Response:
         account, query = self._account(request), _query(request)

@@ -135,6 +135,29 @@ class SimControl:
         """Mark a call spam: it vanishes from calls.json and the roll-ups, for good."""
         self.call("POST", f"calls/{call_id}/spam")
 
+    def add_form(self, company_id: str, **fields: Any) -> dict[str, Any]:
+        """A form submitted now on a company (fields as form_submissions.json shows them)."""
+        form: dict[str, Any] = self.call("POST", "forms", {"company_id": company_id, **fields})[
+            "form_submission"
+        ]
+        return form
+
+    def add_text(
+        self,
+        company_id: str,
+        customer_phone_number: str | None = None,
+        content: str = "Hello!",
+        direction: str = "inbound",
+    ) -> dict[str, Any]:
+        """A text now: into that number's conversation (its `last_message_at` moves), or a
+        new one; the conversation after."""
+        body: dict[str, Any] = {"company_id": company_id, "content": content}
+        body["direction"] = direction
+        if customer_phone_number:
+            body["customer_phone_number"] = customer_phone_number
+        conversation: dict[str, Any] = self.call("POST", "texts", body)["conversation"]
+        return conversation
+
     def deliveries(self, wait: bool = False, timeout: float = 10.0) -> dict[str, Any]:
         """The webhook deliveries made and how many calls still have some due; with `wait`,
         first waits up to `timeout` seconds for those due."""

@@ -218,12 +218,15 @@ class History:
         per_company: int,
         days: int,
         anchor: datetime,
+        kind: str = "calls",
     ) -> History:
-        """`per_company` calls for each company, over the `days` before `anchor`, mostly in
-        the company's business hours."""
-        account_hash = mix(seed * 1_000_003 + account_seed)
+        """`per_company` calls (or other records of a `kind`) for each company, over the
+        `days` before `anchor`, mostly in the company's business hours."""
+        salt = 0 if kind == "calls" else int.from_bytes(kind.encode()[:8], "big")
+        account_hash = mix((seed * 1_000_003 + account_seed) ^ salt)
         history = cls(account_hash, (account_hash >> 32) & 0xFFFFFFFF, list(companies))
-        rng = random.Random(f"history:{seed}:{account_seed}")
+        label = "history" if kind == "calls" else kind
+        rng = random.Random(f"{label}:{seed}:{account_seed}")
         end = int(anchor.timestamp())
         pairs: list[tuple[int, int]] = []
         span = days * 86_400

@@ -34,6 +34,7 @@ from simulator.gate import Gate
 from simulator.replies import Reply, error, raised
 from simulator.requestlog import LoggedRequest, RequestLog
 from simulator.state import StateFile
+from simulator.streams import Streams
 
 
 class SimServer:
@@ -53,10 +54,11 @@ class SimServer:
     ) -> None:
         self.data = data
         self.calls = CallBook(data)
-        self.state = StateFile(state_path, data, self.calls) if state_path else None
+        self.streams = Streams(data)
+        self.state = StateFile(state_path, data, self.calls, self.streams) if state_path else None
         self.state_note = self.state.load() if self.state else None
         """What became of the state file at start (None: the simulator keeps no state)."""
-        self.api = CallRailApi(data, self.calls)
+        self.api = CallRailApi(data, self.calls, self.streams)
         self.faults = Faults(knobs)
         self.deliveries = Deliveries(data, self.calls, self.faults)
         self.log = RequestLog()

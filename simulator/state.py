@@ -17,6 +17,7 @@ from pathlib import Path
 
 from simulator.calls import CallBook
 from simulator.data import SimData
+from simulator.streams import Streams
 
 FORMAT = 1
 """The version of the file's layout; a file of another version is not loaded."""
@@ -25,10 +26,13 @@ FORMAT = 1
 class StateFile:
     """Loads the data's state from `path` and keeps the file following the data."""
 
-    def __init__(self, path: Path, data: SimData, calls: CallBook, interval: float = 0.2) -> None:
+    def __init__(
+        self, path: Path, data: SimData, calls: CallBook, streams: Streams, interval: float = 0.2
+    ) -> None:
         self.path = path
         self.data = data
         self.calls = calls
+        self.streams = streams
         self.interval = interval
         self._saved = -1
         self._stop = threading.Event()
@@ -53,6 +57,7 @@ class StateFile:
         with self.data.lock:
             self.data.restore(state["data"])
             self.calls.restore(state["calls"])
+            self.streams.restore(state.get("streams", {}))
             self._saved = self.data.version
         return f"state loaded from {self.path}"
 
@@ -68,6 +73,7 @@ class StateFile:
                     "settings": self.data.settings(),
                     "data": self.data.dump(),
                     "calls": self.calls.dump(),
+                    "streams": self.streams.dump(),
                 }
                 text = json.dumps(state, separators=(",", ":"))
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,11 @@ added if new, sees those accounts); companies changing while the simulator runs:
 `companies` ({"account", "id"?, ...fields}: add, or restore a removed id), PATCH
 `companies/{id}` (change fields), DELETE `companies/{id}` (remove); calls: POST `calls`
 ({"company_id", ...}: `SimServer.place_call`), PATCH `calls/{id}` (edit a call later: tags,
-note, lead_status, value...), POST `calls/{id}/spam` (it leaves the call log), GET
-`deliveries` (`?wait=1` first waits for those due, up to `timeout` seconds, 10 by default).
-`control.py` is their client.
+note, lead_status, value...), POST `calls/{id}/spam` (it leaves the call log), POST
+`forms` ({"company_id", ...fields}: a form submitted now), POST `texts` ({"company_id",
+"customer_phone_number"?, "content"?, "direction"?}: a text now, in that number's
+conversation or a new one), GET `deliveries` (`?wait=1` first waits for those due, up to
+`timeout` seconds, 10 by default). `control.py` is their client.
 
 An unknown id is a 404, an id taken a 409, a bad body a 400, each `{"error": ...}`.
 """
@@ -146,6 +148,21 @@ def routes(sim: SimServer) -> list[Route]:
         sim.calls.edit(call_id, json_object(await request.body()))
         return Reply(200, {"id": call_id, "edits": sim.calls.edits[call_id]})
 
+    async def add_form(request: Request) -> Reply:
+        body = json_object(await request.body())
+        company_id = _text(body, "company_id")
+        fields = {k: v for k, v in body.items() if k != "company_id"}
+        return Reply(201, {"form_submission": sim.streams.add_form(company_id, **fields)})
+
+    async def add_text(request: Request) -> Reply:
+        body = json_object(await request.body())
+        company_id = _text(body, "company_id")
+        fields = {k: v for k, v in body.items() if k != "company_id"}
+        unknown = set(fields) - {"customer_phone_number", "content", "direction"}
+        if unknown:
+            raise ValueError(f"Unknown text field: {', '.join(sorted(unknown))}")
+        return Reply(201, {"conversation": sim.streams.add_text(company_id, **fields)})
+
     async def mark_spam(request: Request) -> Reply:
         sim.calls.mark_spam(request.path_params["call_id"])
         return Reply(204)
@@ -161,6 +178,8 @@ def routes(sim: SimServer) -> list[Route]:
         ("/_sim/calls/{call_id}", edit_call, "PATCH"),
         ("/_sim/calls/{call_id}/spam", mark_spam, "POST"),
         ("/_sim/deliveries", deliveries, "GET"),
+        ("/_sim/forms", add_form, "POST"),
+        ("/_sim/texts", add_text, "POST"),
         ("/_sim/companies", add_company, "POST"),
         ("/_sim/companies/{company_id}", change_company, "PATCH"),
         ("/_sim/companies/{company_id}", remove_company, "DELETE"),

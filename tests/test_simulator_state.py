@@ -43,11 +43,16 @@ def test_a_restarted_simulator_keeps_what_changed_while_it_ran(tmp_path):
         control.remove_company(companies[2]["id"])
         extra = control.add_account("second-key", 3)
         call = control.place_call(company, customer_name="Kept Caller")
+        control.edit_call(call["id"], note="kept note")
+        form = control.add_form(company, customer_name="Kept Form")
+        text = control.add_text(company, "+14045550000", content="kept text")
         assert first.settle(5)
         before = {
             "companies": api(first, key, "GET", f"/a/{account}/companies.json").json(),
             "hook": api(first, key, "GET", path, fields="signing_key").json(),
-            "calls": api(first, key, "GET", f"/a/{account}/calls.json").json(),
+            "calls": api(first, key, "GET", f"/a/{account}/calls.json", fields="note").json(),
+            "forms": api(first, key, "GET", f"/a/{account}/form_submissions.json").json(),
+            "texts": api(first, key, "GET", f"/a/{account}/text-messages.json").json(),
         }
     finally:
         first.stop()
@@ -58,14 +63,19 @@ def test_a_restarted_simulator_keeps_what_changed_while_it_ran(tmp_path):
         after = {
             "companies": api(second, key, "GET", f"/a/{account}/companies.json").json(),
             "hook": api(second, key, "GET", path, fields="signing_key").json(),
-            "calls": api(second, key, "GET", f"/a/{account}/calls.json").json(),
+            "calls": api(second, key, "GET", f"/a/{account}/calls.json", fields="note").json(),
+            "forms": api(second, key, "GET", f"/a/{account}/form_submissions.json").json(),
+            "texts": api(second, key, "GET", f"/a/{account}/text-messages.json").json(),
         }
         assert after == before
+        assert after["calls"]["calls"][0]["note"] == "kept note"
+        assert form["id"] in {f["id"] for f in after["forms"]["form_submissions"]}
+        assert after["texts"]["conversations"][0]["id"] == text["id"]
         listed = after["companies"]["companies"]
         assert added in listed and renamed in listed
         assert companies[2]["id"] not in {c["id"] for c in listed}
         assert after["hook"]["state"] == "disabled" and after["hook"]["created_at"]
-        assert [c["id"] for c in after["calls"]["calls"]] == [call["id"]]
+        assert [c["id"] for c in after["calls"]["calls"]] == [call["id"]]  # no made-up calls
         assert [
             a["id"] for a in api(second, "second-key", "GET", "/a.json").json()["accounts"]
         ] == [extra]

@@ -15,6 +15,7 @@ import requests
 from simulator import SimData, SimServer
 from simulator.call_listing import DEFAULT_KEYS
 from simulator.control import SimControl
+from simulator.streams import FORM_DEFAULT
 
 DAYS = 120
 
@@ -227,3 +228,63 @@ def test_serve_s_demo_accounts_have_90_days_and_thousands_of_calls():
         history = data.history(account)
         span = (history.starts[-1] - history.starts[0]) / 86_400
         assert len(history) >= 3_000 and span >= 90
+
+
+# --- form submissions and text conversations -----------------------------------------------
+
+
+def test_form_submissions_have_their_keys_dates_and_optional_fields(sim, key, account):
+    path = f"/a/{account}/form_submissions.json"
+    since = today() - timedelta(days=59)
+    body = get(sim, key, path, start_date=since, time_zone="UTC", per_page=250).json()
+    forms = body["form_submissions"]
+    assert body["total_records"] == len(forms) > 20
+    form = forms[0]
+    assert set(form) == set(FORM_DEFAULT)
+    assert form["id"].startswith("FOR") and len(form["id"]) == 35
+    assert form["submitted_at"].endswith("Z")  # UTC, e.g. 2017-11-17T07:46:28.000Z
+    stamps = [f["submitted_at"] for f in forms]
+    assert stamps == sorted(stamps, reverse=True)
+    rich = get(sim, key, path, start_date=since, fields="form_name,lead_status,milestones").json()
+    assert {"form_name", "lead_status", "milestones"} <= set(rich["form_submissions"][0])
+    assert get(sim, key, path, fields="gclid").status_code == 400  # not documented for forms
+    recent = get(sim, key, path, time_zone="UTC", per_page=250).json()["form_submissions"]
+    week = datetime.combine(today() - timedelta(days=6), datetime.min.time(), UTC)
+    assert all(datetime.fromisoformat(f["submitted_at"]) >= week for f in recent)
+    company = form["company_id"]
+    mine = get(sim, key, path, start_date=since, company_id=company, per_page=250).json()
+    assert {f["company_id"] for f in mine["form_submissions"]} == {company}
+    assert get(sim, key, path, start_date=today() - timedelta(days=26 * 31)).status_code == 400
+
+
+def test_a_form_submitted_now_is_listed_first(sim, key):
+    account = fresh_account(sim, key)
+    company = sim.data.companies(sim.data.accounts[account])[1]["id"]
+    made = SimControl(sim.base_url).add_form(company, customer_name="Fresh Lead")
+    listed = get(sim, key, f"/a/{account}/form_submissions.json").json()["form_submissions"]
+    assert listed[0]["id"] == made["id"] and listed[0]["customer_name"] == "Fresh Lead"
+
+
+def test_conversations_filter_by_date_range_only_and_move_when_a_text_arrives(sim, key):
+    account = fresh_account(sim, key)
+    path = f"/a/{account}/text-messages.json"
+    recent = get(sim, key, path, per_page=250).json()
+    ignored = get(sim, key, path, per_page=250, start_date=today() - timedelta(days=19)).json()
+    assert ignored == recent  # start_date is not a parameter here: the recent default holds
+    month = get(sim, key, path, per_page=250, date_range="last_30_days").json()
+    assert month["total_records"] > recent["total_records"]
+    conversation = month["conversations"][-1]  # the oldest
+    assert len(conversation["id"]) == 5 and conversation["last_message_at"].endswith("Z")
+    assert 1 <= len(conversation["recent_messages"]) <= 2
+    assert "lead_status" not in conversation
+    control = SimControl(sim.base_url)
+    moved = control.add_text(
+        conversation["company_id"], conversation["customer_phone_number"], content="Still open?"
+    )
+    assert moved["id"] == conversation["id"]
+    assert moved["last_message_at"] > conversation["last_message_at"]
+    first = get(sim, key, path).json()["conversations"][0]
+    assert first["id"] == conversation["id"]
+    assert first["recent_messages"][0]["content"] == "Still open?"
+    with_fields = get(sim, key, path, fields="lead_status,source").json()["conversations"][0]
+    assert {"lead_status", "source"} <= set(with_fields)
