@@ -76,6 +76,10 @@ def config(settings: Settings) -> dict[str, Any]:
     exchange = "callrail" + settings.queue_suffix
     return {
         "broker_url": settings.broker,
+        # A namespaced run (serve, stack) has its own control and event exchanges too: its
+        # workers answer only its pings, its Flower sees only its tasks.
+        "control_exchange": "celery" + settings.queue_suffix,
+        "event_exchange": "celeryev" + settings.queue_suffix,
         # Job status lives in Mongo (the only source of truth for polling); the result backend
         # only keeps each task's small summary for Flower and operators, for a day.
         "result_backend": settings.backend,

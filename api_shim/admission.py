@@ -46,9 +46,10 @@ class Admission:
         cls, settings: Settings, jobs: JobStore, redis_client: redis.Redis
     ) -> Admission:
         window = Window(settings.writes_per_minute, 60)
-        rate = SlidingWindows(redis_client, [window], prefix="callrail:admission")
+        prefix = f"{settings.redis_prefix}:admission"
+        rate = SlidingWindows(redis_client, [window], prefix=prefix)
         every = Window(settings.jobs_per_minute, 60)
-        new_jobs = SlidingWindows(redis_client, [every], prefix="callrail:admission:jobs")
+        new_jobs = SlidingWindows(redis_client, [every], prefix=f"{prefix}:jobs")
         return cls(settings, jobs, rate, new_jobs)
 
     def submit(

@@ -57,7 +57,7 @@ def create_app(
     celery = create_celery(settings)
     runtime = runtime or build_runtime(settings)
     cache = ShimCache(runtime.stores)
-    hub = EventHub(settings.redis_url)
+    hub = EventHub(settings.redis_url, settings.redis_prefix)
     hub.listen(cache.forget)
     inbox = InboxWriter(runtime.stores, task_sender(celery))
 
@@ -87,7 +87,7 @@ def create_app(
         auth=Authenticator(settings),
         cache=cache,
         hub=hub,
-        tickets=Tickets(settings.redis_url),
+        tickets=Tickets(settings.redis_url, settings.redis_prefix),
         admission=Admission.for_settings(settings, runtime.stores.jobs, runtime.redis),
         streams=StreamSlots(settings.redis_url, settings.streams_per_owner),
         inbox=inbox,
@@ -118,7 +118,8 @@ def create_app(
 
 def key_readings(runtime: Runtime) -> SlidingWindows:
     window = Window(REFRESHES_PER_HOUR, 3600)
-    return SlidingWindows(runtime.redis, [window], prefix="callrail:inbound-keys")
+    prefix = f"{runtime.settings.redis_prefix}:inbound-keys"
+    return SlidingWindows(runtime.redis, [window], prefix=prefix)
 
 
 def task_sender(celery: Celery) -> Callable[[str, list[str]], None]:

@@ -43,9 +43,12 @@ class Services:
     """How often failed signatures may make us read signing keys again, per CallRail account
     (`SlidingWindows`, on keys of its own)."""
 
+    def _claim_key(self, name: str) -> str:
+        return f"{self.runtime.settings.redis_prefix}:claim:{name}"
+
     async def claim(self, name: str, seconds: float) -> bool:
         """True for the first caller in `seconds` (across shim processes)."""
-        key, ttl = f"callrail:claim:{name}", max(1, int(seconds))
+        key, ttl = self._claim_key(name), max(1, int(seconds))
         took = await run_in_threadpool(
             self.runtime.redis.set, key, repr(time.time()), nx=True, ex=ttl
         )
@@ -53,7 +56,7 @@ class Services:
 
     async def claimed_at(self, name: str) -> float | None:
         """When the claim `name` that holds now was taken (None: nobody holds it)."""
-        value = await run_in_threadpool(self.runtime.redis.get, f"callrail:claim:{name}")
+        value = await run_in_threadpool(self.runtime.redis.get, self._claim_key(name))
         return float(value) if value is not None else None
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from callrail_sync.events import PATTERN
+from callrail_sync.events import pattern
 
 log = logging.getLogger("callrail_sync.hub")
 FALLBACK_POLL = 1.0
@@ -36,8 +36,9 @@ Listener = Callable[[Event], None]
 class EventHub:
     """Fans the job events of every owner out to the waiters of this process."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, prefix: str = "callrail") -> None:
         self._redis_url = redis_url
+        self._pattern = pattern(prefix)
         self._waiters: dict[str, set[asyncio.Queue[Event]]] = {}
         self._listeners: list[Listener] = []
         self._task: asyncio.Task[None] | None = None
@@ -107,7 +108,7 @@ class EventHub:
         client = aioredis.Redis.from_url(self._redis_url, socket_keepalive=True)
         try:
             async with client.pubsub() as pubsub:
-                await pubsub.psubscribe(PATTERN)
+                await pubsub.psubscribe(self._pattern)
                 self.connected.set()
                 for queues in list(self._waiters.values()):  # look again: events were missed
                     for queue in queues:

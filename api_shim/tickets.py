@@ -14,25 +14,25 @@ import secrets
 import redis.asyncio as aioredis
 
 TICKET_SECONDS = 60
-PREFIX = "callrail:ticket:"
 
 
-def _name(ticket: str) -> str:
-    return PREFIX + hashlib.sha256(ticket.encode()).hexdigest()
+def _name(prefix: str, ticket: str) -> str:
+    return f"{prefix}:ticket:" + hashlib.sha256(ticket.encode()).hexdigest()
 
 
 class Tickets:
     """Mint and redeem stream tickets."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, prefix: str = "callrail") -> None:
         self._redis = aioredis.Redis.from_url(redis_url)
+        self._prefix = prefix
 
     async def mint(self, owner: str) -> str:
         ticket = "tkt_" + secrets.token_urlsafe(24)
-        await self._redis.set(_name(ticket), owner, ex=TICKET_SECONDS)
+        await self._redis.set(_name(self._prefix, ticket), owner, ex=TICKET_SECONDS)
         return ticket
 
     async def owner(self, ticket: str) -> str | None:
         """The owner the ticket was minted for, while it has not expired."""
-        found = await self._redis.get(_name(ticket))
+        found = await self._redis.get(_name(self._prefix, ticket))
         return found.decode() if isinstance(found, bytes) else None

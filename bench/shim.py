@@ -191,7 +191,7 @@ def bench_lanes(quick: bool) -> None:
     backlog = 500 if quick else 2_000
     print(f"\n8. a user's refresh, submitted behind {backlog:,} periodic syncs: time to start")
     with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), workers=1, concurrency=2) as s:
-        settings = Settings(redis_url=BENCH_REDIS, mongo_url=s.mongo_url)
+        settings = s.cli_settings()
         stores = s.stores()
         queue = CeleryQueue(create_celery(settings))
         owner = str(ObjectId())

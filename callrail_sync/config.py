@@ -8,7 +8,7 @@ The fields are grouped by concern below; `Settings` is all of them, with flat va
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -181,9 +181,16 @@ class OperationSettings(_Group):
     log_json: bool = True
     metrics_port: int = 9808
     """Where a Celery worker serves /metrics (0: not at all)."""
-    queue_suffix: Annotated[str, Field(validation_alias="CALLRAIL_QUEUE_SUFFIX")] = ""
-    """Appended to the queue names: `serve` with its in-process store sets one per process,
-    so two of them on one Redis never take each other's jobs."""
+    namespace: Annotated[
+        str, Field(validation_alias="CALLRAIL_NAMESPACE", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
+    ] = ""
+    """A run's own name on a shared Redis: its queues, exchanges and every Redis key of ours
+    carry it, so runs on one Redis never see each other's work. `serve` and `stack` set one
+    per run dir; empty (the plain names) in production."""
+    budget_scope: Literal["shared", "run"] = "shared"
+    """`shared`: the CallRail request budget is every run's on this Redis, as CallRail's quota
+    is; `run`: it is under this run's namespace (`serve` and `stack` with their own simulator,
+    whose quota is the run's own)."""
     demo_account_id: str = "64f1c2a9e4b0a1b2c3d4e5f6"
     allow_private_urls: bool = False
     """Development and tests only: accept http and private or loopback targets for every URL
@@ -210,6 +217,21 @@ class Settings(
     @property
     def broker(self) -> str:
         return self.broker_url or self.redis_url
+
+    @property
+    def queue_suffix(self) -> str:
+        """Appended to the queue and exchange names (`.NAMESPACE`)."""
+        return f".{self.namespace}" if self.namespace else ""
+
+    @property
+    def redis_prefix(self) -> str:
+        """What every Redis key and channel of ours starts with."""
+        return f"callrail:{self.namespace}" if self.namespace else "callrail"
+
+    @property
+    def budget_prefix(self) -> str:
+        """The request budget's: this run's (`budget_scope=run`), else the shared one."""
+        return self.redis_prefix if self.budget_scope == "run" else "callrail"
 
     @property
     def backend(self) -> str:

@@ -17,12 +17,16 @@ import redis
 from callrail_sync.job import Job
 
 log = logging.getLogger("callrail_sync.events")
-PREFIX = "callrail:events:"
-PATTERN = PREFIX + "*"
 
 
-def channel(owner: str) -> str:
-    return PREFIX + owner
+def channel(owner: str, prefix: str = "callrail") -> str:
+    """The owner's channel (`prefix`: the settings' `redis_prefix`)."""
+    return f"{prefix}:events:{owner}"
+
+
+def pattern(prefix: str = "callrail") -> str:
+    """Every owner's channel."""
+    return f"{prefix}:events:*"
 
 
 def event_of(job: Job) -> dict[str, Any]:
@@ -38,12 +42,14 @@ def event_of(job: Job) -> dict[str, Any]:
     }
 
 
-def publish_call(client: redis.Redis, owner: str, view: dict[str, Any], kind: str = "call") -> None:
+def publish_call(
+    client: redis.Redis, prefix: str, owner: str, view: dict[str, Any], kind: str = "call"
+) -> None:
     """Tell the owner's event stream of a call event (already stored: a lost one costs
     nothing but the push; `GET /calls` has it)."""
     try:
         message = {"type": "call", "kind": kind, "owner": owner, "call": view}
-        client.publish(channel(owner), json.dumps(message))
+        client.publish(channel(owner, prefix), json.dumps(message))
     except redis.RedisError as exc:
         log.warning(
             "call event not published", extra={"event_id": view.get("id"), "error": str(exc)}
@@ -53,12 +59,12 @@ def publish_call(client: redis.Redis, owner: str, view: dict[str, Any], kind: st
 class JobEvents:
     """Publishes job changes to Redis (the jobs store's `on_change`)."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        self._redis = client
+    def __init__(self, client: redis.Redis, prefix: str = "callrail") -> None:
+        self._redis, self._prefix = client, prefix
 
     def __call__(self, job: Job) -> None:
         try:
-            self._redis.publish(channel(job.owner), json.dumps(event_of(job)))
+            self._redis.publish(channel(job.owner, self._prefix), json.dumps(event_of(job)))
         except redis.RedisError as exc:
             # The write is done and true; waiters find it at their next poll.
             log.warning("job event not published", extra={"job_id": job.id, "error": str(exc)})

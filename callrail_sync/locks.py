@@ -20,7 +20,6 @@ from redis.exceptions import LockError
 
 from callrail_sync.errors import LockBusy
 
-PREFIX = "callrail:lock:"
 BUSY = "another worker is changing the same thing; trying again"
 
 
@@ -48,13 +47,16 @@ class _RedisHeld:
 class RedisLocks:
     """`Locks` in Redis, shared by every worker on it."""
 
-    def __init__(self, client: redis.Redis, ttl: float = 60.0, wait: float = 20.0) -> None:
+    def __init__(
+        self, client: redis.Redis, ttl: float = 60.0, wait: float = 20.0, prefix: str = "callrail"
+    ) -> None:
         self._redis, self._ttl, self._wait = client, ttl, wait
+        self._prefix = f"{prefix}:lock:"
 
     @contextlib.contextmanager
     def hold(self, name: str) -> Iterator[Held]:
         lock = self._redis.lock(
-            PREFIX + name, timeout=self._ttl, blocking_timeout=self._wait, thread_local=False
+            self._prefix + name, timeout=self._ttl, blocking_timeout=self._wait, thread_local=False
         )
         if not lock.acquire():
             raise LockBusy(BUSY)

@@ -72,6 +72,7 @@ def budget_for(settings: Settings, client: redis.Redis) -> RequestBudget:
         max_inline_wait=settings.budget_max_inline_wait,
         cooldown_base=settings.backoff_base,
         cooldown_cap=settings.backoff_cap,
+        prefix=settings.budget_prefix,
     )
 
 
@@ -83,10 +84,10 @@ def build_runtime(
     client = redis.Redis.from_url(settings.redis_url)
     return Runtime(
         settings=settings,
-        stores=stores or connect(settings, on_job_change=JobEvents(client)),
+        stores=stores or connect(settings, on_job_change=JobEvents(client, settings.redis_prefix)),
         redis=client,
         budget=budget or budget_for(settings, client),
-        locks=RedisLocks(client, ttl=lock_ttl(settings)),
+        locks=RedisLocks(client, ttl=lock_ttl(settings), prefix=settings.redis_prefix),
     )
 
 

@@ -22,7 +22,7 @@ FLAG_SECONDS = 3600
 
 
 def _flag_key(hostname: str) -> str:
-    return f"callrail:stopping:{hostname}"
+    return f"{runtime().settings.redis_prefix}:stopping:{hostname}"
 
 
 def _redis() -> redis.Redis | None:

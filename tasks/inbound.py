@@ -84,7 +84,7 @@ def normalize(rt: Runtime, keys: list[str]) -> dict[str, int]:
     for new in events:
         if new.id in stored:
             for owner in new.owners:
-                publish_call(rt.redis, owner, new.view(), new.kind)
+                publish_call(rt.redis, rt.settings.redis_prefix, owner, new.view(), new.kind)
     # Each post-call or update delivery is merged into the call's record of the calls stream
     # (one record per call, whether the history sync or the delivery came first).
     merge_calls(rt, [(e, payloads[e.id]) for e in events if e.id in stored], "webhook")
@@ -246,7 +246,7 @@ def _record_missed(
     for new in events:
         if new.id in stored:
             for owner in owners:
-                publish_call(rt.redis, owner, new.view())
+                publish_call(rt.redis, rt.settings.redis_prefix, owner, new.view())
     return len(stored)
 
 

@@ -25,14 +25,17 @@ class LazySettings:
         return self._settings
 
 
-def new_app(lazy: LazySettings, *, current: bool) -> Celery:
+def new_app(lazy: LazySettings, *, current: bool, results: bool = True) -> Celery:
+    """`results=False`: an app with no result backend; it never waits on Redis for a result
+    it would not read (job status lives in MongoDB), so a sender without Redis fails fast."""
     app = Celery("callrail_sync", set_as_current=current)
     # Evaluated when Celery first reads its configuration, not now.
-    app.add_defaults(lambda: celeryconfig.config(lazy.get()))
+    no_backend = {} if results else {"result_backend": None}
+    app.add_defaults(lambda: celeryconfig.config(lazy.get()) | no_backend)
     return app
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
     """An app that only sends jobs' messages. It never becomes Celery's current app: a worker
     in the same process (`serve`, tests) must find its tasks there."""
-    return new_app(LazySettings(settings), current=False)
+    return new_app(LazySettings(settings), current=False, results=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,9 +19,16 @@ import requests
 
 from callrail_sync.budget import SlidingWindows, Window
 from callrail_sync.cli import main as cli
-from callrail_sync.cli.processes import ensure_redis, free_port, redis_part, wait_until
+from callrail_sync.cli.processes import ensure_redis, free_port, redis_part, run_port, wait_until
+from callrail_sync.cli.serve import Embedded, prepare
 from callrail_sync.config import Settings
+from callrail_sync.job import JobParams, JobType
+from callrail_sync.stores import connect
+from celeryconfig import Queues
 from simulator import Knobs, SimData, SimServer
+from tasks.sending import create_celery
+from tasks.submit import submit
+from tasks.table import CeleryQueue
 
 P = "/v1/e/callrail"
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +98,7 @@ class Serve:
 
 def clean_env(**extra: str) -> dict[str, str]:
     drop = {"MONGO_URL", "CALLRAIL_BASE_URL", "JWT_SECRET", "BROKER_URL", "RESULT_BACKEND"}
-    drop |= {"CALLRAIL_QUEUE_SUFFIX"}
+    drop |= {"CALLRAIL_NAMESPACE", "BUDGET_SCOPE"}
     env = {k: v for k, v in os.environ.items() if k not in drop}
     return {**env, "REDIS_URL": NO_REDIS, "PYTHONUNBUFFERED": "1", **extra}
 
@@ -120,7 +128,7 @@ def test_serve_runs_the_whole_flow_with_no_services(serve):
 
 def test_the_cli_verbs_reach_a_running_serve(serve, capsys):
     exports = serve.exports
-    assert set(exports) == {"MONGO_URL", "REDIS_URL", "CALLRAIL_QUEUE_SUFFIX"}
+    assert set(exports) == {"MONGO_URL", "REDIS_URL", "CALLRAIL_NAMESPACE", "BUDGET_SCOPE"}
     job = serve.finish(f"{P}/accounts")
     env = {**clean_env(), **exports}
     jobs = subprocess.run(
@@ -163,6 +171,7 @@ def test_serve_keeps_its_data_across_a_restart(tmp_path):
     second = Serve(tmp_path / "run", clean_env()).start()
     try:
         assert second.get(f"{P}/accounts").status_code == 200  # the snapshot is still there
+        assert second.exports == first.exports  # the same ports: the printed URLs still work
     finally:
         assert second.stop() == 0
     (stopped,) = stop_lines(second.printed)
@@ -302,3 +311,174 @@ def test_serve_runs_the_whole_flow_on_fakeredis_when_no_redis_server_is_installe
         assert running.get(f"{P}/accounts").json()["data"]["total_records"] == 3
     finally:
         running.stop()
+
+
+# --- runs that share a machine ------------------------------------------------------------
+
+
+def prepared(tmp_path: Path, name: str, **settings: object) -> Embedded:
+    """serve's parts for a run dir of its own, on the test Redis and MongoDB."""
+    return prepare(Settings(**settings), tmp_path / name)  # type: ignore[arg-type]
+
+
+def test_two_runs_on_one_redis_never_see_each_others_work(
+    tmp_path, redis_url, mongo_server, mongo_db, monkeypatch
+):
+    monkeypatch.delenv("CALLRAIL_BASE_URL", raising=False)  # the built-in simulator
+    client = redis.Redis.from_url(redis_url)
+    runs = [
+        prepared(
+            tmp_path, name, redis_url=redis_url, mongo_url=mongo_server, mongo_db=mongo_db + name
+        )
+        for name in ("a", "b")
+    ]
+    try:
+        a, b = runs
+        assert a.settings.namespace != b.settings.namespace
+        assert {r.settings.budget_scope for r in runs} == {"run"}  # the simulator's quota
+        assert f"CALLRAIL_NAMESPACE={a.settings.namespace}" in a.cli_exports
+        job, _ = submit(
+            a.runtime.stores.jobs,
+            CeleryQueue(create_celery(a.settings)),
+            DEMO_OWNER,
+            JobType.SYNC_ACCOUNTS,
+            JobParams(),
+        )
+        mine, theirs = Queues(a.settings.queue_suffix), Queues(b.settings.queue_suffix)
+        assert client.llen(mine.listings) == 1
+        assert client.llen(theirs.listings) == 0 and client.llen(Queues().listings) == 0
+        unit = "account:ACCdemo"
+        a.runtime.budget.acquire(unit)
+        hour = a.settings.hourly_limit
+        assert a.runtime.budget.left(unit).left[3600] == hour - 1
+        assert b.runtime.budget.left(unit).left[3600] == hour  # not b's budget
+        with a.runtime.locks.hold("feed:x"), b.runtime.locks.hold("feed:x"):
+            pass  # each run its own lock
+        ours = [k.decode() for k in client.scan_iter("callrail:*")]
+        assert ours and all(
+            k.startswith((a.settings.redis_prefix + ":", mine.listings)) for k in ours
+        ), ours
+    finally:
+        for run in runs:
+            run.stop()
+
+
+def test_against_a_real_callrail_the_budget_stays_shared(
+    tmp_path, redis_url, mongo_server, mongo_db, sim
+):
+    runs = [
+        prepared(
+            tmp_path,
+            name,
+            redis_url=redis_url,
+            mongo_url=mongo_server,
+            mongo_db=mongo_db + name,
+            callrail_base_url=sim.base_url,
+        )
+        for name in ("a", "b")
+    ]
+    try:
+        a, b = runs
+        assert a.settings.namespace != b.settings.namespace  # queues and keys: still each own
+        assert {r.settings.budget_scope for r in runs} == {"shared"}
+        assert "BUDGET_SCOPE" not in a.cli_exports
+        unit = "account:ACCshared"
+        a.runtime.budget.acquire(unit)
+        assert b.runtime.budget.left(unit).left[3600] == a.settings.hourly_limit - 1
+    finally:
+        for run in runs:
+            run.stop()
+
+
+def test_a_run_dir_keeps_its_ports_while_they_are_free(tmp_path):
+    first = run_port(tmp_path, "mongo")
+    assert run_port(tmp_path, "mongo") == first != run_port(tmp_path, "redis")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", first))
+        taken.listen()
+        moved = run_port(tmp_path, "mongo")  # another process holds it now: a new one
+    assert moved != first and run_port(tmp_path, "mongo") == moved
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "callrail_sync.cli", *args],
+        env={**clean_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.slow
+def test_cli_verbs_that_cannot_reach_mongodb_or_redis_say_so_in_one_line(mongo_server, mongo_db):
+    no_mongo = run_cli(
+        "jobs",
+        MONGO_URL="mongodb://admin:s3cret@127.0.0.1:9/?directConnection=true",
+        MONGO_TIMEOUT="0.5",
+    )
+    no_redis = run_cli(
+        "status",
+        MONGO_URL=mongo_server,
+        MONGO_DB=mongo_db,
+        REDIS_URL="redis://:s3cret@127.0.0.1:9/0",
+    )
+    connect(Settings(mongo_url=mongo_server, mongo_db=mongo_db)).keys.set(DEMO_OWNER, "key")
+    no_broker = run_cli(
+        "sync", "--no-wait", MONGO_URL=mongo_server, MONGO_DB=mongo_db, REDIS_URL=NO_REDIS
+    )
+    said = {
+        "jobs: cannot reach MongoDB at mongodb://127.0.0.1:9/?directConnection=true": no_mongo,
+        "status: cannot reach Redis at redis://127.0.0.1:9/0": no_redis,
+        "sync: cannot reach the broker (Redis) at redis://127.0.0.1:9/0": no_broker,
+    }
+    for line, done in said.items():
+        assert done.returncode != 0, done
+        # sync also logs that the job it wrote could not be queued (it is failed, not lost)
+        assert done.stderr.strip().splitlines()[-1] == f"callrail-sync {line}", done.stderr
+        assert "Traceback" not in done.stderr and "s3cret" not in done.stdout + done.stderr
+    assert len(no_mongo.stderr.strip().splitlines()) == len(no_redis.stderr.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_serve_on_a_port_in_use_says_so_in_one_line_before_anything_else(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_cli("serve", "--port", str(port), "--run-dir", str(tmp_path / "run"))
+    assert done.returncode != 0
+    assert (done.stdout + done.stderr).strip().splitlines() == [
+        f"callrail-sync serve: port {port} on 127.0.0.1 is in use"
+    ]
+    assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_a_stack_owns_its_queues_and_keys_and_says_how_to_reach_them(tmp_path, monkeypatch):
+    from callrail_sync.cli.stack import Stack, StackConfig, banner
+
+    monkeypatch.delenv("CALLRAIL_NAMESPACE", raising=False)
+    monkeypatch.delenv("CALLRAIL_BASE_URL", raising=False)
+    own = Stack(StackConfig(run_dir=tmp_path / "a"), Settings())
+    other = Stack(StackConfig(run_dir=tmp_path / "b"), Settings())
+    assert own.settings.namespace.startswith("stack-")
+    assert own.settings.namespace != other.settings.namespace
+    assert own.settings.budget_scope == "run"  # its own simulator's quota
+    env = own.env()
+    assert env["CALLRAIL_NAMESPACE"] == own.settings.namespace and env["BUDGET_SCOPE"] == "run"
+    assert f"CALLRAIL_NAMESPACE={own.settings.namespace} BUDGET_SCOPE=run" in banner(own, "t")
+    real = Stack(StackConfig(run_dir=tmp_path / "a"), Settings(callrail_base_url="https://x/v3"))
+    assert real.settings.budget_scope == "shared"
+
+
+def test_a_stack_on_a_port_in_use_says_so_before_starting_anything(tmp_path):
+    from callrail_sync.cli.stack import StackConfig, run_stack
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as stopped:
+            run_stack(Settings(), StackConfig(run_dir=tmp_path / "run", port=port))
+    assert str(stopped.value) == f"callrail-sync stack: port {port} on 127.0.0.1 is in use"
+    assert not (tmp_path / "run").exists()

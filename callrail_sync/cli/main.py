@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
 from api_shim.auth import DEV_TOKEN_TTL
+from callrail_sync import errors
 from callrail_sync.cli.insight import add_insight_commands
 from callrail_sync.cli.ops import Context, add_account, add_commands, owner_id
 from callrail_sync.config import Settings
@@ -247,7 +248,40 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
             setup_logging(ctx.settings.log_level, json_lines=ctx.settings.log_json)
     if getattr(args, "account", "") is None and getattr(args, "account_defaults", False):
         args.account = owner_id(ctx.settings.demo_account_id)
-    return int(args.func(args, ctx) or 0)
+    try:
+        return int(args.func(args, ctx) or 0)
+    except Exception as exc:
+        service = unreachable(exc, ctx.settings)
+        if service is None:
+            raise
+        print(f"callrail-sync {args.command}: cannot reach {service}", file=sys.stderr)
+        return 1
+
+
+def unreachable(exc: Exception, settings: Settings) -> str | None:
+    """Which service (and at which URL, without credentials) an exception says is out of
+    reach: MongoDB or Redis; None for any other failure."""
+    from kombu.exceptions import OperationalError
+    from pymongo.errors import ConnectionFailure
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    if isinstance(exc, ConnectionFailure):
+        return f"MongoDB at {without_credentials(settings.mongo_url or '')}"
+    if isinstance(exc, RedisConnectionError | RedisTimeout):
+        return f"Redis at {without_credentials(settings.redis_url)}"
+    if isinstance(exc, OperationalError | errors.QueueUnavailable):
+        return f"the broker (Redis) at {without_credentials(settings.broker)}"
+    return None
+
+
+def without_credentials(url: str) -> str:
+    """The URL with any user:password@ taken out (MongoDB URLs may list several hosts)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
 
 
 if __name__ == "__main__":

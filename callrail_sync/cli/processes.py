@@ -9,6 +9,8 @@ workers) and is stopped the same way.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -22,6 +24,8 @@ from pathlib import Path
 
 import redis
 import requests
+
+from callrail_sync.config import Settings
 
 
 def _die_with_parent() -> None:
@@ -38,6 +42,59 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def run_port(run_dir: Path, name: str) -> int:
+    """The port of the run dir's `name` (mongo, redis): the one it had before while nothing
+    else holds it, else a new one, remembered in RUN_DIR/ports.json; so the URLs a run prints
+    stay valid across its restarts."""
+    path = run_dir / "ports.json"
+    try:
+        ports = json.loads(path.read_text())
+    except (OSError, ValueError):
+        ports = {}
+    port = ports.get(name)
+    if not isinstance(port, int) or not port_free(port):
+        port = ports[name] = free_port()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(ports) + "\n")
+    return port
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on the port now."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def run_namespace(kind: str, run_dir: Path) -> str:
+    """The namespace of a `serve` or `stack` run dir (CALLRAIL_NAMESPACE): its own queues and
+    Redis keys, the same at every restart, so the next run finds what the last one left."""
+    digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:8]
+    return f"{kind}-{digest}"
+
+
+def namespace_exports(s: Settings) -> str:
+    """The words of an export line that put the CLI into a run's namespace."""
+    words = f" CALLRAIL_NAMESPACE={s.namespace}" if s.namespace else ""
+    return words + (f" BUDGET_SCOPE={s.budget_scope}" if s.budget_scope != "shared" else "")
+
+
+def run_updates(settings: Settings, kind: str, run_dir: Path, simulator: bool) -> dict[str, str]:
+    """A `serve` or `stack` run's own namespace (unless CALLRAIL_NAMESPACE names one), so two
+    runs on one Redis never see each other's work; and, against the built-in simulator, its
+    own request budget (a real CallRail's quota is every run's: that budget stays shared)."""
+    updates = {}
+    if "namespace" not in settings.model_fields_set:
+        updates["namespace"] = run_namespace(kind, run_dir)
+    if simulator and "budget_scope" not in settings.model_fields_set:
+        updates["budget_scope"] = "run"
+    return updates
 
 
 def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
@@ -224,7 +281,7 @@ def ensure_mongo(mongo_url: str | None, run_dir: Path, *, test_commands: bool = 
     """MONGO_URL when given, else SecantusDB with its data in RUN_DIR/mongo."""
     if mongo_url:
         return Started(mongo_url)
-    port = free_port()
+    port = run_port(run_dir, "mongo")
     part = mongo_part(run_dir, port, test_commands=test_commands).start(run_dir)
     part.wait_ready(60)
     return Started(f"mongodb://127.0.0.1:{port}", part)
@@ -239,7 +296,7 @@ def ensure_redis(
         with contextlib.suppress(Exception):
             if redis_ok(redis_url)():
                 return Started(redis_url)
-    port = free_port()
+    port = run_port(run_dir, "redis")
     try:
         part = redis_part(run_dir, port, persist=persist)
     except FileNotFoundError:

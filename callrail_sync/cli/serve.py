@@ -11,10 +11,11 @@ DEMO_ACCOUNT_ID. Production runs these as separate processes (docker-compose.yml
 
 from __future__ import annotations
 
-import hashlib
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -30,7 +31,13 @@ from api_shim.app import create_app
 from api_shim.auth import DEV_SECRET, DEV_TOKEN_TTL, issue_token
 from api_shim.routes.ui import ui_link
 from api_shim.wire import HTTP_PROTOCOL
-from callrail_sync.cli.processes import Started, ensure_mongo, ensure_redis
+from callrail_sync.cli.processes import (
+    Started,
+    ensure_mongo,
+    ensure_redis,
+    namespace_exports,
+    run_updates,
+)
 from callrail_sync.config import Settings
 from callrail_sync.logs import setup_logging
 from callrail_sync.runtime import Runtime, build_runtime, configure
@@ -64,7 +71,7 @@ class Embedded:
         exports = f"export MONGO_URL={s.mongo_url} REDIS_URL={s.redis_url}"
         if s.mongo_db != Settings.model_fields["mongo_db"].default:
             exports += f" MONGO_DB={s.mongo_db}"
-        return exports + (f" CALLRAIL_QUEUE_SUFFIX={s.queue_suffix}" if s.queue_suffix else "")
+        return exports + namespace_exports(s)
 
     def stop(self) -> None:
         stop_all(self.simulator, self.started)
@@ -113,10 +120,7 @@ def prepare(settings: Settings, run_dir: Path) -> Embedded:
                 ) from None
             started.append(mongo)
             updates["mongo_url"] = mongo.url
-            # Our own data, our own queues: another service on the same Redis never takes our
-            # messages, and the next serve on this run dir finds the ones we left.
-            digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:8]
-            updates["queue_suffix"] = settings.queue_suffix or f".serve-{digest}"
+        updates |= run_updates(settings, "serve", run_dir, simulator is not None)
         # Ours keeps its data in the run dir: messages left queued survive a restart.
         broker = ensure_redis(settings.redis_url, run_dir, persist=True)
         started.append(broker)
@@ -232,7 +236,22 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise Stopping
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The shim's socket, bound before anything starts: a port in use stops serve at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc})"
+        raise SystemExit(f"callrail-sync serve: port {port} on {host} {reason}") from None
+    return sock
+
+
 def serve(settings: Settings, host: str, port: int, run_dir: Path) -> int:
+    sock = listen(host, port)
     run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(settings.log_level, json_lines=settings.log_json)
     # uvicorn handles SIGTERM itself, then raises it again once it has shut down (so the
@@ -257,9 +276,8 @@ def serve(settings: Settings, host: str, port: int, run_dir: Path) -> int:
         token = issue_token(s.demo_account_id, secret, ttl_seconds=DEV_TOKEN_TTL)
         print(banner(embedded, host, port, token), flush=True)
         shim = create_app(s, runtime=embedded.runtime, queue=CeleryQueue(worker_app))
-        uvicorn.run(
-            shim, host=host, port=port, http=HTTP_PROTOCOL, log_level="warning", log_config=None
-        )
+        config = uvicorn.Config(shim, http=HTTP_PROTOCOL, log_level="warning", log_config=None)
+        uvicorn.Server(config).run(sockets=[sock])
         # uvicorn returns once a signal stopped it. SIGTERM, raised again when it is done,
         # reaches our handler (Stopping, below); Ctrl-C's KeyboardInterrupt it swallows.
         stopped_by = "SIGINT"
@@ -275,4 +293,5 @@ def serve(settings: Settings, host: str, port: int, run_dir: Path) -> int:
             )
             embedded_worker.stop(stopped_by)
         embedded.stop()
+        sock.close()
     return 0

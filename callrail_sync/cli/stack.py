@@ -33,6 +33,9 @@ from callrail_sync.cli.processes import (
     free_port,
     http_ok,
     log_says,
+    namespace_exports,
+    port_free,
+    run_updates,
 )
 from callrail_sync.config import Settings
 from callrail_sync.stores import Stores, connect
@@ -70,7 +73,10 @@ class Stack:
 
     def __init__(self, config: StackConfig, settings: Settings) -> None:
         self.config = config
-        self.settings = settings
+        simulator = "callrail_base_url" not in settings.model_fields_set
+        self.settings = settings.model_copy(
+            update=run_updates(settings, "stack", config.run_dir, simulator)
+        )
         self.parts: dict[str, Part] = {}
         self.flower_auth = ("admin", secrets.token_urlsafe(9))
         self.mongo_url = settings.mongo_url or ""
@@ -99,11 +105,19 @@ class Stack:
         """The environment every part runs with."""
         env = {**os.environ, **self.config.env, "PYTHONUNBUFFERED": "1"}
         env.update(MONGO_URL=self.mongo_url, REDIS_URL=self.redis_url)
+        env.update(
+            CALLRAIL_NAMESPACE=self.settings.namespace, BUDGET_SCOPE=self.settings.budget_scope
+        )
         env["CALLRAIL_BASE_URL"] = self.callrail_url
         env.setdefault("JWT_SECRET", self.settings.jwt_secret or DEV_SECRET)
         env.setdefault("METRICS_PORT", "0")
         env.setdefault("PUBLIC_BASE_URL", self.shim_url)
         return {**env, **extra}
+
+    def cli_settings(self) -> Settings:
+        """What the CLI (and a test or benchmark) needs to act on this stack."""
+        update = {"mongo_url": self.mongo_url, "redis_url": self.redis_url}
+        return self.settings.model_copy(update=update | {"callrail_base_url": self.callrail_url})
 
     def stores(self) -> Stores:
         return connect(Settings(mongo_url=self.mongo_url, mongo_db=self.settings.mongo_db))
@@ -220,7 +234,7 @@ class Stack:
 
     def _pings(self, node: str) -> Callable[[], bool]:
         def ready() -> bool:
-            control = create_celery(Settings(redis_url=self.redis_url)).control
+            control = create_celery(self.cli_settings()).control
             return bool(control.ping(destination=[node], timeout=0.5))
 
         return ready
@@ -265,7 +279,8 @@ def banner(stack: Stack, token: str) -> str:
         f"token for the demo account {stack.settings.demo_account_id}: {token}",
         f"connection page: {ui_link(shim, token)}",
         "Every CLI verb works against this stack with:",
-        f"  export MONGO_URL={stack.mongo_url} REDIS_URL={stack.redis_url}",
+        f"  export MONGO_URL={stack.mongo_url} REDIS_URL={stack.redis_url}"
+        + namespace_exports(stack.settings),
         "  .venv/bin/callrail-sync jobs",
         "Ctrl-C stops everything (workers first: a running sync is handed back, not lost).",
     ]
@@ -297,6 +312,8 @@ def run_stack(settings: Settings, config: StackConfig) -> int:
     """The `stack` command: start, print where everything is, stop on Ctrl-C or SIGTERM."""
     from api_shim.auth import issue_token
 
+    if not port_free(config.port):
+        raise SystemExit(f"callrail-sync stack: port {config.port} on 127.0.0.1 is in use")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
