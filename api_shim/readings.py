@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from callrail_sync.budget import unit_for
 from callrail_sync.job import JobStatus, Lane
-from callrail_sync.metrics import BEAT_PLANNED_KEY
+from callrail_sync.metrics import beat_planned_key
 from callrail_sync.runtime import Runtime
 from callrail_sync.stores.database import UNAVAILABLE, utcnow
 from celeryconfig import Queues
@@ -138,7 +138,7 @@ class ServiceReadings(Collector):
         yield from (left, limit)
 
     def _beat(self) -> Iterator[GaugeMetricFamily]:
-        raw = self.rt.redis.get(BEAT_PLANNED_KEY)
+        raw = self.rt.redis.get(beat_planned_key(self.rt.settings.redis_prefix))
         yield GaugeMetricFamily(
             "callrail_beat_last_plan_timestamp_seconds",
             "When beat's periodic plan last ran (Unix seconds; 0: never)",

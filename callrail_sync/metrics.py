@@ -53,9 +53,10 @@ MISSED = Counter(
 )
 
 
-BEAT_PLANNED_KEY = "callrail:beat:planned_at"
-"""Redis: when the periodic plan last ran (Unix seconds), the beat's heartbeat; the shim
-exports it as callrail_beat_last_plan_timestamp_seconds (api_shim/readings.py)."""
+def beat_planned_key(redis_prefix: str) -> str:
+    """Redis: when the periodic plan last ran (Unix seconds), the beat's heartbeat; the shim
+    exports it as callrail_beat_last_plan_timestamp_seconds (api_shim/readings.py)."""
+    return f"{redis_prefix}:beat:planned_at"
 
 
 def serve_registry() -> CollectorRegistry:

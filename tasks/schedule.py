@@ -37,7 +37,8 @@ def _spread(name: str, window: float) -> float:
 
 def plan_syncs(rt: Runtime, queue: JobQueue) -> list[dict[str, Any]]:
     """Queue the syncs that are due; returns what was queued (for logs and tests)."""
-    rt.redis.set(metrics.BEAT_PLANNED_KEY, repr(time.time()))  # beat's heartbeat
+    heartbeat = metrics.beat_planned_key(rt.settings.redis_prefix)
+    rt.redis.set(heartbeat, repr(time.time()))  # beat's
     queued: list[dict[str, Any]] = []
     for owner, account_ids in rt.stores.userconfig.configured():
         if rt.stores.keys.usable_key(owner) is None:
