@@ -99,13 +99,13 @@ class StreamSlots:
 
     SLOT_SECONDS = 60.0
 
-    def __init__(self, redis_url: str, per_owner: int) -> None:
+    def __init__(self, redis_url: str, per_owner: int, prefix: str = "callrail") -> None:
         self._redis = aioredis.Redis.from_url(redis_url)
         self.per_owner = per_owner
+        self._prefix = prefix
 
-    @staticmethod
-    def _key(owner: str) -> str:
-        return f"callrail:streams:{owner}"
+    def _key(self, owner: str) -> str:
+        return f"{self._prefix}:streams:{owner}"
 
     async def take(self, owner: str) -> str:
         """A slot for one more stream of `owner`, or TooManyRequests."""

@@ -89,7 +89,7 @@ def create_app(
         hub=hub,
         tickets=Tickets(settings.redis_url, settings.redis_prefix),
         admission=Admission.for_settings(settings, runtime.stores.jobs, runtime.redis),
-        streams=StreamSlots(settings.redis_url, settings.streams_per_owner),
+        streams=StreamSlots(settings.redis_url, settings.streams_per_owner, settings.redis_prefix),
         inbox=inbox,
         key_readings=key_readings(runtime),
     )
