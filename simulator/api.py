@@ -22,7 +22,7 @@ from simulator.calls import CallBook
 from simulator.data import WEBHOOK_KEYS, SimAccount, SimData
 from simulator.query import Query, asked_fields, paginate, param
 from simulator.replies import Reply, error, json_object
-from simulator.streams import Streams
+from simulator.streams import Configuration, Streams
 
 TIMESTAMP_SORTS = {"created_at", "disabled_at"}
 """Sorted by the instant, whatever the offset: a text sort would put 10:07-07:00 (17:07 UTC)
@@ -55,6 +55,7 @@ class CallRailApi:
         self.data = data
         self.calls = calls or CallBook(data)
         self.streams = streams or Streams(data)
+        self.configuration = Configuration(self.streams)
 
     def routes(self) -> list[Route]:
         """The API's routes, under `/v3`."""
@@ -69,6 +70,9 @@ class CallRailApi:
             Route(account + "/calls/timeseries.json", self._calls_timeseries, methods=["GET"]),
             Route(account + "/form_submissions.json", self._list_forms, methods=["GET"]),
             Route(account + "/text-messages.json", self._list_texts, methods=["GET"]),
+            Route(account + "/trackers.json", self._list_trackers, methods=["GET"]),
+            Route(account + "/tags.json", self._list_tags, methods=["GET"]),
+            Route(account + "/users.json", self._list_users, methods=["GET"]),
             Route(account + "/companies.json", self._list_companies, methods=["GET"]),
             Route(account + "/companies/{company_id}.json", self._get_company, methods=["GET"]),
             Route(account + "/integrations.json", self._list_integrations, methods=["GET"]),
@@ -146,6 +150,16 @@ class CallRailApi:
 
     async def _list_texts(self, request: Request) -> Response:
         return ok(self.streams.list_texts(self._account(request), _query(request)))
+
+    async def _list_trackers(self, request: Request) -> Response:
+        account = self._account(request)
+        return ok(self.configuration.list_trackers(account, _query(request)))
+
+    async def _list_tags(self, request: Request) -> Response:
+        return ok(self.configuration.list_tags(self._account(request), _query(request)))
+
+    async def _list_users(self, request: Request) -> Response:
+        return ok(self.configuration.list_users(self._account(request), _query(request)))
 
     async def _list_companies(self, request: Request) -> Response:
         account, query = self._account(request), _query(request)

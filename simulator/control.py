@@ -158,6 +158,19 @@ class SimControl:
         conversation: dict[str, Any] = self.call("POST", "texts", body)["conversation"]
         return conversation
 
+    def disable_tracker(self, tracker_id: str) -> dict[str, Any]:
+        """Delete a tracker as CallRail does: disabled, `disabled_at` now, still listed."""
+        tracker: dict[str, Any] = self.call("DELETE", f"trackers/{tracker_id}")
+        return tracker
+
+    def delete_tag(self, tag_id: str | int) -> None:
+        """Delete a tag: gone from tags.json."""
+        self.call("DELETE", f"tags/{tag_id}")
+
+    def delete_user(self, user_id: str) -> None:
+        """Delete a user: gone from users.json."""
+        self.call("DELETE", f"users/{user_id}")
+
     def deliveries(self, wait: bool = False, timeout: float = 10.0) -> dict[str, Any]:
         """The webhook deliveries made and how many calls still have some due; with `wait`,
         first waits up to `timeout` seconds for those due."""

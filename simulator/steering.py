@@ -9,7 +9,8 @@ added if new, sees those accounts); companies changing while the simulator runs:
 note, lead_status, value...), POST `calls/{id}/spam` (it leaves the call log), POST
 `forms` ({"company_id", ...fields}: a form submitted now), POST `texts` ({"company_id",
 "customer_phone_number"?, "content"?, "direction"?}: a text now, in that number's
-conversation or a new one), GET `deliveries` (`?wait=1` first waits for those due, up to
+conversation or a new one), DELETE `trackers/{id}` (disabled, still listed), `tags/{id}`,
+`users/{id}` (gone), GET `deliveries` (`?wait=1` first waits for those due, up to
 `timeout` seconds, 10 by default). `control.py` is their client.
 
 An unknown id is a 404, an id taken a 409, a bad body a 400, each `{"error": ...}`.
@@ -163,6 +164,18 @@ def routes(sim: SimServer) -> list[Route]:
             raise ValueError(f"Unknown text field: {', '.join(sorted(unknown))}")
         return Reply(201, {"conversation": sim.streams.add_text(company_id, **fields)})
 
+    async def disable_tracker(request: Request) -> Reply:
+        tracker_id = request.path_params["tracker_id"]
+        return Reply(200, sim.api.configuration.disable_tracker(tracker_id))
+
+    async def delete_tag(request: Request) -> Reply:
+        sim.api.configuration.delete("tags", request.path_params["tag_id"])
+        return Reply(204)
+
+    async def delete_user(request: Request) -> Reply:
+        sim.api.configuration.delete("users", request.path_params["user_id"])
+        return Reply(204)
+
     async def mark_spam(request: Request) -> Reply:
         sim.calls.mark_spam(request.path_params["call_id"])
         return Reply(204)
@@ -180,6 +193,9 @@ def routes(sim: SimServer) -> list[Route]:
         ("/_sim/deliveries", deliveries, "GET"),
         ("/_sim/forms", add_form, "POST"),
         ("/_sim/texts", add_text, "POST"),
+        ("/_sim/trackers/{tracker_id}", disable_tracker, "DELETE"),
+        ("/_sim/tags/{tag_id}", delete_tag, "DELETE"),
+        ("/_sim/users/{user_id}", delete_user, "DELETE"),
         ("/_sim/companies", add_company, "POST"),
         ("/_sim/companies/{company_id}", change_company, "PATCH"),
         ("/_sim/companies/{company_id}", remove_company, "DELETE"),

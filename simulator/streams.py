@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from simulator import dates, generator
-from simulator.data import SimAccount, SimData
+from simulator.data import NotFound, SimAccount, SimData
 from simulator.history import FIRST, LAST, PROFILES, History, mix
 from simulator.query import Query, asked_fields, paginate, param
 from simulator.replies import error
@@ -94,6 +94,8 @@ class AccountStreams:
     trackers: list[dict[str, Any]] | None = None
     tags: list[dict[str, Any]] | None = None
     users: list[dict[str, Any]] | None = None
+    changed: bool = False
+    """Whether anything was added or changed while running (then the state file keeps it)."""
 
 
 class Streams:
@@ -121,13 +123,26 @@ class Streams:
                 if saved:
                     found.added_forms = saved["forms"]
                     found.conversations = saved["conversations"]
+                    found.trackers = saved.get("trackers")
+                    found.tags = saved.get("tags")
+                    found.users = saved.get("users")
+                    found.changed = True
                 self._accounts[account.id] = found
             return found
 
     def dump(self) -> dict[str, Any]:
         """What was added while running, for the state file; hold `SimData.lock`."""
-        made = {a: {"forms": s.added_forms, "conversations": s.conversations}
-                for a, s in self._accounts.items() if s.added_forms or s.conversations}  # fmt: skip
+        made = {
+            a: {
+                "forms": s.added_forms,
+                "conversations": s.conversations,
+                "trackers": s.trackers,
+                "tags": s.tags,
+                "users": s.users,
+            }
+            for a, s in self._accounts.items()
+            if s.changed
+        }
         return {**self._pending, **made}
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -206,6 +221,7 @@ class Streams:
                 raise ValueError(f"Unknown form field: {', '.join(sorted(unknown))}")
             record.update(fields, _start=now, submitted_at=dates.write_utc(now))
             found.added_forms.append(record)
+            found.changed = True
             self.data.changed()
             return {k: v for k, v in record.items() if not k.startswith("_")}
 
@@ -341,6 +357,7 @@ class Streams:
             record["_messages"] = [message, *record["_messages"]]
             record["recent_messages"] = record["_messages"][:2]
             record.update(_start=now, last_message_at=dates.write_utc(now), state="active")
+            found.changed = True
             self.data.changed()
             return {k: v for k, v in record.items() if not k.startswith("_")}
 
@@ -372,3 +389,221 @@ class Streams:
         hidden = {"_start", "_messages", *(n for n in CONVERSATION_OPTIONAL if n not in optional)}
         shown = [{k: v for k, v in r.items() if k not in hidden} for r in records]
         return paginate("conversations", shown, query)
+
+
+# --- trackers, tags and users: an account's configuration -------------------------------------
+
+TRACKER_OPTIONAL = ("campaign_name", "swap_targets")
+ROLES = ["admin", "manager", "reporting"]
+COLORS = [("gray1", "#e3e5e8"), ("blue1", "#d6e4ff"), ("green1", "#d9f2e6"), ("red1", "#ffe0e0")]
+
+
+LABELS = {"session": "Website Pool", "source": "Number"}
+
+
+class Configuration:
+    """Trackers, tags and users of each account, made on first use from the seed."""
+
+    def __init__(self, streams: Streams) -> None:
+        self.streams = streams
+        self.data = streams.data
+
+    def trackers(self, account: SimAccount) -> list[dict[str, Any]]:
+        found = self.streams.of(account)
+        if found.trackers is None:
+            made = []
+            for company in self.data.companies(account):
+                rng = random.Random(f"trackers:{self.data.seed}:{company['id']}")
+                main = generator.tracker(company["id"])
+                for n in range(1 + rng.randrange(3)):
+                    tracker_id = main["tracker_id"] if n == 0 else "TRK" + generator.hex_id(rng)
+                    number = main["tracking_phone_number"] if n == 0 else generator.phone(rng)
+                    profile = PROFILES[rng.randrange(len(PROFILES))]
+                    kind = "session" if n == 1 else "source"
+                    created = generator.later(rng, company["created_at"])
+                    disabled = n > 0 and rng.random() < 0.3
+                    made.append(
+                        {
+                            "id": tracker_id,
+                            "name": f"{profile['source']} {LABELS[kind]} {n + 1}",
+                            "type": kind,
+                            "status": "disabled" if disabled else "active",
+                            "destination_number": main["business_phone_number"],
+                            "tracking_numbers": [number],
+                            "whisper_message": "Call from CallRail" if n == 0 else None,
+                            "sms_enabled": n == 0,
+                            "sms_supported": True,
+                            "company": {"id": company["id"], "name": company["name"]},
+                            "call_flow": {"type": "basic", "recording_enabled": True,
+                                          "destination_number": main["business_phone_number"]},
+                            "source": {"type": profile["medium"], "name": profile["source"]},
+                            "created_at": created,
+                            "disabled_at": generator.later(rng, created) if disabled else None,
+                            "campaign_name": profile["campaign"] or None,
+                            "swap_targets": [main["business_phone_number"]],
+                        }
+                    )  # fmt: skip
+            found.trackers = made
+        return found.trackers
+
+    def tags(self, account: SimAccount) -> list[dict[str, Any]]:
+        found = self.streams.of(account)
+        if found.tags is None:
+            rng = random.Random(f"tags:{self.data.seed}:{account.id}")
+            made = []
+            next_id = 990_000 + rng.randrange(1000) * 100
+            companies: list[dict[str, Any] | None] = [None, *self.data.companies(account)]
+            for company in companies:
+                names = TAG_LEVEL_ACCOUNT if company is None else TAG_NAMES_ALL
+                for name in names[: 2 if company is None else 3 + rng.randrange(3)]:
+                    next_id += 1 + rng.randrange(5)
+                    color, background = COLORS[rng.randrange(len(COLORS))]
+                    since = company["created_at"] if company else "2018-01-01T00:00:00.000Z"
+                    made.append(
+                        {
+                            "id": next_id,
+                            "name": name,
+                            "tag_level": "account" if company is None else "company",
+                            "color": color,
+                            "background_color": background,
+                            "company_id": company["id"] if company else None,
+                            "status": "disabled" if rng.random() < 0.1 else "enabled",
+                            "created_at": generator.later(rng, since.replace("Z", "+00:00")),
+                        }
+                    )
+            found.tags = made
+        return found.tags
+
+    def users(self, account: SimAccount) -> list[dict[str, Any]]:
+        found = self.streams.of(account)
+        if found.users is None:
+            rng = random.Random(f"users:{self.data.seed}:{account.id}")
+            companies = self.data.companies(account)
+            made = []
+            for n in range(3 + rng.randrange(6)):
+                first, last = rng.choice(FIRST), rng.choice(LAST)
+                role = ROLES[0] if n == 0 else rng.choice(ROLES)
+                chosen = companies if role == "admin" else rng.sample(
+                    companies, min(len(companies), 1 + rng.randrange(4))
+                )  # fmt: skip
+                made.append(
+                    {
+                        "email": f"{first.lower()}.{last.lower()}{n}@agency.example",
+                        "id": "USR" + generator.hex_id(rng),
+                        "created_at": generator.later(rng, "2019-01-01T00:00:00.000+00:00"),
+                        "role": role,
+                        "first_name": first,
+                        "last_name": last,
+                        "name": f"{first} {last}",
+                        "accepted": rng.random() < 0.9,
+                        "companies": [{"id": c["id"], "name": c["name"]} for c in chosen],
+                    }
+                )
+            found.users = made
+        return found.users
+
+    # --- listings --------------------------------------------------------------------------
+
+    def list_trackers(self, account: SimAccount, query: Query) -> dict[str, Any]:
+        optional = _fields(query, (), TRACKER_OPTIONAL)
+        company, kind, status = (param(query, n) for n in ("company_id", "type", "status"))
+        if kind not in (None, "source", "session"):
+            raise error(400, f"Invalid type: {kind}")
+        if status not in (None, "active", "disabled"):
+            raise error(400, f"Invalid status: {status}")
+        search = (param(query, "search") or "").lower()
+        with self.data.lock:
+            found = [
+                t
+                for t in self.trackers(account)
+                if company in (None, t["company"]["id"])
+                and kind in (None, t["type"])
+                and status in (None, t["status"])
+                and search in t["name"].lower()
+            ]
+            found = _by_name(found, query, ("name",))
+            hidden = [n for n in TRACKER_OPTIONAL if n not in optional]
+            shown = [{k: v for k, v in t.items() if k not in hidden} for t in found]
+        return paginate("trackers", shown, query)
+
+    def list_tags(self, account: SimAccount, query: Query) -> dict[str, Any]:
+        company, status, level = (param(query, n) for n in ("company_id", "status", "tag_level"))
+        if status not in (None, "enabled", "disabled"):
+            raise error(400, f"Invalid status: {status}")
+        if level not in (None, "company", "account"):
+            raise error(400, f"Invalid tag_level: {level}")
+        if level == "account" and company:
+            raise error(400, "tag_level=account cannot be combined with company_id")
+        with self.data.lock:
+            found = [
+                dict(t)
+                for t in self.tags(account)
+                if (company is None or t["company_id"] in (company, None))
+                and status in (None, t["status"])
+                and level in (None, t["tag_level"])
+            ]
+        return paginate("tags", _by_name(found, query, ("name",)), query)
+
+    def list_users(self, account: SimAccount, query: Query) -> dict[str, Any]:
+        company = param(query, "company_id")
+        search = (param(query, "search") or "").lower()
+        with self.data.lock:
+            found = [
+                dict(u)
+                for u in self.users(account)
+                if (company is None or company in {c["id"] for c in u["companies"]})
+                and (
+                    not search
+                    or any(search in u[n].lower() for n in ("first_name", "last_name", "email"))
+                )
+            ]
+        return paginate("users", _by_name(found, query, ("email", "created_at")), query)
+
+    # --- changes while running ---------------------------------------------------------------
+
+    def disable_tracker(self, tracker_id: str) -> dict[str, Any]:
+        """DELETE of a tracker, as CallRail does it: `status: disabled`, `disabled_at` now,
+        still listed."""
+        with self.data.lock:
+            for account in self.data.accounts.values():
+                for tracker in self.trackers(account):
+                    if tracker["id"] == tracker_id:
+                        if tracker["status"] != "disabled":
+                            tracker["status"] = "disabled"
+                            tracker["disabled_at"] = dates.write_utc(datetime.now(UTC).timestamp())
+                        self.streams.of(account).changed = True
+                        self.data.changed()
+                        return dict(tracker)
+        raise NotFound(f"Tracker not found: {tracker_id}")
+
+    def delete(self, kind: str, record_id: str) -> None:
+        """DELETE of a tag or a user: gone from every listing."""
+        with self.data.lock:
+            for account in self.data.accounts.values():
+                records = self.tags(account) if kind == "tags" else self.users(account)
+                for n, record in enumerate(records):
+                    if str(record["id"]) == record_id:
+                        del records[n]
+                        self.streams.of(account).changed = True
+                        self.data.changed()
+                        return
+        raise NotFound(f"{kind[:-1].title()} not found: {record_id}")
+
+
+TAG_NAMES_ALL = ["New Customer", "Existing Customer", "Quote", "Booked", "Spam Risk", "Follow Up"]
+TAG_LEVEL_ACCOUNT = ["Agency Review", "VIP"]
+
+
+def _by_name(
+    records: list[dict[str, Any]], query: Query, allowed: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    sort, order = param(query, "sort"), param(query, "order")
+    if order is not None and sort is None:
+        raise error(400, "sort is required when order is given")
+    if order not in (None, "asc", "desc"):
+        raise error(400, "order must be asc or desc")
+    if sort is None:
+        return records
+    if sort not in allowed:
+        raise error(400, f"Invalid sort field: {sort}")
+    return sorted(records, key=lambda r: str(r[sort]).lower(), reverse=order == "desc")

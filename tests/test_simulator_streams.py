@@ -288,3 +288,83 @@ def test_conversations_filter_by_date_range_only_and_move_when_a_text_arrives(si
     assert first["recent_messages"][0]["content"] == "Still open?"
     with_fields = get(sim, key, path, fields="lead_status,source").json()["conversations"][0]
     assert {"lead_status", "source"} <= set(with_fields)
+
+
+# --- trackers, tags and users ------------------------------------------------------------------
+
+
+def test_trackers_list_disabled_ones_unless_asked_for_active_and_calls_name_them(sim, key, account):
+    path = f"/a/{account}/trackers.json"
+    everything = get(sim, key, path, per_page=250).json()["trackers"]
+    keys = {"id", "name", "type", "status", "destination_number", "tracking_numbers",
+            "whisper_message", "sms_enabled", "sms_supported", "company", "call_flow",
+            "source", "created_at", "disabled_at"}  # fmt: skip
+    assert set(everything[0]) == keys
+    disabled = [t for t in everything if t["status"] == "disabled"]
+    assert disabled and all(t["disabled_at"] > "" for t in disabled)
+    for tracker in disabled:
+        assert datetime.fromisoformat(tracker["created_at"]) < datetime.fromisoformat(
+            tracker["disabled_at"]
+        )
+    active = get(sim, key, path, per_page=250, status="active").json()["trackers"]
+    assert len(active) == len(everything) - len(disabled)
+    assert {t["type"] for t in everything} == {"source", "session"}
+    assert "campaign_name" in get(sim, key, path, fields="campaign_name").json()["trackers"][0]
+    since = today() - timedelta(days=30)
+    call = get(sim, key, f"/a/{account}/calls.json", start_date=since, fields="tracker_id")
+    assert call.json()["calls"][0]["tracker_id"] in {t["id"] for t in everything}
+    names = [t["name"].lower() for t in get(sim, key, path, sort="name").json()["trackers"]]
+    assert names == sorted(names)
+
+
+def test_a_deleted_tracker_stays_listed_disabled_and_deleted_tags_and_users_vanish(sim, key):
+    account = fresh_account(sim, key)
+    control = SimControl(sim.base_url)
+    trackers = get(sim, key, f"/a/{account}/trackers.json", status="active").json()["trackers"]
+    gone = control.disable_tracker(trackers[0]["id"])
+    assert gone["status"] == "disabled" and gone["disabled_at"]
+    listed = get(sim, key, f"/a/{account}/trackers.json").json()["trackers"]
+    assert {t["id"]: t["status"] for t in listed}[gone["id"]] == "disabled"
+    tags = get(sim, key, f"/a/{account}/tags.json").json()["tags"]
+    assert all(isinstance(t["id"], int) for t in tags)
+    control.delete_tag(tags[0]["id"])
+    assert tags[0]["id"] not in {
+        t["id"] for t in get(sim, key, f"/a/{account}/tags.json").json()["tags"]
+    }
+    users = get(sim, key, f"/a/{account}/users.json").json()["users"]
+    control.delete_user(users[-1]["id"])
+    left = get(sim, key, f"/a/{account}/users.json").json()["users"]
+    assert [u["id"] for u in left] == [u["id"] for u in users[:-1]]
+
+
+def test_tags_by_level_and_status(sim, key, account):
+    path = f"/a/{account}/tags.json"
+    tags = get(sim, key, path, per_page=250).json()["tags"]
+    assert set(tags[0]) == {"id", "name", "tag_level", "color", "background_color",
+                            "company_id", "status", "created_at"}  # fmt: skip
+    levels = {t["tag_level"] for t in tags}
+    assert levels == {"account", "company"}
+    account_level = get(sim, key, path, tag_level="account").json()["tags"]
+    assert account_level and all(t["company_id"] is None for t in account_level)
+    company = next(t["company_id"] for t in tags if t["company_id"])
+    assert get(sim, key, path, tag_level="account", company_id=company).status_code == 400
+    mine = get(sim, key, path, company_id=company).json()["tags"]
+    assert {t["company_id"] for t in mine} <= {company, None}
+    enabled = get(sim, key, path, status="enabled", per_page=250).json()["tags"]
+    assert all(t["status"] == "enabled" for t in enabled)
+
+
+def test_users_have_their_keys_and_companies_and_search_and_sort(sim, key, account):
+    path = f"/a/{account}/users.json"
+    users = get(sim, key, path).json()["users"]
+    assert set(users[0]) == {"email", "id", "created_at", "role", "first_name", "last_name",
+                             "name", "accepted", "companies"}  # fmt: skip
+    assert all(u["id"].startswith("USR") and u["role"] in ("admin", "manager", "reporting")
+               for u in users)  # fmt: skip
+    found = get(sim, key, path, search=users[0]["last_name"].upper()).json()["users"]
+    assert users[0]["id"] in {u["id"] for u in found}
+    emails = [u["email"] for u in get(sim, key, path, sort="email").json()["users"]]
+    assert emails == sorted(emails)
+    company = users[0]["companies"][0]["id"]
+    with_company = get(sim, key, path, company_id=company).json()["users"]
+    assert all(company in {c["id"] for c in u["companies"]} for u in with_company)
