@@ -198,8 +198,8 @@ def run_sync(
 
 
 class DiscardingSnapshots:
-    """A `SnapshotWriter` whose records go nowhere (counted only), standing in for a remote
-    MongoDB when measuring the worker's own memory: an in-process store would hold them all."""
+    """A `SnapshotWriter` whose records go nowhere (counted only): the worker's own memory
+    is measured, not a store's."""
 
     def __init__(self) -> None:
         self.written = 0

@@ -41,7 +41,6 @@ class Context:
         if self.given_stores is not None:
             return self.given_stores
         if not self.settings.mongo_url:
-            # Without it the command would read and write a throwaway in-process store.
             raise SystemExit(
                 "MONGO_URL is not set: export the MongoDB URL of the service to act on "
                 "(callrail-sync serve and callrail-sync stack print it)"
