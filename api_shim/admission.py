@@ -10,6 +10,7 @@ answer is 429 with Retry-After. A request that joins an active job costs nothing
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -132,12 +133,25 @@ class StreamSlots:
     async def give_back(self, owner: str, slot: str) -> None:
         await self._redis.zrem(self._key(owner), slot)
 
-    async def hold(self, owner: str, slot: str, stream: AsyncIterator[str]) -> AsyncIterator[str]:
-        """`stream`, its slot renewed as it goes (its keep-alives come every 15 s) and given
-        back when it ends, however it ends (a client gone cancels it: the return is shielded)."""
+    async def hold(
+        self, owner: str, slot: str, stream: AsyncIterator[str], until: float
+    ) -> AsyncIterator[str]:
+        """`stream` until the Unix time `until` (when the caller's token expires), its slot
+        renewed as it goes (keep-alives come every 15 s) and given back when it ends, however
+        it ends (a client gone cancels it: the give-back is shielded)."""
         renewed = time.monotonic()
         try:
-            async for chunk in stream:
+            while True:
+                left = until - time.time()
+                if left <= 0:
+                    yield ": the token expired\n\n"
+                    return
+                try:
+                    chunk = await asyncio.wait_for(anext(stream), left)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    continue  # the token expired: said above, then the stream ends
                 if time.monotonic() - renewed > self.SLOT_SECONDS / 4:
                     await self.renew(owner, slot)
                     renewed = time.monotonic()

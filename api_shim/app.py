@@ -35,7 +35,7 @@ from api_shim.routes.inbound import REFRESHES_PER_HOUR
 from api_shim.tickets import Tickets
 from callrail_sync.budget import SlidingWindows, Window
 from callrail_sync.config import Settings
-from callrail_sync.logs import setup_logging
+from callrail_sync.logs import scrub_handlers, setup_logging
 from callrail_sync.runtime import Runtime, build_runtime
 from callrail_sync.urls import INBOUND_PATH
 from tasks.sending import create_celery
@@ -54,6 +54,9 @@ def create_app(
     if settings is None:
         settings = runtime.settings if runtime else Settings()
         setup_logging(settings.log_level, json_lines=settings.log_json)
+    # uvicorn's own handlers (its access log prints request lines, where stream tickets
+    # travel) do not pass through ours: their final lines are scrubbed too.
+    scrub_handlers("uvicorn.access", "uvicorn.error", "uvicorn")
     celery = create_celery(settings)
     runtime = runtime or build_runtime(settings)
     cache = ShimCache(runtime.stores)

@@ -80,15 +80,19 @@ class Authenticator:
         self._size = size
 
     def owner(self, header: str | None) -> str:
+        return self.session(header)[0]
+
+    def session(self, header: str | None) -> tuple[str, float]:
+        """(the DashClicks account, when the token expires as a Unix time)."""
         token = bearer_token(header)
         known = self._known.get(token)
         if known is not None and known[1] > time.time():
-            return known[0]
+            return known
         owner, expires = verify(token, self._settings)
         self._known[token] = (owner, expires)
         while len(self._known) > self._size:
             self._known.popitem(last=False)
-        return owner
+        return owner, expires
 
 
 def issue_token(account_id: str, secret: str, ttl_seconds: int = 3600) -> str:

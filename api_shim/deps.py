@@ -73,21 +73,36 @@ async def current_owner(request: Request, svc: Svc) -> str:
     return svc.auth.owner(request.headers.get("Authorization"))
 
 
-async def stream_owner(
+@dataclass(frozen=True)
+class StreamCaller:
+    """Who opened an event stream, and when the token it was opened with expires (the stream
+    ends then)."""
+
+    owner: str
+    expires_at: float
+
+
+async def session(request: Request, svc: Svc) -> tuple[str, float]:
+    """The caller and when its bearer token expires."""
+    return svc.auth.session(request.headers.get("Authorization"))
+
+
+async def stream_caller(
     request: Request,
     svc: Svc,
     ticket: Annotated[
         str | None, Query(description="a stream ticket (POST /events/ticket), for EventSource")
     ] = None,
-) -> str:
+) -> StreamCaller:
     """The caller of an event stream: the bearer token, or a stream ticket in the query
-    (a browser's EventSource cannot send headers; the JWT never goes in a URL)."""
+    (a browser's EventSource cannot send headers; the JWT never goes in a URL). A ticket is
+    used up by the stream it opens."""
     if ticket is None:
-        return svc.auth.owner(request.headers.get("Authorization"))
-    owner = await svc.tickets.owner(ticket)
-    if owner is None:
+        return StreamCaller(*svc.auth.session(request.headers.get("Authorization")))
+    redeemed = await svc.tickets.redeem(ticket, request.url.path)
+    if redeemed is None:
         raise errors.Unauthenticated("Invalid or expired stream ticket.")
-    return owner
+    return StreamCaller(redeemed.owner, redeemed.expires_at)
 
 
 async def require_key(svc: Services, owner: str) -> None:
@@ -117,4 +132,5 @@ async def require_account(svc: Services, owner: str, account: str) -> None:
 
 Owner = Annotated[str, Depends(current_owner)]
 RawBody = Annotated[bytes, Depends(raw_body)]
-StreamOwner = Annotated[str, Depends(stream_owner)]
+StreamOwner = Annotated[StreamCaller, Depends(stream_caller)]
+Session = Annotated[tuple[str, float], Depends(session)]

@@ -2,18 +2,36 @@
 stream without putting the JWT in a URL.
 
 `POST /events/ticket` (with the bearer JWT) mints a random ticket that names its owner, is
-good for the event streams only, and expires within a minute. Tickets live in Redis (so any
-shim process accepts them; only their hash is stored).
+good for the event streams only, expires within a minute (and never outlives the token it was
+minted with), and is redeemed once: the first stream it opens takes it (an atomic GETDEL), so
+a ticket copied from a URL or a log opens nothing. A ticket minted with `{"stream": path}`
+opens only that stream. Tickets live in Redis (any shim process accepts them; only their hash
+is stored, with the owner, the stream and the token's expiry).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import secrets
+import time
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from api_shim.presenters import PREFIX
+
 TICKET_SECONDS = 60
+STREAM_PATH = re.compile(re.escape(PREFIX) + r"/(events|jobs/[A-Za-z0-9_.-]{1,64}/events)")
+"""The streams a ticket may name: every job change, or one job's progress."""
+
+
+@dataclass(frozen=True)
+class Redeemed:
+    owner: str
+    expires_at: float
+    """When the token the ticket was minted with expires: the stream ends then."""
 
 
 def _name(prefix: str, ticket: str) -> str:
@@ -27,12 +45,20 @@ class Tickets:
         self._redis = aioredis.Redis.from_url(redis_url)
         self._prefix = prefix
 
-    async def mint(self, owner: str) -> str:
+    async def mint(self, owner: str, token_expires_at: float, stream: str | None = None) -> str:
         ticket = "tkt_" + secrets.token_urlsafe(24)
-        await self._redis.set(_name(self._prefix, ticket), owner, ex=TICKET_SECONDS)
+        ttl = max(1, min(TICKET_SECONDS, int(token_expires_at - time.time())))
+        value = {"owner": owner, "stream": stream, "exp": token_expires_at}
+        await self._redis.set(_name(self._prefix, ticket), json.dumps(value), ex=ttl)
         return ticket
 
-    async def owner(self, ticket: str) -> str | None:
-        """The owner the ticket was minted for, while it has not expired."""
-        found = await self._redis.get(_name(self._prefix, ticket))
-        return found.decode() if isinstance(found, bytes) else None
+    async def redeem(self, ticket: str, path: str) -> Redeemed | None:
+        """The ticket's owner and token expiry, if it is unexpired, unused and good for the
+        stream at `path`; it is used up either way."""
+        found = await self._redis.getdel(_name(self._prefix, ticket))
+        if not isinstance(found, bytes):
+            return None
+        value = json.loads(found)
+        if value.get("stream") not in (None, path) or float(value["exp"]) <= time.time():
+            return None
+        return Redeemed(str(value["owner"]), float(value["exp"]))

@@ -1,10 +1,13 @@
 """Structured JSON logs, with secrets scrubbed from every line.
 
 One JSON object per line: time, level, logger, message, and the context fields a line carries
-(job_id, job_type, owner, callrail_account_id, page, attempt, ...). The scrubbing filter is
-installed on the root handler, so it covers our lines, Celery's, uvicorn's and tracebacks:
-API keys the process has used are replaced by their fingerprint, and anything shaped like a
-JWT, a `Token token=` or a `Bearer` credential is replaced by `[REDACTED]`.
+(job_id, job_type, owner, callrail_account_id, page, attempt, ...). The scrubbing is done on
+the final formatted line (`Scrubbing`, a formatter around the real one), whatever produced it:
+a dict in `extra`, an exception's text, a library's message. It is installed on our root
+handler and on uvicorn's own handlers (its access log prints the request line, where stream
+tickets travel): API keys the process has used are replaced by their fingerprint, and anything
+shaped like a JWT, a `Token token=` or `Bearer` credential, an `api_key` / `signing_key` /
+`secret` field, a notification secret (`whsec_`) or a stream ticket (`tkt_`) by `[REDACTED]`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,12 @@ _PATTERNS = [
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
     # `api_key` and `signing_key` fields however they are quoted, at any depth of JSON escaping
     # (the MongoDB driver logs commands and replies as JSON inside JSON: \"api_key\": \"...\").
-    re.compile(r'(?i)(\\*[\'"]?(?:api|signing)_key\\*[\'"]?\s*[:=]\s*\\*[\'"]?)[^\'"\\\s,}]+'),
+    re.compile(
+        r'(?i)(\\*[\'"]?(?:api_key|signing_key|secret)\\*[\'"]?\s*[:=]\s*\\*[\'"]?)[^\'"\\\s,}]+'
+    ),
+    re.compile(r"whsec_[A-Za-z0-9_-]+"),  # a notification secret
+    re.compile(r"tkt_[A-Za-z0-9_-]+"),  # a stream ticket
+    re.compile(r"(?i)(ticket=)[^&\s\"']+"),  # a ticket in a URL, whatever its shape
 ]
 _known_keys: set[str] = set()
 _lock = threading.Lock()
@@ -64,6 +72,28 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class Scrubbing(logging.Formatter):
+    """Formats with `inner`, then scrubs the whole line: what the filter cannot see (a dict in
+    `extra`, a formatter's own additions) is caught here."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(self.inner.format(record))
+
+
+def scrub_handlers(*loggers: str) -> None:
+    """Scrub the final lines of these loggers' own handlers (uvicorn's, which do not
+    propagate to ours); idempotent."""
+    for name in loggers:
+        for handler in logging.getLogger(name).handlers:
+            current = handler.formatter or logging.Formatter()
+            if not isinstance(current, Scrubbing):
+                handler.setFormatter(Scrubbing(current))
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -92,9 +122,11 @@ def setup_logging(level: str = "INFO", *, json_lines: bool = True) -> None:
     handler._callrail_sync = True  # type: ignore[attr-defined]
     handler.addFilter(RedactingFilter())
     handler.setFormatter(
-        JsonFormatter()
-        if json_lines
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+        Scrubbing(
+            JsonFormatter()
+            if json_lines
+            else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+        )
     )
     root.addHandler(handler)
     root.setLevel(level.upper())

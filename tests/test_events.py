@@ -12,7 +12,7 @@ import requests
 
 from callrail_sync.job import JobError, JobType, NewJob
 
-from .conftest import OTHER_OWNER, OWNER, serving, wait_job
+from .conftest import OTHER_OWNER, OWNER, serving
 
 P = "/v1/e/callrail"
 
@@ -139,52 +139,127 @@ def test_the_events_stream_carries_the_callers_jobs_and_no_one_elses(shim_url, s
     assert seen[0]["status"] == "failed"
 
 
-def test_a_stream_ticket_opens_streams_only_for_its_owner_and_only_a_minute(
+def ticket_for(shim_url: str, token: str, stream: str | None = None) -> str:
+    body = {"stream": stream} if stream else None
+    minted = requests.post(
+        f"{shim_url}{P}/events/ticket", headers=auth(token), json=body, timeout=10
+    )
+    assert minted.status_code == 200, minted.text
+    return str(minted.json()["data"]["ticket"])
+
+
+def test_a_stream_ticket_opens_one_stream_once_for_its_owner_within_a_minute(
     shim_url, stores, token, redis_url
 ):
     minted = requests.post(f"{shim_url}{P}/events/ticket", headers=auth(token), timeout=10)
     assert minted.status_code == 200
     ticket = minted.json()["data"]["ticket"]
     assert minted.json()["data"]["expires_in"] <= 60 and token not in ticket
+    client = redis.Redis.from_url(redis_url)
+    names = client.keys("callrail:ticket:*")
+    assert len(names) == 1 and 0 < client.ttl(names[0]) <= 60
+    assert ticket.encode() not in names[0]  # only its hash is stored
     mine, theirs = new_job(stores), new_job(stores, OTHER_OWNER)
     stores.jobs.fail(mine.id, JobError(errno=500, message="x"))
     by_ticket = requests.get(
         f"{shim_url}{P}/jobs/{mine.id}/events?ticket={ticket}", stream=True, timeout=10
     )
     assert by_ticket.status_code == 200 and read_events(by_ticket)[-1][0] == "status"
-    other = requests.get(f"{shim_url}{P}/jobs/{theirs.id}/events?ticket={ticket}", timeout=10)
-    assert other.status_code == 404
+    # Redeemed once: the same ticket (copied from a URL, a log) opens nothing more.
+    again = requests.get(f"{shim_url}{P}/jobs/{mine.id}/events?ticket={ticket}", timeout=10)
+    assert again.status_code == 401
+    assert again.json()["message"] == "Invalid or expired stream ticket."
+    other = ticket_for(shim_url, token)
+    theirs_answer = requests.get(
+        f"{shim_url}{P}/jobs/{theirs.id}/events?ticket={other}", timeout=10
+    )
+    assert theirs_answer.status_code == 404
     # Streams only: a ticket is no bearer token for anything else.
-    assert requests.get(f"{shim_url}{P}/accounts?ticket={ticket}", timeout=10).status_code == 401
+    unused = ticket_for(shim_url, token)
+    assert requests.get(f"{shim_url}{P}/accounts?ticket={unused}", timeout=10).status_code == 401
     forged = requests.get(f"{shim_url}{P}/events?ticket=tkt_forged", timeout=10)
     assert forged.status_code == 401 and forged.json()["message"] == (
         "Invalid or expired stream ticket."
     )
-    client = redis.Redis.from_url(redis_url)
-    names = client.keys("callrail:ticket:*")
-    assert len(names) == 1 and 0 < client.ttl(names[0]) <= 60
-    assert ticket.encode() not in names[0]  # only its hash is stored
-    client.delete(names[0])  # as it expires
-    gone = requests.get(f"{shim_url}{P}/events?ticket={ticket}", timeout=10)
+    client.delete(*client.keys("callrail:ticket:*"))  # as they expire
+    gone = requests.get(f"{shim_url}{P}/events?ticket={unused}", timeout=10)
     assert gone.status_code == 401
 
 
-def test_a_job_event_is_published_for_every_write_of_a_job(stores, redis_url):
-    client = redis.Redis.from_url(redis_url)
-    pubsub = client.pubsub()
-    pubsub.psubscribe("callrail:events:*")
-    pubsub.get_message(timeout=1)  # the subscription itself
-    job = new_job(stores)
-    stores.jobs.start(job.id, "m", lease_seconds=90)
-    stores.jobs.record_page(job.id, 1, 2, 250)
-    stores.jobs.requeue(job.id)
-    stores.jobs.start(job.id, "m2", lease_seconds=90)
-    stores.jobs.succeed(job.id, {}, None)
-    seen = []
-    while (message := pubsub.get_message(timeout=1)) is not None:
-        event = json.loads(message["data"]) if message["type"] == "pmessage" else {}
-        # Pub/sub spans Redis databases: another suite on this Redis may publish too.
-        if event.get("job_id") == job.id:
-            seen.append(event["status"])
-    assert seen == ["queued", "running", "running", "queued", "running", "succeeded"]
-    assert wait_job(stores, job.id).status == "succeeded"
+def test_a_ticket_that_names_a_stream_opens_only_that_one(shim_url, stores, token):
+    mine = new_job(stores)
+    stores.jobs.fail(mine.id, JobError(errno=500, message="x"))
+    path = f"{P}/jobs/{mine.id}/events"
+    wrong = requests.get(f"{shim_url}{P}/events?ticket={ticket_for(shim_url, token, path)}")
+    assert wrong.status_code == 401
+    right = requests.get(
+        f"{shim_url}{path}?ticket={ticket_for(shim_url, token, path)}", stream=True, timeout=10
+    )
+    assert right.status_code == 200 and read_events(right)[-1][0] == "status"
+    for stream in ("/v1/e/callrail/accounts", f"{P}/events/../accounts", 7, ""):
+        refused = requests.post(
+            f"{shim_url}{P}/events/ticket", headers=auth(token), json={"stream": stream}, timeout=10
+        )
+        assert refused.status_code == 400, stream
+        assert refused.json()["message"] == (
+            "stream must be /v1/e/callrail/events or /v1/e/callrail/jobs/<job_id>/events."
+        )
+
+
+def test_a_stream_closes_when_the_token_it_was_opened_with_expires(shim_url, settings):
+    from api_shim.auth import issue_token
+
+    for by_ticket in (False, True):
+        short = issue_token(OWNER, settings.jwt_secret, ttl_seconds=3)
+        url, headers = f"{shim_url}{P}/events", auth(short)
+        if by_ticket:
+            url, headers = f"{url}?ticket={ticket_for(shim_url, short)}", {}
+        started = time.monotonic()
+        stream = requests.get(url, headers=headers, stream=True, timeout=20)
+        assert stream.status_code == 200
+        lines = [line for line in stream.iter_lines(decode_unicode=True) if line]
+        assert lines[-1] == ": the token expired", lines
+        assert time.monotonic() - started < 10
+
+
+def test_uvicorns_access_log_never_prints_a_ticket(settings, tmp_path):
+    """The shim as Compose runs it (uvicorn's own access log at INFO): the request line of a
+    stream opened with a ticket is printed with the ticket scrubbed."""
+    import os
+    import subprocess
+    import sys
+
+    from api_shim.auth import issue_token
+    from callrail_sync.cli.processes import free_port, wait_until
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "MONGO_URL": settings.mongo_url,
+        "MONGO_DB": settings.mongo_db,
+        "JWT_SECRET": settings.jwt_secret,
+        "CALLRAIL_BASE_URL": settings.callrail_base_url,
+        "LOG_LEVEL": "INFO",
+        "METRICS_PORT": "0",
+    }
+    log_path = tmp_path / "shim.log"
+    argv = [sys.executable, "-m", "uvicorn", "--factory", "api_shim.app:create_app"]
+    argv += ["--port", str(port), "--log-level", "info"]
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_until(lambda: requests.get(f"{base}/healthz", timeout=1).ok, 60)
+        token = issue_token(OWNER, settings.jwt_secret)
+        ticket = ticket_for(base, token)
+        stream = requests.get(f"{base}{P}/events?ticket={ticket}", stream=True, timeout=10)
+        assert stream.status_code == 200
+        stream.close()
+        assert wait_until(lambda: f"{P}/events?ticket=" in log_path.read_text(), 10)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    printed = log_path.read_text()
+    assert f"{P}/events?ticket=[REDACTED]" in printed
+    assert ticket not in printed and ticket[len("tkt_") :] not in printed

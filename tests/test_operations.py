@@ -374,3 +374,23 @@ def test_flower_runs_behind_basic_auth(redis_url, tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_final_log_line_is_scrubbed_whatever_produced_it(log_lines):
+    """A dict in `extra` (printed whole by the formatter, past any field-by-field filter), a
+    notification secret and a stream ticket anywhere in a line: none reaches the output."""
+    log = logging.getLogger("callrail_sync.test")
+    secret, ticket = "whsec_" + "s3cr3tvalue" * 3, "tkt_" + "t1ck3tvalue" * 3
+    log.warning(
+        "configured",
+        extra={"config": {"api_key": "plainkey123456", "secret": secret, "n": 1}},
+    )
+    log.warning("opened /v1/e/callrail/events?ticket=%s for a browser", ticket)
+    log.warning("a list %s", [{"signing_key": "abcdef0123456789"}])
+    text = log_lines.getvalue()
+    for leaked in ("plainkey123456", secret, "s3cr3tvalue", ticket, "t1ck3tvalue", "abcdef01234"):
+        assert leaked not in text, leaked
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    assert {"configured", "a list [{'signing_key': '[REDACTED]'}]"} <= {
+        line["message"] for line in lines
+    }

@@ -41,9 +41,10 @@ async def get_job(
 
 
 @router.get("/jobs/{job_id}/events", summary="A job's progress as Server-Sent Events")
-async def job_events(job_id: str, owner: StreamOwner, svc: Svc) -> StreamingResponse:
+async def job_events(job_id: str, caller: StreamOwner, svc: Svc) -> StreamingResponse:
     """`progress` at each change, then one `status` when it ends, then the stream closes.
     Every connection starts with the job as it is now, so a reconnect resumes."""
+    owner = caller.owner
     await read_job(svc, owner, job_id)  # 404 before the stream starts
     slot = await svc.streams.take(owner)
 
@@ -56,5 +57,5 @@ async def job_events(job_id: str, owner: StreamOwner, svc: Svc) -> StreamingResp
                 name = "status" if job.is_final else "progress"
                 yield sse(name, job_view(job), job.updated_at.isoformat())
 
-    held = svc.streams.hold(owner, slot, stream())
+    held = svc.streams.hold(owner, slot, stream(), caller.expires_at)
     return StreamingResponse(held, media_type="text/event-stream", headers=SSE_HEADERS)
