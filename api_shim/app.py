@@ -95,6 +95,11 @@ def create_app(
         streams=StreamSlots(settings.redis_url, settings.streams_per_owner, settings.redis_prefix),
         inbox=inbox,
         key_readings=key_readings(runtime),
+        inbound_failures=SlidingWindows(
+            runtime.redis,
+            [Window(settings.inbound_failures_per_minute, 60)],
+            prefix=f"{settings.redis_prefix}:inbound-failures",
+        ),
     )
     app.state.broker_reachable = broker_check(celery)
     install(app)

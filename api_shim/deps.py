@@ -42,6 +42,8 @@ class Services:
     key_readings: SlidingWindows
     """How often failed signatures may make us read signing keys again, per CallRail account
     (`SlidingWindows`, on keys of its own)."""
+    inbound_failures: SlidingWindows | None
+    """Refused deliveries per source address and company (INBOUND_FAILURES_PER_MINUTE)."""
 
     def _claim_key(self, name: str) -> str:
         return f"{self.runtime.settings.redis_prefix}:claim:{name}"

@@ -231,17 +231,27 @@ ANSWERS: dict[tuple[str, str], Answers] = {
     ),
     ("POST", f"{PREFIX}/inbound/{{company_id}}"): Answers(
         ok=ReceivedAnswer,
-        refusals=(401, 404, 413, 503),
+        refusals=(400, 401, 413, 429, 503),
         public=True,
-        also=((401, inbound.BAD_SIGNATURE), (404, inbound.UNKNOWN_COMPANY)),
+        also=(
+            (400, inbound.OTHER_COMPANY),
+            (401, inbound.BAD_SIGNATURE),
+            (429, inbound.TOO_MANY_FAILURES),
+        ),
         why=(
+            (400, "The signed body names another company (`company_resource_id`)."),
             (
                 401,
                 "`Signature` is missing, or is not base64(HMAC-SHA1(the company's signing "
-                "key, the raw body)); nothing is kept.",
+                "key, the raw body)), or our receiver is not registered on this company (the "
+                "same answer: an outsider cannot tell which); nothing is kept.",
             ),
-            (404, "Our receiver is not registered on this company."),
             (413, "The body is over INBOUND_MAX_BYTES (256 KiB unless set)."),
+            (
+                429,
+                "More than INBOUND_FAILURES_PER_MINUTE refused deliveries from this address "
+                "to this company this minute.",
+            ),
         ),
     ),
     ("GET", f"{PREFIX}/calls"): Answers(

@@ -127,6 +127,9 @@ class InboundSettings(_Group):
     reconcile_grace: float = 3600.0
     """Calls that started less than this ago are left to their delivery (post-call may come
     20 minutes after hang-up, and the call itself lasts)."""
+    inbound_failures_per_minute: int = 30
+    """Refused deliveries (forged, or to a company without our receiver) one address may send
+    one company a minute; beyond, 429 without reading, writing or asking CallRail anything."""
     inbound_max_bytes: int = 256 * 1024
     """The largest delivery the receiver reads (a call with a long transcript is some KB)."""
 

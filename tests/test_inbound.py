@@ -206,9 +206,72 @@ def test_forged_missing_and_unknown_are_refused_and_nothing_is_kept(shim_url, re
     resigned = deliver(shim_url, company_id, raw + b" ", Signature=deliveries.sign(KEY, raw))
     assert resigned.status_code == 401
     unknown = deliver(shim_url, "COM" + "0" * 32, payload)
-    assert unknown.status_code == 404 and unknown.json()["success"] is False
+    # A company without our receiver is answered as a forged delivery: nothing tells them apart.
+    forged = deliver(shim_url, company_id, payload, key="wrong-key")
+    assert unknown.status_code == forged.status_code == 401
+    assert unknown.json() == forged.json()
     assert stores.db["callrail_inbox"].count_documents({}) == 0
-    assert stores.receivers.get(company_id).counts == {"forged": 3}
+    assert stores.receivers.get(company_id).counts == {"forged": 4}
+
+
+def test_refused_deliveries_are_limited_per_source_and_company(
+    shim_url, registered, stores, runtime, settings
+):
+    """Beyond INBOUND_FAILURES_PER_MINUTE refused deliveries from one address to one company,
+    the answer is 429 and nothing is read or counted; the real CallRail key still gets in."""
+    from api_shim.app import create_app
+
+    _, company_id = registered
+    payload = call("CAL0009", duration=3)
+    limited = settings.model_copy(update={"inbound_failures_per_minute": 3})
+    with serving(create_app(limited, runtime=runtime)) as url:
+        answers = [deliver(url, company_id, payload, key="wrong-key") for _ in range(5)]
+        assert [a.status_code for a in answers] == [401, 401, 401, 429, 429]
+        assert answers[-1].headers["Retry-After"] == "60"
+        unknown = [deliver(url, "COM" + "1" * 32, payload) for _ in range(4)]
+        assert [a.status_code for a in unknown] == [401, 401, 401, 429]
+        assert stores.receivers.get(company_id).counts == {"forged": 3}
+        assert deliver(url, company_id, payload).status_code == 200
+
+
+def test_a_signed_body_replayed_as_another_event_or_company_is_not_kept_as_one(
+    shim_url, registered, stores, company
+):
+    """The `?event=` of the URL is not signed: the same pre-call bytes posted as a post-call
+    are one delivery, so the genuine post-call that follows is kept; a body that names another
+    company is refused."""
+    _, company_id = registered
+    pre = call("CAL0010", duration=0, answered=False)
+    raw = json.dumps(pre).encode()
+    url = f"{shim_url}{P}/inbound/{company_id}"
+    headers = {"Signature": deliveries.sign(KEY, raw), "Content-Type": "application/json"}
+    first = requests.post(f"{url}?event=pre_call", data=raw, headers=headers, timeout=10)
+    assert first.json()["data"] == {"received": True, "duplicate": False, "event": "pre_call"}
+    replay = requests.post(f"{url}?event=post_call", data=raw, headers=headers, timeout=10)
+    assert replay.status_code == 200 and replay.json()["data"]["duplicate"] is True
+    post = call("CAL0010", duration=42, answered=True)
+    genuine = requests.post(
+        f"{url}?event=post_call",
+        data=json.dumps(post).encode(),
+        headers={"Signature": deliveries.sign(KEY, json.dumps(post).encode())},
+        timeout=10,
+    )
+    assert genuine.json()["data"] == {"received": True, "duplicate": False, "event": "post_call"}
+    # A post-call body posted to the pre-call URL is still a post-call: the payload tells.
+    later = call("CAL0011", duration=7, answered=True)
+    raw_later = json.dumps(later).encode()
+    told = requests.post(
+        f"{url}?event=pre_call",
+        data=raw_later,
+        headers={"Signature": deliveries.sign(KEY, raw_later)},
+        timeout=10,
+    )
+    assert told.json()["data"]["event"] == "post_call"
+    elsewhere = call("CAL0012", duration=5, company_resource_id="COM" + "9" * 32)
+    refused = deliver(shim_url, company_id, elsewhere)
+    assert refused.status_code == 400
+    assert refused.json()["message"] == "The delivery names another company."
+    assert stores.db["callrail_inbox"].count_documents({}) == 3
 
 
 def test_the_body_is_bounded(shim_url, registered):

@@ -42,8 +42,10 @@ from tasks.submit import submit
 log = logging.getLogger("callrail_sync.inbound")
 router = APIRouter(prefix=PREFIX)
 
-UNKNOWN_COMPANY = "This company does not deliver events to this service."
 BAD_SIGNATURE = "The Signature header is missing, or does not match the body."
+"""Also the answer for a company without our receiver: an outsider learns nothing."""
+OTHER_COMPANY = "The delivery names another company."
+TOO_MANY_FAILURES = "Too many refused deliveries; try again later."
 REFRESH_EVERY = 300.0
 """Seconds between two readings of one company's signing key caused by failed signatures."""
 REFRESHES_PER_HOUR = 10
@@ -58,20 +60,22 @@ BAD_CURSOR = "cursor is not valid for this listing (use the next_cursor of the s
     summary="CallRail's deliveries for a company (signed by CallRail; no JWT)",
 )
 async def receive(company_id: str, request: Request, svc: Svc) -> JSONResponse:
-    raw = await request.body()
+    # The company first: an unknown one costs no body read, and is answered as a forged
+    # delivery is (an outsider cannot tell which company ids have receivers).
     stores, writer = svc.runtime.stores, svc.inbox
+    source = request.client.host if request.client else "unknown"
     receiver = await writer.receiver(company_id[:64])
     if receiver is None:
         metrics.INBOUND.labels("unknown_company").inc()
-        return failure(404, UNKNOWN_COMPANY)
+        return await _refused(svc, source, company_id[:64], None)
+    raw = await request.body()
     signature = request.headers.get("signature")
-    if not deliveries.verify(receiver.signing_key, raw, signature) and not (
-        signature and await _verifies_after_all(svc, receiver, raw, signature)
-    ):
-        metrics.INBOUND.labels("forged").inc()
-        await run_in_threadpool(stores.receivers.count, receiver.company_id, "forged")
-        log.warning("delivery refused: bad signature", extra={"company_id": receiver.company_id})
-        return failure(401, BAD_SIGNATURE)
+    if not deliveries.verify(receiver.signing_key, raw, signature):
+        if not await _may_try(svc, source, receiver.company_id):
+            return _too_many()
+        if not (signature and await _verifies_after_all(svc, receiver, raw, signature)):
+            metrics.INBOUND.labels("forged").inc()
+            return await _refused(svc, source, receiver.company_id, receiver, counted=True)
     payload = deliveries.parse(raw)
     if payload is None:
         # Signed by CallRail but not a JSON object: kept as it came, for an operator.
@@ -81,14 +85,50 @@ async def receive(company_id: str, request: Request, svc: Svc) -> JSONResponse:
         await run_in_threadpool(stores.receivers.count, receiver.company_id, "unreadable")
         metrics.INBOUND.labels("unreadable").inc()
         return success({"received": True, "duplicate": False, "event": "unreadable"})
-    event = deliveries.named_event(request.query_params.get("event"))
-    event = event or deliveries.event_of(payload)
+    named = deliveries.company_named(payload)
+    if named is not None and named != receiver.company_id:
+        # Signed, but for another company (a key shared across companies): not this one's.
+        metrics.INBOUND.labels("other_company").inc()
+        log.warning("delivery refused: names another company", extra={"company_id": company_id})
+        return failure(400, OTHER_COMPANY)
+    event = deliveries.event_for(deliveries.named_event(request.query_params.get("event")), payload)
     resource = deliveries.resource_id(payload)
     changes = deliveries.changes_of(payload)
     key = deliveries.dedupe_key(receiver.company_id, event, resource, changes, raw)
     fresh = await writer.keep(Kept(key, receiver.company_id, raw, event))
     metrics.INBOUND.labels("accepted" if fresh else "duplicate").inc()
     return success({"received": True, "duplicate": not fresh, "event": event})
+
+
+async def _may_try(svc: Services, source: str, company_id: str) -> bool:
+    """Whether one more failed delivery from `source` to `company_id` may be looked at now
+    (INBOUND_FAILURES_PER_MINUTE each: a flood of forgeries costs no reads, writes or key
+    readings beyond it)."""
+    if svc.inbound_failures is None:
+        return True
+    granted, _, _ = await run_in_threadpool(
+        svc.inbound_failures.try_acquire, f"{source}|{company_id}"
+    )
+    return bool(granted)
+
+
+def _too_many() -> JSONResponse:
+    metrics.INBOUND.labels("throttled").inc()
+    answer = failure(429, TOO_MANY_FAILURES)
+    answer.headers["Retry-After"] = "60"
+    return answer
+
+
+async def _refused(
+    svc: Services, source: str, company_id: str, receiver: Receiver | None, counted: bool = False
+) -> JSONResponse:
+    """The answer to an unknown company and to a forged delivery alike."""
+    if not counted and not await _may_try(svc, source, company_id):
+        return _too_many()
+    if receiver is not None:
+        await run_in_threadpool(svc.runtime.stores.receivers.count, company_id, "forged")
+        log.warning("delivery refused: bad signature", extra={"company_id": company_id})
+    return failure(401, BAD_SIGNATURE)
 
 
 async def _verifies_after_all(svc: Services, cached: Receiver, raw: bytes, signature: str) -> bool:

@@ -106,6 +106,24 @@ def event_of(payload: dict[str, Any]) -> Event:
     return "pre_call" if payload.get("duration") in (None, "", 0, "0") else "post_call"
 
 
+def event_for(named: Event | None, payload: dict[str, Any]) -> Event:
+    """The delivery's event: the payload's own word where it tells (a `changes` list is a
+    call-modified, form fields a form, a call that lasted has ended), else the event our
+    receiver URL names (the URL is not signed: it never overrules the payload)."""
+    told = event_of(payload)
+    if named is None or told in ("updated_call", "form_captured"):
+        return told
+    if named in ("updated_call", "form_captured"):
+        return told  # the payload is a call, whatever the URL says
+    return "post_call" if told == "post_call" else named
+
+
+def company_named(payload: dict[str, Any]) -> str | None:
+    """The company a delivery names (`company_resource_id`, COM…), if it names one."""
+    value = payload.get("company_resource_id")
+    return value if isinstance(value, str) and value else None
+
+
 def resource_id(payload: dict[str, Any]) -> str:
     """The call's (or form's) id: `resource_id` where CallRail sends one (`CAL…`), else the
     legacy numeric `id`."""

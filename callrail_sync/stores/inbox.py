@@ -13,6 +13,7 @@ a cursor names a place that events stored later never move.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -150,6 +151,12 @@ class InboxStore(Protocol):
         """Call events of the owner's companies, newest first; and whether more follow."""
 
 
+def _body_hash(company_id: str, raw: bytes) -> str:
+    """A delivery's bytes, for its company: the same signed bytes are one delivery, whatever
+    event the (unsigned) URL it was posted to names."""
+    return hashlib.sha256(company_id.encode() + b"\0" + raw).hexdigest()
+
+
 class MongoInboxStore:
     def __init__(self, db: Db) -> None:
         # A 2xx to CallRail says the delivery is kept, and CallRail never sends it again: the
@@ -160,6 +167,8 @@ class MongoInboxStore:
 
     def ensure_indexes(self) -> None:
         self._inbox.create_index([("state", ASCENDING), ("received_at", ASCENDING)])
+        # The same signed bytes are kept once, whatever event key the URL made of them.
+        self._inbox.create_index("body_sha", unique=True, sparse=True)
         self._events.create_index([("seq", DESCENDING)], unique=True)
         self._events.create_index(
             [("owners", ASCENDING), (STORED_ACCOUNT, ASCENDING), ("seq", DESCENDING)]
@@ -177,6 +186,7 @@ class MongoInboxStore:
                 "_id": d.key,
                 "company_id": d.company_id,
                 "raw": Binary(d.raw),
+                "body_sha": _body_hash(d.company_id, d.raw),
                 "event": d.event,
                 "received_at": now,
                 "state": state,
