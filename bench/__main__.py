@@ -32,6 +32,7 @@ from bench.shim import (
     bench_lanes,
     bench_wait_latency,
 )
+from bench.simulator import bench_simulator
 from bench.streams import bench_streams
 from bench.tracking import bench_tracking
 
@@ -188,7 +189,7 @@ def bench_memory(quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast look")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11,12")
     args = parser.parse_args()
     chosen = {int(x) for x in args.only.split(",")}
     benches = {
@@ -203,6 +204,7 @@ def main() -> None:
         9: bench_inbound,
         10: bench_tracking,
         11: bench_streams,
+        12: bench_simulator,
     }
     with bench_mongo():
         for number, bench in benches.items():

@@ -32,6 +32,7 @@ from simulator.history import (
     PROFILES,
     Facts,
     History,
+    joined,
     milestone_dates,
     mix,
 )
@@ -376,6 +377,7 @@ class Shape:
     milestones: bool
     variable: tuple[str, ...]
     """`own` less the fields every made-up call has the same value of..."""
+    wanted: frozenset[str]
     constant: str
     """... which are these, as JSON (without braces)."""
 
@@ -386,9 +388,8 @@ class Shape:
         fixed = {n: CONSTANT[n] for n in own if n in CONSTANT}
         variable = tuple(n for n in own if n not in CONSTANT)
         constant = json.dumps(fixed, separators=(",", ":"))[1:-1]
-        return cls(
-            own, profiled, "created_at" in fields, "milestones" in profiled, variable, constant
-        )
+        created, milestones = "created_at" in fields, "milestones" in profiled
+        return cls(own, profiled, created, milestones, variable, frozenset(variable), constant)
 
 
 PLAIN_KEYS = tuple(k for k in DEFAULT_KEYS if k != "start_time")
@@ -398,7 +399,7 @@ def _render(calls: Calls, ref: Ref, shape: Shape, span: dates.Span) -> str:
     """One call as JSON: its default keys and the optional fields asked for. A made-up call
     never edited takes its constant fields from JSON made once per field set."""
     fast = ref.placed is None and ref.call_id not in calls.book.edits
-    body = calls.history.variable(ref.place) if fast else calls.record(ref)
+    body = calls.history.variable(ref.place, shape.wanted) if fast else calls.record(ref)
     own: dict[str, Any] = {k: body[k] for k in PLAIN_KEYS}
     own["start_time"] = dates.write(datetime.fromtimestamp(body["_start"], UTC), span.zone)
     for name in shape.variable if fast else shape.own:
@@ -411,11 +412,9 @@ def _render(calls: Calls, ref: Ref, shape: Shape, span: dates.Span) -> str:
         text = f"{text},{shape.constant}"
     if not shape.profiled:
         return text + "}"
-    fragment = FRAGMENTS.get(shape.profiled)[body["_profile"]]
-    if shape.milestones:
-        for stage, moment in milestone_dates(body["_start"]).items():
-            fragment = fragment.replace(f"@{stage}@", moment)
-    return f"{text},{fragment}}}"
+    pieces = FRAGMENTS.get(shape.profiled)[body["_profile"]]
+    moments = milestone_dates(body["_start"]) if shape.milestones else []
+    return f"{text},{joined(pieces, moments)}}}"
 
 
 def _page_index(query: Query) -> int:

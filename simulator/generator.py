@@ -145,19 +145,15 @@ def phone(rng: random.Random) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _tracker(company_id: str) -> tuple[tuple[str, str], ...]:
+def tracker(company_id: str) -> dict[str, str]:
+    """The main tracker (and its numbers) a company's calls come in on, made from its id
+    (one dict per company, kept: do not change it)."""
     rng = random.Random(f"tracker:{company_id}")
-    made = {
+    return {
         "tracker_id": "TRK" + hex_id(rng),
         "tracking_phone_number": phone(rng),
         "business_phone_number": phone(rng),
     }
-    return tuple(made.items())
-
-
-def tracker(company_id: str) -> dict[str, str]:
-    """The main tracker (and its numbers) a company's calls come in on, made from its id."""
-    return dict(_tracker(company_id))
 
 
 def call(rng: random.Random) -> dict[str, Any]:

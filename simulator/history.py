@@ -173,19 +173,27 @@ PROFILE_FIELDS = tuple(PROFILES[0])
 """The optional fields a profile decides."""
 
 
+STAGES = ("first_touch", "lead_created", "qualified", "last_touch")
+
+
 class Fragments:
-    """The JSON of the profile fields asked for, per profile, made once per field set."""
+    """The JSON of the profile fields asked for, per profile, made once per field set: cut
+    where each milestone's `event_date` goes, so a call's dates are joined in."""
 
     def __init__(self) -> None:
-        self._made: dict[tuple[str, ...], list[str]] = {}
+        self._made: dict[tuple[str, ...], list[list[str]]] = {}
 
-    def get(self, names: tuple[str, ...]) -> list[str]:
+    def get(self, names: tuple[str, ...]) -> list[list[str]]:
         found = self._made.get(names)
         if found is None:
             found = []
             for profile in PROFILES:
-                text = json.dumps({n: profile[n] for n in names}, separators=(",", ":"))
-                found.append(text[1:-1])
+                text = json.dumps({n: profile[n] for n in names}, separators=(",", ":"))[1:-1]
+                pieces = [text]
+                for stage in STAGES:
+                    head, _, tail = pieces.pop().partition(f"@{stage}@")
+                    pieces += [head, tail] if _ else [head]
+                found.append(pieces)
             if len(self._made) < 256:
                 self._made[names] = found
         return found
@@ -282,20 +290,20 @@ class History:
         """Every field of the call but the profile's, its times as epoch seconds (`_start`)."""
         return {**self.variable(place), **CONSTANT}
 
-    def variable(self, place: int) -> dict[str, Any]:
-        """The fields of the call that are not the same for every made-up call (`CONSTANT`)."""
+    def variable(self, place: int, wanted: frozenset[str] | None = None) -> dict[str, Any]:
+        """The fields of the call that are not the same for every made-up call (`CONSTANT`):
+        the default keys, and the optional ones unless `wanted` is empty."""
         h = self.hash(place)
         facts = Facts.of(h)
         company = self.companies[self.company[place]]
         h2 = mix(h)
-        first, last = FIRST[h2 % len(FIRST)], LAST[(h2 >> 8) % len(LAST)]
+        name = f"{FIRST[h2 % len(FIRST)]} {LAST[(h2 >> 8) % len(LAST)]}"
         city, state = PLACES[(h2 >> 16) % len(PLACES)]
         phone = f"+1{200 + (h2 >> 20) % 790}{200 + (h2 >> 30) % 800}{(h2 >> 40) % 10_000:04d}"
         tracking = generator.tracker(company["id"])
         call_id = self.call_id(place)
-        prior = (h2 >> 54) % 6 if not facts.first_call else 0
         recorded = facts.answered or facts.voicemail
-        return {
+        body: dict[str, Any] = {
             "id": call_id,
             "_start": self.starts[place],
             "_profile": facts.profile,
@@ -303,7 +311,7 @@ class History:
             "business_phone_number": tracking["business_phone_number"],
             "customer_city": city,
             "customer_country": "US",
-            "customer_name": f"{first} {last}",
+            "customer_name": name,
             "customer_phone_number": phone,
             "customer_state": state,
             "direction": "outbound" if facts.outbound else "inbound",
@@ -313,25 +321,32 @@ class History:
             "recording_player": _player(call_id) if recorded else None,
             "tracking_phone_number": tracking["tracking_phone_number"],
             "voicemail": facts.voicemail,
-            "agent_email": AGENTS[(h2 >> 60) % len(AGENTS)] if facts.answered else None,
-            "call_type": _call_type(facts),
-            "company_id": company["id"],
-            "company_name": company["name"],
-            "company_time_zone": company["time_zone"],
-            "first_call": facts.first_call,
-            "prior_calls": prior,
-            "total_calls": prior + 1,
-            "lead_status": facts.lead_status,
-            "tags": [{"name": t, "color": "gray1"} for t in facts.tags],
-            "tracker_id": tracking["tracker_id"],
-            "person_id": f"PER{h2:016x}{h:016x}",
-            "timeline_url": f"https://app.callrail.com/calls/{call_id}/timeline",
-            "gclid": f"Cj0KCQ{h:016x}" if PROFILES[facts.profile]["medium"] == "cpc" else "",
-            "session_uuid": f"{h2:032x}"[:32],
-            "formatted_customer_name": f"{first} {last}",
-            "formatted_customer_phone_number": _formatted(phone),
-            "formatted_duration": f"{facts.duration // 60}m {facts.duration % 60}s",
         }
+        if wanted is not None and not wanted:
+            return body
+        prior = (h2 >> 54) % 6 if not facts.first_call else 0
+        cpc = PROFILES[facts.profile]["medium"] == "cpc"
+        body.update(
+            agent_email=AGENTS[(h2 >> 60) % len(AGENTS)] if facts.answered else None,
+            call_type=_call_type(facts),
+            company_id=company["id"],
+            company_name=company["name"],
+            company_time_zone=company["time_zone"],
+            first_call=facts.first_call,
+            prior_calls=prior,
+            total_calls=prior + 1,
+            lead_status=facts.lead_status,
+            tags=[{"name": t, "color": "gray1"} for t in facts.tags],
+            tracker_id=tracking["tracker_id"],
+            person_id=f"PER{h2:016x}{h:016x}",
+            timeline_url=f"https://app.callrail.com/calls/{call_id}/timeline",
+            gclid=f"Cj0KCQ{h:016x}" if cpc else "",
+            session_uuid=f"{h2:032x}"[:32],
+            formatted_customer_name=name,
+            formatted_customer_phone_number=_formatted(phone),
+            formatted_duration=f"{facts.duration // 60}m {facts.duration % 60}s",
+        )
+        return body
 
 
 CONSTANT: dict[str, Any] = {
@@ -381,9 +396,20 @@ def _formatted(phone: str) -> str:
     return f"{digits[:3]}-{digits[3:6]}-{digits[6:]}"
 
 
-def milestone_dates(start: float) -> dict[str, str]:
-    """The event dates of a call's milestones: first touch days before, the rest at the call."""
+def milestone_dates(start: float) -> list[str]:
+    """The event dates of a call's milestones, in `STAGES` order: the first touch days
+    before, the rest at the call."""
     moment = datetime.fromtimestamp(start, UTC)
     at = moment.isoformat(timespec="milliseconds")
     before = (moment - timedelta(days=3, hours=2)).isoformat(timespec="milliseconds")
-    return {"first_touch": before, "lead_created": at, "qualified": at, "last_touch": at}
+    return [before, at, at, at]
+
+
+def joined(pieces: list[str], moments: list[str]) -> str:
+    """A fragment with its milestones' dates in place."""
+    if len(pieces) == 1:
+        return pieces[0]
+    out = [pieces[0]]
+    for moment, piece in zip(moments, pieces[1:], strict=True):
+        out += [moment, piece]
+    return "".join(out)
