@@ -77,8 +77,10 @@ def test_the_beat_task_runs_through_the_worker(
 
 
 def age(stores, job_id: str, seconds: float) -> None:
+    """The job last moved, and its process last beat, `seconds` ago."""
+    then = utcnow() - timedelta(seconds=seconds)
     stores.db["callrail_jobs"].update_one(
-        {"_id": job_id}, {"$set": {"updated_at": utcnow() - timedelta(seconds=seconds)}}
+        {"_id": job_id}, {"$set": {"updated_at": then, "alive_at": then}}
     )
 
 
