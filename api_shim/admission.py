@@ -23,6 +23,7 @@ from callrail_sync import errors
 from callrail_sync.budget import SlidingWindows, Window
 from callrail_sync.config import Settings
 from callrail_sync.job import WRITE_TYPES, Job, JobParams, JobType
+from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.jobs import JobStore
 from tasks.submit import JobQueue, dedupe_key, submit
 
@@ -59,8 +60,10 @@ class Admission:
         """The active job this request joins (free), or a new one if the owner may have one
         now (TooManyRequests otherwise). Returns (job, created)."""
         joined = self._jobs.active(dedupe_key(owner, job_type, params))
-        if joined is not None:
+        if joined is not None and (joined.not_before is None or joined.not_before <= utcnow()):
             return joined, False
+        if joined is not None:  # beat planned it for later: `submit` joins it and sends it now
+            return submit(self._jobs, queue, owner, job_type, params)
         self.admit_job(owner)
         return submit(self._jobs, queue, owner, job_type, params)
 
