@@ -121,7 +121,13 @@ class EventHub:
             await client.aclose()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        # Cancelled while it waits in `pubsub.listen()`, redis-py (8.2) sometimes swallows the
+        # CancelledError and goes on listening (about one close in ten, when the subscription
+        # is fresh): cancel again until the task has ended, or the app's shutdown never ends.
+        task = self._task
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
+        if task is not None and not task.cancelled():
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+                task.result()
