@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from callrail_sync import errors, metrics
+from callrail_sync.budget import fingerprint
 from callrail_sync.callrail import deliveries
 from callrail_sync.callrail import webhooks as wh
 from callrail_sync.callrail.calls import iter_calls, signing_key
@@ -83,8 +84,10 @@ def normalize(rt: Runtime, keys: list[str]) -> dict[str, int]:
     rt.stores.inbox.finish([e.id for e in entries if e.id in present or e.id not in made])
     for new in events:
         if new.id in stored:
+            receiver = receivers[new.company_id]
             for owner in new.owners:
-                publish_call(rt.redis, rt.settings.redis_prefix, owner, new.view(), new.kind)
+                if receiver is not None and may_read(rt, owner, receiver):
+                    publish_call(rt.redis, rt.settings.redis_prefix, owner, new.view(), new.kind)
     # Each post-call or update delivery is merged into the call's record of the calls stream
     # (one record per call, whether the history sync or the delivery came first).
     merge_calls(rt, [(e, payloads[e.id]) for e in events if e.id in stored], "webhook")
@@ -109,7 +112,51 @@ def register(
         signing_key=signing_key(client, callrail_account_id, integration.id),
         state=integration.state,
     )
-    rt.stores.receivers.register(owner, registration)
+    record = rt.stores.keys.record(owner)
+    seen = fingerprint(record.api_key.get_secret_value()) if record is not None else None
+    rt.stores.receivers.register(owner, registration, seen)
+
+
+def may_read(rt: Runtime, owner: str, receiver: Receiver) -> bool:
+    """Whether `owner` may read the company's calls now: it is one of the receiver's owners,
+    its CallRail key works, and it is the key that last saw the company (a key deleted,
+    revoked or replaced reads nothing until a companies sync with it lists the company)."""
+    if owner not in receiver.owners:
+        return False
+    record = rt.stores.keys.record(owner)
+    if record is None or not record.usable:
+        return False
+    seen = receiver.seen_by.get(owner)
+    return seen is None or seen == fingerprint(record.api_key.get_secret_value())
+
+
+def readable_companies(rt: Runtime, owner: str, callrail_account_id: str) -> list[str]:
+    """The companies of a CallRail account whose calls `owner` may read now."""
+    return [
+        r.company_id
+        for r in rt.stores.receivers.of_owner(owner)
+        if r.callrail_account_id == callrail_account_id and may_read(rt, owner, r)
+    ]
+
+
+def review_readers(rt: Runtime, owner: str, callrail_account_id: str, snapshot_id: str) -> None:
+    """After a companies sync by `owner`: its key vouches for the companies it listed, and
+    stops reading the calls of those it no longer sees."""
+    record = rt.stores.keys.record(owner)
+    if record is None:
+        return
+    seen = fingerprint(record.api_key.get_secret_value())
+    for receiver in rt.stores.receivers.of_owner(owner):
+        if receiver.callrail_account_id != callrail_account_id:
+            continue
+        if rt.stores.snapshots.has_record("companies", snapshot_id, receiver.company_id):
+            rt.stores.receivers.vouch(receiver.company_id, owner, seen)
+        else:
+            rt.stores.receivers.drop_owner(receiver.company_id, owner)
+            log.info(
+                "owner no longer reads a company's calls",
+                extra={"owner": owner, "company_id": receiver.company_id},
+            )
 
 
 def signing_key_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:

@@ -23,6 +23,7 @@ from callrail_sync.runtime import Runtime
 from callrail_sync.stopping import stop_point
 from callrail_sync.stores.changes import TrackChecks, Tracker
 from callrail_sync.stores.snapshots import Kind, SnapshotWriter, head_id
+from tasks import inbound
 from tasks.jobs import Outcome
 
 log = logging.getLogger("callrail_sync.sync")
@@ -136,4 +137,8 @@ def sync_companies_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcom
         raise errors.SyncPaused()
     pages = client.iter_company_pages(callrail_account_id, **resume_from(job, rt))
     confirm = gone_from(client, callrail_account_id)
-    return store_pages(job, rt, "companies", callrail_account_id, pages, confirm_gone=confirm)
+    outcome = store_pages(job, rt, "companies", callrail_account_id, pages, confirm_gone=confirm)
+    if outcome.snapshot_id:
+        # What the owner may read of our receivers' calls follows what its key sees now.
+        inbound.review_readers(rt, job.owner, callrail_account_id, outcome.snapshot_id)
+    return outcome

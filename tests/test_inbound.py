@@ -587,3 +587,56 @@ def test_an_empty_webhook_url_is_the_spec_400_not_our_receiver(
     assert answer.status_code == 400
     assert answer.json() == {"success": False, "errno": 400, "message": message}
     assert stores.jobs.recent(OWNER) == []
+
+
+def test_what_an_owner_reads_follows_what_its_key_sees_now(
+    shim_url, company, stores, owner, api_key, sim_data, worker, submit_job, token
+):
+    """A co-owner whose key is deleted, replaced, or no longer lists a company stops reading
+    its calls (GET /calls); a companies sync with a key that lists it again vouches for it."""
+    from callrail_sync.budget import fingerprint
+    from callrail_sync.stores.database import utcnow
+    from callrail_sync.stores.inbox import NewCallEvent
+
+    account, company_id = company
+    gone = "COM" + "7" * 32  # our receiver on a company this key's listing does not have
+    for listed in (company_id, gone):
+        registration = Registration(
+            callrail_account_id=account, company_id=listed, integration_id="1", signing_key=KEY
+        )
+        stores.receivers.register(OWNER, registration, fingerprint(api_key))
+        event = NewCallEvent(
+            id=f"evt_{listed}",
+            owners=[OWNER],
+            callrail_account_id=account,
+            company_id=listed,
+            kind="call",
+            event="post_call",
+            resource_id=f"CAL{listed[-4:]}",
+            source="webhook",
+            received_at=utcnow(),
+        )
+        stores.inbox.record([event])
+
+    def readable() -> list[str]:
+        answer = requests.get(
+            f"{shim_url}{P}/calls",
+            params={"account_id": account},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        return sorted(c["company_id"] for c in answer.json()["data"]["calls"])
+
+    assert readable() == sorted([company_id, gone])
+    stores.keys.remove(OWNER)  # the dashboard deleted the key
+    assert readable() == []
+    stores.keys.set(OWNER, sim_data.api_keys[1])  # another key: it never saw these companies
+    assert readable() == []
+    stores.keys.set(OWNER, api_key)
+    assert readable() == sorted([company_id, gone])
+    job, _ = submit_job(OWNER, "sync_companies", callrail_account_id=account)
+    assert wait_job(stores, job.id).status.value == "succeeded"
+    # The key's listing has the company, not the other one: the owner reads only the first.
+    assert readable() == [company_id]
+    assert OWNER not in stores.receivers.get(gone).owners

@@ -36,7 +36,7 @@ from callrail_sync.errors import ValidationFailed
 from callrail_sync.job import JobParams, JobType
 from callrail_sync.stores.inbox import CallsQuery, Kept
 from callrail_sync.stores.receivers import Receiver
-from tasks.inbound import owner_with_key
+from tasks.inbound import owner_with_key, readable_companies
 from tasks.submit import submit
 
 log = logging.getLogger("callrail_sync.inbound")
@@ -214,6 +214,11 @@ class CallsParams(BaseModel):
 )
 async def calls(request: Request, owner: Owner, svc: Svc) -> JSONResponse:
     query = CallsParams.model_validate(dict(request.query_params)).query(owner)
+    # What the caller reads follows what its CallRail key sees now, not what it once saw.
+    readable = await run_in_threadpool(
+        readable_companies, svc.runtime, owner, query.callrail_account_id
+    )
+    query = query.model_copy(update={"readable": readable})
     events, more = await run_in_threadpool(svc.runtime.stores.inbox.read, query)
     account = query.callrail_account_id
     views: list[dict[str, Any]] = []

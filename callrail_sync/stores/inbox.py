@@ -120,6 +120,8 @@ class CallsQuery(BaseModel):
     owner: str
     callrail_account_id: str
     company_id: str | None = None
+    readable: list[str] | None = None
+    """Only these companies (those the owner's key sees now); None: no such filter."""
     since: datetime | None = None
     before: int | None = None
     limit: int = 100
@@ -303,6 +305,9 @@ class MongoInboxStore:
         found["kind"] = "call"
         if query.company_id:
             found["company_id"] = query.company_id
+        if query.readable is not None:
+            allowed = [c for c in query.readable if not query.company_id or c == query.company_id]
+            found["company_id"] = {"$in": allowed}
         if query.since is not None:
             found["stored_at"] = {"$gte": query.since}
         if query.before is not None:

@@ -24,6 +24,10 @@ class Receiver(BaseModel):
     company_id: str = Field(alias="_id")
     callrail_account_id: str
     owners: list[str] = Field(default_factory=list)
+    seen_by: dict[str, str] = Field(default_factory=dict)
+    """Per owner, the fingerprint of the key that last saw the company (registering our
+    receiver, or a companies sync listing it): an owner reads the company's calls only while
+    its key is still that one (`tasks.inbound.may_read`)."""
     integration_id: str | None = None
     signing_key: str | None = Field(None, repr=False)
     key_fetched_at: datetime | None = None
@@ -45,8 +49,17 @@ class Registration(BaseModel):
 
 
 class ReceiverStore(Protocol):
-    def register(self, owner: str, registration: Registration) -> Receiver:
-        """Our receiver is registered on the company (again): keep its integration and key."""
+    def register(
+        self, owner: str, registration: Registration, key_fingerprint: str | None = None
+    ) -> Receiver:
+        """Our receiver is registered on the company (again): keep its integration and key,
+        and the owner as a reader (its key, when given, saw the company)."""
+
+    def vouch(self, company_id: str, owner: str, key_fingerprint: str) -> None:
+        """The owner's key (this fingerprint) still sees the company."""
+
+    def drop_owner(self, company_id: str, owner: str) -> None:
+        """The owner's key no longer sees the company: it reads none of its calls."""
 
     def get(self, company_id: str) -> Receiver | None: ...
 
@@ -77,11 +90,15 @@ class MongoReceiverStore:
         )
         self._receivers.create_index([("owners", ASCENDING)])
 
-    def register(self, owner: str, registration: Registration) -> Receiver:
+    def register(
+        self, owner: str, registration: Registration, key_fingerprint: str | None = None
+    ) -> Receiver:
         now, company_id = utcnow(), registration.company_id
         fields: dict[str, object] = registration.model_dump(exclude={"company_id", "signing_key"})
         if registration.signing_key:
             fields |= {"signing_key": registration.signing_key, "key_fetched_at": now}
+        if key_fingerprint:
+            fields[f"seen_by.{owner}"] = key_fingerprint
         self._receivers.update_one(
             {"_id": company_id},
             {
@@ -94,6 +111,18 @@ class MongoReceiverStore:
         found = self.get(company_id)
         assert found is not None
         return found
+
+    def vouch(self, company_id: str, owner: str, key_fingerprint: str) -> None:
+        self._receivers.update_one(
+            {"_id": company_id, "owners": owner},
+            {"$set": {f"seen_by.{owner}": key_fingerprint}},
+        )
+
+    def drop_owner(self, company_id: str, owner: str) -> None:
+        self._receivers.update_one(
+            {"_id": company_id},
+            {"$pull": {"owners": owner}, "$unset": {f"seen_by.{owner}": ""}},
+        )
 
     def get(self, company_id: str) -> Receiver | None:
         doc = self._receivers.find_one({"_id": company_id})
