@@ -14,6 +14,7 @@
   const $ = (id) => document.getElementById(id);
   let token = null;
   const jobs = new Map(); // job id -> {li, done callbacks}
+  const accountNames = new Map(); // CallRail account id -> its name, as the listings say
   const companies = { account: null, name: "", page: 1, perPage: 10, sort: "name",
     search: "", disabled: false, totalPages: 1 };
   let webhookCompany = null;
@@ -95,6 +96,7 @@
     if (stream) { stream.close(); stream = null; }
     // Nothing of this account stays on the page for the next one.
     jobs.clear();
+    accountNames.clear();
     Object.assign(companies, { account: null, name: "", page: 1, search: "" });
     webhookCompany = null;
     for (const id of ["jobs", "calls", "receivers", "webhooks-list", "chart-day", "chart-source", "status-groups"]) $(id).replaceChildren();
@@ -162,8 +164,10 @@
   // ---- jobs, live
   function jobLabel(job) {
     const p = job.params || {};
-    const what = p.callrail_account_id || p.account_id || "";
-    return job.type.replace(/_/g, " ") + (what ? " · " + what : "") +
+    const id = p.callrail_account_id || p.account_id || "";
+    const what = accountNames.get(id) || id;
+    const kind = job.type.replace(/_/g, " ") + (p.stream ? " " + p.stream.replace(/_/g, " ") : "");
+    return kind + (what ? " · " + what : "") +
       (p.company_id ? " · " + p.company_id : "");
   }
   function onJob(job) {
@@ -254,6 +258,7 @@
     const groups = new Map();
     for (const s of data.listings) {
       const key = s.account_id || "";
+      if (key && s.account_name) accountNames.set(key, s.account_name);
       if (!groups.has(key)) groups.set(key, []);
       groups.get(key).push(s);
     }
@@ -375,6 +380,7 @@
       return;
     }
     const d = answer.data;
+    for (const a of d.accounts) accountNames.set(a.id, a.name);
     note.textContent = d.total_records + " accounts · synced " + when(d.snapshot.synced_at) + (d.snapshot.stale ? " (stale, refreshing)" : "");
     const rows = d.accounts.map((a) => el("tr", {},
       el("th", { scope: "row", text: a.name }),
