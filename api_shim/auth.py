@@ -1,7 +1,9 @@
 """JWT authentication of the dashboard: `Authorization: Bearer <JWT>` → the DashClicks account.
 
-HS256 with JWT_SECRET, or RS256 with JWT_PUBLIC_KEY. `exp` is required. Only the configured
-algorithm is accepted, so `alg: none` and algorithm-confusion tokens fail verification.
+HS256 with JWT_SECRET (at least 32 bytes outside DEVELOPMENT), or RS256 with JWT_PUBLIC_KEY.
+`exp` is required, a number, and at most JWT_MAX_LIFETIME ahead; `iss` and `aud` are required
+when JWT_ISSUER / JWT_AUDIENCE are set. Only the configured algorithm is accepted, so
+`alg: none` and algorithm-confusion tokens fail verification.
 """
 
 from __future__ import annotations
@@ -28,10 +30,19 @@ DEV_SECRET = "callrail-sync-dev-secret-do-not-use-in-production"
 DEV_TOKEN_TTL = 7 * 24 * 3600
 
 
+MIN_SECRET_BYTES = 32
+"""HS256 with a shorter secret can be brute-forced offline from one token."""
+
+
 def verification_key(settings: Settings) -> tuple[str, str]:
     if settings.jwt_public_key:
         return settings.jwt_public_key, "RS256"
     if settings.jwt_secret:
+        if len(settings.jwt_secret.encode()) < MIN_SECRET_BYTES and not settings.development:
+            raise RuntimeError(
+                f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes "
+                "(DEVELOPMENT=true accepts a shorter one)"
+            )
         return settings.jwt_secret, "HS256"
     raise RuntimeError("set JWT_SECRET (HS256) or JWT_PUBLIC_KEY (RS256)")
 
@@ -57,16 +68,40 @@ def authenticate(header: str | None, settings: Settings) -> str:
 def verify(token: str, settings: Settings) -> tuple[str, float]:
     """(account id, expiry as a Unix time) of a token whose signature and claims hold."""
     key, algorithm = verification_key(settings)
+    required = ["exp"] + (["iss"] if settings.jwt_issuer else [])
+    required += ["aud"] if settings.jwt_audience else []
     try:
-        claims = jwt.decode(token, key, algorithms=[algorithm], options={"require": ["exp"]})
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[algorithm],
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            options={"require": required},
+        )
     except jwt.ExpiredSignatureError:
         raise errors.Unauthenticated("Token has expired.") from None
     except jwt.PyJWTError:
         raise errors.Unauthenticated("Invalid token.") from None
+    if not _lifetime_ok(claims, settings.jwt_max_lifetime):
+        raise errors.Unauthenticated("Invalid token.")
     account_id = claims.get("account_id")
     if not is_object_id(account_id):
         raise errors.ValidationFailed("INVALID_ACCOUNT_ID")
     return str(account_id).lower(), float(claims["exp"])
+
+
+def _lifetime_ok(claims: dict[str, object], max_lifetime: float) -> bool:
+    """`exp` a number (not a numeric string) at most `max_lifetime` ahead, and after `iat`."""
+    exp, iat = claims.get("exp"), claims.get("iat")
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        return False
+    slack = 60.0  # clocks differ a little
+    if exp - time.time() > max_lifetime + slack:
+        return False
+    if isinstance(iat, int | float) and not isinstance(iat, bool):
+        return exp - iat <= max_lifetime + slack
+    return True
 
 
 class Authenticator:
@@ -75,6 +110,7 @@ class Authenticator:
     it was a tenth of the time of a cached page read). Only valid tokens are remembered."""
 
     def __init__(self, settings: Settings, size: int = 10_000) -> None:
+        verification_key(settings)  # a key too weak to use stops the shim at its start
         self._settings = settings
         self._known: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._size = size

@@ -179,7 +179,17 @@ class OperationSettings(_Group):
     """The process itself: auth, logs, metrics, queues."""
 
     jwt_secret: str | None = None
+    """HS256: at least 32 bytes unless DEVELOPMENT is set (the shim refuses to start)."""
     jwt_public_key: str | None = None
+    jwt_issuer: str | None = None
+    """When set, a token must carry this `iss`."""
+    jwt_audience: str | None = None
+    """When set, a token must carry this `aud`."""
+    jwt_max_lifetime: float = 7 * 24 * 3600.0
+    """The longest a token may still be valid (its `exp` at most this far ahead, and after
+    its `iat` when it has one): a token that never expires is refused."""
+    development: bool = False
+    """A machine for trying the service: a JWT secret shorter than 32 bytes is accepted."""
     log_level: str = "INFO"
     log_json: bool = True
     metrics_port: int = 9808

@@ -122,7 +122,12 @@ def test_event_streams_per_owner_are_capped_and_a_closed_one_frees_its_slot(
 def test_a_calls_page_is_bounded_in_bytes_and_the_rest_follows_by_cursor(
     shim_url, token, owner, stores
 ):
+    from callrail_sync.stores.receivers import Registration
+
     account, now = "ACC" + "0" * 31 + "1", utcnow()
+    # Our receiver on the company, registered by this owner: its calls are the owner's to read.
+    registration = Registration(callrail_account_id=account, company_id="COM1", integration_id="1")
+    stores.receivers.register(owner, registration)
     events = [
         NewCallEvent(
             id=f"evt_{n}",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import requests
 
-from api_shim.auth import DEV_SECRET, DEV_TOKEN_TTL
+from api_shim.auth import DEV_TOKEN_TTL
 from api_shim.routes.ui import ui_link
 from api_shim.wire import HTTP_PROTOCOL
 from callrail_sync.cli.processes import (
@@ -79,6 +79,11 @@ class Stack:
         )
         self.parts: dict[str, Part] = {}
         self.flower_auth = ("admin", secrets.token_urlsafe(9))
+        # Like Flower's password: a secret of this stack's own unless one is given (the public
+        # development secret would let anyone who read this code sign tokens for it).
+        self.jwt_secret = (
+            config.env.get("JWT_SECRET") or settings.jwt_secret or secrets.token_urlsafe(32)
+        )
         self.mongo_url = settings.mongo_url or ""
         self.redis_url = settings.redis_url
         self.callrail_url = settings.callrail_base_url
@@ -109,7 +114,7 @@ class Stack:
             CALLRAIL_NAMESPACE=self.settings.namespace, BUDGET_SCOPE=self.settings.budget_scope
         )
         env["CALLRAIL_BASE_URL"] = self.callrail_url
-        env.setdefault("JWT_SECRET", self.settings.jwt_secret or DEV_SECRET)
+        env["JWT_SECRET"] = self.jwt_secret
         env.setdefault("METRICS_PORT", "0")
         env.setdefault("PUBLIC_BASE_URL", self.shim_url)
         return {**env, **extra}
@@ -321,8 +326,7 @@ def run_stack(settings: Settings, config: StackConfig) -> int:
     print(f"starting the stack in {config.run_dir} ...", flush=True)
     stack.start()
     try:
-        secret = settings.jwt_secret or DEV_SECRET
-        token = issue_token(settings.demo_account_id, secret, ttl_seconds=DEV_TOKEN_TTL)
+        token = issue_token(settings.demo_account_id, stack.jwt_secret, ttl_seconds=DEV_TOKEN_TTL)
         print(banner(stack, token), flush=True)
         while not stop.wait(2.0):
             if not supervise(stack):
