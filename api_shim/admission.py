@@ -14,6 +14,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import anyio
 import redis
@@ -26,6 +27,8 @@ from callrail_sync.job import WRITE_TYPES, Job, JobParams, JobType
 from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.jobs import JobStore
 from tasks.submit import JobQueue, dedupe_key, submit
+
+T = TypeVar("T")
 
 
 class Admission:
@@ -137,17 +140,18 @@ class StreamSlots:
         await self._redis.zrem(self._key(owner), slot)
 
     async def hold(
-        self, owner: str, slot: str, stream: AsyncIterator[str], until: float
-    ) -> AsyncIterator[str]:
-        """`stream` until the Unix time `until` (when the caller's token expires), its slot
-        renewed as it goes (keep-alives come every 15 s) and given back when it ends, however
-        it ends (a client gone cancels it: the give-back is shielded)."""
+        self, owner: str, slot: str, stream: AsyncIterator[T], until: float, expired: T
+    ) -> AsyncIterator[T]:
+        """`stream` until the Unix time `until` (when the caller's token expires: then
+        `expired`, and the end), its slot renewed as it goes (it yields at least every 15 s)
+        and given back when it ends, however it ends (a client gone cancels it: the give-back
+        is shielded)."""
         renewed = time.monotonic()
         try:
             while True:
                 left = until - time.time()
                 if left <= 0:
-                    yield ": the token expired\n\n"
+                    yield expired
                     return
                 try:
                     chunk = await asyncio.wait_for(anext(stream), left)

@@ -1,28 +1,37 @@
-"""The shapes the shim answers with, as models: what the OpenAPI document says of each answer
-(`api_shim/openapi.py`), and what a test checks real answers against."""
+"""The shapes the shim answers with: each route returns one (its `response_model`), and
+/openapi.json says what they are."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, field_serializer
 
-from api_shim.presenters import PREFIX
-from callrail_sync.job import JobError, JobParams, JobStatus, JobType
+from callrail_sync.job import Job, JobError, JobParams, JobStatus, JobType
+
+PREFIX = "/v1/e/callrail"
+
+Time = Annotated[
+    datetime,
+    PlainSerializer(datetime.isoformat, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+"""A time as `isoformat` writes it (`+00:00`, not pydantic's `Z`)."""
 
 
 class Answer(BaseModel):
-    """A shape the shim answers with. Fields it does not document are refused, so that a
-    test that checks real answers against the document sees a new field."""
+    """A shape the shim answers with. Fields it does not document are refused, so an answer
+    cannot say more than the document; every field is in every answer."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
 
 
 class SnapshotInfo(Answer):
     """Which snapshot a page was read from."""
 
-    synced_at: datetime
+    synced_at: Time
     stale: bool = Field(description="Older than SNAPSHOT_MAX_AGE; a refresh job is running.")
     refresh_job_id: str | None = Field(description="The job refreshing the snapshot, if any.")
 
@@ -40,8 +49,8 @@ class Page(Answer):
 class Tracking(Answer):
     """What this service saw of a record across syncs (GET /changes has the whole feed)."""
 
-    first_seen_at: datetime
-    last_modified_at: datetime = Field(description="Moves only when CallRail's payload changed.")
+    first_seen_at: Time
+    last_modified_at: Time = Field(description="Moves only when CallRail's payload changed.")
     last_action: Literal["added", "updated", "deleted"]
 
 
@@ -108,11 +117,39 @@ class JobView(Answer):
     result: dict[str, Any] | None = Field(description="What a succeeded job produced.")
     error: JobError | None = Field(description="Why it failed, or what a retrying job waits out.")
     attempts: int
-    next_retry_at: datetime | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime
+    next_retry_at: Time | None
+    created_at: Time
+    started_at: Time | None
+    finished_at: Time | None
+    updated_at: Time
+
+    @field_serializer("params")
+    def _set_params_only(self, params: JobParams) -> dict[str, Any]:
+        return params.model_dump(mode="json", exclude_none=True)
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        """The job as `GET /jobs/{id}` shows it: never the owner's key or internal fields."""
+        waiting = job.status in (JobStatus.FAILED, JobStatus.RETRYING)
+        return cls(
+            job_id=job.id,
+            type=job.type,
+            status=job.status,
+            params=job.params,
+            progress=JobProgress(
+                pages_done=len(job.progress.pages_done),
+                total_pages=job.progress.total_pages,
+                records=job.progress.records,
+            ),
+            result=job.result,
+            error=job.error if waiting else None,
+            attempts=job.attempts,
+            next_retry_at=job.next_retry_at,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            updated_at=job.updated_at,
+        )
 
 
 class JobAccepted(Answer):
@@ -126,8 +163,8 @@ class JobAccepted(Answer):
 class Success(Answer):
     """The envelope of a 200; each route's answer adds its `data`."""
 
-    success: Literal[True]
-    message: Literal["SUCCESS"]
+    success: Literal[True] = True
+    message: Literal["SUCCESS"] = "SUCCESS"
 
 
 class AccountsAnswer(Success):
@@ -151,9 +188,15 @@ class JobAnswer(Success):
 class AcceptedAnswer(Answer):
     """The request became a job: poll `status_url` until it ends."""
 
-    success: Literal[True]
-    message: Literal["ACCEPTED"]
+    success: Literal[True] = True
+    message: Literal["ACCEPTED"] = "ACCEPTED"
     data: JobAccepted
+
+
+def accepted(job: Job) -> JSONResponse:
+    """202: the job that will produce the answer, and where to poll it."""
+    data = JobAccepted(job_id=job.id, status=job.status, status_url=f"{PREFIX}/jobs/{job.id}")
+    return JSONResponse(AcceptedAnswer(data=data).model_dump(mode="json"), status_code=202)
 
 
 class StreamTicket(Answer):

@@ -1,17 +1,19 @@
-"""The answers of the change feed, status, control and notification routes, as models (see
-`api_shim/answers.py` for why they are models)."""
+"""The answers of the change feed, status, control, notification and call routes."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field
 
-from api_shim.answers import Answer, Success
+from api_shim.answers import Answer, Success, Time
 from callrail_sync.status import ListingStatus
 from callrail_sync.stores.changes import Action
-from callrail_sync.stores.notifications import DeliveryStatus
+from callrail_sync.stores.notifications import DeliveryStatus, Notification, NotificationConfig
+from callrail_sync.stores.receivers import Receiver
+from callrail_sync.stores.schedules import Schedule
 
 
 class ChangeItem(Answer):
@@ -19,10 +21,10 @@ class ChangeItem(Answer):
 
     id: str
     action: Action
-    changed_at: datetime = Field(description="last_modified_at, or deleted_at for a deletion")
-    first_seen_at: datetime
-    last_modified_at: datetime = Field(description="Moves only when CallRail's payload changed.")
-    deleted_at: datetime | None = Field(description="Gone from a complete walk of CallRail.")
+    changed_at: Time = Field(description="last_modified_at, or deleted_at for a deletion")
+    first_seen_at: Time
+    last_modified_at: Time = Field(description="Moves only when CallRail's payload changed.")
+    deleted_at: Time | None = Field(description="Gone from a complete walk of CallRail.")
     record: dict[str, Any]
 
 
@@ -54,15 +56,28 @@ class ReceiverState(Answer):
         "`disabled` (CallRail disabled it, or a user did) or `missing`: no deliveries come."
     )
     receiving: bool
-    registered_at: datetime | None
-    reconciled_at: datetime | None = Field(description="When calls were last reconciled.")
+    registered_at: Time | None
+    reconciled_at: Time | None = Field(description="When calls were last reconciled.")
     counts: dict[str, int] = Field(
         description="received, duplicates, forged, unreadable, missed (found by reconciliation)"
     )
 
+    @classmethod
+    def of(cls, receiver: Receiver) -> ReceiverState:
+        """What the owner sees of a company's receiver (never its signing key)."""
+        return cls(
+            company_id=receiver.company_id,
+            account_id=receiver.callrail_account_id,
+            state=receiver.state,
+            receiving=receiver.state == "active",
+            registered_at=receiver.registered_at,
+            reconciled_at=receiver.reconciled_at,
+            counts=receiver.counts,
+        )
+
 
 class StatusPage(Answer):
-    generated_at: datetime
+    generated_at: Time
     listings: list[ListingState]
     receivers: list[ReceiverState]
 
@@ -77,11 +92,24 @@ class StatusAnswer(Success):
 class Callback(Answer):
     url: str
     events: list[str]
-    created_at: datetime
-    updated_at: datetime
+    created_at: Time
+    updated_at: Time
     secret: str | None = Field(
-        None, description="The signing secret: only in the answer that creates or rotates it."
+        None,
+        exclude_if=lambda secret: secret is None,
+        description="The signing secret: only in the answer that creates or rotates it.",
     )
+
+    @classmethod
+    def of(cls, config: NotificationConfig, *, with_secret: bool) -> Callback:
+        secret = config.secret.get_secret_value() if with_secret else None
+        return cls(
+            url=config.url,
+            events=config.events,
+            created_at=config.created_at,
+            updated_at=config.updated_at,
+            secret=secret,
+        )
 
 
 class CallbackAnswer(Success):
@@ -101,7 +129,7 @@ class RemovedAnswer(Success):
 
 
 class DeliveryAttempt(Answer):
-    at: datetime
+    at: datetime  # as pydantic writes it (the attempt is stored as a model)
     url: str | None
     status_code: int | None
     error: str | None
@@ -115,10 +143,25 @@ class DeliveryView(Answer):
     status: DeliveryStatus
     payload: dict[str, Any] = Field(description="The body sent, as JSON.")
     attempts: list[DeliveryAttempt]
-    created_at: datetime
-    next_attempt_at: datetime | None
-    delivered_at: datetime | None
-    give_up_at: datetime
+    created_at: Time
+    next_attempt_at: Time | None
+    delivered_at: Time | None
+    give_up_at: Time
+
+    @classmethod
+    def of(cls, delivery: Notification) -> DeliveryView:
+        return cls(
+            delivery_id=delivery.id,
+            event=delivery.event,
+            job_id=delivery.job_id,
+            status=delivery.status,
+            payload=json.loads(delivery.body),
+            attempts=[DeliveryAttempt.model_validate(a.model_dump()) for a in delivery.attempts],
+            created_at=delivery.created_at,
+            next_attempt_at=delivery.next_attempt_at,
+            delivered_at=delivery.delivered_at,
+            give_up_at=delivery.give_up_at,
+        )
 
 
 class Deliveries(Answer):
@@ -135,7 +178,16 @@ class ScheduleView(Answer):
     account_id: str
     paused: bool
     interval_seconds: int | None
-    updated_at: datetime | None
+    updated_at: Time | None
+
+    @classmethod
+    def of(cls, schedule: Schedule) -> ScheduleView:
+        return cls(
+            account_id=schedule.callrail_account_id,
+            paused=schedule.paused,
+            interval_seconds=schedule.interval_seconds,
+            updated_at=schedule.updated_at,
+        )
 
 
 class ScheduleAnswer(Success):
@@ -168,8 +220,8 @@ class CallItem(Answer):
     source: Literal["webhook", "reconciled"] = Field(
         description="`reconciled`: CallRail listed the call but never delivered it to us."
     )
-    received_at: datetime
-    start_time: datetime | None
+    received_at: Time
+    start_time: Time | None
     call: dict[str, Any] = Field(description="What CallRail sent of the call.")
     changes: list[Any] = Field(description="What changed (updated_call only).")
 

@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator, Callable
 
 from celery import Celery
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 
-from api_shim import docs, openapi
+from api_shim import openapi
 from api_shim.admission import Admission, StreamSlots
 from api_shim.auth import Authenticator
 from api_shim.cache import ShimCache
@@ -71,7 +73,7 @@ def create_app(
         await inbox.close()
         await hub.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs: Swagger UI from files the shim serves (no CDN)
         title="callrail-sync",
         version="0.1.0",
         description="The dashboard's CallRail contract, served from jobs and snapshots.",
@@ -79,10 +81,8 @@ def create_app(
         # Paths are matched exactly: `/accounts/` is a 404 envelope, not a redirect built
         # from the request's Host header.
         redirect_slashes=False,
-        # /openapi.json and /docs are api_shim.openapi's and api_shim.docs' (offline, 3.0.3).
-        openapi_url=None,
-        docs_url=None,
         redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     app.state.services = Services(
         runtime=runtime,
@@ -104,24 +104,18 @@ def create_app(
     app.state.broker_reachable = broker_check(celery)
     install(app)
     app.add_middleware(BodyLimit, wider={INBOUND_PATH: settings.inbound_max_bytes})
-    routers = (
-        listings,
-        webhooks,
-        jobs,
-        events,
-        changes,
-        records,
-        notifications,
-        control,
-        inbound,
-        health,
-        ui,
-    )
+    routers = [listings, webhooks, jobs, events, changes, records, notifications, control]
+    routers += [inbound, health, ui]
     for module in routers:
         app.include_router(module.router)
     openapi.install(app)
-    docs.install(app, openapi.OPENAPI_URL)
     return app
+
+
+def operation_id(route: APIRoute) -> str:
+    """An operation's id is its route function's name (`list_accounts`), so a generated
+    client's calls are named as the routes are."""
+    return route.name
 
 
 def key_readings(runtime: Runtime) -> SlidingWindows:

@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from api_shim.admission import Admission, StreamSlots
@@ -70,7 +71,19 @@ async def services(request: Request) -> Services:
 Svc = Annotated[Services, Depends(services)]
 
 
-async def current_owner(request: Request, svc: Svc) -> str:
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearerAuth",
+    bearerFormat="JWT",
+    description="HS256 or RS256; claim `account_id` is the DashClicks account (24 hex), "
+    "`exp` is required.",
+)
+"""For the document only (Swagger UI sends the token): the header is read by `auth`, which
+has a message of its own for each way it can be wrong."""
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+
+
+async def current_owner(request: Request, svc: Svc, _: Bearer) -> str:
     """The DashClicks account of the bearer token."""
     return svc.auth.owner(request.headers.get("Authorization"))
 
@@ -84,7 +97,7 @@ class StreamCaller:
     expires_at: float
 
 
-async def session(request: Request, svc: Svc) -> tuple[str, float]:
+async def session(request: Request, svc: Svc, _: Bearer) -> tuple[str, float]:
     """The caller and when its bearer token expires."""
     return svc.auth.session(request.headers.get("Authorization"))
 
@@ -92,6 +105,7 @@ async def session(request: Request, svc: Svc) -> tuple[str, float]:
 async def stream_caller(
     request: Request,
     svc: Svc,
+    _: Bearer,
     ticket: Annotated[
         str | None, Query(description="a stream ticket (POST /events/ticket), for EventSource")
     ] = None,
@@ -107,21 +121,24 @@ async def stream_caller(
     return StreamCaller(redeemed.owner, redeemed.expires_at)
 
 
-async def require_key(svc: Services, owner: str) -> None:
-    """The spec checks the caller's CallRail key before anything else of the request."""
+Owner = Annotated[str, Depends(current_owner)]
+StreamOwner = Annotated[StreamCaller, Depends(stream_caller)]
+Session = Annotated[tuple[str, float], Depends(session)]
+
+
+async def keyed_owner(owner: Owner, svc: Svc) -> str:
+    """The caller, who has a usable CallRail key: the spec checks it before anything else of
+    the request (so a route's query and body are read after it)."""
     key = await svc.cache.key_state(owner)
     if key.rejected_at is not None:
         raise errors.ApiKeyRejected(key.rejected_at)  # no job: it would fail the same way
     if not key.usable:
         raise errors.ApiKeyNotFound()
-
-
-async def raw_body(request: Request) -> bytes:
-    """The request body, read on the event loop (the routes parse and check it themselves)."""
-    return await request.body()
+    return owner
 
 
 ACCOUNT_NOT_FOUND = "CallRail account not found for this API key."
+JOB_NOT_FOUND = "Job not found."
 
 
 async def require_account(svc: Services, owner: str, account: str) -> None:
@@ -132,7 +149,10 @@ async def require_account(svc: Services, owner: str, account: str) -> None:
         raise errors.NotFound(ACCOUNT_NOT_FOUND)
 
 
-Owner = Annotated[str, Depends(current_owner)]
-RawBody = Annotated[bytes, Depends(raw_body)]
-StreamOwner = Annotated[StreamCaller, Depends(stream_caller)]
-Session = Annotated[tuple[str, float], Depends(session)]
+async def stream_slot(caller: StreamOwner, svc: Svc) -> str:
+    """A slot for one more event stream of the caller (STREAMS_PER_OWNER), or 429."""
+    return await svc.streams.take(caller.owner)
+
+
+KeyedOwner = Annotated[str, Depends(keyed_owner)]
+StreamSlot = Annotated[str, Depends(stream_slot)]

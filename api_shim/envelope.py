@@ -27,7 +27,12 @@ def failure(status: int, message: str) -> JSONResponse:
     return JSONResponse({"success": False, "errno": status, "message": message}, status_code=status)
 
 
-def _describe(error: Any) -> str:
+def refusal(error: Any) -> str:
+    """The message of a query or body model's refusal: the words of the ValueError that a
+    field's type raised (`api_shim.validation`), or else pydantic's, naming the field."""
+    raised = error.get("ctx", {}).get("error")
+    if error.get("type") == "value_error" and isinstance(raised, ValueError):
+        return str(raised)
     where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "body", "path"))
     return f"{where}: {error.get('msg', 'invalid value')}" if where else str(error.get("msg"))
 
@@ -53,7 +58,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return failure(400, "; ".join(_describe(e) for e in exc.errors()) or "Invalid request.")
+        # The first refusal, as the checks are ordered: the spec has one message per request.
+        errors = exc.errors()
+        return failure(400, refusal(errors[0]) if errors else "Invalid request.")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

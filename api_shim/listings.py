@@ -15,9 +15,8 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from api_shim.answers import accepted
 from api_shim.deps import Services
-from api_shim.envelope import success
-from api_shim.presenters import accepted, iso
 from callrail_sync.errors import SyncPaused
 from callrail_sync.job import Job, JobParams, JobType
 from callrail_sync.status import stale_after
@@ -35,8 +34,9 @@ async def serve_listing(
     query: PageQuery,
     *,
     refresh: bool,
-) -> JSONResponse:
-    """The page of the current snapshot, or 202 and the job that will make one."""
+) -> dict[str, Any] | JSONResponse:
+    """The page of the current snapshot (the route's answer model reads it), or 202 and the
+    job that will make one."""
     job_type = JobType.SYNC_ACCOUNTS if kind == "accounts" else JobType.SYNC_COMPANIES
     head = None if refresh else await svc.cache.head(owner, kind, params.callrail_account_id)
     if head is None:
@@ -65,12 +65,12 @@ async def serve_listing(
         "total_pages": math.ceil(total / query.per_page),
         "total_records": total,
         "snapshot": {
-            "synced_at": iso(head.synced_at),
+            "synced_at": head.synced_at,
             "stale": stale,
             "refresh_job_id": refresh_job_id,
         },
     }
-    return success(data)
+    return {"data": data}
 
 
 async def _schedule(svc: Services, owner: str, params: JobParams) -> Schedule | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from api_shim.presenters import PREFIX
+from api_shim.answers import PREFIX
 
 TICKET_SECONDS = 60
 STREAM_PATH = re.compile(re.escape(PREFIX) + r"/(events|jobs/[A-Za-z0-9_.-]{1,64}/events)")

@@ -1,15 +1,21 @@
-"""Input checks of the shim. Each failure is a `ValidationFailed` (400) naming the field."""
+"""The types the shim's query and body models are made of. Each checks its raw value (text in
+a query, any JSON in a body) and refuses a bad one with a ValueError whose words are the 400's
+message (`envelope` answers it); the type itself is what /openapi.json shows."""
 
 from __future__ import annotations
 
 import json
 import unicodedata
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from callrail_sync.callrail.webhooks import EVENT_KEYS
 from callrail_sync.errors import ValidationFailed
 from callrail_sync.ids import is_callrail_account_id, is_callrail_id
-from callrail_sync.stores.snapshots import PageQuery
 
 MAX_PER_PAGE = 250
 """The most records one page of a listing answers with (as CallRail's own maximum)."""
@@ -17,98 +23,137 @@ MAX_PAGE = 1_000_000
 """The last page a listing may ask for: far past any account's records, and far below where
 MongoDB's 64-bit `skip` would overflow."""
 TRUE, FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
+M = TypeVar("M", bound=BaseModel)
 
 
-def page_number(raw: str | None, name: str, default: int, maximum: int | None = None) -> int:
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationFailed(f"{name} must be a whole number.") from None
-    if value < 1 or (maximum is not None and value > maximum):
-        bounds = f"between 1 and {maximum}" if maximum else "at least 1"
-        raise ValidationFailed(f"{name} must be {bounds}.")
-    return value
+def whole(
+    name: str, default: int, maximum: int | None = None, top: int | None = None
+) -> Callable[[Any], int]:
+    """A whole number from 1 (to `maximum`: "between"; to `top`: "at most"); empty: default."""
+
+    def check(raw: Any) -> int:
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a whole number.") from None
+        if value < 1 or (maximum is not None and value > maximum):
+            bounds = f"between 1 and {maximum}" if maximum else "at least 1"
+            raise ValueError(f"{name} must be {bounds}.")
+        if top is not None and value > top:
+            raise ValueError(f"{name} must be at most {top}.")
+        return value
+
+    return check
 
 
-def flag(raw: str | None, name: str, default: bool = False) -> bool:
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in TRUE:
-        return True
-    if raw.lower() in FALSE:
-        return False
-    raise ValidationFailed(f"{name} must be true or false.")
+def flag(name: str) -> Callable[[Any], bool]:
+    """true/1/yes or false/0/no (any case); empty: false."""
+
+    def check(raw: Any) -> bool:
+        if raw is None or raw == "" or raw is False:
+            return False
+        if raw is True:
+            return True
+        if isinstance(raw, str) and raw.lower() in TRUE:
+            return True
+        if isinstance(raw, str) and raw.lower() in FALSE:
+            return False
+        raise ValueError(f"{name} must be true or false.")
+
+    return check
 
 
-def sort_order(
-    raw: str | None, allowed: tuple[str, ...], default: str = "name"
-) -> tuple[str, bool]:
-    """(field, descending) from `name` or `-name`; the field must be in `allowed`."""
-    value = (raw or default).strip()
-    descending = value.startswith("-")
-    field = value.lstrip("-")
-    if field not in allowed:
-        raise ValidationFailed(
-            f"sort must be one of: {', '.join(allowed)} (prefix - for descending)."
-        )
-    return field, descending
+def strict_flag(name: str) -> Callable[[Any], bool]:
+    """A JSON true or false, nothing else."""
+
+    def check(raw: Any) -> bool:
+        if not isinstance(raw, bool):
+            raise ValueError(f"{name} must be true or false.")
+        return raw
+
+    return check
 
 
-def search_text(raw: str | None) -> str | None:
+def sort_order(allowed: tuple[str, ...], default: str = "name") -> Callable[[Any], str]:
+    """`field` or `-field` (descending), the field one of `allowed`."""
+
+    def check(raw: Any) -> str:
+        value = (raw or default).strip()
+        if value.lstrip("-") not in allowed:
+            raise ValueError(
+                f"sort must be one of: {', '.join(allowed)} (prefix - for descending)."
+            )
+        return str(value)
+
+    return check
+
+
+def _search(raw: Any) -> str | None:
     if raw is None or raw.strip() == "":
         return None
     if len(raw) > 200:
-        raise ValidationFailed("search must be at most 200 characters.")
+        raise ValueError("search must be at most 200 characters.")
     if any(unicodedata.category(c) == "Cc" for c in raw):
         # Names hold no control characters, and MongoDB refuses a pattern with a NUL in it.
-        raise ValidationFailed("search must not contain control characters.")
-    return raw.strip()
+        raise ValueError("search must not contain control characters.")
+    return str(raw.strip())
 
 
-def page_query(
-    query: dict[str, str], sortable: tuple[str, ...], include_disabled: bool = True
-) -> PageQuery:
-    """The page, size, sort and search of a listing request."""
-    sort, descending = sort_order(query.get("sort"), sortable)
-    page = page_number(query.get("page"), "page", 1)
-    if page > MAX_PAGE:
-        raise ValidationFailed(f"page must be at most {MAX_PAGE}.")
-    return PageQuery(
-        page=page,
-        per_page=page_number(query.get("per_page"), "per_page", 10, MAX_PER_PAGE),
-        sort=sort,
-        descending=descending,
-        search=search_text(query.get("search")),
-        include_disabled=include_disabled,
-    )
+def callrail_id(name: str, account: bool = False) -> Callable[[Any], str]:
+    """A CallRail id: an account's (`ACC` and 32 hex, or all digits), or another (COM…,
+    numeric, or our web_…: letters, digits, _ and - only). A JSON number is taken as text."""
+    shape = is_callrail_account_id if account else is_callrail_id
+
+    def check(raw: Any) -> str:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            raw = str(raw)
+        if not isinstance(raw, str):
+            raise ValueError(f"{name} must be a string.")
+        if not shape(raw):
+            raise ValueError(f"{name} is not a valid id.")
+        return raw
+
+    return check
 
 
-def callrail_id(value: Any, name: str) -> str:
-    """A CallRail id: an account's (`account_id`: ACC and 32 hex, or all digits), or another
-    (COM…, numeric, or our web_…: letters, digits, _ and - only)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str):
-        raise ValidationFailed(f"{name} must be a string.")
-    shape = is_callrail_account_id if name == "account_id" else is_callrail_id
-    if not shape(value):
-        raise ValidationFailed(f"{name} is not a valid id.")
-    return value
+def text(name: str) -> Callable[[Any], str]:
+    """A string (checked further where it is used, as a URL is)."""
+
+    def check(raw: Any) -> str:
+        if not isinstance(raw, str):
+            raise ValueError(f"{name} must be a string.")
+        return raw
+
+    return check
 
 
-def events(value: Any) -> list[str] | None:
-    if value is None:
-        return None
+def _events(raw: Any) -> list[str]:
     known = list(EVENT_KEYS)
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(e, str) and e in known for e in value)
-    ):
-        raise ValidationFailed(f"events must be a non-empty list of: {', '.join(known)}.")
-    return list(dict.fromkeys(value))
+    if not isinstance(raw, list) or not raw or not all(e in known for e in raw):
+        raise ValueError(f"events must be a non-empty list of: {', '.join(known)}.")
+    return list(dict.fromkeys(raw))
+
+
+ACCOUNT_PATTERN = r"^(ACC[0-9a-f]{32}|[0-9]{1,20})$"
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+Page = Annotated[int, Field(ge=1, le=MAX_PAGE), BeforeValidator(whole("page", 1, top=MAX_PAGE))]
+PerPage = Annotated[
+    int, Field(ge=1, le=MAX_PER_PAGE), BeforeValidator(whole("per_page", 10, MAX_PER_PAGE))
+]
+Search = Annotated[str | None, BeforeValidator(_search)]
+AccountId = Annotated[
+    str, Field(pattern=ACCOUNT_PATTERN), BeforeValidator(callrail_id("account_id", account=True))
+]
+CompanyId = Annotated[str, Field(pattern=ID_PATTERN), BeforeValidator(callrail_id("company_id"))]
+WebhookId = Annotated[str, Field(pattern=ID_PATTERN), BeforeValidator(callrail_id("webhook_id"))]
+Events = Annotated[list[str], Field(min_length=1), BeforeValidator(_events)]
+
+
+def present(body: dict[str, Any], *names: str) -> bool:
+    """Whether every field is there and not empty (the spec's 'required')."""
+    return all(body.get(n) not in (None, "") for n in names)
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
@@ -124,6 +169,33 @@ def json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def present(body: dict[str, Any], *names: str) -> bool:
-    """Whether every field is there and not empty (the spec's 'required')."""
-    return all(body.get(n) not in (None, "") for n in names)
+def json_body(model: type[M], empty: bool = False) -> Callable[[Request], Any]:
+    """A dependency: the request's JSON object as `model` (an empty body as `{}` if `empty`).
+    The body is parsed here, after the token and key checks that come before it in a
+    route's parameters, whatever its Content-Type."""
+
+    async def parsed(request: Request) -> M:
+        raw = await request.body()
+        body = {} if empty and not raw.strip() else json_object(raw)
+        try:
+            return model.model_validate(body)
+        except ValidationError as invalid:
+            raise RequestValidationError(invalid.errors()) from None
+
+    return parsed
+
+
+def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The request body of a route whose body is read by `json_body`, for /openapi.json."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def openapi_query(model: type[BaseModel]) -> dict[str, Any]:
+    """The query parameters of a route that hands its whole query to the library to check
+    (the records routes: `callrail_sync.records` has the messages), for /openapi.json."""
+    parameters = [
+        {"name": name, "in": "query", "description": field.description or "", "schema": {}}
+        for name, field in model.model_fields.items()
+    ]
+    return {"parameters": parameters}

@@ -4,18 +4,16 @@ to look again (and a fallback poll covers a lost event or a Redis outage)."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Annotated
 
+from fastapi import Depends
 from starlette.concurrency import run_in_threadpool
 
-from api_shim.deps import Services
+from api_shim.deps import JOB_NOT_FOUND, Services, StreamOwner, Svc
 from api_shim.hub import RESYNC, Event
 from callrail_sync.errors import NotFound
 from callrail_sync.job import Job
-
-JOB_NOT_FOUND = "Job not found."
 
 
 async def read_job(svc: Services, owner: str, job_id: str) -> Job:
@@ -24,6 +22,14 @@ async def read_job(svc: Services, owner: str, job_id: str) -> Job:
     if job is None:
         raise NotFound(JOB_NOT_FOUND)
     return job
+
+
+async def owned_job(job_id: str, caller: StreamOwner, svc: Svc) -> Job:
+    """The caller's job of the path (by token or stream ticket), or 404 before any stream."""
+    return await read_job(svc, caller.owner, job_id)
+
+
+OwnedJob = Annotated[Job, Depends(owned_job)]
 
 
 async def watch(svc: Services, owner: str, job_id: str) -> AsyncGenerator[Job | None, None]:
@@ -59,9 +65,3 @@ async def next_change(events: asyncio.Queue[Event], job_id: str, timeout: float)
         if event.get("job_id") == job_id and isinstance(event.get("job"), dict):
             return Job.model_validate(event["job"])
     return None
-
-
-def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> str:
-    """One Server-Sent Event."""
-    head = f"id: {event_id}\n" if event_id else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 import requests
 
-from api_shim.presenters import PREFIX as P
+from api_shim.answers import PREFIX as P
 from callrail_sync.feed import encode_cursor
 from callrail_sync.stores.changes import FeedQuery
 from simulator.control import SimControl

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from api_shim.presenters import PREFIX as P
+from api_shim.answers import PREFIX as P
 from callrail_sync.signatures import HEADER, sign, verify
 from tests.conftest import wait_job
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 import requests
 
-from api_shim.presenters import PREFIX as P
+from api_shim.answers import PREFIX as P
 from callrail_sync.cli import main
 from callrail_sync.cli.ops import Context
 from callrail_sync.job import JobError, JobParams, JobType, NewJob

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import requests
 
-from api_shim.presenters import PREFIX as P
+from api_shim.answers import PREFIX as P
 from callrail_sync.stores import Stores
 from callrail_sync.stores.streams import feed_id
 from callrail_sync.streams import STREAMS

@@ -2,65 +2,94 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from api_shim import validation as check
-from api_shim.bodies import openapi_query
+from api_shim.answers import PREFIX
+from api_shim.answers_control import ChangesAnswer
 from api_shim.deps import Owner, Svc
-from api_shim.envelope import success
-from api_shim.presenters import PREFIX
+from api_shim.openapi import refused
+from api_shim.validation import AccountId, whole
 from callrail_sync import feed
-from callrail_sync.errors import ValidationFailed
 from callrail_sync.stores.changes import FeedQuery
 from callrail_sync.streams import STREAMS
 
 MSG_KIND = f"kind must be one of: {', '.join(STREAMS)}."
 MSG_ACCOUNT = "account_id is required for every kind but accounts."
-router = APIRouter(prefix=PREFIX)
+MSG_SINCE = "modified_after must be an ISO 8601 time."
+router = APIRouter(prefix=PREFIX, tags=["changes"])
+Limit = Annotated[
+    int,
+    Field(ge=1, le=feed.MAX_LIMIT, description=f"1 to {feed.MAX_LIMIT}, default 100"),
+    BeforeValidator(whole("limit", 100, feed.MAX_LIMIT)),
+]
 
 
 class ChangesQuery(BaseModel):
-    """The query of GET /changes (read as text, so each bad value gets its own message)."""
+    """The query of GET /changes."""
 
-    kind: str | None = Field(None, description=f"one of {', '.join(STREAMS)} (required)")
-    account_id: str | None = Field(None, description="CallRail account (all kinds but accounts)")
-    cursor: str | None = Field(None, description="`next_cursor` of the previous page")
-    modified_after: str | None = Field(None, description="ISO 8601: changes after this time")
-    filter: str | None = Field(None, description="any of added,updated,deleted (default all)")
-    limit: str | None = Field(None, description=f"1 to {feed.MAX_LIMIT}, default 100")
+    kind: Annotated[str, Field(description=f"one of {', '.join(STREAMS)}")]
+    account_id: Annotated[
+        AccountId | None, Field(description="CallRail account (all kinds but accounts)")
+    ] = None
+    cursor: Annotated[str | None, Field(description="`next_cursor` of the previous page")] = None
+    modified_after: Annotated[
+        str | None, Field(description="ISO 8601: changes after this time")
+    ] = None
+    filter: Annotated[
+        str | None, Field(description="any of added,updated,deleted (default all)")
+    ] = None
+    limit: Limit = 100
 
-    def feed_query(self, owner: str) -> tuple[FeedQuery, str | None]:
-        if self.kind not in STREAMS:
-            raise ValidationFailed(MSG_KIND)
-        kind = self.kind
-        account = None
-        if STREAMS[kind].account_scoped:
-            if not self.account_id:
-                raise ValidationFailed(MSG_ACCOUNT)
-            account = check.callrail_id(self.account_id, "account_id")
+    @model_validator(mode="before")
+    @classmethod
+    def _kind(cls, query: Any) -> Any:
+        if query.get("kind") not in STREAMS:
+            raise ValueError(MSG_KIND)
+        if not STREAMS[query["kind"]].account_scoped:
+            return {k: v for k, v in query.items() if k != "account_id"}
+        if not query.get("account_id"):
+            raise ValueError(MSG_ACCOUNT)
+        return query
+
+    def feed_query(self, owner: str) -> FeedQuery:
         query = FeedQuery(
             owner=owner,
-            kind=kind,
-            callrail_account_id=account,
+            kind=self.kind,
+            callrail_account_id=self.account_id,
             actions=feed.parse_actions(self.filter),
             modified_after=feed.parse_time(self.modified_after, "modified_after"),
-            limit=check.page_number(self.limit, "limit", 100, feed.MAX_LIMIT),
+            limit=self.limit,
         )
         if self.cursor:
             query = query.model_copy(update={"after": feed.decode_cursor(query, self.cursor)})
-        return query, account
+        return query
 
 
 @router.get(
     "/changes",
     summary="Records added, updated or deleted in CallRail, in order (a cursor-paged feed)",
-    openapi_extra=openapi_query(ChangesQuery),
+    response_model=ChangesAnswer,
+    responses=refused(
+        400,
+        401,
+        413,
+        503,
+        messages={
+            400: (
+                MSG_KIND,
+                MSG_ACCOUNT,
+                feed.BAD_CURSOR,
+                "modified_after must be an ISO 8601 time.",
+            )
+        },
+    ),
 )
-async def changes(request: Request, owner: Owner, svc: Svc) -> JSONResponse:
-    query, account = ChangesQuery.model_validate(dict(request.query_params)).feed_query(owner)
+async def list_changes(owner: Owner, svc: Svc, q: Annotated[ChangesQuery, Query()]) -> Any:
+    query = q.feed_query(owner)
     stores = svc.runtime.stores
     if STREAMS[query.kind].store == "records":
         page = await run_in_threadpool(
@@ -73,12 +102,11 @@ async def changes(request: Request, owner: Owner, svc: Svc) -> JSONResponse:
         )
     else:
         page = await run_in_threadpool(stores.changes.read, query)
-    return success(
-        {
-            "kind": query.kind,
-            "account_id": account,
-            "changes": [feed.change_view(c) for c in page.changes],
-            "next_cursor": feed.encode_cursor(query, page.next_after),
-            "has_more": page.has_more,
-        }
-    )
+    data = {
+        "kind": query.kind,
+        "account_id": q.account_id,
+        "changes": [feed.change_view(c) for c in page.changes],
+        "next_cursor": feed.encode_cursor(query, page.next_after),
+        "has_more": page.has_more,
+    }
+    return {"data": data}

@@ -18,18 +18,19 @@ import binascii
 import json
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from api_shim import validation as check
-from api_shim.bodies import openapi_query
+from api_shim.answers import PREFIX
+from api_shim.answers_control import CallsAnswer, Received, ReceivedAnswer
 from api_shim.deps import Owner, Services, Svc
-from api_shim.envelope import failure, success
-from api_shim.presenters import PREFIX
+from api_shim.envelope import failure
+from api_shim.openapi import refused
+from api_shim.validation import AccountId, CompanyId, whole
 from callrail_sync import feed, metrics
 from callrail_sync.callrail import deliveries
 from callrail_sync.errors import ValidationFailed
@@ -40,7 +41,7 @@ from tasks.inbound import owner_with_key, readable_companies
 from tasks.submit import submit
 
 log = logging.getLogger("callrail_sync.inbound")
-router = APIRouter(prefix=PREFIX)
+router = APIRouter(prefix=PREFIX, tags=["calls"])
 
 BAD_SIGNATURE = "The Signature header is missing, or does not match the body."
 """Also the answer for a company without our receiver: an outsider learns nothing."""
@@ -52,14 +53,35 @@ REFRESHES_PER_HOUR = 10
 """Readings of signing keys that failed signatures may cause per CallRail account an hour."""
 REFRESH_WAIT = 5.0
 """How long a delivery that failed verification waits for the key to be read again."""
+MSG_CALLS_ACCOUNT = "account_id is required."
 BAD_CURSOR = "cursor is not valid for this listing (use the next_cursor of the same account)."
 
 
 @router.post(
     "/inbound/{company_id}",
     summary="CallRail's deliveries for a company (signed by CallRail; no JWT)",
+    response_model=ReceivedAnswer,
+    responses=refused(
+        400,
+        401,
+        413,
+        429,
+        503,
+        public=True,
+        messages={400: (OTHER_COMPANY,), 401: (BAD_SIGNATURE,), 429: (TOO_MANY_FAILURES,)},
+        why={
+            400: "The signed body names another company (`company_resource_id`).",
+            401: "`Signature` is missing, or is not base64(HMAC-SHA1(the company's signing "
+            "key, the raw body)), or our receiver is not registered on this company (the "
+            "same answer: an outsider cannot tell which); nothing is kept.",
+            413: "The body is over INBOUND_MAX_BYTES (256 KiB unless set).",
+            429: "More than INBOUND_FAILURES_PER_MINUTE refused deliveries from this address "
+            "to this company this minute.",
+        },
+    ),
+    openapi_extra={"security": []},  # CallRail's signature, not a bearer token
 )
-async def receive(company_id: str, request: Request, svc: Svc) -> JSONResponse:
+async def receive_inbound(company_id: str, request: Request, svc: Svc) -> Any:
     # The company first: an unknown one costs no body read, and is answered as a forged
     # delivery is (an outsider cannot tell which company ids have receivers).
     stores, writer = svc.runtime.stores, svc.inbox
@@ -84,7 +106,7 @@ async def receive(company_id: str, request: Request, svc: Svc) -> JSONResponse:
         await run_in_threadpool(stores.inbox.accept_many, kept, "unreadable")
         await run_in_threadpool(stores.receivers.count, receiver.company_id, "unreadable")
         metrics.INBOUND.labels("unreadable").inc()
-        return success({"received": True, "duplicate": False, "event": "unreadable"})
+        return ReceivedAnswer(data=Received(received=True, duplicate=False, event="unreadable"))
     named = deliveries.company_named(payload)
     if named is not None and named != receiver.company_id:
         # Signed, but for another company (a key shared across companies): not this one's.
@@ -97,7 +119,7 @@ async def receive(company_id: str, request: Request, svc: Svc) -> JSONResponse:
     key = deliveries.dedupe_key(receiver.company_id, event, resource, changes, raw)
     fresh = await writer.keep(Kept(key, receiver.company_id, raw, event))
     metrics.INBOUND.labels("accepted" if fresh else "duplicate").inc()
-    return success({"received": True, "duplicate": not fresh, "event": event})
+    return ReceivedAnswer(data=Received(received=True, duplicate=not fresh, event=event))
 
 
 async def _may_try(svc: Services, source: str, company_id: str) -> bool:
@@ -181,39 +203,53 @@ async def _ask_for_key(svc: Services, receiver: Receiver) -> bool:
 
 
 class CallsParams(BaseModel):
-    """The query of GET /calls (read as text, so each bad value gets its own message)."""
+    """The query of GET /calls."""
 
-    account_id: str | None = Field(None, description="CallRail account (required)")
-    company_id: str | None = Field(None, description="only this company's calls")
-    since: str | None = Field(
-        None, description="ISO 8601: events stored at or after this time (to poll: the last poll's)"
-    )
-    cursor: str | None = Field(None, description="`next_cursor` of the previous page")
-    limit: str | None = Field(None, description=f"1 to {feed.MAX_LIMIT}, default 100")
+    account_id: Annotated[AccountId, Field(description="CallRail account (required)")]
+    company_id: Annotated[CompanyId | None, Field(description="only this company's calls")] = None
+    since: Annotated[
+        str | None,
+        Field(description="ISO 8601: events stored at or after this time (to poll: the last's)"),
+    ] = None
+    cursor: Annotated[str | None, Field(description="`next_cursor` of the previous page")] = None
+    limit: Annotated[
+        int,
+        Field(ge=1, le=feed.MAX_LIMIT, description=f"1 to {feed.MAX_LIMIT}, default 100"),
+        BeforeValidator(whole("limit", 100, feed.MAX_LIMIT)),
+    ] = 100
+
+    @model_validator(mode="before")
+    @classmethod
+    def _required(cls, query: Any) -> Any:
+        if not query.get("account_id"):
+            raise ValueError(MSG_CALLS_ACCOUNT)
+        return {k: v for k, v in query.items() if k != "company_id" or v}
 
     def query(self, owner: str) -> CallsQuery:
-        if not self.account_id:
-            raise ValidationFailed("account_id is required.")
-        account = check.callrail_id(self.account_id, "account_id")
         return CallsQuery(
             owner=owner,
-            callrail_account_id=account,
-            company_id=check.callrail_id(self.company_id, "company_id")
-            if self.company_id
-            else None,
+            callrail_account_id=self.account_id,
+            company_id=self.company_id,
             since=feed.parse_time(self.since, "since"),
-            before=_decode(self.cursor, account) if self.cursor else None,
-            limit=check.page_number(self.limit, "limit", 100, feed.MAX_LIMIT),
+            before=_decode(self.cursor, self.account_id) if self.cursor else None,
+            limit=self.limit,
         )
 
 
 @router.get(
     "/calls",
     summary="Call events CallRail delivered (or reconciliation found), newest first",
-    openapi_extra=openapi_query(CallsParams),
+    response_model=CallsAnswer,
+    responses=refused(
+        400,
+        401,
+        413,
+        503,
+        messages={400: (MSG_CALLS_ACCOUNT, BAD_CURSOR, "since must be an ISO 8601 time.")},
+    ),
 )
-async def calls(request: Request, owner: Owner, svc: Svc) -> JSONResponse:
-    query = CallsParams.model_validate(dict(request.query_params)).query(owner)
+async def list_calls(owner: Owner, svc: Svc, q: Annotated[CallsParams, Query()]) -> Any:
+    query = q.query(owner)
     # What the caller reads follows what its CallRail key sees now, not what it once saw.
     readable = await run_in_threadpool(
         readable_companies, svc.runtime, owner, query.callrail_account_id
@@ -230,14 +266,13 @@ async def calls(request: Request, owner: Owner, svc: Svc) -> JSONResponse:
             events, more = events[: len(views)], True
             break
         views.append(view)
-    return success(
-        {
-            "account_id": account,
-            "calls": views,
-            "next_cursor": _encode(account, events[-1].seq) if more and events else None,
-            "has_more": more,
-        }
-    )
+    data = {
+        "account_id": account,
+        "calls": views,
+        "next_cursor": _encode(account, events[-1].seq) if more and events else None,
+        "has_more": more,
+    }
+    return {"data": data}
 
 
 def _encode(account: str, seq: int) -> str:

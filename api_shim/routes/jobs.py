@@ -5,57 +5,82 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BeforeValidator, Field
 
-from api_shim import validation as check
-from api_shim.deps import Owner, StreamOwner, Svc
-from api_shim.envelope import success
-from api_shim.presenters import PREFIX, job_view
-from api_shim.watch import read_job, sse, watch
+from api_shim.answers import PREFIX, JobAnswer, JobView
+from api_shim.deps import Owner, StreamOwner, StreamSlot, Svc
+from api_shim.openapi import TICKET_REFUSED, refused, stream_of
+from api_shim.validation import whole
+from api_shim.watch import OwnedJob, read_job, watch
 from callrail_sync.job import Job
 
 MAX_WAIT = 30
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-router = APIRouter(prefix=PREFIX)
+Wait = Annotated[
+    int,
+    Field(ge=0, le=MAX_WAIT, description=f"seconds (≤ {MAX_WAIT}) to wait for the end"),
+    BeforeValidator(lambda raw: 0 if raw == "0" else whole("wait", 0, MAX_WAIT)(raw)),
+]
+router = APIRouter(prefix=PREFIX, tags=["jobs"])
 
 
-@router.get("/jobs/{job_id}", summary="A job's status, progress and result")
-async def get_job(
-    job_id: str,
-    owner: Owner,
-    svc: Svc,
-    wait: str | None = Query(None, description=f"seconds (≤ {MAX_WAIT}) to wait for the end"),
-) -> JSONResponse:
-    seconds = check.page_number(wait, "wait", 0, MAX_WAIT) if wait not in (None, "", "0") else 0
-    if not seconds:
-        return success(job_view(await read_job(svc, owner, job_id)))
+@router.get(
+    "/jobs/{job_id}",
+    summary="A job's status, progress and result",
+    response_model=JobAnswer,
+    responses=refused(
+        400, 401, 404, 413, 503, messages={400: (f"wait must be between 1 and {MAX_WAIT}.",)}
+    ),
+)
+async def get_job(job_id: str, owner: Owner, svc: Svc, wait: Annotated[Wait, Query()] = 0) -> Any:
+    if not wait:
+        return JobAnswer(data=JobView.of(await read_job(svc, owner, job_id)))
     last: Job | None = None
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
+        async with asyncio.timeout(wait):
             async with contextlib.aclosing(watch(svc, owner, job_id)) as changes:
                 async for job in changes:
                     last = job or last
-    return success(job_view(last or await read_job(svc, owner, job_id)))
+    return JobAnswer(data=JobView.of(last or await read_job(svc, owner, job_id)))
 
 
-@router.get("/jobs/{job_id}/events", summary="A job's progress as Server-Sent Events")
-async def job_events(job_id: str, caller: StreamOwner, svc: Svc) -> StreamingResponse:
+@router.get(
+    "/jobs/{job_id}/events",
+    summary="A job's progress as Server-Sent Events",
+    response_class=EventSourceResponse,
+    responses={
+        200: stream_of(
+            "`progress` (the job, as GET /jobs/{job_id} shows it) at each change, then one "
+            "`status` when it ends; then the stream closes. A reconnect starts from the job as "
+            "it is. Comment lines keep a quiet stream open.",
+            {"progress": "JobView", "status": "JobView"},
+        ),
+        **refused(401, 404, 413, 429, 503, messages={401: (TICKET_REFUSED,)}),
+    },
+)
+async def stream_job_events(
+    job: OwnedJob, caller: StreamOwner, slot: StreamSlot, svc: Svc
+) -> AsyncIterator[ServerSentEvent]:
     """`progress` at each change, then one `status` when it ends, then the stream closes.
     Every connection starts with the job as it is now, so a reconnect resumes."""
-    owner = caller.owner
-    await read_job(svc, owner, job_id)  # 404 before the stream starts
-    slot = await svc.streams.take(owner)
+    async with contextlib.aclosing(watch(svc, caller.owner, job.id)) as changes:
+        events = (
+            job_event("status" if seen.is_final else "progress", seen) if seen else None
+            async for seen in changes
+        )
+        held = svc.streams.hold(caller.owner, slot, events, caller.expires_at, TOKEN_EXPIRED)
+        async for event in held:
+            if event is not None:  # None: a quiet spell (FastAPI sends the keep-alives)
+                yield event
 
-    async def stream() -> AsyncIterator[str]:
-        async with contextlib.aclosing(watch(svc, owner, job_id)) as changes:
-            async for job in changes:
-                if job is None:  # a quiet spell: a comment line, so proxies keep the stream
-                    yield ": keep-alive\n\n"
-                    continue
-                name = "status" if job.is_final else "progress"
-                yield sse(name, job_view(job), job.updated_at.isoformat())
 
-    held = svc.streams.hold(owner, slot, stream(), caller.expires_at)
-    return StreamingResponse(held, media_type="text/event-stream", headers=SSE_HEADERS)
+TOKEN_EXPIRED = ServerSentEvent(comment="the token expired")
+
+
+def job_event(name: str, job: Job) -> ServerSentEvent:
+    """A job as an event: its view as compact JSON, its last change as the event id."""
+    view = JobView.of(job).model_dump_json()
+    return ServerSentEvent(event=name, raw_data=view, id=job.updated_at.isoformat())

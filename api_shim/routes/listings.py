@@ -2,90 +2,129 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
-from api_shim import validation as check
-from api_shim.bodies import openapi_query
-from api_shim.deps import Owner, Svc, require_account, require_key
+from api_shim.answers import PREFIX, AccountsAnswer, CompaniesAnswer
+from api_shim.deps import KeyedOwner, Svc, require_account
 from api_shim.listings import serve_listing
-from api_shim.presenters import PREFIX
-from callrail_sync.errors import ValidationFailed
+from api_shim.openapi import refused
+from api_shim.validation import (
+    MAX_PER_PAGE,
+    AccountId,
+    Page,
+    PerPage,
+    Search,
+    flag,
+    sort_order,
+)
+from callrail_sync.errors import API_KEY_NOT_FOUND
 from callrail_sync.job import JobParams
-from callrail_sync.stores.snapshots import SORTABLE, Kind, PageQuery
+from callrail_sync.stores.snapshots import SORTABLE, PageQuery
 
 MSG_ACCOUNT_REQUIRED = "Callrail account id is required."
+MSG_PER_PAGE = f"per_page must be between 1 and {MAX_PER_PAGE}."
+Refresh = Annotated[
+    bool,
+    Field(description="true: sync from CallRail now (202)"),
+    BeforeValidator(flag("refresh")),
+]
 router = APIRouter(prefix=PREFIX)
 
 
-class ListingParams(BaseModel):
-    """The query of the accounts listing. Values arrive as text and are checked here, so that
-    each bad one gets the envelope and a message naming it."""
+class AccountsQuery(BaseModel):
+    """The query of the accounts listing."""
 
-    kind: ClassVar[Kind] = "accounts"
+    sort: Annotated[
+        str,
+        Field(pattern=f"^-?({'|'.join(SORTABLE['accounts'])})$"),
+        BeforeValidator(sort_order(SORTABLE["accounts"])),
+    ] = "name"
+    page: Page = 1
+    per_page: PerPage = 10
+    search: Annotated[Search, Field(description="case-insensitive substring of the name")] = None
+    refresh: Refresh = False
 
-    page: str | None = Field(None, description="page number, from 1")
-    per_page: str | None = Field(None, description="1 to 250, default 10")
-    sort: str | None = Field(None, description="a field; prefix - for descending")
-    search: str | None = Field(None, description="case-insensitive substring of the name")
-    refresh: str | None = Field(None, description="true: sync from CallRail now (202)")
+    def page_query(self, include_disabled: bool = True) -> PageQuery:
+        return PageQuery(
+            page=self.page,
+            per_page=self.per_page,
+            sort=self.sort.lstrip("-"),
+            descending=self.sort.startswith("-"),
+            search=self.search,
+            include_disabled=include_disabled,
+        )
 
-    def job_params(self) -> JobParams:
-        """What the sync of this listing is asked to do."""
-        return JobParams()
+
+class CompaniesQuery(BaseModel):
+    """The query of the companies listing (`account_id` first: the spec's message)."""
+
+    account_id: Annotated[AccountId, Field(description="CallRail account id (required)")]
+    disabled: Annotated[
+        bool, Field(description="true: include disabled"), BeforeValidator(flag("disabled"))
+    ] = False
+    sort: Annotated[
+        str,
+        Field(pattern=f"^-?({'|'.join(SORTABLE['companies'])})$"),
+        BeforeValidator(sort_order(SORTABLE["companies"])),
+    ] = "name"
+    page: Page = 1
+    per_page: PerPage = 10
+    search: Annotated[Search, Field(description="case-insensitive substring of the name")] = None
+    refresh: Refresh = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _account_given(cls, query: Any) -> Any:
+        if not isinstance(query, dict) or query.get("account_id") in (None, ""):
+            raise ValueError(MSG_ACCOUNT_REQUIRED)
+        return query
 
     def page_query(self) -> PageQuery:
-        given = {k: v for k, v in self.model_dump().items() if v is not None}
-        return check.page_query(given, SORTABLE[self.kind])
+        listing = AccountsQuery.model_construct(**self.model_dump(exclude={"account_id"}))
+        return listing.page_query(include_disabled=self.disabled)
 
 
-class CompanyParams(ListingParams):
-    """The query of the companies listing."""
-
-    kind: ClassVar[Kind] = "companies"
-
-    account_id: str | None = Field(None, description="CallRail account id (required)")
-    disabled: str | None = Field(None, description="true: include disabled companies")
-
-    def job_params(self) -> JobParams:
-        if not self.account_id:
-            raise ValidationFailed(MSG_ACCOUNT_REQUIRED)
-        return JobParams(callrail_account_id=check.callrail_id(self.account_id, "account_id"))
-
-    def page_query(self) -> PageQuery:
-        given = {k: v for k, v in self.model_dump().items() if v is not None}
-        disabled = check.flag(self.disabled, "disabled")
-        return check.page_query(given, SORTABLE[self.kind], include_disabled=disabled)
-
-
-def listing_route(model: type[ListingParams]) -> Any:
-    """A listing route: the caller's key, then the query (read here rather than by FastAPI,
-    so each bad value gets the spec's envelope and message), then the page or the job."""
-
-    async def route(request: Request, owner: Owner, svc: Svc) -> JSONResponse:
-        await require_key(svc, owner)
-        q = model.model_validate(dict(request.query_params))
-        params, query = q.job_params(), q.page_query()
-        refresh = check.flag(q.refresh, "refresh")
-        if params.callrail_account_id is not None:
-            await require_account(svc, owner, params.callrail_account_id)
-        return await serve_listing(svc, owner, model.kind, params, query, refresh=refresh)
-
-    return route
+@router.get(
+    "/accounts",
+    tags=["accounts"],
+    summary="List the CallRail accounts of the caller's API key",
+    response_model=AccountsAnswer,
+    responses=refused(
+        400,
+        401,
+        413,
+        429,
+        503,
+        messages={400: (API_KEY_NOT_FOUND, MSG_PER_PAGE)},
+        accepted="No snapshot yet, or refresh=true: the job that syncs the accounts.",
+    ),
+)
+async def list_accounts(owner: KeyedOwner, svc: Svc, q: Annotated[AccountsQuery, Query()]) -> Any:
+    page = q.page_query()
+    return await serve_listing(svc, owner, "accounts", JobParams(), page, refresh=q.refresh)
 
 
-for path, model, summary in (
-    ("/accounts", ListingParams, "List the CallRail accounts of the caller's API key"),
-    ("/companies", CompanyParams, "List, search and sort the companies of a CallRail account"),
-):
-    router.add_api_route(
-        path,
-        listing_route(model),
-        methods=["GET"],
-        summary=summary,
-        openapi_extra=openapi_query(model),
-        name=f"list_{model.kind}",
-    )
+@router.get(
+    "/companies",
+    tags=["companies"],
+    summary="List, search and sort the companies of a CallRail account",
+    response_model=CompaniesAnswer,
+    responses=refused(
+        400,
+        401,
+        404,
+        409,
+        413,
+        429,
+        503,
+        messages={400: (MSG_ACCOUNT_REQUIRED, API_KEY_NOT_FOUND, "account_id is not a valid id.")},
+        accepted="No snapshot yet, or refresh=true: the job that syncs the companies.",
+    ),
+)
+async def list_companies(owner: KeyedOwner, svc: Svc, q: Annotated[CompaniesQuery, Query()]) -> Any:
+    await require_account(svc, owner, q.account_id)
+    params = JobParams(callrail_account_id=q.account_id)
+    return await serve_listing(svc, owner, "companies", params, q.page_query(), refresh=q.refresh)

@@ -6,90 +6,88 @@ and never again.
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from api_shim import validation as check
-from api_shim.bodies import openapi_body, openapi_query
-from api_shim.deps import Owner, RawBody, Svc
-from api_shim.envelope import success
-from api_shim.presenters import PREFIX, iso
-from callrail_sync.errors import NotFound, ValidationFailed
-from callrail_sync.stores.notifications import EVENTS, Notification, NotificationConfig
+from api_shim.answers import PREFIX
+from api_shim.answers_control import (
+    Callback,
+    CallbackAnswer,
+    Deliveries,
+    DeliveriesAnswer,
+    DeliveryView,
+    Removed,
+    RemovedAnswer,
+)
+from api_shim.deps import Owner, Svc
+from api_shim.openapi import refused
+from api_shim.validation import json_body, openapi_body, text, whole
+from callrail_sync.errors import NotFound
+from callrail_sync.stores.notifications import EVENTS, NotificationConfig
 from callrail_sync.urls import check_url
 
 MSG_URL_REQUIRED = "url is required."
 MSG_EVENTS = f"events must be a non-empty list of: {', '.join(EVENTS)}."
 NO_CALLBACK = "No notification callback is set."
-router = APIRouter(prefix=PREFIX)
+router = APIRouter(prefix=PREFIX, tags=["notifications"])
+ON_THE_CALLBACK = refused(401, 404, 413, 503, messages={404: (NO_CALLBACK,)})
+
+
+def _events(raw: Any) -> list[str]:
+    if raw is None:
+        return list(EVENTS)
+    if not isinstance(raw, list) or not raw or any(e not in EVENTS for e in raw):
+        raise ValueError(MSG_EVENTS)
+    return list(dict.fromkeys(raw))
 
 
 class CallbackBody(BaseModel):
     """Body of PUT /notifications."""
 
-    url: str = Field(examples=["https://dashboard.example.com/hooks/callrail-sync"])
-    events: list[str] | None = Field(
-        None, examples=[list(EVENTS)], description="Default: every event."
-    )
+    url: Annotated[
+        str,
+        Field(examples=["https://dashboard.example.com/hooks/callrail-sync"]),
+        BeforeValidator(text("url")),
+    ]
+    events: Annotated[
+        list[str],
+        Field(examples=[list(EVENTS)], description="Default: every event."),
+        BeforeValidator(_events),
+    ] = list(EVENTS)
 
-    @staticmethod
-    def checked(body: dict[str, Any], allow_private: bool) -> tuple[str, list[str]]:
-        if not check.present(body, "url"):
-            raise ValidationFailed(MSG_URL_REQUIRED)
-        url = check_url(body["url"], "url", allow_private=allow_private)
-        events = body.get("events")
-        if events is None:
-            return url, list(EVENTS)
-        if not isinstance(events, list) or not events or any(e not in EVENTS for e in events):
-            raise ValidationFailed(MSG_EVENTS)
-        return url, list(dict.fromkeys(events))
+    @model_validator(mode="before")
+    @classmethod
+    def _required(cls, body: Any) -> Any:
+        if body.get("url") in (None, ""):
+            raise ValueError(MSG_URL_REQUIRED)
+        return body
 
 
 class DeliveriesQuery(BaseModel):
-    limit: str | None = Field(None, description="1 to 200, default 50")
+    limit: Annotated[
+        int,
+        Field(ge=1, le=200, description="1 to 200, default 50"),
+        BeforeValidator(whole("limit", 50, 200)),
+    ] = 50
 
 
-def callback_view(config: NotificationConfig, *, with_secret: bool) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "url": config.url,
-        "events": config.events,
-        "created_at": iso(config.created_at),
-        "updated_at": iso(config.updated_at),
-    }
-    if with_secret:
-        view["secret"] = config.secret.get_secret_value()
-    return view
-
-
-def shown(config: NotificationConfig | None, *, with_secret: bool) -> JSONResponse:
+def shown(config: NotificationConfig | None, *, with_secret: bool) -> CallbackAnswer:
     """The callback, or the 404 that says there is none."""
     if config is None:
         raise NotFound(NO_CALLBACK)
-    return success(callback_view(config, with_secret=with_secret))
+    return CallbackAnswer(data=Callback.of(config, with_secret=with_secret))
 
 
-def delivery_view(delivery: Notification) -> dict[str, Any]:
-    return {
-        "delivery_id": delivery.id,
-        "event": delivery.event,
-        "job_id": delivery.job_id,
-        "status": delivery.status,
-        "payload": json.loads(delivery.body),
-        "attempts": [a.model_dump(mode="json") for a in delivery.attempts],
-        "created_at": iso(delivery.created_at),
-        "next_attempt_at": iso(delivery.next_attempt_at),
-        "delivered_at": iso(delivery.delivered_at),
-        "give_up_at": iso(delivery.give_up_at),
-    }
-
-
-@router.get("/notifications", summary="The caller's notification callback (without its secret)")
-async def get_callback(owner: Owner, svc: Svc) -> JSONResponse:
+@router.get(
+    "/notifications",
+    summary="The caller's notification callback (without its secret)",
+    response_model=CallbackAnswer,
+    responses=ON_THE_CALLBACK,
+)
+async def get_notifications(owner: Owner, svc: Svc) -> Any:
     config = await run_in_threadpool(svc.runtime.stores.notifications.config, owner)
     return shown(config, with_secret=False)
 
@@ -97,36 +95,52 @@ async def get_callback(owner: Owner, svc: Svc) -> JSONResponse:
 @router.put(
     "/notifications",
     summary="Set the callback told when a job ends (its secret is shown once, on creation)",
+    response_model=CallbackAnswer,
+    responses=refused(
+        400, 401, 413, 503, messages={400: (MSG_URL_REQUIRED, MSG_EVENTS, "url must use https.")}
+    ),
     openapi_extra=openapi_body(CallbackBody),
 )
-async def put_callback(owner: Owner, svc: Svc, raw: RawBody) -> JSONResponse:
-    allow_private = svc.runtime.settings.allow_private_urls
-    url, events = CallbackBody.checked(check.json_object(raw), allow_private)
+async def set_notifications(
+    owner: Owner,
+    svc: Svc,
+    body: Annotated[CallbackBody, Depends(json_body(CallbackBody))],
+) -> Any:
+    url = check_url(body.url, "url", allow_private=svc.runtime.settings.allow_private_urls)
     store = svc.runtime.stores.notifications
-    config, created = await run_in_threadpool(store.configure, owner, url, events)
-    return success(callback_view(config, with_secret=created))
+    config, created = await run_in_threadpool(store.configure, owner, url, body.events)
+    return CallbackAnswer(data=Callback.of(config, with_secret=created))
 
 
-@router.post("/notifications/rotate", summary="A new signing secret (shown once)")
-async def rotate_secret(owner: Owner, svc: Svc) -> JSONResponse:
+@router.post(
+    "/notifications/rotate",
+    summary="A new signing secret (shown once)",
+    response_model=CallbackAnswer,
+    responses=ON_THE_CALLBACK,
+)
+async def rotate_notifications_secret(owner: Owner, svc: Svc) -> Any:
     config = await run_in_threadpool(svc.runtime.stores.notifications.rotate, owner)
     return shown(config, with_secret=True)
 
 
-@router.delete("/notifications", summary="Remove the callback (pending deliveries stop)")
-async def delete_callback(owner: Owner, svc: Svc) -> JSONResponse:
+@router.delete(
+    "/notifications",
+    summary="Remove the callback (pending deliveries stop)",
+    response_model=RemovedAnswer,
+    responses=ON_THE_CALLBACK,
+)
+async def delete_notifications(owner: Owner, svc: Svc) -> Any:
     if not await run_in_threadpool(svc.runtime.stores.notifications.remove, owner):
         raise NotFound(NO_CALLBACK)
-    return success({"deleted": True})
+    return RemovedAnswer(data=Removed(deleted=True))
 
 
 @router.get(
     "/notifications/deliveries",
     summary="Recent deliveries to the callback, each with its attempts",
-    openapi_extra=openapi_query(DeliveriesQuery),
+    response_model=DeliveriesAnswer,
+    responses=refused(400, 401, 413, 503, messages={400: ("limit must be between 1 and 200.",)}),
 )
-async def deliveries(request: Request, owner: Owner, svc: Svc) -> JSONResponse:
-    q = DeliveriesQuery.model_validate(dict(request.query_params))
-    limit = check.page_number(q.limit, "limit", 50, 200)
-    found = await run_in_threadpool(svc.runtime.stores.notifications.recent, owner, limit)
-    return success({"deliveries": [delivery_view(d) for d in found]})
+async def list_deliveries(owner: Owner, svc: Svc, q: Annotated[DeliveriesQuery, Query()]) -> Any:
+    found = await run_in_threadpool(svc.runtime.stores.notifications.recent, owner, q.limit)
+    return DeliveriesAnswer(data=Deliveries(deliveries=[DeliveryView.of(d) for d in found]))

@@ -9,15 +9,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from api_shim.bodies import openapi_query
+from api_shim.answers import PREFIX
+from api_shim.answers_control import RecordsAnswer, SummaryAnswer
 from api_shim.deps import Owner, Svc
 from api_shim.envelope import failure, success
-from api_shim.presenters import PREFIX
+from api_shim.openapi import refused
+from api_shim.validation import openapi_query
 from callrail_sync import records
 from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.snapshots import Kind
 
-router = APIRouter(prefix=PREFIX)
+router = APIRouter(prefix=PREFIX, tags=["records"])
 
 
 class RecordsQuery(BaseModel):
@@ -54,8 +56,21 @@ class SummaryQuery(BaseModel):
     "/records/calls/summary",
     summary="Totals of the calls, grouped, from our own roll-ups (no CallRail request)",
     openapi_extra=openapi_query(SummaryQuery),
+    response_model=SummaryAnswer,
+    responses=refused(
+        400,
+        401,
+        413,
+        503,
+        messages={
+            400: (
+                "account_id is required.",
+                "group_by must be one of: " + ", ".join(records.GROUPS),
+            )
+        },
+    ),
 )
-async def calls_summary(request: Request, owner: Owner, svc: Svc) -> Response:
+async def summarize_calls(request: Request, owner: Owner, svc: Svc) -> Response:
     asked = records.summary_request(owner, dict(request.query_params), utcnow())
     version = await svc.cache.feed_version(asked.feed)
     key = ("summary", version, asked)
@@ -69,8 +84,21 @@ async def calls_summary(request: Request, owner: Owner, svc: Svc) -> Response:
     "/records/{stream}",
     summary="One page of a stream's records, from our own store (cursor-paged)",
     openapi_extra=openapi_query(RecordsQuery),
+    response_model=RecordsAnswer,
+    responses=refused(
+        400,
+        401,
+        404,
+        413,
+        503,
+        messages={
+            400: (records.MSG_ACCOUNT, records.BAD_CURSOR),
+            404: (records.unknown_stream("calendars"),),
+        },
+        why={404: "No such stream."},
+    ),
 )
-async def stream_records(stream: str, request: Request, owner: Owner, svc: Svc) -> Response:
+async def list_records(stream: str, request: Request, owner: Owner, svc: Svc) -> Response:
     try:
         asked = records.records_request(owner, stream, dict(request.query_params))
     except LookupError as exc:

@@ -2,65 +2,145 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from api_shim import validation as check
-from api_shim.bodies import WebhookCreate, WebhookUpdate, company_ref, openapi_body
-from api_shim.deps import Owner, RawBody, Svc, require_account, require_key
-from api_shim.presenters import PREFIX, accepted
-from api_shim.writes import start_write
-from callrail_sync.errors import ValidationFailed
+from api_shim.answers import PREFIX, accepted
+from api_shim.bodies import MSG_CREATE_REQUIRED, MSG_UPDATE_REQUIRED, WebhookCreate, WebhookUpdate
+from api_shim.deps import KeyedOwner, Services, Svc, require_account
+from api_shim.openapi import jobs_only, refused
+from api_shim.validation import AccountId, CompanyId, json_body, openapi_body
+from api_shim.writes import COMPANY_NOT_FOUND, start_write
+from callrail_sync.callrail.webhooks import MOVE_RECEIVER, RECEIVER_EVENTS
+from callrail_sync.errors import API_KEY_NOT_FOUND, ValidationFailed
 from callrail_sync.job import JobParams, JobType
+from callrail_sync.urls import check_url, receiver_url
 
 MSG_LIST_REQUIRED = "Callrail account id and company id are required."
-router = APIRouter(prefix=PREFIX)
+router = APIRouter(prefix=PREFIX, tags=["webhooks"])
 
 
-@router.get("/companies/webhook", summary="List a company's webhooks (a job)")
+class WebhooksQuery(BaseModel):
+    account_id: AccountId
+    company_id: CompanyId
+
+    @model_validator(mode="before")
+    @classmethod
+    def _required(cls, query: Any) -> Any:
+        if not isinstance(query, dict) or not (query.get("account_id") and query.get("company_id")):
+            raise ValueError(MSG_LIST_REQUIRED)
+        return query
+
+
+WRITE = jobs_only(
+    "The job that makes the change (its result holds the webhook); the same write asked "
+    "again while it is active answers the same job."
+)
+
+
+def write_answers(required: str, invalid: str) -> dict[int | str, dict[str, Any]]:
+    return refused(
+        400,
+        401,
+        404,
+        413,
+        429,
+        503,
+        messages={400: (required, API_KEY_NOT_FOUND, invalid), 404: (COMPANY_NOT_FOUND,)},
+    )
+
+
+@router.get(
+    "/companies/webhook",
+    summary="List a company's webhooks (a job)",
+    responses=refused(
+        400,
+        401,
+        404,
+        413,
+        429,
+        503,
+        messages={400: (MSG_LIST_REQUIRED, API_KEY_NOT_FOUND)},
+    ),
+    **jobs_only("The job that lists the webhooks (its result holds them)."),
+)
 async def list_webhooks(
-    owner: Owner,
-    svc: Svc,
-    account_id: str | None = Query(None),
-    company_id: str | None = Query(None),
+    owner: KeyedOwner, svc: Svc, q: Annotated[WebhooksQuery, Query()]
 ) -> JSONResponse:
-    await require_key(svc, owner)
-    if not account_id or not company_id:
-        raise ValidationFailed(MSG_LIST_REQUIRED)
-    account, company = company_ref({"account_id": account_id, "company_id": company_id})
-    await require_account(svc, owner, account)
-    params = JobParams(callrail_account_id=account, company_id=company)
+    await require_account(svc, owner, q.account_id)
+    params = JobParams(callrail_account_id=q.account_id, company_id=q.company_id)
     job, _ = await run_in_threadpool(
         svc.admission.submit, svc.queue, owner, JobType.WEBHOOK_LIST, params
     )
     return accepted(job)
 
 
-def _write_route(body: type[WebhookCreate] | type[WebhookUpdate], job_type: JobType) -> Any:
-    """A write route: the caller's key, then the body's fields, then the job (or a join)."""
-
-    async def route(owner: Owner, svc: Svc, raw: RawBody) -> JSONResponse:
-        await require_key(svc, owner)  # the spec checks the key before the fields
-        s = svc.runtime.settings
-        params = body.params(check.json_object(raw), s.allow_private_urls, s.public_base_url)
-        await require_account(svc, owner, params.need("callrail_account_id"))
-        return accepted(await run_in_threadpool(start_write, svc, owner, job_type, params))
-
-    return route
-
-
-for method, model, kind, summary in (
-    ("POST", WebhookCreate, JobType.WEBHOOK_CREATE, "Create a webhook for a company (a job)"),
-    ("PUT", WebhookUpdate, JobType.WEBHOOK_UPDATE, "Change a webhook's URL and/or status (a job)"),
-):
-    router.add_api_route(
-        "/companies/webhook",
-        _write_route(model, kind),
-        methods=[method],
-        summary=summary,
-        openapi_extra=openapi_body(model),
-        name=kind.value,
+@router.post(
+    "/companies/webhook",
+    summary="Create a webhook for a company (a job)",
+    responses=write_answers(MSG_CREATE_REQUIRED, "webhook_url must be a valid http(s) URL."),
+    openapi_extra=openapi_body(WebhookCreate),
+    **WRITE,
+)
+async def create_webhook(
+    owner: KeyedOwner,
+    svc: Svc,
+    body: Annotated[WebhookCreate, Depends(json_body(WebhookCreate))],
+) -> JSONResponse:
+    s = svc.runtime.settings
+    ours = receiver_url(s.public_base_url, body.company_id)
+    events = body.events
+    if body.webhook_url is None:
+        if ours is None:  # no public address: no receiver of ours to point CallRail at
+            raise ValidationFailed(MSG_CREATE_REQUIRED)
+        url, events = ours, events or list(RECEIVER_EVENTS)
+    elif body.webhook_url == ours:
+        url = ours  # our own receiver is not a user's URL: the URL policy is not for it
+    else:
+        url = check_url(body.webhook_url, "webhook_url", allow_private=s.allow_private_urls)
+    params = JobParams(
+        callrail_account_id=body.account_id,
+        company_id=body.company_id,
+        webhook_url=url,
+        events=events,
+        status=body.status,
     )
+    return await write(svc, owner, JobType.WEBHOOK_CREATE, params)
+
+
+@router.put(
+    "/companies/webhook",
+    summary="Change a webhook's URL and/or status (a job)",
+    responses=write_answers(MSG_UPDATE_REQUIRED, "status must be 'enabled' or 'disabled'."),
+    openapi_extra=openapi_body(WebhookUpdate),
+    **WRITE,
+)
+async def update_webhook(
+    owner: KeyedOwner,
+    svc: Svc,
+    body: Annotated[WebhookUpdate, Depends(json_body(WebhookUpdate))],
+) -> JSONResponse:
+    s = svc.runtime.settings
+    url = body.webhook_url
+    if url is not None:
+        if url == receiver_url(s.public_base_url, body.company_id):
+            raise ValidationFailed(MOVE_RECEIVER)
+        url = check_url(url, "webhook_url", allow_private=s.allow_private_urls)
+    params = JobParams(
+        callrail_account_id=body.account_id,
+        company_id=body.company_id,
+        webhook_id=body.webhook_id,
+        webhook_url=url,
+        status=body.status,
+    )
+    return await write(svc, owner, JobType.WEBHOOK_UPDATE, params)
+
+
+async def write(svc: Services, owner: str, job_type: JobType, params: JobParams) -> JSONResponse:
+    """The job of a write (or the same write's, joined), after the account is checked."""
+    await require_account(svc, owner, params.need("callrail_account_id"))
+    return accepted(await run_in_threadpool(start_write, svc, owner, job_type, params))
