@@ -136,7 +136,7 @@ def _events(raw: Any) -> list[str]:
     return list(dict.fromkeys(raw))
 
 
-ACCOUNT_PATTERN = r"^(ACC[0-9a-f]{32}|[0-9]{1,20})$"
+ACCOUNT_PATTERN = r"^(ACC[0-9a-f]{32}|[0-9]{1,18})$"
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 Page = Annotated[int, Field(ge=1, le=MAX_PAGE), BeforeValidator(whole("page", 1, top=MAX_PAGE))]
 PerPage = Annotated[

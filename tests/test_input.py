@@ -360,9 +360,11 @@ PARAMS += ["kind", "cursor", "modified_after", "filter", "limit"]
 
 def answers_in_the_envelope(path: str, status: int) -> bool:
     """All but the 200s of the routes for people and tools (docs, schema, metrics) and of
-    the event streams (Server-Sent Events)."""
-    if status == 200 and (path.endswith("/events") or path.startswith(UI_PATH)):
-        return False  # a stream, or the connection page's HTML, CSS and JS
+    the event streams (Server-Sent Events), and the connection page's files and redirect."""
+    if status == 200 and path.endswith("/events"):
+        return False  # a stream
+    if path.startswith(UI_PATH.rstrip("/")) and status < 400:
+        return False  # the connection page's HTML, CSS and JS, and /ui's redirect to /ui/
     return status != 200 or path.startswith(P) or path in ("/healthz", "/readyz")
 
 

@@ -74,4 +74,4 @@ def test_every_route_keeps_its_declared_contract(contract, token):
                 assert mode == GenerationMode.NEGATIVE, label
     operations = {label for label, _ in sent}
     print(f"\nschemathesis: {len(sent)} requests to {len(operations)} operations, 0 failures")
-    assert len(operations) == 20 and all(status < 500 for _, status in sent)
+    assert len(operations) == 22 and all(status < 500 for _, status in sent)

@@ -324,7 +324,9 @@ def publish_accounts(stores, records: list[dict]) -> None:
     stores.snapshots.publish("snap_accounts", 1)
 
 
-@pytest.mark.parametrize("account", ["foo", "ACC1", "ACC" + "A1" * 16, "ACC" + "a1" * 17, "12a"])
+@pytest.mark.parametrize(
+    "account", ["foo", "ACC1", "ACC" + "A1" * 16, "ACC" + "a1" * 17, "12a", "1" * 19]
+)
 @pytest.mark.parametrize(("method", "path", "body"), ACCOUNT_ROUTES)
 def test_an_account_id_that_cannot_be_callrails_is_400_and_no_job(
     shim, owner, stores, method, path, body, account

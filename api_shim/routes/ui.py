@@ -13,8 +13,8 @@ from importlib import resources
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from api_shim.answers import PREFIX
 from api_shim.envelope import failure
-from api_shim.presenters import PREFIX
 
 UI_PATH = f"{PREFIX}/ui/"
 ASSETS = {
