@@ -393,6 +393,7 @@ class Shape:
     """`own` less the fields every made-up call has the same value of..."""
     wanted: frozenset[str]
     constant: str
+    every_variable: bool
     """... which are these, as JSON (without braces)."""
 
     @classmethod
@@ -403,7 +404,9 @@ class Shape:
         variable = tuple(n for n in own if n not in CONSTANT)
         constant = json.dumps(fixed, separators=(",", ":"))[1:-1]
         created, milestones = "created_at" in fields, "milestones" in profiled
-        return cls(own, profiled, created, milestones, variable, frozenset(variable), constant)
+        wanted = frozenset(variable)
+        every = wanted >= VARIABLE_OPTIONAL
+        return cls(own, profiled, created, milestones, variable, wanted, constant, every)
 
 
 PLAIN_KEYS = tuple(k for k in DEFAULT_KEYS if k != "start_time")
@@ -412,23 +415,37 @@ PLAIN_KEYS = tuple(k for k in DEFAULT_KEYS if k != "start_time")
 def _render(calls: Calls, ref: Ref, shape: Shape, span: dates.Span) -> str:
     """One call as JSON: its default keys and the optional fields asked for. A made-up call
     never edited takes its constant fields from JSON made once per field set."""
-    fast = ref.placed is None and ref.call_id not in calls.book.edits
-    body = calls.history.variable(ref.place, shape.wanted) if fast else calls.record(ref)
-    own: dict[str, Any] = {k: body[k] for k in PLAIN_KEYS}
-    own["start_time"] = dates.write(datetime.fromtimestamp(body["_start"], UTC), span.zone)
-    for name in shape.variable if fast else shape.own:
-        own[name] = body[name]
+    fast = ref.placed is None and (not calls.book.edits or ref.call_id not in calls.book.edits)
+    created: float | None = None
+    if fast:
+        own = calls.history.variable(ref.place, shape.wanted)
+        start, profile = own.pop("_start"), own.pop("_profile")
+        if shape.wanted and not shape.every_variable:
+            own = {k: own[k] for k in (*PLAIN_KEYS, *shape.variable)}
+    else:
+        body = calls.record(ref)
+        start, profile = body["_start"], body["_profile"]
+        own = {k: body[k] for k in (*PLAIN_KEYS, *shape.own)}
+        created = body.get("_created")
+    began = datetime.fromtimestamp(start, UTC)
+    at = began.isoformat(timespec="milliseconds")
+    own["start_time"] = at if span.zone is UTC else dates.write(began, span.zone)
     if shape.created:
-        created = body.get("_created", body["_start"] + 2)
-        own["created_at"] = dates.write(datetime.fromtimestamp(created, UTC), span.zone)
-    text = json.dumps(own, separators=(",", ":"))[:-1]
+        moment = start + 2 if created is None else created
+        own["created_at"] = dates.write(datetime.fromtimestamp(moment, UTC), span.zone)
+    text = COMPACT(own)[:-1]
     if fast and shape.constant:
         text = f"{text},{shape.constant}"
     if not shape.profiled:
         return text + "}"
-    pieces = FRAGMENTS.get(shape.profiled)[body["_profile"]]
-    moments = milestone_dates(body["_start"]) if shape.milestones else []
+    pieces = FRAGMENTS.get(shape.profiled)[profile]
+    moments = milestone_dates(began, at) if shape.milestones else []
     return f"{text},{joined(pieces, moments)}}}"
+
+
+COMPACT = json.JSONEncoder(separators=(",", ":")).encode
+VARIABLE_OPTIONAL = frozenset(OWN_OPTIONAL) - frozenset(CONSTANT) - {"created_at"}
+"""The optional fields `History.variable` draws for a made-up call."""
 
 
 def _page_index(query: Query) -> int:

@@ -21,7 +21,7 @@ import random
 from array import array
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from simulator import generator
@@ -396,11 +396,9 @@ def _formatted(phone: str) -> str:
     return f"{digits[:3]}-{digits[3:6]}-{digits[6:]}"
 
 
-def milestone_dates(start: float) -> list[str]:
+def milestone_dates(moment: datetime, at: str) -> list[str]:
     """The event dates of a call's milestones, in `STAGES` order: the first touch days
-    before, the rest at the call."""
-    moment = datetime.fromtimestamp(start, UTC)
-    at = moment.isoformat(timespec="milliseconds")
+    before, the rest at the call (`moment`, written `at` in UTC)."""
     before = (moment - timedelta(days=3, hours=2)).isoformat(timespec="milliseconds")
     return [before, at, at, at]
 
