@@ -330,3 +330,54 @@ def shim_url(
     url, switch = shim_server
     with switch.use(create_app(runtime.settings, runtime=runtime, queue=queue)):
         yield url
+
+
+# --- how the suite is organised: one kind per test, from what it uses (docs/development.md) ---
+
+SLOW_MODULES = {"test_faults", "test_serve", "test_ui_browser"}
+"""Modules whose every test runs the service's real processes (stack, serve, a browser)."""
+KINDS = ("unit", "sim", "storage", "contract", "jobs", "processes")
+
+
+def kind_of(item: pytest.Item) -> str:
+    """The first that fits: `processes` (slow: real processes of the service), `jobs` (a real
+    Celery worker), `contract` (the shim over HTTP), `storage` (SecantusDB or Redis, no
+    server of ours), `sim` (the simulator over HTTP), else `unit` (plain code)."""
+    used = set(getattr(item, "fixturenames", ()))
+    names = getattr(getattr(item, "function", None), "__code__", None)
+    calls = set(names.co_names) if names is not None else set()
+    if item.get_closest_marker("slow") is not None:
+        return "processes"
+    if "worker" in used or "run_worker" in calls:
+        return "jobs"
+    if used & {"shim_url", "shim_server"}:
+        return "contract"
+    if used & {"stores", "mongo_db", "mongo_server", "runtime", "redis_url"}:
+        return "storage"
+    if used & {"sim", "client"}:
+        return "sim"
+    return "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+        item.add_marker(getattr(pytest.mark, kind_of(item)))
+
+
+_cost: dict[str, list[float]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    kind = next((k for k in KINDS if k in report.keywords), "unit")
+    spent = _cost.setdefault(kind, [0, 0.0])
+    spent[0] += report.when == "call"
+    spent[1] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line: what each kind of test cost in this run (setup and teardown included)."""
+    if _cost:
+        parts = [f"{k} {_cost[k][0]:.0f} in {_cost[k][1]:.0f} s" for k in KINDS if k in _cost]
+        terminalreporter.write_line("kinds: " + ", ".join(parts))

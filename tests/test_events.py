@@ -7,6 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import redis
 import requests
 
@@ -222,6 +223,7 @@ def test_a_stream_closes_when_the_token_it_was_opened_with_expires(shim_url, set
         assert time.monotonic() - started < 10
 
 
+@pytest.mark.slow  # a real process of the service
 def test_uvicorns_access_log_never_prints_a_ticket(settings, tmp_path):
     """The shim as Compose runs it (uvicorn's own access log at INFO): the request line of a
     stream opened with a ticket is printed with the ticket scrubbed."""

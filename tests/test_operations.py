@@ -329,6 +329,7 @@ def test_metrics_move_when_jobs_run(worker, stores, owner, submit_job, sim, shim
 # --- Flower -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a real process of the service
 def test_flower_runs_behind_basic_auth(redis_url, tmp_path):
     """The documented command: Flower on our app, refusing anyone without the credentials,
     which it reads from the environment: they never show in `ps`."""

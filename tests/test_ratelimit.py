@@ -152,6 +152,7 @@ def _hammer(base_url: str, api_key: str, account: str, seconds: float, out) -> N
     out.put((sent, limited))
 
 
+@pytest.mark.slow  # a real process of the service
 @pytest.mark.parametrize("keys", ["one key", "two keys on the account"])
 def test_the_budget_holds_across_two_worker_processes(sim, sim_data, api_key, redis_url, keys):
     """Two OS processes spend one account's quota (with one key, or each with its own key
