@@ -110,6 +110,9 @@ class NotificationSettings(_Group):
     notify_retry_for: float = 3600.0
     notify_backoff_base: float = 10.0
     notify_timeout: float = 10.0
+    notify_secret_grace: float = 24 * 3600.0
+    """After a rotation, notifications are signed with the old secret too (two `v1=`) for
+    this long, so that retries in flight still verify."""
 
 
 class InboundSettings(_Group):
@@ -188,6 +191,9 @@ class OperationSettings(_Group):
     jwt_max_lifetime: float = 7 * 24 * 3600.0
     """The longest a token may still be valid (its `exp` at most this far ahead, and after
     its `iat` when it has one): a token that never expires is refused."""
+    secrets_keys: str = ""
+    """Fernet keys, comma-separated, newest first: signing keys and notification secrets are
+    stored encrypted with the first, read with any (rotation). Unset: plain text."""
     development: bool = False
     """A machine for trying the service: a JWT secret shorter than 32 bytes is accepted."""
     log_level: str = "INFO"

@@ -10,16 +10,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Sequence
 
 HEADER = "X-Callrail-Sync-Signature"
 TOLERANCE = 300
 """Seconds a receiver accepts between the signed time and its clock."""
 
 
-def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
-    """The header value for `body`, signed now (or at `timestamp`)."""
+def sign(secret: str, body: bytes, timestamp: int | None = None, also: Sequence[str] = ()) -> str:
+    """The header value for `body`, signed now (or at `timestamp`); `also` adds a `v1=` for
+    each other secret (the previous one, for a while after a rotation)."""
     t = int(time.time()) if timestamp is None else timestamp
-    return f"t={t},v1={_mac(secret, t, body)}"
+    return f"t={t}" + "".join(f",v1={_mac(s, t, body)}" for s in (secret, *also))
 
 
 def verify(secret: str, header: str, body: bytes, tolerance: float = TOLERANCE) -> bool:

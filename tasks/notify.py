@@ -174,10 +174,12 @@ def post(rt: Runtime, config: NotificationConfig, delivery: Notification) -> tup
     except errors.ValidationFailed as refused:
         return Attempt(at=at, url=config.url, error=refused.user_message, ms=0), False
     body = delivery.body.encode()
+    secrets = config.signing_secrets(utcnow())
     headers = [
         ("Content-Type", "application/json"),
         ("User-Agent", "callrail-sync"),
-        (HEADER, sign(config.secret.get_secret_value(), body)),
+        # After a rotation the old secret signs too, for a while: retries in flight verify.
+        (HEADER, sign(secrets[0], body, also=secrets[1:])),
         ("X-Callrail-Sync-Event", delivery.event),
         ("X-Callrail-Sync-Notification", delivery.id),
     ]

@@ -119,7 +119,8 @@ async def set_notifications(
     responses=ON_THE_CALLBACK,
 )
 async def rotate_notifications_secret(owner: Owner, svc: Svc) -> Any:
-    config = await run_in_threadpool(svc.runtime.stores.notifications.rotate, owner)
+    grace = svc.runtime.settings.notify_secret_grace
+    config = await run_in_threadpool(svc.runtime.stores.notifications.rotate, owner, grace)
     return shown(config, with_secret=True)
 
 

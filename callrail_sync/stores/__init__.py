@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from callrail_sync.config import Settings
+from callrail_sync.sealed import Sealer
 from callrail_sync.stores.changes import ChangeStore, MongoChangeStore
 from callrail_sync.stores.database import Db, open_database, ping
 from callrail_sync.stores.inbox import InboxStore, MongoInboxStore
@@ -44,15 +45,18 @@ class Stores:
         return ping(self.db)
 
 
-def on_database(db: Db, on_job_change: OnChange | None = None) -> Stores:
-    """The Mongo stores over one database, their indexes created (idempotent)."""
+def on_database(
+    db: Db, on_job_change: OnChange | None = None, sealer: Sealer | None = None
+) -> Stores:
+    """The Mongo stores over one database, their indexes created (idempotent); `sealer`
+    encrypts the secrets they keep (SECRETS_KEYS)."""
     keys, userconfig = MongoKeyStore(db), MongoUserConfigStore(db)
     jobs = MongoJobStore(db, on_job_change)
     snapshots, webhooks = MongoSnapshotStore(db), MongoWebhookStore(db)
-    changes, notifications = MongoChangeStore(db), MongoNotificationStore(db)
+    changes, notifications = MongoChangeStore(db), MongoNotificationStore(db, sealer)
     schedules, receivers, inbox = (
         MongoScheduleStore(db),
-        MongoReceiverStore(db),
+        MongoReceiverStore(db, sealer),
         MongoInboxStore(db),
     )
     streams = MongoStreamStore(db)
@@ -78,4 +82,4 @@ def on_database(db: Db, on_job_change: OnChange | None = None) -> Stores:
 def connect(settings: Settings, on_job_change: OnChange | None = None) -> Stores:
     """The stores for these settings (a server at MONGO_URL, else an in-process database);
     `on_job_change` hears of every job write (the job events)."""
-    return on_database(open_database(settings), on_job_change)
+    return on_database(open_database(settings), on_job_change, Sealer(settings.secrets_keys))

@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, Field, SecretStr
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 
+from callrail_sync.sealed import Sealer
 from callrail_sync.stores.database import Db, utcnow
 
 CONFIGS = "callrail_notifications"
@@ -33,8 +34,18 @@ class NotificationConfig(BaseModel):
     url: str
     events: list[str]
     secret: SecretStr
+    previous_secret: SecretStr | None = None
+    """The secret before the last rotation, still signed with until `previous_until`."""
+    previous_until: datetime | None = None
     created_at: datetime
     updated_at: datetime
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """What to sign with now: the secret, and the previous one during its grace."""
+        found = [self.secret.get_secret_value()]
+        if self.previous_secret and self.previous_until and now < self.previous_until:
+            found.append(self.previous_secret.get_secret_value())
+        return found
 
 
 class Attempt(BaseModel):
@@ -74,8 +85,9 @@ class NotificationStore(Protocol):
         """Set the callback's URL and events; returns it and whether it is new (then with a
         new secret; an existing callback keeps its secret)."""
 
-    def rotate(self, owner: str) -> NotificationConfig | None:
-        """A new secret for the owner's callback (None if there is none)."""
+    def rotate(self, owner: str, grace_seconds: float = 0.0) -> NotificationConfig | None:
+        """A new secret for the owner's callback (None if there is none); the old one is
+        still signed with for `grace_seconds`."""
 
     def remove(self, owner: str) -> bool:
         """Drop the owner's callback; pending deliveries are not attempted again."""
@@ -110,16 +122,20 @@ def _notification(doc: dict[str, Any]) -> Notification:
     return Notification.model_validate({**doc, "id": doc["_id"]})
 
 
-def _config(doc: dict[str, Any] | None) -> NotificationConfig | None:
+def _config(doc: dict[str, Any] | None, sealer: Sealer) -> NotificationConfig | None:
     if doc is None:
         return None
-    return NotificationConfig.model_validate({**doc, "owner": doc["_id"]})
+    fields = {**doc, "owner": doc["_id"], "secret": sealer.open(doc["secret"])}
+    if doc.get("previous_secret"):
+        fields["previous_secret"] = sealer.open(doc["previous_secret"])
+    return NotificationConfig.model_validate(fields)
 
 
 class MongoNotificationStore:
     """`NotificationStore` over the two collections."""
 
-    def __init__(self, db: Db) -> None:
+    def __init__(self, db: Db, sealer: Sealer | None = None) -> None:
+        self._sealer = sealer or Sealer()
         self._configs = db[CONFIGS]
         self._deliveries = db[DELIVERIES]
 
@@ -128,11 +144,11 @@ class MongoNotificationStore:
         self._deliveries.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
 
     def config(self, owner: str) -> NotificationConfig | None:
-        return _config(self._configs.find_one({"_id": owner}))
+        return _config(self._configs.find_one({"_id": owner}), self._sealer)
 
     def configure(self, owner: str, url: str, events: list[str]) -> tuple[NotificationConfig, bool]:
         now = utcnow()
-        secret = new_secret().get_secret_value()
+        secret = self._sealer.seal(new_secret().get_secret_value())
         before = self._configs.find_one_and_update(
             {"_id": owner},
             {
@@ -147,13 +163,24 @@ class MongoNotificationStore:
             raise RuntimeError("the notification config vanished as it was written")
         return found, before is None
 
-    def rotate(self, owner: str) -> NotificationConfig | None:
+    def rotate(self, owner: str, grace_seconds: float = 0.0) -> NotificationConfig | None:
+        current = self._configs.find_one({"_id": owner})
+        if current is None:
+            return None
+        now = utcnow()
+        fields = {
+            "secret": self._sealer.seal(new_secret().get_secret_value()),
+            "previous_secret": self._sealer.reseal(current["secret"]),
+            "previous_until": now + timedelta(seconds=grace_seconds),
+            "updated_at": now,
+        }
         return _config(
             self._configs.find_one_and_update(
-                {"_id": owner},
-                {"$set": {"secret": new_secret().get_secret_value(), "updated_at": utcnow()}},
+                {"_id": owner, "secret": current["secret"]},  # two rotations at once: one wins
+                {"$set": fields},
                 return_document=ReturnDocument.AFTER,
-            )
+            ),
+            self._sealer,
         )
 
     def remove(self, owner: str) -> bool:

@@ -9,11 +9,12 @@ in a response, and `Receiver`'s repr leaves it out.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 from pymongo import ASCENDING, UpdateOne
 
+from callrail_sync.sealed import Sealer
 from callrail_sync.stores.database import Db, utcnow
 
 COLLECTION = "callrail_receivers"
@@ -80,7 +81,8 @@ class ReceiverStore(Protocol):
 
 
 class MongoReceiverStore:
-    def __init__(self, db: Db) -> None:
+    def __init__(self, db: Db, sealer: Sealer | None = None) -> None:
+        self._sealer = sealer or Sealer()
         self._receivers = db[COLLECTION]
 
     def ensure_indexes(self) -> None:
@@ -96,7 +98,8 @@ class MongoReceiverStore:
         now, company_id = utcnow(), registration.company_id
         fields: dict[str, object] = registration.model_dump(exclude={"company_id", "signing_key"})
         if registration.signing_key:
-            fields |= {"signing_key": registration.signing_key, "key_fetched_at": now}
+            sealed = self._sealer.seal(registration.signing_key)
+            fields |= {"signing_key": sealed, "key_fetched_at": now}
         if key_fingerprint:
             fields[f"seen_by.{owner}"] = key_fingerprint
         self._receivers.update_one(
@@ -126,12 +129,12 @@ class MongoReceiverStore:
 
     def get(self, company_id: str) -> Receiver | None:
         doc = self._receivers.find_one({"_id": company_id})
-        return Receiver.model_validate(doc) if doc else None
+        return self._receiver(doc) if doc else None
 
     def set_key(self, company_id: str, signing_key: str) -> None:
         self._receivers.update_one(
             {"_id": company_id},
-            {"$set": {"signing_key": signing_key, "key_fetched_at": utcnow()}},
+            {"$set": {"signing_key": self._sealer.seal(signing_key), "key_fetched_at": utcnow()}},
         )
 
     def seen(self, company_id: str, state: str, reconciled_at: datetime | None = None) -> None:
@@ -153,7 +156,12 @@ class MongoReceiverStore:
             self._receivers.bulk_write(updates, ordered=False)
 
     def all(self) -> list[Receiver]:
-        return [Receiver.model_validate(d) for d in self._receivers.find({})]
+        return [self._receiver(d) for d in self._receivers.find({})]
 
     def of_owner(self, owner: str) -> list[Receiver]:
-        return [Receiver.model_validate(d) for d in self._receivers.find({"owners": owner})]
+        return [self._receiver(d) for d in self._receivers.find({"owners": owner})]
+
+    def _receiver(self, doc: dict[str, Any]) -> Receiver:
+        key = doc.get("signing_key")
+        opened = self._sealer.open(key) if key else key
+        return Receiver.model_validate({**doc, "signing_key": opened})
