@@ -50,6 +50,8 @@ from callrail_sync.streams import STREAMS, Stream, fields_for
 from tasks.jobs import Outcome
 
 log = logging.getLogger("callrail_sync.streams")
+BATCH_PAGES = 16
+"""The most pages one write stores."""
 TOUCH_EVERY = 1.0
 """Seconds between two touches of a running stream sync's job."""
 MAX_WALK_PAGES = 400
@@ -107,16 +109,17 @@ class StreamContext:
             time_zone=self.time_zone,
         )
 
-    def store(self, items: list[dict[str, Any]]) -> None:
-        """One page into the feed, under the feed's lock (the receiver writes calls too)."""
+    def store(self, items: list[dict[str, Any]], pages: int = 1) -> None:
+        """Pages into the feed in one write, under the feed's lock (the receiver writes calls
+        too)."""
         store = self.rt.stores.streams
         with self.rt.locks.hold("stream:" + self.feed):
             done = store.write_page(self.stream, self.feed, self.owner, self.account, items)
         self.written["added"] += done.added
         self.written["updated"] += done.updated
         self.written["unchanged"] += done.unchanged
-        self.pages += 1
-        metrics.PAGES.labels(self.stream.name).inc()
+        self.pages += pages
+        metrics.PAGES.labels(self.stream.name).inc(pages)
         self.unsaved += len(items)
         now = time.monotonic()
         if now - self.touched >= TOUCH_EVERY:
@@ -280,16 +283,19 @@ def window_bounds(window: remote.Window, time_zone: str) -> tuple[datetime, date
 
 
 def walk_windows(ctx: StreamContext, todo: list[Place], *, persist: bool) -> set[str]:
-    """Walk the windows of `todo` (newest first), `STREAM_CONCURRENCY` at a time, storing
-    each page as it comes; with `persist` (a backfill), each window's place is saved after
-    each page. Without it (a rescan), returns the ids seen, for its deletions."""
+    """Walk the windows of `todo` (newest first), `STREAM_CONCURRENCY` at a time, storing the
+    pages fetched so far in one write each time (up to `BATCH_PAGES`: roll-ups are one `$inc`
+    per document per write, so a batch costs little more than a page); with `persist` (a
+    backfill), each window's place is saved once its pages are stored. Without it (a rescan),
+    returns the ids seen, for its deletions."""
     seen: set[str] = set()
     store = ctx.rt.stores.streams
-    for got in fetch_concurrently(ctx, todo, ctx.rt.settings.stream_concurrency):
-        ctx.store(got.page.items)
-        if not persist:  # a rescan's ids (a few days'); a backfill's memory stays flat
-            seen.update(str(i[ctx.stream.id_field]) for i in got.page.items)
-        if persist:
+    for batch in fetch_concurrently(ctx, todo, ctx.rt.settings.stream_concurrency):
+        ctx.store([item for got in batch for item in got.page.items], pages=len(batch))
+        for got in batch:
+            if not persist:  # a rescan's ids (a few days'); a backfill's memory stays flat
+                seen.update(str(i[ctx.stream.id_field]) for i in got.page.items)
+                continue
             done = got.page.next_cursor is None
             store.update_window(
                 ctx.feed, got.place.index, got.page.next_cursor, done, len(got.page.items)
@@ -300,9 +306,12 @@ def walk_windows(ctx: StreamContext, todo: list[Place], *, persist: bool) -> set
 _END = object()
 
 
-def fetch_concurrently(ctx: StreamContext, todo: list[Place], concurrency: int) -> Iterator[Got]:
+def fetch_concurrently(
+    ctx: StreamContext, todo: list[Place], concurrency: int
+) -> Iterator[list[Got]]:
     """Pages of the windows of `todo`, each window's in order, up to `concurrency` windows at
-    once. A failure stops every fetcher before its next request; the pages already fetched
+    once, in batches: each time, every page fetched so far (at least one, at most
+    `BATCH_PAGES`). A failure stops every fetcher before its next request; the pages already fetched
     are still yielded, then the failure is raised (no request spent is thrown away)."""
     places: queue.SimpleQueue[Place] = queue.SimpleQueue()
     for place in todo:
@@ -342,13 +351,23 @@ def fetch_concurrently(ctx: StreamContext, todo: list[Place], concurrency: int) 
     running, failure = len(threads), None
     try:
         while running:
+            batch: list[Got] = []
             item = results.get()
-            if item is _END:
-                running -= 1
-            elif isinstance(item, BaseException):
-                failure = failure or item
-            elif isinstance(item, Got):
-                yield item
+            while True:
+                if item is _END:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    failure = failure or item
+                elif isinstance(item, Got):
+                    batch.append(item)
+                if len(batch) >= BATCH_PAGES:
+                    break
+                try:
+                    item = results.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                yield batch
     finally:
         stop.set()
         while running:  # a consumer that stopped early: let the fetchers end

@@ -230,7 +230,7 @@ def test_a_write_stopped_half_way_is_counted_again_by_the_next(
             "configureFailPoint",
             "failCommand",
             mode="alwaysOn",
-            data={"failCommands": ["update"], "errorCode": 91},
+            data={"failCommands": ["update"], "errorCode": 2},  # BadValue: not retried
         )
         try:
             with pytest.raises(PyMongoError):

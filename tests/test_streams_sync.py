@@ -16,6 +16,8 @@ from callrail_sync.callrail import streams as remote
 from callrail_sync.callrail.client import CallRailClient, Timeouts
 from callrail_sync.job import Job, JobError, JobParams, JobType, NewJob
 from callrail_sync.runtime import Runtime
+from callrail_sync.status import ListingStatus, owner_status
+from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.streams import feed_id
 from callrail_sync.streams import STREAMS
 from simulator import SimData, SimServer
@@ -36,6 +38,11 @@ def stream_job(runtime: Runtime, owner: str, account: str, stream: str, **more: 
         NewJob(owner=owner, type=JobType.SYNC_STREAM, params=params)
     )
     return job
+
+
+def stream_status(runtime: Runtime, owner: str, account: str) -> ListingStatus:
+    entries = owner_status(runtime, owner, utcnow())
+    return next(e for e in entries if e.kind == "calls" and e.account_id == account)
 
 
 def client_for(
@@ -64,6 +71,7 @@ def plan(runtime: Runtime, owner: str, account: str, days: int = 3) -> list[remo
     state.windows = [
         {**w.as_doc(), "done": False, "cursor": None, "pages": 0, "records": 0} for w in windows
     ]
+    state.started_at = utcnow()
     runtime.stores.streams.save_state(state)
     return windows
 
@@ -136,7 +144,17 @@ def test_a_stopped_backfill_goes_on_from_the_window_and_page_it_reached(
     stored_pages = sum(w["pages"] for w in state.windows)
     assert 0 < stored_pages <= 3 and not all(w["done"] for w in state.windows)
     first_run = len(sim.requests_logged("GET", "/calls.json"))
+    runtime.settings.sync_streams = "calls"
+    runtime.stores.userconfig.set(owner, [account])
+    midway = stream_status(runtime, owner, account)
+    assert midway.backfill is not None
+    assert 0 <= midway.backfill.windows_done < midway.backfill.windows_total == len(windows)
+    assert midway.backfill.finished_at is None and midway.backfill.estimated_finish is not None
     sync_stream_work(job, runtime, client_for(sim, api_key))
+    done = stream_status(runtime, owner, account)
+    assert done.backfill is not None and done.backfill.finished_at is not None
+    assert done.backfill.windows_done == len(windows) and done.counts["records"] == len(expected)
+    assert done.backfill.oldest_reached == windows[-1].first.isoformat()  # type: ignore[union-attr]
     assert set(runtime.stores.streams.ids_between(feed, None, None)) == set(expected)
     per_window = [sum(1 for w in expected.values() if w == n) for n in range(len(windows))]
     fewest = sum(max(1, math.ceil(n / 250)) for n in per_window)
