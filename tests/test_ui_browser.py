@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from api_shim.auth import DEV_SECRET, issue_token
 from api_shim.routes.ui import UI_PATH
+from simulator.control import SimControl
 from tests.test_serve import Serve, clean_env
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -236,10 +236,8 @@ def test_connection_page_in_a_browser(serve: Serve, page: Page) -> None:
 
     # A call placed in the simulator arrives by webhook and shows up live.
     sim = simulator_url(serve)
-    call = {"company_id": company_id, "post_call_delay": 0.5}  # its post-call delivery too
-    placed = requests.post(f"{sim}/_sim/calls", json=call, timeout=10)
-    assert placed.status_code == 201, placed.text
-    fields = placed.json()["call"]
+    # Its post-call delivery too, half a second later.
+    fields = SimControl(sim).place_call(company_id, post_call_delay=0.5)
     who = fields.get("customer_name") or fields.get("customer_phone_number")
     item = page.until(lambda: page.all("#calls li"), timeout=60, what="the call, live")[0]
     assert who and who in item.text, (who, item.text)
