@@ -167,6 +167,7 @@ def bench_streams(quick: bool) -> None:
     )
     redis.Redis.from_url(BENCH_REDIS).flushdb()
     args = ["--accounts", "0", "--latency", "100", "--calls-per-company", str(CALLS_PER_COMPANY)]
+    args += ["--call-days", "760"]  # 25 months of history
     args += ["--call-days", "760"]  # the calls spread over 25 months, not the last 29 days
     with SimProcess(args) as sim:
         big = sim.add_account(sim.key, companies)
