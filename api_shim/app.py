@@ -20,6 +20,7 @@ from api_shim.envelope import install
 from api_shim.hub import EventHub
 from api_shim.inbox_writer import InboxWriter
 from api_shim.limits import BodyLimit
+from api_shim.metrics_server import MetricsServer
 from api_shim.routes import (
     changes,
     control,
@@ -65,6 +66,10 @@ def create_app(
     hub = EventHub(settings.redis_url, settings.redis_prefix)
     hub.listen(cache.forget)
     inbox = InboxWriter(runtime.stores, task_sender(celery))
+    # /metrics on a port of its own, started now so that its URL is known to whoever made the
+    # app (serve's banner); stopped with the app.
+    metrics_server = MetricsServer(runtime, settings.shim_metrics_host, settings.shim_metrics_port)
+    metrics_url = metrics_server.start()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -72,6 +77,7 @@ def create_app(
         yield
         await inbox.close()
         await hub.close()
+        metrics_server.stop()
 
     app = FastAPIOffline(  # /docs: Swagger UI from files the shim serves (no CDN)
         title="callrail-sync",
@@ -102,6 +108,7 @@ def create_app(
         ),
     )
     app.state.broker_reachable = broker_check(celery)
+    app.state.metrics_url = metrics_url
     install(app)
     app.add_middleware(BodyLimit, wider={INBOUND_PATH: settings.inbound_max_bytes})
     routers = [listings, webhooks, jobs, events, changes, records, notifications, control]

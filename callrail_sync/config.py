@@ -130,6 +130,12 @@ class InboundSettings(_Group):
     reconcile_grace: float = 3600.0
     """Calls that started less than this ago are left to their delivery (post-call may come
     20 minutes after hang-up, and the call itself lasts)."""
+    inbox_retention_days: float = 30.0
+    """Days a delivery stays in the inbox (`callrail_inbox`, the raw bytes as CallRail sent
+    them) before MongoDB removes it (a TTL index); it is normalized within seconds."""
+    call_events_retention_days: float = 760.0
+    """Days a call event stays (`callrail_call_events`, a TTL index): 25 months, as long as
+    CallRail itself keeps calls."""
     inbound_failures_per_minute: int = 30
     """Refused deliveries (forged, or to a company without our receiver) one address may send
     one company a minute; beyond, 429 without reading, writing or asking CallRail anything."""
@@ -200,6 +206,9 @@ class OperationSettings(_Group):
     log_json: bool = True
     metrics_port: int = 9808
     """Where a Celery worker serves /metrics (0: not at all)."""
+    shim_metrics_host: str = "127.0.0.1"
+    shim_metrics_port: int = 9809
+    """Where the shim serves /metrics: never on its public port (0: a free port, printed)."""
     namespace: Annotated[
         str, Field(validation_alias="CALLRAIL_NAMESPACE", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
     ] = ""

@@ -126,6 +126,7 @@ def settings(sim: SimServer, redis_url: str, mongo_server: str, mongo_db: str) -
         callrail_read_timeout=2.0,
         jwt_secret=TEST_SECRET,
         metrics_port=0,
+        shim_metrics_port=0,  # each shim app's /metrics on a free port of its own
         # Beat plans no stream syncs here: tests/test_streams_* say when streams are synced.
         sync_streams="none",
     )
@@ -330,6 +331,13 @@ def shim_url(
     url, switch = shim_server
     with switch.use(create_app(runtime.settings, runtime=runtime, queue=queue)):
         yield url
+
+
+@pytest.fixture
+def metrics_url(shim_url: str, shim_server: tuple[str, AppSwitch]) -> str:
+    """Where this test's shim serves /metrics (a port of its own, not the public one)."""
+    url: str = shim_server[1].app.state.metrics_url
+    return url
 
 
 # --- how the suite is organised: one kind per test, from what it uses (docs/development.md) ---

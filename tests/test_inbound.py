@@ -640,3 +640,24 @@ def test_what_an_owner_reads_follows_what_its_key_sees_now(
     # The key's listing has the company, not the other one: the owner reads only the first.
     assert readable() == [company_id]
     assert OWNER not in stores.receivers.get(gone).owners
+
+
+def test_inbox_entries_and_call_events_expire_by_ttl_indexes(stores, settings):
+    """Retention is MongoDB's own (TTL indexes), at the documented defaults, and a changed
+    setting changes the index in place."""
+    from callrail_sync.stores import on_database
+
+    def ttl(collection: str) -> int | None:
+        for index in stores.db[collection].list_indexes():
+            if index["name"] == "ttl_received_at":
+                return int(index["expireAfterSeconds"])
+        return None
+
+    assert ttl("callrail_inbox") == 30 * 86400
+    assert ttl("callrail_call_events") == 760 * 86400
+    shorter = settings.model_copy(
+        update={"inbox_retention_days": 7, "call_events_retention_days": 400}
+    )
+    on_database(stores.db, settings=shorter)
+    assert (ttl("callrail_inbox"), ttl("callrail_call_events")) == (7 * 86400, 400 * 86400)
+    on_database(stores.db, settings=settings)  # the suite's database back at the defaults

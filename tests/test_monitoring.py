@@ -112,10 +112,10 @@ def exported(text: str) -> set[str]:
     return names
 
 
-def metrics_text(shim_url: str) -> str:
-    """The service's metrics, where the shim serves them (the worker serves the same
-    library's counters on METRICS_PORT)."""
-    answer = requests.get(f"{shim_url}/metrics", timeout=10)
+def metrics_text(metrics_url: str) -> str:
+    """The service's metrics, where the shim serves them (a port of its own; the worker serves
+    the same library's counters on METRICS_PORT)."""
+    answer = requests.get(metrics_url, timeout=10)
     assert answer.status_code == 200, answer.text
     return answer.text
 
@@ -129,8 +129,8 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
     ]
 
 
-def test_every_series_the_rules_and_dashboards_name_is_exported(shim_url: str) -> None:
-    names = exported(metrics_text(shim_url)) | PROMETHEUS_OWN
+def test_every_series_the_rules_and_dashboards_name_is_exported(metrics_url: str) -> None:
+    names = exported(metrics_text(metrics_url)) | PROMETHEUS_OWN
     for name, rule in alerts().items():
         missing = metric_names(rule["expr"]) - names
         assert not missing, f"alert {name} names {missing}, which the service does not export"
@@ -244,11 +244,11 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 
 
 def test_the_readings_say_what_waits_and_what_is_left(
-    shim_url: str, runtime: Any, stores: Any, queue: Any, owner: str
+    metrics_url: str, runtime: Any, stores: Any, queue: Any, owner: str
 ) -> None:
     """No worker runs here: a job submitted waits in its queue, and the metrics say so."""
     account = "ACC0123456789abcdef0123456789abcdef"
-    before = metrics_text(shim_url)
+    before = metrics_text(metrics_url)
     assert sample(before, "callrail_queue_messages", queue="listings") == 0
     assert sample(before, "callrail_beat_last_plan_timestamp_seconds") == 0
     assert sample(before, "callrail_job_waiting_seconds_max", lane="interactive") == 0
@@ -260,7 +260,7 @@ def test_the_readings_say_what_waits_and_what_is_left(
     plan_syncs(runtime, queue)  # beat's plan: its heartbeat, and the periodic sync it queues
 
     asked = time.time()
-    after = metrics_text(shim_url)
+    after = metrics_text(metrics_url)
     answered = time.time()
     assert sample(after, "callrail_queue_messages", queue="listings") == 1
     assert sample(after, "callrail_queue_messages", queue="periodic") == 1

@@ -297,12 +297,21 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def test_metrics_move_when_jobs_run(worker, stores, owner, submit_job, sim, shim_url):
-    before = requests.get(f"{shim_url}/metrics", timeout=10).text
+def test_metrics_are_served_on_a_port_of_their_own_never_on_the_public_one(shim_url, metrics_url):
+    assert requests.get(f"{shim_url}/metrics", timeout=10).status_code == 404
+    port = int(metrics_url.rsplit(":", 1)[1].split("/")[0])
+    assert port != int(shim_url.rsplit(":", 1)[1])
+    answer = requests.get(metrics_url, timeout=10)
+    assert answer.status_code == 200 and "callrail_queue_messages" in answer.text
+    assert requests.get(metrics_url.replace("/metrics", "/healthz"), timeout=10).status_code == 404
+
+
+def test_metrics_move_when_jobs_run(worker, stores, owner, submit_job, sim, metrics_url):
+    before = requests.get(metrics_url, timeout=10).text
     sim.set_knobs(fail_next=["429"], send_retry_after=True, scripted_retry_after=1)
     job, _ = submit_job(OWNER, "sync_accounts")
     assert wait_job(stores, job.id).status == "succeeded"
-    after = requests.get(f"{shim_url}/metrics", timeout=10).text
+    after = requests.get(metrics_url, timeout=10).text
     moved = {
         "jobs": (
             metric(after, "callrail_jobs_total", type="sync_accounts", status="succeeded")

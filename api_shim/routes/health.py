@@ -1,4 +1,5 @@
-"""Operations routes: liveness, readiness and Prometheus metrics."""
+"""Operations routes: liveness and readiness. (Prometheus metrics are served on a port of
+their own that the public never reaches: api_shim/metrics_server.py.)"""
 
 from __future__ import annotations
 
@@ -6,13 +7,10 @@ from collections.abc import Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from api_shim.deps import Svc
 from api_shim.envelope import failure, success
-from api_shim.readings import exposition_of
-from callrail_sync.metrics import exposition
 
 router = APIRouter(include_in_schema=False)
 
@@ -21,14 +19,6 @@ router = APIRouter(include_in_schema=False)
 async def healthz() -> JSONResponse:
     """The process is up and its event loop answers (no dependency is asked)."""
     return success({"status": "ok"})
-
-
-@router.get("/metrics")
-async def metrics(svc: Svc) -> Response:
-    """This process's counters, then the service's state read now (api_shim/readings.py)."""
-    own = await run_in_threadpool(exposition)
-    readings = await run_in_threadpool(exposition_of, svc.runtime)
-    return Response(own + readings, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/readyz")

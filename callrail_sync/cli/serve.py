@@ -90,6 +90,8 @@ def prepare(settings: Settings, run_dir: Path) -> Embedded:
     notes: list[str] = []
     simulator: SimServer | None = None
     updates: dict[str, object] = {}
+    if "shim_metrics_port" not in settings.model_fields_set:
+        updates["shim_metrics_port"] = 0  # a free port of this run's own, printed
     try:
         if not settings.jwt_secret and not settings.jwt_public_key:
             updates["jwt_secret"] = DEV_SECRET
@@ -203,7 +205,9 @@ class EmbeddedWorker:
             log.warning("the worker did not stop in time", extra={"timeout": timeout})
 
 
-def banner(embedded: Embedded, host: str, port: int, token: str) -> str:
+def banner(
+    embedded: Embedded, host: str, port: int, token: str, metrics_url: str | None = None
+) -> str:
     s = embedded.settings
     base = f"http://{host}:{port}"
     broker, store = s.broker, s.mongo_url
@@ -223,6 +227,7 @@ def banner(embedded: Embedded, host: str, port: int, token: str) -> str:
         "try:",
         f"  curl -s -H 'Authorization: Bearer {token}' '{base}/v1/e/callrail/accounts'",
         "  (202 with a job the first time; poll its status_url, then ask again for the page)",
+        f"metrics (Prometheus; not on the public port): {metrics_url or 'unavailable'}",
     ]
     lines.append(f"the CLI (jobs, keys, sync) reaches this process with:\n  {embedded.cli_exports}")
     return "\n".join(lines)
@@ -274,8 +279,8 @@ def serve(settings: Settings, host: str, port: int, run_dir: Path) -> int:
         worker_app.send_task(TaskName.PLAN)
         secret = s.jwt_secret or DEV_SECRET
         token = issue_token(s.demo_account_id, secret, ttl_seconds=DEV_TOKEN_TTL)
-        print(banner(embedded, host, port, token), flush=True)
         shim = create_app(s, runtime=embedded.runtime, queue=CeleryQueue(worker_app))
+        print(banner(embedded, host, port, token, shim.state.metrics_url), flush=True)
         config = uvicorn.Config(shim, http=HTTP_PROTOCOL, log_level="warning", log_config=None)
         uvicorn.Server(config).run(sockets=[sock])
         # uvicorn returns once a signal stopped it. SIGTERM, raised again when it is done,

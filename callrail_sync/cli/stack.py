@@ -79,6 +79,8 @@ class Stack:
         )
         self.parts: dict[str, Part] = {}
         self.flower_auth = ("admin", secrets.token_urlsafe(9))
+        given = "shim_metrics_port" in settings.model_fields_set
+        self.shim_metrics_port = settings.shim_metrics_port if given else free_port()
         # Like Flower's password: a secret of this stack's own unless one is given (the public
         # development secret would let anyone who read this code sign tokens for it).
         self.jwt_secret = (
@@ -213,7 +215,13 @@ class Stack:
         argv += ["--host", "127.0.0.1", "--port", str(self.config.port)]
         argv += ["--workers", str(self.config.shim_workers), "--log-level", "warning"]
         argv += ["--http", HTTP_PROTOCOL]  # a request uvicorn cannot parse: our envelope
-        return Part("shim", argv, http_ok(f"{self.shim_url}/healthz"), env=self.env())
+        env = self.env(SHIM_METRICS_PORT=str(self.shim_metrics_port))
+        return Part("shim", argv, http_ok(f"{self.shim_url}/healthz"), env=env)
+
+    @property
+    def metrics_url(self) -> str:
+        """The shim's /metrics, on a port of its own (never the public one)."""
+        return f"http://127.0.0.1:{self.shim_metrics_port}/metrics"
 
     def worker_part(self, number: int) -> Part:
         """A job worker: webhook writes, listings, periodic syncs (never a notification)."""
@@ -276,6 +284,7 @@ def banner(stack: Stack, token: str) -> str:
     ]
     if c.flower:
         lines.append(f"  flower     {stack.flower_url}  (user {user}, password {password})")
+    lines.append(f"  metrics    {stack.metrics_url}  (the shim's; not on its public port)")
     lines += [f"  mongo      {stack.mongo_url}{ours}", f"  redis      {stack.redis_url}"]
     if stack.simulator_url:
         sim = stack.simulator_url

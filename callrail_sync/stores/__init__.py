@@ -46,7 +46,10 @@ class Stores:
 
 
 def on_database(
-    db: Db, on_job_change: OnChange | None = None, sealer: Sealer | None = None
+    db: Db,
+    on_job_change: OnChange | None = None,
+    sealer: Sealer | None = None,
+    settings: Settings | None = None,
 ) -> Stores:
     """The Mongo stores over one database, their indexes created (idempotent); `sealer`
     encrypts the secrets they keep (SECRETS_KEYS)."""
@@ -57,7 +60,11 @@ def on_database(
     schedules, receivers, inbox = (
         MongoScheduleStore(db),
         MongoReceiverStore(db, sealer),
-        MongoInboxStore(db),
+        MongoInboxStore(
+            db,
+            settings.inbox_retention_days if settings else 30.0,
+            settings.call_events_retention_days if settings else 760.0,
+        ),
     )
     streams = MongoStreamStore(db)
     every = (keys, userconfig, jobs, snapshots, webhooks, changes, notifications, schedules)
@@ -82,4 +89,5 @@ def on_database(
 def connect(settings: Settings, on_job_change: OnChange | None = None) -> Stores:
     """The stores for these settings (a server at MONGO_URL, else an in-process database);
     `on_job_change` hears of every job write (the job events)."""
-    return on_database(open_database(settings), on_job_change, Sealer(settings.secrets_keys))
+    sealer = Sealer(settings.secrets_keys)
+    return on_database(open_database(settings), on_job_change, sealer, settings)

@@ -20,7 +20,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 from bson.binary import Binary
 from pydantic import AliasChoices, BaseModel, Field
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, OperationFailure
 from pymongo.write_concern import WriteConcern
 
 from callrail_sync.stores.database import Db, utcnow
@@ -153,6 +153,20 @@ class InboxStore(Protocol):
         """Call events of the owner's companies, newest first; and whether more follow."""
 
 
+def _ttl(collection: Any, field: str, seconds: int) -> None:
+    """A TTL index on `field` removing documents `seconds` after it; a changed retention
+    is applied to the existing index (collMod)."""
+    name = f"ttl_{field}"
+    try:
+        collection.create_index(field, name=name, expireAfterSeconds=seconds)
+    except OperationFailure:
+        collection.database.command(
+            "collMod",
+            collection.name,
+            index={"name": name, "expireAfterSeconds": seconds},
+        )
+
+
 def _body_hash(company_id: str, raw: bytes) -> str:
     """A delivery's bytes, for its company: the same signed bytes are one delivery, whatever
     event the (unsigned) URL it was posted to names."""
@@ -160,7 +174,9 @@ def _body_hash(company_id: str, raw: bytes) -> str:
 
 
 class MongoInboxStore:
-    def __init__(self, db: Db) -> None:
+    def __init__(self, db: Db, inbox_days: float = 30.0, events_days: float = 760.0) -> None:
+        self._keep_inbox = int(inbox_days * 86400)
+        self._keep_events = int(events_days * 86400)
         # A 2xx to CallRail says the delivery is kept, and CallRail never sends it again: the
         # insert is acknowledged only once it is journaled (and on a majority, in a replica set).
         self._inbox = db.get_collection(INBOX, write_concern=WriteConcern(w="majority", j=True))
@@ -169,6 +185,9 @@ class MongoInboxStore:
 
     def ensure_indexes(self) -> None:
         self._inbox.create_index([("state", ASCENDING), ("received_at", ASCENDING)])
+        # Retention: MongoDB removes entries and events older than these (TTL indexes).
+        _ttl(self._inbox, "received_at", self._keep_inbox)
+        _ttl(self._events, "received_at", self._keep_events)
         # The same signed bytes are kept once, whatever event key the URL made of them.
         self._inbox.create_index("body_sha", unique=True, sparse=True)
         self._events.create_index([("seq", DESCENDING)], unique=True)
