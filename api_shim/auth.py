@@ -131,9 +131,20 @@ class Authenticator:
         return owner, expires
 
 
-def issue_token(account_id: str, secret: str, ttl_seconds: int = 3600) -> str:
-    """A signed HS256 token for `account_id` (development and tests)."""
+def issue_token(
+    account_id: str,
+    secret: str,
+    ttl_seconds: int = 3600,
+    *,
+    issuer: str | None = None,
+    audience: str | None = None,
+) -> str:
+    """A signed HS256 token for `account_id` (development and tests), with `iss` and `aud`
+    when the service requires them (JWT_ISSUER, JWT_AUDIENCE)."""
     now = int(time.time())
-    return jwt.encode(
-        {"account_id": account_id, "iat": now, "exp": now + ttl_seconds}, secret, algorithm="HS256"
-    )
+    claims: dict[str, object] = {"account_id": account_id, "iat": now, "exp": now + ttl_seconds}
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
+    return jwt.encode(claims, secret, algorithm="HS256")

@@ -38,19 +38,16 @@ change data act on the MongoDB and Redis in MONGO_URL and REDIS_URL.
 `callrail-sync VERB --help` tells more.
 """
 
-MAX_TOKEN_TTL = 30 * 24 * 3600
-
 
 def token_ttl(value: str) -> int:
-    """A token lifetime in seconds: a whole number from 1 to 30 days' worth."""
+    """A token lifetime in seconds: a whole number, at least 1 (the most the service takes,
+    JWT_MAX_LIFETIME, is checked once the settings are read)."""
     try:
         seconds = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of seconds") from None
-    if not 1 <= seconds <= MAX_TOKEN_TTL:
-        raise argparse.ArgumentTypeError(
-            f"{seconds} is out of range: a token lasts 1 to {MAX_TOKEN_TTL} seconds (30 days)"
-        )
+    if seconds < 1:
+        raise argparse.ArgumentTypeError(f"{seconds} is out of range: a token lasts 1 s or more")
     return seconds
 
 
@@ -189,15 +186,35 @@ def _add_stack(sub: Subparsers) -> None:
 
 
 def cmd_token(args: argparse.Namespace, ctx: Context) -> int:
+    """A token the service takes: refused here (rc 2, as argparse refuses) when it would not."""
     from api_shim.auth import DEV_SECRET, issue_token
 
     settings = ctx.settings
+    if settings.jwt_public_key:
+        refuse(
+            "the service verifies RS256 tokens (JWT_PUBLIC_KEY): sign them with its private "
+            "key; this command signs HS256 only"
+        )
+        return 2
+    longest = int(settings.jwt_max_lifetime)
+    if args.ttl > longest:
+        refuse(
+            f"argument --ttl: {args.ttl} is out of range: the service takes tokens that last "
+            f"at most {longest} seconds (JWT_MAX_LIFETIME)"
+        )
+        return 2
     secret = settings.jwt_secret
     if not secret:
         print("JWT_SECRET is not set: signing with the development secret", file=sys.stderr)
         secret = DEV_SECRET
-    print(issue_token(args.account, secret, args.ttl))
+    issuer, audience = settings.jwt_issuer, settings.jwt_audience
+    print(issue_token(args.account, secret, args.ttl, issuer=issuer, audience=audience))
     return 0
+
+
+def refuse(message: str) -> None:
+    print("usage: callrail-sync token [-h] [--account ACCOUNT] [--ttl TTL]", file=sys.stderr)
+    print(f"callrail-sync token: error: {message}", file=sys.stderr)
 
 
 def _add_token(sub: Subparsers) -> None:

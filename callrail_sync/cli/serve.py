@@ -278,7 +278,13 @@ def serve(settings: Settings, host: str, port: int, run_dir: Path) -> int:
         # Beat's first tick is one period away; sync the configured accounts now.
         worker_app.send_task(TaskName.PLAN)
         secret = s.jwt_secret or DEV_SECRET
-        token = issue_token(s.demo_account_id, secret, ttl_seconds=DEV_TOKEN_TTL)
+        token = issue_token(
+            s.demo_account_id,
+            secret,
+            ttl_seconds=DEV_TOKEN_TTL,
+            issuer=s.jwt_issuer,
+            audience=s.jwt_audience,
+        )
         shim = create_app(s, runtime=embedded.runtime, queue=CeleryQueue(worker_app))
         print(banner(embedded, host, port, token, shim.state.metrics_url), flush=True)
         config = uvicorn.Config(shim, http=HTTP_PROTOCOL, log_level="warning", log_config=None)

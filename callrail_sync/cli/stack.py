@@ -335,7 +335,13 @@ def run_stack(settings: Settings, config: StackConfig) -> int:
     print(f"starting the stack in {config.run_dir} ...", flush=True)
     stack.start()
     try:
-        token = issue_token(settings.demo_account_id, stack.jwt_secret, ttl_seconds=DEV_TOKEN_TTL)
+        token = issue_token(
+            settings.demo_account_id,
+            stack.jwt_secret,
+            ttl_seconds=DEV_TOKEN_TTL,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
         print(banner(stack, token), flush=True)
         while not stop.wait(2.0):
             if not supervise(stack):
