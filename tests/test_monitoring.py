@@ -221,7 +221,9 @@ def test_the_compose_profile_runs_prometheus_and_grafana_on_these_files() -> Non
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     shim_target = jobs["callrail-shim"]["static_configs"][0]["targets"][0]
     host, port = shim_target.split(":")
-    assert host in services and f"--port {port}" in " ".join(services[host]["command"])
+    # The shim's metrics port (never its public one), on the internal network only.
+    assert host in services and services[host]["environment"]["SHIM_METRICS_PORT"] == port
+    assert port in services[host]["expose"] and f"--port {port}" not in str(services[host])
     for job, service in (("callrail-worker", "worker"), ("callrail-notifier", "notifier")):
         found = jobs[job]["dns_sd_configs"][0]
         assert found["names"] == [service] and str(found["port"]) in services[service]["expose"]
