@@ -50,8 +50,9 @@ ERROR_REF = {"$ref": "#/components/schemas/ErrorAnswer"}
 
 
 def refused(
-    *statuses: int,
+    statuses: tuple[int, ...],
     messages: dict[int, tuple[str, ...]] | None = None,
+    *,
     why: dict[int, str] | None = None,
     accepted: str | None = None,
     public: bool = False,

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import unicodedata
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
 
 from callrail_sync.callrail.webhooks import EVENT_KEYS
 from callrail_sync.errors import ValidationFailed
@@ -48,30 +48,18 @@ def whole(
     return check
 
 
-def flag(name: str) -> Callable[[Any], bool]:
-    """true/1/yes or false/0/no (any case); empty: false."""
+def flag(name: str, strict: bool = False) -> Callable[[Any], bool]:
+    """true/1/yes or false/0/no, any case (empty: false); `strict`: JSON true or false only."""
 
     def check(raw: Any) -> bool:
-        if raw is None or raw == "" or raw is False:
-            return False
-        if raw is True:
-            return True
-        if isinstance(raw, str) and raw.lower() in TRUE:
-            return True
-        if isinstance(raw, str) and raw.lower() in FALSE:
+        if isinstance(raw, bool):
+            return raw
+        word = None if strict or not isinstance(raw, str) else raw.lower()
+        if word in TRUE or word in FALSE or word == "":
+            return word in TRUE
+        if raw is None and not strict:
             return False
         raise ValueError(f"{name} must be true or false.")
-
-    return check
-
-
-def strict_flag(name: str) -> Callable[[Any], bool]:
-    """A JSON true or false, nothing else."""
-
-    def check(raw: Any) -> bool:
-        if not isinstance(raw, bool):
-            raise ValueError(f"{name} must be true or false.")
-        return raw
 
     return check
 
@@ -154,6 +142,21 @@ Events = Annotated[list[str], Field(min_length=1), BeforeValidator(_events)]
 def present(body: dict[str, Any], *names: str) -> bool:
     """Whether every field is there and not empty (the spec's 'required')."""
     return all(body.get(n) not in (None, "") for n in names)
+
+
+class Checked(BaseModel):
+    """A query or body model whose `required` fields must be there and not empty, else the
+    route's one `missing` message (as the spec has it); then each field is checked alone."""
+
+    required: ClassVar[tuple[str, ...]] = ()
+    missing: ClassVar[str] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _present(cls, given: Any) -> Any:
+        if not isinstance(given, dict) or not present(given, *cls.required):
+            raise ValueError(cls.missing)
+        return given
 
 
 def json_object(raw: bytes) -> dict[str, Any]:

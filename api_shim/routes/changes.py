@@ -74,11 +74,8 @@ class ChangesQuery(BaseModel):
     summary="Records added, updated or deleted in CallRail, in order (a cursor-paged feed)",
     response_model=ChangesAnswer,
     responses=refused(
-        400,
-        401,
-        413,
-        503,
-        messages={
+        (400, 401, 413, 503),
+        {
             400: (
                 MSG_KIND,
                 MSG_ACCOUNT,

@@ -21,7 +21,7 @@ from api_shim.answers_control import (
 from api_shim.deps import KeyedOwner, Owner, Svc, require_account
 from api_shim.openapi import jobs_only, refused
 from api_shim.routes.changes import MSG_ACCOUNT, MSG_KIND
-from api_shim.validation import AccountId, json_body, openapi_body, strict_flag
+from api_shim.validation import AccountId, Checked, flag, json_body, openapi_body
 from callrail_sync.errors import API_KEY_NOT_FOUND, SyncPaused
 from callrail_sync.job import JobParams, JobType
 from callrail_sync.status import owner_status
@@ -56,7 +56,7 @@ class SyncBody(BaseModel):
     reset: Annotated[
         bool,
         Field(description="true: walk from the first page, whatever an earlier attempt stored"),
-        BeforeValidator(strict_flag("reset")),
+        BeforeValidator(flag("reset", strict=True)),
     ] = False
     account_id: Annotated[
         AccountId | None, Field(description="the CallRail account (companies)")
@@ -73,23 +73,18 @@ class SyncBody(BaseModel):
         return {**body, "kind": kind}
 
 
-class ScheduleBody(BaseModel):
+class ScheduleBody(Checked):
     """Body of PUT /schedule."""
 
+    required, missing = ("account_id", "paused"), MSG_SCHEDULE_REQUIRED
+
     account_id: Annotated[AccountId, Field(examples=["470306151"])]
-    paused: Annotated[bool, BeforeValidator(strict_flag("paused"))]
+    paused: Annotated[bool, BeforeValidator(flag("paused", strict=True))]
     interval_seconds: Annotated[
         int | None,
         Field(description=f"{MIN_INTERVAL}–{MAX_INTERVAL}; null: SYNC_INTERVAL", examples=[1800]),
         BeforeValidator(_interval),
     ] = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _required(cls, body: Any) -> Any:
-        if body.get("account_id") in (None, "") or "paused" not in body:
-            raise ValueError(MSG_SCHEDULE_REQUIRED)
-        return body
 
 
 @router.get(
@@ -97,7 +92,7 @@ class ScheduleBody(BaseModel):
     tags=["status"],
     summary="Where each of the caller's listings stands, and why",
     response_model=StatusAnswer,
-    responses=refused(401, 413, 503),
+    responses=refused((401, 413, 503)),
 )
 async def get_status(owner: Owner, svc: Svc) -> Any:
     now = utcnow()
@@ -116,14 +111,8 @@ async def get_status(owner: Owner, svc: Svc) -> Any:
     tags=["sync"],
     summary="Sync a listing now (a job)",
     responses=refused(
-        400,
-        401,
-        404,
-        409,
-        413,
-        429,
-        503,
-        messages={400: (MSG_KIND, MSG_ACCOUNT, API_KEY_NOT_FOUND, "reset must be true or false.")},
+        (400, 401, 404, 409, 413, 429, 503),
+        {400: (MSG_KIND, MSG_ACCOUNT, API_KEY_NOT_FOUND, "reset must be true or false.")},
     ),
     openapi_extra=openapi_body(SyncBody),
     **jobs_only("The sync (joined if one is already active)."),
@@ -160,7 +149,7 @@ async def start_sync(
     tags=["sync"],
     summary="Pause or resume a CallRail account's syncs, or give it its own interval",
     response_model=ScheduleAnswer,
-    responses=refused(400, 401, 413, 503, messages={400: (MSG_SCHEDULE_REQUIRED, MSG_INTERVAL)}),
+    responses=refused((400, 401, 413, 503), {400: (MSG_SCHEDULE_REQUIRED, MSG_INTERVAL)}),
     openapi_extra=openapi_body(ScheduleBody),
 )
 async def set_schedule(

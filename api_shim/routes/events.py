@@ -37,7 +37,7 @@ router = APIRouter(prefix=PREFIX, tags=["events"])
             "stays open. The first line is the comment `: connected`.",
             {"job": "JobView", "call": "CallItem", "form": "CallItem"},
         ),
-        **refused(401, 413, 429, 503, messages={401: (TICKET_REFUSED,)}),
+        **refused((401, 413, 429, 503), {401: (TICKET_REFUSED,)}),
     },
 )
 async def stream_events(
@@ -99,7 +99,7 @@ class TicketBody(BaseModel):
     "/events/ticket",
     summary="A short-lived ticket that opens one event stream",
     response_model=TicketAnswer,
-    responses=refused(400, 401, 413, 503, messages={400: (MSG_STREAM,)}),
+    responses=refused((400, 401, 413, 503), {400: (MSG_STREAM,)}),
     openapi_extra=openapi_body(TicketBody),
 )
 async def create_stream_ticket(

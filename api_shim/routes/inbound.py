@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from api_shim.answers import PREFIX
@@ -30,7 +30,7 @@ from api_shim.answers_control import CallsAnswer, Received, ReceivedAnswer
 from api_shim.deps import Owner, Services, Svc
 from api_shim.envelope import failure
 from api_shim.openapi import refused
-from api_shim.validation import AccountId, CompanyId, whole
+from api_shim.validation import AccountId, Checked, CompanyId, whole
 from callrail_sync import feed, metrics
 from callrail_sync.callrail import deliveries
 from callrail_sync.errors import ValidationFailed
@@ -62,13 +62,9 @@ BAD_CURSOR = "cursor is not valid for this listing (use the next_cursor of the s
     summary="CallRail's deliveries for a company (signed by CallRail; no JWT)",
     response_model=ReceivedAnswer,
     responses=refused(
-        400,
-        401,
-        413,
-        429,
-        503,
+        (400, 401, 413, 429, 503),
+        {400: (OTHER_COMPANY,), 401: (BAD_SIGNATURE,), 429: (TOO_MANY_FAILURES,)},
         public=True,
-        messages={400: (OTHER_COMPANY,), 401: (BAD_SIGNATURE,), 429: (TOO_MANY_FAILURES,)},
         why={
             400: "The signed body names another company (`company_resource_id`).",
             401: "`Signature` is missing, or is not base64(HMAC-SHA1(the company's signing "
@@ -202,8 +198,10 @@ async def _ask_for_key(svc: Services, receiver: Receiver) -> bool:
     return True
 
 
-class CallsParams(BaseModel):
+class CallsParams(Checked):
     """The query of GET /calls."""
+
+    required, missing = ("account_id",), MSG_CALLS_ACCOUNT
 
     account_id: Annotated[AccountId, Field(description="CallRail account (required)")]
     company_id: Annotated[CompanyId | None, Field(description="only this company's calls")] = None
@@ -220,10 +218,8 @@ class CallsParams(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _required(cls, query: Any) -> Any:
-        if not query.get("account_id"):
-            raise ValueError(MSG_CALLS_ACCOUNT)
-        return {k: v for k, v in query.items() if k != "company_id" or v}
+    def _any_company(cls, query: Any) -> Any:
+        return {k: v for k, v in query.items() if k != "company_id" or v}  # empty: any
 
     def query(self, owner: str) -> CallsQuery:
         return CallsQuery(
@@ -241,11 +237,8 @@ class CallsParams(BaseModel):
     summary="Call events CallRail delivered (or reconciliation found), newest first",
     response_model=CallsAnswer,
     responses=refused(
-        400,
-        401,
-        413,
-        503,
-        messages={400: (MSG_CALLS_ACCOUNT, BAD_CURSOR, "since must be an ISO 8601 time.")},
+        (400, 401, 413, 503),
+        {400: (MSG_CALLS_ACCOUNT, BAD_CURSOR, "since must be an ISO 8601 time.")},
     ),
 )
 async def list_calls(owner: Owner, svc: Svc, q: Annotated[CallsParams, Query()]) -> Any:

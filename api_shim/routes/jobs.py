@@ -32,7 +32,7 @@ router = APIRouter(prefix=PREFIX, tags=["jobs"])
     summary="A job's status, progress and result",
     response_model=JobAnswer,
     responses=refused(
-        400, 401, 404, 413, 503, messages={400: (f"wait must be between 1 and {MAX_WAIT}.",)}
+        (400, 401, 404, 413, 503), {400: (f"wait must be between 1 and {MAX_WAIT}.",)}
     ),
 )
 async def get_job(job_id: str, owner: Owner, svc: Svc, wait: Annotated[Wait, Query()] = 0) -> Any:
@@ -58,7 +58,7 @@ async def get_job(job_id: str, owner: Owner, svc: Svc, wait: Annotated[Wait, Que
             "it is. Comment lines keep a quiet stream open.",
             {"progress": "JobView", "status": "JobView"},
         ),
-        **refused(401, 404, 413, 429, 503, messages={401: (TICKET_REFUSED,)}),
+        **refused((401, 404, 413, 429, 503), {401: (TICKET_REFUSED,)}),
     },
 )
 async def stream_job_events(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field
 
 from api_shim.answers import PREFIX, AccountsAnswer, CompaniesAnswer
 from api_shim.deps import KeyedOwner, Svc, require_account
@@ -14,6 +14,7 @@ from api_shim.openapi import refused
 from api_shim.validation import (
     MAX_PER_PAGE,
     AccountId,
+    Checked,
     Page,
     PerPage,
     Search,
@@ -22,7 +23,7 @@ from api_shim.validation import (
 )
 from callrail_sync.errors import API_KEY_NOT_FOUND
 from callrail_sync.job import JobParams
-from callrail_sync.stores.snapshots import SORTABLE, PageQuery
+from callrail_sync.stores.snapshots import SORTABLE, Kind, PageQuery
 
 MSG_ACCOUNT_REQUIRED = "Callrail account id is required."
 MSG_PER_PAGE = f"per_page must be between 1 and {MAX_PER_PAGE}."
@@ -34,57 +35,50 @@ Refresh = Annotated[
 router = APIRouter(prefix=PREFIX)
 
 
+def _sorts(kind: Kind) -> str:
+    return f"^-?({'|'.join(SORTABLE[kind])})$"
+
+
+AccountsSort = Annotated[
+    str, Field(pattern=_sorts("accounts")), BeforeValidator(sort_order(SORTABLE["accounts"]))
+]
+CompaniesSort = Annotated[
+    str, Field(pattern=_sorts("companies")), BeforeValidator(sort_order(SORTABLE["companies"]))
+]
+
+
 class AccountsQuery(BaseModel):
     """The query of the accounts listing."""
 
-    sort: Annotated[
-        str,
-        Field(pattern=f"^-?({'|'.join(SORTABLE['accounts'])})$"),
-        BeforeValidator(sort_order(SORTABLE["accounts"])),
-    ] = "name"
+    sort: AccountsSort = "name"
     page: Page = 1
     per_page: PerPage = 10
     search: Annotated[Search, Field(description="case-insensitive substring of the name")] = None
     refresh: Refresh = False
+    disabled: ClassVar[bool] = True  # CallRail's accounts have no `disabled`: all are listed
 
-    def page_query(self, include_disabled: bool = True) -> PageQuery:
+    def page_query(self) -> PageQuery:
+        field, descending = self.sort.lstrip("-"), self.sort.startswith("-")
         return PageQuery(
             page=self.page,
             per_page=self.per_page,
-            sort=self.sort.lstrip("-"),
-            descending=self.sort.startswith("-"),
+            sort=field,
+            descending=descending,
             search=self.search,
-            include_disabled=include_disabled,
+            include_disabled=self.disabled,
         )
 
 
-class CompaniesQuery(BaseModel):
-    """The query of the companies listing (`account_id` first: the spec's message)."""
+class CompaniesQuery(AccountsQuery, Checked):
+    """The query of the companies listing (`account_id` is checked first: the spec's message)."""
 
+    required, missing = ("account_id",), MSG_ACCOUNT_REQUIRED
+
+    sort: CompaniesSort = "name"
     account_id: Annotated[AccountId, Field(description="CallRail account id (required)")]
-    disabled: Annotated[
+    disabled: Annotated[  # type: ignore[misc]
         bool, Field(description="true: include disabled"), BeforeValidator(flag("disabled"))
     ] = False
-    sort: Annotated[
-        str,
-        Field(pattern=f"^-?({'|'.join(SORTABLE['companies'])})$"),
-        BeforeValidator(sort_order(SORTABLE["companies"])),
-    ] = "name"
-    page: Page = 1
-    per_page: PerPage = 10
-    search: Annotated[Search, Field(description="case-insensitive substring of the name")] = None
-    refresh: Refresh = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _account_given(cls, query: Any) -> Any:
-        if not isinstance(query, dict) or query.get("account_id") in (None, ""):
-            raise ValueError(MSG_ACCOUNT_REQUIRED)
-        return query
-
-    def page_query(self) -> PageQuery:
-        listing = AccountsQuery.model_construct(**self.model_dump(exclude={"account_id"}))
-        return listing.page_query(include_disabled=self.disabled)
 
 
 @router.get(
@@ -93,12 +87,8 @@ class CompaniesQuery(BaseModel):
     summary="List the CallRail accounts of the caller's API key",
     response_model=AccountsAnswer,
     responses=refused(
-        400,
-        401,
-        413,
-        429,
-        503,
-        messages={400: (API_KEY_NOT_FOUND, MSG_PER_PAGE)},
+        (400, 401, 413, 429, 503),
+        {400: (API_KEY_NOT_FOUND, MSG_PER_PAGE)},
         accepted="No snapshot yet, or refresh=true: the job that syncs the accounts.",
     ),
 )
@@ -113,14 +103,8 @@ async def list_accounts(owner: KeyedOwner, svc: Svc, q: Annotated[AccountsQuery,
     summary="List, search and sort the companies of a CallRail account",
     response_model=CompaniesAnswer,
     responses=refused(
-        400,
-        401,
-        404,
-        409,
-        413,
-        429,
-        503,
-        messages={400: (MSG_ACCOUNT_REQUIRED, API_KEY_NOT_FOUND, "account_id is not a valid id.")},
+        (400, 401, 404, 409, 413, 429, 503),
+        {400: (MSG_ACCOUNT_REQUIRED, API_KEY_NOT_FOUND, "account_id is not a valid id.")},
         accepted="No snapshot yet, or refresh=true: the job that syncs the companies.",
     ),
 )

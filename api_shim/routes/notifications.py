@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field
 from starlette.concurrency import run_in_threadpool
 
 from api_shim.answers import PREFIX
@@ -24,7 +24,7 @@ from api_shim.answers_control import (
 )
 from api_shim.deps import Owner, Svc
 from api_shim.openapi import refused
-from api_shim.validation import json_body, openapi_body, text, whole
+from api_shim.validation import Checked, json_body, openapi_body, text, whole
 from callrail_sync.errors import NotFound
 from callrail_sync.stores.notifications import EVENTS, NotificationConfig
 from callrail_sync.urls import check_url
@@ -33,7 +33,7 @@ MSG_URL_REQUIRED = "url is required."
 MSG_EVENTS = f"events must be a non-empty list of: {', '.join(EVENTS)}."
 NO_CALLBACK = "No notification callback is set."
 router = APIRouter(prefix=PREFIX, tags=["notifications"])
-ON_THE_CALLBACK = refused(401, 404, 413, 503, messages={404: (NO_CALLBACK,)})
+ON_THE_CALLBACK = refused((401, 404, 413, 503), {404: (NO_CALLBACK,)})
 
 
 def _events(raw: Any) -> list[str]:
@@ -44,8 +44,10 @@ def _events(raw: Any) -> list[str]:
     return list(dict.fromkeys(raw))
 
 
-class CallbackBody(BaseModel):
+class CallbackBody(Checked):
     """Body of PUT /notifications."""
+
+    required, missing = ("url",), MSG_URL_REQUIRED
 
     url: Annotated[
         str,
@@ -57,13 +59,6 @@ class CallbackBody(BaseModel):
         Field(examples=[list(EVENTS)], description="Default: every event."),
         BeforeValidator(_events),
     ] = list(EVENTS)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _required(cls, body: Any) -> Any:
-        if body.get("url") in (None, ""):
-            raise ValueError(MSG_URL_REQUIRED)
-        return body
 
 
 class DeliveriesQuery(BaseModel):
@@ -97,7 +92,7 @@ async def get_notifications(owner: Owner, svc: Svc) -> Any:
     summary="Set the callback told when a job ends (its secret is shown once, on creation)",
     response_model=CallbackAnswer,
     responses=refused(
-        400, 401, 413, 503, messages={400: (MSG_URL_REQUIRED, MSG_EVENTS, "url must use https.")}
+        (400, 401, 413, 503), {400: (MSG_URL_REQUIRED, MSG_EVENTS, "url must use https.")}
     ),
     openapi_extra=openapi_body(CallbackBody),
 )
@@ -140,7 +135,7 @@ async def delete_notifications(owner: Owner, svc: Svc) -> Any:
     "/notifications/deliveries",
     summary="Recent deliveries to the callback, each with its attempts",
     response_model=DeliveriesAnswer,
-    responses=refused(400, 401, 413, 503, messages={400: ("limit must be between 1 and 200.",)}),
+    responses=refused((400, 401, 413, 503), {400: ("limit must be between 1 and 200.",)}),
 )
 async def list_deliveries(owner: Owner, svc: Svc, q: Annotated[DeliveriesQuery, Query()]) -> Any:
     found = await run_in_threadpool(svc.runtime.stores.notifications.recent, owner, q.limit)

@@ -58,11 +58,8 @@ class SummaryQuery(BaseModel):
     openapi_extra=openapi_query(SummaryQuery),
     response_model=SummaryAnswer,
     responses=refused(
-        400,
-        401,
-        413,
-        503,
-        messages={
+        (400, 401, 413, 503),
+        {
             400: (
                 "account_id is required.",
                 "group_by must be one of: " + ", ".join(records.GROUPS),
@@ -86,12 +83,8 @@ async def summarize_calls(request: Request, owner: Owner, svc: Svc) -> Response:
     openapi_extra=openapi_query(RecordsQuery),
     response_model=RecordsAnswer,
     responses=refused(
-        400,
-        401,
-        404,
-        413,
-        503,
-        messages={
+        (400, 401, 404, 413, 503),
+        {
             400: (records.MSG_ACCOUNT, records.BAD_CURSOR),
             404: (records.unknown_stream("calendars"),),
         },

@@ -6,14 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from api_shim.answers import PREFIX, accepted
 from api_shim.bodies import MSG_CREATE_REQUIRED, MSG_UPDATE_REQUIRED, WebhookCreate, WebhookUpdate
 from api_shim.deps import KeyedOwner, Services, Svc, require_account
 from api_shim.openapi import jobs_only, refused
-from api_shim.validation import AccountId, CompanyId, json_body, openapi_body
+from api_shim.validation import AccountId, Checked, CompanyId, json_body, openapi_body
 from api_shim.writes import COMPANY_NOT_FOUND, start_write
 from callrail_sync.callrail.webhooks import MOVE_RECEIVER, RECEIVER_EVENTS
 from callrail_sync.errors import API_KEY_NOT_FOUND, ValidationFailed
@@ -24,16 +23,10 @@ MSG_LIST_REQUIRED = "Callrail account id and company id are required."
 router = APIRouter(prefix=PREFIX, tags=["webhooks"])
 
 
-class WebhooksQuery(BaseModel):
+class WebhooksQuery(Checked):
+    required, missing = ("account_id", "company_id"), MSG_LIST_REQUIRED
     account_id: AccountId
     company_id: CompanyId
-
-    @model_validator(mode="before")
-    @classmethod
-    def _required(cls, query: Any) -> Any:
-        if not isinstance(query, dict) or not (query.get("account_id") and query.get("company_id")):
-            raise ValueError(MSG_LIST_REQUIRED)
-        return query
 
 
 WRITE = jobs_only(
@@ -44,13 +37,8 @@ WRITE = jobs_only(
 
 def write_answers(required: str, invalid: str) -> dict[int | str, dict[str, Any]]:
     return refused(
-        400,
-        401,
-        404,
-        413,
-        429,
-        503,
-        messages={400: (required, API_KEY_NOT_FOUND, invalid), 404: (COMPANY_NOT_FOUND,)},
+        (400, 401, 404, 413, 429, 503),
+        {400: (required, API_KEY_NOT_FOUND, invalid), 404: (COMPANY_NOT_FOUND,)},
     )
 
 
@@ -58,13 +46,7 @@ def write_answers(required: str, invalid: str) -> dict[int | str, dict[str, Any]
     "/companies/webhook",
     summary="List a company's webhooks (a job)",
     responses=refused(
-        400,
-        401,
-        404,
-        413,
-        429,
-        503,
-        messages={400: (MSG_LIST_REQUIRED, API_KEY_NOT_FOUND)},
+        (400, 401, 404, 413, 429, 503), {400: (MSG_LIST_REQUIRED, API_KEY_NOT_FOUND)}
     ),
     **jobs_only("The job that lists the webhooks (its result holds them)."),
 )
