@@ -216,13 +216,15 @@ def _snapshot_page(
     every = PageQuery(per_page=max(1, head.counts.get("records", 0)), sort="id")
     rows = stores.snapshots.read_page(kind, head.snapshot_id, every)
     name = q.sort or "id"
+    # Records without a value come last, ascending and descending alike (docs/api.md).
+    none = "" if q.descending else "\uffff"
 
     def key(row: dict[str, Any]) -> tuple[str, str]:
         value = row.get(name)
         if name in ("created_at", "disabled_at"):
             moment = as_utc(value)
             value = moment.isoformat() if moment else None
-        return (str(value).lower() if value is not None else "", str(row["id"]))
+        return (str(value).lower() if value is not None else none, str(row["id"]))
 
     def keep(row: dict[str, Any]) -> bool:
         moment = as_utc(row.get(stream.time_field)) if stream.time_field else None

@@ -99,3 +99,30 @@ def test_every_nullable_sort_field_puts_records_without_a_value_last(stores):
             key = instant if field.endswith("_at") else str
             assert [key(v) for v in present] == sorted(map(key, present), reverse=descending)
             assert all(not k.startswith("_null_") for r in page for k in r)  # ours, not shown
+
+
+def test_stream_records_follow_the_same_rule_across_pages(stores):
+    """GET /records/{stream} sorted by a field some records lack (a tracker without a name):
+    those come last both ways, and paging by cursor neither repeats nor skips one."""
+    from callrail_sync.stores.streams import RecordQuery, feed_id
+    from callrail_sync.streams import STREAMS
+
+    trackers = STREAMS["trackers"]
+    feed = feed_id(OWNER, "trackers", "ACC1")
+    rows = [
+        {"id": f"TRK{i:02}", "name": None if i % 3 == 0 else f"Tracker {chr(75 - i)}"}
+        for i in range(11)
+    ]
+    stores.streams.write_page(trackers, feed, OWNER, "ACC1", rows)
+    for descending in (False, True):
+        names: list[str | None] = []
+        query = RecordQuery(feed, trackers, sort="name", descending=descending, limit=3)
+        while True:
+            page = stores.streams.read(query)
+            names += [r.get("name") for r in page.records]
+            if not page.has_more:
+                break
+            query = RecordQuery(**{**query.__dict__, "after": page.last})
+        named = [n for n in names if n is not None]
+        assert names == named + [None] * 4  # the four without a name, last
+        assert named == sorted(named, reverse=descending)

@@ -591,12 +591,15 @@ class MongoStreamStore:
         high = f"{feed}|{time_text(query.until)}" if query.until else f"{feed}|{TOP}"
         docs = list(self._records.find({**match, "kt": {"$gte": low, "$lt": high}}))
         name = query.sort or "id"
+        # Records without a value come last, ascending and descending alike (the listings'
+        # rule, docs/api.md): the key that sorts after every value, or before, as reversed.
+        none = "" if query.descending else TOP
 
         def key(d: dict[str, Any]) -> tuple[Any, ...]:
             value = d["record"].get(name) if name != "id" else d["id"]
             if name == "created_at":
                 value = time_text(as_utc(value))
-            return (str(value).lower() if value is not None else "", d["id"])
+            return (str(value).lower() if value is not None else none, d["id"])
 
         docs.sort(key=key, reverse=query.descending)
         if query.after is not None:
