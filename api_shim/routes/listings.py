@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, BeforeValidator, Field
@@ -55,9 +55,8 @@ class AccountsQuery(BaseModel):
     per_page: PerPage = 10
     search: Annotated[Search, Field(description="case-insensitive substring of the name")] = None
     refresh: Refresh = False
-    disabled: ClassVar[bool] = True  # CallRail's accounts have no `disabled`: all are listed
 
-    def page_query(self) -> PageQuery:
+    def page_query(self, include_disabled: bool = True) -> PageQuery:
         field, descending = self.sort.lstrip("-"), self.sort.startswith("-")
         return PageQuery(
             page=self.page,
@@ -65,7 +64,7 @@ class AccountsQuery(BaseModel):
             sort=field,
             descending=descending,
             search=self.search,
-            include_disabled=self.disabled,
+            include_disabled=include_disabled,
         )
 
 
@@ -76,9 +75,12 @@ class CompaniesQuery(AccountsQuery, Checked):
 
     sort: CompaniesSort = "name"
     account_id: Annotated[AccountId, Field(description="CallRail account id (required)")]
-    disabled: Annotated[  # type: ignore[misc]
+    disabled: Annotated[
         bool, Field(description="true: include disabled"), BeforeValidator(flag("disabled"))
     ] = False
+
+    def page_query(self, include_disabled: bool = False) -> PageQuery:
+        return super().page_query(self.disabled)
 
 
 @router.get(
