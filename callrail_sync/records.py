@@ -23,7 +23,7 @@ from callrail_sync.errors import ValidationFailed
 from callrail_sync.ids import is_callrail_account_id, is_callrail_id
 from callrail_sync.stores import Stores
 from callrail_sync.stores.snapshots import Kind, PageQuery, as_utc
-from callrail_sync.stores.streams import COUNTERS, RecordQuery, feed_id, summarize
+from callrail_sync.stores.streams import COUNTERS, RecordQuery, feed_id, sort_text, summarize
 from callrail_sync.streams import STREAMS, Stream
 
 MAX_LIMIT = 1000
@@ -224,7 +224,7 @@ def _snapshot_page(
         if name in ("created_at", "disabled_at"):
             moment = as_utc(value)
             value = moment.isoformat() if moment else None
-        return (str(value).lower() if value is not None else none, str(row["id"]))
+        return (sort_text(value) if value is not None else none, str(row["id"]))
 
     def keep(row: dict[str, Any]) -> bool:
         moment = as_utc(row.get(stream.time_field)) if stream.time_field else None

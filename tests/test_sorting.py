@@ -9,6 +9,8 @@ from datetime import datetime
 import requests
 
 from callrail_sync.stores.snapshots import NULLABLE, PageQuery
+from callrail_sync.stores.streams import RecordQuery, feed_id
+from callrail_sync.streams import STREAMS
 
 from .conftest import OWNER
 
@@ -104,8 +106,6 @@ def test_every_nullable_sort_field_puts_records_without_a_value_last(stores):
 def test_stream_records_follow_the_same_rule_across_pages(stores):
     """GET /records/{stream} sorted by a field some records lack (a tracker without a name):
     those come last both ways, and paging by cursor neither repeats nor skips one."""
-    from callrail_sync.stores.streams import RecordQuery, feed_id
-    from callrail_sync.streams import STREAMS
 
     trackers = STREAMS["trackers"]
     feed = feed_id(OWNER, "trackers", "ACC1")
@@ -126,3 +126,24 @@ def test_stream_records_follow_the_same_rule_across_pages(stores):
         named = [n for n in names if n is not None]
         assert names == named + [None] * 4  # the four without a name, last
         assert named == sorted(named, reverse=descending)
+
+
+def test_calls_sort_by_duration_as_numbers_not_text(stores):
+    """`sort=duration`: a 100 s call comes after a 20 s one (as text it came before)."""
+    from .test_streams_store import ACCOUNT, CALLS, FEED, make_calls
+    from .test_streams_store import OWNER as STREAM_OWNER
+
+    calls = make_calls(40, seed=5)
+    for call, seconds in zip(calls, [7, 20, 100, 3, 1000, 45, 0, 9] * 5, strict=True):
+        call["duration"] = seconds
+    stores.streams.write_page(CALLS, FEED, STREAM_OWNER, ACCOUNT, calls, "history")
+    for descending in (False, True):
+        seen: list[int] = []
+        query = RecordQuery(FEED, CALLS, sort="duration", descending=descending, limit=7)
+        while True:
+            page = stores.streams.read(query)
+            seen += [r["duration"] for r in page.records]
+            if not page.has_more:
+                break
+            query = RecordQuery(**{**query.__dict__, "after": page.last})
+        assert seen == sorted(seen, reverse=descending) and len(seen) == 40
