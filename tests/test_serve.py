@@ -482,3 +482,44 @@ def test_a_stack_on_a_port_in_use_says_so_before_starting_anything(tmp_path):
             run_stack(Settings(), StackConfig(run_dir=tmp_path / "run", port=port))
     assert str(stopped.value) == f"callrail-sync stack: port {port} on 127.0.0.1 is in use"
     assert not (tmp_path / "run").exists()
+
+
+def test_serve_runs_notification_attempts_on_a_worker_process_of_their_own(tmp_path):
+    """The jobs' worker takes no notification: a process of its own (pids/notifier.pid) does,
+    and the owner's callback hears of the sync."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    heard: list[bytes] = []
+
+    class Callback(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the http.server API)
+            heard.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Callback)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    running = Serve(tmp_path / "run", clean_env(ALLOW_PRIVATE_URLS="true")).start()
+    try:
+        pid = int((running.run_dir / "pids" / "notifier.pid").read_text())
+        assert pid != running.proc.pid
+        url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+        put = requests.put(
+            running.base + f"{P}/notifications",
+            json={"url": url},
+            headers=running.headers,
+            timeout=20,
+        )
+        assert put.status_code == 200, put.text
+        job = running.finish(f"{P}/accounts")
+        assert job["status"] == "succeeded", job
+        assert wait_until(lambda: bool(heard), 30), "the callback heard nothing"
+        notifier_log = (running.run_dir / "logs" / "notifier.log").read_text()
+        assert "callrail.notify.deliver" in notifier_log
+    finally:
+        running.stop()
+        receiver.shutdown()

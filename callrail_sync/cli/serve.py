@@ -32,6 +32,7 @@ from api_shim.auth import DEV_SECRET, DEV_TOKEN_TTL, issue_token
 from api_shim.routes.ui import ui_link
 from api_shim.wire import HTTP_PROTOCOL
 from callrail_sync.cli.processes import (
+    Part,
     Started,
     ensure_mongo,
     ensure_redis,
@@ -44,6 +45,7 @@ from callrail_sync.runtime import Runtime, build_runtime, configure
 from celeryconfig import Queues
 from simulator import SimData, SimServer
 from tasks.names import TaskName
+from tasks.sending import create_celery
 from tasks.table import CeleryQueue
 from worker.celery_app import create_worker_app
 
@@ -166,10 +168,9 @@ class EmbeddedWorker:
         self.worker = self.app.WorkController(
             pool_cls="threads",
             concurrency=4,
-            # Jobs and notification attempts: serve is one process for trying the service;
-            # stack and Compose run a notifier of their own (two Celery workers cannot
-            # share one process's broker event loop).
-            queues=self.queues.all,
+            # Jobs only: notification attempts have a worker process of their own
+            # (`notifier_part`), as in stack and Compose.
+            queues=self.queues.jobs,
             hostname=self.hostname,
             loglevel="INFO",
         )
@@ -233,6 +234,36 @@ def banner(
     return "\n".join(lines)
 
 
+def notifier_part(s: Settings, run_dir: Path) -> Part:
+    """The worker of notification attempts, a process of its own (a slow callback never holds
+    a thread of the jobs' worker), with this process's settings."""
+    queues = ",".join(Queues(s.queue_suffix).callbacks)
+    name = f"notifier-{os.getpid()}"
+    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "threads"]
+    argv += ["--concurrency", "4", "--queues", queues, "--hostname", f"{name}@%h"]
+    argv += ["--without-mingle", "--without-gossip", "--loglevel", "INFO"]
+    env = {**os.environ, **settings_env(s), "PYTHONUNBUFFERED": "1", "METRICS_PORT": "0"}
+    node = f"{name}@{socket.gethostname()}"
+
+    def ready() -> bool:
+        return bool(create_celery(s).control.ping(destination=[node], timeout=0.5))
+
+    return Part("notifier", argv, ready, env=env, stop_timeout=30)
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """The environment that gives a child process these settings (those not at default)."""
+    env: dict[str, str] = {}
+    for name, info in Settings.model_fields.items():
+        value = getattr(s, name)
+        if value is None or value == info.default:
+            continue
+        alias = info.validation_alias if isinstance(info.validation_alias, str) else None
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        env[alias or name.upper()] = text
+    return env
+
+
 class Stopping(Exception):
     """SIGTERM arrived: stop serving, then stop the worker warm and what we started."""
 
@@ -269,12 +300,14 @@ def serve(settings: Settings, host: str, port: int, run_dir: Path) -> int:
     embedded = prepare(settings, run_dir)
     s = embedded.settings
     embedded_worker: EmbeddedWorker | None = None
+    notifier: Part | None = None
     stopped_by = "SIGTERM"
     try:
         configure(embedded.runtime)
         worker_app = create_worker_app(s)
         embedded_worker = EmbeddedWorker(worker_app, Queues(s.queue_suffix), run_dir / "beat")
         embedded_worker.start()
+        notifier = notifier_part(s, run_dir).start(run_dir).wait_ready(60)
         # Beat's first tick is one period away; sync the configured accounts now.
         worker_app.send_task(TaskName.PLAN)
         secret = s.jwt_secret or DEV_SECRET
@@ -303,6 +336,8 @@ def serve(settings: Settings, host: str, port: int, run_dir: Path) -> int:
                 extra={"signal": stopped_by},
             )
             embedded_worker.stop(stopped_by)
+        if notifier is not None:
+            notifier.stop()
         embedded.stop()
         sock.close()
     return 0
