@@ -25,6 +25,7 @@ import pytest
 import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
+from pymongo import monitoring
 
 from callrail_sync.callrail.client import CallRailClient, Timeouts
 from callrail_sync.cli.processes import free_port, mongo_part
@@ -96,21 +97,64 @@ def session_stores(mongo_server: str) -> Iterator[Stores]:
     """The stores over the run's one database, their indexes created once (`connect`, as every
     process of the service makes them), their job writes published as events."""
     name = f"test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{uuid.uuid4().hex[:8]}"
-    settings = Settings(mongo_url=mongo_server, mongo_db=name, redis_url=TEST_REDIS_URL)
+    # The run's one client looks for the server again within half a second of an error that
+    # marks it unknown (a test's fail point), not at its next 10-second heartbeat.
+    url = f"{mongo_server}/?heartbeatFrequencyMS=500"
+    settings = Settings(mongo_url=url, mongo_db=name, redis_url=TEST_REDIS_URL)
     stores = connect(settings, on_job_change=JobEvents(redis.Redis.from_url(TEST_REDIS_URL)))
     yield stores
     stores.db.client.drop_database(name)
     stores.db.client.close()
 
 
+class WrittenCollections(monitoring.CommandListener):
+    """Which collections this process wrote to (every MongoClient made here reports to it), so
+    that only those are emptied before the next test. Real processes of the service (the slow
+    tests) write unseen: after one of them, every collection is emptied."""
+
+    WRITES = frozenset({"insert", "update", "delete", "findAndModify", "create", "createIndexes"})
+
+    def __init__(self) -> None:
+        self.written: set[tuple[str, str]] = set()
+        self.unseen = True
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name in self.WRITES:
+            self.written.add((event.database_name, str(event.command.get(event.command_name))))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def empty(self, db: Any) -> None:
+        """Empty what was written in `db` since the last call (everything, after unseen writes)."""
+        if self.unseen:
+            names = set(db.list_collection_names())
+        else:
+            names = {collection for name, collection in self.written if name == db.name}
+        for name in names:
+            db[name].delete_many({})
+        self.written.clear()
+        self.unseen = False
+
+
+WRITTEN = WrittenCollections()
+monitoring.register(WRITTEN)
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    if item.get_closest_marker("slow") is not None:
+        WRITTEN.unseen = True
+
+
 @pytest.fixture
 def mongo_db(session_stores: Stores) -> str:
-    """The name of this test's database: the run's one, every collection emptied before the
-    test (a collection's indexes stay, so they are created once per run, not per test)."""
-    db = session_stores.db
-    for name in db.list_collection_names():
-        db[name].delete_many({})
-    return db.name
+    """The name of this test's database: the run's one, every collection written to emptied
+    before the test (a collection's indexes stay, so they are created once per run)."""
+    WRITTEN.empty(session_stores.db)
+    return session_stores.db.name
 
 
 @pytest.fixture

@@ -36,6 +36,8 @@ FAULT_ENV = {
     "BACKOFF_CAP": "2",
     "PAGE_CONCURRENCY": "2",
     "SYNC_INTERVAL": "8",
+    # Beat plans no stream syncs here (as in tests/conftest.py): these cases sync companies.
+    "SYNC_STREAMS": "none",
     "MONGO_TIMEOUT": "2",
     "CALLRAIL_READ_TIMEOUT": "5",
     "BUDGET_MAX_INLINE_WAIT": "2",
