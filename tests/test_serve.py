@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +101,12 @@ def clean_env(**extra: str) -> dict[str, str]:
     drop |= {"CALLRAIL_NAMESPACE", "BUDGET_SCOPE"}
     env = {k: v for k, v in os.environ.items() if k not in drop}
     return {**env, "REDIS_URL": NO_REDIS, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+        return True
+    return False
 
 
 @pytest.fixture
@@ -235,10 +241,11 @@ def test_serves_worker_survives_a_redis_restart(serve):
     port = int(serve.exports["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
     pid = int((serve.run_dir / "pids" / "redis.pid").read_text())
     os.kill(pid, signal.SIGTERM)
-    time.sleep(1.5)
+    assert wait_until(lambda: not listening(port), 20, 0.05)  # it has stopped
     again = redis_part(serve.run_dir, port).start(serve.run_dir).wait_ready(20)
     try:
-        time.sleep(3)  # the worker notices, and comes back
+        ready = lambda: requests.get(serve.base + "/readyz", timeout=2).status_code == 200  # noqa: E731
+        assert wait_until(ready, 30, 0.1)  # the shim reaches the broker again
         job = serve.finish(f"{P}/accounts?refresh=true")
         assert job["status"] == "succeeded", job
     finally:
