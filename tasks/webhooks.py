@@ -68,7 +68,7 @@ def shape(record: WebhookRecord, *, existing: bool = False) -> dict[str, Any]:
         "status": record.status,
         "events": wh.events_for(record.keys),
         "integration_id": record.integration_id,
-        "created_at": record.created_at,
+        "created_at": record.first_seen_at.isoformat() if record.first_seen_at else None,
         "updated_at": record.updated_at,
         "existing": existing,
         "fires": fires,
@@ -159,8 +159,10 @@ def ours(rt: Runtime, company_id: str) -> str | None:
 
 
 def created_fields(integration: Integration, url: str, receiver: str | None) -> dict[str, Any]:
-    keys = wh.urls_in(integration, receiver).get(url, [])
-    return {**integration_fields(integration, keys), "created_at": integration.created_at}
+    """What our record keeps of a URL the integration has. No `created_at`: the store notes
+    when the URL is new (`first_seen_at`), and that is when this webhook was created; the
+    integration's `created_at` is when its first URL was added."""
+    return integration_fields(integration, wh.urls_in(integration, receiver).get(url, []))
 
 
 def update_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:

@@ -4,6 +4,7 @@ what happened (an existing URL, a merge, a webhook that will not fire)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -100,6 +101,24 @@ def test_creating_a_url_the_company_has_answers_the_existing_webhook(dashboard, 
     again = dashboard.write("POST", **body).result
     assert first["existing"] is False and again["existing"] is True
     assert again["id"] == first["id"] and again["fires"] is True
+
+
+def test_a_url_added_to_an_older_integration_is_created_when_it_was_added(
+    dashboard, company, sim_data
+):
+    """`created_at` is this webhook's: a second URL added to an integration made long ago
+    says when it was added, and the first URL keeps its own time."""
+    account, company_id = company
+    ref = {"account_id": account, "company_id": company_id}
+    first = dashboard.write("POST", **ref, webhook_url="https://a.example/hook").result
+    (integration,) = [i for i in sim_data.integrations.values() if i["company_id"] == company_id]
+    integration["created_at"] = "2020-01-15T10:00:00.000Z"  # the integration is years old
+    before = datetime.now(UTC)
+    second = dashboard.write("POST", **ref, webhook_url="https://b.example/hook").result
+    assert before <= datetime.fromisoformat(second["created_at"]) <= datetime.now(UTC)
+    again = dashboard.write("POST", **ref, webhook_url="https://a.example/hook").result
+    assert again["existing"] is True and again["created_at"] == first["created_at"]
+    assert datetime.fromisoformat(first["created_at"]) < before
 
 
 def test_moving_a_url_onto_another_webhooks_merges_them_and_the_old_id_is_gone(

@@ -4,6 +4,7 @@ Webhooks integration, which CallRail itself has no id for."""
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,7 +30,10 @@ class WebhookRecord(BaseModel):
     keys: list[str] = Field(default_factory=list)
     """The integration's config keys that deliver to this URL."""
     status: str = "enabled"
-    created_at: str | None = None
+    first_seen_at: datetime | None = None
+    """When this URL became one of the company's webhooks for us (we added it, or first saw
+    it in CallRail): the webhook's `created_at`. The integration's own `created_at` is when
+    its first URL was added, not this one."""
     updated_at: str | None = None
 
 
@@ -81,6 +85,10 @@ class MongoWebhookStore:
                 self._webhooks.drop_index(name)
         self._webhooks.update_many(
             {"account_id": {"$exists": True}}, {"$rename": {"account_id": "callrail_account_id"}}
+        )
+        # Records made before webhooks had their own creation time kept the integration's.
+        self._webhooks.update_many(
+            {"created_at": {"$exists": True}}, {"$unset": {"created_at": ""}}
         )
         for name, index in self._webhooks.index_information().items():
             if index["key"] == keys and not index.get("unique"):
