@@ -192,13 +192,3 @@ def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
     """The request body of a route whose body is read by `json_body`, for /openapi.json."""
     schema = model.model_json_schema()
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
-def openapi_query(model: type[BaseModel]) -> dict[str, Any]:
-    """The query parameters of a route that hands its whole query to the library to check
-    (the records routes: `callrail_sync.records` has the messages), for /openapi.json."""
-    parameters = [
-        {"name": name, "in": "query", "description": field.description or "", "schema": {}}
-        for name, field in model.model_fields.items()
-    ]
-    return {"parameters": parameters}

@@ -378,14 +378,15 @@ def in_process(rt: Runtime, account: str) -> None:
                 "since": (now - timedelta(days=days_back)).isoformat(),
                 "group_by": group,
             }
-            asked = records.summary_request(OWNER, params, now)
+            asked = records.summary_request(OWNER, records.SummaryQuery.model_validate(params), now)
             started = time.perf_counter()
             records.summarize_calls(rt.stores, asked)
             took.append(time.perf_counter() - started)
     pages = []
     params = {"account_id": account, "limit": "100"}
     for _ in range(100):
-        asked_page = records.records_request(OWNER, "calls", params)
+        query = records.RecordsQuery.model_validate(params)
+        asked_page = records.records_request(OWNER, records.known_stream("calls"), query)
         started = time.perf_counter()
         page = records.read_records(rt.stores, asked_page)
         pages.append(time.perf_counter() - started)

@@ -15,9 +15,12 @@ import binascii
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
 from callrail_sync.errors import ValidationFailed
 from callrail_sync.ids import is_callrail_account_id, is_callrail_id
@@ -60,62 +63,164 @@ class RecordsRequest:
         return (self.tag, q.after, q.limit)
 
 
-def parse_time(raw: str | None, name: str) -> datetime | None:
-    """An ISO 8601 time with an offset (`Z` counts), in UTC."""
-    if raw is None or not raw.strip():
-        return None
-    try:
-        value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
-    except ValueError:
-        value = None
-    if value is None or value.tzinfo is None:
-        raise ValidationFailed(f"{name} must be an ISO 8601 time with an offset.")
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValidationFailed(f"{name} must be an ISO 8601 time with an offset.") from None
+def _time(name: str) -> Callable[[Any], datetime | None]:
+    """An ISO 8601 time with an offset (`Z` counts), kept as written (empty: none)."""
+
+    def check(raw: Any) -> datetime | None:
+        if raw is None or isinstance(raw, str) and not raw.strip():
+            return None
+        try:
+            value = datetime.fromisoformat(str(raw).strip().replace("Z", "+00:00"))
+            value.astimezone(UTC)  # a time at the end of the calendar cannot be in UTC
+        except (ValueError, OverflowError):
+            value = None
+        if value is None or value.tzinfo is None:
+            raise ValueError(f"{name} must be an ISO 8601 time with an offset.")
+        return value
+
+    return check
 
 
-def _limit(raw: str | None) -> int:
+def _limit(raw: Any) -> int:
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    if not re.fullmatch(r"[0-9]{1,7}", raw) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ValidationFailed(f"limit must be a whole number between 1 and {MAX_LIMIT}.")
-    return int(raw)
+    text = str(raw)
+    if not re.fullmatch(r"[0-9]{1,7}", text) or not 1 <= int(text) <= MAX_LIMIT:
+        raise ValueError(f"limit must be a whole number between 1 and {MAX_LIMIT}.")
+    return int(text)
 
 
-def _id(raw: str | None, name: str) -> str | None:
+def _id(name: str) -> Callable[[Any], str | None]:
+    shape = is_callrail_account_id if name == "account_id" else is_callrail_id
+
+    def check(raw: Any) -> str | None:
+        if raw is None or raw == "":
+            return None
+        if not isinstance(raw, str) or not shape(raw):
+            raise ValueError(f"{name} is not a valid id.")
+        return raw
+
+    return check
+
+
+def _text(name: str) -> Callable[[Any], str | None]:
+    def check(raw: Any) -> str | None:
+        if raw is None or not str(raw).strip():
+            return None
+        value = str(raw).strip() if name == "search" else str(raw)
+        if len(value) > 200 or any(ord(c) < 32 for c in value):
+            raise ValueError(f"{name} must be at most 200 characters, without control codes.")
+        return value
+
+    return check
+
+
+def _choice(name: str) -> Callable[[Any], str | None]:
+    def check(raw: Any) -> str | None:
+        if raw is None:
+            return None
+        if raw not in CHOICES[name]:
+            raise ValueError(f"{name} must be one of: {', '.join(CHOICES[name])}.")
+        return str(raw)
+
+    return check
+
+
+def _first_call(raw: Any) -> bool | None:
+    if raw is None or isinstance(raw, bool):
+        return raw
+    if raw not in ("true", "false"):
+        raise ValueError("first_call must be true or false.")
+    return bool(raw == "true")
+
+
+def _group(raw: Any) -> str | None:
     if raw is None or raw == "":
         return None
-    shape = is_callrail_account_id if name == "account_id" else is_callrail_id
-    if not shape(raw):
-        raise ValidationFailed(f"{name} is not a valid id.")
-    return raw
+    if raw not in GROUPS:
+        raise ValueError(f"group_by must be one of: {', '.join(GROUPS)}.")
+    return str(raw)
 
 
-def _text(raw: str, name: str) -> str:
-    if len(raw) > 200 or any(ord(c) < 32 for c in raw):
-        raise ValidationFailed(f"{name} must be at most 200 characters, without control codes.")
-    return raw
+def _doc(text: str) -> Any:
+    return Field(None, description=text)
 
 
-def _filters(stream: Stream, params: dict[str, str]) -> tuple[tuple[str, Any], ...]:
-    chosen: list[tuple[str, Any]] = []
-    every = {"answer_status", "direction", "source", "first_call", "lead_status", "tag"}
-    for name in sorted(every & set(params)):
-        raw = params[name]
+AccountId = Annotated[str | None, BeforeValidator(_id("account_id"))]
+CompanyId = Annotated[str | None, BeforeValidator(_id("company_id"))]
+
+
+class TimeRange(BaseModel):
+    """`since` and `until`, each checked alone, then together."""
+
+    since: Annotated[datetime | None, BeforeValidator(_time("since"))] = _doc(
+        "ISO 8601 with an offset, inclusive"
+    )
+    until: Annotated[datetime | None, BeforeValidator(_time("until"))] = _doc(
+        "ISO 8601 with an offset, exclusive"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeRange:
+        if self.since is not None and self.until is not None and self.until <= self.since:
+            raise ValueError("until must be after since.")
+        return self
+
+
+class RecordsQuery(TimeRange):
+    """The query of GET /records/{stream} (and `callrail-sync records`): each value checked
+    alone here, with its own message; what depends on the stream in `records_request`."""
+
+    account_id: AccountId = _doc("the CallRail account (all but accounts)")
+    company_id: CompanyId = _doc("only this company's records")
+    cursor: str | None = _doc("`next_cursor` of the previous page")
+    limit: Annotated[int, BeforeValidator(_limit)] = Field(
+        DEFAULT_LIMIT, description=f"1 to {MAX_LIMIT}, default {DEFAULT_LIMIT}"
+    )
+    sort: str | None = _doc("`field` or `-field` (default: newest first)")
+    search: Annotated[str | None, BeforeValidator(_text("search"))] = _doc(
+        "a case-insensitive substring"
+    )
+    answer_status: Annotated[str | None, BeforeValidator(_choice("answer_status"))] = _doc(
+        "calls: answered, missed, voicemail"
+    )
+    direction: Annotated[str | None, BeforeValidator(_choice("direction"))] = _doc(
+        "calls: inbound, outbound"
+    )
+    source: Annotated[str | None, BeforeValidator(_text("source"))] = _doc(
+        "calls: the source, as CallRail names it"
+    )
+    first_call: Annotated[bool | None, BeforeValidator(_first_call)] = _doc("calls: true or false")
+    lead_status: Annotated[str | None, BeforeValidator(_choice("lead_status"))] = _doc(
+        "calls: good_lead, not_a_lead, not_scored"
+    )
+    tag: Annotated[str | None, BeforeValidator(_text("tag"))] = _doc("calls: a tag's name")
+
+
+class SummaryQuery(TimeRange):
+    """The query of GET /records/calls/summary."""
+
+    account_id: AccountId = _doc("the CallRail account (required)")
+    company_id: CompanyId = _doc("only this company's calls")
+    group_by: Annotated[str | None, BeforeValidator(_group)] = _doc(", ".join(GROUPS))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _account(cls, given: Any) -> Any:
+        if not isinstance(given, dict) or given.get("account_id") in (None, ""):
+            raise ValueError("account_id is required.")
+        return given
+
+
+FILTERS = ("answer_status", "direction", "source", "first_call", "lead_status", "tag")
+
+
+def _filters(stream: Stream, q: RecordsQuery) -> tuple[tuple[str, Any], ...]:
+    chosen = [(name, getattr(q, name)) for name in sorted(FILTERS)]
+    chosen = [(name, value) for name, value in chosen if value is not None]
+    for name, _ in chosen:
         if name not in stream.filters:
             raise ValidationFailed(f"{name} filters calls only.")
-        if name in CHOICES:
-            if raw not in CHOICES[name]:
-                raise ValidationFailed(f"{name} must be one of: {', '.join(CHOICES[name])}.")
-            chosen.append((name, raw))
-        elif name == "first_call":
-            if raw not in ("true", "false"):
-                raise ValidationFailed("first_call must be true or false.")
-            chosen.append((name, raw == "true"))
-        else:
-            chosen.append((name, _text(raw, name)))
     return tuple(chosen)
 
 
@@ -130,42 +235,41 @@ def _sort(stream: Stream, raw: str | None) -> tuple[str, bool]:
     return name, descending
 
 
-def records_request(owner: str, name: str, params: dict[str, str]) -> RecordsRequest:
-    """A page request from query parameters, or the ValidationFailed that refuses it. An
-    unknown stream is a LookupError (the shim answers 404)."""
+def known_stream(name: str) -> Stream:
+    """The stream of this name; an unknown one is a LookupError (the shim answers 404)."""
     stream = STREAMS.get(name)
     if stream is None:
         raise LookupError(unknown_stream(name))
-    account = _id(params.get("account_id"), "account_id")
+    return stream
+
+
+def records_request(owner: str, stream: Stream, q: RecordsQuery) -> RecordsRequest:
+    """A page request from a checked query, or the ValidationFailed that refuses what the
+    stream does not allow (an account it needs, a filter or sort it lacks, a bad cursor)."""
+    account = q.account_id
     if stream.account_scoped and account is None:
         raise ValidationFailed(MSG_ACCOUNT)
-    company = _id(params.get("company_id"), "company_id")
-    since = parse_time(params.get("since"), "since")
-    until = parse_time(params.get("until"), "until")
-    if since is not None and until is not None and until <= since:
-        raise ValidationFailed("until must be after since.")
+    since = q.since.astimezone(UTC) if q.since else None
+    until = q.until.astimezone(UTC) if q.until else None
     if (since or until) and stream.time_field is None:
         raise ValidationFailed(f"{stream.name} have no time: since and until do not apply.")
-    sort, descending = _sort(stream, params.get("sort"))
-    search = params.get("search")
-    search = _text(search.strip(), "search") if search and search.strip() else None
+    sort, descending = _sort(stream, q.sort)
     query = RecordQuery(
         feed=feed_id(owner, stream.name, account or "-"),
         stream=stream,
         since=since,
         until=until,
-        company_id=company,
-        filters=_filters(stream, params),
-        search=search,
+        company_id=q.company_id,
+        filters=_filters(stream, q),
+        search=q.search,
         sort=sort,
         descending=descending,
-        limit=_limit(params.get("limit")),
+        limit=q.limit,
     )
-    shape = [query.feed, since, until, company, query.filters, search, sort, descending]
+    shape = [query.feed, since, until, q.company_id, query.filters, q.search, sort, descending]
     tag = hashlib.sha256(repr(shape).encode()).hexdigest()[:16]
-    cursor = params.get("cursor")
-    if cursor:
-        query = RecordQuery(**{**query.__dict__, "after": decode_cursor(tag, cursor)})
+    if q.cursor:
+        query = RecordQuery(**{**query.__dict__, "after": decode_cursor(tag, q.cursor)})
     return RecordsRequest(stream, owner, account, query, tag)
 
 
@@ -258,37 +362,20 @@ class SummaryRequest:
         return feed_id(self.owner, "calls", self.account)
 
 
-def summary_request(owner: str, params: dict[str, str], now: datetime) -> SummaryRequest:
+def summary_request(owner: str, q: SummaryQuery, now: datetime) -> SummaryRequest:
     """Whole days, each call on its own day in its company's time zone: from the date of
     `since` to the day before the date of `until` (or `until`'s date itself when it is past
     midnight), each date as written in its own offset; without them, the last 30 days."""
-    account = _id(params.get("account_id"), "account_id")
-    if account is None:
-        raise ValidationFailed("account_id is required.")
-    company = _id(params.get("company_id"), "company_id")
-    group_by = params.get("group_by") or None
-    if group_by is not None and group_by not in GROUPS:
-        raise ValidationFailed(f"group_by must be one of: {', '.join(GROUPS)}.")
-    since_raw, until_raw = params.get("since"), params.get("until")
-    since, until = parse_time(since_raw, "since"), parse_time(until_raw, "until")
-    if since is not None and until is not None and until <= since:
-        raise ValidationFailed("until must be after since.")
-    last = _as_written(until_raw) if until is not None else now.date()
-    if until is not None and until_raw is not None:
-        written = datetime.fromisoformat(until_raw.strip().replace("Z", "+00:00"))
-        if written.time() == time.min:
-            last -= timedelta(days=1)
-    first = _as_written(since_raw) if since is not None else last - timedelta(SUMMARY_DAYS - 1)
+    assert q.account_id is not None  # SummaryQuery requires it
+    last = q.until.date() if q.until is not None else now.date()
+    if q.until is not None and q.until.time() == time.min:
+        last -= timedelta(days=1)
+    first = q.since.date() if q.since is not None else last - timedelta(SUMMARY_DAYS - 1)
     if first > last:
         raise ValidationFailed("since and until hold no whole day.")
     if (last - first).days > 800:
         raise ValidationFailed("since and until may be at most 800 days apart.")
-    return SummaryRequest(owner, account, company, first, last, group_by)
-
-
-def _as_written(raw: str | None) -> date:
-    assert raw is not None
-    return datetime.fromisoformat(raw.strip().replace("Z", "+00:00")).date()
+    return SummaryRequest(owner, q.account_id, q.company_id, first, last, q.group_by)
 
 
 def summarize_calls(stores: Stores, request: SummaryRequest) -> dict[str, Any]:

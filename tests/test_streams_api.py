@@ -67,6 +67,24 @@ def test_bad_requests_get_a_400_or_404_with_a_clear_message(shim_url, token, own
         assert body["message"].startswith(message), (params, body)
 
 
+def test_the_records_queries_are_typed_models_and_an_unknown_stream_is_404_first(
+    shim_url, token, owner
+) -> None:
+    """The query models check the records routes' queries (so /openapi.json shows each
+    value's type, not an untyped parameter); the stream is checked before the query."""
+    spec = requests.get(f"{shim_url}/openapi.json", timeout=10).json()
+    for path, name, wanted in [
+        (f"{P}/records/{{stream}}", "limit", "integer"),
+        (f"{P}/records/{{stream}}", "first_call", "boolean"),
+        (f"{P}/records/calls/summary", "since", "string"),
+    ]:
+        (param,) = [p for p in spec["paths"][path]["get"]["parameters"] if p["name"] == name]
+        types = [s.get("type") for s in param["schema"].get("anyOf", [param["schema"]])]
+        assert wanted in types, (path, name, param)
+    answer = get(shim_url, token, "/records/calendars", limit="0")
+    assert answer.status_code == 404, answer.text
+
+
 def test_calls_page_by_cursor_newest_first_with_filters(shim_url, token, owner, stores) -> None:
     calls = store_calls(stores, owner)
     since = datetime(2026, 10, 25, tzinfo=UTC)

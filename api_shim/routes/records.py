@@ -3,59 +3,36 @@ totals, from our own store (no CallRail request). See docs/streams.md."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
 
 from api_shim.answers import PREFIX
 from api_shim.answers_control import RecordsAnswer, SummaryAnswer
 from api_shim.deps import Owner, Svc
-from api_shim.envelope import failure, success
+from api_shim.envelope import success
 from api_shim.openapi import refused
-from api_shim.validation import openapi_query
-from callrail_sync import records
+from callrail_sync import errors, records
 from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.snapshots import Kind
+from callrail_sync.streams import Stream
 
 router = APIRouter(prefix=PREFIX, tags=["records"])
 
 
-class RecordsQuery(BaseModel):
-    """The query of GET /records/{stream} (read as text, so each bad value gets its own
-    message)."""
-
-    account_id: str | None = Field(None, description="the CallRail account (all but accounts)")
-    company_id: str | None = Field(None, description="only this company's records")
-    since: str | None = Field(None, description="ISO 8601 with an offset, inclusive")
-    until: str | None = Field(None, description="ISO 8601 with an offset, exclusive")
-    cursor: str | None = Field(None, description="`next_cursor` of the previous page")
-    limit: str | None = Field(None, description=f"1 to {records.MAX_LIMIT}, default 100")
-    sort: str | None = Field(None, description="`field` or `-field` (default: newest first)")
-    search: str | None = Field(None, description="a case-insensitive substring")
-    answer_status: str | None = Field(None, description="calls: answered, missed, voicemail")
-    direction: str | None = Field(None, description="calls: inbound, outbound")
-    source: str | None = Field(None, description="calls: the source, as CallRail names it")
-    first_call: str | None = Field(None, description="calls: true or false")
-    lead_status: str | None = Field(None, description="calls: good_lead, not_a_lead, not_scored")
-    tag: str | None = Field(None, description="calls: a tag's name")
-
-
-class SummaryQuery(BaseModel):
-    """The query of GET /records/calls/summary."""
-
-    account_id: str | None = Field(None, description="the CallRail account (required)")
-    company_id: str | None = Field(None, description="only this company's calls")
-    since: str | None = Field(None, description="ISO 8601 with an offset (default: 30 days ago)")
-    until: str | None = Field(None, description="ISO 8601 with an offset, exclusive")
-    group_by: str | None = Field(None, description=", ".join(records.GROUPS))
+def known_stream(stream: str) -> Stream:
+    """The path's stream, or a 404 before the query is read (an unknown stream is the
+    first thing wrong with any query for it)."""
+    try:
+        return records.known_stream(stream)
+    except LookupError as exc:
+        raise errors.NotFound(str(exc.args[0])) from None
 
 
 @router.get(
     "/records/calls/summary",
     summary="Totals of the calls, grouped, from our own roll-ups (no CallRail request)",
-    openapi_extra=openapi_query(SummaryQuery),
     response_model=SummaryAnswer,
     responses=refused(
         (400, 401, 413, 503),
@@ -67,8 +44,10 @@ class SummaryQuery(BaseModel):
         },
     ),
 )
-async def summarize_calls(request: Request, owner: Owner, svc: Svc) -> Response:
-    asked = records.summary_request(owner, dict(request.query_params), utcnow())
+async def summarize_calls(
+    owner: Owner, svc: Svc, q: Annotated[records.SummaryQuery, Query()]
+) -> Response:
+    asked = records.summary_request(owner, q, utcnow())
     version = await svc.cache.feed_version(asked.feed)
     key = ("summary", version, asked)
     body = await svc.cache.records.through(
@@ -80,7 +59,6 @@ async def summarize_calls(request: Request, owner: Owner, svc: Svc) -> Response:
 @router.get(
     "/records/{stream}",
     summary="One page of a stream's records, from our own store (cursor-paged)",
-    openapi_extra=openapi_query(RecordsQuery),
     response_model=RecordsAnswer,
     responses=refused(
         (400, 401, 404, 413, 503),
@@ -91,11 +69,13 @@ async def summarize_calls(request: Request, owner: Owner, svc: Svc) -> Response:
         why={404: "No such stream."},
     ),
 )
-async def list_records(stream: str, request: Request, owner: Owner, svc: Svc) -> Response:
-    try:
-        asked = records.records_request(owner, stream, dict(request.query_params))
-    except LookupError as exc:
-        return failure(404, str(exc.args[0]))
+async def list_records(
+    stream: Annotated[Stream, Depends(known_stream)],
+    owner: Owner,
+    svc: Svc,
+    q: Annotated[records.RecordsQuery, Query()],
+) -> Response:
+    asked = records.records_request(owner, stream, q)
     stores = svc.runtime.stores
     if asked.stream.store == "records":
         version: object = await svc.cache.feed_version(asked.query.feed)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from pydantic import ValidationError
+
+from api_shim.envelope import refusal
 from callrail_sync import feed, records
 from callrail_sync.cli.ops import Context, add_account
 from callrail_sync.errors import ValidationFailed
@@ -128,11 +131,17 @@ def cmd_records(args: argparse.Namespace, ctx: Context) -> int:
         "search": args.search,
     }
     try:
-        asked = records.records_request(
-            args.account, args.stream, {k: v for k, v in params.items() if v}
-        )
-    except (LookupError, ValidationFailed) as exc:
-        print(exc.args[0] if isinstance(exc, LookupError) else exc.user_message)
+        stream = records.known_stream(args.stream)
+        query = records.RecordsQuery.model_validate({k: v for k, v in params.items() if v})
+        asked = records.records_request(args.account, stream, query)
+    except LookupError as exc:
+        print(exc.args[0])
+        return 2
+    except ValidationError as invalid:
+        print(refusal(invalid.errors()[0]))  # the message the shim's 400 has
+        return 2
+    except ValidationFailed as exc:
+        print(exc.user_message)
         return 2
     page = records.read_records(ctx.stores, asked)
     if args.json:
