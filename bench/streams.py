@@ -56,6 +56,8 @@ class KeepNoRecords:
     def __init__(self) -> None:
         self.records = 0
         self.states: dict[str, StreamState] = {}
+        self.cpu: tuple[float, float | None] = (0.0, None)
+        """CPU seconds of the walk: this process's, the simulator's."""
 
     def write_page(
         self,
@@ -96,6 +98,7 @@ class KeepNoRecords:
         last: Any,
         by_day: bool = False,
         company: str | None = None,
+        dim: str = "all",
     ) -> list[dict[str, Any]]:
         return []
 
@@ -140,9 +143,13 @@ def backfill(
         rt, settings=settings, stores=dataclasses.replace(rt.stores, streams=kept)
     )
     before = sim.stats()["requests"]
+    sim_cpu, cpu = sim.cpu_seconds(), time.process_time()
     started = time.perf_counter()
     sync_stream_work(stream_job(rt, account), walker, walker.client(sim.key))
     seconds = time.perf_counter() - started
+    sim_after = sim.cpu_seconds()
+    spent = sim_after - sim_cpu if sim_after is not None and sim_cpu is not None else None
+    kept.cpu = (time.process_time() - cpu, spent)
     return (
         seconds,
         sim.stats()["requests"] - before,
@@ -204,11 +211,13 @@ def bench_streams(quick: bool) -> None:
             f"({kept.records:,} records walked)"
         )
         seq_seconds, seq_sent, _, seq_kept = backfill(rt, sim, big, 1, state)
+        client_cpu, sim_cpu = kept.cpu
         print(
             f"   walk at 100 ms: windows side by side ({rt.settings.stream_concurrency}) "
             f"{seconds:6.1f} s, one after another {seq_seconds:6.1f} s: "
             f"{seq_seconds / seconds:4.1f}x (goal >= 10x; {seq_sent} requests, "
-            f"{seq_kept.records:,} records)"
+            f"{seq_kept.records:,} records); CPU of the parallel walk: client "
+            f"{client_cpu:.1f} s, simulator {sim_cpu if sim_cpu is None else round(sim_cpu, 1)} s"
         )
         hourly = Settings.model_fields["hourly_limit"].default
         share = rt.settings.stream_budget_share

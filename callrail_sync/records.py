@@ -26,7 +26,14 @@ from callrail_sync.errors import ValidationFailed
 from callrail_sync.ids import is_callrail_account_id, is_callrail_id
 from callrail_sync.stores import Stores
 from callrail_sync.stores.snapshots import Kind, PageQuery, as_utc
-from callrail_sync.stores.streams import COUNTERS, RecordQuery, feed_id, sort_text, summarize
+from callrail_sync.stores.streams import (
+    COUNTERS,
+    DIMENSIONS,
+    RecordQuery,
+    feed_id,
+    sort_text,
+    summarize,
+)
 from callrail_sync.streams import STREAMS, Stream
 
 MAX_LIMIT = 1000
@@ -381,10 +388,13 @@ def summary_request(owner: str, q: SummaryQuery, now: datetime) -> SummaryReques
 def summarize_calls(stores: Stores, request: SummaryRequest) -> dict[str, Any]:
     """Totals and groups from the calls' roll-ups: no call is read, no CallRail request."""
     by_day = request.group_by in ("day", "week")
-    docs = stores.streams.rollups(
-        request.feed, request.first, request.last, by_day=by_day, company=request.company
-    )
-    found = summarize(docs, request.group_by)
+    args = (request.feed, request.first, request.last)
+    docs = stores.streams.rollups(*args, by_day=by_day, company=request.company)
+    group = request.group_by
+    if group in DIMENSIONS or (group == "company" and request.company is None):
+        # The totals from `all`, the groups from the dimension's own documents.
+        docs += stores.streams.rollups(*args, company=request.company, dim=group)
+    found = summarize(docs, group)
     groups = [
         {"key": key, **_shown(counts)}
         for key, counts in found["groups"].items()

@@ -14,7 +14,7 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from callrail_sync.stores import Stores
-from callrail_sync.stores.streams import RecordQuery, feed_id, summarize
+from callrail_sync.stores.streams import DIMENSIONS, RecordQuery, feed_id, summarize
 from callrail_sync.streams import STREAMS
 
 CALLS = STREAMS["calls"]
@@ -84,6 +84,8 @@ def summary(
     stores: Stores, group: str, first: date, last: date, company: str | None = None
 ) -> dict[str, dict[str, int]]:
     docs = stores.streams.rollups(FEED, first, last, by_day=group == "day", company=company)
+    if group in DIMENSIONS or (group == "company" and company is None):
+        docs += stores.streams.rollups(FEED, first, last, company=company, dim=group)
     return dict(summarize(docs, group)["groups"])
 
 

@@ -198,19 +198,23 @@ class RollupDeltas:
 
     def add(self, c: Contribution | None, sign: int, months: bool = True) -> None:
         """A call's counts, added (+1) or taken away (-1): in its company's documents and in
-        the account's (`*`, which also counts by company), for its day and its month."""
+        the account's (`*`, which also counts by company), for its day and its month, in
+        one document per dimension (`all`, `source`, `campaign`, `keywords`, `company`), so
+        a summary reads only the dimension it groups by."""
         if c is None:
             return
         day, month = c.day.isoformat(), c.day.isoformat()[:7]
         for company, cells in ((c.company, c.cells), (ALL, {**c.cells, "company": c.company})):
-            ids = [f"{self.feed}|d|{company}|{day}", f"{self.feed}|m|{company}|{month}"]
-            for doc_id in ids if months else ids[:1]:
-                doc = self.docs[doc_id]
-                for name, n in c.counts.items():
-                    if n:
-                        doc[f"all.{name}"] += sign * n
-                        for dim, cell in cells.items():
-                            doc[f"{dim}.{cell}.{name}"] += sign * n
+            for dim, cell in (("all", None), *cells.items()):
+                ids = [f"{self.feed}|d|{company}|{dim}|{day}"]
+                if months:
+                    ids.append(f"{self.feed}|m|{company}|{dim}|{month}")
+                for doc_id in ids:
+                    doc = self.docs[doc_id]
+                    path = "all" if cell is None else f"{dim}.{cell}"
+                    for name, n in c.counts.items():
+                        if n:
+                            doc[f"{path}.{name}"] += sign * n
 
     def operations(self) -> list[UpdateOne]:
         ops = []
@@ -313,9 +317,10 @@ class StreamRecordStore(Protocol):
         last: date,
         by_day: bool = False,
         company: str | None = None,
+        dim: str = "all",
     ) -> list[dict[str, Any]]:
-        """The roll-up documents of one company (or of the whole account) covering days
-        `first` to `last` (months where whole, unless `by_day`)."""
+        """One dimension's roll-up documents of one company (or of the whole account)
+        covering days `first` to `last` (months where whole, unless `by_day`)."""
 
     def drop_feed(self, feed: str) -> None: ...
 
@@ -469,10 +474,11 @@ class MongoStreamStore:
             c = contribution(doc["record"], doc.get("t"))
             if c is not None and c.day == day:
                 fresh.add(c, +1, months=False)
-        whole = self._rollups.find_one({"_id": f"{feed}|d|{ALL}|{day}"}) or {}
-        companies = set((whole.get("company") or {}).keys())
-        ids = {f"{feed}|d|{ALL}|{day}", *(f"{feed}|d|{c}|{day}" for c in companies)}
-        ids |= set(fresh.docs)
+        whole = self._rollups.find_one({"_id": f"{feed}|d|{ALL}|company|{day}"}) or {}
+        companies = {ALL, *(whole.get("company") or {}).keys()}
+        dims = ("all", *DIMENSIONS)
+        ids = {f"{feed}|d|{c}|{d}|{day}" for c in companies for d in dims}
+        ids |= {f"{feed}|d|{ALL}|company|{day}"} | set(fresh.docs)
         held = {d["_id"]: _flat(d) for d in self._rollups.find({"_id": {"$in": sorted(ids)}})}
         month = day.isoformat()[:7]
         ops = []
@@ -665,10 +671,12 @@ class MongoStreamStore:
         last: date,
         by_day: bool = False,
         company: str | None = None,
+        dim: str = "all",
     ) -> list[dict[str, Any]]:
-        """The month documents of the whole months inside [first, last] (unless `by_day`),
-        and the day documents of the rest: three range reads at most."""
-        who = _cell_key(company) if company else ALL
+        """One dimension's documents (`all`, or what a summary groups by) of one company (or
+        of the whole account): the month documents of the whole months inside [first, last]
+        (unless `by_day`), and the day documents of the rest: three range reads at most."""
+        who = f"{_cell_key(company) if company else ALL}|{dim}"
         if by_day:
             return self._range(f"{feed}|d|{who}|{first}", f"{feed}|d|{who}|{last}{TOP}")
         head_end = _month_end(first)
@@ -808,22 +816,23 @@ def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 
 def summarize(docs: Iterable[dict[str, Any]], group_by: str | None) -> dict[str, Any]:
-    """Totals and groups from the roll-up documents of one company or of the account (see
-    the module docstring)."""
+    """Totals and groups from one dimension's roll-up documents of one company or of the
+    account (see the module docstring): `all` documents for totals and groups by day, week,
+    month or (a company's own) company; a dimension's documents for its groups."""
     total: dict[str, int] = dict.fromkeys(COUNTERS, 0)
     groups: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
     for doc in docs:
-        who, when = doc["_id"].rsplit("|", 2)[1:]
-        cells = doc.get("all") or {}
-        for name in COUNTERS:
-            total[name] += int(cells.get(name, 0))
-        if group_by is None:
-            continue
-        if group_by in DIMENSIONS or (group_by == "company" and who == ALL):
-            for key, counts in (doc.get(group_by) or {}).items():
+        who, dim, when = doc["_id"].rsplit("|", 3)[1:]
+        if dim != "all":
+            for key, counts in (doc.get(dim) or {}).items():
                 for name in COUNTERS:
                     groups[cell_name(key)][name] += int(counts.get(name, 0))
             continue
+        cells = doc.get("all") or {}
+        for name in COUNTERS:
+            total[name] += int(cells.get(name, 0))
+        if group_by is None or group_by in DIMENSIONS or (group_by == "company" and who == ALL):
+            continue  # no group, or groups from the dimension's own documents
         if group_by == "company":  # one company's own documents
             key = cell_name(who)
         elif group_by == "day":
