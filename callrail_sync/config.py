@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -189,6 +189,9 @@ class OperationSettings(_Group):
 
     jwt_secret: str | None = None
     """HS256: at least 32 bytes unless DEVELOPMENT is set (the shim refuses to start)."""
+    jwt_secret_file: str | None = None
+    """A file holding the HS256 secret instead (what `stack` prints: it keeps its own in its
+    run dir, mode 0600), read here so the secret never has to be shown or exported."""
     jwt_public_key: str | None = None
     jwt_issuer: str | None = None
     """When set, a token must carry this `iss`."""
@@ -228,6 +231,14 @@ class OperationSettings(_Group):
     e.g. an operator's own receivers at `10.20.0.0/16`; empty by default."""
 
 
+def _read_secret(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError as exc:
+        raise ValueError(f"JWT_SECRET_FILE {path}: {exc.strerror or exc}") from None
+
+
 class Settings(
     ConnectionSettings,
     CallRailSettings,
@@ -241,6 +252,17 @@ class Settings(
     OperationSettings,
 ):
     """The service's configuration (environment variables are the upper-case field names)."""
+
+    @model_validator(mode="after")
+    def _secret_from_file(self) -> Settings:
+        if self.jwt_secret_file:
+            secret = _read_secret(self.jwt_secret_file)
+            if self.jwt_secret and self.jwt_secret != secret:
+                raise ValueError(
+                    "JWT_SECRET and JWT_SECRET_FILE are both set and differ: unset one"
+                )
+            self.jwt_secret = secret
+        return self
 
     @property
     def broker(self) -> str:

@@ -60,14 +60,39 @@ def test_a_short_secret_stops_the_shim_outside_development():
     Authenticator(Settings(jwt_secret=SECRET))
 
 
-def test_stack_generates_its_own_jwt_secret(tmp_path):
+def test_stack_generates_its_own_jwt_secret_and_token_signs_with_it(tmp_path, monkeypatch, capsys):
+    """stack keeps a secret of its own in its run dir (0600) and its export line names that
+    file, never the secret: `callrail-sync token` in a shell with that line signs tokens the
+    stack's shim accepts (it signed with the development secret before: 401)."""
     from api_shim.auth import DEV_SECRET
-    from callrail_sync.cli.stack import Stack, StackConfig
+    from callrail_sync.cli.main import main
+    from callrail_sync.cli.stack import Stack, StackConfig, banner, keep_secret
 
-    first = Stack(StackConfig(run_dir=tmp_path), Settings(jwt_secret=None))
-    second = Stack(StackConfig(run_dir=tmp_path), Settings(jwt_secret=None))
+    first = Stack(StackConfig(run_dir=tmp_path / "a"), Settings(jwt_secret=None))
+    other = Stack(StackConfig(run_dir=tmp_path / "b"), Settings(jwt_secret=None))
     assert first.jwt_secret != DEV_SECRET and len(first.jwt_secret) >= 32
-    assert first.jwt_secret != second.jwt_secret
-    assert first.env()["JWT_SECRET"] == first.jwt_secret
-    given = Stack(StackConfig(run_dir=tmp_path), Settings(jwt_secret=SECRET))
+    assert first.jwt_secret != other.jwt_secret
+    given = Stack(StackConfig(run_dir=tmp_path / "c"), Settings(jwt_secret=SECRET))
     assert given.jwt_secret == SECRET
+    first.run_dir.mkdir()
+    keep_secret(first.jwt_secret_file, first.jwt_secret)  # as start() does
+    assert first.jwt_secret_file.stat().st_mode & 0o777 == 0o600
+    env = first.env()
+    assert "JWT_SECRET" not in env and first.jwt_secret not in env.values()
+    shown = banner(first, "TOKEN")
+    assert first.jwt_secret not in shown
+    (export,) = [line for line in shown.splitlines() if "export " in line]
+    assert f"JWT_SECRET_FILE={first.jwt_secret_file}" in export
+    for name, value in (w.split("=", 1) for w in export.split("export ", 1)[1].split()):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("JWT_SECRET", raising=False)
+    assert main(["token", "--account", OWNER]) == 0
+    token = capsys.readouterr().out.strip()
+    assert verify(token, Settings(jwt_secret=first.jwt_secret))[0] == OWNER
+    again = Stack(StackConfig(run_dir=first.run_dir), Settings(jwt_secret=None))
+    assert again.jwt_secret == first.jwt_secret  # a restart keeps its tokens valid
+    monkeypatch.setenv("JWT_SECRET", "x" * 32)
+    with pytest.raises(ValueError, match="both set and differ"):
+        Settings()
+    assert main(["token", "--account", OWNER]) == 2  # one line, no traceback
+    assert "both set and differ: unset one" in capsys.readouterr().err

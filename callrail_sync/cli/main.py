@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
+from pydantic import ValidationError
+
 from api_shim.auth import DEV_TOKEN_TTL
 from callrail_sync import errors
 from callrail_sync.cli.insight import add_insight_commands
@@ -260,7 +262,12 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     """Run one command; `ctx` hands in ready parts (tests), else the environment is read."""
     args = build_parser().parse_args(argv)
     if ctx is None:  # the real entry point: the environment, read once for the whole command
-        ctx = Context(Settings())
+        try:
+            ctx = Context(Settings())
+        except ValidationError as invalid:  # one line, no traceback (a setting is wrong)
+            message = str(invalid.errors()[0]["msg"]).removeprefix("Value error, ")
+            print(f"callrail-sync {args.command}: {message}", file=sys.stderr)
+            return 2
         if args.command not in ("serve", "simulator", "stack"):
             setup_logging(ctx.settings.log_level, json_lines=ctx.settings.log_json)
     if getattr(args, "account", "") is None and getattr(args, "account_defaults", False):

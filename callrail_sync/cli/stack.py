@@ -68,6 +68,22 @@ class StackConfig:
     """Start a redis-server of our own even when REDIS_URL answers (tests restart it)."""
 
 
+def kept_secret(path: Path) -> str | None:
+    """The secret a run dir kept from its last start, if any."""
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def keep_secret(path: Path, secret: str) -> None:
+    """Write the secret where only this user can read it (0600, also if the file was there)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(secret)
+
+
 class Stack:
     """The parts of one deployment, started and stopped together."""
 
@@ -82,9 +98,14 @@ class Stack:
         given = "shim_metrics_port" in settings.model_fields_set
         self.shim_metrics_port = settings.shim_metrics_port if given else free_port()
         # Like Flower's password: a secret of this stack's own unless one is given (the public
-        # development secret would let anyone who read this code sign tokens for it).
+        # development secret would let anyone who read this code sign tokens for it), kept in
+        # the run dir (a restart keeps its tokens valid) and passed by its file, never shown.
+        self.jwt_secret_file = config.run_dir / "jwt_secret"
         self.jwt_secret = (
-            config.env.get("JWT_SECRET") or settings.jwt_secret or secrets.token_urlsafe(32)
+            config.env.get("JWT_SECRET")
+            or settings.jwt_secret
+            or kept_secret(self.jwt_secret_file)
+            or secrets.token_urlsafe(32)
         )
         self.mongo_url = settings.mongo_url or ""
         self.redis_url = settings.redis_url
@@ -116,7 +137,8 @@ class Stack:
             CALLRAIL_NAMESPACE=self.settings.namespace, BUDGET_SCOPE=self.settings.budget_scope
         )
         env["CALLRAIL_BASE_URL"] = self.callrail_url
-        env["JWT_SECRET"] = self.jwt_secret
+        env.pop("JWT_SECRET", None)  # the parts read it from the file, as the CLI does
+        env["JWT_SECRET_FILE"] = str(self.jwt_secret_file)
         env.setdefault("METRICS_PORT", "0")
         env.setdefault("PUBLIC_BASE_URL", self.shim_url)
         return {**env, **extra}
@@ -134,6 +156,7 @@ class Stack:
     def start(self) -> Stack:
         """Start every part in order; on any failure stop what started and raise."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        keep_secret(self.jwt_secret_file, self.jwt_secret)
         try:
             self._start_storage()
             self._start_simulator()
@@ -294,7 +317,8 @@ def banner(stack: Stack, token: str) -> str:
         f"connection page: {ui_link(shim, token)}",
         "Every CLI verb works against this stack with:",
         f"  export MONGO_URL={stack.mongo_url} REDIS_URL={stack.redis_url}"
-        + namespace_exports(stack.settings),
+        + namespace_exports(stack.settings)
+        + f" JWT_SECRET_FILE={stack.jwt_secret_file}",
         "  .venv/bin/callrail-sync jobs",
         "Ctrl-C stops everything (workers first: a running sync is handed back, not lost).",
     ]
