@@ -68,9 +68,23 @@ def client(sim: SimServer, api_key: str) -> CallRailClient:
 
 
 # Overridable so that two checkouts can run their suites on one Redis at the same time.
-TEST_REDIS_URL = os.environ.get("CALLRAIL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-OWNER = "64f1c2a9e4b0a1b2c3d4e5f6"
-OTHER_OWNER = "650000000000000000000abc"
+def _redis_url_of_this_worker(url: str) -> str:
+    """Under pytest-xdist (`-n N`), worker gwK takes the database K below the given one."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    base, db = url.rsplit("/", 1)
+    return f"{base}/{int(db) - int(worker[2:])}"
+
+
+TEST_REDIS_URL = _redis_url_of_this_worker(
+    os.environ.get("CALLRAIL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+)
+# Each pytest-xdist worker tests as accounts of its own: job events go through Redis pub/sub,
+# which spans databases, and one worker's events must not reach the other's shim.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+OWNER = f"64f1c2a9e4b0a1b2c3d4e5f{6 + _WORKER:x}"
+OTHER_OWNER = f"650000000000000000000a{0xBC + _WORKER:x}"
 TEST_SECRET = "test-secret-" + "0123456789abcdef" * 4
 
 
@@ -413,9 +427,18 @@ def kind_of(item: pytest.Item) -> str:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module is not None else ""
+        if module in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
         item.add_marker(getattr(pytest.mark, kind_of(item)))
+        # Under `-n 2 --dist loadgroup` (./dev test): the real processes run one after another
+        # on one worker, and a module with fixtures of its own scope stays on one worker.
+        fixtures = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        scoped = any(d.scope == "module" for defs in fixtures.values() for d in defs)
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.xdist_group("processes"))
+        elif scoped:
+            item.add_marker(pytest.mark.xdist_group(module))
 
 
 _cost: dict[str, list[float]] = {}
