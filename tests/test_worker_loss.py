@@ -87,7 +87,7 @@ def default_stack(tmp_path: Path) -> Iterator[Stack]:
     stack = Stack(config, settings).start()
     stack.stores().userconfig.set(settings.demo_account_id, [])
     yield stack
-    simulator(stack, "knobs", latency=0.0)
+    simulator(stack).knobs(latency=0.0)
     stack.stop()
 
 
@@ -101,13 +101,13 @@ def test_a_worker_killed_with_sigkill_has_its_job_taken_up_within_a_minute(defau
     stores = stack.stores()
     tenant = new_tenant(stack, 3_000)
     (account,) = tenant.accounts
-    simulator(stack, "knobs", latency=0.5)
+    simulator(stack).knobs(latency=0.5)
     job_id = tenant.sync_companies(account)
     assert wait_until(lambda: len(stores.jobs.get(job_id).progress.pages_done) >= 2, 60, 0.05)
     victim = worker_running(stack, job_id)
     stack.parts[victim].signal(signal.SIGKILL)  # the main process only: its pool goes with it
     killed = time.monotonic()
-    simulator(stack, "knobs", latency=0.0)
+    simulator(stack).knobs(latency=0.0)
     taken_up = wait_until(lambda: stores.jobs.get(job_id).is_final, 90, 0.2)
     took = time.monotonic() - killed
     done = stores.jobs.get(job_id)
