@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from cryptography.fernet import Fernet
 
 from callrail_sync.budget import RequestBudget, Window
 from callrail_sync.callrail.client import CallRailClient
@@ -128,6 +129,7 @@ def runtime_for(
         page_concurrency=concurrency,
         redis_url=BENCH_REDIS,
         mongo_db=f"bench_{uuid.uuid4().hex[:12]}",
+        secrets_keys=Fernet.generate_key().decode(),  # a fresh database: a key of its own
         # No quota unless a benchmark brings its own budget: bench 1 and 2 measure the walk.
         hourly_limit=10**9,
         daily_limit=10**9,

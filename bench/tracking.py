@@ -8,6 +8,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 from bench.common import NoTracking, SimProcess, runtime_for
 from callrail_sync.cli.processes import free_port, mongo_part
 from callrail_sync.config import Settings
@@ -45,6 +47,7 @@ def bench_tracking(quick: bool) -> None:
                     callrail_base_url=sim.base_url,
                     mongo_url=f"mongodb://127.0.0.1:{port}",
                     mongo_db=f"bench_tracking_{run}",
+                    secrets_keys=Fernet.generate_key().decode(),
                 )
                 rt = runtime_for(sim.base_url, stores=connect(settings))
                 plain, _ = timed_sync(rt, sim.key, account, track=False)

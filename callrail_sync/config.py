@@ -202,7 +202,10 @@ class OperationSettings(_Group):
     its `iat` when it has one): a token that never expires is refused."""
     secrets_keys: str = ""
     """Fernet keys, comma-separated, newest first: signing keys and notification secrets are
-    stored encrypted with the first, read with any (rotation). Unset: plain text."""
+    stored encrypted with the first, read with any (rotation). Required outside DEVELOPMENT
+    (unset there: plain text, with a warning)."""
+    secrets_keys_file: str | None = None
+    """A file holding SECRETS_KEYS instead (`serve` and `stack` keep one in their run dir)."""
     development: bool = False
     """A machine for trying the service: a JWT secret shorter than 32 bytes is accepted."""
     log_level: str = "INFO"
@@ -231,12 +234,12 @@ class OperationSettings(_Group):
     e.g. an operator's own receivers at `10.20.0.0/16`; empty by default."""
 
 
-def _read_secret(path: str) -> str:
+def _read_secret(name: str, path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
             return f.read().strip()
     except OSError as exc:
-        raise ValueError(f"JWT_SECRET_FILE {path}: {exc.strerror or exc}") from None
+        raise ValueError(f"{name} {path}: {exc.strerror or exc}") from None
 
 
 class Settings(
@@ -254,14 +257,15 @@ class Settings(
     """The service's configuration (environment variables are the upper-case field names)."""
 
     @model_validator(mode="after")
-    def _secret_from_file(self) -> Settings:
-        if self.jwt_secret_file:
-            secret = _read_secret(self.jwt_secret_file)
-            if self.jwt_secret and self.jwt_secret != secret:
-                raise ValueError(
-                    "JWT_SECRET and JWT_SECRET_FILE are both set and differ: unset one"
-                )
-            self.jwt_secret = secret
+    def _secrets_from_files(self) -> Settings:
+        for field, name in (("jwt_secret", "JWT_SECRET"), ("secrets_keys", "SECRETS_KEYS")):
+            path = getattr(self, field + "_file")
+            if not path:
+                continue
+            secret, given = _read_secret(f"{name}_FILE", path), getattr(self, field)
+            if given and given != secret:
+                raise ValueError(f"{name} and {name}_FILE are both set and differ: unset one")
+            setattr(self, field, secret)
         return self
 
     @property

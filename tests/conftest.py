@@ -86,6 +86,8 @@ _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
 OWNER = f"64f1c2a9e4b0a1b2c3d4e5f{6 + _WORKER:x}"
 OTHER_OWNER = f"650000000000000000000a{0xBC + _WORKER:x}"
 TEST_SECRET = "test-secret-" + "0123456789abcdef" * 4
+TEST_SECRETS_KEYS = "k6ltHn1nN8Qf9r4wG0cR1B2p3sW4x5y6z7A8b9C0d1E="
+"""A Fernet key: the stores seal secrets in tests as outside development."""
 
 
 @pytest.fixture
@@ -114,7 +116,9 @@ def session_stores(mongo_server: str) -> Iterator[Stores]:
     # The run's one client looks for the server again within half a second of an error that
     # marks it unknown (a test's fail point), not at its next 10-second heartbeat.
     url = f"{mongo_server}/?heartbeatFrequencyMS=500"
-    settings = Settings(mongo_url=url, mongo_db=name, redis_url=TEST_REDIS_URL)
+    settings = Settings(
+        mongo_url=url, mongo_db=name, redis_url=TEST_REDIS_URL, secrets_keys=TEST_SECRETS_KEYS
+    )
     stores = connect(settings, on_job_change=JobEvents(redis.Redis.from_url(TEST_REDIS_URL)))
     yield stores
     stores.db.client.drop_database(name)
@@ -183,6 +187,7 @@ def settings(sim: SimServer, redis_url: str, mongo_server: str, mongo_db: str) -
         max_attempts=3,
         callrail_read_timeout=2.0,
         jwt_secret=TEST_SECRET,
+        secrets_keys=TEST_SECRETS_KEYS,
         metrics_port=0,
         shim_metrics_port=0,  # each shim app's /metrics on a free port of its own
         # Beat plans no stream syncs here: tests/test_streams_* say when streams are synced.

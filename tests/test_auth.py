@@ -74,7 +74,7 @@ def test_stack_generates_its_own_jwt_secret_and_token_signs_with_it(tmp_path, mo
     assert first.jwt_secret != other.jwt_secret
     given = Stack(StackConfig(run_dir=tmp_path / "c"), Settings(jwt_secret=SECRET))
     assert given.jwt_secret == SECRET
-    first.run_dir.mkdir()
+    first.run_dir.mkdir(exist_ok=True)
     keep_secret(first.jwt_secret_file, first.jwt_secret)  # as start() does
     assert first.jwt_secret_file.stat().st_mode & 0o777 == 0o600
     env = first.env()

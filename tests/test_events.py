@@ -241,6 +241,7 @@ def test_uvicorns_access_log_never_prints_a_ticket(settings, tmp_path):
         "MONGO_URL": settings.mongo_url,
         "MONGO_DB": settings.mongo_db,
         "JWT_SECRET": settings.jwt_secret,
+        "SECRETS_KEYS": settings.secrets_keys,
         "CALLRAIL_BASE_URL": settings.callrail_base_url,
         "LOG_LEVEL": "INFO",
         "METRICS_PORT": "0",

@@ -70,3 +70,69 @@ def test_after_a_rotation_both_secrets_sign_for_the_grace_period(stores, owner):
     assert config.signing_secrets(now + dt.timedelta(hours=2)) == [new]
     header = sign(new, b"{}", also=[old])
     assert header.count("v1=") == 2 and verify(new, header, b"{}") and verify(old, header, b"{}")
+
+
+def test_without_secrets_keys_only_development_starts_and_it_warns_once(caplog):
+    from callrail_sync.config import Settings
+    from callrail_sync.sealed import NO_KEYS, SecretsKeysMissing, sealer_for
+
+    with pytest.raises(SecretsKeysMissing) as refused:
+        sealer_for(Settings(secrets_keys=""))
+    assert str(refused.value) == NO_KEYS and "\n" not in NO_KEYS
+    with caplog.at_level("WARNING", logger="callrail_sync.sealed"):
+        plain = [sealer_for(Settings(secrets_keys="", development=True)) for _ in range(3)]
+    assert not any(s.sealing for s in plain)
+    warned = [r for r in caplog.records if "plain text" in r.getMessage()]
+    assert len(warned) <= 1  # once a process (an earlier test may have had it already)
+    assert sealer_for(Settings(secrets_keys=NEW)).seal("x").startswith("fernet:")
+
+
+def test_a_cli_verb_without_secrets_keys_refuses_in_one_line(settings):
+    from callrail_sync.cli.main import main
+    from callrail_sync.cli.ops import Context
+
+    bare = settings.model_copy(update={"secrets_keys": ""})
+    with pytest.raises(SystemExit) as refused:
+        main(["jobs"], Context(bare))
+    assert str(refused.value).startswith("callrail-sync: SECRETS_KEYS is not set")
+
+
+def test_reseal_writes_every_stored_secret_with_the_newest_key(stores, owner, settings, capsys):
+    """After a rotation (NEW put first), `callrail-sync reseal` rewrites signing keys, secrets
+    and previous secrets (and plain ones from before sealing) so that OLD can be dropped."""
+    from callrail_sync.cli.main import main
+    from callrail_sync.cli.ops import Context
+
+    before = on_database(stores.db, sealer=Sealer(OLD))
+    first, _ = before.notifications.configure(owner, "https://example.com/h", ["sync.failed"])
+    rotated = before.notifications.rotate(owner, grace_seconds=3600)
+    registration = Registration(
+        callrail_account_id="ACC" + "2" * 32,
+        company_id="COM" + "2" * 32,
+        integration_id="2",
+        signing_key="fedcba9876543210fedcba9876543210",
+    )
+    before.receivers.register(owner, registration)
+    plain = Registration(**{**registration.model_dump(), "company_id": "COM" + "3" * 32})
+    on_database(stores.db).receivers.register(owner, plain)  # stored before sealing: plain
+    assert stores.db[RECEIVERS].find_one({"_id": plain.company_id})["signing_key"] == (
+        plain.signing_key
+    )
+    both = settings.model_copy(update={"secrets_keys": f"{NEW},{OLD}"})
+    ctx = Context(both, given_stores=on_database(stores.db, sealer=Sealer(both.secrets_keys)))
+    assert main(["reseal"], ctx) == 0
+    assert "2 signing keys, 1 notification callbacks" in capsys.readouterr().out
+    after = on_database(stores.db, sealer=Sealer(NEW))  # OLD dropped
+    config = after.notifications.config(owner)
+    assert config.secret.get_secret_value() == rotated.secret.get_secret_value()
+    assert config.previous_secret.get_secret_value() == first.secret.get_secret_value()
+    for reg in (registration, plain):
+        assert after.receivers.get(reg.company_id).signing_key == reg.signing_key
+        assert (
+            stores.db[RECEIVERS]
+            .find_one({"_id": reg.company_id})["signing_key"]
+            .startswith("fernet:")
+        )
+    dev = settings.model_copy(update={"secrets_keys": "", "development": True})
+    assert main(["reseal"], Context(dev, given_stores=on_database(stores.db))) == 2
+    assert "reseal needs SECRETS_KEYS" in capsys.readouterr().err

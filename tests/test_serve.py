@@ -30,6 +30,8 @@ from tasks.sending import create_celery
 from tasks.submit import submit
 from tasks.table import CeleryQueue
 
+from .conftest import TEST_SECRETS_KEYS
+
 P = "/v1/e/callrail"
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_OWNER = "64f1c2a9e4b0a1b2c3d4e5f6"
@@ -134,7 +136,8 @@ def test_serve_runs_the_whole_flow_with_no_services(serve):
 
 def test_the_cli_verbs_reach_a_running_serve(serve, capsys):
     exports = serve.exports
-    assert set(exports) == {"MONGO_URL", "REDIS_URL", "CALLRAIL_NAMESPACE", "BUDGET_SCOPE"}
+    names = {"MONGO_URL", "REDIS_URL", "CALLRAIL_NAMESPACE", "BUDGET_SCOPE", "SECRETS_KEYS_FILE"}
+    assert set(exports) == names  # the run dir's SECRETS_KEYS by its file: never the key
     job = serve.finish(f"{P}/accounts")
     env = {**clean_env(), **exports}
     jobs = subprocess.run(
@@ -410,7 +413,7 @@ def test_a_run_dir_keeps_its_ports_while_they_are_free(tmp_path):
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "callrail_sync.cli", *args],
-        env={**clean_env(), **env},
+        env={**clean_env(), "SECRETS_KEYS": TEST_SECRETS_KEYS, **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -430,7 +433,9 @@ def test_cli_verbs_that_cannot_reach_mongodb_or_redis_say_so_in_one_line(mongo_s
         MONGO_DB=mongo_db,
         REDIS_URL="redis://:s3cret@127.0.0.1:9/0",
     )
-    connect(Settings(mongo_url=mongo_server, mongo_db=mongo_db)).keys.set(DEMO_OWNER, "key")
+    connect(Settings(mongo_url=mongo_server, mongo_db=mongo_db, development=True)).keys.set(
+        DEMO_OWNER, "key"
+    )
     no_broker = run_cli(
         "sync", "--no-wait", MONGO_URL=mongo_server, MONGO_DB=mongo_db, REDIS_URL=NO_REDIS
     )

@@ -19,6 +19,7 @@ from callrail_sync.budget import fingerprint
 from callrail_sync.config import Settings
 from callrail_sync.ids import is_object_id
 from callrail_sync.job import Job, JobParams, JobStatus, JobType
+from callrail_sync.sealed import SecretsKeysMissing
 from callrail_sync.stores import Stores, connect
 from callrail_sync.stores.jobs import JobStore
 from callrail_sync.streams import RECORD_STREAMS
@@ -45,7 +46,10 @@ class Context:
                 "MONGO_URL is not set: export the MongoDB URL of the service to act on "
                 "(callrail-sync serve and callrail-sync stack print it)"
             )
-        return connect(self.settings)
+        try:
+            return connect(self.settings)
+        except SecretsKeysMissing as exc:
+            raise SystemExit(f"callrail-sync: {exc}") from None
 
     @cached_property
     def queue(self) -> JobQueue:
@@ -190,7 +194,31 @@ def cmd_keys(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def cmd_reseal(args: argparse.Namespace, ctx: Context) -> int:
+    """Write every stored secret again with the newest key of SECRETS_KEYS."""
+    stores = ctx.stores
+    try:
+        keys, secrets = stores.receivers.reseal(), stores.notifications.reseal()
+    except SecretsKeysMissing as exc:
+        print(f"callrail-sync reseal: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"resealed with the newest key: {keys} signing keys, {secrets} notification callbacks "
+        "(secret and previous secret); the older keys may now leave SECRETS_KEYS"
+    )
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "reseal",
+        help="write every stored secret again with the newest SECRETS_KEYS key",
+        description="Seal every stored secret (CallRail signing keys, notification secrets "
+        "and previous secrets) with the first key of SECRETS_KEYS, so that an older key can be "
+        "dropped after a rotation (docs/security.md).",
+    )
+    p.set_defaults(func=cmd_reseal)
+
     p = sub.add_parser(
         "sync",
         help="sync from CallRail now, showing the progress",

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import redis
 import requests
+from cryptography.fernet import Fernet
 
 from callrail_sync.config import Settings
 
@@ -82,7 +83,8 @@ def run_namespace(kind: str, run_dir: Path) -> str:
 def namespace_exports(s: Settings) -> str:
     """The words of an export line that put the CLI into a run's namespace."""
     words = f" CALLRAIL_NAMESPACE={s.namespace}" if s.namespace else ""
-    return words + (f" BUDGET_SCOPE={s.budget_scope}" if s.budget_scope != "shared" else "")
+    words += f" BUDGET_SCOPE={s.budget_scope}" if s.budget_scope != "shared" else ""
+    return words + (f" SECRETS_KEYS_FILE={s.secrets_keys_file}" if s.secrets_keys_file else "")
 
 
 def run_updates(settings: Settings, kind: str, run_dir: Path, simulator: bool) -> dict[str, str]:
@@ -94,7 +96,31 @@ def run_updates(settings: Settings, kind: str, run_dir: Path, simulator: bool) -
         updates["namespace"] = run_namespace(kind, run_dir)
     if simulator and "budget_scope" not in settings.model_fields_set:
         updates["budget_scope"] = "run"
+    if not settings.secrets_keys:
+        # Secrets at rest sealed with a key of this run dir's own (its data lives there too),
+        # handed to the parts and the CLI by its file, never shown.
+        path = run_dir / "secrets_keys"
+        key = kept_secret(path) or Fernet.generate_key().decode()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        keep_secret(path, key)
+        updates |= {"secrets_keys": key, "secrets_keys_file": str(path)}
     return updates
+
+
+def kept_secret(path: Path) -> str | None:
+    """The secret a run dir kept from its last start, if any."""
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def keep_secret(path: Path, secret: str) -> None:
+    """Write the secret where only this user can read it (0600, also if the file was there)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(secret)
 
 
 def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:

@@ -32,6 +32,8 @@ from callrail_sync.cli.processes import (
     ensure_redis,
     free_port,
     http_ok,
+    keep_secret,
+    kept_secret,
     log_says,
     namespace_exports,
     port_free,
@@ -66,22 +68,6 @@ class StackConfig:
     """Start SecantusDB with fail points (configureFailPoint) enabled: tests only."""
     own_redis: bool = False
     """Start a redis-server of our own even when REDIS_URL answers (tests restart it)."""
-
-
-def kept_secret(path: Path) -> str | None:
-    """The secret a run dir kept from its last start, if any."""
-    try:
-        return path.read_text(encoding="utf-8").strip() or None
-    except FileNotFoundError:
-        return None
-
-
-def keep_secret(path: Path, secret: str) -> None:
-    """Write the secret where only this user can read it (0600, also if the file was there)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(secret)
 
 
 class Stack:
@@ -139,6 +125,9 @@ class Stack:
         env["CALLRAIL_BASE_URL"] = self.callrail_url
         env.pop("JWT_SECRET", None)  # the parts read it from the file, as the CLI does
         env["JWT_SECRET_FILE"] = str(self.jwt_secret_file)
+        if self.settings.secrets_keys_file:
+            env.pop("SECRETS_KEYS", None)
+            env["SECRETS_KEYS_FILE"] = self.settings.secrets_keys_file
         env.setdefault("METRICS_PORT", "0")
         env.setdefault("PUBLIC_BASE_URL", self.shim_url)
         return {**env, **extra}
@@ -149,7 +138,7 @@ class Stack:
         return self.settings.model_copy(update=update | {"callrail_base_url": self.callrail_url})
 
     def stores(self) -> Stores:
-        return connect(Settings(mongo_url=self.mongo_url, mongo_db=self.settings.mongo_db))
+        return connect(self.cli_settings())
 
     # --- lifecycle -------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from callrail_sync.config import Settings
-from callrail_sync.sealed import Sealer
+from callrail_sync.sealed import Sealer, sealer_for
 from callrail_sync.stores.changes import ChangeStore, MongoChangeStore
 from callrail_sync.stores.database import Db, open_database, ping
 from callrail_sync.stores.inbox import InboxStore, MongoInboxStore
@@ -89,5 +89,5 @@ def on_database(
 def connect(settings: Settings, on_job_change: OnChange | None = None) -> Stores:
     """The stores for these settings (a server at MONGO_URL, else an in-process database);
     `on_job_change` hears of every job write (the job events)."""
-    sealer = Sealer(settings.secrets_keys)
+    sealer = sealer_for(settings)
     return on_database(open_database(settings), on_job_change, sealer, settings)

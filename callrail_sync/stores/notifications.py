@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, Field, SecretStr
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 
-from callrail_sync.sealed import Sealer
+from callrail_sync.sealed import Sealer, reseal_documents
 from callrail_sync.stores.database import Db, utcnow
 
 CONFIGS = "callrail_notifications"
@@ -88,6 +88,9 @@ class NotificationStore(Protocol):
     def rotate(self, owner: str, grace_seconds: float = 0.0) -> NotificationConfig | None:
         """A new secret for the owner's callback (None if there is none); the old one is
         still signed with for `grace_seconds`."""
+
+    def reseal(self) -> int:
+        """Every secret written again with the newest SECRETS_KEYS key (how many callbacks)."""
 
     def remove(self, owner: str) -> bool:
         """Drop the owner's callback; pending deliveries are not attempted again."""
@@ -182,6 +185,10 @@ class MongoNotificationStore:
             ),
             self._sealer,
         )
+
+    def reseal(self) -> int:
+        """Every callback's secret and previous secret sealed again with the newest key."""
+        return reseal_documents(self._configs, self._sealer, ("secret", "previous_secret"))
 
     def remove(self, owner: str) -> bool:
         gone = self._configs.delete_one({"_id": owner}).deleted_count > 0

@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, Field
 from pymongo import ASCENDING, UpdateOne
 
-from callrail_sync.sealed import Sealer
+from callrail_sync.sealed import Sealer, reseal_documents
 from callrail_sync.stores.database import Db, utcnow
 
 COLLECTION = "callrail_receivers"
@@ -65,6 +65,9 @@ class ReceiverStore(Protocol):
     def get(self, company_id: str) -> Receiver | None: ...
 
     def set_key(self, company_id: str, signing_key: str) -> None: ...
+
+    def reseal(self) -> int:
+        """Every signing key written again with the newest SECRETS_KEYS key (how many)."""
 
     def seen(self, company_id: str, state: str, reconciled_at: datetime | None = None) -> None:
         """The integration's state as CallRail showed it (and when calls were last checked)."""
@@ -130,6 +133,10 @@ class MongoReceiverStore:
     def get(self, company_id: str) -> Receiver | None:
         doc = self._receivers.find_one({"_id": company_id})
         return self._receiver(doc) if doc else None
+
+    def reseal(self) -> int:
+        """Every receiver's signing key sealed again with the newest key."""
+        return reseal_documents(self._receivers, self._sealer, ("signing_key",))
 
     def set_key(self, company_id: str, signing_key: str) -> None:
         self._receivers.update_one(
