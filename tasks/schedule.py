@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from callrail_sync import errors, metrics
-from callrail_sync.job import JobError, JobParams, JobStatus, JobType, Lane
+from callrail_sync.job import Job, JobError, JobParams, JobStatus, JobType, Lane
 from callrail_sync.runtime import Runtime
 from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.schedules import Schedule
@@ -128,6 +128,16 @@ def interval_of(rt: Runtime, schedule: Schedule | None) -> float:
     return rt.settings.sync_interval
 
 
+def give_up(rt: Runtime, job: Job, send: Send | None) -> dict[str, Any]:
+    """Fail a job whose worker was lost once too often (its partial snapshot discarded), and
+    announce it: the end of the sweeper's and the reviver's patience alike."""
+    rt.stores.snapshots.discard(job.id)
+    failed = rt.stores.jobs.fail(job.id, JobError.of(errors.WorkerLost()))
+    if failed is not None and send is not None:
+        announce(rt, failed, send)
+    return {"job_id": job.id, "action": "failed"}
+
+
 def sweep_stale_jobs(
     rt: Runtime, queue: JobQueue, send: Send | None = None
 ) -> list[dict[str, Any]]:
@@ -139,11 +149,7 @@ def sweep_stale_jobs(
     acted: list[dict[str, Any]] = []
     for job in jobs.stale(cutoff):
         if job.status is JobStatus.RUNNING and job.attempts >= rt.settings.max_attempts:
-            rt.stores.snapshots.discard(job.id)
-            failed = jobs.fail(job.id, JobError.of(errors.WorkerLost()))
-            if failed is not None and send is not None:
-                announce(rt, failed, send)
-            acted.append({"job_id": job.id, "action": "failed"})
+            acted.append(give_up(rt, job, send))
             continue
         revived = jobs.reclaim_stale(job.id, job.updated_at)
         if revived is None:
@@ -165,11 +171,7 @@ def revive_orphans(rt: Runtime, queue: JobQueue, send: Send | None = None) -> li
     acted: list[dict[str, Any]] = []
     for job in jobs.orphans(cutoff):
         if job.attempts >= rt.settings.max_attempts:
-            rt.stores.snapshots.discard(job.id)
-            failed = jobs.fail(job.id, JobError.of(errors.WorkerLost()))
-            if failed is not None and send is not None:
-                announce(rt, failed, send)
-            acted.append({"job_id": job.id, "action": "failed"})
+            acted.append(give_up(rt, job, send))
             continue
         revived = jobs.reclaim_orphan(job.id, job.alive_at)
         if revived is None:

@@ -262,7 +262,7 @@ class MongoChangeStore:
             match["changed_at"] = {"$gt": query.modified_after}
         docs = list(self._records.find(match).sort("seq", ASCENDING).limit(query.limit + 1))
         has_more = len(docs) > query.limit
-        changes = [_change(d) for d in docs[: query.limit]]
+        changes = [change_of(d) for d in docs[: query.limit]]
         next_after = changes[-1].seq if has_more else max(committed, query.after)
         return ChangePage(changes=changes, has_more=has_more, next_after=next_after)
 
@@ -280,10 +280,11 @@ class MongoChangeStore:
         feed = head_id(owner, kind, account)
         fields = {"_id": 0, "id": 1, "first_seen_at": 1, "last_modified_at": 1, "last_action": 1}
         docs = self._records.find({"_id": {"$in": [f"{feed}:{i}" for i in ids]}}, fields)
-        return {d["id"]: _history(d) for d in docs}
+        return {d["id"]: history(d) for d in docs}
 
 
-def _history(doc: dict[str, Any]) -> dict[str, Any]:
+def history(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored record's history as callers see it (`tracking`), of either store."""
     return {
         "first_seen_at": doc["first_seen_at"].isoformat(),
         "last_modified_at": doc["last_modified_at"].isoformat(),
@@ -291,7 +292,8 @@ def _history(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _change(doc: dict[str, Any]) -> Change:
+def change_of(doc: dict[str, Any]) -> Change:
+    """A stored record's latest change (a snapshot's record or a stream's: one shape)."""
     return Change(
         seq=doc["seq"],
         id=doc["id"],

@@ -42,7 +42,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel
 from pymongo import ASCENDING, InsertOne, ReturnDocument, UpdateOne
 
-from callrail_sync.stores.changes import ACTIONS, FEEDS, Action, Change, ChangePage
+from callrail_sync.stores.changes import (
+    ACTIONS,
+    FEEDS,
+    Action,
+    ChangePage,
+    change_of,
+    history,
+)
 from callrail_sync.stores.database import Db, utcnow
 from callrail_sync.stores.snapshots import as_utc, head_id, payload_hash
 from callrail_sync.streams import Stream
@@ -646,7 +653,7 @@ class MongoStreamStore:
             found.extend(docs)
             edge, band = top, band * 4
         has_more = len(found) > limit
-        changes = [_change(d) for d in found[:limit]]
+        changes = [change_of(d) for d in found[:limit]]
         next_after = changes[-1].seq if has_more else max(committed, after)
         return ChangePage(changes=changes, has_more=has_more, next_after=next_after)
 
@@ -788,26 +795,8 @@ def _shown(doc: dict[str, Any]) -> dict[str, Any]:
     """A stored record as the records API shows it: as CallRail sent it, with its history."""
     return {
         **doc["record"],
-        "tracking": {
-            "first_seen_at": doc["first_seen_at"].isoformat(),
-            "last_modified_at": doc["last_modified_at"].isoformat(),
-            "last_action": doc["last_action"],
-            "sources": sorted((doc.get("sources") or {}).keys()),
-        },
+        "tracking": {**history(doc), "sources": sorted((doc.get("sources") or {}).keys())},
     }
-
-
-def _change(doc: dict[str, Any]) -> Change:
-    return Change(
-        seq=doc["seq"],
-        id=doc["id"],
-        action=doc["last_action"],
-        first_seen_at=doc["first_seen_at"],
-        last_modified_at=doc["last_modified_at"],
-        deleted_at=doc.get("deleted_at"),
-        changed_at=doc["changed_at"],
-        record=doc.get("record") or {},
-    )
 
 
 def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
