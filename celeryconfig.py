@@ -1,7 +1,11 @@
-"""Celery configuration: every setting with the reason it has its value.
+"""Celery configuration: every setting with the reason it has its value, and the app that
+only sends jobs' messages (the shim, the CLI).
 
 `config(settings)` turns our `Settings` into Celery's; the Celery apps (`worker/celery_app.py`,
-`tasks/sending.py`) read it when Celery first needs its configuration, never at import.
+`create_celery` here) read it when Celery first needs its configuration, never at import: an
+app made without settings reads nothing when it is made (`Settings()` reads the environment
+only when a worker, beat or Flower starts). This module sits above `tasks` (it routes their
+table) and below the worker and the shim.
 """
 
 from __future__ import annotations
@@ -9,13 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from callrail_sync.config import Settings
-from tasks.names import TaskName
+from celery import Celery
 
-# Redis redelivers an unacked message after the visibility timeout. It must be longer than any
-# countdown the tasks use (they cap theirs at half of it, see tasks/jobs.py), or a waiting
-# retry would be delivered twice.
-VISIBILITY_TIMEOUT = 2 * 3600
+from callrail_sync.config import Settings
+from tasks.names import VISIBILITY_TIMEOUT, TaskName
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class Queues:
 
 def config(settings: Settings) -> dict[str, Any]:
     """Celery's settings for ours."""
-    from tasks.table import TASKS  # the tasks import their modules, which read this one
+    from tasks.table import TASKS  # every task module: imported when Celery is configured
 
     queues = Queues(settings.queue_suffix)
     exchange = "callrail" + settings.queue_suffix
@@ -161,3 +162,31 @@ def config(settings: Settings) -> dict[str, Any]:
             },
         },
     }
+
+
+class LazySettings:
+    """Settings given now, or read from the environment the first time they are needed."""
+
+    def __init__(self, settings: Settings | None) -> None:
+        self._settings = settings
+
+    def get(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings()
+        return self._settings
+
+
+def new_app(lazy: LazySettings, *, current: bool, results: bool = True) -> Celery:
+    """`results=False`: an app with no result backend; it never waits on Redis for a result
+    it would not read (job status lives in MongoDB), so a sender without Redis fails fast."""
+    app = Celery("callrail_sync", set_as_current=current)
+    # Evaluated when Celery first reads its configuration, not now.
+    no_backend = {} if results else {"result_backend": None}
+    app.add_defaults(lambda: config(lazy.get()) | no_backend)
+    return app
+
+
+def create_celery(settings: Settings | None = None) -> Celery:
+    """An app that only sends jobs' messages. It never becomes Celery's current app: a worker
+    in the same process (`serve`, tests) must find its tasks there."""
+    return new_app(LazySettings(settings), current=False, results=False)

@@ -41,7 +41,7 @@ from callrail_sync.config import Settings
 from callrail_sync.logs import scrub_handlers, setup_logging
 from callrail_sync.runtime import Runtime, build_runtime
 from callrail_sync.urls import INBOUND_PATH
-from tasks.sending import create_celery
+from celeryconfig import create_celery
 from tasks.submit import JobQueue
 from tasks.table import CeleryQueue
 

@@ -24,7 +24,7 @@ from callrail_sync.cli.processes import Part, free_port, http_ok
 from callrail_sync.cli.stack import Stack, StackConfig
 from callrail_sync.config import Settings
 from callrail_sync.job import JobParams, JobType, Lane, NewJob
-from tasks.sending import create_celery
+from celeryconfig import create_celery
 from tasks.submit import submit
 from tasks.table import CeleryQueue
 

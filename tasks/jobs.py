@@ -20,7 +20,6 @@ import redis
 from celery import Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
-import celeryconfig
 from callrail_sync import errors, metrics
 from callrail_sync.budget import unit_for
 from callrail_sync.callrail.client import CallRailClient
@@ -30,12 +29,13 @@ from callrail_sync.stopping import stopping
 from callrail_sync.stores.database import UNAVAILABLE as STORE_UNAVAILABLE
 from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.keys import ApiKeyRecord
+from tasks.names import VISIBILITY_TIMEOUT
 from tasks.notify import announce, sender
 
 log = logging.getLogger("callrail_sync.jobs")
 
 # A countdown longer than the visibility timeout would be redelivered before it is due.
-MAX_COUNTDOWN = celeryconfig.VISIBILITY_TIMEOUT / 2
+MAX_COUNTDOWN = VISIBILITY_TIMEOUT / 2
 REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
 Summary = dict[str, str]
 """What a task returns (for Flower and operators): the job id and where it ended."""

@@ -5,6 +5,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# Redis redelivers an unacked message after the visibility timeout. It must be longer than any
+# countdown the tasks use (they cap theirs at half of it, see tasks/jobs.py), or a waiting
+# retry would be delivered twice. Here, beside the names, so that the tasks and the Celery
+# configuration (`celeryconfig`, above them) share it without a cycle.
+VISIBILITY_TIMEOUT = 2 * 3600
+
 
 class TaskName(StrEnum):
     SYNC_ACCOUNTS = "callrail.sync.accounts"

@@ -24,9 +24,8 @@ from callrail_sync.cli.serve import Embedded, prepare
 from callrail_sync.config import Settings
 from callrail_sync.job import JobParams, JobType
 from callrail_sync.stores import connect
-from celeryconfig import Queues
+from celeryconfig import Queues, create_celery
 from simulator import Knobs, SimData, SimServer
-from tasks.sending import create_celery
 from tasks.submit import submit
 from tasks.table import CeleryQueue
 

@@ -1,5 +1,5 @@
 """The workers' Celery app: every task of `tasks.table` registered, logging, metrics and the
-stop handlers wired. (The app that only sends is `tasks.sending.create_celery`.)"""
+stop handlers wired. (The app that only sends is `celeryconfig.create_celery`.)"""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from celery import Celery, signals
 from callrail_sync.config import Settings
 from callrail_sync.logs import setup_logging
 from callrail_sync.runtime import build_runtime, configure
-from tasks.sending import LazySettings, new_app
+from celeryconfig import LazySettings, new_app
 from tasks.table import register_tasks
 from worker.shutdown import install_handlers
 

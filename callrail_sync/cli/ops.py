@@ -23,7 +23,7 @@ from callrail_sync.sealed import SecretsKeysMissing
 from callrail_sync.stores import Stores, connect
 from callrail_sync.stores.jobs import JobStore
 from callrail_sync.streams import RECORD_STREAMS
-from tasks.sending import create_celery
+from celeryconfig import create_celery
 from tasks.submit import JobQueue, submit
 from tasks.table import CeleryQueue
 

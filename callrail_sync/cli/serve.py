@@ -42,10 +42,9 @@ from callrail_sync.cli.processes import (
 from callrail_sync.config import Settings
 from callrail_sync.logs import setup_logging
 from callrail_sync.runtime import Runtime, build_runtime, configure
-from celeryconfig import Queues
+from celeryconfig import Queues, create_celery
 from simulator import SimData, SimServer
 from tasks.names import TaskName
-from tasks.sending import create_celery
 from tasks.table import CeleryQueue
 from worker.celery_app import create_worker_app
 

@@ -41,9 +41,8 @@ from callrail_sync.cli.processes import (
 )
 from callrail_sync.config import Settings
 from callrail_sync.stores import Stores, connect
-from celeryconfig import Queues
+from celeryconfig import Queues, create_celery
 from simulator.control import SimControl
-from tasks.sending import create_celery
 
 PY = sys.executable
 DEMO_SIMULATOR = ["--seed", "1", "--keys", "1", "--accounts", "3"]
