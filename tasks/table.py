@@ -20,9 +20,10 @@ from tasks.jobs import Summary, Work, run_job
 from tasks.names import TaskName
 
 QueueName = Literal["webhooks", "listings", "notify"]
-"""`webhooks` is served first (a webhook write, a delivery to normalize); `listings` next;
-`periodic` (beat's syncs, by lane) last; `notify` (calls to the users' callbacks) by workers
-of its own. See `celeryconfig.Queues`."""
+"""A task's default queue: `webhooks` is served first (a webhook write, a delivery to
+normalize), `listings` next, `notify` (calls to the users' callbacks) by workers of its own.
+No task has `periodic` as its own: a job of the periodic lane (beat's syncs) is sent there,
+served last, whatever its task (`CeleryQueue.send` below). See `celeryconfig.Queues`."""
 
 
 @dataclass(frozen=True)
