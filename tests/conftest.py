@@ -68,18 +68,24 @@ def client(sim: SimServer, api_key: str) -> CallRailClient:
 
 
 # Overridable so that two checkouts can run their suites on one Redis at the same time.
-def _redis_url_of_this_worker(url: str) -> str:
-    """Under pytest-xdist (`-n N`), worker gwK takes the database K below the given one."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if not worker.startswith("gw"):
-        return url
-    base, db = url.rsplit("/", 1)
-    return f"{base}/{int(db) - int(worker[2:])}"
+def _redis_url_of_this_worker(urls: str) -> str:
+    """CALLRAIL_TEST_REDIS_URL: one Redis database URL per pytest-xdist worker, comma-separated
+    (worker gwK takes the K-th); never one guessed, which another suite may be using."""
+    given = [url.strip() for url in urls.split(",") if url.strip()]
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:] or 0) if worker.startswith("gw") else 0
+    if index >= len(given):
+        raise RuntimeError(
+            f"CALLRAIL_TEST_REDIS_URL names {len(given)} Redis database(s); pytest-xdist worker "
+            f"{worker} needs one of its own: give one URL per worker, comma-separated"
+        )
+    return given[index]
 
 
 TEST_REDIS_URL = _redis_url_of_this_worker(
-    os.environ.get("CALLRAIL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    os.environ.get("CALLRAIL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15,redis://127.0.0.1:6379/14")
 )
+
 # Each pytest-xdist worker tests as accounts of its own: job events go through Redis pub/sub,
 # which spans databases, and one worker's events must not reach the other's shim.
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
