@@ -228,7 +228,8 @@ class RollupDeltas:
         for doc_id, incs in self.docs.items():
             nonzero = {k: v for k, v in incs.items() if v}
             if nonzero:
-                ops.append(UpdateOne({"_id": doc_id}, {"$inc": nonzero}, upsert=True))
+                change = {"$inc": nonzero, "$setOnInsert": {"k": doc_id}}
+                ops.append(UpdateOne({"_id": doc_id}, change, upsert=True))
         return ops
 
 
@@ -358,6 +359,7 @@ class MongoStreamStore:
     def ensure_indexes(self) -> None:
         self._records.create_index([("kt", ASCENDING)], unique=True)
         self._records.create_index([("ks", ASCENDING)], unique=True)
+        self._rollups.create_index([("k", ASCENDING)])
 
     # --- writing -------------------------------------------------------------------------
 
@@ -496,8 +498,9 @@ class MongoStreamStore:
             delta = {k: v for k, v in delta.items() if v}
             if delta:
                 month_id = doc_id.replace("|d|", "|m|", 1).rsplit("|", 1)[0] + f"|{month}"
-                ops.append(UpdateOne({"_id": doc_id}, {"$inc": delta}, upsert=True))
-                ops.append(UpdateOne({"_id": month_id}, {"$inc": delta}, upsert=True))
+                for key in (doc_id, month_id):
+                    change = {"$inc": delta, "$setOnInsert": {"k": key}}
+                    ops.append(UpdateOne({"_id": key}, change, upsert=True))
         if ops:
             self._rollups.bulk_write(ops, ordered=True)
 
@@ -703,7 +706,9 @@ class MongoStreamStore:
         return docs
 
     def _range(self, low: str, high: str) -> list[dict[str, Any]]:
-        return list(self._rollups.find({"_id": {"$gte": low, "$lt": high}}))
+        # On `k` (the id again, with an index of its own): SecantusDB reads an `_id` range by
+        # scanning the collection.
+        return list(self._rollups.find({"k": {"$gte": low, "$lt": high}}))
 
     # --- sync state ------------------------------------------------------------------------
 
@@ -746,7 +751,7 @@ class MongoStreamStore:
     def drop_feed(self, feed: str) -> None:
         """Forget a feed entirely (tests and benchmarks start again)."""
         self._records.delete_many({"feed": feed})
-        self._rollups.delete_many({"_id": {"$gte": f"{feed}|", "$lt": f"{feed}|{TOP}"}})
+        self._rollups.delete_many({"k": {"$gte": f"{feed}|", "$lt": f"{feed}|{TOP}"}})
         self._state.delete_one({"_id": feed})
         self._feeds.delete_one({"_id": feed})
 
