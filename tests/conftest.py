@@ -442,13 +442,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if module in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
         item.add_marker(getattr(pytest.mark, kind_of(item)))
-        # Under `-n 2 --dist loadgroup` (./dev test): the real processes run one after another
-        # on one worker, and a module with fixtures of its own scope stays on one worker.
+        # Under `-n 2 --dist loadgroup` (./dev test) a module with fixtures of its own scope
+        # (the fault stack, the browser) stays on one worker; the rest spreads over both.
         fixtures = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
-        scoped = any(d.scope == "module" for defs in fixtures.values() for d in defs)
-        if item.get_closest_marker("slow") is not None:
-            item.add_marker(pytest.mark.xdist_group("processes"))
-        elif scoped:
+        if any(d.scope == "module" for defs in fixtures.values() for d in defs):
             item.add_marker(pytest.mark.xdist_group(module))
 
 
