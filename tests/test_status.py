@@ -212,7 +212,9 @@ def test_reset_walks_from_the_first_page_even_when_pages_were_stored(
 def test_cli_status_and_changes(
     runtime, queue, worker, owner, stores, submit_job, accounts, capsys
 ):
-    cli = Context(runtime.settings, given_stores=stores, given_queue=queue)
+    # OWNER differs per xdist worker: make it the demo account the default --account names.
+    settings = runtime.settings.model_copy(update={"demo_account_id": OWNER})
+    cli = Context(settings, given_stores=stores, given_queue=queue)
     job, _ = submit_job(owner, "sync_companies", callrail_account_id=accounts[0])
     total = wait_job(stores, job.id).result["counts"]["records"]
     assert main(["status"], cli) == 0  # --account defaults to DEMO_ACCOUNT_ID, as token's
