@@ -288,3 +288,25 @@ def test_the_event_hub_closes_at_once_however_soon_after_it_started(redis_url):
         return slow
 
     assert asyncio.run(cycles()) == []
+
+
+def test_a_job_event_is_published_for_every_write_of_a_job(stores, redis_url):
+    client = redis.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    pubsub.psubscribe("*callrail:events:*")
+    pubsub.get_message(timeout=1)  # the subscription itself
+    job = new_job(stores)
+    stores.jobs.start(job.id, "m", lease_seconds=90)
+    stores.jobs.beat(job.id, "m")  # a heartbeat is not news: no event
+    stores.jobs.record_page(job.id, 1, 2, 250)
+    stores.jobs.requeue(job.id)
+    stores.jobs.start(job.id, "m2", lease_seconds=90)
+    stores.jobs.succeed(job.id, {}, None)
+    seen = []
+    while (message := pubsub.get_message(timeout=1)) is not None:
+        event = json.loads(message["data"]) if message["type"] == "pmessage" else {}
+        # Pub/sub spans Redis databases: another suite on this Redis may publish too.
+        if event.get("job_id") == job.id:
+            seen.append(event["status"])
+    assert seen == ["queued", "running", "running", "queued", "running", "succeeded"]
+    assert stores.jobs.get(job.id).status == "succeeded"
