@@ -104,7 +104,7 @@ async def set_notifications(
     url = check_url(body.url, "url", allow_private=svc.runtime.settings.allow_private_urls)
     store = svc.runtime.stores.notifications
     config, created = await run_in_threadpool(store.configure, owner, url, body.events)
-    return CallbackAnswer(data=Callback.of(config, with_secret=created))
+    return shown(config, with_secret=created)
 
 
 @router.post(
