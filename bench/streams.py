@@ -102,9 +102,6 @@ class KeepNoRecords:
     ) -> list[dict[str, Any]]:
         return []
 
-    def drop_feed(self, feed: str) -> None:
-        self.states.pop(feed, None)
-
     def state(self, feed: str) -> StreamState:
         return dataclasses.replace(self.states.get(feed) or StreamState(feed=feed))
 

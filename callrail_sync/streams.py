@@ -50,8 +50,6 @@ class Stream:
     first); None: no time (accounts)."""
     id_field: str = "id"
     paging: Paging = "offset"
-    windowed_on: str | None = None
-    """The field CallRail's date filter applies to (windows, date_range)."""
     fields_always: tuple[str, ...] = ()
     """Optional fields (`fields=`) always asked for: what the summary and filters need."""
     fields_optional: tuple[str, ...] = ()
@@ -77,11 +75,6 @@ class Stream:
     @property
     def windowed(self) -> bool:
         return self.sync in ("windows", "date_range")
-
-    @property
-    def retention_months(self) -> int | None:
-        """CallRail keeps calls, texts and forms 25 months: windows never reach further."""
-        return 25 if self.windowed else None
 
 
 CALL_FIELDS_ALWAYS = (
@@ -157,7 +150,6 @@ STREAMS: dict[str, Stream] = {
             sync="windows",
             time_field="start_time",
             paging="relative",
-            windowed_on="start_time",
             fields_always=CALL_FIELDS_ALWAYS,
             fields_optional=CALL_FIELDS_OPTIONAL,
             deletion="spam_vanishes",
@@ -173,7 +165,6 @@ STREAMS: dict[str, Stream] = {
             records_key="form_submissions",
             sync="windows",
             time_field="submitted_at",
-            windowed_on="submitted_at",
             fields_always=("lead_status", "tags", "form_name"),
             fields_optional=("company_name", "value", "note", "utm_source", "utm_medium")
             + ("utm_campaign", "timeline_url", "milestones"),
@@ -187,7 +178,6 @@ STREAMS: dict[str, Stream] = {
             records_key="conversations",
             sync="date_range",
             time_field="last_message_at",
-            windowed_on="last_message_at",
             fields_always=("lead_status", "source"),
             deletion="never",
             sortable=("last_message_at", "id"),

@@ -704,11 +704,6 @@ def timeseries(book: CallBook, account: SimAccount, query: Query) -> dict[str, A
     with book.data.lock:
         calls = Calls(book, account)
         refs = calls.refs(span, keep)
-        chosen = (
-            refs
-            if isinstance(refs, Range) and asked == ["total_calls"]
-            else (refs[0 : len(refs)] if isinstance(refs, Range) else refs)
-        )
         by_bucket: list[list[Facts]] = [[] for _ in bounds]
         starts = [b[0].timestamp() for b in bounds]
         fast = asked == ["total_calls"]

@@ -19,18 +19,6 @@ from simulator.query import Query, param
 from simulator.replies import error
 
 KEPT_MONTHS = 25
-RANGES = (
-    "recent",
-    "today",
-    "yesterday",
-    "last_7_days",
-    "last_30_days",
-    "this_month",
-    "last_month",
-    "this_year",
-    "last_year",
-    "all_time",
-)
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ class ChangesQuery(BaseModel):
                 MSG_KIND,
                 MSG_ACCOUNT,
                 feed.BAD_CURSOR,
-                "modified_after must be an ISO 8601 time.",
+                MSG_SINCE,
             )
         },
     ),

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -329,8 +329,6 @@ class StreamRecordStore(Protocol):
     ) -> list[dict[str, Any]]:
         """One dimension's roll-up documents of one company (or of the whole account)
         covering days `first` to `last` (months where whole, unless `by_day`)."""
-
-    def drop_feed(self, feed: str) -> None: ...
 
     def state(self, feed: str) -> StreamState: ...
 
@@ -748,13 +746,6 @@ class MongoStreamStore:
             },
         )
 
-    def drop_feed(self, feed: str) -> None:
-        """Forget a feed entirely (tests and benchmarks start again)."""
-        self._records.delete_many({"feed": feed})
-        self._rollups.delete_many({"k": {"$gte": f"{feed}|", "$lt": f"{feed}|{TOP}"}})
-        self._state.delete_one({"_id": feed})
-        self._feeds.delete_one({"_id": feed})
-
 
 FIRST_BAND = timedelta(hours=1)
 
@@ -802,11 +793,6 @@ def _shown(doc: dict[str, Any]) -> dict[str, Any]:
         **doc["record"],
         "tracking": {**history(doc), "sources": sorted((doc.get("sources") or {}).keys())},
     }
-
-
-def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def summarize(docs: Iterable[dict[str, Any]], group_by: str | None) -> dict[str, Any]:
