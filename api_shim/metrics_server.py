@@ -79,6 +79,7 @@ class MetricsServer:
         stopper.start()
         while stopper.is_alive():
             with contextlib.suppress(OSError):
-                socket.create_connection(server.server_address[:2], timeout=0.2).close()
+                address = (str(server.server_address[0]), server.server_port)
+                socket.create_connection(address, timeout=0.2).close()
             stopper.join(0.02)
         server.server_close()
