@@ -15,9 +15,11 @@ per query, pushes no limit down, and updates at a cost that grows with the docum
   `lead_status`, `tags`).
 - `callrail_feeds` (shared with the snapshot feeds): the feed's last number (`seq`) and up to
   where numbers are written (`committed`); readers never pass `committed`.
-- `callrail_stream_rollups`: per feed, company and day (`<feed>|d|<YYYY-MM-DD>|<company>`) and
-  per month (`|m|<YYYY-MM>|`), the calls' counts in total and by source, campaign and
-  keywords; the day is the call's own, in its company's time zone. Each write of a call adds
+- `callrail_stream_rollups`: per feed, company and day (`<feed>|d|<company>|all|<YYYY-MM-DD>`)
+  and per month (`|m|…|<YYYY-MM>`), the calls' counts in total and by source, campaign and
+  keywords in one document; for the whole account (`*`), one document per dimension
+  (`<feed>|d|*|<dimension>|<day>`, and `company` besides); the day is the call's own, in its
+  company's time zone. Each write of a call adds
   what the new version counts and takes away what the old one counted, so the summary reads a
   few hundred small documents and never a call.
 - `callrail_stream_state`: per feed, the backfill's windows (each with the place its walk
@@ -205,23 +207,28 @@ class RollupDeltas:
 
     def add(self, c: Contribution | None, sign: int, months: bool = True) -> None:
         """A call's counts, added (+1) or taken away (-1): in its company's documents and in
-        the account's (`*`, which also counts by company), for its day and its month, in
-        one document per dimension (`all`, `source`, `campaign`, `keywords`, `company`), so
-        a summary reads only the dimension it groups by."""
+        the account's (`*`, which also counts by company), for its day and its month. The
+        account's are one document per dimension (`all`, `source`, `campaign`, `keywords`,
+        `company`), so an account's summary reads only the dimension it groups by; a
+        company's day (or month) is one document (`all`, holding its dimensions too): a
+        company has a few calls a day, and one document instead of four is a quarter of the
+        writes (most of a backfill's)."""
         if c is None:
             return
         day, month = c.day.isoformat(), c.day.isoformat()[:7]
-        for company, cells in ((c.company, c.cells), (ALL, {**c.cells, "company": c.company})):
-            for dim, cell in (("all", None), *cells.items()):
-                ids = [f"{self.feed}|d|{company}|{dim}|{day}"]
-                if months:
-                    ids.append(f"{self.feed}|m|{company}|{dim}|{month}")
-                for doc_id in ids:
-                    doc = self.docs[doc_id]
-                    path = "all" if cell is None else f"{dim}.{cell}"
-                    for name, n in c.counts.items():
-                        if n:
-                            doc[f"{path}.{name}"] += sign * n
+        whole = (("all", None), *c.cells.items(), ("company", c.company))
+        own = [(f"{c.company}|all", dim, cell) for dim, cell in whole[:-1]]
+        shared = [(f"{ALL}|{dim}", dim, cell) for dim, cell in whole]
+        for who, dim, cell in own + shared:
+            ids = [f"{self.feed}|d|{who}|{day}"]
+            if months:
+                ids.append(f"{self.feed}|m|{who}|{month}")
+            path = "all" if cell is None else f"{dim}.{cell}"
+            for doc_id in ids:
+                doc = self.docs[doc_id]
+                for name, n in c.counts.items():
+                    if n:
+                        doc[f"{path}.{name}"] += sign * n
 
     def operations(self) -> list[UpdateOne]:
         ops = []
@@ -378,7 +385,8 @@ class MongoStreamStore:
         keys = [f"{feed}|{i}" for i in by_id]
         known = {d["id"]: d for d in self._records.find({"_id": {"$in": keys}})}
         now = utcnow()
-        plans: list[tuple[str, dict[str, Any], datetime | None, dict[str, Any] | None]] = []
+        plans: list[tuple[str, dict[str, Any], datetime | None, dict[str, Any] | None, str]]
+        plans = []
         unchanged = 0
         for record_id, item in by_id.items():
             old = known.get(record_id)
@@ -388,7 +396,7 @@ class MongoStreamStore:
                 unchanged += 1
                 continue
             moment = as_utc(merged.get(stream.time_field)) if stream.time_field else None
-            plans.append((record_id, merged, moment, old))
+            plans.append((record_id, merged, moment, old, digest))
         written = Written(unchanged=unchanged)
         if not plans:
             return written
@@ -396,7 +404,7 @@ class MongoStreamStore:
         numbers = iter(range(last - len(plans) + 1, last + 1))
         rollups = RollupDeltas(feed)
         ops: list[InsertOne[dict[str, Any]] | UpdateOne] = []
-        for record_id, merged, moment, old in plans:
+        for record_id, merged, moment, old, digest in plans:
             seq = next(numbers)
             doc = {
                 "feed": feed,
@@ -405,7 +413,7 @@ class MongoStreamStore:
                 "callrail_account_id": account,
                 "id": record_id,
                 "record": merged,
-                "hash": payload_hash(merged),
+                "hash": digest,
                 "t": moment,
                 "kt": time_key(feed, moment, record_id),
                 "ks": seq_key(feed, seq),
@@ -803,16 +811,19 @@ def summarize(docs: Iterable[dict[str, Any]], group_by: str | None) -> dict[str,
     groups: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
     for doc in docs:
         who, dim, when = doc["_id"].rsplit("|", 3)[1:]
-        if dim != "all":
-            for key, counts in (doc.get(dim) or {}).items():
+        if group_by in DIMENSIONS or group_by == "company":
+            # A dimension's document of the account, or a company's `all` that holds its
+            # dimensions too (a company's documents have no `company`: grouped by who below).
+            for key, counts in (doc.get(group_by) or {}).items():
                 for name in COUNTERS:
                     groups[cell_name(key)][name] += int(counts.get(name, 0))
+        if dim != "all":
             continue
         cells = doc.get("all") or {}
         for name in COUNTERS:
             total[name] += int(cells.get(name, 0))
         if group_by is None or group_by in DIMENSIONS or (group_by == "company" and who == ALL):
-            continue  # no group, or groups from the dimension's own documents
+            continue  # no group, or groups from the dimension's cells above
         if group_by == "company":  # one company's own documents
             key = cell_name(who)
         elif group_by == "day":
