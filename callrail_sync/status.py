@@ -100,7 +100,7 @@ def owner_status(rt: Runtime, owner: str, now: datetime) -> list[ListingStatus]:
             entry.next_scheduled_at = None  # beat keeps only configured accounts fresh
         entries.append(entry)
         for name in _streams_of(rt, owner, account):
-            entries.append(_stream(rt, owner, name, account, schedule, now, periodic=False))
+            entries.append(_stream(rt, owner, name, account, schedule, now))
             entries[-1].account_name = names.get(account)
             if account in configured and not entries[-1].paused:
                 entries[-1].next_scheduled_at = _next(
@@ -122,45 +122,20 @@ def _streams_of(rt: Runtime, owner: str, account: str) -> list[str]:
 
 
 def _stream(
-    rt: Runtime,
-    owner: str,
-    name: str,
-    account: str,
-    schedule: Schedule | None,
-    now: datetime,
-    *,
-    periodic: bool,
+    rt: Runtime, owner: str, name: str, account: str, schedule: Schedule | None, now: datetime
 ) -> ListingStatus:
     """A stream of one account: its latest job, its records, and its backfill."""
-    latest = rt.stores.jobs.latest(owner, JobType.SYNC_STREAM, account, name)
     feed = feed_id(owner, name, account)
     state = rt.stores.streams.state(feed)
     changes = rt.stores.streams.counts(feed)
     synced = state.last_run.get("at") if state.last_run else None
-    paused = bool(schedule and schedule.paused)
-    interval = float(schedule.interval_seconds) if schedule and schedule.interval_seconds else None
-    interval = interval or rt.settings.sync_interval
     head = None
     if synced is not None:
         head = SnapshotHead(snapshot_id=feed, owner=owner, kind="companies", synced_at=synced)
-    failed = latest is not None and latest.status in (JobStatus.FAILED, JobStatus.RETRYING)
-    active = latest is not None and not latest.is_final
-    live = changes["added"] + changes["updated"]
-    return ListingStatus(
-        kind=name,
-        account_id=account,
-        state=_state(latest, head, paused, now, stale_after(rt.settings, schedule)),
-        last_success_at=synced,
-        last_attempt_at=(latest.started_at or latest.created_at) if latest else None,
-        next_scheduled_at=None,
-        counts={"records": live, "deleted": changes["deleted"]},
-        last_error=_error(latest) if failed and latest is not None else None,
-        job={"id": latest.id, "status": latest.status.value} if active and latest else None,
-        paused=paused,
-        interval_seconds=interval,
-        budget=None,
-        backfill=backfill_of(rt.settings, state, now) if STREAMS[name].windowed else None,
-    )
+    latest = rt.stores.jobs.latest(owner, JobType.SYNC_STREAM, account, name)
+    counts = {"records": changes["added"] + changes["updated"], "deleted": changes["deleted"]}
+    backfill = backfill_of(rt.settings, state, now) if STREAMS[name].windowed else None
+    return _entry(rt, name, account, schedule, now, latest, head, counts, backfill=backfill)
 
 
 def backfill_of(settings: Settings, state: StreamState, now: datetime) -> Backfill | None:
@@ -212,13 +187,31 @@ def _listing(
     periodic: bool,
 ) -> ListingStatus:
     job_type = JobType.SYNC_ACCOUNTS if kind == "accounts" else JobType.SYNC_COMPANIES
-    latest = rt.stores.jobs.latest(owner, job_type, account)
     head = rt.stores.snapshots.current(owner, kind, account)
+    counts = dict(head.counts) if head else {}
+    counts["deleted"] = rt.stores.changes.counts(owner, kind, account)["deleted"]
+    latest = rt.stores.jobs.latest(owner, job_type, account)
+    budget = _budget(rt.budget, account, api_key)
+    return _entry(rt, kind, account, schedule, now, latest, head, counts, periodic, budget)
+
+
+def _entry(
+    rt: Runtime,
+    kind: str,
+    account: str | None,
+    schedule: Schedule | None,
+    now: datetime,
+    latest: Job | None,
+    head: SnapshotHead | None,
+    counts: dict[str, int],
+    periodic: bool = False,
+    budget: Budget | None = None,
+    backfill: Backfill | None = None,
+) -> ListingStatus:
+    """An entry from its latest job, its last success (`head`) and its schedule."""
     paused = bool(schedule and schedule.paused)
     interval = float(schedule.interval_seconds) if schedule and schedule.interval_seconds else None
     interval = interval or rt.settings.sync_interval
-    counts = dict(head.counts) if head else {}
-    counts["deleted"] = rt.stores.changes.counts(owner, kind, account)["deleted"]
     failed = latest is not None and latest.status in (JobStatus.FAILED, JobStatus.RETRYING)
     active = latest is not None and not latest.is_final
     return ListingStatus(
@@ -233,7 +226,8 @@ def _listing(
         job={"id": latest.id, "status": latest.status.value} if active and latest else None,
         paused=paused,
         interval_seconds=interval,
-        budget=_budget(rt.budget, account, api_key),
+        budget=budget,
+        backfill=backfill,
     )
 
 
