@@ -8,7 +8,9 @@ that makes it, and the client must tolerate either answer.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -60,19 +62,22 @@ class CallRailApi:
     def routes(self) -> list[Route]:
         """The API's routes, under `/v3`."""
         account = "/v3/a/{account_id}"
+        reads: list[tuple[str, Callable[[SimAccount, Query], dict[str, Any]]]] = [
+            ("/calls/summary.json", functools.partial(summary, self.calls)),
+            ("/calls/timeseries.json", functools.partial(timeseries, self.calls)),
+            ("/form_submissions.json", self.streams.list_forms),
+            ("/text-messages.json", self.streams.list_texts),
+            ("/trackers.json", self.configuration.list_trackers),
+            ("/tags.json", self.configuration.list_tags),
+            ("/users.json", self.configuration.list_users),
+        ]
         return [
             Route("/v3/a.json", self._list_accounts, methods=["GET"]),
             Route(account + ".json", self._get_account, methods=["GET"]),
             Route(account + "/calls.json", self._list_calls, methods=["GET"]),
             # next_page names the listing without `.json`, as CallRail's does.
             Route(account + "/calls", self._list_calls, methods=["GET"]),
-            Route(account + "/calls/summary.json", self._calls_summary, methods=["GET"]),
-            Route(account + "/calls/timeseries.json", self._calls_timeseries, methods=["GET"]),
-            Route(account + "/form_submissions.json", self._list_forms, methods=["GET"]),
-            Route(account + "/text-messages.json", self._list_texts, methods=["GET"]),
-            Route(account + "/trackers.json", self._list_trackers, methods=["GET"]),
-            Route(account + "/tags.json", self._list_tags, methods=["GET"]),
-            Route(account + "/users.json", self._list_users, methods=["GET"]),
+            *(Route(account + path, self._read(answer), methods=["GET"]) for path, answer in reads),
             Route(account + "/companies.json", self._list_companies, methods=["GET"]),
             Route(account + "/companies/{company_id}.json", self._get_company, methods=["GET"]),
             Route(account + "/integrations.json", self._list_integrations, methods=["GET"]),
@@ -139,27 +144,15 @@ class CallRailApi:
         text = list_calls(self.calls, account, _query(request), url)
         return Response(text, media_type=JSON)
 
-    async def _calls_summary(self, request: Request) -> Response:
-        return ok(summary(self.calls, self._account(request), _query(request)))
+    def _read(
+        self, answer: Callable[[SimAccount, Query], dict[str, Any]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """The endpoint of a listing that is `answer(account, query)` as JSON."""
 
-    async def _calls_timeseries(self, request: Request) -> Response:
-        return ok(timeseries(self.calls, self._account(request), _query(request)))
+        async def endpoint(request: Request) -> Response:
+            return ok(answer(self._account(request), _query(request)))
 
-    async def _list_forms(self, request: Request) -> Response:
-        return ok(self.streams.list_forms(self._account(request), _query(request)))
-
-    async def _list_texts(self, request: Request) -> Response:
-        return ok(self.streams.list_texts(self._account(request), _query(request)))
-
-    async def _list_trackers(self, request: Request) -> Response:
-        account = self._account(request)
-        return ok(self.configuration.list_trackers(account, _query(request)))
-
-    async def _list_tags(self, request: Request) -> Response:
-        return ok(self.configuration.list_tags(self._account(request), _query(request)))
-
-    async def _list_users(self, request: Request) -> Response:
-        return ok(self.configuration.list_users(self._account(request), _query(request)))
+        return endpoint
 
     async def _list_companies(self, request: Request) -> Response:
         account, query = self._account(request), _query(request)

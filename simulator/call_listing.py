@@ -646,9 +646,12 @@ def _tally(facts: Iterable[Facts], asked: list[str]) -> dict[str, Any]:
     return {name: every[name] for name in asked}
 
 
-def _stamp(moment: datetime) -> str:
-    """CallRail's summary time: `2016-10-10T00:00:00-0400`."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%S%z")
+def _period(span: dates.Span) -> dict[str, Any]:
+    """A summary's dates as CallRail writes them (`2016-10-10T00:00:00-0400`), and its zone."""
+    start, end = (
+        t.astimezone(span.zone).strftime("%Y-%m-%dT%H:%M:%S%z") for t in (span.start, span.end)
+    )
+    return {"start_date": start, "end_date": end, "time_zone": span.zone_name}
 
 
 def summary(book: CallBook, account: SimAccount, query: Query) -> dict[str, Any]:
@@ -665,12 +668,7 @@ def summary(book: CallBook, account: SimAccount, query: Query) -> dict[str, Any]
         calls = Calls(book, account)
         refs = calls.refs(span, keep)
         chosen = refs[0 : len(refs)] if isinstance(refs, Range) else refs
-        body: dict[str, Any] = {
-            "start_date": _stamp(span.start.astimezone(span.zone)),
-            "end_date": _stamp(span.end.astimezone(span.zone)),
-            "time_zone": span.zone_name,
-            "total_results": _tally((calls.facts(r) for r in chosen), asked),
-        }
+        body = {**_period(span), "total_results": _tally((calls.facts(r) for r in chosen), asked)}
         if group_by is not None:
             field_name = GROUPS[group_by]
             groups: dict[str, list[Facts]] = {}
@@ -734,13 +732,7 @@ def timeseries(book: CallBook, account: SimAccount, query: Query) -> dict[str, A
             if fast
             else _tally((f for bucket in by_bucket for f in bucket), asked)
         )
-    return {
-        "start_date": _stamp(span.start.astimezone(span.zone)),
-        "end_date": _stamp(span.end.astimezone(span.zone)),
-        "time_zone": span.zone_name,
-        "total_results": total,
-        "data": data,
-    }
+    return {**_period(span), "total_results": total, "data": data}
 
 
 def _buckets(span: dates.Span, interval: str) -> list[tuple[datetime, datetime]]:

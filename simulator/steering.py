@@ -96,9 +96,7 @@ def routes(sim: SimServer) -> list[Route]:
         return Reply(201 if is_new else 200, {"key": key, "accounts": visible})
 
     async def place_call(request: Request) -> Reply:
-        body = json_object(await request.body())
-        company_id = _text(body, "company_id")
-        fields = {k: v for k, v in body.items() if k != "company_id"}
+        company_id, fields = _split(json_object(await request.body()), "company_id")
         return Reply(201, {"call": sim.place_call(company_id, **fields)})
 
     async def deliveries(request: Request) -> Reply:
@@ -109,9 +107,7 @@ def routes(sim: SimServer) -> list[Route]:
         return Reply(200, {"deliveries": made, "pending": sim.deliveries.pending})
 
     async def add_company(request: Request) -> Reply:
-        body = json_object(await request.body())
-        account_id = _text(body, "account")
-        fields = {name: value for name, value in body.items() if name != "account"}
+        account_id, fields = _split(json_object(await request.body()), "account")
         company_id = str(fields.get("id", ""))
         data = sim.data
         with data.lock:
@@ -150,15 +146,11 @@ def routes(sim: SimServer) -> list[Route]:
         return Reply(200, {"id": call_id, "edits": sim.calls.edits[call_id]})
 
     async def add_form(request: Request) -> Reply:
-        body = json_object(await request.body())
-        company_id = _text(body, "company_id")
-        fields = {k: v for k, v in body.items() if k != "company_id"}
+        company_id, fields = _split(json_object(await request.body()), "company_id")
         return Reply(201, {"form_submission": sim.streams.add_form(company_id, **fields)})
 
     async def add_text(request: Request) -> Reply:
-        body = json_object(await request.body())
-        company_id = _text(body, "company_id")
-        fields = {k: v for k, v in body.items() if k != "company_id"}
+        company_id, fields = _split(json_object(await request.body()), "company_id")
         unknown = set(fields) - {"customer_phone_number", "content", "direction"}
         if unknown:
             raise ValueError(f"Unknown text field: {', '.join(sorted(unknown))}")
@@ -210,3 +202,8 @@ def _text(body: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name} must be a non-empty string")
     return value
+
+
+def _split(body: dict[str, Any], name: str) -> tuple[str, dict[str, Any]]:
+    """A control body's required `name` (see `_text`), and its other fields."""
+    return _text(body, name), {k: v for k, v in body.items() if k != name}
