@@ -36,12 +36,15 @@ class TaskSpec:
     """Whether the body retries itself (`max_retries=None`: our counters decide when to stop)."""
 
 
-def _job(work: Work) -> Callable[[Task, str], Summary]:
+def _job(name: TaskName, work: Work, queue: QueueName) -> TaskSpec:
+    """A job type's task: it runs `work` on the job whose id is its one argument, and retries
+    itself."""
+
     def run(task: Task, job_id: str) -> Summary:
         return run_job(task, job_id, work)
 
     run.__doc__ = work.__doc__
-    return run
+    return TaskSpec(name, run, queue, retries=True)
 
 
 def plan(task: Task) -> dict[str, Any]:
@@ -83,34 +86,15 @@ def revive(task: Task) -> dict[str, Any]:
 
 
 JOBS: dict[JobType, TaskSpec] = {
-    JobType.SYNC_ACCOUNTS: TaskSpec(
-        TaskName.SYNC_ACCOUNTS, _job(sync.sync_accounts_work), "listings", retries=True
-    ),
-    JobType.SYNC_COMPANIES: TaskSpec(
-        TaskName.SYNC_COMPANIES, _job(sync.sync_companies_work), "listings", retries=True
-    ),
-    JobType.SYNC_STREAM: TaskSpec(
-        TaskName.SYNC_STREAM, _job(streams.sync_stream_work), "listings", retries=True
-    ),
-    JobType.WEBHOOK_LIST: TaskSpec(
-        # A read, like a listing: it never goes before a user's webhook write.
-        TaskName.WEBHOOK_LIST,
-        _job(webhooks.list_work),
-        "listings",
-        retries=True,
-    ),
-    JobType.WEBHOOK_CREATE: TaskSpec(
-        TaskName.WEBHOOK_CREATE, _job(webhooks.create_work), "webhooks", retries=True
-    ),
-    JobType.WEBHOOK_UPDATE: TaskSpec(
-        TaskName.WEBHOOK_UPDATE, _job(webhooks.update_work), "webhooks", retries=True
-    ),
-    JobType.CALLS_RECONCILE: TaskSpec(
-        TaskName.CALLS_RECONCILE, _job(inbound.reconcile_work), "webhooks", retries=True
-    ),
-    JobType.RECEIVER_KEY: TaskSpec(
-        TaskName.RECEIVER_KEY, _job(inbound.signing_key_work), "webhooks", retries=True
-    ),
+    JobType.SYNC_ACCOUNTS: _job(TaskName.SYNC_ACCOUNTS, sync.sync_accounts_work, "listings"),
+    JobType.SYNC_COMPANIES: _job(TaskName.SYNC_COMPANIES, sync.sync_companies_work, "listings"),
+    JobType.SYNC_STREAM: _job(TaskName.SYNC_STREAM, streams.sync_stream_work, "listings"),
+    # A read, like a listing: it never goes before a user's webhook write.
+    JobType.WEBHOOK_LIST: _job(TaskName.WEBHOOK_LIST, webhooks.list_work, "listings"),
+    JobType.WEBHOOK_CREATE: _job(TaskName.WEBHOOK_CREATE, webhooks.create_work, "webhooks"),
+    JobType.WEBHOOK_UPDATE: _job(TaskName.WEBHOOK_UPDATE, webhooks.update_work, "webhooks"),
+    JobType.CALLS_RECONCILE: _job(TaskName.CALLS_RECONCILE, inbound.reconcile_work, "webhooks"),
+    JobType.RECEIVER_KEY: _job(TaskName.RECEIVER_KEY, inbound.signing_key_work, "webhooks"),
 }
 """Each job type's task; the job id is its one argument."""
 
