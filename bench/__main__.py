@@ -6,11 +6,8 @@ python -m bench [--quick] [--only 1,2,9]
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import multiprocessing
-import subprocess
-import sys
 
 import redis
 
@@ -20,6 +17,7 @@ from bench.common import (
     SimProcess,
     Walk,
     bench_mongo,
+    memory_in_child,
     run_sync,
     runtime_for,
     timed_walk,
@@ -167,14 +165,7 @@ def bench_memory(quick: bool) -> None:
         results = {}
         for n in sizes:
             account = sim.add_account(sim.key, n)
-            code = "import sys; from bench.common import memory_child; memory_child(*sys.argv[1:])"
-            child = subprocess.run(
-                [sys.executable, "-c", code, sim.base_url, sim.key, account],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            results[n] = json.loads(child.stdout.strip().splitlines()[-1])
+            results[n] = memory_in_child("bench.common", sim, account)
     base = results[sizes[0]]
     for n in sizes:
         r = results[n]

@@ -269,6 +269,15 @@ def worker_process(
     out.put(budget.waited)
 
 
+def memory_in_child(module: str, sim: SimProcess, account: str) -> dict[str, Any]:
+    """The figures `module.memory_child` prints (its last line, JSON), run in a fresh process."""
+    code = f"import sys; from {module} import memory_child; memory_child(*sys.argv[1:])"
+    args = [sys.executable, "-c", code, sim.base_url, sim.key, account]
+    child = subprocess.run(args, capture_output=True, text=True, check=True)
+    figures: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    return figures
+
+
 def memory_child(base_url: str, api_key: str, account: str) -> None:
     import tracemalloc
 

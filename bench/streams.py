@@ -31,7 +31,7 @@ import redis
 import requests
 
 from api_shim.auth import DEV_SECRET, issue_token
-from bench.common import BENCH_REDIS, OWNER, SimProcess, runtime_for
+from bench.common import BENCH_REDIS, OWNER, SimProcess, memory_in_child, runtime_for
 from callrail_sync import errors, records
 from callrail_sync.budget import RequestBudget, Window
 from callrail_sync.callrail.client import MAX_PER_PAGE
@@ -460,14 +460,7 @@ def memory(sim: SimProcess, big: str, small: str, n: int) -> None:
     results = {}
     sim.knobs(latency=0.0)
     for account in (small, big):
-        code = "import sys; from bench.streams import memory_child; memory_child(*sys.argv[1:])"
-        child = subprocess.run(
-            [sys.executable, "-c", code, sim.base_url, sim.key, account],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        results[account] = json.loads(child.stdout.strip().splitlines()[-1])
+        results[account] = memory_in_child("bench.streams", sim, account)
     a, b = results[small], results[big]
     print(
         f"   worker peak memory: {b['records']:,} calls {b['peak'] / 2**20:.1f} MiB heap, "
