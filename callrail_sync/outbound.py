@@ -16,7 +16,7 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -27,9 +27,6 @@ from callrail_sync.urls import IP, refusal
 
 ANSWER_BYTES = 4096
 """The most of an answer read: the status line must come within it."""
-
-Resolve = Callable[[str, int], list[str]]
-"""A host's addresses (tests replace `socket.getaddrinfo` to play a rebinding name server)."""
 
 
 class CallFailed(Exception):
@@ -83,12 +80,7 @@ def addresses(host: str, port: int, timeout: float) -> list[str]:
         raise CallFailed(f"cannot resolve the host ({type(exc).__name__})") from None
     finally:
         pool.shutdown(wait=False)
-    unique: list[str] = []
-    for info in infos:
-        address = str(info[4][0])
-        if address not in unique:
-            unique.append(address)
-    return unique
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))  # in order, each once
 
 
 def checked_addresses(host: str, port: int, policy: Policy, timeout: float) -> list[str]:
