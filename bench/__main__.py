@@ -41,12 +41,12 @@ def bench_requests(quick: bool) -> None:
     sizes = [1_234, 10_000] if quick else [1_234, 10_000, 25_001]
     with SimProcess(["--accounts", "0"]) as sim:
         for n in sizes:
-            account = sim.add_account(sim.key, n)
-            sim.reset()
+            account = sim.control.add_account(sim.key, n)
+            sim.control.reset()
             rt = runtime_for(sim.base_url)
             run_sync(rt, sim.key, None)
             _, outcome = run_sync(rt, sim.key, account)
-            sent = sim.stats()["requests"]
+            sent = sim.control.stats()["requests"]
             accounts_pages = math.ceil(len(sim.keys[sim.key] or [account]) / 250) or 1
             minimum = math.ceil(n / 250) + accounts_pages
             print(
@@ -65,7 +65,7 @@ def bench_parallel(quick: bool) -> None:
         "simulator's per page)"
     )
     with SimProcess(["--accounts", "0", "--latency", "100"]) as sim:
-        account = sim.add_account(sim.key, n)
+        account = sim.control.add_account(sim.key, n)
         rt = runtime_for(sim.base_url)
         timed_walk(sim, rt.client(sim.key), account)  # the simulator builds the account now
         rows: dict[str, list[Walk]] = {}
@@ -107,16 +107,16 @@ def bench_shared_budget(quick: bool) -> None:
     redis.Redis.from_url(BENCH_REDIS).flushdb()
     with SimProcess(["--accounts", "0", "--latency", "20", "--keys", "2"]) as sim:
         key, other = list(sim.keys)
-        accounts = [sim.add_account(key, companies) for _ in range(8)]
-        sim.share(other, accounts[:1])
+        accounts = [sim.control.add_account(key, companies) for _ in range(8)]
+        sim.control.share(other, accounts[:1])
         scenarios = {
             "one key, 8 accounts, 4 processes": [(key, accounts[n::4]) for n in range(4)],
             "two keys, 1 account, 2 processes": [(key, accounts[:1]), (other, accounts[:1])],
         }
         for label, shares in scenarios.items():
-            sim.reset()
+            sim.control.reset()
             redis.Redis.from_url(BENCH_REDIS).flushdb()
-            sim.knobs(rate_limits=[[limit, window]])
+            sim.control.knobs(rate_limits=[[limit, window]])
             ctx = multiprocessing.get_context("spawn")
             out = ctx.Queue()
             procs = [
@@ -130,7 +130,7 @@ def bench_shared_budget(quick: bool) -> None:
             [out.get(timeout=600) for _ in procs]
             for p in procs:
                 p.join(30)
-            report(label, sim.log(), limit, window)
+            report(label, sim.control.log(), limit, window)
 
 
 def report(label: str, log: list[dict[str, object]], limit: int, window: float) -> None:
@@ -164,7 +164,7 @@ def bench_memory(quick: bool) -> None:
     with SimProcess(["--accounts", "0"]) as sim:
         results = {}
         for n in sizes:
-            account = sim.add_account(sim.key, n)
+            account = sim.control.add_account(sim.key, n)
             results[n] = memory_in_child("bench.common", sim, account)
     base = results[sizes[0]]
     for n in sizes:

@@ -80,25 +80,6 @@ class SimProcess:
         """The client of the simulator's `/_sim` controls."""
         return SimControl(self.base_url)
 
-    def knobs(self, **values: Any) -> None:
-        self.control.knobs(**values)
-
-    def reset(self) -> None:
-        self.control.reset()
-
-    def stats(self) -> dict[str, Any]:
-        return self.control.stats()
-
-    def log(self) -> list[dict[str, Any]]:
-        return self.control.log()
-
-    def share(self, key: str, accounts: list[str]) -> None:
-        """Give `key` (made if new) access to these accounts: two keys on one account."""
-        self.control.share(key, accounts)
-
-    def add_account(self, key: str, companies: int) -> str:
-        return self.control.add_account(key, companies)
-
     @property
     def key(self) -> str:
         return next(iter(self.keys))

@@ -139,7 +139,7 @@ def backfill(
     walker = dataclasses.replace(
         rt, settings=settings, stores=dataclasses.replace(rt.stores, streams=kept)
     )
-    before = sim.stats()["requests"]
+    before = sim.control.stats()["requests"]
     sim_cpu, cpu = sim.cpu_seconds(), time.process_time()
     started = time.perf_counter()
     sync_stream_work(stream_job(rt, account), walker, walker.client(sim.key))
@@ -149,7 +149,7 @@ def backfill(
     kept.cpu = (time.process_time() - cpu, spent)
     return (
         seconds,
-        sim.stats()["requests"] - before,
+        sim.control.stats()["requests"] - before,
         kept.state(feed_id(OWNER, "calls", account)),
         kept,
     )
@@ -174,8 +174,8 @@ def bench_streams(quick: bool) -> None:
     args += ["--call-days", "760"]  # 25 months of history
     args += ["--call-days", "760"]  # the calls spread over 25 months, not the last 29 days
     with SimProcess(args) as sim:
-        big = sim.add_account(sim.key, companies)
-        small = sim.add_account(sim.key, max(1, companies // 20))
+        big = sim.control.add_account(sim.key, companies)
+        small = sim.control.add_account(sim.key, max(1, companies // 20))
         rt = runtime_for(sim.base_url)
         rt.settings.backfill_days = days
         probe = requests.get(
@@ -223,7 +223,7 @@ def bench_streams(quick: bool) -> None:
             f"take {sent / (hourly * share):.1f} h"
         )
         # Storage, timed on its own (the simulator answers at once for this walk).
-        sim.knobs(latency=0)
+        sim.control.knobs(latency=0)
         stored_rt = runtime_for(sim.base_url)
         stored_rt.settings.backfill_days = days
         timing = TimedStore(stored_rt.stores.streams)
@@ -410,8 +410,8 @@ def refresh_beside_backfill(sim: SimProcess, account: str) -> None:
     """Under CallRail's real quota (the simulator enforcing 1,000 an hour per account): the
     backfill takes its share and waits; a companies refresh started beside it goes at once."""
     redis.Redis.from_url(BENCH_REDIS).flushdb()
-    sim.reset()
-    sim.knobs(latency=0.1, rate_limits=[[1000, 3600]])
+    sim.control.reset()
+    sim.control.knobs(latency=0.1, rate_limits=[[1000, 3600]])
     quota = RequestBudget(
         redis.Redis.from_url(BENCH_REDIS),
         [Window(1000, 3600), Window(10000, 86400)],
@@ -444,7 +444,7 @@ def refresh_beside_backfill(sim: SimProcess, account: str) -> None:
         pages = sum(1 for _ in client.iter_company_pages(account))
         waits.append((first[0] - started, pages))
     thread.join(timeout=600)
-    log = sim.log()
+    log = sim.control.log()
     limited = sum(1 for r in log if r["status"] == 429)
     backfill_requests = sum(1 for r in log if "/calls" in str(r["path"]))
     print(
@@ -453,12 +453,12 @@ def refresh_beside_backfill(sim: SimProcess, account: str) -> None:
         f"429s: {limited} (goal 0); the backfill sent {backfill_requests} and was "
         f"{held[0] if held else 'still running'}"
     )
-    sim.knobs(latency=0.1, rate_limits=[])
+    sim.control.knobs(latency=0.1, rate_limits=[])
 
 
 def memory(sim: SimProcess, big: str, small: str, n: int) -> None:
     results = {}
-    sim.knobs(latency=0.0)
+    sim.control.knobs(latency=0.0)
     for account in (small, big):
         results[account] = memory_in_child("bench.streams", sim, account)
     a, b = results[small], results[big]

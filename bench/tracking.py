@@ -42,7 +42,7 @@ def bench_tracking(quick: bool) -> None:
         try:
             rows: dict[str, list[float]] = {}
             for run in range(runs):
-                account = sim.add_account(sim.key, n)
+                account = sim.control.add_account(sim.key, n)
                 settings = Settings(
                     callrail_base_url=sim.base_url,
                     mongo_url=f"mongodb://127.0.0.1:{port}",
