@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from callrail_sync.errors import ValidationFailed
-from callrail_sync.stores.changes import ACTIONS, Action, Change, FeedQuery
+from callrail_sync.stores import Stores
+from callrail_sync.stores.changes import ACTIONS, Action, Change, ChangePage, FeedQuery
+from callrail_sync.streams import STREAMS
 
 MAX_LIMIT = 1000
 MAX_SEQ = 2**63
@@ -67,6 +69,15 @@ def parse_time(raw: str | None, name: str) -> datetime | None:
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, OverflowError):
         raise ValidationFailed(f"{name} must be an ISO 8601 time.") from None
+
+
+def read_changes(stores: Stores, query: FeedQuery) -> ChangePage:
+    """One page of a feed: a stream's from its records, the listings' from their snapshots."""
+    if STREAMS[query.kind].store == "records":
+        return stores.streams.changes(
+            query.feed, query.after, query.actions, query.limit, query.modified_after
+        )
+    return stores.changes.read(query)
 
 
 def change_view(change: Change) -> dict[str, Any]:

@@ -87,18 +87,7 @@ class ChangesQuery(BaseModel):
 )
 async def list_changes(owner: Owner, svc: Svc, q: Annotated[ChangesQuery, Query()]) -> Any:
     query = q.feed_query(owner)
-    stores = svc.runtime.stores
-    if STREAMS[query.kind].store == "records":
-        page = await run_in_threadpool(
-            stores.streams.changes,
-            query.feed,
-            query.after,
-            query.actions,
-            query.limit,
-            query.modified_after,
-        )
-    else:
-        page = await run_in_threadpool(stores.changes.read, query)
+    page = await run_in_threadpool(feed.read_changes, svc.runtime.stores, query)
     data = {
         "kind": query.kind,
         "account_id": q.account_id,

@@ -102,12 +102,7 @@ def cmd_changes(args: argparse.Namespace, ctx: Context) -> int:
     )
     if args.cursor:
         query = query.model_copy(update={"after": feed.decode_cursor(query, args.cursor)})
-    if STREAMS[kind].store == "records":
-        page = ctx.stores.streams.changes(
-            query.feed, query.after, query.actions, query.limit, query.modified_after
-        )
-    else:
-        page = ctx.stores.changes.read(query)
+    page = feed.read_changes(ctx.stores, query)
     for change in page.changes:
         name = change.record.get("name") or change.record.get("customer_name") or ""
         print(f"{change.changed_at:%Y-%m-%d %H:%M:%S}  {change.action:<8} {change.id:<40} {name}")
