@@ -8,7 +8,9 @@
   reached are kept in the feed's state after every page stored, so a run that stops (a
   crash, a redelivery, the budget's wait) goes on from the window and page it reached.
   Windows are walked `STREAM_CONCURRENCY` at a time on threads; pages are stored here, on
-  the job's own thread, one at a time (one writer per feed), while the threads fetch on.
+  the job's own thread, one at a time (one writer per feed), while the threads fetch on, at
+  most `STREAM_CONCURRENCY` + 16 pages ahead of the store (a worker's memory does not grow
+  with the account when storage is slower than the walk).
   Once every window is done, each run reads the trailing `RESCAN_DAYS` again: CallRail's
   later edits are written as updates, and a call no longer listed there (marked spam) is
   marked deleted.
@@ -306,17 +308,29 @@ def walk_windows(ctx: StreamContext, todo: list[Place], *, persist: bool) -> set
 _END = object()
 
 
+def held_pages(concurrency: int) -> int:
+    """The most pages a walk holds fetched (or being fetched) and not yet stored: one a
+    fetcher, and a batch being stored. A fetcher takes a slot before each request and the
+    slot comes back once its page is stored, so when storage is slower than the walk the
+    fetchers wait on it (backpressure) and a worker's memory does not grow with the account;
+    while storage keeps up, every fetcher still has a request out during each write."""
+    return concurrency + BATCH_PAGES
+
+
 def fetch_concurrently(
     ctx: StreamContext, todo: list[Place], concurrency: int
 ) -> Iterator[list[Got]]:
     """Pages of the windows of `todo`, each window's in order, up to `concurrency` windows at
     once, in batches: each time, every page fetched so far (at least one, at most
-    `BATCH_PAGES`). A failure stops every fetcher before its next request; the pages already fetched
-    are still yielded, then the failure is raised (no request spent is thrown away)."""
+    `BATCH_PAGES`), never more than `held_pages` fetched and not yet stored (a page counts
+    as stored once the consumer asks for the next batch). A failure stops every fetcher before
+    its next request; the pages already fetched are still yielded, then the failure is raised
+    (no request spent is thrown away)."""
     places: queue.SimpleQueue[Place] = queue.SimpleQueue()
     for place in todo:
         places.put(place)
-    results: queue.Queue[Got | BaseException | object] = queue.Queue(maxsize=concurrency * 2)
+    results: queue.SimpleQueue[Got | BaseException | object] = queue.SimpleQueue()
+    slots = threading.Semaphore(held_pages(concurrency))
     stop = threading.Event()
 
     def fetcher() -> None:
@@ -327,9 +341,15 @@ def fetch_concurrently(
                 except queue.Empty:
                     return
                 for _ in range(remote.MAX_PAGES_PER_WINDOW):
+                    slots.acquire()
                     if stop.is_set():
+                        slots.release()  # for the next fetcher waiting, which stops too
                         return
-                    page = ctx.fetch(place)
+                    try:
+                        page = ctx.fetch(place)
+                    except BaseException:
+                        slots.release()
+                        raise
                     results.put(Got(Place(place.index, place.window, place.cursor), page))
                     if page.next_cursor is None:
                         break
@@ -368,8 +388,10 @@ def fetch_concurrently(
                     break
             if batch:
                 yield batch
+                slots.release(len(batch))  # stored: its fetchers may go on
     finally:
         stop.set()
+        slots.release(len(threads))  # every fetcher waiting for a slot wakes, sees the stop
         while running:  # a consumer that stopped early: let the fetchers end
             if results.get() is _END:
                 running -= 1

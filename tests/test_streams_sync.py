@@ -5,6 +5,8 @@ each request within the stream's share of the budget."""
 from __future__ import annotations
 
 import math
+import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +24,7 @@ from callrail_sync.stores.streams import feed_id
 from callrail_sync.streams import STREAMS
 from simulator import SimData, SimServer
 from tasks.schedule import plan_syncs
-from tasks.streams import sync_stream_work, today_in
+from tasks.streams import Place, fetch_concurrently, held_pages, sync_stream_work, today_in
 
 
 @pytest.fixture
@@ -207,3 +209,50 @@ def test_beat_plans_the_chosen_streams_of_configured_accounts_when_due(
     for p in planned:
         runtime.stores.jobs.fail(p["job_id"], JobError.of(errors.Crashed()))
     assert [p for p in plan_syncs(runtime, queue) if p["kind"] in ("calls", "trackers")] == []
+
+
+class CountingFetches:
+    """Stands for a stream sync's context in `fetch_concurrently`: pages answered at once,
+    counted as they are fetched; a consumer that stores slowly counts them stored."""
+
+    def __init__(self, pages_per_window: int, fail_at: int | None = None) -> None:
+        self.pages_per_window, self.fail_at = pages_per_window, fail_at
+        self.fetched = self.stored = self.most_held = 0
+        self.lock = threading.Lock()
+
+    def fetch(self, place: Place) -> remote.FetchedPage:
+        with self.lock:
+            if self.fail_at is not None and self.fetched == self.fail_at:
+                raise errors.TransportError("gone")
+            self.fetched += 1
+            self.most_held = max(self.most_held, self.fetched - self.stored)
+        page = int(place.cursor or 0) + 1
+        more = str(page) if page < self.pages_per_window else None
+        return remote.FetchedPage(items=[{"id": f"{place.index}-{page}"}], next_cursor=more)
+
+
+def test_pages_fetched_and_not_stored_stay_bounded_when_storage_is_slow() -> None:
+    ctx = CountingFetches(pages_per_window=6)
+    todo = [Place(i, None) for i in range(40)]  # 240 pages, 8 windows at once
+    got: list[str] = []
+    for batch in fetch_concurrently(ctx, todo, 8):  # type: ignore[arg-type]
+        time.sleep(0.01)  # storage far slower than the walk
+        got += [item["id"] for g in batch for item in g.page.items]
+        with ctx.lock:
+            ctx.stored += len(batch)
+    assert sorted(got) == sorted(f"{w}-{p}" for w in range(40) for p in range(1, 7))
+    assert ctx.most_held <= held_pages(8) < 240
+    assert ctx.most_held > 8  # the fetchers did run ahead of the store, up to the bound
+
+
+def test_a_failed_fetch_still_yields_the_pages_fetched_then_raises() -> None:
+    ctx = CountingFetches(pages_per_window=6, fail_at=100)
+    todo = [Place(i, None) for i in range(40)]
+    got = 0
+    with pytest.raises(errors.TransportError):
+        for batch in fetch_concurrently(ctx, todo, 8):  # type: ignore[arg-type]
+            time.sleep(0.005)
+            got += len(batch)
+            with ctx.lock:
+                ctx.stored += len(batch)
+    assert got == ctx.fetched == 100  # every page fetched was handed over
