@@ -1,5 +1,6 @@
-"""The change feed as callers see it: opaque cursors and the shape of a change. Shared by the
-shim (`GET /changes`) and the command line (`callrail-sync changes`).
+"""The change feed as callers see it: its query's words, opaque cursors, a page read from the
+store its kind is kept in. Shared by the shim (`GET /changes`, whose `ChangeItem` is the shape
+of a change) and the command line (`callrail-sync changes`).
 
 A cursor names a place in one feed (owner, kind, CallRail account): the number of the last
 change read, with a tag of the feed, so that a cursor of one feed is refused by another.
@@ -12,11 +13,10 @@ import binascii
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Any
 
 from callrail_sync.errors import ValidationFailed
 from callrail_sync.stores import Stores
-from callrail_sync.stores.changes import ACTIONS, Action, Change, ChangePage, FeedQuery
+from callrail_sync.stores.changes import ACTIONS, Action, ChangePage, FeedQuery
 from callrail_sync.streams import STREAMS
 
 MAX_LIMIT = 1000
@@ -78,16 +78,3 @@ def read_changes(stores: Stores, query: FeedQuery) -> ChangePage:
             query.feed, query.after, query.actions, query.limit, query.modified_after
         )
     return stores.changes.read(query)
-
-
-def change_view(change: Change) -> dict[str, Any]:
-    """A change as the feed shows it: the record as CallRail last sent it, and its history."""
-    return {
-        "id": change.id,
-        "action": change.action,
-        "changed_at": change.changed_at.isoformat(),
-        "first_seen_at": change.first_seen_at.isoformat(),
-        "last_modified_at": change.last_modified_at.isoformat(),
-        "deleted_at": change.deleted_at.isoformat() if change.deleted_at else None,
-        "record": change.record,
-    }

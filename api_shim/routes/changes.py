@@ -91,7 +91,7 @@ async def list_changes(owner: Owner, svc: Svc, q: Annotated[ChangesQuery, Query(
     data = {
         "kind": query.kind,
         "account_id": q.account_id,
-        "changes": [feed.change_view(c) for c in page.changes],
+        "changes": [c.model_dump(exclude={"seq"}) for c in page.changes],  # as ChangeItem
         "next_cursor": feed.encode_cursor(query, page.next_after),
         "has_more": page.has_more,
     }
