@@ -2,8 +2,8 @@
 
 MongoDB (MONGO_URL, else SecantusDB with its data in the run dir), Redis (REDIS_URL when it
 answers, else a redis-server of our own), the simulator (unless CALLRAIL_BASE_URL is set), the
-shim under uvicorn, N Celery workers (prefork), exactly one beat and Flower: started in that
-order, each health-checked before the next. Every part logs to RUN_DIR/logs/<part>.log and
+shim under uvicorn, N Celery workers (prefork), exactly one beat and Flower: each
+health-checked before what needs it starts. Every part logs to RUN_DIR/logs/<part>.log and
 writes RUN_DIR/pids/<part>.pid. The fault-suite tests start the same `Stack`.
 """
 
@@ -99,6 +99,7 @@ class Stack:
         self.flower_url: str | None = None
         self.demo_key: str | None = None
         self.restarts: dict[str, list[float]] = {}
+        self._stores: Stores | None = None
 
     # --- where things are ------------------------------------------------------------------
 
@@ -137,32 +138,45 @@ class Stack:
         return self.settings.model_copy(update=update | {"callrail_base_url": self.callrail_url})
 
     def stores(self) -> Stores:
-        return connect(self.cli_settings())
+        """The stack's stores: one client for its database, its indexes made the first time."""
+        if self._stores is None:
+            self._stores = connect(self.cli_settings())
+        return self._stores
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> Stack:
-        """Start every part in order; on any failure stop what started and raise."""
+        """Start every part; on any failure stop what started and raise. Parts that do not
+        need each other start together: the simulator beside the storage, then the shim, the
+        workers, beat and Flower at once (about 3 s instead of 10 one after another)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         keep_secret(self.jwt_secret_file, self.jwt_secret)
         try:
+            simulator = self._simulator_part()
+            if simulator is not None:
+                self.parts[simulator.name] = simulator.start(self.run_dir)
             self._start_storage()
-            self._start_simulator()
-            self.launch(self.shim_part())
-            for n in range(1, self.config.workers + 1):
-                self.launch(self.worker_part(n))
-            self.launch(self.notifier_part())
-            self.launch(self.beat_part())
+            if simulator is not None:
+                simulator.wait_ready(60)
+                self.demo_key = SimControl(self.simulator_url or "").keys()[0]
+                self.seed_demo()
+            parts = [self.shim_part()]
+            parts += [self.worker_part(n) for n in range(1, self.config.workers + 1)]
+            parts += [self.notifier_part(), self.beat_part()]
             if self.config.flower:
-                self.launch(self.flower_part())
+                parts.append(self.flower_part())
+            self.launch(*parts)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def launch(self, part: Part, timeout: float = 60.0) -> Part:
-        self.parts[part.name] = part
-        return part.start(self.run_dir).wait_ready(timeout)
+    def launch(self, *parts: Part, timeout: float = 60.0) -> None:
+        """Start `parts` together, then wait until each is ready."""
+        for part in parts:
+            self.parts[part.name] = part.start(self.run_dir)
+        for part in parts:
+            part.wait_ready(timeout)
 
     def restart(self, name: str, timeout: float = 60.0) -> Part:
         """Stop a part (if it runs) and start it again with the same command."""
@@ -171,16 +185,17 @@ class Stack:
         return part.start(self.run_dir).wait_ready(timeout)
 
     def stop(self) -> None:
-        """Workers first (a warm shutdown hands running syncs back), then the rest."""
-        workers = [self.parts[n] for n in self.worker_names]
-        threads = [threading.Thread(target=w.stop) for w in workers]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        for name in reversed(list(self.parts)):
-            if not name.startswith("worker-"):
-                self.parts[name].stop()
+        """Celery workers first (a warm shutdown hands running syncs back), then the processes
+        of ours, then the storage they wrote to; each group's parts stop together."""
+        storage = {"mongo", "redis"}
+        workers = [*self.worker_names, "notifier"]
+        others = [name for name in self.parts if name not in storage and name not in workers]
+        for group in (workers, others, [name for name in self.parts if name in storage]):
+            threads = [threading.Thread(target=self.parts[name].stop) for name in group]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
 
     # --- the parts -------------------------------------------------------------------------
 
@@ -193,18 +208,16 @@ class Stack:
                 self.parts[started.part.name] = started.part
         self.mongo_url, self.redis_url = mongo.url, redis.url
 
-    def _start_simulator(self) -> None:
+    def _simulator_part(self) -> Part | None:
+        """The simulator, unless CallRail's address is given (a real or external CallRail)."""
         if "callrail_base_url" in self.settings.model_fields_set:
-            return  # a real (or external) CallRail
+            return None
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         argv = [PY, "-m", "callrail_sync.cli", "simulator", "--port", str(port)]
-        part = Part("simulator", argv + self.config.simulator_args, http_ok(f"{base}/_sim/stats"))
-        self.launch(part)
         self.simulator_url = base
         self.callrail_url = f"{base}/v3"
-        self.demo_key = SimControl(base).keys()[0]
-        self.seed_demo()
+        return Part("simulator", argv + self.config.simulator_args, http_ok(f"{base}/_sim/stats"))
 
     def seed_demo(self) -> None:
         """The demo key and user config, as `serve` stores them."""
