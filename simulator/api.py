@@ -22,7 +22,7 @@ from starlette.routing import Route
 from simulator.call_listing import list_calls, summary, timeseries
 from simulator.calls import CallBook
 from simulator.data import WEBHOOK_KEYS, SimAccount, SimData
-from simulator.query import Query, asked_fields, paginate, param
+from simulator.query import Query, asked_fields, paginate, param, sort_asked
 from simulator.replies import Reply, error, json_object
 from simulator.streams import Configuration, Streams
 
@@ -282,21 +282,16 @@ def _segments(path: str) -> list[str]:
 
 
 def _sorted(items: list[dict[str, Any]], query: Query, allowed: set[str]) -> list[dict[str, Any]]:
-    sort, order = param(query, "sort"), param(query, "order")
-    if order is not None and sort is None:
-        raise error(400, "sort is required when order is given")
-    if order is not None and order not in ("asc", "desc"):
-        raise error(400, "order must be asc or desc")
-    if sort is None:
+    asked = sort_asked(query, allowed)
+    if asked is None:
         return items
-    if sort not in allowed:
-        raise error(400, f"Invalid sort field: {sort}")
+    sort, descending = asked
     value = _instant if sort in TIMESTAMP_SORTS else _text
     # Nulls last in both orders: `order` reverses the values, never where the nulls go (the
     # rule the shim follows too; what CallRail does is unverified).
     valued = [i for i in items if i.get(sort) is not None]
     nulls = [i for i in items if i.get(sort) is None]
-    return sorted(valued, key=lambda i: value(i[sort]), reverse=order == "desc") + nulls
+    return sorted(valued, key=lambda i: value(i[sort]), reverse=descending) + nulls
 
 
 def _text(value: Any) -> str:

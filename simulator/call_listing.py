@@ -36,7 +36,7 @@ from simulator.history import (
     milestone_dates,
     mix,
 )
-from simulator.query import Query, asked_fields, param, per_page
+from simulator.query import Query, asked_fields, page_number, param, per_page, sort_asked
 from simulator.replies import error
 
 DEFAULT_KEYS = (
@@ -355,7 +355,7 @@ def list_calls(book: CallBook, account: SimAccount, query: Query, url: str) -> s
             )
         if "offset" in query:
             raise error(400, "offset goes with relative_pagination=true")
-        number = _page_number(query)
+        number = page_number(query)
         page = refs[(number - 1) * size : number * size]
         records = [_render(calls, r, shape, span) for r in page]
         meta = {
@@ -460,16 +460,6 @@ def _page_index(query: Query) -> int:
     return index
 
 
-def _page_number(query: Query) -> int:
-    try:
-        number = int(param(query, "page") or 1)
-    except ValueError:
-        raise error(400, "page and per_page must be numbers") from None
-    if number < 1:
-        raise error(400, "page and per_page must be positive")
-    return number
-
-
 def _next_page(url: str, query: Query, index: int) -> str:
     """The next relative page as CallRail writes it: the path without `.json`, its sort
     spelled out, the same parameters, `offset` the 0-based page index, `page=1`."""
@@ -489,15 +479,10 @@ def _next_page(url: str, query: Query, index: int) -> str:
 def _sorted(
     calls: Calls, refs: list[Ref] | Range, query: Query, fields: tuple[str, ...]
 ) -> list[Ref] | Range:
-    sort, order = param(query, "sort"), param(query, "order")
-    if order is not None and sort is None:
-        raise error(400, "sort is required when order is given")
-    if order not in (None, "asc", "desc"):
-        raise error(400, "order must be asc or desc")
-    if sort is None or (sort == "start_time" and order in (None, "desc")):
-        return refs
-    if sort not in SORTS:
-        raise error(400, f"Invalid sort field: {sort}")
+    asked = sort_asked(query, SORTS)
+    if asked is None or (asked[0] == "start_time" and param(query, "order") != "asc"):
+        return refs  # newest first unless asked otherwise
+    sort, descending = asked
     needs = SORTS[sort]
     if needs is not None and needs not in fields:
         raise error(400, f"Sorting by {sort} needs fields={needs}")
@@ -514,7 +499,7 @@ def _sorted(
         return (value is None, str(value).lower() if isinstance(value, str) else value or 0)
 
     # Alphabetical (or smallest first) by default, as CallRail sorts; ties newest first.
-    return sorted(chosen, key=key, reverse=order == "desc")
+    return sorted(chosen, key=key, reverse=descending)
 
 
 # --- filters -------------------------------------------------------------------------------------

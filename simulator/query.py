@@ -6,6 +6,7 @@ Shared by the listings of `api.py` and the calls listing of `call_listing.py`.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from simulator.replies import error
@@ -40,15 +41,35 @@ def per_page(query: Query) -> int:
     return min(size, MAX_PER_PAGE)
 
 
-def paginate(name: str, items: list[dict[str, Any]], query: Query) -> dict[str, Any]:
-    """One page of `items` by `page` and `per_page`, with CallRail's page metadata."""
-    size = per_page(query)
+def page_number(query: Query) -> int:
+    """`page`: 1 by default; not a positive number: a 400 reply."""
     try:
-        page = int(param(query, "page") or 1)
+        number = int(param(query, "page") or 1)
     except ValueError:
         raise error(400, "page and per_page must be numbers") from None
-    if page < 1:
+    if number < 1:
         raise error(400, "page and per_page must be positive")
+    return number
+
+
+def sort_asked(query: Query, allowed: Iterable[str]) -> tuple[str, bool] | None:
+    """`sort` (one of `allowed`) and whether `order` is `desc`; None: no sort asked for.
+    `order` without `sort`, or another `order` than asc or desc: a 400 reply."""
+    sort, order = param(query, "sort"), param(query, "order")
+    if order is not None and sort is None:
+        raise error(400, "sort is required when order is given")
+    if order not in (None, "asc", "desc"):
+        raise error(400, "order must be asc or desc")
+    if sort is None:
+        return None
+    if sort not in allowed:
+        raise error(400, f"Invalid sort field: {sort}")
+    return sort, order == "desc"
+
+
+def paginate(name: str, items: list[dict[str, Any]], query: Query) -> dict[str, Any]:
+    """One page of `items` by `page` and `per_page`, with CallRail's page metadata."""
+    size, page = per_page(query), page_number(query)
     total = len(items)
     start = (page - 1) * size
     return {

@@ -18,7 +18,7 @@ from typing import Any
 from simulator import dates, generator
 from simulator.data import NotFound, SimAccount, SimData
 from simulator.history import FIRST, LAST, PROFILES, History, mix
-from simulator.query import Query, asked_fields, paginate, param
+from simulator.query import Query, asked_fields, paginate, param, sort_asked
 from simulator.replies import error
 
 FORM_DEFAULT = (
@@ -597,13 +597,8 @@ TAG_LEVEL_ACCOUNT = ["Agency Review", "VIP"]
 def _by_name(
     records: list[dict[str, Any]], query: Query, allowed: tuple[str, ...]
 ) -> list[dict[str, Any]]:
-    sort, order = param(query, "sort"), param(query, "order")
-    if order is not None and sort is None:
-        raise error(400, "sort is required when order is given")
-    if order not in (None, "asc", "desc"):
-        raise error(400, "order must be asc or desc")
-    if sort is None:
+    asked = sort_asked(query, allowed)
+    if asked is None:
         return records
-    if sort not in allowed:
-        raise error(400, f"Invalid sort field: {sort}")
-    return sorted(records, key=lambda r: str(r[sort]).lower(), reverse=order == "desc")
+    sort, descending = asked
+    return sorted(records, key=lambda r: str(r[sort]).lower(), reverse=descending)
