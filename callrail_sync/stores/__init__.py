@@ -70,20 +70,7 @@ def on_database(
     every = (keys, userconfig, jobs, snapshots, webhooks, changes, notifications, schedules)
     for store in (*every, receivers, inbox, streams):
         store.ensure_indexes()
-    return Stores(
-        db,
-        keys,
-        userconfig,
-        jobs,
-        snapshots,
-        webhooks,
-        changes,
-        notifications,
-        schedules,
-        receivers,
-        inbox,
-        streams,
-    )
+    return Stores(db, *every, receivers, inbox, streams)
 
 
 def connect(settings: Settings, on_job_change: OnChange | None = None) -> Stores:
