@@ -303,10 +303,12 @@ def serve(settings: Settings, host: str, port: int, run_dir: Path) -> int:
     stopped_by = "SIGTERM"
     try:
         configure(embedded.runtime)
+        # The notifier process boots (about 2 s) while this one starts its worker and shim.
+        notifier = notifier_part(s, run_dir).start(run_dir)
         worker_app = create_worker_app(s)
         embedded_worker = EmbeddedWorker(worker_app, Queues(s.queue_suffix), run_dir / "beat")
         embedded_worker.start()
-        notifier = notifier_part(s, run_dir).start(run_dir).wait_ready(60)
+        notifier.wait_ready(60)
         # Beat's first tick is one period away; sync the configured accounts now.
         worker_app.send_task(TaskName.PLAN)
         secret = s.jwt_secret or DEV_SECRET
@@ -329,14 +331,18 @@ def serve(settings: Settings, host: str, port: int, run_dir: Path) -> int:
     except KeyboardInterrupt:  # Ctrl-C before the shim was serving
         stopped_by = "SIGINT"
     finally:
+        # The notifier stops beside the embedded worker (each takes about 2 s to stop warm).
+        stopping = threading.Thread(target=notifier.stop) if notifier is not None else None
+        if stopping is not None:
+            stopping.start()
         if embedded_worker is not None:
             log.info(
                 "stopping: the worker hands running syncs back to the queue",
                 extra={"signal": stopped_by},
             )
             embedded_worker.stop(stopped_by)
-        if notifier is not None:
-            notifier.stop()
+        if stopping is not None:
+            stopping.join()
         embedded.stop()
         sock.close()
     return 0
