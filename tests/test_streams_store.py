@@ -14,7 +14,13 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from callrail_sync.stores import Stores
-from callrail_sync.stores.streams import DIMENSIONS, RecordQuery, feed_id, summarize
+from callrail_sync.stores.streams import (
+    DIMENSIONS,
+    MongoStreamStore,
+    RecordQuery,
+    feed_id,
+    summarize,
+)
 from callrail_sync.streams import STREAMS
 
 CALLS = STREAMS["calls"]
@@ -256,3 +262,62 @@ def test_a_write_stopped_half_way_is_counted_again_by_the_next(
             assert {k: v["duration"] for k, v in got.items()} == {
                 k: v["duration"] for k, v in expected.items()
             }
+
+
+class CountingFinds:
+    """A collection whose finds are counted, with the documents each brought back."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.finds, self.docs = inner, 0, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def find(self, *args: Any, **kwargs: Any) -> Any:
+        self.finds += 1
+        cursor = self.inner.find(*args, **kwargs)
+        counter = self
+
+        class Counted:
+            def sort(self, *a: Any) -> Counted:
+                cursor.sort(*a)
+                return self
+
+            def limit(self, n: int) -> Counted:
+                cursor.limit(n)
+                return self
+
+            def __iter__(self) -> Any:
+                docs = list(cursor)
+                counter.docs += len(docs)
+                return iter(docs)
+
+        return Counted()
+
+
+def test_once_a_feeds_density_is_known_a_page_is_about_one_read_of_what_it_shows(
+    stores: Stores,
+) -> None:
+    calls = make_calls(600, days=30)
+    for start in range(0, 600, 200):
+        write(stores, calls[start : start + 200])
+    store = MongoStreamStore(stores.db)  # a store of its own: no density known yet
+    counted = CountingFinds(store._records)
+    store._records = counted  # type: ignore[assignment]
+    query = RecordQuery(FEED, CALLS, limit=50)
+    seen: list[str] = []
+    reads: list[tuple[int, int]] = []
+    while True:
+        before = (counted.finds, counted.docs)
+        page = store.read(query)
+        reads.append((counted.finds - before[0], counted.docs - before[1]))
+        seen += [r["id"] for r in page.records]
+        if not page.has_more:
+            break
+        query = RecordQuery(**{**query.__dict__, "after": page.last})
+    assert sorted(seen) == sorted(c["id"] for c in calls)
+    # Each read brings back at most the page and one more (the bands are cut on the server),
+    # and after the first, most pages take one band.
+    assert all(docs <= 51 for _, docs in reads)
+    later = [finds for finds, _ in reads[1:-1]]
+    assert sum(later) <= len(later) * 1.5, reads

@@ -360,6 +360,8 @@ class MongoStreamStore:
         self._rollups = db[ROLLUPS]
         self._state = db[STATE]
         self._feeds = db[FEEDS]
+        self._rates: dict[tuple[Any, ...], float] = {}
+        """Records a second, as the last read of a feed (and its filters) found them."""
 
     def ensure_indexes(self) -> None:
         self._records.create_index([("kt", ASCENDING)], unique=True)
@@ -570,10 +572,13 @@ class MongoStreamStore:
         return match
 
     def _read_by_time(self, query: RecordQuery) -> RecordPage:
-        """Newest (or oldest) first by the time key, in bands of time: the first an hour, each
-        next one sized by the records the last one held to fill the page (8x wider after an
-        empty one), so a read fetches about as many records as it shows (SecantusDB pushes no
-        limit down: a band's records all come back)."""
+        """Newest (or oldest) first by the time key, in bands of time: the first as long as
+        the records a second the last read of this feed (and filters) found say holds the
+        page (an hour when none did), each next one sized by the records the last one held
+        (8x wider after an empty one). SecantusDB pushes no limit down: a band's records are
+        all read on the server, so a read asks about as many as it shows, in one band when
+        the feed's density is known; each band is sorted and cut there, so only the records
+        the page still needs come back."""
         feed = query.feed
         low = f"{feed}|{time_text(query.since)}" if query.since else f"{feed}|"
         high = f"{feed}|{time_text(query.until)}" if query.until else f"{feed}|{TOP}"
@@ -583,34 +588,56 @@ class MongoStreamStore:
             else:
                 low = max(low, str(query.after[0]) + "\x00")
         match = self._match(query)
-        found: list[dict[str, Any]] = []
+        density = (feed, query.company_id, query.filters, query.search)
+        rate = self._rates.get(density)
         band = FIRST_BAND
+        if rate:
+            band = timedelta(seconds=min(BAND_MAX_SECONDS, 1.25 * (query.limit + 1) / rate))
+        order = -1 if query.descending else 1
+        found: list[dict[str, Any]] = []
         now = utcnow()
+
+        def take(lower: str, upper: str) -> int:
+            wanted = query.limit + 1 - len(found)
+            span = {**match, "kt": {"$gte": lower, "$lt": upper}}
+            docs = list(self._records.find(span).sort("kt", order).limit(wanted))
+            found.extend(docs)
+            return len(docs)
+
         if query.descending:
             edge = _moment_of(high, feed) or now + timedelta(days=1)
             upper = high
             while upper > low:
                 edge -= band
                 lower = max(low, f"{feed}|{time_text(edge)}") if edge > FLOOR else low
-                docs = list(self._records.find({**match, "kt": {"$gte": lower, "$lt": upper}}))
-                found.extend(sorted(docs, key=lambda d: str(d["kt"]), reverse=True))
+                got = take(lower, upper)
                 if len(found) > query.limit:
                     break
-                upper, band = lower, _next_band(band, len(docs), query.limit + 1 - len(found))
+                upper, band = lower, _next_band(band, got, query.limit + 1 - len(found))
         else:
             edge = _moment_of(low, feed) or FLOOR
             lower = low
             while lower < high:
                 edge += band
                 upper = min(high, f"{feed}|{time_text(edge)}") if edge < now + FUTURE else high
-                docs = list(self._records.find({**match, "kt": {"$gte": lower, "$lt": upper}}))
-                found.extend(sorted(docs, key=lambda d: str(d["kt"])))
+                got = take(lower, upper)
                 if len(found) > query.limit:
                     break
-                lower, band = upper, _next_band(band, len(docs), query.limit + 1 - len(found))
+                lower, band = upper, _next_band(band, got, query.limit + 1 - len(found))
+        self._note_rate(density, found)
         page = found[: query.limit]
         last = (page[-1]["kt"],) if page else None
         return RecordPage([_shown(d) for d in page], len(found) > query.limit, last)
+
+    def _note_rate(self, density: tuple[Any, ...], found: list[dict[str, Any]]) -> None:
+        """The records a second between the first and the last record a read found."""
+        times = [d.get("t") for d in (found[0], found[-1])] if len(found) > 1 else []
+        if len(times) == 2 and isinstance(times[0], datetime) and isinstance(times[1], datetime):
+            seconds = abs((times[0] - times[1]).total_seconds())
+            if seconds > 0:
+                if len(self._rates) >= RATES_KEPT:
+                    self._rates.clear()
+                self._rates[density] = (len(found) - 1) / seconds
 
     def _read_sorted(self, query: RecordQuery) -> RecordPage:
         """By another field: the feed's records in range, sorted here (streams walked whole
@@ -756,6 +783,10 @@ class MongoStreamStore:
 
 
 FIRST_BAND = timedelta(hours=1)
+BAND_MAX_SECONDS = 400 * 86400.0
+"""The longest first band a density asks for (a feed is at most 25 months)."""
+RATES_KEPT = 1024
+"""Feeds (and filters) whose density a store keeps; all forgotten past that."""
 
 
 def _next_band(band: timedelta, got: int, missing: int) -> timedelta:
