@@ -83,7 +83,9 @@ def _redis_url_of_this_worker(urls: str) -> str:
 
 
 TEST_REDIS_URL = _redis_url_of_this_worker(
-    os.environ.get("CALLRAIL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15,redis://127.0.0.1:6379/14")
+    os.environ.get(
+        "CALLRAIL_TEST_REDIS_URL", ",".join(f"redis://127.0.0.1:6379/{n}" for n in (15, 14, 13, 12))
+    )
 )
 
 # Each pytest-xdist worker tests as accounts of its own: job events go through Redis pub/sub,
@@ -411,7 +413,7 @@ def metrics_url(shim_url: str, shim_server: tuple[str, AppSwitch]) -> str:
 
 # --- how the suite is organised: one kind per test, from what it uses (docs/development.md) ---
 
-SLOW_MODULES = {"test_faults", "test_serve", "test_ui_browser"}
+SLOW_MODULES = {"test_chaos", "test_faults", "test_serve", "test_ui_browser"}
 """Modules whose every test runs the service's real processes (stack, serve, a browser)."""
 KINDS = ("unit", "sim", "storage", "contract", "jobs", "processes")
 
@@ -447,6 +449,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
         if any(d.scope == "module" for defs in fixtures.values() for d in defs):
             item.add_marker(pytest.mark.xdist_group(module))
+    # The slow tests first (a module's order kept): the longest work starts while the rest fills
+    # the other workers, instead of a long test starting last and running alone.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 _cost: dict[str, list[float]] = {}

@@ -7,11 +7,8 @@ is started once for the module; each case brings its own tenant (owner, key, acc
 from __future__ import annotations
 
 import contextlib
-import random
 import signal
 import threading
-import time
-from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -251,67 +248,3 @@ def test_beat_restarted_twice_in_a_row_plans_no_sync_twice(stack, stores):
         pairs = zip(planned, planned[1:], strict=False)
         gaps = [(b.created_at - a.created_at).total_seconds() for a, b in pairs]
         assert min(gaps) >= interval / 2, f"{resource} planned twice: gaps {gaps}"
-
-
-def test_chaos_fifty_jobs_while_workers_are_killed_and_restarted(stack, stores, capsys):
-    """Fifty syncs while six strikes (SIGKILL or SIGTERM, at random, on a worker that is
-    running a job) land spread over the run, the struck worker restarted at once. The strikes
-    follow the run's progress, not the clock: a loaded machine gets the same chaos, later, and
-    six strikes can cost a job at most six of its MAX_ATTEMPTS (8) runs."""
-    rng = random.Random(11)
-    # Two to four pages of 250 each: every job is mid-walk for most of its run.
-    tenants = [new_tenant(stack, *(rng.randrange(260, 760) for _ in range(5))) for _ in range(10)]
-    simulator(stack).knobs(latency=0.05)
-    started_at = time.monotonic()
-    jobs = {
-        tenant.sync_companies(account): (tenant, account, size)
-        for tenant in tenants
-        for account, size in zip(tenant.accounts, tenant.sizes, strict=True)
-    }
-    assert len(jobs) == 50
-    strikes = [rng.choice(["SIGKILL", "SIGKILL", "SIGTERM"]) for _ in range(6)]
-    chaos: Counter[str] = Counter()
-
-    def finished() -> int:
-        return sum(stores.jobs.get(job_id).is_final for job_id in jobs)
-
-    for n, how in enumerate(strikes, start=1):
-        # Strike n once n/7 of the jobs have ended, on a worker that is running one of them.
-        assert wait_until(lambda n=n: finished() >= len(jobs) * n // 7, 300, 0.2), finished()
-        victim = stack.parts[pick_victim(stack, stores, rng)]
-        victim.kill() if how == "SIGKILL" else victim.stop(timeout=30)
-        chaos[how] += 1
-        victim.start(stack.run_dir).wait_ready(60)
-        chaos["restarts"] += 1
-    assert wait_until(lambda: finished() == len(jobs), 300, 0.2), finished()
-    elapsed = time.monotonic() - started_at
-    final = {job_id: stores.jobs.get(job_id) for job_id in jobs}
-    statuses = Counter(job.status.value for job in final.values())
-    attempts = Counter(job.attempts for job in final.values())
-    sweeps = sum(job.sweeps for job in final.values())
-    with capsys.disabled():  # the figures show in every run, not only when the test fails
-        print(
-            f"\nchaos: {len(jobs)} jobs in {elapsed:.0f} s; workers killed {chaos['SIGKILL']}x, "
-            f"stopped {chaos['SIGTERM']}x, restarted {chaos['restarts']}x; "
-            f"statuses {dict(statuses)}; attempts {dict(sorted(attempts.items()))}; "
-            f"sweeps {sweeps}"
-        )
-    assert statuses == {"succeeded": 50}, {j: f.error for j, f in final.items() if f.error}
-    assert chaos["SIGKILL"] + chaos["SIGTERM"] == 6
-    for tenant, account, size in jobs.values():
-        assert_snapshot_whole(stores, tenant, account, size)
-
-
-def pick_victim(stack: Stack, stores: Stores, rng: random.Random) -> str:
-    """A worker whose log says it started a job that is running now (either, if none says)."""
-    running = {job.id for job in stores.jobs.recent(limit=100) if job.status == "running"}
-    busy = [
-        name
-        for name in stack.worker_names
-        if any(
-            f'"message": "job started", "job_id": "{job_id}"' in log
-            for log in [stack.parts[name].log_path.read_text(errors="replace")]
-            for job_id in running
-        )
-    ]
-    return rng.choice(busy or list(stack.worker_names))

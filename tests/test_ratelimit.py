@@ -137,8 +137,11 @@ def test_two_keys_on_one_account_share_its_budget_and_one_key_has_one_per_accoun
 
 
 def _hammer(base_url: str, api_key: str, account: str, seconds: float, out) -> None:
+    # The margin covers the time between a grant and CallRail seeing the request (production:
+    # BUDGET_MARGIN, 2 s): on a busy machine a process can be descheduled for tenths of a second
+    # there. Budgets of each process's own would still send twice the limit and be refused.
     budget = RequestBudget(
-        redis.Redis.from_url(TEST_REDIS_URL), [Window(10, 1)], margin=0.05, max_inline_wait=5
+        redis.Redis.from_url(TEST_REDIS_URL), [Window(10, 1)], margin=0.5, max_inline_wait=5
     )
     client = CallRailClient(api_key, base_url=base_url, before_request=budget.hook(api_key))
     sent = limited = 0
@@ -165,7 +168,7 @@ def test_the_budget_holds_across_two_worker_processes(sim, sim_data, api_key, re
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     procs = [
-        ctx.Process(target=_hammer, args=(sim.base_url, key_of[n], account, 3.0, out))
+        ctx.Process(target=_hammer, args=(sim.base_url, key_of[n], account, 4.0, out))
         for n in range(2)
     ]
     for p in procs:
@@ -177,7 +180,7 @@ def test_the_budget_holds_across_two_worker_processes(sim, sim_data, api_key, re
     assert sim.stats()["by_status"].get("429") is None
     total = sum(sent for sent, _ in results)
     assert all(sent > 0 for sent, _ in results)  # both processes got their share
-    assert 20 <= total <= 10 * 4 + 10  # about 10 a second for 3 s, and never more
+    assert 20 <= total <= 10 * 5  # 10 per 1.5 s (the window and margin) for 4 s, never more
 
 
 # --- jobs under 429s ----------------------------------------------------------------------------
