@@ -15,9 +15,9 @@ per query, pushes no limit down, and updates at a cost that grows with the docum
   `lead_status`, `tags`).
 - `callrail_feeds` (shared with the snapshot feeds): the feed's last number (`seq`) and up to
   where numbers are written (`committed`); readers never pass `committed`.
-- `callrail_stream_rollups`: per feed, company and day (`<feed>|d|<company>|all|<YYYY-MM-DD>`)
-  and per month (`|m|…|<YYYY-MM>`), the calls' counts in total and by source, campaign and
-  keywords in one document; for the whole account (`*`), one document per dimension
+- `callrail_stream_rollups`: per feed, company and day (`<feed>|d|<company>|all|<YYYY-MM-DD>`),
+  the calls' counts in total and by source, campaign and keywords in one document; for the
+  whole account (`*`), per day and per month (`|m|…|<YYYY-MM>`), one document per dimension
   (`<feed>|d|*|<dimension>|<day>`, and `company` besides); the day is the call's own, in its
   company's time zone. Each write of a call adds
   what the new version counts and takes away what the old one counted, so the summary reads a
@@ -206,13 +206,15 @@ class RollupDeltas:
         self.docs: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
     def add(self, c: Contribution | None, sign: int, months: bool = True) -> None:
-        """A call's counts, added (+1) or taken away (-1): in its company's documents and in
-        the account's (`*`, which also counts by company), for its day and its month. The
-        account's are one document per dimension (`all`, `source`, `campaign`, `keywords`,
-        `company`), so an account's summary reads only the dimension it groups by; a
-        company's day (or month) is one document (`all`, holding its dimensions too): a
-        company has a few calls a day, and one document instead of four is a quarter of the
-        writes (most of a backfill's)."""
+        """A call's counts, added (+1) or taken away (-1): in its company's day and in the
+        account's (`*`, which also counts by company) day and month. The account's are one
+        document per dimension (`all`, `source`, `campaign`, `keywords`, `company`), so an
+        account's summary reads only the dimension it groups by. A company's day is one
+        document (`all`, holding its dimensions too), and a company has no month documents:
+        a company has a few calls a day, so one document instead of four is a quarter of
+        the writes, and a write of 16 pages from windows side by side touched each
+        company's months, each an update that costs three inserts (most of a backfill's
+        storage); a company's summary reads its days (at most ~760 small documents)."""
         if c is None:
             return
         day, month = c.day.isoformat(), c.day.isoformat()[:7]
@@ -221,7 +223,7 @@ class RollupDeltas:
         shared = [(f"{ALL}|{dim}", dim, cell) for dim, cell in whole]
         for who, dim, cell in own + shared:
             ids = [f"{self.feed}|d|{who}|{day}"]
-            if months:
+            if months and who.startswith(f"{ALL}|"):
                 ids.append(f"{self.feed}|m|{who}|{month}")
             path = "all" if cell is None else f"{dim}.{cell}"
             for doc_id in ids:
@@ -528,7 +530,8 @@ class MongoStreamStore:
             delta = {k: v for k, v in delta.items() if v}
             if delta:
                 month_id = doc_id.replace("|d|", "|m|", 1).rsplit("|", 1)[0] + f"|{month}"
-                for key in (doc_id, month_id):
+                account = f"|d|{ALL}|" in doc_id  # a company has days only
+                for key in (doc_id, month_id) if account else (doc_id,):
                     change = {"$inc": delta, "$setOnInsert": {"k": key}}
                     ops.append(UpdateOne({"_id": key}, change, upsert=True))
         if ops:
@@ -735,11 +738,12 @@ class MongoStreamStore:
         company: str | None = None,
         dim: str = "all",
     ) -> list[dict[str, Any]]:
-        """One dimension's documents (`all`, or what a summary groups by) of one company (or
-        of the whole account): the month documents of the whole months inside [first, last]
-        (unless `by_day`), and the day documents of the rest: three range reads at most."""
+        """One dimension's documents (`all`, or what a summary groups by) of one company (its
+        days: it has no months) or of the whole account: the month documents of the whole
+        months inside [first, last] (unless `by_day`), and the day documents of the rest:
+        three range reads at most."""
         who = f"{_cell_key(company) if company else ALL}|{dim}"
-        if by_day:
+        if by_day or company:
             return self._range(f"{feed}|d|{who}|{first}", f"{feed}|d|{who}|{last}{TOP}")
         head_end = _month_end(first)
         whole_from = first if first.day == 1 else head_end + timedelta(days=1)
