@@ -627,7 +627,9 @@ class MongoStreamStore:
             return len(docs)
 
         if query.descending:
-            edge = _moment_of(high, feed) or now + timedelta(days=1)
+            # The first band reaches up to `high` (the top: records dated ahead too), so it
+            # starts now, not a day ahead (a day of nothing made a first page two reads).
+            edge = _moment_of(high, feed) or now
             upper = high
             while upper > low:
                 edge -= band
