@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel
 from pymongo import ASCENDING, InsertOne, ReturnDocument, UpdateOne
 
-from callrail_sync.stores.database import Db, utcnow
+from callrail_sync.stores.database import Db, by_ids, utcnow
 from callrail_sync.stores.snapshots import HIDDEN, ITEM_COLLECTIONS, SNAPSHOTS, Kind, head_id
 
 RECORDS = "callrail_records"
@@ -211,7 +211,7 @@ class MongoChangeStore:
         for batch in _chunks(added + updated):
             heartbeat()
             keys = [f"{snapshot_id}:{i}" for i in batch]
-            payloads = {d["id"]: d for d in items.find({"_id": {"$in": keys}}, HIDDEN)}
+            payloads = {d["id"]: d for d in by_ids(items, keys, HIDDEN)}
             ops: list[InsertOne[dict[str, Any]] | UpdateOne] = []
             for record_id in batch:
                 changed = {
@@ -279,7 +279,7 @@ class MongoChangeStore:
     ) -> dict[str, dict[str, Any]]:
         feed = head_id(owner, kind, account)
         fields = {"_id": 0, "id": 1, "first_seen_at": 1, "last_modified_at": 1, "last_action": 1}
-        docs = self._records.find({"_id": {"$in": [f"{feed}:{i}" for i in ids]}}, fields)
+        docs = by_ids(self._records, [f"{feed}:{i}" for i in ids], fields)
         return {d["id"]: history(d) for d in docs}
 
 

@@ -6,6 +6,7 @@ Mongo.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,3 +59,16 @@ def ping(db: Db) -> bool:
         return True
     except Exception:
         return False
+
+
+IN_READ = 50
+"""Ids one `$in` read asks for: SecantusDB checks each document it finds against the whole
+list, so a read of n ids that exist costs n² (4,000 of them: ~6 s; in reads of 50, ~0.4 s)."""
+
+
+def by_ids(
+    collection: Any, ids: list[str], projection: dict[str, Any] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The documents of these `_id`s, in reads of `IN_READ`."""
+    for start in range(0, len(ids), IN_READ):
+        yield from collection.find({"_id": {"$in": ids[start : start + IN_READ]}}, projection)

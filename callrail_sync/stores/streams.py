@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -52,7 +52,7 @@ from callrail_sync.stores.changes import (
     change_of,
     history,
 )
-from callrail_sync.stores.database import Db, utcnow
+from callrail_sync.stores.database import Db, by_ids, utcnow
 from callrail_sync.stores.snapshots import as_utc, head_id, payload_hash
 from callrail_sync.streams import Stream
 
@@ -805,19 +805,6 @@ class MongoStreamStore:
                 "$inc": {f"{w}.pages": 1, f"{w}.records": records, "requests": 1},
             },
         )
-
-
-IN_READ = 50
-"""Ids one `$in` read asks for: SecantusDB checks each document it finds against the whole
-list, so a read of n ids that exist costs n² (4,000 of them: ~6 s; in reads of 50, ~0.4 s)."""
-
-
-def by_ids(
-    collection: Any, ids: list[str], projection: dict[str, Any] | None = None
-) -> Iterator[dict[str, Any]]:
-    """The documents of these `_id`s, in reads of `IN_READ`."""
-    for start in range(0, len(ids), IN_READ):
-        yield from collection.find({"_id": {"$in": ids[start : start + IN_READ]}}, projection)
 
 
 def _nested(flat: dict[str, int]) -> dict[str, Any]:
