@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
@@ -27,11 +28,20 @@ def app(runtime, queue):
     return create_app(runtime.settings, runtime=runtime, queue=queue)
 
 
+_SERVED: dict[str, dict] = {}
+
+
 @pytest.fixture
-def spec(shim_url) -> dict:
-    response = requests.get(f"{shim_url}/openapi.json", timeout=10)
-    assert response.status_code == 200
-    return response.json()
+def spec(request: pytest.FixtureRequest) -> dict:
+    """/openapi.json as a shim serves it over HTTP, fetched by the first test that asks, then
+    the same document for the rest of the module (every app of this code builds the same one;
+    a shim for each test cost ~0.3 s of CPU, 32 times)."""
+    if "document" not in _SERVED:
+        shim_url = request.getfixturevalue("shim_url")
+        response = requests.get(f"{shim_url}/openapi.json", timeout=10)
+        assert response.status_code == 200
+        _SERVED["document"] = response.json()
+    return copy.deepcopy(_SERVED["document"])
 
 
 def operations(spec: dict):
