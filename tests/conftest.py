@@ -25,10 +25,11 @@ import pytest
 import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
+from celery.worker import state as worker_state
 from pymongo import monitoring
 
 from callrail_sync.callrail.client import CallRailClient, Timeouts
-from callrail_sync.cli.processes import free_port, mongo_part
+from callrail_sync.cli.processes import free_port, mongo_part, wait_until
 from callrail_sync.config import Settings
 from callrail_sync.events import JobEvents
 from callrail_sync.job import Job, JobParams, JobType
@@ -241,15 +242,19 @@ def owner(stores: Stores, api_key: str) -> str:
     return OWNER
 
 
-def run_worker(app: Celery, concurrency: int = 4, queues: list[str] | None = None) -> Any:
+@contextlib.contextmanager
+def run_worker(app: Celery, concurrency: int = 4, queues: list[str] | None = None) -> Iterator[Any]:
     """A real Celery worker (thread pool) of `app`, consuming `queues` (all of them) from Redis.
 
     Its BRPOP waits 0.05 s instead of 1 s (kombu's `polling_interval`): a stopping worker
     closes its connection only once the BRPOP in flight has answered, so each test's worker
-    stops in about 0.1 s instead of a second."""
+    stops in about 0.1 s instead of a second. Celery's test worker returns from its stop while
+    its threads still run the tasks they took: those end before this does (up to 60 s), or a
+    job of one test would go on writing into the next test's data (it did: a companies
+    snapshot published after the next test had emptied the database)."""
     options = app.conf.broker_transport_options or {}
     app.conf.broker_transport_options = {**options, "polling_interval": 0.05}
-    return start_worker(
+    with start_worker(
         app,
         pool="threads",
         concurrency=concurrency,
@@ -257,7 +262,10 @@ def run_worker(app: Celery, concurrency: int = 4, queues: list[str] | None = Non
         queues=queues or Queues().all,
         loglevel="WARNING",
         shutdown_timeout=10,
-    )
+    ) as worker:
+        yield worker
+    running = worker_state.active_requests
+    assert wait_until(lambda: not running, 60, 0.02), f"tasks still running: {running}"
 
 
 @pytest.fixture
