@@ -4,7 +4,8 @@ What is costly is made once per run and handed to each test clean: one SecantusD
 database (indexes made once, every collection emptied before each test), one uvicorn server
 (each test's own shim app is switched in, its lifespan run as uvicorn runs it), one Redis
 database (flushed before each test). A Celery worker is each test's own (it starts in about
-0.05 s and stops in about 0.1 s), so no message, countdown or pool thread outlives its test.
+0.05 s and stops in about 0.1 s once its tasks have ended), so no message, countdown or task
+outlives its test.
 """
 
 from __future__ import annotations
