@@ -436,6 +436,9 @@ def kind_of(item: pytest.Item) -> str:
     calls = set(names.co_names) if names is not None else set()
     if item.get_closest_marker("slow") is not None:
         return "processes"
+    for kind in KINDS:  # said by the module (`pytestmark`): a fixture may ask for a server late
+        if item.get_closest_marker(kind) is not None:
+            return kind
     if "worker" in used or "run_worker" in calls:
         return "jobs"
     if used & {"shim_url", "shim_server"}:

@@ -60,12 +60,12 @@ def test_the_rooms_table_names_only_what_exists():
 def test_the_tour_works_when_pasted(tmp_path):
     """Every command of the tour, in order, with `bash -e`, against a real `serve`: the
     address changed to this serve's, the export line pasted from its banner."""
-    serve = Serve(tmp_path / "run", clean_env()).start()
+    serve = Serve(tmp_path / "run", clean_env(SYNC_STREAMS="all")).start()  # as a newcomer runs it
     try:
         tour = "\n".join(shell_blocks(README)[1:])  # the first block is the two commands
         assert "\nAPI=http://127.0.0.1:8000/v1/e/callrail\n" in f"\n{tour}"
         tour = tour.replace("127.0.0.1:8000", f"127.0.0.1:{serve.port}")
-        env = {**clean_env(), **serve.exports}
+        env = {**clean_env(SYNC_STREAMS="all"), **serve.exports}
         env.pop("JWT_SECRET", None)
         done = subprocess.run(
             ["bash", "-e", "-o", "pipefail", "-c", tour],

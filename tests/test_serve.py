@@ -98,10 +98,15 @@ class Serve:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
+    """`serve`'s environment on a machine with nothing set up. Its beat plans no stream syncs
+    (SYNC_STREAMS=none, as in tests/conftest.py): these tests are about serve's processes, and
+    each serve's backfill of the demo calls cost ~5 s of CPU; the README tour and the streams
+    tests sync calls."""
     drop = {"MONGO_URL", "CALLRAIL_BASE_URL", "JWT_SECRET", "BROKER_URL", "RESULT_BACKEND"}
     drop |= {"CALLRAIL_NAMESPACE", "BUDGET_SCOPE"}
     env = {k: v for k, v in os.environ.items() if k not in drop}
-    return {**env, "REDIS_URL": NO_REDIS, "PYTHONUNBUFFERED": "1", **extra}
+    base = {"REDIS_URL": NO_REDIS, "PYTHONUNBUFFERED": "1", "SYNC_STREAMS": "none"}
+    return {**env, **base, **extra}
 
 
 def listening(port: int) -> bool:
