@@ -77,19 +77,19 @@ def sync_under_way(stack: Stack, stores: Stores, size: int) -> tuple[Tenant, str
 
 
 def test_a_worker_killed_mid_sync_still_ends_in_one_whole_snapshot(stack, stores):
-    tenant, account, job_id, victim = sync_under_way(stack, stores, 3_000)
+    tenant, account, job_id, victim = sync_under_way(stack, stores, 1_500)
     stack.parts[victim].kill()  # SIGKILL to the worker and its pool: no goodbye
     simulator(stack).knobs(latency=0.0)
     done = wait_final(stores, job_id)
     assert done.status == "succeeded", done.error
     assert done.sweeps >= 1  # revived by the sweeper: the dead worker's message never came back
-    assert_snapshot_whole(stores, tenant, account, 3_000)
+    assert_snapshot_whole(stores, tenant, account, 1_500)
     # The resumed run skipped what the dead one stored: page 1 was fetched once.
     assert pages_fetched(stack, account).count(1) == 1
 
 
 def test_a_worker_told_to_stop_hands_the_sync_back_and_the_other_finishes_it(stack, stores):
-    tenant, account, job_id, victim = sync_under_way(stack, stores, 3_000)
+    tenant, account, job_id, victim = sync_under_way(stack, stores, 1_500)
     stack.parts[victim].signal(signal.SIGTERM)  # Celery's warm shutdown
     assert stack.parts[victim].proc.wait(60) == 0
     handed_back = stores.jobs.get(job_id)
@@ -100,7 +100,7 @@ def test_a_worker_told_to_stop_hands_the_sync_back_and_the_other_finishes_it(sta
     assert done.sweeps == 0 and done.attempts == 1  # handed back, not lost; the stop was free
     others = [n for n in stack.worker_names if n != victim]
     assert worker_running(stack, job_id) in (victim, *others)
-    assert_snapshot_whole(stores, tenant, account, 3_000)
+    assert_snapshot_whole(stores, tenant, account, 1_500)
     assert pages_fetched(stack, account).count(1) == 1
 
 
@@ -181,7 +181,7 @@ def test_mongo_failures_answer_503_and_the_shim_recovers_without_a_restart(stack
 
 
 def test_mongo_restarted_mid_sync_the_shim_says_503_then_the_job_resumes(stack, stores):
-    tenant = new_tenant(stack, 2_500)
+    tenant = new_tenant(stack, 1_000)
     (account,) = tenant.accounts
     simulator(stack).knobs(latency=0.2)
     job_id = tenant.sync_companies(account)
@@ -194,7 +194,7 @@ def test_mongo_restarted_mid_sync_the_shim_says_503_then_the_job_resumes(stack, 
     simulator(stack).knobs(latency=0.0)
     done = wait_final(stores, job_id, timeout=STALE * 8)
     assert done.status == "succeeded", done.error
-    assert_snapshot_whole(stores, tenant, account, 2_500)
+    assert_snapshot_whole(stores, tenant, account, 1_000)
     polled = tenant.call("GET", f"{P}/jobs/{job_id}")
     assert polled.status_code == 200 and polled.json()["data"]["status"] == "succeeded"
 

@@ -99,7 +99,7 @@ def test_a_worker_killed_with_sigkill_has_its_job_taken_up_within_a_minute(defau
     defaults = Settings()
     assert (defaults.job_lease_seconds, defaults.stale_job_seconds) == (30.0, 900.0)
     stores = stack.stores()
-    tenant = new_tenant(stack, 3_000)
+    tenant = new_tenant(stack, 1_500)  # six pages of 250 at 0.5 s: killed after two
     (account,) = tenant.accounts
     simulator(stack).knobs(latency=0.5)
     job_id = tenant.sync_companies(account)
