@@ -181,7 +181,7 @@ def test_mongo_failures_answer_503_and_the_shim_recovers_without_a_restart(stack
 
 
 def test_mongo_restarted_mid_sync_the_shim_says_503_then_the_job_resumes(stack, stores):
-    tenant = new_tenant(stack, 1_000)
+    tenant = new_tenant(stack, 2_500)
     (account,) = tenant.accounts
     simulator(stack).knobs(latency=0.2)
     job_id = tenant.sync_companies(account)
@@ -194,7 +194,7 @@ def test_mongo_restarted_mid_sync_the_shim_says_503_then_the_job_resumes(stack, 
     simulator(stack).knobs(latency=0.0)
     done = wait_final(stores, job_id, timeout=STALE * 8)
     assert done.status == "succeeded", done.error
-    assert_snapshot_whole(stores, tenant, account, 1_000)
+    assert_snapshot_whole(stores, tenant, account, 2_500)
     polled = tenant.call("GET", f"{P}/jobs/{job_id}")
     assert polled.status_code == 200 and polled.json()["data"]["status"] == "succeeded"
 
