@@ -83,7 +83,9 @@ class Page:
         pytest.fail(f"timed out waiting for {what or check}: {last!r} (screenshot {shot})")
 
     def click(self, css: str) -> None:
-        self.find(css).click()
+        """Click it, found again if the page rewrote it between the find and the click (the
+        status table is redrawn as job events come: a stale element failed one run in ~6)."""
+        self.until(lambda: self.find(css).click() or True, what=f"a click on {css}")
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +319,7 @@ def test_the_page_survives_a_dropped_stream(serve: Serve, page: Page) -> None:
     page.until(lambda: page.text("#stream-state") == "live", what="the stream back")
     urls = d.execute_script("return window.__sources.map(s => s.url)")
     assert len(urls) == 2 and urls[1] != first, urls  # a new stream, with a new ticket
-    page.find(".status-table tbody tr[data-kind='accounts'] button").click()  # Sync now
+    page.click(".status-table tbody tr[data-kind='accounts'] button")  # Sync now
     page.until(
         lambda: page.all("#jobs li[data-status='succeeded']"), what="a job event after the drop"
     )
