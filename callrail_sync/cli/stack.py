@@ -188,9 +188,11 @@ class Stack:
         """Celery workers first (a warm shutdown hands running syncs back), then the processes
         of ours, then the storage they wrote to; each group's parts stop together."""
         storage = {"mongo", "redis"}
-        workers = [*self.worker_names, "notifier"]
-        others = [name for name in self.parts if name not in storage and name not in workers]
-        for group in (workers, others, [name for name in self.parts if name in storage]):
+        celery = {*self.worker_names, "notifier"}
+        groups = [[name for name in self.parts if name in celery]]
+        groups.append([name for name in self.parts if name not in storage | celery])
+        groups.append([name for name in self.parts if name in storage])
+        for group in groups:
             threads = [threading.Thread(target=self.parts[name].stop) for name in group]
             for thread in threads:
                 thread.start()
