@@ -320,7 +320,10 @@ def serve(settings: Settings, host: str, port: int, run_dir: Path) -> int:
             audience=s.jwt_audience,
         )
         shim = create_app(s, runtime=embedded.runtime, queue=CeleryQueue(worker_app))
-        print(banner(embedded, host, port, token, shim.state.metrics_url), flush=True)
+        # One write: print() writes the text and its newline apart, and a log line of another
+        # thread written between them ran into the banner's last line (its export words).
+        sys.stdout.write(banner(embedded, host, port, token, shim.state.metrics_url) + "\n")
+        sys.stdout.flush()
         config = uvicorn.Config(shim, http=HTTP_PROTOCOL, log_level="warning", log_config=None)
         uvicorn.Server(config).run(sockets=[sock])
         # uvicorn returns once a signal stopped it. SIGTERM, raised again when it is done,
