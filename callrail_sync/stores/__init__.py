@@ -1,7 +1,8 @@
 """All MongoDB access of callrail-sync: one module per concern, on one database handle.
 
-Each store is a small class described by a `Protocol` (what tasks and the shim depend on); a
-fake or a benchmark implements one Protocol and inherits nothing. `connect` builds them all.
+Each store is one class over its collections; a `Protocol` describes a store only where a
+second implementation exists (the benchmarks' `Tracker`, `SnapshotWriter`, `StreamRecordStore`).
+`connect` builds them all.
 """
 
 from __future__ import annotations
@@ -10,18 +11,18 @@ from dataclasses import dataclass
 
 from callrail_sync.config import Settings
 from callrail_sync.sealed import Sealer, sealer_for
-from callrail_sync.stores.changes import ChangeStore, MongoChangeStore
+from callrail_sync.stores.changes import ChangeStore
 from callrail_sync.stores.database import Db, open_database, ping
-from callrail_sync.stores.inbox import InboxStore, MongoInboxStore
-from callrail_sync.stores.jobs import JobStore, MongoJobStore, OnChange
-from callrail_sync.stores.keys import KeyStore, MongoKeyStore
-from callrail_sync.stores.notifications import MongoNotificationStore, NotificationStore
-from callrail_sync.stores.receivers import MongoReceiverStore, ReceiverStore
-from callrail_sync.stores.schedules import MongoScheduleStore, ScheduleStore
+from callrail_sync.stores.inbox import InboxStore
+from callrail_sync.stores.jobs import JobStore, OnChange
+from callrail_sync.stores.keys import KeyStore
+from callrail_sync.stores.notifications import NotificationStore
+from callrail_sync.stores.receivers import ReceiverStore
+from callrail_sync.stores.schedules import ScheduleStore
 from callrail_sync.stores.snapshots import MongoSnapshotStore, SnapshotStore
 from callrail_sync.stores.streams import MongoStreamStore, StreamRecordStore
-from callrail_sync.stores.userconfig import MongoUserConfigStore, UserConfigStore
-from callrail_sync.stores.webhooks import MongoWebhookStore, WebhookStore
+from callrail_sync.stores.userconfig import UserConfigStore
+from callrail_sync.stores.webhooks import WebhookStore
 
 
 @dataclass
@@ -53,14 +54,14 @@ def on_database(
 ) -> Stores:
     """The Mongo stores over one database, their indexes created (idempotent); `sealer`
     encrypts the secrets they keep (SECRETS_KEYS)."""
-    keys, userconfig = MongoKeyStore(db), MongoUserConfigStore(db)
-    jobs = MongoJobStore(db, on_job_change)
-    snapshots, webhooks = MongoSnapshotStore(db), MongoWebhookStore(db)
-    changes, notifications = MongoChangeStore(db), MongoNotificationStore(db, sealer)
+    keys, userconfig = KeyStore(db), UserConfigStore(db)
+    jobs = JobStore(db, on_job_change)
+    snapshots, webhooks = MongoSnapshotStore(db), WebhookStore(db)
+    changes, notifications = ChangeStore(db), NotificationStore(db, sealer)
     schedules, receivers, inbox = (
-        MongoScheduleStore(db),
-        MongoReceiverStore(db, sealer),
-        MongoInboxStore(
+        ScheduleStore(db),
+        ReceiverStore(db, sealer),
+        InboxStore(
             db,
             settings.inbox_retention_days if settings else 30.0,
             settings.call_events_retention_days if settings else 760.0,

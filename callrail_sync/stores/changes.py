@@ -118,22 +118,8 @@ class Tracker(Protocol):
         walk missed is marked deleted only as `checks` allow."""
 
 
-class ChangeStore(Tracker, Protocol):
-    def read(self, query: FeedQuery) -> ChangePage:
-        """One page of a feed."""
-
-    def counts(self, owner: str, kind: Kind, account: str | None) -> dict[str, int]:
-        """Records the feed knows, by last action."""
-
-    def tracking(
-        self, owner: str, kind: Kind, account: str | None, ids: list[str]
-    ) -> dict[str, dict[str, Any]]:
-        """The history of these records (`first_seen_at`, `last_modified_at`, `last_action`),
-        by id, for the listing that shows them."""
-
-
-class MongoChangeStore:
-    """`ChangeStore` over `callrail_records` and `callrail_feeds`."""
+class ChangeStore:
+    """Record histories and change feeds, in `callrail_records` and `callrail_feeds`."""
 
     def __init__(self, db: Db) -> None:
         self._db, self._records, self._feeds = db, db[RECORDS], db[FEEDS]
@@ -253,6 +239,7 @@ class MongoChangeStore:
         self._feeds.update_one({"_id": feed}, {"$max": {"committed": last}})
 
     def read(self, query: FeedQuery) -> ChangePage:
+        """One page of a feed."""
         state = self._feeds.find_one({"_id": query.feed}) or {}
         committed = int(state.get("committed", 0))
         match: dict[str, Any] = {"feed": query.feed, "seq": {"$gt": query.after, "$lte": committed}}
@@ -267,6 +254,7 @@ class MongoChangeStore:
         return ChangePage(changes=changes, has_more=has_more, next_after=next_after)
 
     def counts(self, owner: str, kind: Kind, account: str | None) -> dict[str, int]:
+        """Records the feed knows, by last action."""
         feed = head_id(owner, kind, account)
         grouped = self._records.aggregate(
             [{"$match": {"feed": feed}}, {"$group": {"_id": "$last_action", "n": {"$sum": 1}}}]
@@ -277,6 +265,8 @@ class MongoChangeStore:
     def tracking(
         self, owner: str, kind: Kind, account: str | None, ids: list[str]
     ) -> dict[str, dict[str, Any]]:
+        """The history of these records (`first_seen_at`, `last_modified_at`, `last_action`),
+        by id, for the listing that shows them."""
         feed = head_id(owner, kind, account)
         fields = {"_id": 0, "id": 1, "first_seen_at": 1, "last_modified_at": 1, "last_action": 1}
         docs = by_ids(self._records, [f"{feed}:{i}" for i in ids], fields)

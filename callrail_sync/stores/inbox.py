@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple
 
 from bson.binary import Binary
 from pydantic import AliasChoices, BaseModel, Field
@@ -127,32 +127,6 @@ class CallsQuery(BaseModel):
     limit: int = 100
 
 
-class InboxStore(Protocol):
-    def accept_many(self, deliveries: list[Kept], state: str = "pending") -> list[bool]:
-        """Keep verified deliveries in one write; for each, whether it is new (False: kept
-        before, or earlier in this list). `unreadable` ones are kept, never normalized."""
-
-    def entries(self, keys: list[str]) -> list[InboxEntry]:
-        """Those of these deliveries not normalized yet."""
-
-    def finish(self, keys: list[str]) -> None: ...
-
-    def pending(self, received_before: datetime, limit: int = 500) -> list[str]:
-        """Deliveries not normalized yet, received before then (their task was lost)."""
-
-    def record(self, events: list[NewCallEvent]) -> Recorded:
-        """Store events (numbered in this order): those stored now, and those stored at all
-        (also before, or by a copy meanwhile). For one that was there, a webhook's copy notes
-        that its delivery came."""
-
-    def known(self, company_id: str, event: str, calls: list[Sighting]) -> set[str]:
-        """Which of these calls already have this event: by id, or (a delivery may carry only
-        a call's old numeric id, the API its `CAL…` id) by start time and caller together."""
-
-    def read(self, query: CallsQuery) -> tuple[list[CallEvent], bool]:
-        """Call events of the owner's companies, newest first; and whether more follow."""
-
-
 def _ttl(collection: Any, field: str, seconds: int) -> None:
     """A TTL index on `field` removing documents `seconds` after it; a changed retention
     is applied to the existing index (collMod)."""
@@ -173,7 +147,7 @@ def _body_hash(company_id: str, raw: bytes) -> str:
     return hashlib.sha256(company_id.encode() + b"\0" + raw).hexdigest()
 
 
-class MongoInboxStore:
+class InboxStore:
     def __init__(self, db: Db, inbox_days: float = 30.0, events_days: float = 760.0) -> None:
         self._keep_inbox = int(inbox_days * 86400)
         self._keep_events = int(events_days * 86400)
@@ -199,6 +173,8 @@ class MongoInboxStore:
         )
 
     def accept_many(self, deliveries: list[Kept], state: str = "pending") -> list[bool]:
+        """Keep verified deliveries in one write; for each, whether it is new (False: kept
+        before, or earlier in this list). `unreadable` ones are kept, never normalized."""
         if not deliveries:
             return []
         now = utcnow()
@@ -225,6 +201,7 @@ class MongoInboxStore:
         return fresh
 
     def entries(self, keys: list[str]) -> list[InboxEntry]:
+        """Those of these deliveries not normalized yet."""
         found = self._inbox.find({"_id": {"$in": keys}, "state": "pending"})
         return [InboxEntry.model_validate(d) for d in found]
 
@@ -235,12 +212,16 @@ class MongoInboxStore:
         )
 
     def pending(self, received_before: datetime, limit: int = 500) -> list[str]:
+        """Deliveries not normalized yet, received before then (their task was lost)."""
         found = self._inbox.find(
             {"state": "pending", "received_at": {"$lt": received_before}}, {"_id": 1}
         ).limit(limit)
         return [str(d["_id"]) for d in found]
 
     def record(self, events: list[NewCallEvent]) -> Recorded:
+        """Store events (numbered in this order): those stored now, and those stored at all
+        (also before, or by a copy meanwhile). For one that was there, a webhook's copy notes
+        that its delivery came."""
         ids = [e.id for e in events]
         there = {d["_id"] for d in self._events.find({"_id": {"$in": ids}}, {"_id": 1})}
         waiting = [e for e in events if e.id not in there]
@@ -298,6 +279,8 @@ class MongoInboxStore:
         raise RuntimeError("could not number the events")
 
     def known(self, company_id: str, event: str, calls: list[Sighting]) -> set[str]:
+        """Which of these calls already have this event: by id, or (a delivery may carry only
+        a call's old numeric id, the API its `CAL…` id) by start time and caller together."""
         ids = [c.call_id for c in calls]
         starts = [c.start for c in calls if c.start is not None]
         either = [{"resource_id": {"$in": ids}}, {"start_time": {"$in": starts}}]
@@ -320,6 +303,7 @@ class MongoInboxStore:
         }
 
     def read(self, query: CallsQuery) -> tuple[list[CallEvent], bool]:
+        """Call events of the owner's companies, newest first; and whether more follow."""
         found: dict[str, Any] = {"owners": query.owner, STORED_ACCOUNT: query.callrail_account_id}
         found["kind"] = "call"
         if query.company_id:

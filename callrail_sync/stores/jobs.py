@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
@@ -37,88 +37,6 @@ class ActiveRow:
     next_retry_at: datetime | None
 
 
-class JobStore(Protocol):
-    """Create, claim, advance and finish jobs."""
-
-    def create(self, new: NewJob) -> tuple[Job, bool]:
-        """Insert a queued job; with a dedupe key, return the active twin instead if one
-        exists. Returns (job, created)."""
-
-    def get(self, job_id: str, owner: str | None = None) -> Job | None:
-        """The job, if it exists (and belongs to `owner`, when given)."""
-
-    def active(self, dedupe_key: str) -> Job | None:
-        """The queued, running or retrying job holding `dedupe_key`, if any."""
-
-    def recent(self, owner: str | None = None, limit: int = 20) -> list[Job]:
-        """The newest jobs, of one owner or of all."""
-
-    def start(self, job_id: str, message_id: str, lease_seconds: float) -> Job | None:
-        """Claim the job for a message and count the attempt; None if not claimable now."""
-
-    def beat(self, job_id: str, message_id: str) -> bool:
-        """The process running the job for `message_id` is alive (False: it no longer holds
-        the job). Publishes nothing: a heartbeat is not news."""
-
-    def orphans(self, silent_since: datetime) -> list[Job]:
-        """Running jobs whose process has not beaten since `silent_since` (it died)."""
-
-    def reclaim_orphan(self, job_id: str, seen_alive_at: datetime | None) -> Job | None:
-        """Take an orphan back to `queued`, if its process did not beat since it was seen."""
-
-    def record_page(self, job_id: str, number: int, total_pages: int | None, records: int) -> Job:
-        """Note a stored page (once, whatever the redeliveries); returns the job after it."""
-
-    def retry_later(self, job_id: str, error: JobError, at: datetime) -> Job | None:
-        """`retrying` until `at`, after a retriable error."""
-
-    def park_for_rate_limit(self, job_id: str, error: JobError, until: datetime) -> Job | None:
-        """`retrying` until `until` for the quota; the attempt is refunded."""
-
-    def requeue(self, job_id: str) -> Job | None:
-        """Back to `queued`, unclaimed, the attempt refunded (a stop is not the job's fault)."""
-
-    def succeed(self, job_id: str, result: dict[str, Any], snapshot_id: str | None) -> Job | None:
-        """Final: `succeeded` with its result."""
-
-    def fail(self, job_id: str, error: JobError) -> Job | None:
-        """Final: `failed` with its error; the dedupe slot is freed."""
-
-    def count_active(self, owner: str, types: Collection[JobType]) -> int:
-        """How many of the owner's jobs of these types are queued, running or retrying."""
-
-    def hurry(self, job_id: str) -> bool:
-        """Take a queued job's start time back to now; True if it was waiting for later."""
-
-    def latest(
-        self,
-        owner: str,
-        job_type: JobType,
-        account: str | None = None,
-        stream: str | None = None,
-    ) -> Job | None:
-        """The owner's newest job of this type (of this CallRail account, for a sync; of this
-        stream, for a stream sync)."""
-
-    def synced_accounts(self, owner: str) -> list[str]:
-        """The CallRail accounts whose companies the owner ever asked to sync."""
-
-    def ask_reset(self, job_id: str) -> Job | None:
-        """Make an active sync walk from the first page when it next runs."""
-
-    def restart(self, job_id: str) -> Job | None:
-        """Forget a sync's stored progress (its pages are walked again)."""
-
-    def active_rows(self, limit: int = 100_000) -> list[ActiveRow]:
-        """Every active job, in brief (what the metrics count and time)."""
-
-    def stale(self, older_than: datetime) -> list[Job]:
-        """Active jobs untouched since `older_than` (a worker vanished, a message was lost)."""
-
-    def reclaim_stale(self, job_id: str, seen_updated_at: datetime) -> Job | None:
-        """Take a stale job back to `queued`, if nothing touched it since it was seen."""
-
-
 def _job(doc: dict[str, Any] | None) -> Job | None:
     """The one conversion from a stored document to a `Job`."""
     if doc is None:
@@ -133,9 +51,9 @@ def _must(doc: dict[str, Any] | None) -> Job:
     return job
 
 
-class MongoJobStore:
-    """`JobStore` over `callrail_jobs`; every write hands the job as it is after it to
-    `on_change`, so nothing that changes a job can forget to announce it."""
+class JobStore:
+    """Create, claim, advance and finish jobs in `callrail_jobs`; every write hands the job as
+    it is after it to `on_change`, so nothing that changes a job can forget to announce it."""
 
     def __init__(self, db: Db, on_change: OnChange | None = None) -> None:
         self._jobs = db[COLLECTION]
@@ -153,6 +71,8 @@ class MongoJobStore:
         )
 
     def create(self, new: NewJob) -> tuple[Job, bool]:
+        """Insert a queued job; with a dedupe key, return the active twin instead if one
+        exists. Returns (job, created)."""
         now = utcnow()
         doc: dict[str, Any] = {
             "_id": "job_" + secrets.token_urlsafe(18),
@@ -189,15 +109,18 @@ class MongoJobStore:
         raise RuntimeError("could not create or find the job")
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
+        """The job, if it exists (and belongs to `owner`, when given)."""
         query: dict[str, Any] = {"_id": job_id}
         if owner is not None:
             query["owner"] = owner
         return _job(self._jobs.find_one(query))
 
     def active(self, dedupe_key: str) -> Job | None:
+        """The queued, running or retrying job holding `dedupe_key`, if any."""
         return _job(self._jobs.find_one({"active_key": dedupe_key})) if dedupe_key else None
 
     def recent(self, owner: str | None = None, limit: int = 20) -> list[Job]:
+        """The newest jobs, of one owner or of all."""
         query = {"owner": owner} if owner else {}
         docs = self._jobs.find(query).sort("created_at", DESCENDING).limit(limit)
         return [_must(doc) for doc in docs]
@@ -234,6 +157,8 @@ class MongoJobStore:
         )
 
     def beat(self, job_id: str, message_id: str) -> bool:
+        """The process running the job for `message_id` is alive (False: it no longer holds
+        the job). Publishes nothing: a heartbeat is not news."""
         found = self._jobs.update_one(
             {"_id": job_id, "status": JobStatus.RUNNING.value, "claimed_by": message_id},
             {"$set": {"alive_at": utcnow()}},
@@ -241,12 +166,14 @@ class MongoJobStore:
         return found.matched_count == 1
 
     def orphans(self, silent_since: datetime) -> list[Job]:
+        """Running jobs whose process has not beaten since `silent_since` (it died)."""
         docs = self._jobs.find(
             {"status": JobStatus.RUNNING.value, "alive_at": {"$lt": silent_since}}
         )
         return [_must(doc) for doc in docs]
 
     def reclaim_orphan(self, job_id: str, seen_alive_at: datetime | None) -> Job | None:
+        """Take an orphan back to `queued`, if its process did not beat since it was seen."""
         queued = {"status": JobStatus.QUEUED.value, "claimed_by": None, "updated_at": utcnow()}
         return self._update(
             {"_id": job_id, "status": JobStatus.RUNNING.value, "alive_at": seen_alive_at},
@@ -254,6 +181,7 @@ class MongoJobStore:
         )
 
     def record_page(self, job_id: str, number: int, total_pages: int | None, records: int) -> Job:
+        """Note a stored page (once, whatever the redeliveries); returns the job after it."""
         self._jobs.update_one(
             {"_id": job_id, "progress.pages_done": {"$ne": number}},
             {"$push": {"progress.pages_done": number}, "$inc": {"progress.records": records}},
@@ -267,6 +195,7 @@ class MongoJobStore:
         return job
 
     def retry_later(self, job_id: str, error: JobError, at: datetime) -> Job | None:
+        """`retrying` until `at`, after a retriable error."""
         return self._set(
             job_id,
             status=JobStatus.RETRYING.value,
@@ -275,6 +204,7 @@ class MongoJobStore:
         )
 
     def park_for_rate_limit(self, job_id: str, error: JobError, until: datetime) -> Job | None:
+        """`retrying` until `until` for the quota; the attempt is refunded."""
         return self._update(
             {"_id": job_id},
             {
@@ -289,6 +219,7 @@ class MongoJobStore:
         )
 
     def requeue(self, job_id: str) -> Job | None:
+        """Back to `queued`, unclaimed, the attempt refunded (a stop is not the job's fault)."""
         queued = {"status": JobStatus.QUEUED.value, "claimed_by": None, "updated_at": utcnow()}
         return self._update(
             {"_id": job_id, "status": JobStatus.RUNNING.value},
@@ -296,18 +227,22 @@ class MongoJobStore:
         )
 
     def succeed(self, job_id: str, result: dict[str, Any], snapshot_id: str | None) -> Job | None:
+        """Final: `succeeded` with its result."""
         done = JobStatus.SUCCEEDED
         return self._finish(job_id, done, result=result, snapshot_id=snapshot_id, error=None)
 
     def fail(self, job_id: str, error: JobError) -> Job | None:
+        """Final: `failed` with its error; the dedupe slot is freed."""
         return self._finish(job_id, JobStatus.FAILED, error=error.model_dump(mode="json"))
 
     def count_active(self, owner: str, types: Collection[JobType]) -> int:
+        """How many of the owner's jobs of these types are queued, running or retrying."""
         return self._jobs.count_documents(
             {"owner": owner, "type": {"$in": [t.value for t in types]}, "status": {"$in": _ACTIVE}}
         )
 
     def hurry(self, job_id: str) -> bool:
+        """Take a queued job's start time back to now; True if it was waiting for later."""
         now = utcnow()
         hurried = self._update(
             {"_id": job_id, "status": JobStatus.QUEUED.value, "not_before": {"$gt": now}},
@@ -323,6 +258,8 @@ class MongoJobStore:
         account: str | None = None,
         stream: str | None = None,
     ) -> Job | None:
+        """The owner's newest job of this type (of this CallRail account, for a sync; of this
+        stream, for a stream sync)."""
         query: dict[str, Any] = {"owner": owner, "type": job_type.value}
         if account is not None:
             query["params.callrail_account_id"] = account
@@ -331,21 +268,25 @@ class MongoJobStore:
         return _job(self._jobs.find_one(query, sort=[("created_at", DESCENDING)]))
 
     def synced_accounts(self, owner: str) -> list[str]:
+        """The CallRail accounts whose companies the owner ever asked to sync."""
         types = [JobType.SYNC_COMPANIES.value, JobType.SYNC_STREAM.value]
         query = {"owner": owner, "type": {"$in": types}}
         return sorted(str(a) for a in self._jobs.distinct("params.callrail_account_id", query))
 
     def ask_reset(self, job_id: str) -> Job | None:
+        """Make an active sync walk from the first page when it next runs."""
         return self._update(
             {"_id": job_id, "status": {"$in": _ACTIVE}},
             {"$set": {"params.reset": True, "updated_at": utcnow()}},
         )
 
     def restart(self, job_id: str) -> Job | None:
+        """Forget a sync's stored progress (its pages are walked again)."""
         empty: dict[str, Any] = {"pages_done": [], "total_pages": None, "records": 0}
         return self._set(job_id, progress=empty)
 
     def active_rows(self, limit: int = 100_000) -> list[ActiveRow]:
+        """Every active job, in brief (what the metrics count and time)."""
         fields = ("type", "status", "lane", "updated_at", "not_before", "next_retry_at")
         docs = self._jobs.find({"status": {"$in": _ACTIVE}}, dict.fromkeys(fields, 1))
         return [
@@ -361,6 +302,7 @@ class MongoJobStore:
         ]
 
     def stale(self, older_than: datetime) -> list[Job]:
+        """Active jobs untouched since `older_than` (a worker vanished, a message was lost)."""
         now = utcnow()
         docs = self._jobs.find(
             {
@@ -383,6 +325,7 @@ class MongoJobStore:
         return [_must(doc) for doc in docs]
 
     def reclaim_stale(self, job_id: str, seen_updated_at: datetime) -> Job | None:
+        """Take a stale job back to `queued`, if nothing touched it since it was seen."""
         queued = {"status": JobStatus.QUEUED.value, "claimed_by": None, "updated_at": utcnow()}
         return self._update(
             {"_id": job_id, "updated_at": seen_updated_at, "status": {"$in": _ACTIVE}},

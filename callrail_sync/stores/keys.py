@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, SecretStr
 from pymongo import ASCENDING, DESCENDING
@@ -51,27 +51,8 @@ class ApiKeyRecord(BaseModel):
         return self.rejected_at is None
 
 
-class KeyStore(Protocol):
-    """Read and replace a DashClicks account's CallRail key."""
-
-    def record(self, owner: str) -> ApiKeyRecord | None:
-        """The newest key of `owner` that is not soft-deleted (it may be invalid)."""
-
-    def usable_key(self, owner: str) -> str | None:
-        """The key to call CallRail with, or None when there is none that works."""
-
-    def set(self, owner: str, api_key: str) -> None:
-        """Store a new key; earlier keys of the owner are soft-deleted."""
-
-    def remove(self, owner: str) -> int:
-        """Soft-delete the owner's keys; returns how many."""
-
-    def mark_invalid(self, record: ApiKeyRecord) -> None:
-        """CallRail answered 401 for this key: stop using it until the user enters a new one."""
-
-
-class MongoKeyStore:
-    """`KeyStore` over the spec's collection."""
+class KeyStore:
+    """Read and replace a DashClicks account's CallRail key, in the spec's collection."""
 
     def __init__(self, db: Db) -> None:
         self._keys = db[COLLECTION]
@@ -80,6 +61,7 @@ class MongoKeyStore:
         self._keys.create_index([("account_id", ASCENDING)])
 
     def record(self, owner: str) -> ApiKeyRecord | None:
+        """The newest key of `owner` that is not soft-deleted (it may be invalid)."""
         doc = self._keys.find_one(
             {"account_id": as_object_id(owner), "deleted": {"$ne": True}},
             sort=[("created_at", DESCENDING)],
@@ -96,10 +78,12 @@ class MongoKeyStore:
         )
 
     def usable_key(self, owner: str) -> str | None:
+        """The key to call CallRail with, or None when there is none that works."""
         found = self.record(owner)
         return found.api_key.get_secret_value() if found and found.usable else None
 
     def set(self, owner: str, api_key: str) -> None:
+        """Store a new key; earlier keys of the owner are soft-deleted."""
         now = utcnow()
         oid = as_object_id(owner)
         self._keys.update_many(
@@ -117,6 +101,7 @@ class MongoKeyStore:
         )
 
     def remove(self, owner: str) -> int:
+        """Soft-delete the owner's keys; returns how many."""
         result = self._keys.update_many(
             {"account_id": as_object_id(owner), "deleted": {"$ne": True}},
             {"$set": {"deleted": True, "deleted_at": utcnow()}},
@@ -124,6 +109,7 @@ class MongoKeyStore:
         return int(result.modified_count)
 
     def mark_invalid(self, record: ApiKeyRecord) -> None:
+        """CallRail answered 401 for this key: stop using it until the user enters a new one."""
         api_key = record.api_key.get_secret_value()
         # Only while the document still holds that key: one written over it meanwhile is new.
         self._keys.update_one(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
@@ -77,50 +77,6 @@ class Notification(BaseModel):
     delivered_at: datetime | None = None
 
 
-class NotificationStore(Protocol):
-    def config(self, owner: str) -> NotificationConfig | None:
-        """The owner's callback, if one is set."""
-
-    def configure(self, owner: str, url: str, events: list[str]) -> tuple[NotificationConfig, bool]:
-        """Set the callback's URL and events; returns it and whether it is new (then with a
-        new secret; an existing callback keeps its secret)."""
-
-    def rotate(self, owner: str, grace_seconds: float = 0.0) -> NotificationConfig | None:
-        """A new secret for the owner's callback (None if there is none); the old one is
-        still signed with for `grace_seconds`."""
-
-    def reseal(self) -> int:
-        """Every secret written again with the newest SECRETS_KEYS key (how many callbacks)."""
-
-    def remove(self, owner: str) -> bool:
-        """Drop the owner's callback; pending deliveries are not attempted again."""
-
-    def new_notification(
-        self, owner: str, event: str, job_id: str, url: str, body: str, give_up_at: datetime
-    ) -> Notification:
-        """Record a delivery to make (one per job and event: the same again answers it)."""
-
-    def notification(self, delivery_id: str) -> Notification | None: ...
-
-    def claim(self, delivery_id: str, hold: float) -> Notification | None:
-        """Take a pending delivery that is due for one attempt, keeping any other message of it
-        off for `hold` seconds; None if it is not pending, not due, or taken."""
-
-    def record_attempt(
-        self, delivery_id: str, attempt: Attempt, status: DeliveryStatus, due: datetime | None
-    ) -> Notification | None:
-        """Add an attempt and the delivery's new status."""
-
-    def recent(self, owner: str, limit: int = 50) -> list[Notification]:
-        """The owner's deliveries, newest first."""
-
-    def overdue(self, before: datetime, limit: int = 500) -> list[Notification]:
-        """Pending deliveries whose next attempt was due before `before` (lost messages)."""
-
-    def prune(self, before: datetime) -> int:
-        """Forget finished deliveries made before `before`; returns how many."""
-
-
 def _notification(doc: dict[str, Any]) -> Notification:
     return Notification.model_validate({**doc, "id": doc["_id"]})
 
@@ -134,8 +90,8 @@ def _config(doc: dict[str, Any] | None, sealer: Sealer) -> NotificationConfig | 
     return NotificationConfig.model_validate(fields)
 
 
-class MongoNotificationStore:
-    """`NotificationStore` over the two collections."""
+class NotificationStore:
+    """Outbound notification configs and deliveries, in the two collections."""
 
     def __init__(self, db: Db, sealer: Sealer | None = None) -> None:
         self._sealer = sealer or Sealer()
@@ -147,9 +103,12 @@ class MongoNotificationStore:
         self._deliveries.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
 
     def config(self, owner: str) -> NotificationConfig | None:
+        """The owner's callback, if one is set."""
         return _config(self._configs.find_one({"_id": owner}), self._sealer)
 
     def configure(self, owner: str, url: str, events: list[str]) -> tuple[NotificationConfig, bool]:
+        """Set the callback's URL and events; returns it and whether it is new (then with a
+        new secret; an existing callback keeps its secret)."""
         now = utcnow()
         secret = self._sealer.seal(new_secret().get_secret_value())
         before = self._configs.find_one_and_update(
@@ -167,6 +126,8 @@ class MongoNotificationStore:
         return found, before is None
 
     def rotate(self, owner: str, grace_seconds: float = 0.0) -> NotificationConfig | None:
+        """A new secret for the owner's callback (None if there is none); the old one is
+        still signed with for `grace_seconds`."""
         current = self._configs.find_one({"_id": owner})
         if current is None:
             return None
@@ -191,6 +152,7 @@ class MongoNotificationStore:
         return reseal_documents(self._configs, self._sealer, ("secret", "previous_secret"))
 
     def remove(self, owner: str) -> bool:
+        """Drop the owner's callback; pending deliveries are not attempted again."""
         gone = self._configs.delete_one({"_id": owner}).deleted_count > 0
         self._deliveries.update_many(
             {"owner": owner, "status": "pending"},
@@ -201,6 +163,7 @@ class MongoNotificationStore:
     def new_notification(
         self, owner: str, event: str, job_id: str, url: str, body: str, give_up_at: datetime
     ) -> Notification:
+        """Record a delivery to make (one per job and event: the same again answers it)."""
         now = utcnow()
         doc = {
             "owner": owner,
@@ -232,6 +195,8 @@ class MongoNotificationStore:
         return _notification(doc) if doc else None
 
     def claim(self, delivery_id: str, hold: float) -> Notification | None:
+        """Take a pending delivery that is due for one attempt, keeping any other message of it
+        off for `hold` seconds; None if it is not pending, not due, or taken."""
         now = utcnow()
         doc = self._deliveries.find_one_and_update(
             # A second of slack: a retry's countdown may end a moment before its due time.
@@ -244,6 +209,7 @@ class MongoNotificationStore:
     def record_attempt(
         self, delivery_id: str, attempt: Attempt, status: DeliveryStatus, due: datetime | None
     ) -> Notification | None:
+        """Add an attempt and the delivery's new status."""
         fields: dict[str, Any] = {"status": status, "next_attempt_at": due}
         if status == "delivered":
             fields["delivered_at"] = attempt.at
@@ -255,13 +221,16 @@ class MongoNotificationStore:
         return _notification(doc) if doc else None
 
     def recent(self, owner: str, limit: int = 50) -> list[Notification]:
+        """The owner's deliveries, newest first."""
         docs = self._deliveries.find({"owner": owner}).sort("created_at", DESCENDING).limit(limit)
         return [_notification(d) for d in docs]
 
     def prune(self, before: datetime) -> int:
+        """Forget finished deliveries made before `before`; returns how many."""
         query = {"status": {"$ne": "pending"}, "created_at": {"$lt": before}}
         return int(self._deliveries.delete_many(query).deleted_count)
 
     def overdue(self, before: datetime, limit: int = 500) -> list[Notification]:
+        """Pending deliveries whose next attempt was due before `before` (lost messages)."""
         query = {"status": "pending", "next_attempt_at": {"$lt": before}}
         return [_notification(d) for d in self._deliveries.find(query).limit(limit)]

@@ -9,7 +9,7 @@ in a response, and `Receiver`'s repr leaves it out.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pymongo import ASCENDING, UpdateOne
@@ -49,41 +49,7 @@ class Registration(BaseModel):
     state: str = "active"
 
 
-class ReceiverStore(Protocol):
-    def register(
-        self, owner: str, registration: Registration, key_fingerprint: str | None = None
-    ) -> Receiver:
-        """Our receiver is registered on the company (again): keep its integration and key,
-        and the owner as a reader (its key, when given, saw the company)."""
-
-    def vouch(self, company_id: str, owner: str, key_fingerprint: str) -> None:
-        """The owner's key (this fingerprint) still sees the company."""
-
-    def drop_owner(self, company_id: str, owner: str) -> None:
-        """The owner's key no longer sees the company: it reads none of its calls."""
-
-    def get(self, company_id: str) -> Receiver | None: ...
-
-    def set_key(self, company_id: str, signing_key: str) -> None: ...
-
-    def reseal(self) -> int:
-        """Every signing key written again with the newest SECRETS_KEYS key (how many)."""
-
-    def seen(self, company_id: str, state: str, reconciled_at: datetime | None = None) -> None:
-        """The integration's state as CallRail showed it (and when calls were last checked)."""
-
-    def count(self, company_id: str, what: Counted, n: int = 1) -> None: ...
-
-    def count_many(self, counts: dict[str, dict[Counted, int]]) -> None:
-        """Add to several companies' counts in one write."""
-
-    def all(self) -> list[Receiver]:
-        """Every company with our receiver (beat's reconciliation walks them)."""
-
-    def of_owner(self, owner: str) -> list[Receiver]: ...
-
-
-class MongoReceiverStore:
+class ReceiverStore:
     def __init__(self, db: Db, sealer: Sealer | None = None) -> None:
         self._sealer = sealer or Sealer()
         self._receivers = db[COLLECTION]
@@ -98,6 +64,8 @@ class MongoReceiverStore:
     def register(
         self, owner: str, registration: Registration, key_fingerprint: str | None = None
     ) -> Receiver:
+        """Our receiver is registered on the company (again): keep its integration and key,
+        and the owner as a reader (its key, when given, saw the company)."""
         now, company_id = utcnow(), registration.company_id
         fields: dict[str, object] = registration.model_dump(exclude={"company_id", "signing_key"})
         if registration.signing_key:
@@ -119,12 +87,14 @@ class MongoReceiverStore:
         return found
 
     def vouch(self, company_id: str, owner: str, key_fingerprint: str) -> None:
+        """The owner's key (this fingerprint) still sees the company."""
         self._receivers.update_one(
             {"_id": company_id, "owners": owner},
             {"$set": {f"seen_by.{owner}": key_fingerprint}},
         )
 
     def drop_owner(self, company_id: str, owner: str) -> None:
+        """The owner's key no longer sees the company: it reads none of its calls."""
         self._receivers.update_one(
             {"_id": company_id},
             {"$pull": {"owners": owner}, "$unset": {f"seen_by.{owner}": ""}},
@@ -145,6 +115,7 @@ class MongoReceiverStore:
         )
 
     def seen(self, company_id: str, state: str, reconciled_at: datetime | None = None) -> None:
+        """The integration's state as CallRail showed it (and when calls were last checked)."""
         fields: dict[str, object] = {"state": state}
         if reconciled_at is not None:
             fields["reconciled_at"] = reconciled_at
@@ -154,6 +125,7 @@ class MongoReceiverStore:
         self._receivers.update_one({"_id": company_id}, {"$inc": {f"counts.{what}": n}})
 
     def count_many(self, counts: dict[str, dict[Counted, int]]) -> None:
+        """Add to several companies' counts in one write."""
         updates = [
             UpdateOne({"_id": company}, {"$inc": {f"counts.{k}": n for k, n in by.items()}})
             for company, by in counts.items()
@@ -163,6 +135,7 @@ class MongoReceiverStore:
             self._receivers.bulk_write(updates, ordered=False)
 
     def all(self) -> list[Receiver]:
+        """Every company with our receiver (beat's reconciliation walks them)."""
         return [self._receiver(d) for d in self._receivers.find({})]
 
     def of_owner(self, owner: str) -> list[Receiver]:

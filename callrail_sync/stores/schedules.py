@@ -4,7 +4,6 @@ of its own. Beat reads them when it plans; an account without one follows SYNC_I
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
 
 from pydantic import BaseModel
 from pymongo import ASCENDING, ReturnDocument
@@ -23,19 +22,7 @@ class Schedule(BaseModel):
     updated_at: datetime | None = None
 
 
-class ScheduleStore(Protocol):
-    def get(self, owner: str, callrail_account_id: str) -> Schedule | None: ...
-
-    def of_owner(self, owner: str) -> dict[str, Schedule]:
-        """The owner's schedules by CallRail account."""
-
-    def set(
-        self, owner: str, callrail_account_id: str, paused: bool, interval_seconds: int | None
-    ) -> Schedule:
-        """Pause or resume an account, with its own interval (None: the default)."""
-
-
-class MongoScheduleStore:
+class ScheduleStore:
     def __init__(self, db: Db) -> None:
         self._schedules = db[COLLECTION]
 
@@ -47,12 +34,14 @@ class MongoScheduleStore:
         return Schedule.model_validate(doc) if doc else None
 
     def of_owner(self, owner: str) -> dict[str, Schedule]:
+        """The owner's schedules by CallRail account."""
         docs = self._schedules.find({"owner": owner})
         return {d["callrail_account_id"]: Schedule.model_validate(d) for d in docs}
 
     def set(
         self, owner: str, callrail_account_id: str, paused: bool, interval_seconds: int | None
     ) -> Schedule:
+        """Pause or resume an account, with its own interval (None: the default)."""
         doc = self._schedules.find_one_and_update(
             {"_id": f"{owner}:{callrail_account_id}"},
             {

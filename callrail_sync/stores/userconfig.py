@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any
 
 from pymongo import ASCENDING
 
@@ -13,22 +13,9 @@ from callrail_sync.stores.database import Db, as_object_id, utcnow
 COLLECTION = "analytics.callrail.userconfig"
 
 
-class UserConfigStore(Protocol):
-    """Read and write the configured CallRail accounts of DashClicks accounts."""
-
-    def set(self, owner: str, callrail_account_ids: Iterable[str]) -> None:
-        """Replace the owner's configured CallRail accounts."""
-
-    def configured(self) -> Iterator[tuple[str, list[str]]]:
-        """(owner, CallRail account ids) for every DashClicks account with a config."""
-
-    def of_owner(self, owner: str) -> list[str]:
-        """The CallRail accounts one DashClicks account has configured."""
-
-
-class MongoUserConfigStore:
-    """`UserConfigStore` over the spec's collection (a single `callrail_account_id` is read
-    too, as older documents have it)."""
+class UserConfigStore:
+    """The configured CallRail accounts of DashClicks accounts, in the spec's collection (a
+    single `callrail_account_id` is read too, as older documents have it)."""
 
     def __init__(self, db: Db) -> None:
         self._config = db[COLLECTION]
@@ -37,6 +24,7 @@ class MongoUserConfigStore:
         self._config.create_index([("account_id", ASCENDING)])
 
     def set(self, owner: str, callrail_account_ids: Iterable[str]) -> None:
+        """Replace the owner's configured CallRail accounts."""
         self._config.update_one(
             {"account_id": as_object_id(owner)},
             {"$set": {"callrail_account_ids": list(callrail_account_ids), "updated_at": utcnow()}},
@@ -44,10 +32,12 @@ class MongoUserConfigStore:
         )
 
     def configured(self) -> Iterator[tuple[str, list[str]]]:
+        """(owner, CallRail account ids) for every DashClicks account with a config."""
         for doc in self._config.find({}):
             yield str(doc["account_id"]), _ids(doc)
 
     def of_owner(self, owner: str) -> list[str]:
+        """The CallRail accounts one DashClicks account has configured."""
         doc = self._config.find_one({"account_id": as_object_id(owner)})
         return _ids(doc) if doc else []
 

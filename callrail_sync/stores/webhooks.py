@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ASCENDING, ReturnDocument
@@ -37,38 +37,8 @@ class WebhookRecord(BaseModel):
     updated_at: str | None = None
 
 
-class WebhookStore(Protocol):
-    """Find, remember and move webhook records."""
-
-    def remember(
-        self,
-        owner: str,
-        callrail_account_id: str,
-        company_id: str,
-        url: str,
-        fields: dict[str, Any],
-    ) -> WebhookRecord:
-        """The record of a URL (found by owner, account, company and URL), made if new."""
-
-    def get(self, owner: str, webhook_id: str) -> WebhookRecord | None:
-        """The owner's record with this id."""
-
-    def find(
-        self, owner: str, callrail_account_id: str, company_id: str, url: str
-    ) -> WebhookRecord | None:
-        """The owner's record of this URL of the company, if any."""
-
-    def forget(self, owner: str, webhook_id: str) -> None:
-        """Drop a record (its URL is gone from the integration)."""
-
-    def move(
-        self, owner: str, webhook_id: str, url: str, fields: dict[str, Any]
-    ) -> WebhookRecord | None:
-        """Point an existing id at a new URL (an update keeps the id)."""
-
-
-class MongoWebhookStore:
-    """`WebhookStore` over `callrail_webhooks`."""
+class WebhookStore:
+    """Find, remember and move webhook records in `callrail_webhooks`."""
 
     def __init__(self, db: Db) -> None:
         self._webhooks = db[COLLECTION]
@@ -116,6 +86,7 @@ class MongoWebhookStore:
         url: str,
         fields: dict[str, Any],
     ) -> WebhookRecord:
+        """The record of a URL (found by owner, account, company and URL), made if new."""
         now = utcnow()
         key = {
             "owner": owner,
@@ -141,12 +112,14 @@ class MongoWebhookStore:
         raise RuntimeError("could not remember the webhook")
 
     def get(self, owner: str, webhook_id: str) -> WebhookRecord | None:
+        """The owner's record with this id."""
         doc = self._webhooks.find_one({"_id": webhook_id, "owner": owner})
         return WebhookRecord.model_validate(doc) if doc else None
 
     def find(
         self, owner: str, callrail_account_id: str, company_id: str, url: str
     ) -> WebhookRecord | None:
+        """The owner's record of this URL of the company, if any."""
         key = {
             "owner": owner,
             "callrail_account_id": callrail_account_id,
@@ -157,11 +130,13 @@ class MongoWebhookStore:
         return WebhookRecord.model_validate(doc) if doc else None
 
     def forget(self, owner: str, webhook_id: str) -> None:
+        """Drop a record (its URL is gone from the integration)."""
         self._webhooks.delete_one({"_id": webhook_id, "owner": owner})
 
     def move(
         self, owner: str, webhook_id: str, url: str, fields: dict[str, Any]
     ) -> WebhookRecord | None:
+        """Point an existing id at a new URL (an update keeps the id)."""
         doc = self._webhooks.find_one_and_update(
             {"_id": webhook_id, "owner": owner},
             {"$set": {"url": url, **fields, "seen_at": utcnow()}},
