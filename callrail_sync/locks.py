@@ -2,7 +2,7 @@
 integration at a time, and one worker at a time recording a listing's changes (its feed).
 
 CallRail keeps a company's webhook URLs in one integration whose whole config a write
-replaces, so two changes made at once would lose one. `Locks.hold(name)` is a Redis lock (a
+replaces, so two changes made at once would lose one. `RedisLocks.hold(name)` is a Redis lock (a
 random token, released only by its holder, expiring after `ttl` in case the holder dies).
 Before it writes, the holder `confirm()`s it still holds the lock, renewing it; if it expired
 (the holder stalled past the TTL), confirm raises and the job retries from a fresh read of
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Protocol
 
 import redis
 from redis.exceptions import LockError
@@ -23,21 +22,12 @@ from callrail_sync.errors import LockBusy
 BUSY = "another worker is changing the same thing; trying again"
 
 
-class Held(Protocol):
-    def confirm(self) -> None:
-        """Raise LockBusy unless the lock is still ours; renew it if it is."""
-
-
-class Locks(Protocol):
-    def hold(self, name: str) -> contextlib.AbstractContextManager[Held]:
-        """Wait for the lock `name` (LockBusy after the wait), and hold it for the block."""
-
-
-class _RedisHeld:
+class Held:
     def __init__(self, lock: redis.lock.Lock) -> None:
         self._lock = lock
 
     def confirm(self) -> None:
+        """Raise LockBusy unless the lock is still ours; renew it if it is."""
         try:
             self._lock.reacquire()
         except LockError:
@@ -45,7 +35,7 @@ class _RedisHeld:
 
 
 class RedisLocks:
-    """`Locks` in Redis, shared by every worker on it."""
+    """Locks in Redis, shared by every worker on it."""
 
     def __init__(
         self, client: redis.Redis, ttl: float = 60.0, wait: float = 20.0, prefix: str = "callrail"
@@ -55,13 +45,14 @@ class RedisLocks:
 
     @contextlib.contextmanager
     def hold(self, name: str) -> Iterator[Held]:
+        """Wait for the lock `name` (LockBusy after the wait), and hold it for the block."""
         lock = self._redis.lock(
             self._prefix + name, timeout=self._ttl, blocking_timeout=self._wait, thread_local=False
         )
         if not lock.acquire():
             raise LockBusy(BUSY)
         try:
-            yield _RedisHeld(lock)
+            yield Held(lock)
         finally:
             with contextlib.suppress(LockError):  # expired meanwhile: nothing to release
                 lock.release()

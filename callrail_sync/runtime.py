@@ -21,7 +21,7 @@ from callrail_sync.budget import RequestBudget, Window, unit_for
 from callrail_sync.callrail.client import BeforeRequest, CallRailClient, Timeouts
 from callrail_sync.config import Settings
 from callrail_sync.events import JobEvents
-from callrail_sync.locks import Locks, RedisLocks
+from callrail_sync.locks import RedisLocks
 from callrail_sync.logs import register_secret
 from callrail_sync.stores import Stores, connect
 
@@ -36,7 +36,7 @@ class Runtime:
     """Redis for coordination (stop flags, events, claims)."""
     budget: RequestBudget
     """The shared request budget."""
-    locks: Locks
+    locks: RedisLocks
     """Locks across workers."""
 
     def client(self, api_key: str) -> CallRailClient:

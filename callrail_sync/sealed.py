@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from pymongo.collection import Collection
 
 from callrail_sync.config import Settings
 
@@ -84,15 +84,7 @@ class Sealer:
         return PREFIX + self._fernet.rotate(value[len(PREFIX) :].encode()).decode()
 
 
-class Documents(Protocol):
-    """The part of a MongoDB collection `reseal_documents` uses."""
-
-    def find(self, filter: Mapping[str, Any], projection: Mapping[str, Any]) -> Iterable[Any]: ...
-
-    def update_one(self, filter: Mapping[str, Any], update: Mapping[str, Any]) -> Any: ...
-
-
-def reseal_documents(documents: Documents, sealer: Sealer, fields: tuple[str, ...]) -> int:
+def reseal_documents(documents: Collection[Any], sealer: Sealer, fields: tuple[str, ...]) -> int:
     """Write every stored value of `fields` again, sealed with the newest key (a plain one
     sealed), so that an older key can be dropped from SECRETS_KEYS. A document changed
     meanwhile (a rotation) is left as it is: its values were just sealed with the newest key.
