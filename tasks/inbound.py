@@ -30,6 +30,7 @@ from callrail_sync.runtime import Runtime
 from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.inbox import NewCallEvent, Sighting
 from callrail_sync.stores.receivers import Receiver, Registration
+from callrail_sync.stores.snapshots import as_utc
 from callrail_sync.urls import receiver_url
 from tasks.jobs import Outcome
 from tasks.streams import merge_calls
@@ -70,7 +71,7 @@ def normalize(rt: Runtime, keys: list[str]) -> dict[str, int]:
                 resource_id=deliveries.resource_id(payload),
                 source="webhook",
                 received_at=entry.received_at,
-                start_time=deliveries.instant(payload.get("start_time")),
+                start_time=as_utc(payload.get("start_time")),
                 fields=deliveries.call_fields(payload),
                 changes=deliveries.changes_of(payload),
             )
@@ -209,7 +210,7 @@ def reconcile_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
         by_company: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for call in calls:
             owner_of = receivers.get(str(call.get("company_id")))
-            began = deliveries.instant(call.get("start_time"))
+            began = as_utc(call.get("start_time"))
             if owner_of is None or not deliveries.resource_id(call):
                 continue
             if call.get("direction") == "outbound":
@@ -263,7 +264,7 @@ def _record_missed(
 ) -> int:
     ids = [deliveries.resource_id(c) for c in calls]
     sightings = [
-        Sighting(call_id, deliveries.instant(c.get("start_time")), c.get("customer_phone_number"))
+        Sighting(call_id, as_utc(c.get("start_time")), c.get("customer_phone_number"))
         for call_id, c in zip(ids, calls, strict=True)
     ]
     have = rt.stores.inbox.known(company_id, "post_call", sightings)
@@ -281,7 +282,7 @@ def _record_missed(
             resource_id=call_id,
             source="reconciled",
             received_at=utcnow(),
-            start_time=deliveries.instant(call.get("start_time")),
+            start_time=as_utc(call.get("start_time")),
             fields=deliveries.call_fields(call),
         )
         events.append(new)

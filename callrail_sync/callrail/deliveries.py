@@ -18,7 +18,6 @@ import binascii
 import hashlib
 import hmac
 import json
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 Event = Literal["pre_call", "post_call", "updated_call", "form_captured"]
@@ -159,14 +158,3 @@ def unreadable_key(company_id: str, raw: bytes) -> str:
 
 def call_fields(payload: dict[str, Any]) -> dict[str, Any]:
     return {name: payload[name] for name in CALL_FIELDS if name in payload}
-
-
-def instant(value: Any) -> datetime | None:
-    """A CallRail time (ISO 8601 with an offset) in UTC, or None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
