@@ -32,19 +32,17 @@ def asked_fields(query: Query) -> set[str]:
 def per_page(query: Query) -> int:
     """`per_page`: 100 by default; above the documented maximum of 250 the maximum is served
     (a guess, unverified); not a positive number: a 400 reply."""
-    try:
-        size = int(param(query, "per_page") or DEFAULT_PER_PAGE)
-    except ValueError:
-        raise error(400, "page and per_page must be numbers") from None
-    if size < 1:
-        raise error(400, "page and per_page must be positive")
-    return min(size, MAX_PER_PAGE)
+    return min(_positive(query, "per_page", DEFAULT_PER_PAGE), MAX_PER_PAGE)
 
 
 def page_number(query: Query) -> int:
     """`page`: 1 by default; not a positive number: a 400 reply."""
+    return _positive(query, "page", 1)
+
+
+def _positive(query: Query, name: str, default: int) -> int:
     try:
-        number = int(param(query, "page") or 1)
+        number = int(param(query, name) or default)
     except ValueError:
         raise error(400, "page and per_page must be numbers") from None
     if number < 1:
