@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
 
 from callrail_sync.errors import API_KEY_NOT_FOUND
 from callrail_sync.job import Job, JobParams, JobType, NewJob
@@ -16,7 +18,7 @@ from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.snapshots import PageQuery
 from tasks import sync as sync_tasks
 
-from .conftest import OTHER_OWNER, Submitter, wait_job
+from .conftest import OTHER_OWNER, OWNER, Submitter, wait_job
 
 
 def all_records(stores: Stores, kind: str, owner: str, account: str | None = None) -> list[dict]:
@@ -182,6 +184,37 @@ def test_the_same_job_run_twice_leaves_one_snapshot_without_duplicates(
     # And once more, as a second redelivery after the end: same snapshot, same records.
     sync_tasks.sync_companies_work(stores.jobs.get(job.id), runtime, client)
     assert len(all_records(stores, "companies", owner, account)) == 1_100
+
+
+def test_a_page_written_again_never_takes_a_record_out_of_the_snapshot(stores, mongo_server):
+    """Two attempts of one job can overlap (one stalled past its lease, then resumed): the
+    slower one rewrites pages of a snapshot the other already published. The rewrite used to
+    delete the page's records and insert them again: readers found them missing meanwhile
+    (the fault suite's Mongo-restart case once saw a head of 1,000 records over 750), and for
+    good when the insert failed. Here the rewrite's second write fails (a fail point of the
+    real server): every record is still there, and a rewrite that succeeds replaces them."""
+    records = [{"id": f"COM{n}", "name": f"Company {n}", "status": "active"} for n in range(40)]
+    snapshots = stores.snapshots
+    snapshots.begin("snap_again", OWNER, "companies", "ACC1")
+    snapshots.write_records("companies", "snap_again", OWNER, records)
+    everything = PageQuery(page=1, per_page=100)
+    admin = MongoClient(mongo_server + "/?directConnection=true")
+    admin.admin.command(
+        "configureFailPoint",
+        "failCommand",
+        mode={"skip": 1, "times": 1},  # the rewrite's insert goes through, its next write fails
+        data={"failCommands": ["insert", "update"], "errorCode": 2},
+    )
+    try:
+        with pytest.raises(PyMongoError):
+            snapshots.write_records("companies", "snap_again", OWNER, records)
+    finally:
+        admin.admin.command("configureFailPoint", "failCommand", mode="off")
+    assert snapshots.count("companies", "snap_again", everything) == 40
+    renamed = [{**r, "name": r["name"] + " (renamed)"} for r in records]
+    assert snapshots.write_records("companies", "snap_again", OWNER, renamed) == 40
+    names = {r["name"] for r in snapshots.read_page("companies", "snap_again", everything)}
+    assert names == {r["name"] for r in renamed}
 
 
 def test_snapshots_belong_to_the_owner_that_asked(worker, stores, owner, submit_job, sim_data):

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReplaceOne, ReturnDocument
 from pymongo.errors import BulkWriteError
 
 from callrail_sync.stores.database import Db, utcnow
@@ -179,7 +179,7 @@ class MongoSnapshotStore:
         self, kind: Kind, snapshot_id: str, owner: str, records: Iterable[dict[str, Any]]
     ) -> int:
         """Records are inserted (fast); those whose key is already there (a page written again
-        after a redelivery) are replaced."""
+        after a redelivery, or by another attempt of the same job) are replaced in place."""
         docs = [
             {
                 **record,
@@ -204,10 +204,13 @@ class MongoSnapshotStore:
             again = {e["index"] for e in failures if e.get("code") == 11000}
             if len(again) != len(failures):
                 raise
-            # The snapshot is not visible yet, so delete-then-insert needs no atomicity.
-            redo = [docs[i] for i in sorted(again)]
-            items.delete_many({"_id": {"$in": [d["_id"] for d in redo]}})
-            items.insert_many(redo, ordered=False)
+            # Never deleted first: the snapshot may be published already (by the attempt that
+            # wrote the page before), and a reader must not find a record of it missing, even
+            # for the moment between a delete and an insert, nor after a write that failed.
+            again_docs = [docs[i] for i in sorted(again)]
+            items.bulk_write(
+                [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in again_docs], ordered=False
+            )
         return len(docs)
 
     def publish(self, snapshot_id: str, pages: int) -> SnapshotHead:
