@@ -123,28 +123,69 @@ def run_job(task: Task, job_id: str, work: Work) -> Summary:
         return _run(task, rt, job, work, context)
 
 
+class ClaimLost(Exception):
+    """This attempt no longer holds its job: it fell silent past its lease (a stall, the store
+    out of reach) and another attempt took the job over. It stops and leaves the job alone."""
+
+
+@dataclass
+class Claim:
+    """A running attempt's hold on its job: the message that claimed it, and whether a
+    heartbeat found the job taken from it."""
+
+    job_id: str
+    message_id: str
+    lost: threading.Event = field(default_factory=threading.Event)
+
+
+_attempt = threading.local()
+"""The claim of the attempt that this thread runs (set by `heartbeat`)."""
+
+
+def claim_point(rt: Runtime, job_id: str, *, confirm: bool = False) -> None:
+    """Raise ClaimLost if this thread's attempt lost its job; with `confirm`, ask the store
+    now (one heartbeat) rather than trust the last beat: before publishing, an attempt that
+    was taken over must not publish beside the one that took it. A thread that runs no claim
+    (work called directly) passes."""
+    claim: Claim | None = getattr(_attempt, "claim", None)
+    if claim is None or claim.job_id != job_id:
+        return
+    if confirm and not claim.lost.is_set() and not rt.stores.jobs.beat(job_id, claim.message_id):
+        claim.lost.set()
+    if claim.lost.is_set():
+        raise ClaimLost(job_id)
+
+
 @contextmanager
-def heartbeat(rt: Runtime, job_id: str, message_id: str) -> Iterator[None]:
+def heartbeat(rt: Runtime, job_id: str, message_id: str) -> Iterator[Claim]:
     """Say the job's process is alive every third of JOB_LEASE_SECONDS while the job runs, from
     a thread of its own: a page that waits on the quota or on CallRail still beats, and only a
-    process that is gone (killed, its machine lost) falls silent (`revive_orphans`)."""
+    process that is gone (killed, its machine lost) falls silent (`revive_orphans`). A beat
+    that finds the job taken over marks the claim lost: the attempt stops at its next
+    `claim_point` (a stalled process resumes, but never as a second runner of the job)."""
     stop = threading.Event()
     every = rt.settings.job_lease_seconds / 3
+    claim = Claim(job_id, message_id)
 
     def beat() -> None:
         while not stop.wait(every):
             try:
                 if not rt.stores.jobs.beat(job_id, message_id):
-                    return  # no longer ours to run (finished, handed back, taken over)
+                    # No longer ours to run (finished, handed back, taken over).
+                    claim.lost.set()
+                    return
             except Exception as exc:  # the store blinked: the next beat tries again
                 log.warning("heartbeat not recorded", extra={"job_id": job_id, "error": str(exc)})
 
     thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
     thread.start()
+    outer = getattr(_attempt, "claim", None)
+    _attempt.claim = claim
     try:
-        yield
+        yield claim
     finally:
         stop.set()
+        _attempt.claim = outer
 
 
 def _run(task: Task, rt: Runtime, job: Job, work: Work, context: dict[str, Any]) -> Summary:
@@ -157,6 +198,10 @@ def _run(task: Task, rt: Runtime, job: Job, work: Work, context: dict[str, Any])
         return _wait_for_budget(task, rt, job, exc, key, context)
     except errors.StopRequested:
         return _hand_back(task, rt, job, context)
+    except ClaimLost:
+        # Another attempt runs the job now: its status, pages and snapshot are that one's.
+        log.warning("job taken over by another attempt; this one stops", extra=context)
+        return summary(job_id, "taken over")
     except errors.CallRailSyncError as exc:
         if isinstance(exc, errors.Unauthorized) and key is not None:
             # The spec's token invalidation: no later job spends a request on this key.

@@ -24,7 +24,7 @@ from callrail_sync.stopping import stop_point
 from callrail_sync.stores.changes import TrackChecks, Tracker
 from callrail_sync.stores.snapshots import Kind, SnapshotWriter, head_id
 from tasks import inbound
-from tasks.jobs import Outcome
+from tasks.jobs import Outcome, claim_point
 
 log = logging.getLogger("callrail_sync.sync")
 GONE_SAMPLE = 10
@@ -71,9 +71,12 @@ def store_pages(
             },
         )
         stop_point(job.id)
+        claim_point(rt, job.id)
     # The walk is complete: only now may a record it lacks count as deleted. One worker at a
-    # time tracks a feed, so its change numbers are written in order.
+    # time tracks a feed, so its change numbers are written in order; and one attempt of a
+    # job publishes it: one taken over while it walked (stalled past its lease) stops here.
     with rt.locks.hold("feed:" + head_id(job.owner, kind, callrail_account_id)) as held:
+        claim_point(rt, job.id, confirm=True)
         checks = TrackChecks(expected, confirm_gone, held.confirm)
         changes = tracker.track(job.id, checks)
         head = snapshots.publish(job.id, pages=len(done.progress.pages_done))

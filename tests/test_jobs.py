@@ -16,6 +16,7 @@ from callrail_sync.job import Job, JobParams, JobType, NewJob
 from callrail_sync.stores import Stores
 from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.snapshots import PageQuery
+from tasks import jobs as jobs_tasks
 from tasks import sync as sync_tasks
 
 from .conftest import OTHER_OWNER, OWNER, Submitter, wait_job
@@ -184,6 +185,36 @@ def test_the_same_job_run_twice_leaves_one_snapshot_without_duplicates(
     # And once more, as a second redelivery after the end: same snapshot, same records.
     sync_tasks.sync_companies_work(stores.jobs.get(job.id), runtime, client)
     assert len(all_records(stores, "companies", owner, account)) == 1_100
+
+
+def test_an_attempt_taken_over_while_it_walked_stops_before_publishing(
+    stores, owner, runtime, sim_data, api_key
+):
+    """An attempt stalls past its lease (the fault suite's Mongo-restart case, a worker starved
+    of CPU) and another claims the job; when the first resumes it must not run on beside the
+    second, publishing and tracking changes twice. It finds out at the latest before it
+    publishes, and leaves the job as the other attempt holds it. (The takeover itself, by
+    the reviver after a real stall, is what the fault suite's stalled-worker runs covered.)"""
+    account = sim_data.add_account(api_key, 300)
+    params = JobParams(callrail_account_id=account)
+    job, _ = stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_COMPANIES, params=params))
+    first = stores.jobs.start(job.id, "first", lease_seconds=90)
+
+    def walk_then_stall(job: Job, rt, client) -> jobs_tasks.Outcome:
+        def pages():
+            yield from client.iter_company_pages(account)
+            # The lease ran out meanwhile: another message claims the job.
+            assert stores.jobs.start(job.id, "second", lease_seconds=0) is not None
+
+        return sync_tasks.store_pages(job, rt, "companies", account, pages())
+
+    with jobs_tasks.heartbeat(runtime, job.id, "first"):
+        ended = jobs_tasks._run(None, runtime, first, walk_then_stall, {"job_id": job.id})
+    assert ended == {"job_id": job.id, "status": "taken over"}
+    assert stores.snapshots.current(owner, "companies", account) is None  # nothing published
+    now = stores.jobs.get(job.id)
+    assert now.status == "running" and now.attempts == 2  # the second attempt's, untouched
+    assert stores.db["callrail_jobs"].find_one({"_id": job.id})["claimed_by"] == "second"
 
 
 def test_a_page_written_again_never_takes_a_record_out_of_the_snapshot(stores, mongo_server):
