@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 import requests
 
+from callrail_sync.cli.processes import wait_until
 from callrail_sync.stores.snapshots import ITEM_COLLECTIONS, SORT_KEYS, SORTABLE
 
 from .conftest import wait_job
@@ -36,10 +37,19 @@ def counting(runtime) -> CountingSnapshots:
     return runtime.stores.snapshots
 
 
-def test_a_page_read_again_asks_the_store_nothing(counting, shim_url, token, owner, worker, stores):
+def test_a_page_read_again_asks_the_store_nothing(
+    counting, shim_url, shim_server, token, owner, worker, stores
+):
     headers = {"Authorization": f"Bearer {token}"}
     page = f"{shim_url}{P}/accounts?per_page=1&sort=-name"
-    wait_job(stores, requests.get(page, headers=headers, timeout=10).json()["data"]["job_id"])
+    heard: list[dict] = []
+    shim_server[1].app.state.services.hub.listen(heard.append)  # after the cache's own listener
+    job_id = requests.get(page, headers=headers, timeout=10).json()["data"]["job_id"]
+    wait_job(stores, job_id)
+    # The job's last event drops the cached head when it reaches the shim, a moment after the
+    # job is written: wait for it, or it comes between two reads below (it did, under load).
+    done = {"job_id": job_id, "status": "succeeded"}
+    assert wait_until(lambda: any(done.items() <= e.items() for e in heard), 10), heard
     first = requests.get(page, headers=headers, timeout=10).json()["data"]
     reads = sum(counting.calls.values())
     again = [requests.get(page, headers=headers, timeout=10).json()["data"] for _ in range(5)]

@@ -311,6 +311,14 @@ def test_metrics_move_when_jobs_run(worker, stores, owner, submit_job, sim, metr
     sim.set_knobs(fail_next=["429"], send_retry_after=True, scripted_retry_after=1)
     job, _ = submit_job(OWNER, "sync_accounts")
     assert wait_job(stores, job.id).status == "succeeded"
+
+    def jobs_counted(text: str) -> float:
+        return metric(text, "callrail_jobs_total", type="sync_accounts", status="succeeded")
+
+    # The jobs counter moves just after the job's final status is written (wait_job sees that
+    # first): wait for it, or a loaded machine reads the metrics in between (it did).
+    scrape = lambda: requests.get(metrics_url, timeout=10).text  # noqa: E731
+    assert wait_until(lambda: jobs_counted(scrape()) > jobs_counted(before), 10)
     after = requests.get(metrics_url, timeout=10).text
     moved = {
         "jobs": (
