@@ -263,6 +263,9 @@ def test_a_write_stopped_half_way_is_counted_again_by_the_next(
             assert {k: v["duration"] for k, v in got.items()} == {
                 k: v["duration"] for k, v in expected.items()
             }
+    # The feed's counts by action too: the stopped write's records were never counted.
+    expected = {"added": 300, "updated": 0, "deleted": 0}
+    assert stores.streams.counts(FEED) == counted_from_records(stores) == expected
 
 
 class CountingFinds:
@@ -322,3 +325,60 @@ def test_once_a_feeds_density_is_known_a_page_is_about_one_read_of_what_it_shows
     assert all(docs <= 51 for _, docs in reads)
     later = [finds for finds, _ in reads[1:-1]]
     assert sum(later) <= len(later) * 1.5, reads
+
+
+def counted_from_records(stores: Stores) -> dict[str, int]:
+    docs = stores.db["callrail_stream_records"].find({"feed": FEED})
+    found = Counter(str(d["last_action"]) for d in docs)
+    return {a: found.get(a, 0) for a in ("added", "updated", "deleted")}
+
+
+def test_counts_by_action_are_kept_with_the_feed_and_read_without_its_records(
+    stores: Stores,
+) -> None:
+    calls = make_calls(300, seed=5)
+    write(stores, calls[:200])
+    write(stores, [dict(c, customer_name="Edited") for c in calls[:30]] + calls[200:])
+    stores.streams.mark_deleted(CALLS, FEED, [c["id"] for c in calls[20:50]])  # 10 edited ones
+    write(stores, calls[40:45])  # five come back: added again
+    expected = {"added": 300 - 30 - 20 + 5, "updated": 20, "deleted": 25}
+    assert counted_from_records(stores) == expected
+    store = MongoStreamStore(stores.db)
+    store._records = None  # type: ignore[assignment]  # counts must not read the records
+    assert store.counts(FEED) == expected
+    # A feed written before the counts were kept: counted from its records, then kept again
+    # by its next write.
+    stores.db["callrail_feeds"].update_one({"_id": FEED}, {"$unset": {"actions": ""}})
+    assert stores.streams.counts(FEED) == expected
+    write(stores, [dict(calls[100], customer_name="Edited")])  # an added one is updated
+    assert "actions" in (stores.db["callrail_feeds"].find_one({"_id": FEED}) or {})
+    assert store.counts(FEED) == {**expected, "added": expected["added"] - 1, "updated": 21}
+    assert stores.streams.counts(feed_id(OWNER, "calls", "ACC" + "6" * 32)) == dict.fromkeys(
+        ("added", "updated", "deleted"), 0
+    )
+
+
+def test_changes_of_one_action_read_only_that_actions_records(stores: Stores) -> None:
+    calls = make_calls(400, seed=9)
+    for start in range(0, 400, 100):
+        write(stores, calls[start : start + 100])
+    gone = sorted(c["id"] for c in calls[100:110])
+    stores.streams.mark_deleted(CALLS, FEED, gone)
+    write(stores, [dict(c, customer_name="Edited") for c in calls[300:305]])
+    store = MongoStreamStore(stores.db)
+    counted = CountingFinds(store._records)
+    store._records = counted  # type: ignore[assignment]
+    page = store.changes(FEED, 0, frozenset({"deleted"}), 100)
+    assert sorted(c.id for c in page.changes) == gone and not page.has_more
+    assert counted.docs == 10  # the 395 others are not read
+    both = store.changes(FEED, 0, frozenset({"deleted", "updated"}), 12)
+    assert [c.seq for c in both.changes] == sorted(c.seq for c in both.changes)
+    assert len(both.changes) == 12 and both.has_more
+    rest = store.changes(FEED, both.next_after, frozenset({"deleted", "updated"}), 100)
+    assert {c.id for c in both.changes + rest.changes} == set(gone) | {
+        c["id"] for c in calls[300:305]
+    }
+    last = max(c.changed_at for c in page.changes)
+    assert store.changes(FEED, 0, frozenset({"deleted"}), 100, modified_after=last).changes == []
+    earlier = last - timedelta(minutes=1)
+    assert len(store.changes(FEED, 0, frozenset({"deleted"}), 100, earlier).changes) == 10

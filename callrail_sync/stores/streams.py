@@ -13,8 +13,11 @@ per query, pushes no limit down, and updates at a cost that grows with the docum
   has to drop a long tail. The fields the records API filters on are kept beside the record
   (`company_id`, and for calls `answer_status`, `direction`, `source`, `first_call`,
   `lead_status`, `tags`).
-- `callrail_feeds` (shared with the snapshot feeds): the feed's last number (`seq`) and up to
-  where numbers are written (`committed`); readers never pass `committed`.
+- `callrail_feeds` (shared with the snapshot feeds): the feed's last number (`seq`), up to
+  where numbers are written (`committed`; readers never pass it), and its records by last
+  action (`actions`: moved in the same update as `committed`, so `GET /status` reads one
+  document, not every record of the feed; counted again from the records after a write
+  that stopped half way).
 - `callrail_stream_rollups`: per feed, company and day (`<feed>|d|<company>|all|<YYYY-MM-DD>`),
   the calls' counts in total and by source, campaign and keywords in one document; for the
   whole account (`*`), per day and per month (`|m|…|<YYYY-MM>`), one document per dimension
@@ -381,7 +384,17 @@ class MongoStreamStore:
     def ensure_indexes(self) -> None:
         self._records.create_index([("kt", ASCENDING)], unique=True)
         self._records.create_index([("ks", ASCENDING)], unique=True)
+        # The change feed of updates or deletions only (`/changes?actions=deleted`): one
+        # action's changes in a range of numbers, without reading the additions around them.
+        # Partial (`updated` and `deleted` sort after `added`): a backfill's inserts, all
+        # additions, do not write it.
+        self._records.create_index(
+            [("last_action", ASCENDING), ("ks", ASCENDING)],
+            name="rare_actions",
+            partialFilterExpression={"last_action": {"$gt": "added"}},
+        )
         self._rollups.create_index([("k", ASCENDING)])
+        self._state.create_index([("finished_at", ASCENDING)])
 
     # --- writing -------------------------------------------------------------------------
 
@@ -420,6 +433,7 @@ class MongoStreamStore:
         last = self._take_numbers(feed, len(plans), stream)
         numbers = iter(range(last - len(plans) + 1, last + 1))
         rollups = RollupDeltas(feed)
+        moves: dict[str, int] = defaultdict(int)
         ops: list[InsertOne[dict[str, Any]] | UpdateOne] = []
         for record_id, merged, moment, old, digest in plans:
             seq = next(numbers)
@@ -459,15 +473,26 @@ class MongoStreamStore:
                     )
                 )
                 written.added += 1
+                moves["added"] += 1
             else:
                 back = old.get("deleted_at") is not None
                 doc["last_action"] = "added" if back else "updated"
                 ops.append(UpdateOne({"_id": f"{feed}|{record_id}"}, {"$set": doc}))
                 written.updated += 1
+                moves[doc["last_action"]] += 1
+                moves[str(old.get("last_action"))] -= 1
         self._records.bulk_write(ops, ordered=False)
         self._write_rollups(rollups)
-        self._feeds.update_one({"_id": feed}, {"$max": {"committed": last}})
+        self._commit(feed, last, moves)
         return written
+
+    def _commit(self, feed: str, last: int, moves: dict[str, int]) -> None:
+        """Readers may read up to `last`; the feed's counts by action move as the write did."""
+        change: dict[str, Any] = {"$max": {"committed": last}}
+        incs = {f"actions.{a}": n for a, n in moves.items() if n and a in ACTIONS}
+        if incs:
+            change["$inc"] = incs
+        self._feeds.update_one({"_id": feed}, change)
 
     def _write_rollups(self, rollups: RollupDeltas) -> None:
         """A write's roll-up changes: which documents exist read first (by id, in small
@@ -490,7 +515,22 @@ class MongoStreamStore:
         seq, committed = int((before or {}).get("seq", 0)), int((before or {}).get("committed", 0))
         if seq > committed and stream is not None and stream.name == "calls":
             self.recount(feed, committed, seq)
+        if seq > committed or (seq and "actions" not in (before or {})):
+            # A write stopped before its counts moved (or the feed predates them).
+            self._feeds.update_one({"_id": feed}, {"$set": {"actions": self._count_actions(feed)}})
         return seq + n
+
+    def _count_actions(self, feed: str) -> dict[str, int]:
+        """The feed's records by last action, counted from the records (all of them read:
+        only after a write that stopped half way)."""
+        grouped = self._records.aggregate(
+            [
+                {"$match": {"ks": {"$gte": f"{feed}|", "$lt": f"{feed}|{TOP}"}}},
+                {"$group": {"_id": "$last_action", "n": {"$sum": 1}}},
+            ]
+        )
+        found = {str(g["_id"]): int(g["n"]) for g in grouped}
+        return {action: found.get(action, 0) for action in ACTIONS}
 
     def recount(self, feed: str, after: int, upto: int) -> int:
         """Count again, from the records, the days of the calls whose change numbers are in
@@ -520,7 +560,7 @@ class MongoStreamStore:
         dims = ("all", *DIMENSIONS)
         ids = {f"{feed}|d|{c}|{d}|{day}" for c in companies for d in dims}
         ids |= {f"{feed}|d|{ALL}|company|{day}"} | set(fresh.docs)
-        held = {d["_id"]: _flat(d) for d in self._rollups.find({"_id": {"$in": sorted(ids)}})}
+        held = {d["_id"]: _flat(d) for d in by_ids(self._rollups, sorted(ids))}
         month = day.isoformat()[:7]
         ops = []
         for doc_id in sorted(ids):
@@ -548,9 +588,12 @@ class MongoStreamStore:
         numbers = iter(range(last - len(docs) + 1, last + 1))
         now = utcnow()
         rollups = RollupDeltas(feed)
+        moves: dict[str, int] = defaultdict(int)
         ops = []
         for doc in docs:
             seq = next(numbers)
+            moves["deleted"] += 1
+            moves[str(doc.get("last_action"))] -= 1
             change = {
                 "last_action": "deleted",
                 "deleted_at": now,
@@ -563,7 +606,7 @@ class MongoStreamStore:
                 rollups.add(contribution(doc["record"], doc.get("t")), -1)
         self._records.bulk_write(ops, ordered=False)
         self._write_rollups(rollups)
-        self._feeds.update_one({"_id": feed}, {"$max": {"committed": last}})
+        self._commit(feed, last, moves)
         return len(docs)
 
     def ids_between(
@@ -701,16 +744,22 @@ class MongoStreamStore:
         committed = self.committed(feed)
         found: list[dict[str, Any]] = []
         edge, band = after, max(limit * 2, 100)
+        # A range of `ks`; for updates or deletions only, that range of each action's own
+        # (`rare_actions`), so a feed of 200,000 additions is not read for its few deletions
+        # (with additions asked for, most of a range is what is wanted). `changed_at` is
+        # checked here: a second range in the query would take it off the index.
+        wanted: list[dict[str, Any]] = [{}]
+        if "added" not in actions:
+            wanted = [{"last_action": a} for a in sorted(actions)]
+        elif not set(ACTIONS) <= actions:
+            wanted = [{"last_action": {"$in": sorted(actions)}}]
         while edge < committed and len(found) <= limit:
             top = min(committed, edge + band)
             part = {"$gt": seq_key(feed, edge), "$lte": seq_key(feed, top)}
-            match: dict[str, Any] = {"ks": part}
-            if actions != frozenset(ACTIONS):
-                match["last_action"] = {"$in": sorted(actions)}
+            docs = [d for match in wanted for d in self._records.find({**match, "ks": part})]
             if modified_after is not None:
-                match["changed_at"] = {"$gt": modified_after}
-            docs = sorted(self._records.find(match), key=lambda d: d["ks"])
-            found.extend(docs)
+                docs = [d for d in docs if _after(d.get("changed_at"), modified_after)]
+            found.extend(sorted(docs, key=lambda d: d["ks"]))
             edge, band = top, band * 4
         has_more = len(found) > limit
         changes = [change_of(d) for d in found[:limit]]
@@ -722,14 +771,15 @@ class MongoStreamStore:
         return int(state.get("committed", 0))
 
     def counts(self, feed: str) -> dict[str, int]:
-        grouped = self._records.aggregate(
-            [
-                {"$match": {"feed": feed}},
-                {"$group": {"_id": "$last_action", "n": {"$sum": 1}}},
-            ]
-        )
-        found = {str(g["_id"]): int(g["n"]) for g in grouped}
-        return {action: found.get(action, 0) for action in ACTIONS}
+        """The feed's records by last action, as its last committed write left them (a
+        feed not written since the counts were kept is counted from its records)."""
+        state = self._feeds.find_one({"_id": feed}) or {}
+        if not state.get("seq"):
+            return dict.fromkeys(ACTIONS, 0)
+        kept = state.get("actions")
+        if not isinstance(kept, dict):
+            return self._count_actions(feed)
+        return {action: int(kept.get(action, 0)) for action in ACTIONS}
 
     def rollups(
         self,
@@ -777,7 +827,9 @@ class MongoStreamStore:
         return _state_of(doc)
 
     def unfinished_backfills(self) -> list[StreamState]:
-        docs = self._state.find({"started_at": {"$ne": None}, "finished_at": None})
+        # `finished_at` first: its index serves the read (SecantusDB takes the first clause
+        # an index serves).
+        docs = self._state.find({"finished_at": None, "started_at": {"$ne": None}})
         return [_state_of(doc) for doc in docs]
 
     def save_state(self, state: StreamState) -> None:
@@ -847,6 +899,14 @@ def _flat(doc: dict[str, Any], prefix: str = "") -> dict[str, int]:
         elif isinstance(value, int):
             found[path] = value
     return found
+
+
+def _after(moment: Any, bound: datetime) -> bool:
+    """`moment > bound` as MongoDB's `$gt` says it of a stored date (milliseconds)."""
+    if not isinstance(moment, datetime):
+        return False
+    bound = bound.replace(microsecond=bound.microsecond // 1000 * 1000)
+    return moment > (bound if bound.tzinfo else bound.replace(tzinfo=UTC))
 
 
 def _month_end(day: date) -> date:
