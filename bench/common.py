@@ -197,7 +197,10 @@ class DiscardingSnapshots:
         self.written += count
         return count
 
-    def publish(self, snapshot_id: str, pages: int) -> SnapshotHead:
+    def verify(self, snapshot_id: str) -> int:
+        return self.written
+
+    def publish(self, snapshot_id: str, pages: int, held: int | None = None) -> SnapshotHead:
         return SnapshotHead(
             snapshot_id=snapshot_id,
             owner=OWNER,

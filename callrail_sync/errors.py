@@ -223,6 +223,24 @@ class LockBusy(ServiceUnavailable):
     )
 
 
+class SnapshotIncomplete(ServiceUnavailable):
+    """Raised before publishing when the collection holds fewer of a snapshot's records than
+    its pages inserted (the store lost writes): nothing is published, the job walks every page
+    again (which pages lost records is not known)."""
+
+    remedy = (
+        "Our database lost part of this sync's records at {failed_at} (on our side, not yours), "
+        "so nothing of it was shown. " + TRY_AGAIN + " " + REPORT
+    )
+
+    def __init__(self, held: int, inserted: int) -> None:
+        super().__init__(
+            f"The snapshot holds {held} records where its pages inserted {inserted}; "
+            "the sync walks its pages again."
+        )
+        self.held, self.inserted = held, inserted
+
+
 class QueueUnavailable(ServiceUnavailable):
     """Raised when the broker refuses a job's message; the job was failed, nothing will run."""
 

@@ -77,9 +77,16 @@ def store_pages(
     # job publishes it: one taken over while it walked (stalled past its lease) stops here.
     with rt.locks.hold("feed:" + head_id(job.owner, kind, callrail_account_id)) as held:
         claim_point(rt, job.id, confirm=True)
+        try:
+            stored = snapshots.verify(job.id)
+        except errors.SnapshotIncomplete:
+            # Records its pages wrote are gone: nothing is tracked or published, and the retry
+            # walks every page again (which pages lost records is not known).
+            jobs.restart(job.id)
+            raise
         checks = TrackChecks(expected, confirm_gone, held.confirm)
         changes = tracker.track(job.id, checks)
-        head = snapshots.publish(job.id, pages=len(done.progress.pages_done))
+        head = snapshots.publish(job.id, pages=len(done.progress.pages_done), held=stored)
     metrics.SYNC_SECONDS.labels(kind).observe(time.monotonic() - started)
     result = {
         "synced_at": head.synced_at.isoformat(),

@@ -36,6 +36,7 @@ MADE = {  # the types whose constructor takes more than a message
     errors.RateLimitExhausted: lambda c: c(),
     errors.WebhookNotFound: lambda c: c(),
     errors.TooManyRequests: lambda c: c("slow down", retry_after=3),
+    errors.SnapshotIncomplete: lambda c: c(995, 1_000),
 }
 
 

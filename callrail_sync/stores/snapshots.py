@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ASCENDING, DESCENDING, ReplaceOne, ReturnDocument
 from pymongo.errors import BulkWriteError
 
+from callrail_sync.errors import SnapshotIncomplete
 from callrail_sync.stores.database import Db, utcnow
 
 Kind = Literal["accounts", "companies"]
@@ -107,8 +108,13 @@ class SnapshotWriter(Protocol):
     ) -> int:
         """Write one page into a building snapshot; returns how many records were written."""
 
-    def publish(self, snapshot_id: str, pages: int) -> SnapshotHead:
-        """Make a complete snapshot current in one step."""
+    def verify(self, snapshot_id: str) -> int:
+        """How many records the snapshot holds, as its readers count them; raises
+        `SnapshotIncomplete` if that is fewer than its pages inserted (the store lost some),
+        and then counts from what it holds, so that the pages written again add up."""
+
+    def publish(self, snapshot_id: str, pages: int, held: int | None = None) -> SnapshotHead:
+        """Make a complete snapshot current in one step (`held`: its count, from `verify`)."""
 
     def discard(self, snapshot_id: str) -> None:
         """A failed build: delete its records; the current snapshot is untouched."""
@@ -199,11 +205,13 @@ class MongoSnapshotStore:
         items = self._db[ITEM_COLLECTIONS[kind]]
         try:
             items.insert_many(docs, ordered=False)
+            inserted = len(docs)
         except BulkWriteError as exc:
             failures = exc.details.get("writeErrors", [])
             again = {e["index"] for e in failures if e.get("code") == 11000}
             if len(again) != len(failures):
                 raise
+            inserted = len(docs) - len(again)
             # Never deleted first: the snapshot may be published already (by the attempt that
             # wrote the page before), and a reader must not find a record of it missing, even
             # for the moment between a delete and an insert, nor after a write that failed.
@@ -211,9 +219,27 @@ class MongoSnapshotStore:
             items.bulk_write(
                 [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in again_docs], ordered=False
             )
+        if inserted:
+            # Each record is inserted once in a snapshot's life (a page written again replaces
+            # it), so this counts its distinct records: what `verify` expects to find.
+            self._snapshots.update_one({"_id": snapshot_id}, {"$inc": {"inserted": inserted}})
         return len(docs)
 
-    def publish(self, snapshot_id: str, pages: int) -> SnapshotHead:
+    def verify(self, snapshot_id: str) -> int:
+        """The count is the readers' (`count` with no search): an insert acknowledged and then
+        lost (a store that dropped writes in a restart) shows as fewer than `inserted`. A write
+        acknowledged as failed that did land only counts low, never refuses a whole snapshot."""
+        meta = self._snapshots.find_one({"_id": snapshot_id})
+        if meta is None:
+            raise KeyError(snapshot_id)
+        held = self.count(meta["kind"], snapshot_id, PageQuery())
+        inserted = int(meta.get("inserted", 0))
+        if held < inserted:
+            self._snapshots.update_one({"_id": snapshot_id}, {"$set": {"inserted": held}})
+            raise SnapshotIncomplete(held, inserted)
+        return held
+
+    def publish(self, snapshot_id: str, pages: int, held: int | None = None) -> SnapshotHead:
         """Then drop all but it and its predecessor: the predecessor is kept so that a reader
         that read the old head a moment ago still finds its records."""
         meta = self._snapshots.find_one({"_id": snapshot_id})
@@ -222,7 +248,9 @@ class MongoSnapshotStore:
         kind: Kind = meta["kind"]
         owner, account = meta["owner"], meta.get("callrail_account_id")
         items = self._db[ITEM_COLLECTIONS[kind]]
-        counts = {"records": items.count_documents({"snapshot_id": snapshot_id}), "pages": pages}
+        if held is None:
+            held = items.count_documents({"snapshot_id": snapshot_id})
+        counts = {"records": held, "pages": pages}
         if kind == "companies":
             counts["disabled"] = items.count_documents(
                 {"snapshot_id": snapshot_id, "status": "disabled"}
