@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 from datetime import date, timedelta
 
 import pytest
@@ -112,3 +113,36 @@ def test_the_request_count_is_pages_of_250_per_window_plus_the_day_counts() -> N
     ]
     assert remote.requests_for(windows) == 1 + 1 + 2
     assert remote.requests_for(windows, days=762) == 4 + math.ceil(762 / 200)
+
+
+class TimeseriesAnswers:
+    """A client whose timeseries requests each wait until all four of a 762-day plan have
+    been sent: asked one after the other, the first waits alone and the barrier breaks."""
+
+    def __init__(self) -> None:
+        self.barrier = threading.Barrier(4, timeout=10)
+        self.asked: list[tuple[str, str]] = []
+
+    def request(self, method: str, path: str, *, params: dict[str, str]) -> dict[str, object]:
+        self.asked.append((params["start_date"], params["end_date"]))
+        self.barrier.wait()
+        first, last = (
+            date.fromisoformat(params["start_date"]),
+            date.fromisoformat(params["end_date"]),
+        )
+        days = (last - first).days + 1
+        return {
+            "data": [
+                {"date": (first + timedelta(d)).isoformat(), "total_calls": 2} for d in range(days)
+            ]
+        }
+
+
+def test_the_day_counts_of_a_long_backfill_are_asked_for_at_once() -> None:
+    client = TimeseriesAnswers()
+    last = date(2026, 12, 6)
+    first = last - timedelta(days=761)
+    counts = remote.day_counts(client, "ACC1", STREAMS["calls"], first, last, "UTC")  # type: ignore[arg-type]
+    assert len(client.asked) == math.ceil(762 / remote.TIMESERIES_POINTS)
+    assert sorted(counts) == [first + timedelta(d) for d in range(762)]
+    assert set(counts.values()) == {2}
