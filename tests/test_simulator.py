@@ -287,15 +287,18 @@ def test_scripted_failures_and_the_request_log(sim, api_key):
 
 
 def test_small_answers_on_a_keep_alive_connection_do_not_wait_for_delayed_acks(sim, api_key):
-    """With Nagle on, an answer written after unacknowledged bytes waits ~40 ms for an ACK."""
+    """With Nagle on, an answer written after unacknowledged bytes waits ~40 ms for an ACK: then
+    every request takes 40 ms or more. The fastest of 20 is what tells (the mean failed on a
+    loaded machine, where any request may wait for a core)."""
     with requests.Session() as session:
         session.headers["Authorization"] = f'Token token="{api_key}"'
         session.get(sim.base_url + "/a.json", timeout=5)  # open the connection
-        started = time.perf_counter()
+        took = []
         for _ in range(20):
+            started = time.perf_counter()
             assert session.get(sim.base_url + "/a.json", timeout=5).status_code == 200
-        per_request = (time.perf_counter() - started) / 20
-    assert per_request < 0.02
+            took.append(time.perf_counter() - started)
+    assert min(took) < 0.025, sorted(took)
 
 
 def test_dropped_connection_sends_no_response(sim, api_key):
