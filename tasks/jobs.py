@@ -199,9 +199,7 @@ def _run(task: Task, rt: Runtime, job: Job, work: Work, context: dict[str, Any])
     except errors.StopRequested:
         return _hand_back(task, rt, job, context)
     except ClaimLost:
-        # Another attempt runs the job now: its status, pages and snapshot are that one's.
-        log.warning("job taken over by another attempt; this one stops", extra=context)
-        return summary(job_id, "taken over")
+        return _stand_down(job_id, context)
     except errors.CallRailSyncError as exc:
         if isinstance(exc, errors.Unauthorized) and key is not None:
             # The spec's token invalidation: no later job spends a request on this key.
@@ -227,9 +225,24 @@ def _run(task: Task, rt: Runtime, job: Job, work: Work, context: dict[str, Any])
     return summary(job_id, "succeeded")
 
 
+def _claim_lost(job_id: str) -> bool:
+    """Whether a heartbeat of this thread's attempt found its job taken over."""
+    claim: Claim | None = getattr(_attempt, "claim", None)
+    return claim is not None and claim.job_id == job_id and claim.lost.is_set()
+
+
+def _stand_down(job_id: str, context: dict[str, Any]) -> Summary:
+    """Another attempt runs the job now: its status, pages and snapshot are that one's, so this
+    one ends without writing any of them (a retry, a failure, a hand-back would undo its)."""
+    log.warning("job taken over by another attempt; this one stops", extra=context)
+    return summary(job_id, "taken over")
+
+
 def _on_error(
     task: Task, rt: Runtime, job: Job, exc: errors.CallRailSyncError, context: dict[str, Any]
 ) -> Summary:
+    if _claim_lost(job.id):
+        return _stand_down(job.id, context)
     policy = policy_for(rt)
     if policy.can_retry(job.attempts, exc):
         delay = policy.delay(job.attempts)
@@ -262,6 +275,8 @@ def _wait_for_budget(
     than MAX_COUNTDOWN are split: the task comes back early, finds the budget still closed,
     and goes back to waiting, so no countdown outlives the broker's visibility timeout.
     """
+    if _claim_lost(job.id):
+        return _stand_down(job.id, context)
     wait = exc.retry_after
     cooldown = not isinstance(exc, errors.BudgetWait)
     if cooldown and key is not None:
@@ -283,6 +298,8 @@ def _wait_for_budget(
 def _hand_back(task: Task, rt: Runtime, job: Job, context: dict[str, Any]) -> Summary:
     """The worker is stopping: requeue the job now; the next run resumes from stored pages.
     If the broker does not take it, the job stays queued and the sweeper sends it again."""
+    if _claim_lost(job.id):
+        return _stand_down(job.id, context)
     rt.stores.jobs.requeue(job.id)
     log.warning("job handed back to the queue (worker stopping)", extra=context)
     return _requeue(task, job, 0, None, context, left="queued")
@@ -326,6 +343,9 @@ def _fail(
     """Record the failure. If even that cannot be written (MongoDB is down), the task comes
     back once the job's lease is out and tries again: a job never stays `running` because its
     own failure could not be recorded."""
+    if _claim_lost(job.id):
+        _stand_down(job.id, context)  # the failure is this attempt's, not the job's
+        return
     error = JobError.of(exc)
     try:
         rt.stores.snapshots.discard(job.id)

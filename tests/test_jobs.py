@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,8 @@ import pytest
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
+from callrail_sync import errors
+from callrail_sync.cli.processes import wait_until
 from callrail_sync.errors import API_KEY_NOT_FOUND, SnapshotIncomplete
 from callrail_sync.job import Job, JobParams, JobType, NewJob
 from callrail_sync.stores import Stores
@@ -185,6 +188,32 @@ def test_the_same_job_run_twice_leaves_one_snapshot_without_duplicates(
     # And once more, as a second redelivery after the end: same snapshot, same records.
     sync_tasks.sync_companies_work(stores.jobs.get(job.id), runtime, client)
     assert len(all_records(stores, "companies", owner, account)) == 1_100
+
+
+def test_an_attempt_taken_over_leaves_the_job_alone_when_it_then_fails(
+    stores, owner, runtime, api_key
+):
+    """A stalled attempt resumes into an error (the store it lost during the stall, say):
+    once a heartbeat found the job taken over, it neither retries, fails nor hands back the
+    job, which the attempt that took it over is running (its `retrying` or `failed` would
+    stop that one: its heartbeat needs the job `running` and its own)."""
+    job, _ = stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_ACCOUNTS))
+    first = stores.jobs.start(job.id, "first", lease_seconds=90)
+    quick = dataclasses.replace(
+        runtime, settings=runtime.settings.model_copy(update={"job_lease_seconds": 0.3})
+    )
+
+    def stall_then_fail(job: Job, rt, client) -> jobs_tasks.Outcome:
+        assert stores.jobs.start(job.id, "second", lease_seconds=0) is not None
+        assert wait_until(claim.lost.is_set, 10, 0.02)  # a beat found it taken over
+        raise errors.ServiceUnavailable("MongoDB is unavailable; the job will retry.")
+
+    with jobs_tasks.heartbeat(quick, job.id, "first") as claim:
+        ended = jobs_tasks._run(None, quick, first, stall_then_fail, {"job_id": job.id})
+    assert ended == {"job_id": job.id, "status": "taken over"}
+    now = stores.jobs.get(job.id)
+    assert now.status == "running" and now.error is None  # the second attempt's, untouched
+    assert stores.db["callrail_jobs"].find_one({"_id": job.id})["claimed_by"] == "second"
 
 
 def test_a_snapshot_that_lost_records_its_pages_wrote_is_not_published_but_walked_again(
