@@ -363,6 +363,12 @@ class TransportError(CallRailError, errno=504, retriable=True):
     )
 
 
+class ConnectionLost(TransportError):
+    """The connection closed (reset, or ended) with the request sent and no answer begun:
+    most often a pooled connection that the server's keep-alive timeout closed as it was
+    reused (a page of a walk that waited on storage longer than that)."""
+
+
 class PaginationError(CallRailError):
     """Raised when CallRail's paging metadata would make a walk run away (too many pages)."""
 

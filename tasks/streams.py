@@ -101,6 +101,17 @@ class StreamContext:
         self.written = {"added": 0, "updated": 0, "unchanged": 0, "deleted": 0}
 
     def fetch(self, place: Place) -> remote.FetchedPage:
+        """One page; asked again once (through the budget again) if its connection closed
+        unanswered: a fetcher that waited for storage (a write of 16 pages into SecantusDB
+        takes ~5 s) found its pooled connection being closed by the server's keep-alive
+        timeout as it sent, and a 200,000-call backfill failed a few minutes in."""
+        try:
+            return self._fetch(place)
+        except errors.ConnectionLost:
+            log.info("connection lost; the page is asked again", extra={"feed": self.feed})
+            return self._fetch(place)
+
+    def _fetch(self, place: Place) -> remote.FetchedPage:
         return remote.fetch_page(
             self.client,
             self.account,

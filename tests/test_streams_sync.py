@@ -131,6 +131,34 @@ def test_a_backfill_reads_each_window_once_in_the_fewest_pages(
     assert placed["id"] in runtime.stores.streams.ids_between(feed, None, None)
 
 
+def test_a_page_whose_connection_closed_unanswered_is_asked_again_once(
+    runtime: Runtime, owner: str, sim: SimServer, sim_data: SimData, api_key: str
+) -> None:
+    account = sim_data.accounts_by_key[api_key][0]
+    windows = plan(runtime, owner, account, days=2)
+    expected = listed_calls(sim, api_key, account, windows)
+    sim.log.clear()
+    # The server closes a page's connection with no answer (as its keep-alive timeout does
+    # to a pooled connection reused as it ends): the page is asked again and the walk goes on.
+    sim.set_knobs(fail_next=["drop"])
+    outcome = sync_stream_work(
+        stream_job(runtime, owner, account, "calls"), runtime, client_for(sim, api_key)
+    )
+    assert outcome.result["mode"] == "backfill"
+    feed = feed_id(owner, "calls", account)
+    assert set(runtime.stores.streams.ids_between(feed, None, None)) == set(expected)
+    statuses = [r.status for r in sim.requests_logged("GET", "/calls.json")]
+    assert statuses.count(0) == 1 and len(statuses) == len(windows) + 1
+    # Twice in a row is a failure the job retries (it goes on from where it stopped).
+    sim.set_knobs(fail_next=["drop", "drop"])
+    with pytest.raises(errors.ConnectionLost):
+        sync_stream_work(
+            stream_job(runtime, owner, account, "calls", reset=True),
+            runtime,
+            client_for(sim, api_key),
+        )
+
+
 def test_a_stopped_backfill_goes_on_from_the_window_and_page_it_reached(
     runtime: Runtime, owner: str, sim: SimServer, sim_data: SimData, api_key: str
 ) -> None:

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ProtocolError
 
 from callrail_sync import errors
 from callrail_sync.callrail.models import Integration, PageMeta
@@ -252,6 +253,8 @@ class CallRailClient:
             if isinstance(exc, requests.Timeout):
                 raise errors.TransportError(f"timed out ({type(exc).__name__})") from None
             if isinstance(exc, requests.ConnectionError):
+                if _aborted(exc):
+                    raise errors.ConnectionLost(f"connection lost ({type(exc).__name__})") from None
                 raise errors.TransportError(f"connection failed ({type(exc).__name__})") from None
             raise errors.TransportError(f"request failed ({type(exc).__name__})") from None
         self._answered(method, path, response.status_code)
@@ -265,6 +268,22 @@ class CallRailClient:
             raise errors.ServerError(
                 "CallRail sent a response that is not JSON", status=200
             ) from None
+
+
+def _aborted(exc: BaseException) -> bool:
+    """Whether a connection error is urllib3's "Connection aborted": the request went out on
+    a connection that then closed (reset or ended) before any answer began."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ProtocolError) and "aborted" in str(item.args[0] if item.args else ""):
+            return True
+        todo += [*item.args, item.__cause__, item.__context__]
+    return False
 
 
 def error_message(response: requests.Response) -> str:
