@@ -143,14 +143,20 @@ def test_connection_page_in_a_browser(serve: Serve, page: Page) -> None:
     # Accounts (serve syncs the demo's at start; a first visit may wait for that job).
     rows = page.until(lambda: page.all("#accounts-table tbody tr"), what="accounts")
     assert len(rows) == 3, [r.text for r in rows]
-    first_name = rows[0].find_element(By.CSS_SELECTOR, "th").text
-    rows[0].find_element(By.CSS_SELECTOR, "button").click()
+
+    # The first row's cells and button, found afresh on each try: a job event redraws the table.
+    def first_row(css: str) -> WebElement:
+        return page.all("#accounts-table tbody tr")[0].find_element(By.CSS_SELECTOR, css)
+
+    first_name, account_id = page.until(
+        lambda: (first_row("th").text, first_row("td").text), what="the first account"
+    )
+    page.until(lambda: first_row("button").click() or True, what="a click on its button")
     page.until(
         lambda: len(page.all("#companies-table tbody tr[data-company]")) == 10,
         what="a page of companies",
     )
     assert page.text("#companies-title") == f"Companies of {first_name}"
-    account_id = rows[0].find_element(By.CSS_SELECTOR, "td").text
     listed = serve.get(f"/v1/e/callrail/companies?account_id={account_id}").json()["data"]
     assert page.text("#companies-note").startswith(f"{listed['total_records']} companies")
     assert page.text("#companies-page") == f"Page 1 of {listed['total_pages']}"
@@ -227,9 +233,13 @@ def test_connection_page_in_a_browser(serve: Serve, page: Page) -> None:
     page.shot("refresh-done")  # docs/ui-connection-page.png is one of these
 
     # A company's webhooks: list, then create ours (the URL left empty) and see it listed.
-    company_row = page.all("#companies-table tbody tr[data-company]")[0]
-    company_id = company_row.get_attribute("data-company")
-    company_row.find_element(By.CSS_SELECTOR, "button").click()
+    company_id = page.until(
+        lambda: page.all("#companies-table tbody tr[data-company]")[0].get_attribute(
+            "data-company"
+        ),
+        what="the first company",
+    )
+    page.click(f"#companies-table tbody tr[data-company='{company_id}'] button")
     page.until(lambda: "no webhook" in page.text("#webhooks-note"), what="an empty list")
     page.click("#webhook-form button[type='submit']")
     item = page.until(lambda: page.all("#webhooks-list li"), what="the new webhook")[0]
