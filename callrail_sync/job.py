@@ -91,6 +91,10 @@ class Progress(BaseModel):
     pages_done: list[int] = Field(default_factory=list)
     total_pages: int | None = None
     records: int = 0
+    inserted: int = 0
+    """Records the pages inserted into the job's snapshot (a page written again inserts none):
+    what the snapshot must hold before it is published (`SnapshotWriter.verify`). Kept with
+    the pages, so that no write forgets one without the other."""
 
 
 class JobError(BaseModel):
@@ -176,6 +180,8 @@ class Job(BaseModel):
     not_before: datetime | None = None
     """Queued by beat for later; a user asking for the same now brings it forward."""
     lane: Lane = Lane.INTERACTIVE
+    claimed_by: str | None = None
+    """The claim of the attempt running it (`JobStore.start`): internal, never shown."""
 
     @property
     def is_final(self) -> bool:

@@ -119,7 +119,7 @@ def run_job(task: Task, job_id: str, work: Work) -> Summary:
         "attempt": job.attempts,
     }
     log.info("job started", extra=context)
-    with heartbeat(rt, job_id, task.request.id or job_id):
+    with heartbeat(rt, job_id, job.claimed_by or ""):
         return _run(task, rt, job, work, context)
 
 
@@ -130,11 +130,11 @@ class ClaimLost(Exception):
 
 @dataclass
 class Claim:
-    """A running attempt's hold on its job: the message that claimed it, and whether a
+    """A running attempt's hold on its job: its claim (`JobStore.start`), and whether a
     heartbeat found the job taken from it."""
 
     job_id: str
-    message_id: str
+    token: str
     lost: threading.Event = field(default_factory=threading.Event)
 
 
@@ -150,14 +150,14 @@ def claim_point(rt: Runtime, job_id: str, *, confirm: bool = False) -> None:
     claim: Claim | None = getattr(_attempt, "claim", None)
     if claim is None or claim.job_id != job_id:
         return
-    if confirm and not claim.lost.is_set() and not rt.stores.jobs.beat(job_id, claim.message_id):
+    if confirm and not claim.lost.is_set() and not rt.stores.jobs.beat(job_id, claim.token):
         claim.lost.set()
     if claim.lost.is_set():
         raise ClaimLost(job_id)
 
 
 @contextmanager
-def heartbeat(rt: Runtime, job_id: str, message_id: str) -> Iterator[Claim]:
+def heartbeat(rt: Runtime, job_id: str, token: str) -> Iterator[Claim]:
     """Say the job's process is alive every third of JOB_LEASE_SECONDS while the job runs, from
     a thread of its own: a page that waits on the quota or on CallRail still beats, and only a
     process that is gone (killed, its machine lost) falls silent (`revive_orphans`). A beat
@@ -165,12 +165,12 @@ def heartbeat(rt: Runtime, job_id: str, message_id: str) -> Iterator[Claim]:
     `claim_point` (a stalled process resumes, but never as a second runner of the job)."""
     stop = threading.Event()
     every = rt.settings.job_lease_seconds / 3
-    claim = Claim(job_id, message_id)
+    claim = Claim(job_id, token)
 
     def beat() -> None:
         while not stop.wait(every):
             try:
-                if not rt.stores.jobs.beat(job_id, message_id):
+                if not rt.stores.jobs.beat(job_id, token):
                     # No longer ours to run (finished, handed back, taken over).
                     claim.lost.set()
                     return
@@ -211,17 +211,17 @@ def _run(task: Task, rt: Runtime, job: Job, work: Work, context: dict[str, Any])
         down = errors.ServiceUnavailable(f"{which} is unavailable; the job will retry.")
         return _on_error(task, rt, job, down, {**context, "cause": type(exc).__name__})
     except SoftTimeLimitExceeded:
-        _fail(task, rt, job, errors.JobTimedOut(), context)
-        return summary(job_id, "failed")
+        return _fail(task, rt, job, errors.JobTimedOut(), context)
     except Exception:
         log.exception("job crashed", extra=context)
         _fail(task, rt, job, errors.Crashed(), context)
         raise
-    done = rt.stores.jobs.succeed(job_id, outcome.result, outcome.snapshot_id)
+    done = rt.stores.jobs.succeed(job_id, outcome.result, outcome.snapshot_id, job.claimed_by)
+    if done is None:
+        return _stand_down(job_id, context)
     metrics.JOBS.labels(job.type.value, "succeeded").inc()
     log.info("job succeeded", extra=context)
-    if done is not None:
-        announce(rt, done, sender(task))
+    announce(rt, done, sender(task))
     return summary(job_id, "succeeded")
 
 
@@ -233,7 +233,9 @@ def _claim_lost(job_id: str) -> bool:
 
 def _stand_down(job_id: str, context: dict[str, Any]) -> Summary:
     """Another attempt runs the job now: its status, pages and snapshot are that one's, so this
-    one ends without writing any of them (a retry, a failure, a hand-back would undo its)."""
+    one ends without writing any of them (a retry, a failure, a hand-back would undo its).
+    Found by a heartbeat, or by a status write of this attempt that matched nothing: each
+    names the attempt's claim, and the job names another's."""
     log.warning("job taken over by another attempt; this one stops", extra=context)
     return summary(job_id, "taken over")
 
@@ -247,8 +249,10 @@ def _on_error(
     if policy.can_retry(job.attempts, exc):
         delay = policy.delay(job.attempts)
         retry_at = utcnow() + timedelta(seconds=delay)
+        error = JobError.of(exc, retry_at=retry_at)
         try:
-            rt.stores.jobs.retry_later(job.id, JobError.of(exc, retry_at=retry_at), retry_at)
+            if rt.stores.jobs.retry_later(job.id, error, retry_at, job.claimed_by) is None:
+                return _stand_down(job.id, context)
         except STORE_UNAVAILABLE:
             # Still `running` in the store: the retry takes it over once its lease is out.
             log.warning("could not record the retry", extra=context)
@@ -257,8 +261,7 @@ def _on_error(
             extra={**context, "error": type(exc).__name__, "countdown": round(delay, 2)},
         )
         return _retry(task, rt, job, delay, exc, context)
-    _fail(task, rt, job, exc, {**context, "error": type(exc).__name__})
-    return summary(job.id, "failed")
+    return _fail(task, rt, job, exc, {**context, "error": type(exc).__name__})
 
 
 def _wait_for_budget(
@@ -283,11 +286,12 @@ def _wait_for_budget(
         unit = unit_for(key.api_key.get_secret_value(), exc.path)
         wait = rt.budget.cool_down(unit, exc.retry_after)
     if job.rate_limit_waits + 1 > rt.settings.max_rate_limit_waits:
-        _fail(task, rt, job, errors.RateLimitExhausted(), context)
-        return summary(job.id, "failed")
+        return _fail(task, rt, job, errors.RateLimitExhausted(), context)
     delay = policy_for(rt).delay(job.attempts, retry_after=wait or 0.0)
     retry_at = utcnow() + timedelta(seconds=delay)
-    rt.stores.jobs.park_for_rate_limit(job.id, JobError.of(exc, retry_at=retry_at), retry_at)
+    error = JobError.of(exc, retry_at=retry_at)
+    if rt.stores.jobs.park_for_rate_limit(job.id, error, retry_at, job.claimed_by) is None:
+        return _stand_down(job.id, context)
     log.info(
         "job waits for the rate limit",
         extra={**context, "countdown": round(delay, 2), "cooldown": cooldown},
@@ -300,7 +304,8 @@ def _hand_back(task: Task, rt: Runtime, job: Job, context: dict[str, Any]) -> Su
     If the broker does not take it, the job stays queued and the sweeper sends it again."""
     if _claim_lost(job.id):
         return _stand_down(job.id, context)
-    rt.stores.jobs.requeue(job.id)
+    if rt.stores.jobs.requeue(job.id, job.claimed_by) is None:
+        return _stand_down(job.id, context)
     log.warning("job handed back to the queue (worker stopping)", extra=context)
     return _requeue(task, job, 0, None, context, left="queued")
 
@@ -339,21 +344,29 @@ def _requeue(
 
 def _fail(
     task: Task, rt: Runtime, job: Job, exc: errors.CallRailSyncError, context: dict[str, Any]
-) -> None:
-    """Record the failure. If even that cannot be written (MongoDB is down), the task comes
-    back once the job's lease is out and tries again: a job never stays `running` because its
-    own failure could not be recorded."""
+) -> Summary:
+    """Record the failure, then discard the snapshot the job was building. If the failure
+    cannot be written (MongoDB is down), the task comes back once the job's lease is out and
+    tries again: a job never stays `running` because its own failure could not be recorded,
+    and its pages and their records stay together (a retry that resumes finds both). The
+    snapshot is discarded only once the failure is written, and only if this attempt still
+    held the job: otherwise it is the snapshot of the attempt that took it over."""
     if _claim_lost(job.id):
-        _stand_down(job.id, context)  # the failure is this attempt's, not the job's
-        return
+        return _stand_down(job.id, context)  # the failure is this attempt's, not the job's
     error = JobError.of(exc)
     try:
-        rt.stores.snapshots.discard(job.id)
-        failed = rt.stores.jobs.fail(job.id, error)
+        failed = rt.stores.jobs.fail(job.id, error, job.claimed_by)
     except STORE_UNAVAILABLE:
         log.error("could not record the failure; retrying", extra=context)
         raise task.retry(countdown=rt.settings.job_lease_seconds, exc=None) from None
+    if failed is None:
+        return _stand_down(job.id, context)
+    try:
+        rt.stores.snapshots.discard(job.id)
+    except STORE_UNAVAILABLE:
+        # The job failed: nothing reads or resumes this snapshot, its records are only waste.
+        log.error("could not discard the failed job's snapshot", extra=context)
     metrics.JOBS.labels(job.type.value, "failed").inc()
     log.warning("job failed", extra={**context, "errno": error.errno})
-    if failed is not None:
-        announce(rt, failed, sender(task))
+    announce(rt, failed, sender(task))
+    return summary(job.id, "failed")

@@ -56,8 +56,8 @@ def store_pages(
     for page, records in pages:
         expected = page.meta.total_records if page.meta.total_records is not None else expected
         rows = [r.model_dump(mode="json") if isinstance(r, BaseModel) else r for r in records]
-        written = snapshots.write_records(kind, job.id, job.owner, rows)
-        done = jobs.record_page(job.id, page.number, page.last_page, written)
+        inserted = snapshots.write_records(kind, job.id, job.owner, rows)
+        done = jobs.record_page(job.id, page.number, page.last_page, len(rows), inserted)
         metrics.PAGES.labels(kind).inc()
         log.info(
             "page stored",
@@ -67,7 +67,7 @@ def store_pages(
                 "callrail_account_id": callrail_account_id,
                 "page": page.number,
                 "total_pages": page.last_page,
-                "records": written,
+                "records": len(rows),
             },
         )
         stop_point(job.id)
@@ -78,11 +78,13 @@ def store_pages(
     with rt.locks.hold("feed:" + head_id(job.owner, kind, callrail_account_id)) as held:
         claim_point(rt, job.id, confirm=True)
         try:
-            stored = snapshots.verify(job.id)
-        except errors.SnapshotIncomplete:
+            stored = snapshots.verify(job.id, done.progress.inserted)
+        except errors.SnapshotIncomplete as lost:
             # Records its pages wrote are gone: nothing is tracked or published, and the retry
-            # walks every page again (which pages lost records is not known).
-            jobs.restart(job.id)
+            # walks every page again (which pages lost records is not known), expecting what
+            # the snapshot still holds and what those pages insert again. The pages and that
+            # count are forgotten in one write: if it fails, the retry refuses again.
+            jobs.restart(job.id, inserted=lost.held)
             raise
         checks = TrackChecks(expected, confirm_gone, held.confirm)
         changes = tracker.track(job.id, checks)

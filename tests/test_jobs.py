@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
+from celery.exceptions import Retry, SoftTimeLimitExceeded
 from pymongo import MongoClient
-from pymongo.errors import PyMongoError
+from pymongo.errors import AutoReconnect, PyMongoError
 
 from callrail_sync import errors
 from callrail_sync.cli.processes import wait_until
 from callrail_sync.errors import API_KEY_NOT_FOUND, SnapshotIncomplete
-from callrail_sync.job import Job, JobParams, JobType, NewJob
+from callrail_sync.job import Job, JobError, JobParams, JobType, NewJob
 from callrail_sync.stores import Stores
 from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.snapshots import PageQuery
@@ -62,6 +64,7 @@ def test_companies_sync_of_1234_companies_over_five_pages(
         "pages_done": [1, 2, 3, 4, 5],
         "total_pages": 5,
         "records": 1_234,
+        "inserted": 1_234,
     }
     head = stores.snapshots.current(owner, "companies", account)
     assert head.callrail_account_id == account
@@ -113,8 +116,10 @@ def test_a_failed_sync_keeps_the_previous_snapshot(
     after = stores.snapshots.current(owner, "companies", account)
     assert after.snapshot_id == before.snapshot_id
     assert len(all_records(stores, "companies", owner, account)) == 600
-    # The half-built snapshot is gone, not left behind.
-    assert stores.db["callrail_companies"].count_documents({"snapshot_id": second.id}) == 0
+    # The half-built snapshot is gone, not left behind (discarded once the failure is written,
+    # so just after the job says it failed).
+    items = stores.db["callrail_companies"]
+    assert wait_until(lambda: items.count_documents({"snapshot_id": second.id}) == 0, 10, 0.05)
 
 
 def test_companies_gone_upstream_disappear_from_the_next_snapshot(
@@ -208,12 +213,167 @@ def test_an_attempt_taken_over_leaves_the_job_alone_when_it_then_fails(
         assert wait_until(claim.lost.is_set, 10, 0.02)  # a beat found it taken over
         raise errors.ServiceUnavailable("MongoDB is unavailable; the job will retry.")
 
-    with jobs_tasks.heartbeat(quick, job.id, "first") as claim:
+    with jobs_tasks.heartbeat(quick, job.id, first.claimed_by) as claim:
         ended = jobs_tasks._run(None, quick, first, stall_then_fail, {"job_id": job.id})
     assert ended == {"job_id": job.id, "status": "taken over"}
     now = stores.jobs.get(job.id)
     assert now.status == "running" and now.error is None  # the second attempt's, untouched
-    assert stores.db["callrail_jobs"].find_one({"_id": job.id})["claimed_by"] == "second"
+    assert now.claimed_by.startswith("second:")
+
+
+class RetriedTask:
+    """A task whose `retry` hands back Celery's Retry (as a bound task's does), noting it."""
+
+    def __init__(self) -> None:
+        self.retries: list[float] = []
+
+    def retry(self, countdown: float, exc: Exception | None) -> Retry:
+        self.retries.append(countdown)
+        return Retry(when=countdown)
+
+
+TAKEN_OVER_ENDINGS = {
+    "retry": errors.ServiceUnavailable("MongoDB is unavailable; the job will retry."),
+    "failure": errors.UpstreamNotFound("gone", status=404),
+    "time limit": SoftTimeLimitExceeded(),
+    "rate limit": errors.BudgetWait("no budget left", retry_after=5),
+    "hand-back": errors.StopRequested("the worker is stopping"),
+    "success": None,
+}
+
+
+@pytest.mark.parametrize("ending", list(TAKEN_OVER_ENDINGS))
+def test_an_attempt_taken_over_before_its_heartbeat_knew_leaves_the_job_alone(
+    stores, owner, runtime, api_key, ending
+):
+    """The reviewer's order: attempt A stalls past its lease, B takes the job over and starts
+    its snapshot, and A resumes straight into its end before any beat of its own found out.
+    Each status write of A names A's claim, so none matches: the job stays B's (running,
+    claimed by B, no error) and B's snapshot is not discarded; A ends "taken over", requeues
+    nothing, and does not say it failed."""
+    job, _ = stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_COMPANIES))
+    first = stores.jobs.start(job.id, "message", lease_seconds=90)
+    records = [{"id": f"COM{n}", "name": f"Company {n}"} for n in range(5)]
+
+    def taken_over_then_end(job: Job, rt, client) -> jobs_tasks.Outcome:
+        second = stores.jobs.start(job.id, "message", lease_seconds=0)  # a redelivery, say
+        assert second is not None
+        stores.snapshots.begin(job.id, owner, "companies", "ACC1")  # B's building snapshot
+        stores.snapshots.write_records("companies", job.id, owner, records)
+        if TAKEN_OVER_ENDINGS[ending] is not None:
+            raise TAKEN_OVER_ENDINGS[ending]
+        return jobs_tasks.Outcome(result={"done": True})
+
+    task = RetriedTask()
+    ended = jobs_tasks._run(task, runtime, first, taken_over_then_end, {"job_id": job.id})
+    assert ended == {"job_id": job.id, "status": "taken over"} and task.retries == []
+    now = stores.jobs.get(job.id)
+    assert now.status == "running" and now.error is None and now.attempts == 2
+    assert now.claimed_by != first.claimed_by and now.claimed_by.startswith("message:")
+    held = stores.snapshots.count("companies", job.id, PageQuery())
+    assert held == 5  # B's snapshot, not discarded
+
+
+def test_a_snapshot_that_lost_records_is_refused_again_when_forgetting_its_pages_failed(
+    stores, owner, runtime, sim, sim_data, api_key, monkeypatch
+):
+    """Records are lost, the sync refuses, and the write that forgets its pages fails (the
+    store blinked; or the process died just then): the retry skips the pages already done, and
+    must still find the snapshot short, not publish 595 records of 600. What the snapshot must
+    hold is kept on the job with its pages, and reset with them in one write."""
+    account = sim_data.add_account(api_key, 600)
+    params = JobParams(callrail_account_id=account)
+    job, _ = stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_COMPANIES, params=params))
+    stores.jobs.start(job.id, job.id, lease_seconds=90)
+    client = runtime.client(api_key)
+    items = stores.db["callrail_companies"]
+
+    def losing_pages():
+        yield from client.iter_company_pages(account)
+        lost = [d["_id"] for d in items.find({"snapshot_id": job.id}, {"_id": 1}).limit(5)]
+        assert items.delete_many({"_id": {"$in": lost}}).deleted_count == 5
+
+    real_restart = stores.jobs.restart
+
+    def blinking_restart(job_id, *args, **kwargs):
+        monkeypatch.setattr(stores.jobs, "restart", real_restart)  # once
+        raise AutoReconnect("connection reset")
+
+    monkeypatch.setattr(stores.jobs, "restart", blinking_restart)
+    with pytest.raises(AutoReconnect):
+        pages = losing_pages()
+        sync_tasks.store_pages(stores.jobs.get(job.id), runtime, "companies", account, pages)
+    assert stores.jobs.get(job.id).progress.pages_done == [1, 2, 3]  # not forgotten
+    with pytest.raises(SnapshotIncomplete) as refused:  # the retry: every page skipped
+        sync_tasks.sync_companies_work(stores.jobs.get(job.id), runtime, client)
+    assert (refused.value.held, refused.value.inserted) == (595, 600)
+    assert stores.snapshots.current(owner, "companies", account) is None
+    outcome = sync_tasks.sync_companies_work(stores.jobs.get(job.id), runtime, client)
+    assert outcome.result["counts"]["records"] == 600
+    assert stores.jobs.get(job.id).progress.inserted == 600  # 595 kept, and the 5 again
+
+
+def store_two_pages(runtime, job: Job, account: str, client) -> None:
+    """An attempt of a companies sync stores pages 1 and 2, then fails (CallRail says 404)."""
+    client.page_concurrency = 1
+
+    def failing_pages():
+        yield from itertools.islice(client.iter_company_pages(account), 2)
+        raise errors.UpstreamNotFound("gone", status=404)
+
+    with pytest.raises(errors.UpstreamNotFound):
+        sync_tasks.store_pages(job, runtime, "companies", account, failing_pages())
+    assert runtime.stores.jobs.get(job.id).progress.pages_done == [1, 2]
+
+
+def test_a_failure_not_recorded_leaves_the_snapshot_whole_for_the_retry(
+    stores, owner, runtime, sim_data, api_key, monkeypatch
+):
+    """An attempt stored pages 1 and 2, then failed, and the store refused to record that
+    failure: the task is retried with the job's pages still done. Its snapshot must be there
+    too: discarded before the failure was written, the retry walked page 3 only and published
+    100 records of 600."""
+    account = sim_data.add_account(api_key, 600)
+    params = JobParams(callrail_account_id=account)
+    created, _ = stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_COMPANIES, params=params))
+    job = stores.jobs.start(created.id, "message", lease_seconds=90)
+    client = runtime.client(api_key)
+    store_two_pages(runtime, job, account, client)
+    real_fail = stores.jobs.fail
+
+    def blinking_fail(job_id, *args, **kwargs):
+        monkeypatch.setattr(stores.jobs, "fail", real_fail)  # once
+        raise AutoReconnect("connection reset")
+
+    monkeypatch.setattr(stores.jobs, "fail", blinking_fail)
+    task = RetriedTask()
+    with pytest.raises(Retry):
+        jobs_tasks._fail(task, runtime, job, errors.UpstreamNotFound("gone", status=404), {})
+    assert task.retries == [runtime.settings.job_lease_seconds]
+    retry = stores.jobs.get(job.id)
+    assert retry.status == "running" and retry.progress.pages_done == [1, 2]
+    outcome = sync_tasks.sync_companies_work(retry, runtime, client)
+    assert outcome.result["counts"]["records"] == 600
+    assert len(all_records(stores, "companies", owner, account)) == 600
+
+
+def test_a_snapshot_gone_under_pages_done_is_refused(stores, owner, runtime, sim_data, api_key):
+    """Whatever took a building snapshot away (its records and its document) while its job
+    kept its pages, the retry that skips those pages finds fewer records than the job says
+    they inserted: refused, not published with the last page's 100 records of 600."""
+    account = sim_data.add_account(api_key, 600)
+    params = JobParams(callrail_account_id=account)
+    job, _ = stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_COMPANIES, params=params))
+    stores.jobs.start(job.id, job.id, lease_seconds=90)
+    client = runtime.client(api_key)
+    store_two_pages(runtime, stores.jobs.get(job.id), account, client)
+    stores.snapshots.discard(job.id)
+    with pytest.raises(SnapshotIncomplete) as refused:
+        sync_tasks.sync_companies_work(stores.jobs.get(job.id), runtime, client)
+    assert (refused.value.held, refused.value.inserted) == (100, 600)
+    assert stores.snapshots.current(owner, "companies", account) is None
+    outcome = sync_tasks.sync_companies_work(stores.jobs.get(job.id), runtime, client)
+    assert outcome.result["counts"]["records"] == 600
 
 
 def test_a_snapshot_that_lost_records_its_pages_wrote_is_not_published_but_walked_again(
@@ -249,7 +409,9 @@ def test_a_snapshot_that_lost_records_its_pages_wrote_is_not_published_but_walke
     outcome = sync_tasks.sync_companies_work(stores.jobs.get(job.id), runtime, client)
     assert outcome.result["counts"]["records"] == 600
     assert len({r["id"] for r in all_records(stores, "companies", owner, account)}) == 600
-    assert stores.snapshots.verify(job.id) == 600  # the pages written again added up
+    progress = stores.jobs.get(job.id).progress
+    assert progress.inserted == 600 and progress.records == 600  # the pages again added up
+    assert stores.snapshots.verify(job.id, progress.inserted) == 600
 
 
 def test_an_attempt_taken_over_while_it_walked_stops_before_publishing(
@@ -273,13 +435,13 @@ def test_an_attempt_taken_over_while_it_walked_stops_before_publishing(
 
         return sync_tasks.store_pages(job, rt, "companies", account, pages())
 
-    with jobs_tasks.heartbeat(runtime, job.id, "first"):
+    with jobs_tasks.heartbeat(runtime, job.id, first.claimed_by):
         ended = jobs_tasks._run(None, runtime, first, walk_then_stall, {"job_id": job.id})
     assert ended == {"job_id": job.id, "status": "taken over"}
     assert stores.snapshots.current(owner, "companies", account) is None  # nothing published
     now = stores.jobs.get(job.id)
     assert now.status == "running" and now.attempts == 2  # the second attempt's, untouched
-    assert stores.db["callrail_jobs"].find_one({"_id": job.id})["claimed_by"] == "second"
+    assert now.claimed_by.startswith("second:")
 
 
 def test_a_page_written_again_never_takes_a_record_out_of_the_snapshot(stores, mongo_server):
@@ -292,7 +454,7 @@ def test_a_page_written_again_never_takes_a_record_out_of_the_snapshot(stores, m
     records = [{"id": f"COM{n}", "name": f"Company {n}", "status": "active"} for n in range(40)]
     snapshots = stores.snapshots
     snapshots.begin("snap_again", OWNER, "companies", "ACC1")
-    snapshots.write_records("companies", "snap_again", OWNER, records)
+    assert snapshots.write_records("companies", "snap_again", OWNER, records) == 40  # inserted
     everything = PageQuery(page=1, per_page=100)
     admin = MongoClient(mongo_server + "/?directConnection=true")
     admin.admin.command(
@@ -308,7 +470,7 @@ def test_a_page_written_again_never_takes_a_record_out_of_the_snapshot(stores, m
         admin.admin.command("configureFailPoint", "failCommand", mode="off")
     assert snapshots.count("companies", "snap_again", everything) == 40
     renamed = [{**r, "name": r["name"] + " (renamed)"} for r in records]
-    assert snapshots.write_records("companies", "snap_again", OWNER, renamed) == 40
+    assert snapshots.write_records("companies", "snap_again", OWNER, renamed) == 0  # replaced
     names = {r["name"] for r in snapshots.read_page("companies", "snap_again", everything)}
     assert names == {r["name"] for r in renamed}
 
@@ -549,18 +711,25 @@ def test_a_user_request_hurries_a_sync_that_beat_queued_for_later(
 
 def test_a_second_message_for_a_running_job_does_not_run_it_again(stores, owner):
     job, _ = stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_ACCOUNTS))
-    assert stores.jobs.start(job.id, "message-1", lease_seconds=90) is not None
+    first = stores.jobs.start(job.id, "message-1", lease_seconds=90)
+    assert first is not None and first.claimed_by.startswith("message-1:")
     assert stores.jobs.start(job.id, "message-2", lease_seconds=90) is None
     assert stores.jobs.start(job.id, "message-1", lease_seconds=90) is None  # the same id twice
     # Untouched for the lease but its process still beats: slow, not lost; it stays.
     jobs = stores.db["callrail_jobs"]
     jobs.update_one({"_id": job.id}, {"$set": {"updated_at": utcnow() - timedelta(seconds=91)}})
-    assert stores.jobs.beat(job.id, "message-1")
+    assert stores.jobs.beat(job.id, first.claimed_by)
     assert stores.jobs.start(job.id, "message-2", lease_seconds=90) is None
     # Once its process fell silent for the lease (its worker died), a message takes it back.
     jobs.update_one({"_id": job.id}, {"$set": {"alive_at": utcnow() - timedelta(seconds=91)}})
     again = stores.jobs.start(job.id, "message-1", lease_seconds=90)
     assert again is not None and again.attempts == 2
+    # The same message (a retry, a redelivery) claims it as a new attempt: the attempt that
+    # stalled holds nothing any more, though its message id is the same.
+    assert again.claimed_by != first.claimed_by and again.claimed_by.startswith("message-1:")
+    assert not stores.jobs.beat(job.id, first.claimed_by)
+    assert stores.jobs.fail(job.id, JobError(errno=1, message="x"), first.claimed_by) is None
+    assert stores.jobs.beat(job.id, again.claimed_by)
 
 
 def test_a_failure_that_cannot_be_recorded_comes_back_after_the_lease(stores, owner, runtime):
@@ -573,15 +742,15 @@ def test_a_failure_that_cannot_be_recorded_comes_back_after_the_lease(stores, ow
     from callrail_sync.errors import UpstreamNotFound
     from tasks.jobs import _fail
 
-    job, _ = stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_ACCOUNTS))
-    stores.jobs.start(job.id, "m", lease_seconds=90)
+    created, _ = stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_ACCOUNTS))
+    job = stores.jobs.start(created.id, "m", lease_seconds=90)
     real_fail, calls = stores.jobs.fail, []
 
-    def fail_while_down(job_id, error):
+    def fail_while_down(job_id, error, claim=None):
         calls.append(job_id)
         if len(calls) == 1:
             raise AutoReconnect("connection refused")
-        return real_fail(job_id, error)
+        return real_fail(job_id, error, claim)
 
     class Task:
         def retry(self, countdown, exc):

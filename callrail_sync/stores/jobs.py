@@ -44,6 +44,13 @@ def _job(doc: dict[str, Any] | None) -> Job | None:
     return Job.model_validate({**doc, "id": doc["_id"]})
 
 
+def _held(job_id: str, claim: str | None) -> dict[str, Any]:
+    """The job, while the attempt holding `claim` runs it (any state of it, without one)."""
+    if claim is None:
+        return {"_id": job_id}
+    return {"_id": job_id, "status": JobStatus.RUNNING.value, "claimed_by": claim}
+
+
 def _must(doc: dict[str, Any] | None) -> Job:
     job = _job(doc)
     if job is None:
@@ -80,7 +87,7 @@ class JobStore:
             "type": new.type.value,
             "params": new.params.model_dump(exclude_none=True),
             "status": JobStatus.QUEUED.value,
-            "progress": {"pages_done": [], "total_pages": None, "records": 0},
+            "progress": {"pages_done": [], "total_pages": None, "records": 0, "inserted": 0},
             "result": None,
             "snapshot_id": None,
             "error": None,
@@ -129,7 +136,12 @@ class JobStore:
         """A queued or retrying job can be claimed at once. A running job only once its
         process has not beaten for `lease_seconds` (it died: a running job's process beats
         every third of that, whatever its work waits on), so two messages for one job (a
-        retry and a restored original, a sweep) never run it twice at the same time."""
+        retry and a restored original, a sweep) never run it twice at the same time.
+
+        The job returned names this attempt's claim (`claimed_by`): the message id and a
+        nonce, new at every start (a retried or redelivered message keeps its id). The
+        attempt beats and writes its status with it (`claim=`): once another attempt took
+        the job over, those writes match nothing and leave the job alone."""
         now = utcnow()
         lease_over = now - timedelta(seconds=lease_seconds)
         running = JobStatus.RUNNING.value
@@ -148,7 +160,7 @@ class JobStore:
                     "updated_at": now,
                     "alive_at": now,
                     "next_retry_at": None,
-                    "claimed_by": message_id,
+                    "claimed_by": f"{message_id}:{secrets.token_urlsafe(9)}",
                     "not_before": None,
                 },
                 "$inc": {"attempts": 1},
@@ -156,13 +168,10 @@ class JobStore:
             },
         )
 
-    def beat(self, job_id: str, message_id: str) -> bool:
-        """The process running the job for `message_id` is alive (False: it no longer holds
-        the job). Publishes nothing: a heartbeat is not news."""
-        found = self._jobs.update_one(
-            {"_id": job_id, "status": JobStatus.RUNNING.value, "claimed_by": message_id},
-            {"$set": {"alive_at": utcnow()}},
-        )
+    def beat(self, job_id: str, claim: str) -> bool:
+        """The attempt holding `claim` (from `start`) is alive (False: it no longer holds the
+        job). Publishes nothing: a heartbeat is not news."""
+        found = self._jobs.update_one(_held(job_id, claim), {"$set": {"alive_at": utcnow()}})
         return found.matched_count == 1
 
     def orphans(self, silent_since: datetime) -> list[Job]:
@@ -180,11 +189,20 @@ class JobStore:
             {"$set": queued, "$inc": {"sweeps": 1}},
         )
 
-    def record_page(self, job_id: str, number: int, total_pages: int | None, records: int) -> Job:
-        """Note a stored page (once, whatever the redeliveries); returns the job after it."""
+    def record_page(
+        self,
+        job_id: str,
+        number: int,
+        total_pages: int | None,
+        records: int,
+        inserted: int = 0,
+    ) -> Job:
+        """Note a stored page (once, whatever the redeliveries) and the records it inserted
+        into the job's snapshot (what `verify` expects it to hold); returns the job after it."""
+        counts = {"progress.records": records, "progress.inserted": inserted}
         self._jobs.update_one(
             {"_id": job_id, "progress.pages_done": {"$ne": number}},
-            {"$push": {"progress.pages_done": number}, "$inc": {"progress.records": records}},
+            {"$push": {"progress.pages_done": number}, "$inc": counts},
         )
         job = self._update(
             {"_id": job_id},
@@ -194,19 +212,26 @@ class JobStore:
             raise LookupError("job vanished")
         return job
 
-    def retry_later(self, job_id: str, error: JobError, at: datetime) -> Job | None:
-        """`retrying` until `at`, after a retriable error."""
-        return self._set(
-            job_id,
-            status=JobStatus.RETRYING.value,
-            error=error.model_dump(mode="json"),
-            next_retry_at=at,
-        )
+    def retry_later(
+        self, job_id: str, error: JobError, at: datetime, claim: str | None = None
+    ) -> Job | None:
+        """`retrying` until `at`, after a retriable error. With `claim` (here and in the
+        other status writes of an attempt), only while that attempt holds the job: None if
+        another took it over."""
+        fields = {
+            "status": JobStatus.RETRYING.value,
+            "error": error.model_dump(mode="json"),
+            "next_retry_at": at,
+            "updated_at": utcnow(),
+        }
+        return self._update(_held(job_id, claim), {"$set": fields})
 
-    def park_for_rate_limit(self, job_id: str, error: JobError, until: datetime) -> Job | None:
+    def park_for_rate_limit(
+        self, job_id: str, error: JobError, until: datetime, claim: str | None = None
+    ) -> Job | None:
         """`retrying` until `until` for the quota; the attempt is refunded."""
         return self._update(
-            {"_id": job_id},
+            _held(job_id, claim),
             {
                 "$set": {
                     "status": JobStatus.RETRYING.value,
@@ -218,22 +243,29 @@ class JobStore:
             },
         )
 
-    def requeue(self, job_id: str) -> Job | None:
+    def requeue(self, job_id: str, claim: str | None = None) -> Job | None:
         """Back to `queued`, unclaimed, the attempt refunded (a stop is not the job's fault)."""
         queued = {"status": JobStatus.QUEUED.value, "claimed_by": None, "updated_at": utcnow()}
-        return self._update(
-            {"_id": job_id, "status": JobStatus.RUNNING.value},
-            {"$set": queued, "$inc": {"attempts": -1}},
-        )
+        running = {"_id": job_id, "status": JobStatus.RUNNING.value}
+        query = _held(job_id, claim) if claim else running
+        return self._update(query, {"$set": queued, "$inc": {"attempts": -1}})
 
-    def succeed(self, job_id: str, result: dict[str, Any], snapshot_id: str | None) -> Job | None:
+    def succeed(
+        self,
+        job_id: str,
+        result: dict[str, Any],
+        snapshot_id: str | None,
+        claim: str | None = None,
+    ) -> Job | None:
         """Final: `succeeded` with its result."""
         done = JobStatus.SUCCEEDED
-        return self._finish(job_id, done, result=result, snapshot_id=snapshot_id, error=None)
+        fields = {"result": result, "snapshot_id": snapshot_id, "error": None}
+        return self._finish(_held(job_id, claim), done, **fields)
 
-    def fail(self, job_id: str, error: JobError) -> Job | None:
+    def fail(self, job_id: str, error: JobError, claim: str | None = None) -> Job | None:
         """Final: `failed` with its error; the dedupe slot is freed."""
-        return self._finish(job_id, JobStatus.FAILED, error=error.model_dump(mode="json"))
+        error_doc = error.model_dump(mode="json")
+        return self._finish(_held(job_id, claim), JobStatus.FAILED, error=error_doc)
 
     def count_active(self, owner: str, types: Collection[JobType]) -> int:
         """How many of the owner's jobs of these types are queued, running or retrying."""
@@ -280,10 +312,18 @@ class JobStore:
             {"$set": {"params.reset": True, "updated_at": utcnow()}},
         )
 
-    def restart(self, job_id: str) -> Job | None:
-        """Forget a sync's stored progress (its pages are walked again)."""
-        empty: dict[str, Any] = {"pages_done": [], "total_pages": None, "records": 0}
-        return self._set(job_id, progress=empty)
+    def restart(self, job_id: str, inserted: int = 0) -> Job | None:
+        """Forget a sync's stored progress (its pages are walked again), and in the same write
+        what its snapshot should hold: `inserted`, the records it still holds (none, once
+        discarded). Never the pages without the count: a retry that skipped pages whose
+        records were lost would then find nothing missing."""
+        progress: dict[str, Any] = {
+            "pages_done": [],
+            "total_pages": None,
+            "records": 0,
+            "inserted": inserted,
+        }
+        return self._set(job_id, progress=progress)
 
     def active_rows(self, limit: int = 100_000) -> list[ActiveRow]:
         """Every active job, in brief (what the metrics count and time)."""
@@ -335,11 +375,11 @@ class JobStore:
     def _set(self, job_id: str, **fields: Any) -> Job | None:
         return self._update({"_id": job_id}, {"$set": {**fields, "updated_at": utcnow()}})
 
-    def _finish(self, job_id: str, status: JobStatus, **fields: Any) -> Job | None:
+    def _finish(self, query: dict[str, Any], status: JobStatus, **fields: Any) -> Job | None:
         now = utcnow()
         final = {"status": status.value, "finished_at": now, "updated_at": now, **fields}
         return self._update(
-            {"_id": job_id},
+            query,
             {"$set": {**final, "next_retry_at": None}, "$unset": {"active_key": ""}},
         )
 

@@ -106,12 +106,13 @@ class SnapshotWriter(Protocol):
     def write_records(
         self, kind: Kind, snapshot_id: str, owner: str, records: Iterable[dict[str, Any]]
     ) -> int:
-        """Write one page into a building snapshot; returns how many records were written."""
+        """Write one page into a building snapshot; returns how many records it inserted (a
+        record the snapshot held already is replaced, and not counted again)."""
 
-    def verify(self, snapshot_id: str) -> int:
+    def verify(self, snapshot_id: str, inserted: int) -> int:
         """How many records the snapshot holds, as its readers count them; raises
-        `SnapshotIncomplete` if that is fewer than its pages inserted (the store lost some),
-        and then counts from what it holds, so that the pages written again add up."""
+        `SnapshotIncomplete` if that is fewer than `inserted`, what its pages inserted (the
+        store lost some). Reads only: what it expects is the job's to keep (`progress`)."""
 
     def publish(self, snapshot_id: str, pages: int, held: int | None = None) -> SnapshotHead:
         """Make a complete snapshot current in one step (`held`: its count, from `verify`)."""
@@ -219,23 +220,21 @@ class MongoSnapshotStore:
             items.bulk_write(
                 [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in again_docs], ordered=False
             )
-        if inserted:
-            # Each record is inserted once in a snapshot's life (a page written again replaces
-            # it), so this counts its distinct records: what `verify` expects to find.
-            self._snapshots.update_one({"_id": snapshot_id}, {"$inc": {"inserted": inserted}})
-        return len(docs)
+        # Each record is inserted once in a snapshot's life (a page written again replaces it),
+        # so what the pages inserted adds up to its distinct records: what `verify` expects.
+        # The sync keeps the sum on its job, in the write that notes the page (no write more).
+        return inserted
 
-    def verify(self, snapshot_id: str) -> int:
+    def verify(self, snapshot_id: str, inserted: int) -> int:
         """The count is the readers' (`count` with no search): an insert acknowledged and then
         lost (a store that dropped writes in a restart) shows as fewer than `inserted`. A write
-        acknowledged as failed that did land only counts low, never refuses a whole snapshot."""
-        meta = self._snapshots.find_one({"_id": snapshot_id})
+        acknowledged as failed that did land, or a page noted after its records were inserted
+        by an attempt that then died, only counts low, never refuses a whole snapshot."""
+        meta = self._snapshots.find_one({"_id": snapshot_id}, {"kind": 1})
         if meta is None:
             raise KeyError(snapshot_id)
         held = self.count(meta["kind"], snapshot_id, PageQuery())
-        inserted = int(meta.get("inserted", 0))
         if held < inserted:
-            self._snapshots.update_one({"_id": snapshot_id}, {"$set": {"inserted": held}})
             raise SnapshotIncomplete(held, inserted)
         return held
 
