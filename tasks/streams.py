@@ -49,7 +49,7 @@ from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.inbox import NewCallEvent
 from callrail_sync.stores.streams import StreamState, feed_id
 from callrail_sync.streams import STREAMS, Stream, fields_for
-from tasks.jobs import Outcome
+from tasks.jobs import Outcome, claim_point
 
 log = logging.getLogger("callrail_sync.streams")
 BATCH_PAGES = 16
@@ -141,6 +141,13 @@ class StreamContext:
             self.rt.stores.jobs.record_page(self.job.id, self.pages, None, self.unsaved)
             self.touched, self.unsaved = now, 0
         stop_point(self.job.id)
+        self.claimed()
+
+    def claimed(self, *, confirm: bool = False) -> None:
+        """Raise ClaimLost if another attempt took the job over (this one stalled past its
+        lease): it must not save its older place over that one's. Between pages, what the
+        heartbeat found; with `confirm` (before a run's last writes), the store's word."""
+        claim_point(self.rt, self.job.id, confirm=confirm)
 
     def delete(self, ids: list[str]) -> None:
         if not ids:
@@ -192,6 +199,7 @@ def walk_whole(ctx: StreamContext) -> dict[str, Any]:
         place.cursor = page.next_cursor
     else:
         raise errors.PaginationError(f"more than {MAX_WALK_PAGES} pages of {ctx.stream.name}")
+    ctx.claimed(confirm=True)
     live = ctx.rt.stores.streams.ids_between(ctx.feed, None, None)
     gone = sorted(set(live) - seen)
     if gone and (expected is None or expected == len(seen)):
@@ -204,6 +212,7 @@ def walk_whole(ctx: StreamContext) -> dict[str, Any]:
     state = ctx.rt.stores.streams.state(ctx.feed)
     state.last_run = {"at": utcnow(), "mode": "walk", "pages": ctx.pages, "records": len(seen)}
     state.finished_at = state.finished_at or utcnow()
+    ctx.claimed()
     ctx.rt.stores.streams.save_state(state)
     return {"mode": "walk", "records": len(seen), "pages": ctx.pages}
 
@@ -237,6 +246,7 @@ def plan_backfill(ctx: StreamContext, state: StreamState) -> StreamState:
     state.started_at, state.finished_at = utcnow(), None
     state.planned_from = first.isoformat()
     state.requests = remote.requests_for([], (today - first).days + 1) if stream.day_counts else 0
+    ctx.claimed()
     ctx.rt.stores.streams.save_state(state)
     log.info(
         "backfill planned",
@@ -257,6 +267,7 @@ def backfill_or_rescan(ctx: StreamContext) -> dict[str, Any]:
     ]
     if todo:
         walk_windows(ctx, todo, persist=True)
+        ctx.claimed(confirm=True)
         state = store.state(ctx.feed)
         state.finished_at = state.finished_at or utcnow()
         state.last_run = {"at": utcnow(), "mode": "backfill", "pages": ctx.pages}
@@ -268,6 +279,7 @@ def backfill_or_rescan(ctx: StreamContext) -> dict[str, Any]:
     else:
         window = remote.rescan_window(today_in(ctx.time_zone), ctx.rt.settings.rescan_days)
     seen = walk_windows(ctx, [Place(-1, window)], persist=False)
+    ctx.claimed(confirm=True)
     deleted_before = ctx.written["deleted"]
     if ctx.stream.deletion in ("vanishes", "spam_vanishes") and window.first and window.last:
         since, until = window_bounds(window, ctx.time_zone)
@@ -281,6 +293,7 @@ def backfill_or_rescan(ctx: StreamContext) -> dict[str, Any]:
         "records": len(seen),
         "deleted": ctx.written["deleted"] - deleted_before,
     }
+    ctx.claimed()
     store.save_state(state)
     return {"mode": "rescan", "window": window.key, "pages": ctx.pages}
 

@@ -4,6 +4,7 @@ each request within the stream's share of the budget."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -16,6 +17,7 @@ from callrail_sync import errors
 from callrail_sync.budget import RequestBudget, Window
 from callrail_sync.callrail import streams as remote
 from callrail_sync.callrail.client import CallRailClient, Timeouts
+from callrail_sync.cli.processes import wait_until
 from callrail_sync.job import Job, JobError, JobParams, JobType, NewJob
 from callrail_sync.runtime import Runtime
 from callrail_sync.status import ListingStatus, owner_status
@@ -23,6 +25,7 @@ from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.streams import feed_id
 from callrail_sync.streams import STREAMS
 from simulator import SimData, SimServer
+from tasks.jobs import ClaimLost, heartbeat
 from tasks.schedule import plan_syncs
 from tasks.streams import Place, fetch_concurrently, held_pages, sync_stream_work, today_in
 
@@ -193,6 +196,49 @@ def test_a_stopped_backfill_goes_on_from_the_window_and_page_it_reached(
     assert second_run == fewest - stored_pages
     counts = runtime.stores.streams.counts(feed)
     assert counts["added"] == len(expected) and counts["updated"] == 0
+
+
+@pytest.mark.parametrize("beat_noticed", [True, False], ids=["heartbeat", "last-writes"])
+def test_a_backfill_taken_over_stops_without_saving_its_place_over_the_new_attempts(
+    runtime: Runtime,
+    owner: str,
+    sim: SimServer,
+    sim_data: SimData,
+    api_key: str,
+    beat_noticed: bool,
+) -> None:
+    """A backfill stalls past its lease and another attempt takes the job over: when the first
+    resumes, it must not save the feed's state (the plan, each window's place) over the one
+    the other attempt keeps. It stops at its next write of pages once a heartbeat found the job
+    taken (`heartbeat`), and at the latest before its last writes, asking the store
+    (`last-writes`: no beat came in between)."""
+    account = sim_data.accounts_by_key[api_key][0]
+    plan(runtime, owner, account, days=8)  # 4 windows of about 2 pages
+    job = stream_job(runtime, owner, account, "calls")
+    first = runtime.stores.jobs.start(job.id, "message", lease_seconds=90)
+    assert first is not None and first.claimed_by is not None
+    lease = 0.3 if beat_noticed else 90.0
+    rt = dataclasses.replace(
+        runtime, settings=runtime.settings.model_copy(update={"job_lease_seconds": lease})
+    )
+    sent = [0]
+
+    def taken_over_after_two(method: str, path: str) -> None:
+        sent[0] += 1
+        if sent[0] == 3:  # the lease ran out meanwhile: another message claims the job
+            assert runtime.stores.jobs.start(job.id, "message", lease_seconds=0) is not None
+            if beat_noticed:
+                assert wait_until(claim.lost.is_set, 10, 0.02)
+
+    client = CallRailClient(
+        api_key, base_url=sim.base_url, timeouts=Timeouts(2, 5), before_request=taken_over_after_two
+    )
+    with heartbeat(rt, job.id, first.claimed_by) as claim, pytest.raises(ClaimLost):
+        sync_stream_work(job, rt, client)
+    state = runtime.stores.streams.state(feed_id(owner, "calls", account))
+    assert state.finished_at is None and state.last_run is None
+    now = runtime.stores.jobs.get(job.id)
+    assert now is not None and now.status == "running" and now.claimed_by != first.claimed_by
 
 
 def test_a_backfill_takes_no_more_than_its_share_of_the_budget(
