@@ -8,12 +8,13 @@ from datetime import datetime, timedelta
 
 import pytest
 import requests
+from pymongo.errors import BulkWriteError
 
 from api_shim.answers import PREFIX as P
 from callrail_sync.feed import encode_cursor
 from callrail_sync.stores.changes import FeedQuery
 from simulator.control import SimControl
-from tests.conftest import wait_job
+from tests.conftest import OWNER, wait_job
 
 
 @pytest.fixture
@@ -239,3 +240,43 @@ def test_a_walk_whose_pages_shifted_marks_nothing_deleted(
         FeedQuery(owner=owner, kind="companies", callrail_account_id=account, actions={"deleted"})
     ).changes
     assert [c.id for c in deleted] == [first_page[0]]
+
+
+# --- a write applied twice ------------------------------------------------------------------
+
+
+def snapshot_of(stores, n: int) -> str:
+    stores.snapshots.begin("snap_retry", OWNER, "companies", "ACC" + "b2" * 16)
+    records = [{"id": f"COM{i:032d}", "name": f"Company {i}"} for i in range(n)]
+    stores.snapshots.write_records("companies", "snap_retry", OWNER, records)
+    return "snap_retry"
+
+
+def test_a_retried_write_the_server_had_applied_leaves_each_change_once(stores, monkeypatch):
+    """The driver sends a write again when its answer was lost; a server that restarted in
+    between keeps no record of the first (SecantusDB keeps it in memory; a fault test's
+    restart failed a job so) and answers our own inserts as duplicate keys. Here each batch is
+    sent twice, as such a retry would send it. The restart itself: tests/test_faults.py."""
+    snapshot = snapshot_of(stores, 30)
+    records = stores.db["callrail_records"]
+    applied = records.bulk_write
+
+    def sent_twice(ops, **options):
+        applied(ops, **options)
+        return applied(ops, **options)  # the retry of a write the server had applied
+
+    monkeypatch.setattr(records, "bulk_write", sent_twice)
+    monkeypatch.setattr(stores.changes, "_records", records)
+    counts = stores.changes.track(snapshot)
+    assert (counts.added, counts.total) == (30, 30)
+    seqs = sorted(d["seq"] for d in records.find({}, {"seq": 1}))
+    assert seqs == list(range(1, 31))  # each change once, numbered once
+
+
+def test_a_duplicate_that_is_not_our_own_write_is_still_an_error(stores):
+    snapshot = snapshot_of(stores, 3)
+    feed = f"{OWNER}:companies:ACC" + "b2" * 16
+    stored = stores.db["callrail_records"]
+    stored.insert_one({"_id": f"{feed}:COM{0:032d}", "feed": "elsewhere", "seq": 99})
+    with pytest.raises(BulkWriteError):
+        stores.changes.track(snapshot)

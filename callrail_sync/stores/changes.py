@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 from pymongo import ASCENDING, InsertOne, ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError
 
 from callrail_sync.stores.database import Db, by_ids, utcnow
 from callrail_sync.stores.snapshots import HIDDEN, ITEM_COLLECTIONS, SNAPSHOTS, Kind, head_id
@@ -199,6 +200,7 @@ class ChangeStore:
             keys = [f"{snapshot_id}:{i}" for i in batch]
             payloads = {d["id"]: d for d in by_ids(items, keys, HIDDEN)}
             ops: list[InsertOne[dict[str, Any]] | UpdateOne] = []
+            inserts: list[dict[str, Any] | None] = []  # each op's inserted document, if any
             for record_id in batch:
                 changed = {
                     **base,
@@ -214,9 +216,12 @@ class ChangeStore:
                 key = f"{feed}:{record_id}"
                 if record_id in known:  # updated, or back after a deletion
                     ops.append(UpdateOne({"_id": key}, {"$set": changed}))
+                    inserts.append(None)
                 else:  # never seen: an insert, far cheaper than an upsert
-                    ops.append(InsertOne({"_id": key, **changed, "first_seen_at": now}))
-            self._records.bulk_write(ops, ordered=True)
+                    doc = {"_id": key, **changed, "first_seen_at": now}
+                    ops.append(InsertOne(doc))
+                    inserts.append(doc)
+            self._write(ops, inserts)
         for batch in _chunks(gone):
             heartbeat()
             deletions = [
@@ -237,6 +242,35 @@ class ChangeStore:
         # Readers see the batch only now, all of it at once.
         heartbeat()
         self._feeds.update_one({"_id": feed}, {"$max": {"committed": last}})
+
+    def _write(
+        self,
+        ops: list[InsertOne[dict[str, Any]] | UpdateOne],
+        inserts: list[dict[str, Any] | None],
+    ) -> None:
+        """The batch, in order. A write the server applied but whose answer was lost is sent
+        again by the driver (a retryable write); where the server keeps no record of it (one that
+        restarted in between: SecantusDB keeps it in memory), our own inserts come back as
+        duplicate keys. Those, found stored with the same change number, are left out and the
+        rest is sent again; a duplicate of anything else is an error."""
+        try:
+            self._records.bulk_write(ops, ordered=True)
+        except BulkWriteError as exc:
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
+            docs = [doc for doc in inserts if doc is not None]
+            ids = [doc["_id"] for doc in docs]
+            stored = {d["_id"]: d.get("seq") for d in by_ids(self._records, ids, {"seq": 1})}
+            ours = {doc["_id"] for doc in docs if stored.get(doc["_id"]) == doc["seq"]}
+            if not ours:
+                raise
+            rest = [
+                op
+                for op, doc in zip(ops, inserts, strict=True)
+                if not doc or doc["_id"] not in ours
+            ]
+            if rest:
+                self._records.bulk_write(rest, ordered=True)
 
     def read(self, query: FeedQuery) -> ChangePage:
         """One page of a feed."""
