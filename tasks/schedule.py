@@ -128,12 +128,17 @@ def interval_of(rt: Runtime, schedule: Schedule | None) -> float:
     return rt.settings.sync_interval
 
 
-def give_up(rt: Runtime, job: Job, send: Send | None) -> dict[str, Any]:
+def give_up(rt: Runtime, job: Job, send: Send | None) -> dict[str, Any] | None:
     """Fail a job whose worker was lost once too often (its partial snapshot discarded), and
-    announce it: the end of the sweeper's and the reviver's patience alike."""
+    announce it: the end of the sweeper's and the reviver's patience alike. Only the attempt
+    seen lost is failed: if another message claimed the job meanwhile, it is that one's (its
+    status and its snapshot are left alone). The failure is written before the snapshot is
+    discarded, so a job is never left resumable over records that are gone."""
+    failed = rt.stores.jobs.fail(job.id, JobError.of(errors.WorkerLost()), job.claimed_by)
+    if failed is None:
+        return None
     rt.stores.snapshots.discard(job.id)
-    failed = rt.stores.jobs.fail(job.id, JobError.of(errors.WorkerLost()))
-    if failed is not None and send is not None:
+    if send is not None:
         announce(rt, failed, send)
     return {"job_id": job.id, "action": "failed"}
 
@@ -149,7 +154,8 @@ def sweep_stale_jobs(
     acted: list[dict[str, Any]] = []
     for job in jobs.stale(cutoff):
         if job.status is JobStatus.RUNNING and job.attempts >= rt.settings.max_attempts:
-            acted.append(give_up(rt, job, send))
+            gave_up = give_up(rt, job, send)
+            acted.extend([gave_up] if gave_up else [])
             continue
         revived = jobs.reclaim_stale(job.id, job.updated_at)
         if revived is None:
@@ -171,7 +177,8 @@ def revive_orphans(rt: Runtime, queue: JobQueue, send: Send | None = None) -> li
     acted: list[dict[str, Any]] = []
     for job in jobs.orphans(cutoff):
         if job.attempts >= rt.settings.max_attempts:
-            acted.append(give_up(rt, job, send))
+            gave_up = give_up(rt, job, send)
+            acted.extend([gave_up] if gave_up else [])
             continue
         revived = jobs.reclaim_orphan(job.id, job.alive_at)
         if revived is None:

@@ -21,8 +21,9 @@ from callrail_sync.cli.processes import wait_until
 from callrail_sync.job import JobParams, JobType, NewJob
 from callrail_sync.logs import setup_logging
 from callrail_sync.stores.database import utcnow
+from callrail_sync.stores.snapshots import PageQuery
 from tasks.names import TaskName
-from tasks.schedule import plan_syncs, sweep_stale_jobs
+from tasks.schedule import give_up, plan_syncs, sweep_stale_jobs
 
 from .conftest import OTHER_OWNER, OWNER, TEST_SECRET, run_worker, wait_job
 
@@ -118,6 +119,23 @@ def test_a_job_that_keeps_losing_its_worker_fails_clearly(stores, queue, owner, 
     failed = stores.jobs.get(job.id)
     assert failed.status == "failed" and "stopped" in failed.error.message
     assert stores.jobs.active(f"{OWNER}:accounts") is None
+
+
+def test_giving_up_on_a_lost_attempt_leaves_a_job_claimed_again_alone(stores, owner, runtime):
+    """The reviver saw a job's last attempt lost and gives up on it; meanwhile another message
+    claimed the job (and began its snapshot). Giving up fails only the attempt it saw: the
+    job stays the new attempt's, running, its snapshot whole."""
+    job = new_job(stores, JobType.SYNC_COMPANIES, JobParams(callrail_account_id="ACC1"))
+    assert stores.jobs.start(job.id, "lost", lease_seconds=90) is not None
+    seen = stores.jobs.get(job.id)
+    assert stores.jobs.start(job.id, "again", lease_seconds=0) is not None
+    stores.snapshots.begin(job.id, OWNER, "companies", "ACC1")
+    records = [{"id": f"COM{n}", "name": f"Company {n}"} for n in range(3)]
+    stores.snapshots.write_records("companies", job.id, OWNER, records)
+    assert give_up(runtime, seen, None) is None
+    now = stores.jobs.get(job.id)
+    assert now.status == "running" and now.error is None and now.claimed_by.startswith("again:")
+    assert stores.snapshots.count("companies", job.id, PageQuery()) == 3
 
 
 def test_fresh_and_waiting_jobs_are_left_alone(stores, queue, owner, runtime):
