@@ -199,15 +199,14 @@ class JobStore:
     ) -> Job:
         """Note a stored page (once, whatever the redeliveries) and the records it inserted
         into the job's snapshot (what `verify` expects it to hold); returns the job after it."""
+        moved = {"progress.total_pages": total_pages, "updated_at": utcnow()}
         counts = {"progress.records": records, "progress.inserted": inserted}
-        self._jobs.update_one(
-            {"_id": job_id, "progress.pages_done": {"$ne": number}},
-            {"$push": {"progress.pages_done": number}, "$inc": counts},
-        )
+        # One round trip a page: the page is new (the usual case) or noted already (a page
+        # written again by a redelivery), when only its total and the time move.
         job = self._update(
-            {"_id": job_id},
-            {"$set": {"progress.total_pages": total_pages, "updated_at": utcnow()}},
-        )
+            {"_id": job_id, "progress.pages_done": {"$ne": number}},
+            {"$push": {"progress.pages_done": number}, "$inc": counts, "$set": moved},
+        ) or self._update({"_id": job_id}, {"$set": moved})
         if job is None:
             raise LookupError("job vanished")
         return job
