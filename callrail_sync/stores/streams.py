@@ -657,7 +657,7 @@ class MongoStreamStore:
         rate = self._rates.get(density)
         band = FIRST_BAND
         if rate:
-            band = timedelta(seconds=min(BAND_MAX_SECONDS, 1.25 * (query.limit + 1) / rate))
+            band = timedelta(seconds=min(BAND_MAX_SECONDS, BAND_MARGIN * (query.limit + 1) / rate))
         order = -1 if query.descending else 1
         found: list[dict[str, Any]] = []
         now = utcnow()
@@ -873,6 +873,13 @@ def _nested(flat: dict[str, int]) -> dict[str, Any]:
 
 
 FIRST_BAND = timedelta(hours=1)
+BAND_MARGIN = 1.6
+"""A first band holds this many times the records the page needs at the last read's
+density: calls come by day, not by night, so a band sized at 1.25x fell short on 16 pages of
+200 and took a second read. Measured alternately, 20,000 calls, 200 pages, quiet machine:
+1.25x p50 17.9/16.7 ms, p99 45.2/42.1 ms; 1.6x p50 14.8-17.3 ms, p99 27.8-50.1 ms (one
+read for 197 of 200 pages); 2x p50 18 ms, p99 47-57 ms (reading the larger bands costs
+more than the second reads it saves)."""
 BAND_MAX_SECONDS = 400 * 86400.0
 """The longest first band a density asks for (a feed is at most 25 months)."""
 RATES_KEPT = 1024
