@@ -197,7 +197,7 @@ class DiscardingSnapshots:
         self.written += count
         return count
 
-    def verify(self, snapshot_id: str, inserted: int) -> int:
+    def verify(self, kind: Kind, snapshot_id: str, inserted: int) -> int:
         return self.written
 
     def publish(self, snapshot_id: str, pages: int, held: int | None = None) -> SnapshotHead:

@@ -147,13 +147,19 @@ def claim_point(rt: Runtime, job_id: str, *, confirm: bool = False) -> None:
     now (one heartbeat) rather than trust the last beat: before publishing, an attempt that
     was taken over must not publish beside the one that took it. A thread that runs no claim
     (work called directly) passes."""
-    claim: Claim | None = getattr(_attempt, "claim", None)
-    if claim is None or claim.job_id != job_id:
+    claim = _claim_of(job_id)
+    if claim is None:
         return
     if confirm and not claim.lost.is_set() and not rt.stores.jobs.beat(job_id, claim.token):
         claim.lost.set()
     if claim.lost.is_set():
         raise ClaimLost(job_id)
+
+
+def _claim_of(job_id: str) -> Claim | None:
+    """The claim this thread's attempt holds on `job_id`, if it runs one."""
+    claim: Claim | None = getattr(_attempt, "claim", None)
+    return claim if claim is not None and claim.job_id == job_id else None
 
 
 @contextmanager
@@ -227,8 +233,8 @@ def _run(task: Task, rt: Runtime, job: Job, work: Work, context: dict[str, Any])
 
 def _claim_lost(job_id: str) -> bool:
     """Whether a heartbeat of this thread's attempt found its job taken over."""
-    claim: Claim | None = getattr(_attempt, "claim", None)
-    return claim is not None and claim.job_id == job_id and claim.lost.is_set()
+    claim = _claim_of(job_id)
+    return claim is not None and claim.lost.is_set()
 
 
 def _stand_down(job_id: str, context: dict[str, Any]) -> Summary:

@@ -78,7 +78,7 @@ def store_pages(
     with rt.locks.hold("feed:" + head_id(job.owner, kind, callrail_account_id)) as held:
         claim_point(rt, job.id, confirm=True)
         try:
-            stored = snapshots.verify(job.id, done.progress.inserted)
+            stored = snapshots.verify(kind, job.id, done.progress.inserted)
         except errors.SnapshotIncomplete as lost:
             # Records its pages wrote are gone: nothing is tracked or published, and the retry
             # walks every page again (which pages lost records is not known), expecting what

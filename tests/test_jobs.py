@@ -158,8 +158,7 @@ def test_the_same_job_run_twice_leaves_one_snapshot_without_duplicates(
 ):
     """A worker dies after storing two pages; the redelivered job resumes and refetches nothing."""
     account = sim_data.add_account(api_key, 1_100)
-    params = JobParams(callrail_account_id=account)
-    job, _ = stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_COMPANIES, params=params))
+    job = companies_job(stores, owner, account)
     stores.jobs.start(job.id, job.id, lease_seconds=90)
     client = runtime.client(api_key)
     client.page_concurrency = 1
@@ -282,8 +281,7 @@ def test_a_snapshot_that_lost_records_is_refused_again_when_forgetting_its_pages
     must still find the snapshot short, not publish 595 records of 600. What the snapshot must
     hold is kept on the job with its pages, and reset with them in one write."""
     account = sim_data.add_account(api_key, 600)
-    params = JobParams(callrail_account_id=account)
-    job, _ = stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_COMPANIES, params=params))
+    job = companies_job(stores, owner, account)
     stores.jobs.start(job.id, job.id, lease_seconds=90)
     client = runtime.client(api_key)
     items = stores.db["callrail_companies"]
@@ -334,8 +332,7 @@ def test_a_failure_not_recorded_leaves_the_snapshot_whole_for_the_retry(
     too: discarded before the failure was written, the retry walked page 3 only and published
     100 records of 600."""
     account = sim_data.add_account(api_key, 600)
-    params = JobParams(callrail_account_id=account)
-    created, _ = stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_COMPANIES, params=params))
+    created = companies_job(stores, owner, account)
     job = stores.jobs.start(created.id, "message", lease_seconds=90)
     client = runtime.client(api_key)
     store_two_pages(runtime, job, account, client)
@@ -362,8 +359,7 @@ def test_a_snapshot_gone_under_pages_done_is_refused(stores, owner, runtime, sim
     kept its pages, the retry that skips those pages finds fewer records than the job says
     they inserted: refused, not published with the last page's 100 records of 600."""
     account = sim_data.add_account(api_key, 600)
-    params = JobParams(callrail_account_id=account)
-    job, _ = stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_COMPANIES, params=params))
+    job = companies_job(stores, owner, account)
     stores.jobs.start(job.id, job.id, lease_seconds=90)
     client = runtime.client(api_key)
     store_two_pages(runtime, stores.jobs.get(job.id), account, client)
@@ -386,8 +382,7 @@ def test_a_snapshot_that_lost_records_its_pages_wrote_is_not_published_but_walke
     (SecantusDB kept every acknowledged write across the SIGTERM restarts measured for the
     fault suite's Mongo-restart case; this is the guard for a store that would not.)"""
     account = sim_data.add_account(api_key, 600)
-    params = JobParams(callrail_account_id=account)
-    job, _ = stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_COMPANIES, params=params))
+    job = companies_job(stores, owner, account)
     stores.jobs.start(job.id, job.id, lease_seconds=90)
     client = runtime.client(api_key)
     items = stores.db["callrail_companies"]
@@ -411,7 +406,7 @@ def test_a_snapshot_that_lost_records_its_pages_wrote_is_not_published_but_walke
     assert len({r["id"] for r in all_records(stores, "companies", owner, account)}) == 600
     progress = stores.jobs.get(job.id).progress
     assert progress.inserted == 600 and progress.records == 600  # the pages again added up
-    assert stores.snapshots.verify(job.id, progress.inserted) == 600
+    assert stores.snapshots.verify("companies", job.id, progress.inserted) == 600
 
 
 def test_an_attempt_taken_over_while_it_walked_stops_before_publishing(
@@ -423,8 +418,7 @@ def test_an_attempt_taken_over_while_it_walked_stops_before_publishing(
     publishes, and leaves the job as the other attempt holds it. (The takeover itself, by
     the reviver after a real stall, is what the fault suite's stalled-worker runs covered.)"""
     account = sim_data.add_account(api_key, 300)
-    params = JobParams(callrail_account_id=account)
-    job, _ = stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_COMPANIES, params=params))
+    job = companies_job(stores, owner, account)
     first = stores.jobs.start(job.id, "first", lease_seconds=90)
 
     def walk_then_stall(job: Job, rt, client) -> jobs_tasks.Outcome:
@@ -491,6 +485,13 @@ def test_snapshots_belong_to_the_owner_that_asked(worker, stores, owner, submit_
 def first_company(sim_data, api_key) -> tuple[str, str]:
     account = sim_data.accounts_by_key[api_key][0]
     return account, sim_data.companies(sim_data.accounts[account])[0]["id"]
+
+
+def companies_job(stores: Stores, owner: str, account: str) -> Job:
+    """A queued companies sync of `account`, made in the store (no message sent)."""
+    params = JobParams(callrail_account_id=account)
+    job, _ = stores.jobs.create(NewJob(owner=owner, type=JobType.SYNC_COMPANIES, params=params))
+    return job
 
 
 def run(stores: Stores, submit_job: Submitter, owner: str, job_type: str, **params) -> Job:

@@ -16,7 +16,16 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from callrail_sync.job import ACTIVE_STATUSES, Job, JobError, JobStatus, JobType, Lane, NewJob
+from callrail_sync.job import (
+    ACTIVE_STATUSES,
+    Job,
+    JobError,
+    JobStatus,
+    JobType,
+    Lane,
+    NewJob,
+    Progress,
+)
 from callrail_sync.stores.database import Db, utcnow
 
 COLLECTION = "callrail_jobs"
@@ -87,7 +96,7 @@ class JobStore:
             "type": new.type.value,
             "params": new.params.model_dump(exclude_none=True),
             "status": JobStatus.QUEUED.value,
-            "progress": {"pages_done": [], "total_pages": None, "records": 0, "inserted": 0},
+            "progress": Progress().model_dump(),
             "result": None,
             "snapshot_id": None,
             "error": None,
@@ -316,13 +325,7 @@ class JobStore:
         what its snapshot should hold: `inserted`, the records it still holds (none, once
         discarded). Never the pages without the count: a retry that skipped pages whose
         records were lost would then find nothing missing."""
-        progress: dict[str, Any] = {
-            "pages_done": [],
-            "total_pages": None,
-            "records": 0,
-            "inserted": inserted,
-        }
-        return self._set(job_id, progress=progress)
+        return self._set(job_id, progress=Progress(inserted=inserted).model_dump())
 
     def active_rows(self, limit: int = 100_000) -> list[ActiveRow]:
         """Every active job, in brief (what the metrics count and time)."""

@@ -109,7 +109,7 @@ class SnapshotWriter(Protocol):
         """Write one page into a building snapshot; returns how many records it inserted (a
         record the snapshot held already is replaced, and not counted again)."""
 
-    def verify(self, snapshot_id: str, inserted: int) -> int:
+    def verify(self, kind: Kind, snapshot_id: str, inserted: int) -> int:
         """How many records the snapshot holds, as its readers count them; raises
         `SnapshotIncomplete` if that is fewer than `inserted`, what its pages inserted (the
         store lost some). Reads only: what it expects is the job's to keep (`progress`)."""
@@ -225,15 +225,12 @@ class MongoSnapshotStore:
         # The sync keeps the sum on its job, in the write that notes the page (no write more).
         return inserted
 
-    def verify(self, snapshot_id: str, inserted: int) -> int:
+    def verify(self, kind: Kind, snapshot_id: str, inserted: int) -> int:
         """The count is the readers' (`count` with no search): an insert acknowledged and then
         lost (a store that dropped writes in a restart) shows as fewer than `inserted`. A write
         acknowledged as failed that did land, or a page noted after its records were inserted
         by an attempt that then died, only counts low, never refuses a whole snapshot."""
-        meta = self._snapshots.find_one({"_id": snapshot_id}, {"kind": 1})
-        if meta is None:
-            raise KeyError(snapshot_id)
-        held = self.count(meta["kind"], snapshot_id, PageQuery())
+        held = self.count(kind, snapshot_id, PageQuery())
         if held < inserted:
             raise SnapshotIncomplete(held, inserted)
         return held
