@@ -9,10 +9,9 @@ CALLRAIL_API.md describes: `public` (calls.json) and `payload` (a webhook's body
 from __future__ import annotations
 
 import random
-from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from simulator import generator
@@ -39,13 +38,8 @@ PUBLIC = (
     "tracker_id",
 )
 """A call's fields in calls.json."""
-EXTRA = ("created_at", "account_id")
-"""Fields of calls.json only asked for with `fields=` (our choice; CallRail has more)."""
 UPDATABLE = ("tags", "note", "customer_name", "customer_city")
 """Fields an `updated` may change; its `updated_call` delivery names them in `changes`."""
-
-Key = tuple[datetime, str]
-"""Where a call sorts: its start instant (in UTC), then its id."""
 
 
 def _text(value: Any) -> bool:
@@ -133,14 +127,9 @@ class SimCall:
         """When the call started, in seconds since the epoch."""
         return datetime.fromisoformat(self.start_time).timestamp()
 
-    @property
-    def key(self) -> Key:
-        return datetime.fromisoformat(self.start_time).astimezone(UTC), self.id
-
-    def public(self, extra: set[str] | None = None) -> dict[str, Any]:
-        """The call as calls.json shows it, with the `EXTRA` fields asked for."""
-        names = [*PUBLIC, *(n for n in EXTRA if n in (extra or ()))]
-        body = {name: getattr(self, name) for name in names}
+    def public(self) -> dict[str, Any]:
+        """The call as calls.json shows it."""
+        body = {name: getattr(self, name) for name in PUBLIC}
         body["tags"] = list(self.tags)
         return body
 
@@ -193,12 +182,10 @@ class CallPlan:
 
 
 class CallBook:
-    """Every account's calls, oldest first by `SimCall.key`, guarded by `SimData.lock`."""
+    """Every account's placed calls, their edits and spam marks, guarded by `SimData.lock`."""
 
     def __init__(self, data: SimData) -> None:
         self.data = data
-        self._calls: dict[str, list[SimCall]] = {}
-        self._keys: dict[str, list[Key]] = {}
         self._placed: dict[str, int] = {}
         self._placed_calls: dict[str, list[SimCall]] = {}
         """The calls placed, by account: what the state file keeps (the seed makes the rest)."""
@@ -213,7 +200,6 @@ class CallBook:
         check(fields, CHECKS)
         with self.data.lock:
             account, company = self.data.find_company(company_id)
-            self._ledger(account)
             n = self._placed[account.id] = self._placed.get(account.id, 0) + 1
             rng = random.Random(f"call:{self.data.seed}:{account.id}:{n}")
             start = datetime.now(generator.zone(company["time_zone"]))
@@ -227,7 +213,6 @@ class CallBook:
                 self.edits[call.id] = later
             if "recording" not in fields:
                 call.recording = _recording(call)
-            self._insert(account.id, call)
             self._placed_calls.setdefault(account.id, []).append(call)
             self.data.changed()
             return call
@@ -250,10 +235,8 @@ class CallBook:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Take back what `dump` wrote; each account's ledger is made again when first used."""
+        """Take back what `dump` wrote."""
         with self.data.lock:
-            self._calls.clear()
-            self._keys.clear()
             self._placed = {a: int(n) for a, n in state["placed"].items()}
             self._placed_calls = {
                 a: [SimCall(**fields) for fields in calls] for a, calls in state["calls"].items()
@@ -261,43 +244,9 @@ class CallBook:
             self.edits = dict(state.get("edits", {}))
             self.spam = set(state.get("spam", []))
 
-    def newest_first(
-        self,
-        account: SimAccount,
-        company_id: str | None,
-        since: datetime,
-        until: datetime | None,
-        before: Key | None = None,
-        limit: int | None = None,
-    ) -> list[SimCall]:
-        """The account's calls started from `since` to `until` (None: no end), newest first
-        (ties: the greater id first), of one company if named, and only those sorting before
-        `before`; at most `limit`. Hold `SimData.lock` while reading what this returns."""
-        with self.data.lock:
-            calls, keys = self._ledger(account)
-            low = bisect_left(keys, (since, ""))
-            high = len(keys) if until is None else bisect_right(keys, (until, "\U0010ffff"))
-            if before is not None:
-                high = min(high, bisect_left(keys, before))
-            found: list[SimCall] = []
-            for index in range(high - 1, low - 1, -1):
-                if company_id is None or calls[index].company_id == company_id:
-                    found.append(calls[index])
-                    if limit is not None and len(found) >= limit:
-                        break
-            return found
-
-    def _ledger(self, account: SimAccount) -> tuple[list[SimCall], list[Key]]:
-        """The account's placed calls and their keys (the made-up ones are `history.py`'s)."""
-        if account.id not in self._calls:
-            self._calls[account.id], self._keys[account.id] = [], []
-            for call in self._placed_calls.get(account.id, []):
-                self._insert(account.id, call)
-        return self._calls[account.id], self._keys[account.id]
-
     def placed(self, account: SimAccount) -> list[SimCall]:
-        """The calls placed on the account, oldest first; hold `SimData.lock`."""
-        return self._ledger(account)[0]
+        """The calls placed on the account, in the order placed; hold `SimData.lock`."""
+        return self._placed_calls.get(account.id, [])
 
     # --- edits and spam, of placed and made-up calls alike ---------------------------------
 
@@ -333,12 +282,6 @@ class CallBook:
                     if self.data.history(account).place_of(call_id) is not None:
                         return account, None
         raise NotFound(f"Call not found: {call_id}")
-
-    def _insert(self, account_id: str, call: SimCall) -> None:
-        keys, key = self._keys[account_id], call.key
-        at = bisect_right(keys, key)
-        keys.insert(at, key)
-        self._calls[account_id].insert(at, call)
 
 
 def _made(rng: random.Random, account_id: str, company_id: str, start: datetime) -> SimCall:

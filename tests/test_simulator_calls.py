@@ -226,13 +226,7 @@ def test_placing_refuses_unknown_or_removed_companies_and_bad_fields(
     text = json.dumps(body).replace("{company}", company).replace("{removed}", removed)
     answer = control(sim, "POST", "/calls", json.loads(text))
     assert answer.status_code == status and answer.json()["error"]
-    assert (
-        sim.deliveries.pending == 0
-        and sim.calls.newest_first(
-            sim_data.accounts[account], None, datetime.now(UTC) - timedelta(days=1), None
-        )
-        == []
-    )
+    assert sim.deliveries.pending == 0 and sim.calls.placed(sim_data.accounts[account]) == []
 
 
 # --- deliveries -----------------------------------------------------------------------------
