@@ -8,21 +8,16 @@ whether it comes as a new document (ours, `set`) or is written over the old one 
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, SecretStr
 from pymongo import ASCENDING, DESCENDING
 
+from callrail_sync.budget import fingerprint
 from callrail_sync.stores.database import Db, as_object_id, utcnow
 
 COLLECTION = "integrations.callrail.key"
-
-
-def key_fingerprint(api_key: str) -> str:
-    """Which key a rejection was about, without keeping the key twice."""
-    return hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
 
 class ApiKeyRecord(BaseModel):
@@ -42,7 +37,7 @@ class ApiKeyRecord(BaseModel):
         if self.invalid_at is None:
             return None
         rejected = self.invalid_fingerprint
-        if rejected is not None and rejected != key_fingerprint(self.api_key.get_secret_value()):
+        if rejected is not None and rejected != fingerprint(self.api_key.get_secret_value()):
             return None
         return self.invalid_at
 
@@ -84,19 +79,14 @@ class KeyStore:
 
     def set(self, owner: str, api_key: str) -> None:
         """Store a new key; earlier keys of the owner are soft-deleted."""
-        now = utcnow()
-        oid = as_object_id(owner)
-        self._keys.update_many(
-            {"account_id": oid, "deleted": {"$ne": True}},
-            {"$set": {"deleted": True, "deleted_at": now}},
-        )
+        self.remove(owner)
         self._keys.insert_one(
             {
-                "account_id": oid,
+                "account_id": as_object_id(owner),
                 "api_key": api_key,
                 "deleted": False,
                 "invalid_at": None,
-                "created_at": now,
+                "created_at": utcnow(),
             }
         )
 
@@ -114,5 +104,5 @@ class KeyStore:
         # Only while the document still holds that key: one written over it meanwhile is new.
         self._keys.update_one(
             {"_id": record.record_id, "api_key": api_key},
-            {"$set": {"invalid_at": utcnow(), "invalid_fingerprint": key_fingerprint(api_key)}},
+            {"$set": {"invalid_at": utcnow(), "invalid_fingerprint": fingerprint(api_key)}},
         )
