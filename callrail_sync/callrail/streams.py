@@ -173,21 +173,10 @@ def day_counts(
     if stream.day_counts is None:
         raise ValueError(f"{stream.name} has no day counts")
     path = f"/a/{segment(callrail_account_id)}/{stream.day_counts}"
-    spans = []
-    end = last
-    while end >= first:
-        start = max(first, end - timedelta(days=TIMESERIES_POINTS - 1))
-        spans.append((start, end))
-        end = start - timedelta(days=1)
+    spans = plain_windows(first, last, TIMESERIES_POINTS)
 
-    def points(span: tuple[date, date]) -> list[Any]:
-        params = {
-            "interval": "day",
-            "fields": "total_calls",
-            "start_date": span[0].isoformat(),
-            "end_date": span[1].isoformat(),
-            "time_zone": time_zone,
-        }
+    def points(span: Window) -> list[Any]:
+        params = {"interval": "day", "fields": "total_calls", **span.params(time_zone)}
         body = client.request("GET", path, params=params)
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list):
