@@ -89,10 +89,7 @@ def parse(raw: bytes) -> dict[str, Any] | None:
 
 def named_event(name: str | None) -> Event | None:
     """The event a receiver URL names, if it names one of ours."""
-    for event in EVENTS:
-        if name == event:
-            return event
-    return None
+    return next((event for event in EVENTS if event == name), None)
 
 
 def event_of(payload: dict[str, Any]) -> Event:

@@ -22,12 +22,7 @@ MOVE_RECEIVER = (
     "This service's own receiver keeps its URL: create a webhook with the new URL instead "
     "(or one without a URL to receive the events here)."
 )
-RECEIVER_EVENTS: tuple[str, ...] = (
-    "call.received",
-    "call.completed",
-    "call.updated",
-    "form.submission",
-)
+RECEIVER_EVENTS: tuple[str, ...] = tuple(EVENT_KEYS)
 """What our own receiver is registered for when a webhook is made without a URL."""
 
 
