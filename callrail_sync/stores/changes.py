@@ -289,12 +289,7 @@ class ChangeStore:
 
     def counts(self, owner: str, kind: Kind, account: str | None) -> dict[str, int]:
         """Records the feed knows, by last action."""
-        feed = head_id(owner, kind, account)
-        grouped = self._records.aggregate(
-            [{"$match": {"feed": feed}}, {"$group": {"_id": "$last_action", "n": {"$sum": 1}}}]
-        )
-        found = {str(g["_id"]): int(g["n"]) for g in grouped}
-        return {action: found.get(action, 0) for action in ACTIONS}
+        return count_actions(self._records, {"feed": head_id(owner, kind, account)})
 
     def tracking(
         self, owner: str, kind: Kind, account: str | None, ids: list[str]
@@ -305,6 +300,15 @@ class ChangeStore:
         fields = {"_id": 0, "id": 1, "first_seen_at": 1, "last_modified_at": 1, "last_action": 1}
         docs = by_ids(self._records, [f"{feed}:{i}" for i in ids], fields)
         return {d["id"]: history(d) for d in docs}
+
+
+def count_actions(records: Any, match: dict[str, Any]) -> dict[str, int]:
+    """The records `match` finds, by last action (every action, 0 where none)."""
+    grouped = records.aggregate(
+        [{"$match": match}, {"$group": {"_id": "$last_action", "n": {"$sum": 1}}}]
+    )
+    found = {str(g["_id"]): int(g["n"]) for g in grouped}
+    return {action: found.get(action, 0) for action in ACTIONS}
 
 
 def history(doc: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from pymongo.errors import BulkWriteError
 
 from callrail_sync.errors import SnapshotIncomplete
 from callrail_sync.stores.database import Db, utcnow
+from callrail_sync.streams import STREAMS
 
 Kind = Literal["accounts", "companies"]
 SNAPSHOTS = "callrail_snapshots"
@@ -36,10 +37,7 @@ TIMESTAMPS = ("created_at", "disabled_at")
 text, offsets and all, does not sort in time (10:07-07:00 is after 11:33-05:00)."""
 SORT_KEYS = {"name": "name_lower", **{t: f"{t}_utc" for t in TIMESTAMPS}}
 """The stored field each sort reads (the others sort by their own field)."""
-SORTABLE: dict[str, tuple[str, ...]] = {
-    "accounts": ("id", "name"),
-    "companies": ("created_at", "disabled_at", "id", "name", "status", "time_zone"),
-}
+SORTABLE: dict[str, tuple[str, ...]] = {kind: STREAMS[kind].sortable for kind in ITEM_COLLECTIONS}
 """The fields a listing can be sorted by (each has an index, with `id` to break ties)."""
 NULLABLE = ("created_at", "disabled_at", "status", "time_zone")
 """Sort fields a record may have no value for (`disabled_at` of an active company). One rule,

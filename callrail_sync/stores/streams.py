@@ -53,6 +53,7 @@ from callrail_sync.stores.changes import (
     Action,
     ChangePage,
     change_of,
+    count_actions,
     history,
 )
 from callrail_sync.stores.database import Db, by_ids, utcnow
@@ -523,14 +524,7 @@ class MongoStreamStore:
     def _count_actions(self, feed: str) -> dict[str, int]:
         """The feed's records by last action, counted from the records (all of them read:
         only after a write that stopped half way)."""
-        grouped = self._records.aggregate(
-            [
-                {"$match": {"ks": {"$gte": f"{feed}|", "$lt": f"{feed}|{TOP}"}}},
-                {"$group": {"_id": "$last_action", "n": {"$sum": 1}}},
-            ]
-        )
-        found = {str(g["_id"]): int(g["n"]) for g in grouped}
-        return {action: found.get(action, 0) for action in ACTIONS}
+        return count_actions(self._records, {"ks": {"$gte": f"{feed}|", "$lt": f"{feed}|{TOP}"}})
 
     def recount(self, feed: str, after: int, upto: int) -> int:
         """Count again, from the records, the days of the calls whose change numbers are in
