@@ -60,6 +60,16 @@ def _held(job_id: str, claim: str | None) -> dict[str, Any]:
     return {"_id": job_id, "status": JobStatus.RUNNING.value, "claimed_by": claim}
 
 
+def _retrying(error: JobError, at: datetime) -> dict[str, Any]:
+    """The fields of a job that waits for `at` to try again."""
+    return {
+        "status": JobStatus.RETRYING.value,
+        "error": error.model_dump(mode="json"),
+        "next_retry_at": at,
+        "updated_at": utcnow(),
+    }
+
+
 def _must(doc: dict[str, Any] | None) -> Job:
     job = _job(doc)
     if job is None:
@@ -226,30 +236,14 @@ class JobStore:
         """`retrying` until `at`, after a retriable error. With `claim` (here and in the
         other status writes of an attempt), only while that attempt holds the job: None if
         another took it over."""
-        fields = {
-            "status": JobStatus.RETRYING.value,
-            "error": error.model_dump(mode="json"),
-            "next_retry_at": at,
-            "updated_at": utcnow(),
-        }
-        return self._update(_held(job_id, claim), {"$set": fields})
+        return self._update(_held(job_id, claim), {"$set": _retrying(error, at)})
 
     def park_for_rate_limit(
         self, job_id: str, error: JobError, until: datetime, claim: str | None = None
     ) -> Job | None:
         """`retrying` until `until` for the quota; the attempt is refunded."""
-        return self._update(
-            _held(job_id, claim),
-            {
-                "$set": {
-                    "status": JobStatus.RETRYING.value,
-                    "error": error.model_dump(mode="json"),
-                    "next_retry_at": until,
-                    "updated_at": utcnow(),
-                },
-                "$inc": {"attempts": -1, "rate_limit_waits": 1},
-            },
-        )
+        refund = {"attempts": -1, "rate_limit_waits": 1}
+        return self._update(_held(job_id, claim), {"$set": _retrying(error, until), "$inc": refund})
 
     def requeue(self, job_id: str, claim: str | None = None) -> Job | None:
         """Back to `queued`, unclaimed, the attempt refunded (a stop is not the job's fault)."""
@@ -325,7 +319,10 @@ class JobStore:
         what its snapshot should hold: `inserted`, the records it still holds (none, once
         discarded). Never the pages without the count: a retry that skipped pages whose
         records were lost would then find nothing missing."""
-        return self._set(job_id, progress=Progress(inserted=inserted).model_dump())
+        progress = Progress(inserted=inserted).model_dump()
+        return self._update(
+            {"_id": job_id}, {"$set": {"progress": progress, "updated_at": utcnow()}}
+        )
 
     def active_rows(self, limit: int = 100_000) -> list[ActiveRow]:
         """Every active job, in brief (what the metrics count and time)."""
@@ -373,9 +370,6 @@ class JobStore:
             {"_id": job_id, "updated_at": seen_updated_at, "status": {"$in": _ACTIVE}},
             {"$set": queued, "$inc": {"sweeps": 1}},
         )
-
-    def _set(self, job_id: str, **fields: Any) -> Job | None:
-        return self._update({"_id": job_id}, {"$set": {**fields, "updated_at": utcnow()}})
 
     def _finish(self, query: dict[str, Any], status: JobStatus, **fields: Any) -> Job | None:
         now = utcnow()
