@@ -5,30 +5,14 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from bench.common import NoTracking, SimProcess, runtime_for
+from bench.common import SimProcess, run_sync, runtime_for
 from callrail_sync.cli.processes import free_port, mongo_part
 from callrail_sync.config import Settings
-from callrail_sync.job import JobParams, JobType, NewJob
-from callrail_sync.runtime import Runtime
 from callrail_sync.stores import connect
-from tasks import sync
-
-OWNER = "64f1c2a9e4b0a1b2c3d4e5f6"
-
-
-def timed_sync(rt: Runtime, key: str, account: str, *, track: bool) -> tuple[float, dict[str, int]]:
-    params = JobParams(callrail_account_id=account)
-    job, _ = rt.stores.jobs.create(NewJob(owner=OWNER, type=JobType.SYNC_COMPANIES, params=params))
-    pages = rt.client(key).iter_company_pages(account)
-    into = None if track else (rt.stores.snapshots, NoTracking())
-    started = time.perf_counter()
-    outcome = sync.store_pages(job, rt, "companies", account, pages, into=into)
-    return time.perf_counter() - started, outcome.result.get("changes", {})
 
 
 def bench_tracking(quick: bool) -> None:
@@ -50,10 +34,12 @@ def bench_tracking(quick: bool) -> None:
                     secrets_keys=Fernet.generate_key().decode(),
                 )
                 rt = runtime_for(sim.base_url, stores=connect(settings))
-                plain, _ = timed_sync(rt, sim.key, account, track=False)
-                first, added = timed_sync(rt, sim.key, account, track=True)
-                again, unchanged = timed_sync(rt, sim.key, account, track=True)
-                assert added["added"] == n and unchanged == {**unchanged, "added": 0}
+                # Into the same snapshots, untracked (`NoTracking`); then tracked, twice.
+                plain, _ = run_sync(rt, sim.key, account, rt.stores.snapshots)
+                first, added = run_sync(rt, sim.key, account)
+                again, unchanged = run_sync(rt, sim.key, account)
+                changes = added.result["changes"], unchanged.result["changes"]
+                assert changes[0]["added"] == n and changes[1] == {**changes[1], "added": 0}
                 for label, seconds in (
                     ("without tracking", plain),
                     (f"first sync, tracked ({n:,} added)", first),
