@@ -157,7 +157,7 @@ class Calls:
         self.account = account
         self.history: History = book.data.history(account)
 
-    def refs(self, span: dates.Span, keep: Callable[[Ref], bool] | None) -> list[Ref] | Range:
+    def refs(self, span: dates.Span, keep: Test | None) -> list[Ref] | Range:
         """The calls started in the span that `keep` keeps, newest first; a `Range` (no list
         made) when nothing is filtered, placed or marked spam in it."""
         lo, hi = self.history.between(span.first, span.last)
@@ -176,7 +176,7 @@ class Calls:
         ]
         found += [Ref(c.epoch, placed=c) for c in placed]
         if keep is not None:
-            found = [r for r in found if keep(r)]
+            found = [r for r in found if keep(self, r)]
         found.sort(key=lambda r: (r.start, r.call_id), reverse=True)
         return found
 
@@ -217,6 +217,10 @@ class Calls:
         if ref.placed is not None:
             return ref.placed.company_id
         return self.history.company_id(ref.place)
+
+
+Test = Callable[[Calls, Ref], bool]
+"""Whether a listing keeps a call of the account's `Calls`."""
 
 
 class Range:
@@ -294,7 +298,7 @@ def list_calls(book: CallBook, account: SimAccount, query: Query, url: str) -> s
     span = dates.span_of(query, account.time_zone)
     fields = _fields(query)
     shape = Shape.of(fields)
-    keep = _filters(book, account, query)
+    keep = _filters(query)
     with book.data.lock:
         calls = Calls(book, account)
         refs = calls.refs(span, keep)
@@ -467,9 +471,9 @@ def _sorted(
 # --- filters -------------------------------------------------------------------------------------
 
 
-def _filters(book: CallBook, account: SimAccount, query: Query) -> Callable[[Ref], bool] | None:
+def _filters(query: Query) -> Test | None:
     """The filters a query names, as one test of a call; None: none named."""
-    tests: list[Callable[[Calls, Ref], bool]] = []
+    tests: list[Test] = []
     company = param(query, "company_id")
     if company:
         tests.append(lambda c, r: c.company_of(r) == company)
@@ -526,15 +530,7 @@ def _filters(book: CallBook, account: SimAccount, query: Query) -> Callable[[Ref
         tests.append(lambda c, r: c.facts(r).duration <= high)
     if not tests:
         return None
-    calls_of: dict[str, Calls] = {}
-
-    def keep(ref: Ref) -> bool:
-        calls = calls_of.get("c")
-        if calls is None:
-            calls = calls_of["c"] = Calls(book, account)
-        return all(test(calls, ref) for test in tests)
-
-    return keep
+    return lambda calls, ref: all(test(calls, ref) for test in tests)
 
 
 def _seconds(query: Query, name: str) -> int | None:
@@ -610,7 +606,7 @@ def summary(book: CallBook, account: SimAccount, query: Query) -> dict[str, Any]
         raise error(400, f"Invalid group_by: {group_by}")
     if group_by in ("company", "company_id") and param(query, "company_id"):
         raise error(400, "Grouping by company works only for the whole account")
-    keep = _filters(book, account, query)
+    keep = _filters(query)
     with book.data.lock:
         calls = Calls(book, account)
         refs = calls.refs(span, keep)
@@ -645,7 +641,7 @@ def timeseries(book: CallBook, account: SimAccount, query: Query) -> dict[str, A
         raise error(
             400, f"The range holds {len(bounds)} {interval}s: at most {MAX_POINTS} data points"
         )
-    keep = _filters(book, account, query)
+    keep = _filters(query)
     with book.data.lock:
         calls = Calls(book, account)
         refs = calls.refs(span, keep)
