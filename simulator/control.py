@@ -7,7 +7,7 @@ address, with or without its `/v3`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import requests
 
@@ -45,37 +45,31 @@ class SimControl:
 
     def stats(self) -> dict[str, Any]:
         """Requests by status and the knobs in force."""
-        stats: dict[str, Any] = self.call("GET", "stats")
-        return stats
+        return cast(dict[str, Any], self.call("GET", "stats"))
 
     def knobs(self, **values: Any) -> dict[str, Any]:
         """Turn knobs (e.g. `latency=0.1`, `rate_limits=[[1000, 3600]]`); the stats after."""
-        stats: dict[str, Any] = self.call("POST", "knobs", values)
-        return stats
+        return cast(dict[str, Any], self.call("POST", "knobs", values))
 
     def reset(self) -> dict[str, Any]:
         """Forget the log, counters, quota windows and deliveries; knobs back to defaults."""
-        stats: dict[str, Any] = self.call("POST", "reset")
-        return stats
+        return cast(dict[str, Any], self.call("POST", "reset"))
 
     def log(self) -> list[dict[str, Any]]:
         """The requests the simulator answered, oldest first."""
-        entries: list[dict[str, Any]] = self.call("GET", "log")["requests"]
-        return entries
+        return cast(list[dict[str, Any]], self.call("GET", "log")["requests"])
 
     # --- keys and accounts -------------------------------------------------------------------
 
     def keys(self) -> list[str]:
         """The API keys the simulator accepts."""
-        keys: list[str] = self.call("GET", "keys")["keys"]
-        return keys
+        return cast(list[str], self.call("GET", "keys")["keys"])
 
     def share(self, key: str, accounts: list[str]) -> list[str]:
         """Give `key` (added if new) access to existing accounts; the accounts it now sees."""
-        visible: list[str] = self.call("POST", "keys", {"key": key, "accounts": accounts})[
-            "accounts"
-        ]
-        return visible
+        return cast(
+            list[str], self.call("POST", "keys", {"key": key, "accounts": accounts})["accounts"]
+        )
 
     def add_account(
         self,
@@ -105,13 +99,11 @@ class SimControl:
 
     def add_company(self, account: str, **fields: Any) -> dict[str, Any]:
         """A company added to an account (or a removed one restored, given its `id`)."""
-        company: dict[str, Any] = self.call("POST", "companies", {"account": account, **fields})
-        return company
+        return cast(dict[str, Any], self.call("POST", "companies", {"account": account, **fields}))
 
     def change_company(self, company_id: str, **fields: Any) -> dict[str, Any]:
         """Change fields of a company; the company after."""
-        company: dict[str, Any] = self.call("PATCH", f"companies/{company_id}", fields)
-        return company
+        return cast(dict[str, Any], self.call("PATCH", f"companies/{company_id}", fields))
 
     def remove_company(self, company_id: str) -> None:
         """Take a company out of its account (restore it with `add_company(id=...)`)."""
@@ -120,16 +112,14 @@ class SimControl:
     def place_call(self, company_id: str, **fields: Any) -> dict[str, Any]:
         """Place a call on a company now (fields, `updated`, `drop`, `post_call_delay` as
         `SimServer.place_call` takes them); the call as calls.json shows it."""
-        call: dict[str, Any] = self.call("POST", "calls", {"company_id": company_id, **fields})[
-            "call"
-        ]
-        return call
+        return cast(
+            dict[str, Any], self.call("POST", "calls", {"company_id": company_id, **fields})["call"]
+        )
 
     def edit_call(self, call_id: str, **fields: Any) -> dict[str, Any]:
         """Change a call later, as CallRail's users do (`tags`, `note`, `lead_status`, `value`,
         `customer_name`, `customer_city`); the edits it now has."""
-        edits: dict[str, Any] = self.call("PATCH", f"calls/{call_id}", fields)["edits"]
-        return edits
+        return cast(dict[str, Any], self.call("PATCH", f"calls/{call_id}", fields)["edits"])
 
     def mark_spam(self, call_id: str) -> None:
         """Mark a call spam: it vanishes from calls.json and the roll-ups, for good."""
@@ -137,31 +127,25 @@ class SimControl:
 
     def add_form(self, company_id: str, **fields: Any) -> dict[str, Any]:
         """A form submitted now on a company (fields as form_submissions.json shows them)."""
-        form: dict[str, Any] = self.call("POST", "forms", {"company_id": company_id, **fields})[
-            "form_submission"
-        ]
-        return form
+        return cast(
+            dict[str, Any],
+            self.call("POST", "forms", {"company_id": company_id, **fields})["form_submission"],
+        )
 
     def add_text(
-        self,
-        company_id: str,
-        customer_phone_number: str | None = None,
-        content: str = "Hello!",
-        direction: str = "inbound",
+        self, company_id: str, customer_phone_number: str | None = None, **fields: Any
     ) -> dict[str, Any]:
-        """A text now: into that number's conversation (its `last_message_at` moves), or a
-        new one; the conversation after."""
-        body: dict[str, Any] = {"company_id": company_id, "content": content}
-        body["direction"] = direction
+        """A text now (`content`, "Hello!" unless given, and `direction`, inbound unless
+        given): into that number's conversation (its `last_message_at` moves), or a new one;
+        the conversation after."""
+        body = {"company_id": company_id, **fields}
         if customer_phone_number:
             body["customer_phone_number"] = customer_phone_number
-        conversation: dict[str, Any] = self.call("POST", "texts", body)["conversation"]
-        return conversation
+        return cast(dict[str, Any], self.call("POST", "texts", body)["conversation"])
 
     def disable_tracker(self, tracker_id: str) -> dict[str, Any]:
         """Delete a tracker as CallRail does: disabled, `disabled_at` now, still listed."""
-        tracker: dict[str, Any] = self.call("DELETE", f"trackers/{tracker_id}")
-        return tracker
+        return cast(dict[str, Any], self.call("DELETE", f"trackers/{tracker_id}"))
 
     def delete_tag(self, tag_id: str | int) -> None:
         """Delete a tag: gone from tags.json."""
@@ -175,5 +159,4 @@ class SimControl:
         """The webhook deliveries made and how many calls still have some due; with `wait`,
         first waits up to `timeout` seconds for those due."""
         params = {"wait": 1, "timeout": timeout} if wait else {}
-        answer: dict[str, Any] = self.call("GET", "deliveries", **params)
-        return answer
+        return cast(dict[str, Any], self.call("GET", "deliveries", **params))
