@@ -51,17 +51,16 @@ class CallRailApi:
     `routes` declares the paths; `gate.py` has authenticated the caller before a route runs.
     """
 
-    def __init__(
-        self, data: SimData, calls: CallBook | None = None, streams: Streams | None = None
-    ) -> None:
+    def __init__(self, data: SimData, calls: CallBook, streams: Streams) -> None:
         self.data = data
-        self.calls = calls or CallBook(data)
-        self.streams = streams or Streams(data)
+        self.calls = calls
+        self.streams = streams
         self.configuration = Configuration(self.streams)
 
     def routes(self) -> list[Route]:
         """The API's routes, under `/v3`."""
         account = "/v3/a/{account_id}"
+        integration = account + "/integrations/{integration_id}.json"
         reads: list[tuple[str, Callable[[SimAccount, Query], dict[str, Any]]]] = [
             ("/calls/summary.json", functools.partial(summary, self.calls)),
             ("/calls/timeseries.json", functools.partial(timeseries, self.calls)),
@@ -82,21 +81,9 @@ class CallRailApi:
             Route(account + "/companies/{company_id}.json", self._get_company, methods=["GET"]),
             Route(account + "/integrations.json", self._list_integrations, methods=["GET"]),
             Route(account + "/integrations.json", self._create_integration, methods=["POST"]),
-            Route(
-                account + "/integrations/{integration_id}.json",
-                self._get_integration,
-                methods=["GET"],
-            ),
-            Route(
-                account + "/integrations/{integration_id}.json",
-                self._update_integration,
-                methods=["PUT"],
-            ),
-            Route(
-                account + "/integrations/{integration_id}.json",
-                self._disable_integration,
-                methods=["DELETE"],
-            ),
+            Route(integration, self._get_integration, methods=["GET"]),
+            Route(integration, self._update_integration, methods=["PUT"]),
+            Route(integration, self._disable_integration, methods=["DELETE"]),
         ]
 
     def authenticate(self, header: str) -> str:
