@@ -241,18 +241,18 @@ class SimData:
         """The account's made-up calls, made on first use (from the companies it had then)."""
         with self.lock:
             if account._history is None:
-                per = account.calls_per_company
-                days = account.call_days or self.call_days
-                account._history = History.make(
-                    self.seed,
-                    account.seed,
-                    self.companies(account),
-                    self.calls_per_company if per is None else per,
-                    days,
-                    self.anchor,
-                )
+                account._history = self.made_up(account)
             history: History = account._history
             return history
+
+    def made_up(self, account: SimAccount, kind: str = "calls", share: int = 1) -> History:
+        """A made-up history of the account's companies now: its calls, or its records of
+        another `kind`, 1/`share` as many as calls, over the same days."""
+        per = account.calls_per_company
+        calls = (self.calls_per_company if per is None else per) // share
+        days = account.call_days or self.call_days
+        companies = self.companies(account)
+        return History.make(self.seed, account.seed, companies, calls, days, self.anchor, kind)
 
     def add_company(self, account_id: str, **fields: Any) -> dict[str, Any]:
         """Create an active company in an account, made now: realistic fields are generated,

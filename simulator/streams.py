@@ -110,15 +110,8 @@ class Streams:
         with self.data.lock:
             found = self._accounts.get(account.id)
             if found is None:
-                per = account.calls_per_company
-                calls = self.data.calls_per_company if per is None else per
-                days = account.call_days or self.data.call_days
-                companies = self.data.companies(account)
-                args = (self.data.seed, account.seed, companies)
-                found = AccountStreams(
-                    History.make(*args, calls // 5, days, self.data.anchor, kind="forms"),
-                    History.make(*args, calls // 4, days, self.data.anchor, kind="texts"),
-                )
+                made = self.data.made_up
+                found = AccountStreams(made(account, "forms", 5), made(account, "texts", 4))
                 saved = self._pending.pop(account.id, None)
                 if saved:
                     found.added_forms = saved["forms"]
