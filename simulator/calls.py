@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from simulator import generator
-from simulator.data import NotFound, SimAccount, SimData
+from simulator.data import NotFound, SimAccount, SimData, stamped
 
 EVENTS = ("pre_call", "post_call", "updated_call")
 """The call events delivered, each to the URLs of its `<event>_webhook` config key."""
@@ -58,13 +58,6 @@ def _optional_text(value: Any) -> bool:
     return value is None or isinstance(value, str)
 
 
-def _stamp(value: Any) -> bool:
-    try:
-        return datetime.fromisoformat(value).utcoffset() is not None
-    except (TypeError, ValueError):
-        return False
-
-
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "customer_phone_number": (_text, "a non-empty string"),
     "customer_name": (_text, "a non-empty string"),
@@ -72,7 +65,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "duration": (_count, "a whole number of seconds, 0 or more"),
     "answered": (lambda v: isinstance(v, bool), "true or false"),
     "voicemail": (lambda v: isinstance(v, bool), "true or false"),
-    "start_time": (_stamp, "an ISO 8601 timestamp with an offset"),
+    "start_time": (stamped, "an ISO 8601 timestamp with an offset"),
     "tags": (_labels, "a list of strings"),
     "note": (_optional_text, "a string or null"),
     "recording": (_optional_text, "a URL or null"),

@@ -394,10 +394,14 @@ def _check(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a non-empty string")
     if name == "status" and value not in ("active", "disabled"):
         raise ValueError("status must be active or disabled")
-    if name == "created_at" or (name == "disabled_at" and value is not None):
-        try:
-            offset = datetime.fromisoformat(value).utcoffset()
-        except (TypeError, ValueError):
-            offset = None
-        if offset is None:
-            raise ValueError(f"{name} must be an ISO 8601 timestamp with an offset")
+    timed = name == "created_at" or (name == "disabled_at" and value is not None)
+    if timed and not stamped(value):
+        raise ValueError(f"{name} must be an ISO 8601 timestamp with an offset")
+
+
+def stamped(value: Any) -> bool:
+    """Whether a value is an ISO 8601 timestamp with an offset."""
+    try:
+        return datetime.fromisoformat(value).utcoffset() is not None
+    except (TypeError, ValueError):
+        return False
