@@ -27,11 +27,11 @@ from simulator.calls import CallBook, SimCall
 from simulator.data import SimAccount
 from simulator.history import (
     CONSTANT,
-    FRAGMENTS,
     PROFILE_FIELDS,
     PROFILES,
     Facts,
     History,
+    fragments,
     joined,
     milestone_dates,
     mix,
@@ -404,7 +404,7 @@ def _render(calls: Calls, ref: Ref, shape: Shape, span: dates.Span) -> str:
         text = f"{text},{shape.constant}"
     if not shape.profiled:
         return text + "}"
-    pieces = FRAGMENTS.get(shape.profiled)[profile]
+    pieces = fragments(shape.profiled)[profile]
     moments = milestone_dates(began, at) if shape.milestones else []
     return f"{text},{joined(pieces, moments)}}}"
 

@@ -16,6 +16,7 @@ are `SimCall`s of `calls.py`; edits and spam marks of either kind are kept besid
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from array import array
@@ -176,30 +177,19 @@ PROFILE_FIELDS = tuple(PROFILES[0])
 STAGES = ("first_touch", "lead_created", "qualified", "last_touch")
 
 
-class Fragments:
+@functools.lru_cache(maxsize=256)
+def fragments(names: tuple[str, ...]) -> list[list[str]]:
     """The JSON of the profile fields asked for, per profile, made once per field set: cut
     where each milestone's `event_date` goes, so a call's dates are joined in."""
-
-    def __init__(self) -> None:
-        self._made: dict[tuple[str, ...], list[list[str]]] = {}
-
-    def get(self, names: tuple[str, ...]) -> list[list[str]]:
-        found = self._made.get(names)
-        if found is None:
-            found = []
-            for profile in PROFILES:
-                text = json.dumps({n: profile[n] for n in names}, separators=(",", ":"))[1:-1]
-                pieces = [text]
-                for stage in STAGES:
-                    head, _, tail = pieces.pop().partition(f"@{stage}@")
-                    pieces += [head, tail] if _ else [head]
-                found.append(pieces)
-            if len(self._made) < 256:
-                self._made[names] = found
-        return found
-
-
-FRAGMENTS = Fragments()
+    found = []
+    for profile in PROFILES:
+        text = json.dumps({n: profile[n] for n in names}, separators=(",", ":"))[1:-1]
+        pieces = [text]
+        for stage in STAGES:
+            head, _, tail = pieces.pop().partition(f"@{stage}@")
+            pieces += [head, tail] if _ else [head]
+        found.append(pieces)
+    return found
 
 
 # --- an account's history --------------------------------------------------------------------
