@@ -123,6 +123,16 @@ def keep_secret(path: Path, secret: str) -> None:
         f.write(secret)
 
 
+def demo_token(settings: Settings, secret: str) -> str:
+    """A token for the demo account, signed with `secret`: what `serve` and `stack` print."""
+    from api_shim.auth import DEV_TOKEN_TTL, issue_token
+
+    s = settings
+    return issue_token(
+        s.demo_account_id, secret, DEV_TOKEN_TTL, issuer=s.jwt_issuer, audience=s.jwt_audience
+    )
+
+
 def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
     """Poll `check` until it is true or `timeout` passes; exceptions count as false."""
     deadline = time.monotonic() + timeout

@@ -28,12 +28,13 @@ from celery.platforms import EX_OK
 from celery.worker import state as worker_state
 
 from api_shim.app import create_app
-from api_shim.auth import DEV_SECRET, DEV_TOKEN_TTL, issue_token
+from api_shim.auth import DEV_SECRET
 from api_shim.routes.ui import ui_link
 from api_shim.wire import HTTP_PROTOCOL
 from callrail_sync.cli.processes import (
     Part,
     Started,
+    demo_token,
     ensure_mongo,
     ensure_redis,
     namespace_exports,
@@ -311,14 +312,7 @@ def serve(settings: Settings, host: str, port: int, run_dir: Path) -> int:
         notifier.wait_ready(60)
         # Beat's first tick is one period away; sync the configured accounts now.
         worker_app.send_task(TaskName.PLAN)
-        secret = s.jwt_secret or DEV_SECRET
-        token = issue_token(
-            s.demo_account_id,
-            secret,
-            ttl_seconds=DEV_TOKEN_TTL,
-            issuer=s.jwt_issuer,
-            audience=s.jwt_audience,
-        )
+        token = demo_token(s, s.jwt_secret or DEV_SECRET)
         shim = create_app(s, runtime=embedded.runtime, queue=CeleryQueue(worker_app))
         # One write: print() writes the text and its newline apart, and a log line of another
         # thread written between them ran into the banner's last line (its export words).

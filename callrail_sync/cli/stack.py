@@ -23,11 +23,11 @@ from pathlib import Path
 
 import requests
 
-from api_shim.auth import DEV_TOKEN_TTL
 from api_shim.routes.ui import ui_link
 from api_shim.wire import HTTP_PROTOCOL
 from callrail_sync.cli.processes import (
     Part,
+    demo_token,
     ensure_mongo,
     ensure_redis,
     free_port,
@@ -351,8 +351,6 @@ def supervise(stack: Stack, max_restarts: int = 5, window: float = 60.0) -> bool
 
 def run_stack(settings: Settings, config: StackConfig) -> int:
     """The `stack` command: start, print where everything is, stop on Ctrl-C or SIGTERM."""
-    from api_shim.auth import issue_token
-
     if not port_free(config.port):
         raise SystemExit(f"callrail-sync stack: port {config.port} on 127.0.0.1 is in use")
     stop = threading.Event()
@@ -362,14 +360,7 @@ def run_stack(settings: Settings, config: StackConfig) -> int:
     print(f"starting the stack in {config.run_dir} ...", flush=True)
     stack.start()
     try:
-        token = issue_token(
-            settings.demo_account_id,
-            stack.jwt_secret,
-            ttl_seconds=DEV_TOKEN_TTL,
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-        )
-        print(banner(stack, token), flush=True)
+        print(banner(stack, demo_token(settings, stack.jwt_secret)), flush=True)
         while not stop.wait(2.0):
             if not supervise(stack):
                 stop.set()
