@@ -37,6 +37,11 @@ class WebhookRecord(BaseModel):
     updated_at: str | None = None
 
 
+def _where(owner: str, account: str, company: str, url: str) -> dict[str, str]:
+    """The record of one URL of a company, for one owner (the unique index's fields)."""
+    return {"owner": owner, "callrail_account_id": account, "company_id": company, "url": url}
+
+
 class WebhookStore:
     """Find, remember and move webhook records in `callrail_webhooks`."""
 
@@ -87,13 +92,7 @@ class WebhookStore:
         fields: dict[str, Any],
     ) -> WebhookRecord:
         """The record of a URL (found by owner, account, company and URL), made if new."""
-        now = utcnow()
-        key = {
-            "owner": owner,
-            "callrail_account_id": callrail_account_id,
-            "company_id": company_id,
-            "url": url,
-        }
+        now, key = utcnow(), _where(owner, callrail_account_id, company_id, url)
         update = {
             "$set": {**fields, "seen_at": now},
             "$setOnInsert": {"_id": "web_" + secrets.token_hex(8), "first_seen_at": now},
@@ -120,13 +119,7 @@ class WebhookStore:
         self, owner: str, callrail_account_id: str, company_id: str, url: str
     ) -> WebhookRecord | None:
         """The owner's record of this URL of the company, if any."""
-        key = {
-            "owner": owner,
-            "callrail_account_id": callrail_account_id,
-            "company_id": company_id,
-            "url": url,
-        }
-        doc = self._webhooks.find_one(key)
+        doc = self._webhooks.find_one(_where(owner, callrail_account_id, company_id, url))
         return WebhookRecord.model_validate(doc) if doc else None
 
     def forget(self, owner: str, webhook_id: str) -> None:
