@@ -156,17 +156,12 @@ def routes(sim: SimServer) -> list[Route]:
             raise ValueError(f"Unknown text field: {', '.join(sorted(unknown))}")
         return Reply(201, {"conversation": sim.streams.add_text(company_id, **fields)})
 
-    async def disable_tracker(request: Request) -> Reply:
-        tracker_id = request.path_params["tracker_id"]
-        return Reply(200, sim.api.configuration.disable_tracker(tracker_id))
+    def delete(kind: str) -> Endpoint:
+        async def endpoint(request: Request) -> Reply:
+            record = sim.api.configuration.delete(kind, request.path_params["id"])
+            return Reply(200, record) if kind == "trackers" else Reply(204)
 
-    async def delete_tag(request: Request) -> Reply:
-        sim.api.configuration.delete("tags", request.path_params["tag_id"])
-        return Reply(204)
-
-    async def delete_user(request: Request) -> Reply:
-        sim.api.configuration.delete("users", request.path_params["user_id"])
-        return Reply(204)
+        return endpoint
 
     async def mark_spam(request: Request) -> Reply:
         sim.calls.mark_spam(request.path_params["call_id"])
@@ -185,9 +180,9 @@ def routes(sim: SimServer) -> list[Route]:
         ("/_sim/deliveries", deliveries, "GET"),
         ("/_sim/forms", add_form, "POST"),
         ("/_sim/texts", add_text, "POST"),
-        ("/_sim/trackers/{tracker_id}", disable_tracker, "DELETE"),
-        ("/_sim/tags/{tag_id}", delete_tag, "DELETE"),
-        ("/_sim/users/{user_id}", delete_user, "DELETE"),
+        ("/_sim/trackers/{id}", delete("trackers"), "DELETE"),
+        ("/_sim/tags/{id}", delete("tags"), "DELETE"),
+        ("/_sim/users/{id}", delete("users"), "DELETE"),
         ("/_sim/companies", add_company, "POST"),
         ("/_sim/companies/{company_id}", change_company, "PATCH"),
         ("/_sim/companies/{company_id}", remove_company, "DELETE"),

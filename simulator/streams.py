@@ -554,32 +554,25 @@ class Configuration:
 
     # --- changes while running ---------------------------------------------------------------
 
-    def disable_tracker(self, tracker_id: str) -> dict[str, Any]:
-        """DELETE of a tracker, as CallRail does it: `status: disabled`, `disabled_at` now,
-        still listed."""
+    def delete(self, kind: str, record_id: str) -> dict[str, Any]:
+        """DELETE of a tracker, tag or user (`kind` "trackers", "tags" or "users"), as CallRail
+        does it: a tracker gets `status: disabled`, `disabled_at` now, and is still listed; a
+        tag or user is gone from every listing. Returns the record."""
+        listed = {"trackers": self.trackers, "tags": self.tags, "users": self.users}[kind]
         with self.data.lock:
             for account in self.data.accounts.values():
-                for tracker in self.trackers(account):
-                    if tracker["id"] == tracker_id:
-                        if tracker["status"] != "disabled":
-                            tracker["status"] = "disabled"
-                            tracker["disabled_at"] = dates.write_utc(datetime.now(UTC).timestamp())
-                        self.streams.of(account).changed = True
-                        self.data.changed()
-                        return dict(tracker)
-        raise NotFound(f"Tracker not found: {tracker_id}")
-
-    def delete(self, kind: str, record_id: str) -> None:
-        """DELETE of a tag or a user: gone from every listing."""
-        with self.data.lock:
-            for account in self.data.accounts.values():
-                records = self.tags(account) if kind == "tags" else self.users(account)
+                records = listed(account)
                 for n, record in enumerate(records):
-                    if str(record["id"]) == record_id:
+                    if str(record["id"]) != record_id:
+                        continue
+                    if kind != "trackers":
                         del records[n]
-                        self.streams.of(account).changed = True
-                        self.data.changed()
-                        return
+                    elif record["status"] != "disabled":
+                        record["status"] = "disabled"
+                        record["disabled_at"] = dates.write_utc(datetime.now(UTC).timestamp())
+                    self.streams.of(account).changed = True
+                    self.data.changed()
+                    return dict(record)
         raise NotFound(f"{kind[:-1].title()} not found: {record_id}")
 
 
