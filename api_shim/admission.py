@@ -34,28 +34,14 @@ T = TypeVar("T")
 class Admission:
     """Says whether an owner may submit one more write job now."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        jobs: JobStore,
-        budget: SlidingWindows,
-        new_jobs: SlidingWindows | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, jobs: JobStore, redis_client: redis.Redis) -> None:
         self._settings = settings
         self._jobs = jobs
-        self._rate = budget
-        self._new_jobs = new_jobs
-
-    @classmethod
-    def for_settings(
-        cls, settings: Settings, jobs: JobStore, redis_client: redis.Redis
-    ) -> Admission:
-        window = Window(settings.writes_per_minute, 60)
         prefix = f"{settings.redis_prefix}:admission"
-        rate = SlidingWindows(redis_client, [window], prefix=prefix)
+        window = Window(settings.writes_per_minute, 60)
+        self._rate = SlidingWindows(redis_client, [window], prefix=prefix)
         every = Window(settings.jobs_per_minute, 60)
-        new_jobs = SlidingWindows(redis_client, [every], prefix=f"{prefix}:jobs")
-        return cls(settings, jobs, rate, new_jobs)
+        self._new_jobs = SlidingWindows(redis_client, [every], prefix=f"{prefix}:jobs")
 
     def submit(
         self, queue: JobQueue, owner: str, job_type: JobType, params: JobParams
@@ -72,8 +58,6 @@ class Admission:
 
     def admit_job(self, owner: str) -> None:
         """Raise TooManyRequests unless the owner may start one more job now (spends one)."""
-        if self._new_jobs is None:
-            return
         granted, wait, _ = self._new_jobs.try_acquire(owner)
         if not granted:
             per_minute = self._settings.jobs_per_minute

@@ -97,10 +97,14 @@ def create_app(
         cache=cache,
         hub=hub,
         tickets=Tickets(settings.redis_url, settings.redis_prefix),
-        admission=Admission.for_settings(settings, runtime.stores.jobs, runtime.redis),
+        admission=Admission(settings, runtime.stores.jobs, runtime.redis),
         streams=StreamSlots(settings.redis_url, settings.streams_per_owner, settings.redis_prefix),
         inbox=inbox,
-        key_readings=key_readings(runtime),
+        key_readings=SlidingWindows(
+            runtime.redis,
+            [Window(REFRESHES_PER_HOUR, 3600)],
+            prefix=f"{runtime.settings.redis_prefix}:inbound-keys",
+        ),
         inbound_failures=SlidingWindows(
             runtime.redis,
             [Window(settings.inbound_failures_per_minute, 60)],
@@ -123,12 +127,6 @@ def operation_id(route: APIRoute) -> str:
     """An operation's id is its route function's name (`list_accounts`), so a generated
     client's calls are named as the routes are."""
     return route.name
-
-
-def key_readings(runtime: Runtime) -> SlidingWindows:
-    window = Window(REFRESHES_PER_HOUR, 3600)
-    prefix = f"{runtime.settings.redis_prefix}:inbound-keys"
-    return SlidingWindows(runtime.redis, [window], prefix=prefix)
 
 
 def task_sender(celery: Celery) -> Callable[[str, list[str]], None]:

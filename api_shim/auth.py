@@ -60,11 +60,6 @@ def bearer_token(header: str | None) -> str:
     return token
 
 
-def authenticate(header: str | None, settings: Settings) -> str:
-    """The DashClicks account id (24 hex) of a valid token; an error answer otherwise."""
-    return verify(bearer_token(header), settings)[0]
-
-
 def verify(token: str, settings: Settings) -> tuple[str, float]:
     """(account id, expiry as a Unix time) of a token whose signature and claims hold."""
     key, algorithm = verification_key(settings)
@@ -114,9 +109,6 @@ class Authenticator:
         self._settings = settings
         self._known: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._size = size
-
-    def owner(self, header: str | None) -> str:
-        return self.session(header)[0]
 
     def session(self, header: str | None) -> tuple[str, float]:
         """(the DashClicks account, when the token expires as a Unix time)."""

@@ -43,7 +43,7 @@ class Services:
     key_readings: SlidingWindows
     """How often failed signatures may make us read signing keys again, per CallRail account
     (`SlidingWindows`, on keys of its own)."""
-    inbound_failures: SlidingWindows | None
+    inbound_failures: SlidingWindows
     """Refused deliveries per source address and company (INBOUND_FAILURES_PER_MINUTE)."""
 
     def _claim_key(self, name: str) -> str:
@@ -85,7 +85,7 @@ Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 
 async def current_owner(request: Request, svc: Svc, _: Bearer) -> str:
     """The DashClicks account of the bearer token."""
-    return svc.auth.owner(request.headers.get("Authorization"))
+    return svc.auth.session(request.headers.get("Authorization"))[0]
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ class EventHub:
     async def subscribe(self, owner: str) -> AsyncIterator[asyncio.Queue[Event]]:
         """A queue of the owner's events from now on; subscribe before reading the state you
         wait on, so that no change falls between the read and the wait."""
-        self._ensure_running()
+        self.start()
         queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=1000)
         self._waiters.setdefault(owner, set()).add(queue)
         try:
@@ -65,10 +65,6 @@ class EventHub:
                     del self._waiters[owner]
 
     @property
-    def waiting(self) -> int:
-        return sum(len(w) for w in self._waiters.values())
-
-    @property
     def poll_every(self) -> float:
         """How long a waiter may rely on events before reading the store itself (spread, so
         a thousand waiters do not all read at the same moment)."""
@@ -78,9 +74,6 @@ class EventHub:
     def start(self) -> None:
         """Subscribe now (the app's startup), so the caches hear of changes from the first
         request on; `subscribe` also starts it if it is not running."""
-        self._ensure_running()
-
-    def _ensure_running(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="event-hub")
 

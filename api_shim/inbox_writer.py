@@ -28,7 +28,6 @@ log = logging.getLogger("callrail_sync.inbound")
 MAX_BATCH = 500
 RECEIVER_SECONDS = 10.0
 """How long a receiver read from the store is used without reading it again."""
-Delivery = Kept
 QueueTask = Callable[[str, list[str]], None]
 
 
@@ -36,7 +35,7 @@ class InboxWriter:
     def __init__(self, stores: Stores, queue_task: QueueTask) -> None:
         self._stores = stores
         self._queue_task = queue_task
-        self._pending: list[tuple[Delivery, asyncio.Future[bool]]] = []
+        self._pending: list[tuple[Kept, asyncio.Future[bool]]] = []
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._followups: set[asyncio.Task[None]] = set()
@@ -102,7 +101,7 @@ class InboxWriter:
         self._followups.add(followup)
         followup.add_done_callback(self._followups.discard)
 
-    def _after(self, batch: list[Delivery], fresh: list[bool]) -> None:
+    def _after(self, batch: list[Kept], fresh: list[bool]) -> None:
         """Count the batch's deliveries and queue the new ones for normalizing."""
         counts: dict[str, dict[Counted, int]] = defaultdict(lambda: defaultdict(int))
         for delivery, new in zip(batch, fresh, strict=True):

@@ -33,6 +33,7 @@ from callrail_sync.job import JobStatus, Lane
 from callrail_sync.metrics import beat_planned_key
 from callrail_sync.runtime import Runtime
 from callrail_sync.stores.database import UNAVAILABLE, utcnow
+from callrail_sync.stores.jobs import ActiveRow
 from celeryconfig import Queues
 
 log = logging.getLogger("api_shim.readings")
@@ -91,7 +92,7 @@ class ServiceReadings(Collector):
         waiting = {lane.value: 0.0 for lane in Lane}
         quiet: dict[str, float] = {}
         for r in rows:
-            since = _startable_since(r.status, r.updated_at, r.not_before, r.next_retry_at, now)
+            since = _startable_since(r, now)
             if since is not None:
                 waiting[r.lane] = max(waiting.get(r.lane, 0.0), (now - since).total_seconds())
             if r.status == JobStatus.RUNNING.value:
@@ -159,19 +160,13 @@ class ServiceReadings(Collector):
         )
 
 
-def _startable_since(
-    status: str,
-    updated_at: datetime,
-    not_before: datetime | None,
-    next_retry_at: datetime | None,
-    now: datetime,
-) -> datetime | None:
+def _startable_since(row: ActiveRow, now: datetime) -> datetime | None:
     """Since when a job has been free to start and has not (None: it runs, or waits on
     purpose for its start time, its retry time or the rate limit)."""
-    if status == JobStatus.QUEUED.value:
-        since = max(updated_at, not_before) if not_before else updated_at
-    elif status == JobStatus.RETRYING.value and next_retry_at is not None:
-        since = next_retry_at
+    if row.status == JobStatus.QUEUED.value:
+        since = max(row.updated_at, row.not_before) if row.not_before else row.updated_at
+    elif row.status == JobStatus.RETRYING.value and row.next_retry_at is not None:
+        since = row.next_retry_at
     else:
         return None
     return since if since <= now else None

@@ -293,9 +293,10 @@ def test_nothing_secret_is_echoed(shim, owner, api_key, token):
 
 
 def test_issue_token_round_trip(settings):
-    from api_shim.auth import authenticate
+    from api_shim.auth import Authenticator
 
-    assert authenticate("Bearer " + issue_token(OWNER, TEST_SECRET), settings) == OWNER
+    token = issue_token(OWNER, TEST_SECRET)
+    assert Authenticator(settings).session("Bearer " + token)[0] == OWNER
 
 
 # --- CallRail account ids (checked before any job) ----------------------------------------------

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from api_shim.answers import PREFIX
@@ -30,7 +30,8 @@ from api_shim.answers_control import CallsAnswer, Received, ReceivedAnswer
 from api_shim.deps import Owner, Services, Svc
 from api_shim.envelope import failure
 from api_shim.openapi import refused
-from api_shim.validation import AccountId, Checked, CompanyId, whole
+from api_shim.routes.changes import Limit
+from api_shim.validation import AccountId, Checked, CompanyId
 from callrail_sync import feed, metrics
 from callrail_sync.callrail import deliveries
 from callrail_sync.errors import ValidationFailed
@@ -122,8 +123,6 @@ async def _may_try(svc: Services, source: str, company_id: str) -> bool:
     """Whether one more failed delivery from `source` to `company_id` may be looked at now
     (INBOUND_FAILURES_PER_MINUTE each: a flood of forgeries costs no reads, writes or key
     readings beyond it)."""
-    if svc.inbound_failures is None:
-        return True
     granted, _, _ = await run_in_threadpool(
         svc.inbound_failures.try_acquire, f"{source}|{company_id}"
     )
@@ -183,12 +182,11 @@ async def _ask_for_key(svc: Services, receiver: Receiver) -> bool:
     company = receiver.company_id
     if not await svc.claim(f"inbound-key:{company}", REFRESH_EVERY):
         return False
-    if svc.key_readings is not None:
-        granted, _, _ = await run_in_threadpool(
-            svc.key_readings.try_acquire, receiver.callrail_account_id
-        )
-        if not granted:
-            return False
+    granted, _, _ = await run_in_threadpool(
+        svc.key_readings.try_acquire, receiver.callrail_account_id
+    )
+    if not granted:
+        return False
     owner = await run_in_threadpool(owner_with_key, svc.runtime, receiver)
     if owner is None:
         return False
@@ -210,11 +208,7 @@ class CallsParams(Checked):
         Field(description="ISO 8601: events stored at or after this time (to poll: the last's)"),
     ] = None
     cursor: Annotated[str | None, Field(description="`next_cursor` of the previous page")] = None
-    limit: Annotated[
-        int,
-        Field(ge=1, le=feed.MAX_LIMIT, description=f"1 to {feed.MAX_LIMIT}, default 100"),
-        BeforeValidator(whole("limit", 100, feed.MAX_LIMIT)),
-    ] = 100
+    limit: Limit = 100
 
     @model_validator(mode="before")
     @classmethod
