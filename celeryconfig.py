@@ -29,30 +29,25 @@ class Queues:
 
     suffix: str = ""
 
+    def named(self, name: str) -> str:
+        """The queue of a queue name of the task table: webhooks, listings, periodic, notify."""
+        return f"callrail.{name}{self.suffix}"
+
     @property
     def webhooks(self) -> str:
-        return "callrail.webhooks" + self.suffix
+        return self.named("webhooks")
 
     @property
     def listings(self) -> str:
-        return "callrail.listings" + self.suffix
+        return self.named("listings")
 
     @property
     def periodic(self) -> str:
-        return "callrail.periodic" + self.suffix
+        return self.named("periodic")
 
     @property
     def notify(self) -> str:
-        return "callrail.notify" + self.suffix
-
-    def named(self, name: str) -> str:
-        """The queue of a queue name of the task table: webhooks, listings, periodic, notify."""
-        return {
-            "webhooks": self.webhooks,
-            "listings": self.listings,
-            "periodic": self.periodic,
-            "notify": self.notify,
-        }[name]
+        return self.named("notify")
 
     @property
     def jobs(self) -> list[str]:

@@ -62,15 +62,12 @@ class RetryPolicy:
     cap: float = 300.0
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before attempt `attempt + 1`."""
+        """Seconds to wait before attempt `attempt + 1`, spread at random so that workers hit
+        by the same failure do not retry in step."""
         if retry_after is not None:
-            return min(MAX_COUNTDOWN, retry_after + self.jitter(1.0))
+            return min(MAX_COUNTDOWN, retry_after + random.uniform(0, 1.0))
         ceiling = min(self.cap, self.base * 2.0 ** max(0, attempt - 1))
-        return min(MAX_COUNTDOWN, ceiling / 2 + self.jitter(ceiling / 2))
-
-    def jitter(self, upto: float) -> float:
-        """Random spread so that workers hit by the same failure do not retry in step."""
-        return random.uniform(0, upto)
+        return min(MAX_COUNTDOWN, ceiling / 2 + random.uniform(0, ceiling / 2))
 
     def can_retry(self, attempt: int, exc: errors.CallRailSyncError) -> bool:
         return exc.retriable and attempt < self.max_attempts
@@ -266,7 +263,7 @@ def _on_error(
             "job will retry",
             extra={**context, "error": type(exc).__name__, "countdown": round(delay, 2)},
         )
-        return _retry(task, rt, job, delay, exc, context)
+        return _requeue(task, job, delay, exc, context)
     return _fail(task, rt, job, exc, {**context, "error": type(exc).__name__})
 
 
@@ -302,31 +299,16 @@ def _wait_for_budget(
         "job waits for the rate limit",
         extra={**context, "countdown": round(delay, 2), "cooldown": cooldown},
     )
-    return _retry(task, rt, job, delay, exc, context)
+    return _requeue(task, job, delay, exc, context)
 
 
 def _hand_back(task: Task, rt: Runtime, job: Job, context: dict[str, Any]) -> Summary:
     """The worker is stopping: requeue the job now; the next run resumes from stored pages.
     If the broker does not take it, the job stays queued and the sweeper sends it again."""
-    if _claim_lost(job.id):
-        return _stand_down(job.id, context)
-    if rt.stores.jobs.requeue(job.id, job.claimed_by) is None:
+    if _claim_lost(job.id) or rt.stores.jobs.requeue(job.id, job.claimed_by) is None:
         return _stand_down(job.id, context)
     log.warning("job handed back to the queue (worker stopping)", extra=context)
     return _requeue(task, job, 0, None, context, left="queued")
-
-
-def _retry(
-    task: Task,
-    rt: Runtime,
-    job: Job,
-    delay: float,
-    exc: errors.CallRailSyncError,
-    context: dict[str, Any],
-) -> Summary:
-    """Requeue the task with a countdown. If the broker does not take it, the job stays
-    `retrying` in the store and the sweeper sends it again once the broker is back."""
-    return _requeue(task, job, delay, exc, context, left="retrying")
 
 
 def _requeue(
@@ -336,8 +318,11 @@ def _requeue(
     exc: Exception | None,
     context: dict[str, Any],
     *,
-    left: str,
+    left: str = "retrying",
 ) -> Summary:
+    """Requeue the task with a countdown. If the broker does not take it, the job stays as it
+    was `left` in the store (`retrying`, or `queued` by a hand-back) and the sweeper sends it
+    again once the broker is back."""
     try:
         # The tasks are declared with max_retries=None: our own counters decide when to stop.
         raise task.retry(countdown=countdown, exc=exc)

@@ -183,25 +183,23 @@ def post(rt: Runtime, config: NotificationConfig, delivery: Notification) -> tup
         ("X-Callrail-Sync-Event", delivery.event),
         ("X-Callrail-Sync-Notification", delivery.id),
     ]
+    status_code: int | None = None
+    error: str | None = None
     try:
         answer = outbound.post(url, body, headers, timeout=s.notify_timeout, policy=policy)
+        status_code = answer.status_code
     except errors.ValidationFailed as refused:
         return Attempt(at=at, url=url, error=refused.user_message, ms=0), False
     except outbound.CallFailed as failed:
-        return _failed(at, url, failed.reason, started)
+        error = failed.reason
     ms = round((time.perf_counter() - started) * 1000, 1)
-    return Attempt(at=at, url=url, status_code=answer.status_code, ms=ms), True
+    return Attempt(at=at, url=url, status_code=status_code, error=error, ms=ms), True
 
 
 def backoff(attempt: int, base: float) -> float:
     """Seconds before attempt `attempt + 1`: doubling from `base`, capped, with jitter."""
     ceiling = min(MAX_WAIT, base * 2.0 ** (attempt - 1))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-
-def _failed(at: Any, url: str, error: str, started: float) -> tuple[Attempt, bool]:
-    ms = round((time.perf_counter() - started) * 1000, 1)
-    return Attempt(at=at, url=url, error=error, ms=ms), True
 
 
 def _said(attempt: Attempt) -> str:

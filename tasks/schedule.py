@@ -54,22 +54,7 @@ def plan_syncs(rt: Runtime, queue: JobQueue) -> list[dict[str, Any]]:
             head = rt.stores.snapshots.current(owner, kind, callrail_account_id)
             if head is not None and head.synced_at > utcnow() - timedelta(seconds=interval):
                 continue
-            job_type = JobType.SYNC_ACCOUNTS if kind == "accounts" else JobType.SYNC_COMPANIES
-            params = JobParams(callrail_account_id=callrail_account_id)
-            delay = _spread(f"{owner}:{kind}:{callrail_account_id}", interval / 4)
-            job, created = submit(
-                rt.stores.jobs, queue, owner, job_type, params, countdown=delay, lane=Lane.PERIODIC
-            )
-            if created:
-                queued.append(
-                    {
-                        "job_id": job.id,
-                        "owner": owner,
-                        "kind": kind,
-                        "callrail_account_id": callrail_account_id,
-                        "countdown": round(delay, 1),
-                    }
-                )
+            queued += _queue_periodic(rt, queue, owner, kind, callrail_account_id, interval)
         queued += plan_streams(rt, queue, owner, account_ids, schedules)
     log.info("periodic syncs planned", extra={"queued": len(queued)})
     return queued
@@ -97,28 +82,36 @@ def plan_streams(
             last = state.last_run.get("at") if state.last_run else None
             if last is not None and last > now - timedelta(seconds=interval):
                 continue
-            params = JobParams(callrail_account_id=account_id, stream=stream)
-            delay = _spread(f"{owner}:{stream}:{account_id}", interval / 4)
-            job, created = submit(
-                rt.stores.jobs,
-                queue,
-                owner,
-                JobType.SYNC_STREAM,
-                params,
-                countdown=delay,
-                lane=Lane.PERIODIC,
-            )
-            if created:
-                queued.append(
-                    {
-                        "job_id": job.id,
-                        "owner": owner,
-                        "kind": stream,
-                        "callrail_account_id": account_id,
-                        "countdown": round(delay, 1),
-                    }
-                )
+            queued += _queue_periodic(rt, queue, owner, stream, account_id, interval)
     return queued
+
+
+def _queue_periodic(
+    rt: Runtime, queue: JobQueue, owner: str, kind: str, account: str | None, interval: float
+) -> list[dict[str, Any]]:
+    """Submit the periodic sync of a listing (accounts, companies) or of a stream, its start
+    spread over a quarter of `interval`; what was queued (nothing where it joined an active
+    job)."""
+    if kind in ("accounts", "companies"):
+        job_type = JobType.SYNC_ACCOUNTS if kind == "accounts" else JobType.SYNC_COMPANIES
+        params = JobParams(callrail_account_id=account)
+    else:
+        job_type, params = JobType.SYNC_STREAM, JobParams(callrail_account_id=account, stream=kind)
+    delay = _spread(f"{owner}:{kind}:{account}", interval / 4)
+    job, created = submit(
+        rt.stores.jobs, queue, owner, job_type, params, countdown=delay, lane=Lane.PERIODIC
+    )
+    if not created:
+        return []
+    return [
+        {
+            "job_id": job.id,
+            "owner": owner,
+            "kind": kind,
+            "callrail_account_id": account,
+            "countdown": round(delay, 1),
+        }
+    ]
 
 
 def interval_of(rt: Runtime, schedule: Schedule | None) -> float:

@@ -42,12 +42,10 @@ def remember(
     company_id: str,
     integration: Integration,
     url: str,
-) -> dict[str, Any]:
-    """Our record of one URL of the integration, in the spec's webhook shape."""
+) -> WebhookRecord:
+    """Our record of one URL of the integration."""
     fields = created_fields(integration, url, ours(rt, company_id))
-    return shape(
-        rt.stores.webhooks.remember(job.owner, callrail_account_id, company_id, url, fields)
-    )
+    return rt.stores.webhooks.remember(job.owner, callrail_account_id, company_id, url, fields)
 
 
 NOT_FIRING = (
@@ -90,7 +88,7 @@ def list_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
         job.params.need("company_id"),
     )
     found = [
-        remember(rt, job, callrail_account_id, company_id, integration, url)
+        shape(remember(rt, job, callrail_account_id, company_id, integration, url))
         for integration in client.list_webhook_integrations(callrail_account_id, company_id)
         for url in wh.urls_in(integration, ours(rt, company_id))
     ]
@@ -140,13 +138,7 @@ def create_work(job: Job, rt: Runtime, client: CallRailClient) -> Outcome:
                 callrail_account_id, integration.id, state=wanted
             )
         # Under the lock too: our records follow CallRail in the order CallRail changed.
-        record = rt.stores.webhooks.remember(
-            job.owner,
-            callrail_account_id,
-            company_id,
-            url,
-            created_fields(integration, url, receiver),
-        )
+        record = remember(rt, job, callrail_account_id, company_id, integration, url)
     if is_ours:
         # Our own receiver: it needs the key CallRail signs this company's deliveries with.
         inbound.register(rt, job.owner, client, callrail_account_id, company_id, integration)
