@@ -19,7 +19,7 @@ API_KEY_NOT_FOUND = "API key not found. Please add your CallRail API key first."
 RETRY_LATER = timedelta(minutes=5)
 """How long after a failure on CallRail's side (or ours) a remedy says to try again."""
 TRY_AGAIN = "Try again in a few minutes, after {retry_after}."
-REPORT = "If it happens again, report the job id to support."
+TRY_THEN_REPORT = TRY_AGAIN + " If it happens again, report the job id to support."
 
 
 class ErrorClass(StrEnum):
@@ -44,7 +44,7 @@ class CallRailSyncError(Exception):
     """Whether running the job again can help (the tasks retry these with backoff)."""
     template = "{message}"
     """How the message reads to the dashboard user."""
-    remedy: str = "Something went wrong on our side, not yours. " + TRY_AGAIN + " " + REPORT
+    remedy: str = "Something went wrong on our side, not yours. " + TRY_THEN_REPORT
     """What the user can do about it, in words the frontend shows as they are."""
 
     def __init_subclass__(
@@ -171,7 +171,7 @@ class JobTimedOut(CallRailSyncError, errno=504):
 
     remedy = (
         "The job was stopped at {failed_at} after running too long (CallRail may have been very "
-        "slow). " + TRY_AGAIN + " " + REPORT
+        "slow). " + TRY_THEN_REPORT
     )
 
     def __init__(self) -> None:
@@ -183,9 +183,7 @@ class WorkerLost(CallRailSyncError):
 
     remedy = (
         "Our workers kept stopping while running this job (a problem on our side, not yours). "
-        + TRY_AGAIN
-        + " "
-        + REPORT
+        + TRY_THEN_REPORT
     )
 
     def __init__(self) -> None:
@@ -195,7 +193,7 @@ class WorkerLost(CallRailSyncError):
 class Crashed(CallRailSyncError):
     """Raised for an error of ours that has no type: a bug."""
 
-    remedy = "This is a bug on our side, not yours. " + TRY_AGAIN + " " + REPORT
+    remedy = "This is a bug on our side, not yours. " + TRY_THEN_REPORT
 
     def __init__(self) -> None:
         super().__init__("Internal error while running the job.")
@@ -230,7 +228,7 @@ class SnapshotIncomplete(ServiceUnavailable):
 
     remedy = (
         "Our database lost part of this sync's records at {failed_at} (on our side, not yours), "
-        "so nothing of it was shown. " + TRY_AGAIN + " " + REPORT
+        "so nothing of it was shown. " + TRY_THEN_REPORT
     )
 
     def __init__(self, held: int, inserted: int) -> None:
@@ -373,8 +371,5 @@ class PaginationError(CallRailError):
     """Raised when CallRail's paging metadata would make a walk run away (too many pages)."""
 
     remedy = (
-        "CallRail's answer did not page as expected, so the walk was stopped. "
-        + TRY_AGAIN
-        + " "
-        + REPORT
+        "CallRail's answer did not page as expected, so the walk was stopped. " + TRY_THEN_REPORT
     )
