@@ -220,11 +220,6 @@ RECORD_STREAMS = tuple(s.name for s in STREAMS.values() if s.store == "records")
 """The streams kept record by record (all but accounts and companies)."""
 
 
-def stream(name: str) -> Stream:
-    """The stream called `name` (KeyError when there is none)."""
-    return STREAMS[name]
-
-
 def fields_for(s: Stream, extra: tuple[str, ...] | list[str] = ()) -> list[str]:
     """The optional fields a stream's requests ask for: those it always needs, then those of
     `extra` (a deployment's setting) that the stream has."""
