@@ -100,15 +100,12 @@ def owner_status(rt: Runtime, owner: str, now: datetime) -> list[ListingStatus]:
             entry.next_scheduled_at = None  # beat keeps only configured accounts fresh
         entries.append(entry)
         for name in _streams_of(rt, owner, account):
-            entries.append(_stream(rt, owner, name, account, schedule, now))
-            entries[-1].account_name = names.get(account)
-            if account in configured and not entries[-1].paused:
-                entries[-1].next_scheduled_at = _next(
-                    rt.stores.jobs.latest(owner, JobType.SYNC_STREAM, account, name),
-                    None,
-                    entries[-1].interval_seconds,
-                    now,
-                )
+            entry = _stream(rt, owner, name, account, schedule, now)
+            entry.account_name = names.get(account)
+            if account in configured and not entry.paused:
+                latest = rt.stores.jobs.latest(owner, JobType.SYNC_STREAM, account, name)
+                entry.next_scheduled_at = _next(latest, None, entry.interval_seconds, now)
+            entries.append(entry)
     return entries
 
 
