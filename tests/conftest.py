@@ -186,8 +186,16 @@ def mongo_db(session_stores: Stores) -> str:
 
 
 @pytest.fixture
-def settings(sim: SimServer, redis_url: str, mongo_server: str, mongo_db: str) -> Settings:
+def settings(
+    request: pytest.FixtureRequest, sim: SimServer, redis_url: str, mongo_server: str, mongo_db: str
+) -> Settings:
+    """The test's settings. A test marked `pages_of(n)` reads listings in pages of n records
+    (PAGE_SIZE): it walks as many pages as one of 250s with a tenth of the records to store
+    (SecantusDB spends ~1 ms of CPU on each). Pages of 250 are walked by the tests unmarked,
+    `test_companies_sync_of_1234_companies_over_five_pages` among them."""
+    marker = request.node.get_closest_marker("pages_of")
     return Settings(
+        page_size=marker.args[0] if marker else 250,
         redis_url=redis_url,
         mongo_url=mongo_server,
         mongo_db=mongo_db,

@@ -74,13 +74,14 @@ def test_companies_sync_of_1234_companies_over_five_pages(
     assert records[0]["swap_cookie_duration_unit"] == "months"
 
 
+@pytest.mark.pages_of(25)
 def test_a_reader_sees_the_old_snapshot_then_the_new_never_a_mix(
     worker, stores, owner, submit_job, sim, sim_data, api_key
 ):
-    # Two pages of 250: a snapshot half written would show after the first. Each read of all
-    # 500 records takes SecantusDB here ~0.15 s (1,000 took 0.28 s, and the reads then slowed
-    # the sync they watch: 9 s in all).
-    size = 500
+    # Two pages of 25: a snapshot half written would show after the first. (In pages of 250,
+    # each read of all 500 records took SecantusDB ~0.15 s, and the reads slowed the sync
+    # they watch.)
+    size = 50
     account = sim_data.add_account(api_key, size)
     first, _ = submit_job(owner, "sync_companies", callrail_account_id=account)
     assert wait_job(stores, first.id).status == "succeeded"
@@ -101,10 +102,11 @@ def test_a_reader_sees_the_old_snapshot_then_the_new_never_a_mix(
     assert generations == sorted(generations, key=lambda g: g == "new")  # never back to old
 
 
+@pytest.mark.pages_of(25)
 def test_a_failed_sync_keeps_the_previous_snapshot(
     worker, stores, owner, submit_job, sim, sim_data, api_key
 ):
-    account = sim_data.add_account(api_key, 600)
+    account = sim_data.add_account(api_key, 60)
     first, _ = submit_job(owner, "sync_companies", callrail_account_id=account)
     assert wait_job(stores, first.id).status == "succeeded"
     before = stores.snapshots.current(owner, "companies", account)
@@ -115,17 +117,18 @@ def test_a_failed_sync_keeps_the_previous_snapshot(
     assert failed.error.errno == 502 and failed.error.message.startswith("CallRail error")
     after = stores.snapshots.current(owner, "companies", account)
     assert after.snapshot_id == before.snapshot_id
-    assert len(all_records(stores, "companies", owner, account)) == 600
+    assert len(all_records(stores, "companies", owner, account)) == 60
     # The half-built snapshot is gone, not left behind (discarded once the failure is written,
     # so just after the job says it failed).
     items = stores.db["callrail_companies"]
     assert wait_until(lambda: items.count_documents({"snapshot_id": second.id}) == 0, 10, 0.05)
 
 
+@pytest.mark.pages_of(25)
 def test_companies_gone_upstream_disappear_from_the_next_snapshot(
     worker, stores, owner, submit_job, sim_data, api_key
 ):
-    account = sim_data.add_account(api_key, 300)
+    account = sim_data.add_account(api_key, 30)
     job, _ = submit_job(owner, "sync_companies", callrail_account_id=account)
     wait_job(stores, job.id)
     companies = sim_data.companies(sim_data.accounts[account])
@@ -133,7 +136,7 @@ def test_companies_gone_upstream_disappear_from_the_next_snapshot(
     job, _ = submit_job(owner, "sync_companies", callrail_account_id=account)
     assert wait_job(stores, job.id).status == "succeeded"
     ids = {r["id"] for r in all_records(stores, "companies", owner, account)}
-    assert removed["id"] not in ids and len(ids) == 299
+    assert removed["id"] not in ids and len(ids) == 29
 
 
 def test_concurrent_identical_requests_share_one_job(owner, submit_job):
@@ -153,11 +156,12 @@ def test_a_finished_job_frees_its_dedupe_slot(worker, stores, owner, submit_job)
     assert created and second.id != first.id
 
 
+@pytest.mark.pages_of(25)
 def test_the_same_job_run_twice_leaves_one_snapshot_without_duplicates(
     stores, owner, runtime, sim, sim_data, api_key
 ):
     """A worker dies after storing two pages; the redelivered job resumes and refetches nothing."""
-    account = sim_data.add_account(api_key, 1_100)
+    account = sim_data.add_account(api_key, 110)
     job = companies_job(stores, owner, account)
     stores.jobs.start(job.id, job.id, lease_seconds=90)
     client = runtime.client(api_key)
@@ -187,11 +191,11 @@ def test_the_same_job_run_twice_leaves_one_snapshot_without_duplicates(
     fetched = sorted(int(r.query.split("page=")[1].split("&")[0]) for r in sim.requests_logged())
     assert fetched == [3, 4, 5]
     records = all_records(stores, "companies", owner, account)
-    assert len(records) == len({r["id"] for r in records}) == 1_100
-    assert outcome.result["counts"]["records"] == 1_100
+    assert len(records) == len({r["id"] for r in records}) == 110
+    assert outcome.result["counts"]["records"] == 110
     # And once more, as a second redelivery after the end: same snapshot, same records.
     sync_tasks.sync_companies_work(stores.jobs.get(job.id), runtime, client)
-    assert len(all_records(stores, "companies", owner, account)) == 1_100
+    assert len(all_records(stores, "companies", owner, account)) == 110
 
 
 def test_an_attempt_taken_over_leaves_the_job_alone_when_it_then_fails(
@@ -273,14 +277,15 @@ def test_an_attempt_taken_over_before_its_heartbeat_knew_leaves_the_job_alone(
     assert held == 5  # B's snapshot, not discarded
 
 
+@pytest.mark.pages_of(25)
 def test_a_snapshot_that_lost_records_is_refused_again_when_forgetting_its_pages_failed(
     stores, owner, runtime, sim, sim_data, api_key, monkeypatch
 ):
     """Records are lost, the sync refuses, and the write that forgets its pages fails (the
     store blinked; or the process died just then): the retry skips the pages already done, and
-    must still find the snapshot short, not publish 595 records of 600. What the snapshot must
+    must still find the snapshot short, not publish 55 records of 60. What the snapshot must
     hold is kept on the job with its pages, and reset with them in one write."""
-    account = sim_data.add_account(api_key, 600)
+    account = sim_data.add_account(api_key, 60)
     job = companies_job(stores, owner, account)
     stores.jobs.start(job.id, job.id, lease_seconds=90)
     client = runtime.client(api_key)
@@ -304,11 +309,11 @@ def test_a_snapshot_that_lost_records_is_refused_again_when_forgetting_its_pages
     assert stores.jobs.get(job.id).progress.pages_done == [1, 2, 3]  # not forgotten
     with pytest.raises(SnapshotIncomplete) as refused:  # the retry: every page skipped
         sync_tasks.sync_companies_work(stores.jobs.get(job.id), runtime, client)
-    assert (refused.value.held, refused.value.inserted) == (595, 600)
+    assert (refused.value.held, refused.value.inserted) == (55, 60)
     assert stores.snapshots.current(owner, "companies", account) is None
     outcome = sync_tasks.sync_companies_work(stores.jobs.get(job.id), runtime, client)
-    assert outcome.result["counts"]["records"] == 600
-    assert stores.jobs.get(job.id).progress.inserted == 600  # 595 kept, and the 5 again
+    assert outcome.result["counts"]["records"] == 60
+    assert stores.jobs.get(job.id).progress.inserted == 60  # 55 kept, and the 5 again
 
 
 def store_two_pages(runtime, job: Job, account: str, client) -> None:
@@ -324,14 +329,15 @@ def store_two_pages(runtime, job: Job, account: str, client) -> None:
     assert runtime.stores.jobs.get(job.id).progress.pages_done == [1, 2]
 
 
+@pytest.mark.pages_of(25)
 def test_a_failure_not_recorded_leaves_the_snapshot_whole_for_the_retry(
     stores, owner, runtime, sim_data, api_key, monkeypatch
 ):
     """An attempt stored pages 1 and 2, then failed, and the store refused to record that
     failure: the task is retried with the job's pages still done. Its snapshot must be there
     too: discarded before the failure was written, the retry walked page 3 only and published
-    100 records of 600."""
-    account = sim_data.add_account(api_key, 600)
+    10 records of 60."""
+    account = sim_data.add_account(api_key, 60)
     created = companies_job(stores, owner, account)
     job = stores.jobs.start(created.id, "message", lease_seconds=90)
     client = runtime.client(api_key)
@@ -350,15 +356,16 @@ def test_a_failure_not_recorded_leaves_the_snapshot_whole_for_the_retry(
     retry = stores.jobs.get(job.id)
     assert retry.status == "running" and retry.progress.pages_done == [1, 2]
     outcome = sync_tasks.sync_companies_work(retry, runtime, client)
-    assert outcome.result["counts"]["records"] == 600
-    assert len(all_records(stores, "companies", owner, account)) == 600
+    assert outcome.result["counts"]["records"] == 60
+    assert len(all_records(stores, "companies", owner, account)) == 60
 
 
+@pytest.mark.pages_of(25)
 def test_a_snapshot_gone_under_pages_done_is_refused(stores, owner, runtime, sim_data, api_key):
     """Whatever took a building snapshot away (its records and its document) while its job
     kept its pages, the retry that skips those pages finds fewer records than the job says
-    they inserted: refused, not published with the last page's 100 records of 600."""
-    account = sim_data.add_account(api_key, 600)
+    they inserted: refused, not published with the last page's 10 records of 60."""
+    account = sim_data.add_account(api_key, 60)
     job = companies_job(stores, owner, account)
     stores.jobs.start(job.id, job.id, lease_seconds=90)
     client = runtime.client(api_key)
@@ -366,12 +373,13 @@ def test_a_snapshot_gone_under_pages_done_is_refused(stores, owner, runtime, sim
     stores.snapshots.discard(job.id)
     with pytest.raises(SnapshotIncomplete) as refused:
         sync_tasks.sync_companies_work(stores.jobs.get(job.id), runtime, client)
-    assert (refused.value.held, refused.value.inserted) == (100, 600)
+    assert (refused.value.held, refused.value.inserted) == (10, 60)
     assert stores.snapshots.current(owner, "companies", account) is None
     outcome = sync_tasks.sync_companies_work(stores.jobs.get(job.id), runtime, client)
-    assert outcome.result["counts"]["records"] == 600
+    assert outcome.result["counts"]["records"] == 60
 
 
+@pytest.mark.pages_of(25)
 def test_a_snapshot_that_lost_records_its_pages_wrote_is_not_published_but_walked_again(
     stores, owner, runtime, sim, sim_data, api_key
 ):
@@ -381,7 +389,7 @@ def test_a_snapshot_that_lost_records_its_pages_wrote_is_not_published_but_walke
     forgets its pages, and its retry walks them all again and publishes the whole listing.
     (SecantusDB kept every acknowledged write across the SIGTERM restarts measured for the
     fault suite's Mongo-restart case; this is the guard for a store that would not.)"""
-    account = sim_data.add_account(api_key, 600)
+    account = sim_data.add_account(api_key, 60)
     job = companies_job(stores, owner, account)
     stores.jobs.start(job.id, job.id, lease_seconds=90)
     client = runtime.client(api_key)
@@ -397,16 +405,16 @@ def test_a_snapshot_that_lost_records_its_pages_wrote_is_not_published_but_walke
     with pytest.raises(SnapshotIncomplete) as refused:
         pages = losing_pages()
         sync_tasks.store_pages(stores.jobs.get(job.id), runtime, "companies", account, pages)
-    assert (refused.value.held, refused.value.inserted) == (595, 600)
+    assert (refused.value.held, refused.value.inserted) == (55, 60)
     assert stores.snapshots.current(owner, "companies", account) is None
     assert stores.jobs.get(job.id).progress.pages_done == []  # every page is walked again
     sim.reset()
     outcome = sync_tasks.sync_companies_work(stores.jobs.get(job.id), runtime, client)
-    assert outcome.result["counts"]["records"] == 600
-    assert len({r["id"] for r in all_records(stores, "companies", owner, account)}) == 600
+    assert outcome.result["counts"]["records"] == 60
+    assert len({r["id"] for r in all_records(stores, "companies", owner, account)}) == 60
     progress = stores.jobs.get(job.id).progress
-    assert progress.inserted == 600 and progress.records == 600  # the pages again added up
-    assert stores.snapshots.verify("companies", job.id, progress.inserted) == 600
+    assert progress.inserted == 60 and progress.records == 60  # the pages again added up
+    assert stores.snapshots.verify("companies", job.id, progress.inserted) == 60
 
 
 def test_an_attempt_taken_over_while_it_walked_stops_before_publishing(

@@ -93,6 +93,7 @@ class CallRailClient:
         before_request: BeforeRequest | None = None,
         after_response: AfterResponse | None = None,
         page_concurrency: int = 1,
+        page_size: int = MAX_PER_PAGE,
     ) -> None:
         self._api_key = api_key
         self._base_url = base_url.rstrip("/")
@@ -102,6 +103,7 @@ class CallRailClient:
         self._before_request = before_request
         self._after_response = after_response
         self.page_concurrency = page_concurrency
+        self.page_size = page_size
 
     def spending(self, first: BeforeRequest) -> CallRailClient:
         """This client, calling `first` before each request and then its own hook (a share
@@ -207,7 +209,7 @@ class CallRailClient:
 
         def fetch(number: int) -> tuple[list[dict[str, Any]], PageMeta]:
             body = self.request(
-                "GET", path, params={**query, "page": number, "per_page": MAX_PER_PAGE}
+                "GET", path, params={**query, "page": number, "per_page": self.page_size}
             )
             if not isinstance(body, dict):
                 raise errors.ServerError(f"unexpected response body for {key}", status=200)
@@ -217,7 +219,7 @@ class CallRailClient:
             return [i for i in items if isinstance(i, dict)], PageMeta.model_validate(body)
 
         walk.setdefault("concurrency", self.page_concurrency)
-        return iter(PageWalker(fetch, per_page=MAX_PER_PAGE, **walk))
+        return iter(PageWalker(fetch, per_page=self.page_size, **walk))
 
     def _answered(self, method: str, path: str, status: int) -> None:
         if self._after_response is not None:
