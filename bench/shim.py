@@ -210,10 +210,8 @@ def bench_lanes(quick: bool) -> None:
                 time.sleep(0.05)
             assert job is not None and job.started_at is not None
             results[lane] = job.started_at.timestamp() - asked
-            left = stores.jobs.count_active(owner, {JobType.SYNC_COMPANIES})
-            while left:
+            while stores.jobs.count_active(owner, {JobType.SYNC_COMPANIES}):
                 time.sleep(0.5)
-                left = stores.jobs.count_active(owner, {JobType.SYNC_COMPANIES})
     user, behind = results[Lane.INTERACTIVE], results[Lane.PERIODIC]
     print(f"   in the periodic queue (before lanes): started after {behind:6.2f} s")
     print(f"   in the user's lane:                   started after {user:6.2f} s (goal < 1 s)")
