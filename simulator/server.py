@@ -140,11 +140,6 @@ class SimServer:
 
     # --- controls ------------------------------------------------------------------------
 
-    @property
-    def knobs(self) -> Knobs:
-        """The knobs in force (change them with `set_knobs`, which checks their names)."""
-        return self.faults.knobs
-
     def reset(self) -> None:
         """Forget the request log, counters and rate-limit windows, and the deliveries made or
         due (the calls stay); knobs return to defaults."""
@@ -162,7 +157,7 @@ class SimServer:
         return {
             "requests": sum(counts.values()),
             "by_status": {str(k): v for k, v in sorted(counts.items())},
-            "knobs": asdict(self.knobs),
+            "knobs": asdict(self.faults.knobs),
         }
 
     def requests_logged(
