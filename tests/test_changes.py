@@ -107,10 +107,11 @@ def test_changes_follow_what_callrail_did_between_syncs(
     assert {c["id"] for c in recent} == {new["id"], ids[0], ids[1], ids[2]}
 
 
+@pytest.mark.pages_of(25)
 def test_a_failed_or_partial_walk_deletes_nothing(
     worker, owner, stores, submit_job, control, sim, api_key
 ):
-    account = control.add_account(api_key, companies=600)  # three pages of 250
+    account = control.add_account(api_key, companies=60)  # three pages of 25
     assert sync(submit_job, stores, owner, account).status.value == "succeeded"
     victim = stores.changes.read(
         FeedQuery(owner=owner, kind="companies", callrail_account_id=account, limit=1)
@@ -121,10 +122,10 @@ def test_a_failed_or_partial_walk_deletes_nothing(
     failed = sync(submit_job, stores, owner, account)
     assert failed.status.value == "failed"
     counts = stores.changes.counts(owner, "companies", account)
-    assert counts == {"added": 600, "updated": 0, "deleted": 0}
+    assert counts == {"added": 60, "updated": 0, "deleted": 0}
     sim.set_knobs(fail_next=[])
     done = sync(submit_job, stores, owner, account)
-    assert done.result["changes"] == {"added": 0, "updated": 0, "deleted": 1, "total": 599}
+    assert done.result["changes"] == {"added": 0, "updated": 0, "deleted": 1, "total": 59}
 
 
 def test_the_cursor_skips_and_repeats_nothing_while_syncs_run(
@@ -200,6 +201,7 @@ def test_feed_input_is_checked_and_cursors_belong_to_their_feed(
     assert theirs.status_code == 200 and theirs.json()["data"]["changes"] == []
 
 
+@pytest.mark.pages_of(25)
 def test_a_walk_whose_pages_shifted_marks_nothing_deleted(
     owner, stores, runtime, control, api_key, sim
 ):
@@ -208,7 +210,7 @@ def test_a_walk_whose_pages_shifted_marks_nothing_deleted(
     from callrail_sync.job import JobParams, JobType, NewJob
     from tasks import sync as sync_tasks
 
-    account = control.add_account(api_key, companies=600)
+    account = control.add_account(api_key, companies=60)
     client = runtime.client(api_key)
     client.page_concurrency = 1
 
@@ -232,10 +234,10 @@ def test_a_walk_whose_pages_shifted_marks_nothing_deleted(
                 control.remove_company(first_page[0])
 
     shifted = walk(shifting())
-    assert shifted["deleted"] == 0 and shifted["total"] == 599  # one missed, not gone
+    assert shifted["deleted"] == 0 and shifted["total"] == 59  # one missed, not gone
     assert stores.changes.counts(owner, "companies", account)["deleted"] == 0
     settled = walk(client.iter_company_pages(account))
-    assert settled == {"added": 0, "updated": 0, "deleted": 1, "total": 599}
+    assert settled == {"added": 0, "updated": 0, "deleted": 1, "total": 59}
     deleted = stores.changes.read(
         FeedQuery(owner=owner, kind="companies", callrail_account_id=account, actions={"deleted"})
     ).changes

@@ -151,12 +151,13 @@ def test_fresh_and_waiting_jobs_are_left_alone(stores, queue, owner, runtime):
     assert sweep_stale_jobs(runtime, queue) == []
 
 
+@pytest.mark.pages_of(25)
 def test_a_stopping_worker_hands_the_sync_back_and_the_next_one_finishes_it(
     worker_app, runtime, stores, owner, submit_job, sim, sim_data, api_key
 ):
     """The same handler SIGTERM triggers in a real worker (Celery's warm shutdown sends
     worker_shutting_down), run here in-process."""
-    account = sim_data.add_account(api_key, 2_000)
+    account = sim_data.add_account(api_key, 200)
     runtime.settings.page_concurrency = 1
     sim.set_knobs(latency=0.1)
     with run_worker(worker_app, concurrency=2) as first:
@@ -176,7 +177,7 @@ def test_a_stopping_worker_hands_the_sync_back_and_the_next_one_finishes_it(
     sim.set_knobs(latency=0.0)
     with run_worker(worker_app, concurrency=2):
         done = wait_job(stores, job.id)
-    assert done.status == "succeeded" and done.progress.records == 2_000
+    assert done.status == "succeeded" and done.progress.records == 200
     fetched = [
         int(r.query.split("page=")[1].split("&")[0])
         for r in sim.requests_logged()
@@ -188,13 +189,14 @@ def test_a_stopping_worker_hands_the_sync_back_and_the_next_one_finishes_it(
 # --- CLI -------------------------------------------------------------------------
 
 
+@pytest.mark.pages_of(25)
 def test_cli_sync_shows_progress_until_the_job_ends(cli, worker, owner, sim_data, api_key, capsys):
-    account = sim_data.add_account(api_key, 600)
+    account = sim_data.add_account(api_key, 60)
     assert cli(["sync", "--account", OWNER, "--callrail-account", account]) == 0
     out = capsys.readouterr().out
     assert "(sync_companies)" in out
-    assert "pages 3/3  records 600  succeeded" in out
-    assert out.strip().endswith("succeeded: 600 records in 3 pages")
+    assert "pages 3/3  records 60  succeeded" in out
+    assert out.strip().endswith("succeeded: 60 records in 3 pages")
 
 
 def test_cli_sync_reports_a_failure(cli, worker, owner, capsys):

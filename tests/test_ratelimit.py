@@ -199,10 +199,11 @@ def pages_fetched(sim) -> list[int]:
     )
 
 
+@pytest.mark.pages_of(25)
 def test_a_429_with_retry_after_waits_costs_no_attempt_and_resumes(
     worker, stores, owner, submit_job, sim, sim_data, api_key, runtime
 ):
-    account = sim_data.add_account(api_key, 1_000)
+    account = sim_data.add_account(api_key, 100)
     runtime.settings.page_concurrency = 1
     sim.set_knobs(fail_next=["ok", "ok", "429"], send_retry_after=True, scripted_retry_after=1)
     job, _ = submit_job(owner, "sync_companies", callrail_account_id=account)
@@ -216,41 +217,44 @@ def test_a_429_with_retry_after_waits_costs_no_attempt_and_resumes(
     assert seen_retrying is not None and seen_retrying.next_retry_at is not None
     assert done.attempts == 1 and done.rate_limit_waits == 1
     assert pages_fetched(sim) == [1, 2, 3, 4]  # pages 1-2 were not fetched again
-    assert done.progress.records == 1_000
+    assert done.progress.records == 100
 
 
+@pytest.mark.pages_of(25)
 def test_a_429_storm_without_retry_after_ends_in_a_complete_snapshot(
     worker, stores, owner, submit_job, sim, sim_data, api_key, runtime
 ):
     """CallRail's quota is spent by someone else (our budget cannot see it): we back off."""
-    account = sim_data.add_account(api_key, 2_000)
+    account = sim_data.add_account(api_key, 200)
     sim.set_knobs(rate_limits=[(3, 1.0)], send_retry_after=False)
     job, _ = submit_job(owner, "sync_companies", callrail_account_id=account)
     done = wait_job(stores, job.id, timeout=90)
     assert done.status == "succeeded", done.error
     assert done.rate_limit_waits >= 1 and done.attempts == 1
     assert pages_fetched(sim) == list(range(1, 9))  # every page exactly once
-    assert done.progress.records == 2_000
+    assert done.progress.records == 200
 
 
+@pytest.mark.pages_of(25)
 def test_random_failures_and_slow_responses_still_sync_everything(
     worker, stores, owner, submit_job, sim, sim_data, api_key, runtime
 ):
     runtime.settings.max_attempts = 12
-    account = sim_data.add_account(api_key, 2_500)
+    account = sim_data.add_account(api_key, 250)
     sim.set_knobs(failure_rate=0.25, failure_kinds=["500", "503", "drop"], latency=0.02)
     job, _ = submit_job(owner, "sync_companies", callrail_account_id=account)
     done = wait_job(stores, job.id, timeout=90)
     assert done.status == "succeeded", done
     head = stores.snapshots.current(owner, "companies", account)
-    assert head.counts["records"] == 2_500
+    assert head.counts["records"] == 250
     assert len(set(pages_fetched(sim))) == 10
 
 
+@pytest.mark.pages_of(25)
 def test_a_timed_out_sync_fails_clearly_and_keeps_the_old_snapshot(
     worker, stores, owner, submit_job, sim, sim_data, api_key, runtime
 ):
-    account = sim_data.add_account(api_key, 300)
+    account = sim_data.add_account(api_key, 30)
     first, _ = submit_job(owner, "sync_companies", callrail_account_id=account)
     wait_job(stores, first.id)
     runtime.settings.callrail_read_timeout = 0.2
