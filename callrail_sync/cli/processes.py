@@ -260,6 +260,15 @@ def redis_ok(url: str) -> Callable[[], bool]:
     return lambda: bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
 
 
+def celery_ok(name: str, settings: Callable[[], Settings]) -> Callable[[], bool]:
+    """Whether the Celery worker `name` of this machine answers a control ping (through the
+    broker of `settings()` as it is then: a stack knows its Redis once it started)."""
+    from celeryconfig import create_celery
+
+    node = f"{name}@{socket.gethostname()}"
+    return lambda: bool(create_celery(settings()).control.ping(destination=[node], timeout=0.5))
+
+
 def log_says(part_name: str, text: str, run_dir: Path) -> Callable[[], bool]:
     path = run_dir / "logs" / f"{part_name}.log"
     return lambda: text in path.read_text(errors="replace")

@@ -34,6 +34,7 @@ from api_shim.wire import HTTP_PROTOCOL
 from callrail_sync.cli.processes import (
     Part,
     Started,
+    celery_ok,
     demo_token,
     ensure_mongo,
     ensure_redis,
@@ -43,7 +44,7 @@ from callrail_sync.cli.processes import (
 from callrail_sync.config import Settings
 from callrail_sync.logs import setup_logging
 from callrail_sync.runtime import Runtime, build_runtime, configure
-from celeryconfig import Queues, create_celery
+from celeryconfig import Queues
 from simulator import SimData, SimServer
 from tasks.names import TaskName
 from tasks.table import CeleryQueue
@@ -243,12 +244,7 @@ def notifier_part(s: Settings, run_dir: Path) -> Part:
     argv += ["--concurrency", "4", "--queues", queues, "--hostname", f"{name}@%h"]
     argv += ["--without-mingle", "--without-gossip", "--loglevel", "INFO"]
     env = {**os.environ, **settings_env(s), "PYTHONUNBUFFERED": "1", "METRICS_PORT": "0"}
-    node = f"{name}@{socket.gethostname()}"
-
-    def ready() -> bool:
-        return bool(create_celery(s).control.ping(destination=[node], timeout=0.5))
-
-    return Part("notifier", argv, ready, env=env, stop_timeout=30)
+    return Part("notifier", argv, celery_ok(name, lambda: s), env=env, stop_timeout=30)
 
 
 def settings_env(s: Settings) -> dict[str, str]:

@@ -13,11 +13,9 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from api_shim.routes.ui import ui_link
 from api_shim.wire import HTTP_PROTOCOL
 from callrail_sync.cli.processes import (
     Part,
+    celery_ok,
     demo_token,
     ensure_mongo,
     ensure_redis,
@@ -41,7 +40,7 @@ from callrail_sync.cli.processes import (
 )
 from callrail_sync.config import Settings
 from callrail_sync.stores import Stores, connect
-from celeryconfig import Queues, create_celery
+from celeryconfig import Queues
 from simulator.control import SimControl
 
 PY = sys.executable
@@ -266,17 +265,9 @@ class Stack:
         argv += ["--queues", ",".join(queues)]
         argv += ["--loglevel", "INFO", "--without-mingle", "--without-gossip"]
         env = self.env(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
-        node = f"{name}@{socket.gethostname()}"
         # Ready when it answers a control ping (whatever its LOG_LEVEL lets it say).
         # Warm shutdown: a running sync stores the page in flight, then is handed back.
-        return Part(name, argv, self._pings(node), env=env, stop_timeout=90)
-
-    def _pings(self, node: str) -> Callable[[], bool]:
-        def ready() -> bool:
-            control = create_celery(self.cli_settings()).control
-            return bool(control.ping(destination=[node], timeout=0.5))
-
-        return ready
+        return Part(name, argv, celery_ok(name, self.cli_settings), env=env, stop_timeout=90)
 
     def beat_part(self) -> Part:
         argv = [PY, "-m", "celery", "-A", "worker.app", "beat", "--loglevel", "INFO"]
