@@ -10,6 +10,8 @@ table) and below the worker and the shim.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,29 +161,22 @@ def config(settings: Settings) -> dict[str, Any]:
     }
 
 
-class LazySettings:
+def lazy_settings(settings: Settings | None) -> Callable[[], Settings]:
     """Settings given now, or read from the environment the first time they are needed."""
-
-    def __init__(self, settings: Settings | None) -> None:
-        self._settings = settings
-
-    def get(self) -> Settings:
-        if self._settings is None:
-            self._settings = Settings()
-        return self._settings
+    return functools.cache(lambda: Settings() if settings is None else settings)
 
 
-def new_app(lazy: LazySettings, *, current: bool, results: bool = True) -> Celery:
+def new_app(lazy: Callable[[], Settings], *, current: bool, results: bool = True) -> Celery:
     """`results=False`: an app with no result backend; it never waits on Redis for a result
     it would not read (job status lives in MongoDB), so a sender without Redis fails fast."""
     app = Celery("callrail_sync", set_as_current=current)
     # Evaluated when Celery first reads its configuration, not now.
     no_backend = {} if results else {"result_backend": None}
-    app.add_defaults(lambda: config(lazy.get()) | no_backend)
+    app.add_defaults(lambda: config(lazy()) | no_backend)
     return app
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
     """An app that only sends jobs' messages. It never becomes Celery's current app: a worker
     in the same process (`serve`, tests) must find its tasks there."""
-    return new_app(LazySettings(settings), current=False, results=False)
+    return new_app(lazy_settings(settings), current=False, results=False)

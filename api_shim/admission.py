@@ -49,11 +49,11 @@ class Admission:
         """The active job this request joins (free), or a new one if the owner may have one
         now (TooManyRequests otherwise). Returns (job, created)."""
         joined = self._jobs.active(dedupe_key(owner, job_type, params))
-        if joined is not None and (joined.not_before is None or joined.not_before <= utcnow()):
+        if joined is None:
+            self.admit_job(owner)
+        elif joined.not_before is None or joined.not_before <= utcnow():
             return joined, False
-        if joined is not None:  # beat planned it for later: `submit` joins it and sends it now
-            return submit(self._jobs, queue, owner, job_type, params)
-        self.admit_job(owner)
+        # A new job, or one beat planned for later: `submit` joins it and sends it now.
         return submit(self._jobs, queue, owner, job_type, params)
 
     def admit_job(self, owner: str) -> None:

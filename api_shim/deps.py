@@ -19,7 +19,7 @@ from api_shim.auth import Authenticator
 from api_shim.cache import ShimCache
 from api_shim.hub import EventHub
 from api_shim.inbox_writer import InboxWriter
-from api_shim.tickets import Tickets
+from api_shim.tickets import StreamCaller, Tickets
 from callrail_sync import errors
 from callrail_sync.budget import SlidingWindows
 from callrail_sync.runtime import Runtime
@@ -88,15 +88,6 @@ async def current_owner(request: Request, svc: Svc, _: Bearer) -> str:
     return svc.auth.session(request.headers.get("Authorization"))[0]
 
 
-@dataclass(frozen=True)
-class StreamCaller:
-    """Who opened an event stream, and when the token it was opened with expires (the stream
-    ends then)."""
-
-    owner: str
-    expires_at: float
-
-
 async def session(request: Request, svc: Svc, _: Bearer) -> tuple[str, float]:
     """The caller and when its bearer token expires."""
     return svc.auth.session(request.headers.get("Authorization"))
@@ -118,7 +109,7 @@ async def stream_caller(
     redeemed = await svc.tickets.redeem(ticket, request.url.path)
     if redeemed is None:
         raise errors.Unauthenticated("Invalid or expired stream ticket.")
-    return StreamCaller(redeemed.owner, redeemed.expires_at)
+    return redeemed
 
 
 Owner = Annotated[str, Depends(current_owner)]

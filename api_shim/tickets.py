@@ -28,10 +28,12 @@ STREAM_PATH = re.compile(re.escape(PREFIX) + r"/(events|jobs/[A-Za-z0-9_.-]{1,64
 
 
 @dataclass(frozen=True)
-class Redeemed:
+class StreamCaller:
+    """Who opened an event stream (by bearer token, or by a ticket redeemed), and when the token
+    it was opened with (or the ticket was minted with) expires: the stream ends then."""
+
     owner: str
     expires_at: float
-    """When the token the ticket was minted with expires: the stream ends then."""
 
 
 def _name(prefix: str, ticket: str) -> str:
@@ -52,7 +54,7 @@ class Tickets:
         await self._redis.set(_name(self._prefix, ticket), json.dumps(value), ex=ttl)
         return ticket
 
-    async def redeem(self, ticket: str, path: str) -> Redeemed | None:
+    async def redeem(self, ticket: str, path: str) -> StreamCaller | None:
         """The ticket's owner and token expiry, if it is unexpired, unused and good for the
         stream at `path`; it is used up either way."""
         found = await self._redis.getdel(_name(self._prefix, ticket))
@@ -61,4 +63,4 @@ class Tickets:
         value = json.loads(found)
         if value.get("stream") not in (None, path) or float(value["exp"]) <= time.time():
             return None
-        return Redeemed(str(value["owner"]), float(value["exp"]))
+        return StreamCaller(str(value["owner"]), float(value["exp"]))

@@ -11,7 +11,7 @@ from celery import Celery, signals
 from callrail_sync.config import Settings
 from callrail_sync.logs import setup_logging
 from callrail_sync.runtime import build_runtime, configure
-from celeryconfig import LazySettings, new_app
+from celeryconfig import lazy_settings, new_app
 from tasks.table import register_tasks
 from worker.shutdown import install_handlers
 
@@ -20,7 +20,7 @@ log = logging.getLogger("callrail_sync.app")
 
 def create_worker_app(settings: Settings | None = None) -> Celery:
     """The app workers and beat run: every task registered, logging and metrics wired."""
-    lazy = LazySettings(settings)
+    lazy = lazy_settings(settings)
     app = new_app(lazy, current=True)
     # Pool threads look tasks up in Celery's default app (the current app is per thread).
     app.set_default()
@@ -32,12 +32,12 @@ def create_worker_app(settings: Settings | None = None) -> Celery:
         # own runtime), and to every app's receiver: answer for this app's worker only.
         if instance is not None and getattr(instance, "app", app) is not app:
             return
-        configure(lambda: build_runtime(lazy.get()))
-        _serve_metrics(lazy.get().metrics_port)
+        configure(lambda: build_runtime(lazy()))
+        _serve_metrics(lazy().metrics_port)
 
     def init_logging(**_: Any) -> None:
         # Workers and beat log JSON lines through the scrubbing filter (callrail_sync/logs.py).
-        setup_logging(lazy.get().log_level, json_lines=lazy.get().log_json)
+        setup_logging(lazy().log_level, json_lines=lazy().log_json)
 
     signals.celeryd_init.connect(init_worker, weak=False)
     signals.setup_logging.connect(init_logging, weak=False, dispatch_uid="crs-logging")
