@@ -19,7 +19,7 @@ from callrail_sync.stores.keys import KeyStore
 from callrail_sync.stores.notifications import NotificationStore
 from callrail_sync.stores.receivers import ReceiverStore
 from callrail_sync.stores.schedules import ScheduleStore
-from callrail_sync.stores.snapshots import MongoSnapshotStore, SnapshotStore
+from callrail_sync.stores.snapshots import MongoSnapshotStore
 from callrail_sync.stores.streams import MongoStreamStore, StreamRecordStore
 from callrail_sync.stores.userconfig import UserConfigStore
 from callrail_sync.stores.webhooks import WebhookStore
@@ -33,7 +33,7 @@ class Stores:
     keys: KeyStore
     userconfig: UserConfigStore
     jobs: JobStore
-    snapshots: SnapshotStore
+    snapshots: MongoSnapshotStore
     webhooks: WebhookStore
     changes: ChangeStore
     notifications: NotificationStore

@@ -119,31 +119,9 @@ class SnapshotWriter(Protocol):
         """A failed build: delete its records; the current snapshot is untouched."""
 
 
-class SnapshotReader(Protocol):
-    """What the shim and beat need: the current snapshot of a listing and its pages."""
-
-    def current(self, owner: str, kind: Kind, account: str | None = None) -> SnapshotHead | None:
-        """The published snapshot of a listing, if there is one."""
-
-    def company_counts(self, owner: str, callrail_account_ids: list[str]) -> dict[str, int]:
-        """Companies in the current snapshot of each account, where one exists."""
-
-    def read_page(self, kind: Kind, snapshot_id: str, query: PageQuery) -> list[dict[str, Any]]:
-        """One page of a snapshot's records, filtered and sorted."""
-
-    def count(self, kind: Kind, snapshot_id: str, query: PageQuery) -> int:
-        """How many records the query's filter (search, disabled) leaves."""
-
-    def has_record(self, kind: Kind, snapshot_id: str, record_id: str) -> bool:
-        """Whether the snapshot holds the record with this CallRail id (or numeric id)."""
-
-
-class SnapshotStore(SnapshotWriter, SnapshotReader, Protocol):
-    """Both sides of snapshots."""
-
-
 class MongoSnapshotStore:
-    """`SnapshotStore` over the snapshot collections."""
+    """Snapshots in their collections: the `SnapshotWriter` a sync builds them with, and what
+    the shim and beat read (the current snapshot of a listing and its pages)."""
 
     def __init__(self, db: Db) -> None:
         self._db = db
@@ -296,15 +274,18 @@ class MongoSnapshotStore:
             self._snapshots.delete_many({"_id": {"$in": stale}})
 
     def current(self, owner: str, kind: Kind, account: str | None = None) -> SnapshotHead | None:
+        """The published snapshot of a listing, if there is one."""
         doc = self._heads.find_one({"_id": head_id(owner, kind, account)})
         return SnapshotHead.model_validate(doc) if doc else None
 
     def company_counts(self, owner: str, callrail_account_ids: list[str]) -> dict[str, int]:
+        """Companies in the current snapshot of each account, where one exists."""
         ids = [head_id(owner, "companies", a) for a in callrail_account_ids]
         heads = self._heads.find({"_id": {"$in": ids}})
         return {h["callrail_account_id"]: h["counts"]["records"] for h in heads}
 
     def read_page(self, kind: Kind, snapshot_id: str, query: PageQuery) -> list[dict[str, Any]]:
+        """One page of a snapshot's records, filtered and sorted."""
         if query.sort not in SORTABLE[kind]:
             raise ValueError(f"cannot sort {kind} by {query.sort}")
         cursor = (
@@ -317,9 +298,11 @@ class MongoSnapshotStore:
         return list(cursor)
 
     def count(self, kind: Kind, snapshot_id: str, query: PageQuery) -> int:
+        """How many records the query's filter (search, disabled) leaves."""
         return self._db[ITEM_COLLECTIONS[kind]].count_documents(_filter(kind, snapshot_id, query))
 
     def has_record(self, kind: Kind, snapshot_id: str, record_id: str) -> bool:
+        """Whether the snapshot holds the record with this CallRail id (or numeric id)."""
         query: dict[str, Any] = {"_id": f"{snapshot_id}:{record_id}"}
         if record_id.isascii() and record_id.isdigit():  # also an `ACC…` record's numeric_id
             either = [{"id": record_id}, {"numeric_id": int(record_id)}]
