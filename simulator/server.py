@@ -30,9 +30,8 @@ from simulator.calls import CallBook, CallPlan
 from simulator.data import SimData
 from simulator.deliveries import Deliveries, Delivery
 from simulator.faults import Faults, Knobs
-from simulator.gate import Gate
+from simulator.gate import Gate, LoggedRequest, RequestLog
 from simulator.replies import Reply, error, raised
-from simulator.requestlog import LoggedRequest, RequestLog
 from simulator.state import StateFile
 from simulator.streams import Streams
 
