@@ -44,9 +44,6 @@ class Timeouts:
     connect: float = 5.0
     read: float = 30.0
 
-    def as_tuple(self) -> tuple[float, float]:
-        return (self.connect, self.read)
-
 
 BeforeRequest = Callable[[str, str], None]
 """Called with (method, path) just before a request is sent; may block (budget) or raise."""
@@ -188,11 +185,7 @@ class CallRailClient:
         config: dict[str, list[str]] | None = None,
         state: str | None = None,
     ) -> Integration:
-        body: dict[str, Any] = {}
-        if config is not None:
-            body["config"] = config
-        if state is not None:
-            body["state"] = state
+        body = {k: v for k, v in (("config", config), ("state", state)) if v is not None}
         path = f"/a/{segment(callrail_account_id)}/integrations/{segment(integration_id)}.json"
         return Integration.model_validate(self.request("PUT", path, json_body=body))
 
@@ -248,7 +241,7 @@ class CallRailClient:
                 params=params,
                 json=json_body,
                 headers=headers,
-                timeout=self._timeouts.as_tuple(),
+                timeout=(self._timeouts.connect, self._timeouts.read),
             )
         except requests.RequestException as exc:
             self._answered(method, path, 0)
