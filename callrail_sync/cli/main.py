@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TypeAlias
 
 from pydantic import ValidationError
@@ -141,8 +142,6 @@ def _add_simulator(sub: Subparsers) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
-    from pathlib import Path
-
     from callrail_sync.cli.serve import serve
 
     return serve(ctx.settings, args.host, args.port, Path(args.run_dir))
@@ -166,8 +165,6 @@ def _add_serve(sub: Subparsers) -> None:
 
 
 def cmd_stack(args: argparse.Namespace, ctx: Context) -> int:
-    from pathlib import Path
-
     from callrail_sync.cli.stack import StackConfig, run_stack
 
     config = StackConfig(run_dir=Path(args.run_dir), port=args.port, workers=args.workers)
