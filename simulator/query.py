@@ -23,10 +23,15 @@ def param(query: Query, name: str) -> str | None:
     return values[-1] if values else None
 
 
-def asked_fields(query: Query) -> set[str]:
-    """The names asked for with `fields=a,b` (sparse, extra fields)."""
+def asked_fields(query: Query, known: Iterable[str] | None = None) -> set[str]:
+    """The names asked for with `fields=a,b` (sparse, extra fields); with `known`, a name not
+    among them is a 400 reply."""
     raw = param(query, "fields") or ""
-    return {f.strip() for f in raw.split(",") if f.strip()}
+    asked = {f.strip() for f in raw.split(",") if f.strip()}
+    unknown = sorted(asked - set(asked if known is None else known))
+    if unknown:
+        raise error(400, f"Invalid fields: {', '.join(unknown)}")
+    return asked
 
 
 def per_page(query: Query) -> int:
