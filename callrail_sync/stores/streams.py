@@ -461,27 +461,17 @@ class MongoStreamStore:
                     rollups.add(contribution(old["record"], old.get("t")), -1)
                 rollups.add(contribution(merged, moment), +1)
             if old is None:
-                doc["sources"] = {source: now}
                 del doc[f"sources.{source}"]
-                ops.append(
-                    InsertOne(
-                        {
-                            "_id": f"{feed}|{record_id}",
-                            **doc,
-                            "first_seen_at": now,
-                            "last_action": "added",
-                        }
-                    )
-                )
+                doc |= {"sources": {source: now}, "first_seen_at": now, "last_action": "added"}
+                ops.append(InsertOne({"_id": f"{feed}|{record_id}", **doc}))
                 written.added += 1
-                moves["added"] += 1
             else:
                 back = old.get("deleted_at") is not None
                 doc["last_action"] = "added" if back else "updated"
                 ops.append(UpdateOne({"_id": f"{feed}|{record_id}"}, {"$set": doc}))
                 written.updated += 1
-                moves[doc["last_action"]] += 1
                 moves[str(old.get("last_action"))] -= 1
+            moves[doc["last_action"]] += 1
         self._records.bulk_write(ops, ordered=False)
         self._write_rollups(rollups)
         self._commit(feed, last, moves)
