@@ -38,21 +38,18 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyLimit:
-    """Refuses request bodies over `max_bytes` with the 413 envelope."""
+    """Refuses request bodies over MAX_BODY_BYTES with the 413 envelope."""
 
-    def __init__(
-        self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, wider: dict[str, int] | None = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, wider: dict[str, int]) -> None:
         self.app = app
-        self.max_bytes = max_bytes
-        self.wider = wider or {}
+        self.wider = wider
         """Other limits for paths under these prefixes (CallRail's deliveries can be longer)."""
 
     def limit_for(self, path: str) -> int:
         for prefix, limit in self.wider.items():
             if path.startswith(prefix):
                 return limit
-        return self.max_bytes
+        return MAX_BODY_BYTES
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

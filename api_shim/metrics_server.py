@@ -38,7 +38,6 @@ class MetricsServer:
     def __init__(self, runtime: Runtime, host: str, port: int) -> None:
         self.runtime, self.host, self.port = runtime, host, port
         self._server: _Server | None = None
-        self.url: str | None = None
 
     def start(self) -> str | None:
         """Serve in a thread of this process; the URL (None if the port cannot be had)."""
@@ -65,9 +64,8 @@ class MetricsServer:
             log.warning("metrics port unavailable", extra={"port": self.port, "error": str(exc)})
             return None
         host, port = str(self._server.server_address[0]), int(self._server.server_address[1])
-        self.url = f"http://{host}:{port}/metrics"
         threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()
-        return self.url
+        return f"http://{host}:{port}/metrics"
 
     def stop(self) -> None:
         """Stop at once: `serve_forever` looks for a shutdown only between its half-second

@@ -88,14 +88,12 @@ class StreamContext:
         s = rt.settings
         self.fields = fields_for(stream, s.extra_fields())
         self.time_zone = s.stream_time_zone
-        if rt.budget is not None:
-            share = rt.budget.share(s.stream_budget_share)
+        share = rt.budget.share(s.stream_budget_share)
 
-            def take_share(method: str, path: str) -> None:
-                share.acquire(unit_for("", path))
+        def take_share(method: str, path: str) -> None:
+            share.acquire(unit_for("", path))
 
-            client = client.spending(take_share)
-        self.client = client
+        self.client = client.spending(take_share)
         self.pages = 0
         self.touched, self.unsaved = time.monotonic(), 0
         self.written = {"added": 0, "updated": 0, "unchanged": 0, "deleted": 0}

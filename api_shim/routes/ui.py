@@ -42,10 +42,6 @@ def ui_link(base: str, token: str) -> str:
     return f"{base}{UI_PATH}#token={token}"
 
 
-def _read(name: str) -> bytes:
-    return resources.files("api_shim").joinpath("ui", name).read_bytes()
-
-
 @router.get(UI_PATH + "{name}")
 @router.get(UI_PATH)
 async def ui_file(name: str = "") -> Response:
@@ -56,4 +52,5 @@ async def ui_file(name: str = "") -> Response:
         answer.headers.update(HEADERS)
         return answer
     filename, media_type = found
-    return Response(_read(filename), media_type=media_type, headers=HEADERS)
+    body = resources.files("api_shim").joinpath("ui", filename).read_bytes()
+    return Response(body, media_type=media_type, headers=HEADERS)
