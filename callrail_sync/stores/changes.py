@@ -222,19 +222,12 @@ class ChangeStore:
                     ops.append(InsertOne(doc))
                     inserts.append(doc)
             self._write(ops, inserts)
+        deleted = {"last_action": "deleted", "deleted_at": now, "changed_at": now}
         for batch in _chunks(gone):
             heartbeat()
             deletions = [
                 UpdateOne(
-                    {"_id": f"{feed}:{record_id}"},
-                    {
-                        "$set": {
-                            "last_action": "deleted",
-                            "deleted_at": now,
-                            "changed_at": now,
-                            "seq": next(numbers),
-                        }
-                    },
+                    {"_id": f"{feed}:{record_id}"}, {"$set": {**deleted, "seq": next(numbers)}}
                 )
                 for record_id in batch
             ]
