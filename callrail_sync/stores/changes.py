@@ -315,15 +315,8 @@ def history(doc: dict[str, Any]) -> dict[str, Any]:
 
 def change_of(doc: dict[str, Any]) -> Change:
     """A stored record's latest change (a snapshot's record or a stream's: one shape)."""
-    return Change(
-        seq=doc["seq"],
-        id=doc["id"],
-        action=doc["last_action"],
-        first_seen_at=doc["first_seen_at"],
-        last_modified_at=doc["last_modified_at"],
-        deleted_at=doc.get("deleted_at"),
-        changed_at=doc["changed_at"],
-        record=doc.get("record") or {},
+    return Change.model_validate(
+        {**doc, "action": doc["last_action"], "record": doc.get("record") or {}}
     )
 
 

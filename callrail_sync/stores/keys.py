@@ -63,14 +63,8 @@ class KeyStore:
         )
         if doc is None:
             return None
-        return ApiKeyRecord(
-            record_id=doc["_id"],
-            owner=owner,
-            api_key=SecretStr(str(doc["api_key"])),
-            invalid_at=doc.get("invalid_at"),
-            invalid_fingerprint=doc.get("invalid_fingerprint"),
-            created_at=doc.get("created_at"),
-        )
+        fields = {"record_id": doc["_id"], "owner": owner, "api_key": str(doc["api_key"])}
+        return ApiKeyRecord.model_validate({**doc, **fields})
 
     def usable_key(self, owner: str) -> str | None:
         """The key to call CallRail with, or None when there is none that works."""
