@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol
@@ -817,18 +817,8 @@ class MongoStreamStore:
         return [_state_of(doc) for doc in docs]
 
     def save_state(self, state: StreamState) -> None:
-        self._state.replace_one(
-            {"_id": state.feed},
-            {
-                "windows": state.windows,
-                "started_at": state.started_at,
-                "finished_at": state.finished_at,
-                "requests": state.requests,
-                "last_run": state.last_run,
-                "planned_from": state.planned_from,
-            },
-            upsert=True,
-        )
+        fields = asdict(state)
+        self._state.replace_one({"_id": fields.pop("feed")}, fields, upsert=True)
 
     def update_window(
         self, feed: str, index: int, cursor: str | None, done: bool, records: int
