@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from callrail_sync.config import Settings
 from callrail_sync.sealed import Sealer, sealer_for
 from callrail_sync.stores.changes import ChangeStore
-from callrail_sync.stores.database import Db, open_database, ping
+from callrail_sync.stores.database import Db, open_database
 from callrail_sync.stores.inbox import InboxStore
 from callrail_sync.stores.jobs import JobStore, OnChange
 from callrail_sync.stores.keys import KeyStore
@@ -43,7 +43,11 @@ class Stores:
     streams: StreamRecordStore
 
     def ping(self) -> bool:
-        return ping(self.db)
+        try:
+            self.db.command("ping")
+            return True
+        except Exception:
+            return False
 
 
 def on_database(

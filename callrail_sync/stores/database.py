@@ -53,14 +53,6 @@ class MongoUrlMissing(RuntimeError):
     """No MONGO_URL: there is no store to open."""
 
 
-def ping(db: Db) -> bool:
-    try:
-        db.command("ping")
-        return True
-    except Exception:
-        return False
-
-
 IN_READ = 50
 """Ids one `$in` read asks for: SecantusDB checks each document it finds against the whole
 list, so a read of n ids that exist costs n² (4,000 of them: ~6 s; in reads of 50, ~0.4 s)."""
