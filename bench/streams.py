@@ -37,7 +37,7 @@ from callrail_sync import errors, records
 from callrail_sync.budget import RequestBudget, Window
 from callrail_sync.callrail.client import MAX_PER_PAGE
 from callrail_sync.callrail.streams import TIMESERIES_POINTS
-from callrail_sync.cli.processes import free_port, http_ok
+from callrail_sync.cli.processes import free_port, http_ok, wait_until
 from callrail_sync.config import Settings
 from callrail_sync.job import Job, JobParams, JobType, NewJob
 from callrail_sync.runtime import Runtime
@@ -313,15 +313,7 @@ def served(rt: Runtime, account: str, n: int) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        ready = http_ok(f"{base}/healthz")
-        while time.monotonic() < deadline:
-            try:
-                if ready():
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
+        wait_until(http_ok(f"{base}/healthz"), 60, interval=0.2)
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {issue_token(OWNER, DEV_SECRET)}"
         since = (datetime.now(UTC) - timedelta(days=762)).isoformat()
