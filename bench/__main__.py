@@ -104,7 +104,6 @@ def bench_shared_budget(quick: bool) -> None:
         f"\n3. the budget per CallRail account: CallRail limit {limit} per {window:.0f} s per "
         f"account, {companies:,} companies ({pages} pages) an account, 20 ms latency"
     )
-    redis.Redis.from_url(BENCH_REDIS).flushdb()
     with SimProcess(["--accounts", "0", "--latency", "20", "--keys", "2"]) as sim:
         key, other = list(sim.keys)
         accounts = [sim.control.add_account(key, companies) for _ in range(8)]
