@@ -8,6 +8,7 @@ The fields are grouped by concern below; `Settings` is all of them, with flat va
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -238,14 +239,6 @@ class OperationSettings(_Group):
     e.g. an operator's own receivers at `10.20.0.0/16`; empty by default."""
 
 
-def _read_secret(name: str, path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().strip()
-    except OSError as exc:
-        raise ValueError(f"{name} {path}: {exc.strerror or exc}") from None
-
-
 class Settings(
     ConnectionSettings,
     CallRailSettings,
@@ -266,7 +259,11 @@ class Settings(
             path = getattr(self, field + "_file")
             if not path:
                 continue
-            secret, given = _read_secret(f"{name}_FILE", path), getattr(self, field)
+            try:
+                secret = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"{name}_FILE {path}: {exc.strerror or exc}") from None
+            given = getattr(self, field)
             if given and given != secret:
                 raise ValueError(f"{name} and {name}_FILE are both set and differ: unset one")
             setattr(self, field, secret)
