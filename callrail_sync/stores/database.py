@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from bson import ObjectId
 from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, NotPrimaryError
@@ -25,11 +24,6 @@ trying again shortly, never the request's fault (the shim answers 503, a job ret
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def as_object_id(owner: str) -> ObjectId:
-    """A DashClicks account id (24 hex) as the spec's collections store it."""
-    return ObjectId(owner)
 
 
 def open_database(settings: Settings) -> Db:

@@ -11,11 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from bson import ObjectId
 from pydantic import BaseModel, SecretStr
 from pymongo import ASCENDING, DESCENDING
 
 from callrail_sync.budget import fingerprint
-from callrail_sync.stores.database import Db, as_object_id, utcnow
+from callrail_sync.stores.database import Db, utcnow
 
 COLLECTION = "integrations.callrail.key"
 
@@ -58,7 +59,7 @@ class KeyStore:
     def record(self, owner: str) -> ApiKeyRecord | None:
         """The newest key of `owner` that is not soft-deleted (it may be invalid)."""
         doc = self._keys.find_one(
-            {"account_id": as_object_id(owner), "deleted": {"$ne": True}},
+            {"account_id": ObjectId(owner), "deleted": {"$ne": True}},
             sort=[("created_at", DESCENDING)],
         )
         if doc is None:
@@ -76,7 +77,7 @@ class KeyStore:
         self.remove(owner)
         self._keys.insert_one(
             {
-                "account_id": as_object_id(owner),
+                "account_id": ObjectId(owner),
                 "api_key": api_key,
                 "deleted": False,
                 "invalid_at": None,
@@ -87,7 +88,7 @@ class KeyStore:
     def remove(self, owner: str) -> int:
         """Soft-delete the owner's keys; returns how many."""
         result = self._keys.update_many(
-            {"account_id": as_object_id(owner), "deleted": {"$ne": True}},
+            {"account_id": ObjectId(owner), "deleted": {"$ne": True}},
             {"$set": {"deleted": True, "deleted_at": utcnow()}},
         )
         return int(result.modified_count)

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from bson import ObjectId
 from pymongo import ASCENDING
 
-from callrail_sync.stores.database import Db, as_object_id, utcnow
+from callrail_sync.stores.database import Db, utcnow
 
 COLLECTION = "analytics.callrail.userconfig"
 
@@ -26,7 +27,7 @@ class UserConfigStore:
     def set(self, owner: str, callrail_account_ids: Iterable[str]) -> None:
         """Replace the owner's configured CallRail accounts."""
         self._config.update_one(
-            {"account_id": as_object_id(owner)},
+            {"account_id": ObjectId(owner)},
             {"$set": {"callrail_account_ids": list(callrail_account_ids), "updated_at": utcnow()}},
             upsert=True,
         )
@@ -38,7 +39,7 @@ class UserConfigStore:
 
     def of_owner(self, owner: str) -> list[str]:
         """The CallRail accounts one DashClicks account has configured."""
-        doc = self._config.find_one({"account_id": as_object_id(owner)})
+        doc = self._config.find_one({"account_id": ObjectId(owner)})
         return _ids(doc) if doc else []
 
 
