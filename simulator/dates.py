@@ -11,6 +11,7 @@ range reaching further back (`all_time` always does) is a 400.
 from __future__ import annotations
 
 import calendar
+import contextlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -127,12 +128,8 @@ def _named(name: str, now: datetime) -> tuple[datetime, datetime]:
 def _moment(text: str, name: str, zone: tzinfo, end: bool) -> datetime:
     """A bare date (its first or, for an end, last instant in `zone`) or a date-time (in
     `zone` when it has no offset)."""
-    try:
-        day = date.fromisoformat(text)
-    except ValueError:
-        pass
-    else:
-        return datetime.combine(day, time.max if end else time.min, zone)
+    with contextlib.suppress(ValueError):
+        return datetime.combine(date.fromisoformat(text), time.max if end else time.min, zone)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
