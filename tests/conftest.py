@@ -503,8 +503,13 @@ LONG = {
     "test_a_users_refresh_starts_before_a_backlog_of_periodic_syncs",
     "test_roll_ups_agree_with_the_calls_through_edits_and_deletions",
     "test_a_429_storm_without_retry_after_ends_in_a_complete_snapshot",
+    "test_a_slow_job_keeps_beating_and_is_never_taken_from_its_worker",
+    "test_twenty_concurrent_creates_for_one_company_keep_every_url_once",
+    "test_a_running_job_whose_process_fell_silent_is_taken_up_and_finished",
+    "test_a_write_stopped_half_way_is_counted_again_by_the_next",
 }
-"""The tests not marked slow that take longest (4-9 s each, one process, `--durations`)."""
+"""The tests not marked slow that take longest (2-9 s each, `--durations`): started last, one
+of them kept its worker busy ~5 s after the other three had finished."""
 
 
 _cost: dict[str, list[float]] = {}
