@@ -45,10 +45,12 @@ class CallRailSettings(_Group):
     page_concurrency: Annotated[int, Field(ge=1, le=64)] = 40
     """Pages of one listing fetched at once, after the first: 40 reads a 10,000-record
     listing (40 pages of 250) in two round trips."""
-    page_size: Annotated[int, Field(ge=1, le=250)] = 250
+    callrail_page_size: Annotated[int, Field(ge=1, le=250)] = 250
     """Records asked for in each page of a listing (accounts, companies, webhooks): CallRail's
-    most, 250, spends the fewest requests of the quota; smaller pages are lighter answers.
-    (The job tests walk many pages of a few records each with it.) Streams of calls keep 250."""
+    most, 250, spends the fewest requests of the quota; smaller pages are lighter answers, and
+    a walk stops at 10,000 pages (250,000 records in pages of 25). The streams (calls, forms,
+    texts, trackers, tags, users) keep pages of 250. The job tests walk many pages of a few
+    records each with it."""
 
 
 class BudgetSettings(_Group):

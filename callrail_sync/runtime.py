@@ -52,7 +52,7 @@ class Runtime:
             before_request=hook,
             after_response=count_response,
             page_concurrency=s.page_concurrency,
-            page_size=s.page_size,
+            page_size=s.callrail_page_size,
         )
 
 

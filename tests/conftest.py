@@ -1,7 +1,8 @@
 """Shared fixtures: real components (simulator over HTTP, Redis, Celery) wherever they run here.
 
 What is costly is made once per run and handed to each test clean: one SecantusDB with one
-database (indexes made once, every collection emptied before each test), one uvicorn server
+database (indexes made once, every collection written emptied before each test: a large one
+dropped and its indexes made again), one uvicorn server
 (each test's own shim app is switched in, its lifespan run as uvicorn runs it), one Redis
 database (flushed before each test). A Celery worker is each test's own (it starts in about
 0.05 s and stops in about 0.1 s once its tasks have ended), so no message, countdown or task
@@ -121,7 +122,8 @@ def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def session_stores(mongo_server: str) -> Iterator[Stores]:
     """The stores over the run's one database, their indexes created once (`connect`, as every
-    process of the service makes them), their job writes published as events."""
+    process of the service makes them; `WrittenCollections.empty` makes a dropped collection's
+    again), their job writes published as events."""
     name = f"test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{uuid.uuid4().hex[:8]}"
     # The run's one client looks for the server again within half a second of an error that
     # marks it unknown (a test's fail point), not at its next 10-second heartbeat.
@@ -148,12 +150,14 @@ class WrittenCollections(monitoring.CommandListener):
     def __init__(self) -> None:
         self.written: dict[tuple[str, str], int] = {}
         self.unseen = True
+        self.lock = threading.Lock()  # the threads of a test's worker and shim write too
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.command_name in self.WRITES:
             where = (event.database_name, str(event.command.get(event.command_name)))
             sent = event.command.get("documents") or event.command.get("updates") or ()
-            self.written[where] = self.written.get(where, 0) + len(sent)
+            with self.lock:
+                self.written[where] = self.written.get(where, 0) + len(sent)
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -166,9 +170,9 @@ class WrittenCollections(monitoring.CommandListener):
         if self.unseen:
             sent = dict.fromkeys(db.list_collection_names(), 0)
         else:
-            sent = {
-                collection: n for (name, collection), n in self.written.items() if name == db.name
-            }
+            with self.lock:
+                written = list(self.written.items())
+            sent = {collection: n for (name, collection), n in written if name == db.name}
         for name, documents in sent.items():
             if documents < self.MANY:
                 db[name].delete_many({})
@@ -195,7 +199,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 @pytest.fixture
 def mongo_db(session_stores: Stores) -> str:
     """The name of this test's database: the run's one, every collection written to emptied
-    before the test (a collection's indexes stay, so they are created once per run)."""
+    before the test (its indexes stay, or are made again where it was dropped)."""
     WRITTEN.empty(session_stores.db)
     return session_stores.db.name
 
@@ -205,12 +209,12 @@ def settings(
     request: pytest.FixtureRequest, sim: SimServer, redis_url: str, mongo_server: str, mongo_db: str
 ) -> Settings:
     """The test's settings. A test marked `pages_of(n)` reads listings in pages of n records
-    (PAGE_SIZE): it walks as many pages as one of 250s with a tenth of the records to store
+    (CALLRAIL_PAGE_SIZE): it walks as many pages as one of 250s with a tenth of the records to store
     (SecantusDB spends ~1 ms of CPU on each). Pages of 250 are walked by the tests unmarked,
     `test_companies_sync_of_1234_companies_over_five_pages` among them."""
     marker = request.node.get_closest_marker("pages_of")
     return Settings(
-        page_size=marker.args[0] if marker else 250,
+        callrail_page_size=marker.args[0] if marker else 250,
         redis_url=redis_url,
         mongo_url=mongo_server,
         mongo_db=mongo_db,

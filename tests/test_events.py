@@ -94,10 +94,13 @@ def test_a_thousand_waiting_polls_hold_no_thread_and_stall_nobody(shim_url, stor
 
 @pytest.mark.pages_of(25)
 def test_a_job_streams_its_progress_then_one_status_then_closes(
-    worker, shim_url, stores, token, owner, sim, sim_data, api_key
+    worker, shim_url, stores, token, owner, sim, sim_data, api_key, runtime
 ):
     account = sim_data.add_account(api_key, 100)
-    sim.set_knobs(latency=0.05)
+    # Four pages one after the other, ~1 s: the stream opens while the job runs (a stream
+    # opened after the end is the final status alone, as the reconnect below shows).
+    runtime.settings.page_concurrency = 1
+    sim.set_knobs(latency=0.25)
     accepted = requests.get(
         f"{shim_url}{P}/companies?account_id={account}", headers=auth(token), timeout=10
     ).json()["data"]
