@@ -146,6 +146,9 @@ class InboundSettings(_Group):
     inbound_failures_per_minute: int = 30
     """Refused deliveries (forged, or to a company without our receiver) one address may send
     one company a minute; beyond, 429 without reading, writing or asking CallRail anything."""
+    inbound_key_wait: Annotated[float, Field(ge=0, le=30)] = 5.0
+    """Seconds a delivery whose plausible signature failed waits for its company's signing key
+    to be read again from CallRail (a job), before it is refused as forged."""
     inbound_max_bytes: int = 256 * 1024
     """The largest delivery the receiver reads (a call with a long transcript is some KB)."""
 

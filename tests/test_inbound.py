@@ -197,8 +197,12 @@ def test_a_delivery_is_kept_once_and_becomes_one_event(shim_url, registered, sto
     assert counts == {"received": 1, "duplicates": 1}
 
 
-def test_forged_missing_and_unknown_are_refused_and_nothing_is_kept(shim_url, registered, stores):
+def test_forged_missing_and_unknown_are_refused_and_nothing_is_kept(
+    shim_url, registered, stores, settings
+):
     _, company_id = registered
+    # No worker reads the key again here: a forgery waits INBOUND_KEY_WAIT for nothing.
+    settings.inbound_key_wait = 0.5
     payload = call("CAL0002", duration=3)
     assert deliver(shim_url, company_id, payload, key="wrong-key").status_code == 401
     assert deliver(shim_url, company_id, payload, key=None).status_code == 401
@@ -223,6 +227,7 @@ def test_refused_deliveries_are_limited_per_source_and_company(
 
     _, company_id = registered
     payload = call("CAL0009", duration=3)
+    settings.inbound_key_wait = 0.5  # the runtime's: no worker reads the key again here
     limited = settings.model_copy(update={"inbound_failures_per_minute": 3})
     with serving(create_app(limited, runtime=runtime)) as url:
         answers = [deliver(url, company_id, payload, key="wrong-key") for _ in range(5)]

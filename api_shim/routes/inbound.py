@@ -52,8 +52,6 @@ REFRESH_EVERY = 300.0
 """Seconds between two readings of one company's signing key caused by failed signatures."""
 REFRESHES_PER_HOUR = 10
 """Readings of signing keys that failed signatures may cause per CallRail account an hour."""
-REFRESH_WAIT = 5.0
-"""How long a delivery that failed verification waits for the key to be read again."""
 MSG_CALLS_ACCOUNT = "account_id is required."
 BAD_CURSOR = "cursor is not valid for this listing (use the next_cursor of the same account)."
 
@@ -153,7 +151,7 @@ async def _verifies_after_all(svc: Services, cached: Receiver, raw: bytes, signa
     it: the key is read again (a job) when a plausible delivery fails, at most once per
     REFRESH_EVERY per company and REFRESHES_PER_HOUR per CallRail account (forged requests must
     not spend the account's quota), and every delivery that fails meanwhile waits for it."""
-    company = cached.company_id
+    company, wait = cached.company_id, svc.runtime.settings.inbound_key_wait
     stored = await svc.inbox.receiver(company, fresh=True)
     if stored is None:
         return False
@@ -166,9 +164,9 @@ async def _verifies_after_all(svc: Services, cached: Receiver, raw: bytes, signa
     if not await _ask_for_key(svc, stored):
         # Another delivery asked for the key just now: wait for it as that one does.
         asked_at = await svc.claimed_at(f"inbound-key:{company}")
-        if asked_at is None or time.time() - asked_at > REFRESH_WAIT:
+        if asked_at is None or time.time() - asked_at > wait:
             return False
-    deadline = time.monotonic() + REFRESH_WAIT
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         await asyncio.sleep(0.2)
         now = await svc.inbox.receiver(company, fresh=True)
