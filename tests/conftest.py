@@ -213,8 +213,9 @@ def settings(
     (SecantusDB spends ~1 ms of CPU on each). Pages of 250 are walked by the tests unmarked,
     `test_companies_sync_of_1234_companies_over_five_pages` among them."""
     marker = request.node.get_closest_marker("pages_of")
+    pages = {"callrail_page_size": marker.args[0]} if marker else {}  # else the setting's default
     return Settings(
-        callrail_page_size=marker.args[0] if marker else 250,
+        **pages,
         redis_url=redis_url,
         mongo_url=mongo_server,
         mongo_db=mongo_db,

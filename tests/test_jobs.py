@@ -289,12 +289,10 @@ def test_a_snapshot_that_lost_records_is_refused_again_when_forgetting_its_pages
     job = companies_job(stores, owner, account)
     stores.jobs.start(job.id, job.id, lease_seconds=90)
     client = runtime.client(api_key)
-    items = stores.db["callrail_companies"]
 
     def losing_pages():
         yield from client.iter_company_pages(account)
-        lost = [d["_id"] for d in items.find({"snapshot_id": job.id}, {"_id": 1}).limit(5)]
-        assert items.delete_many({"_id": {"$in": lost}}).deleted_count == 5
+        lose_five_records(stores, job.id)
 
     real_restart = stores.jobs.restart
 
@@ -314,6 +312,13 @@ def test_a_snapshot_that_lost_records_is_refused_again_when_forgetting_its_pages
     outcome = sync_tasks.sync_companies_work(stores.jobs.get(job.id), runtime, client)
     assert outcome.result["counts"]["records"] == 60
     assert stores.jobs.get(job.id).progress.inserted == 60  # 55 kept, and the 5 again
+
+
+def lose_five_records(stores: Stores, snapshot_id: str) -> None:
+    """Five records of a building companies snapshot taken out by hand, on the real server."""
+    items = stores.db["callrail_companies"]
+    lost = [d["_id"] for d in items.find({"snapshot_id": snapshot_id}, {"_id": 1}).limit(5)]
+    assert items.delete_many({"_id": {"$in": lost}}).deleted_count == 5
 
 
 def store_two_pages(runtime, job: Job, account: str, client) -> None:
@@ -393,13 +398,11 @@ def test_a_snapshot_that_lost_records_its_pages_wrote_is_not_published_but_walke
     job = companies_job(stores, owner, account)
     stores.jobs.start(job.id, job.id, lease_seconds=90)
     client = runtime.client(api_key)
-    items = stores.db["callrail_companies"]
 
     def losing_pages():
         for number, (page, records) in enumerate(client.iter_company_pages(account)):
             if number == 2:  # pages 1 and 2 stored: five of their records are lost
-                lost = [d["_id"] for d in items.find({"snapshot_id": job.id}, {"_id": 1}).limit(5)]
-                assert items.delete_many({"_id": {"$in": lost}}).deleted_count == 5
+                lose_five_records(stores, job.id)
             yield page, records
 
     with pytest.raises(SnapshotIncomplete) as refused:
