@@ -13,15 +13,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from celery import Celery
 
 from callrail_sync.config import Settings
-from tasks.names import VISIBILITY_TIMEOUT, TaskName
-
-QueueKey = Literal["webhooks", "listings", "periodic", "notify"]
-"""The queue names of the task table and of the job lanes (mypy refuses any other)."""
+from tasks.names import VISIBILITY_TIMEOUT, QueueName, TaskName
 
 
 @dataclass(frozen=True)
@@ -34,7 +31,7 @@ class Queues:
 
     suffix: str = ""
 
-    def named(self, name: QueueKey) -> str:
+    def named(self, name: QueueName) -> str:
         """The queue of a queue name of the task table: webhooks, listings, periodic, notify."""
         return f"callrail.{name}{self.suffix}"
 

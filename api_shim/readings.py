@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
+from typing import get_args
 
 import redis
 from prometheus_client.core import GaugeMetricFamily
@@ -34,7 +35,8 @@ from callrail_sync.metrics import beat_planned_key
 from callrail_sync.runtime import Runtime
 from callrail_sync.stores.database import UNAVAILABLE, utcnow
 from callrail_sync.stores.jobs import ActiveRow
-from celeryconfig import QueueKey, Queues
+from celeryconfig import Queues
+from tasks.names import QueueName
 
 log = logging.getLogger("api_shim.readings")
 PRIORITY_STEPS = ("", "\x06\x163", "\x06\x166", "\x06\x169")
@@ -66,7 +68,7 @@ class ServiceReadings(Collector):
             "callrail_queue_messages", "Messages waiting in a Celery queue", labels=["queue"]
         )
         queues = Queues(self.rt.settings.queue_suffix)
-        names: tuple[QueueKey, ...] = ("webhooks", "listings", "periodic", "notify")
+        names: tuple[QueueName, ...] = get_args(QueueName)
         pipe = self.rt.redis.pipeline(transaction=False)
         for name in names:
             for step in PRIORITY_STEPS:

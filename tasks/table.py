@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from celery import Celery, Task
 
@@ -17,13 +17,7 @@ from callrail_sync.job import Job, JobType, Lane
 from callrail_sync.runtime import runtime
 from tasks import inbound, notify, schedule, streams, sync, webhooks
 from tasks.jobs import Summary, Work, run_job
-from tasks.names import TaskName
-
-QueueName = Literal["webhooks", "listings", "notify"]
-"""A task's default queue: `webhooks` is served first (a webhook write, a delivery to
-normalize), `listings` next, `notify` (calls to the users' callbacks) by workers of its own.
-No task has `periodic` as its own: a job of the periodic lane (beat's syncs) is sent there,
-served last, whatever its task (`CeleryQueue.send` below). See `celeryconfig.Queues`."""
+from tasks.names import QueueName, TaskName
 
 
 @dataclass(frozen=True)
