@@ -8,12 +8,11 @@ change read, with a tag of the feed, so that a cursor of one feed is refused by 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 from datetime import UTC, datetime
+from typing import Any
 
+from callrail_sync import cursors
 from callrail_sync.errors import ValidationFailed
 from callrail_sync.stores import Stores
 from callrail_sync.stores.changes import ACTIONS, Action, ChangePage, FeedQuery
@@ -30,22 +29,16 @@ def _tag(query: FeedQuery) -> str:
 
 
 def encode_cursor(query: FeedQuery, after: int) -> str:
-    raw = json.dumps({"f": _tag(query), "s": after}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursors.encode({"f": _tag(query), "s": after})
 
 
 def decode_cursor(query: FeedQuery, cursor: str) -> int:
     """The change number a cursor of this feed stands for; ValidationFailed otherwise."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        fields = json.loads(raw)
-        after = fields["s"]
-        ok = fields["f"] == _tag(query) and isinstance(after, int) and 0 <= after < MAX_SEQ
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        ok, after = False, 0
-    if not ok:
-        raise ValidationFailed(BAD_CURSOR)
-    return int(after)
+
+    def valid(f: Any) -> bool:
+        return f["f"] == _tag(query) and isinstance(f["s"], int) and 0 <= f["s"] < MAX_SEQ
+
+    return int(cursors.decode(cursor, valid, BAD_CURSOR)["s"])
 
 
 def parse_actions(raw: str | None) -> frozenset[Action]:

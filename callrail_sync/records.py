@@ -10,10 +10,7 @@ filters, range and sort), so a cursor is refused by any other query.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
+from callrail_sync import cursors
 from callrail_sync.errors import ValidationFailed
 from callrail_sync.ids import is_callrail_account_id, is_callrail_id
 from callrail_sync.stores import Stores
@@ -281,19 +279,14 @@ def records_request(owner: str, stream: Stream, q: RecordsQuery) -> RecordsReque
 
 
 def encode_cursor(tag: str, last: tuple[Any, ...]) -> str:
-    raw = json.dumps({"q": tag, "k": list(last)}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursors.encode({"q": tag, "k": list(last)})
 
 
 def decode_cursor(tag: str, cursor: str) -> tuple[Any, ...]:
-    try:
-        fields = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        ok = fields["q"] == tag and isinstance(fields["k"], list) and fields["k"]
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        ok = False
-    if not ok:
-        raise ValidationFailed(BAD_CURSOR)
-    return tuple(fields["k"])
+    def valid(f: Any) -> Any:
+        return f["q"] == tag and isinstance(f["k"], list) and f["k"]
+
+    return tuple(cursors.decode(cursor, valid, BAD_CURSOR)["k"])
 
 
 def read_records(stores: Stores, request: RecordsRequest) -> dict[str, Any]:

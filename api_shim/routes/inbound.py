@@ -13,8 +13,6 @@ that fail meanwhile are verified again with it before they are refused.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
 import time
@@ -32,9 +30,8 @@ from api_shim.envelope import failure
 from api_shim.openapi import refused
 from api_shim.routes.changes import Limit
 from api_shim.validation import AccountId, Checked, CompanyId
-from callrail_sync import feed, metrics
+from callrail_sync import cursors, feed, metrics
 from callrail_sync.callrail import deliveries
-from callrail_sync.errors import ValidationFailed
 from callrail_sync.job import JobParams, JobType
 from callrail_sync.stores.inbox import CallsQuery, Kept
 from callrail_sync.stores.receivers import Receiver
@@ -251,27 +248,18 @@ async def list_calls(owner: Owner, svc: Svc, q: Annotated[CallsParams, Query()])
             events, more = events[: len(views)], True
             break
         views.append(view)
+    cursor = cursors.encode({"a": account, "s": events[-1].seq}) if more and events else None
     data = {
         "account_id": account,
         "calls": views,
-        "next_cursor": _encode(account, events[-1].seq) if more and events else None,
+        "next_cursor": cursor,
         "has_more": more,
     }
     return {"data": data}
 
 
-def _encode(account: str, seq: int) -> str:
-    raw = json.dumps({"a": account, "s": seq}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
 def _decode(cursor: str, account: str) -> int:
-    try:
-        fields = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        seq = fields["s"]
-        ok = fields["a"] == account and isinstance(seq, int) and 0 < seq < feed.MAX_SEQ
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        ok, seq = False, 0
-    if not ok:
-        raise ValidationFailed(BAD_CURSOR)
-    return int(seq)
+    def valid(f: Any) -> bool:
+        return f["a"] == account and isinstance(f["s"], int) and 0 < f["s"] < feed.MAX_SEQ
+
+    return int(cursors.decode(cursor, valid, BAD_CURSOR)["s"])
