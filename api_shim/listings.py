@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from api_shim.answers import accepted
 from api_shim.deps import Services
 from callrail_sync.errors import SyncPaused
-from callrail_sync.job import Job, JobParams, JobType
+from callrail_sync.job import Job, JobParams, JobType, listing_sync
 from callrail_sync.status import stale_after
 from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.schedules import Schedule
@@ -37,7 +37,7 @@ async def serve_listing(
 ) -> dict[str, Any] | JSONResponse:
     """The page of the current snapshot (the route's answer model reads it), or 202 and the
     job that will make one."""
-    job_type = JobType.SYNC_ACCOUNTS if kind == "accounts" else JobType.SYNC_COMPANIES
+    job_type = listing_sync(kind)
     head = None if refresh else await svc.cache.head(owner, kind, params.callrail_account_id)
     if head is None:
         schedule = await _schedule(svc, owner, params)

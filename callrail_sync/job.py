@@ -55,6 +55,11 @@ SYNC_TYPES = frozenset({JobType.SYNC_ACCOUNTS, JobType.SYNC_COMPANIES, JobType.S
 WRITE_TYPES = frozenset({JobType.WEBHOOK_CREATE, JobType.WEBHOOK_UPDATE})
 
 
+def listing_sync(kind: str) -> JobType:
+    """The job that syncs a listing's snapshot: `accounts`, or `companies`."""
+    return JobType.SYNC_ACCOUNTS if kind == "accounts" else JobType.SYNC_COMPANIES
+
+
 class JobParams(BaseModel):
     """What a job was asked to do; which fields are set depends on its type."""
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from callrail_sync.budget import RequestBudget, unit_for
 from callrail_sync.config import Settings
-from callrail_sync.job import Job, JobStatus, JobType
+from callrail_sync.job import Job, JobStatus, JobType, listing_sync
 from callrail_sync.runtime import Runtime
 from callrail_sync.stores.schedules import Schedule
 from callrail_sync.stores.snapshots import Kind, PageQuery, SnapshotHead
@@ -183,11 +183,10 @@ def _listing(
     *,
     periodic: bool,
 ) -> ListingStatus:
-    job_type = JobType.SYNC_ACCOUNTS if kind == "accounts" else JobType.SYNC_COMPANIES
     head = rt.stores.snapshots.current(owner, kind, account)
     counts = dict(head.counts) if head else {}
     counts["deleted"] = rt.stores.changes.counts(owner, kind, account)["deleted"]
-    latest = rt.stores.jobs.latest(owner, job_type, account)
+    latest = rt.stores.jobs.latest(owner, listing_sync(kind), account)
     budget = _budget(rt.budget, account, api_key)
     return _entry(rt, kind, account, schedule, now, latest, head, counts, periodic, budget)
 

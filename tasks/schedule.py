@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from callrail_sync import errors, metrics
-from callrail_sync.job import Job, JobError, JobParams, JobStatus, JobType, Lane
+from callrail_sync.job import Job, JobError, JobParams, JobStatus, JobType, Lane, listing_sync
 from callrail_sync.runtime import Runtime
 from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.schedules import Schedule
@@ -93,7 +93,7 @@ def _queue_periodic(
     spread over a quarter of `interval`; what was queued (nothing where it joined an active
     job)."""
     if kind in ("accounts", "companies"):
-        job_type = JobType.SYNC_ACCOUNTS if kind == "accounts" else JobType.SYNC_COMPANIES
+        job_type = listing_sync(kind)
         params = JobParams(callrail_account_id=account)
     else:
         job_type, params = JobType.SYNC_STREAM, JobParams(callrail_account_id=account, stream=kind)
