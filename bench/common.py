@@ -25,7 +25,7 @@ from callrail_sync.budget import RequestBudget, Window
 from callrail_sync.callrail.client import CallRailClient
 from callrail_sync.cli.processes import free_port, mongo_part
 from callrail_sync.config import Settings
-from callrail_sync.job import JobParams, JobType, NewJob
+from callrail_sync.job import NewJob, sync_job
 from callrail_sync.runtime import Runtime, build_runtime
 from callrail_sync.stores import Stores
 from callrail_sync.stores.changes import ChangeCounts, TrackChecks
@@ -166,8 +166,7 @@ def run_sync(
 ) -> tuple[float, Outcome]:
     """One sync job's work, timed (records go to `snapshots`, by default the runtime's)."""
     kind: Kind = "companies" if callrail_account_id else "accounts"
-    job_type = JobType.SYNC_COMPANIES if callrail_account_id else JobType.SYNC_ACCOUNTS
-    params = JobParams(callrail_account_id=callrail_account_id)
+    job_type, params = sync_job(kind, callrail_account_id)
     job, _ = rt.stores.jobs.create(NewJob(owner=OWNER, type=job_type, params=params))
     client = rt.client(api_key)
     started = time.perf_counter()

@@ -55,11 +55,6 @@ SYNC_TYPES = frozenset({JobType.SYNC_ACCOUNTS, JobType.SYNC_COMPANIES, JobType.S
 WRITE_TYPES = frozenset({JobType.WEBHOOK_CREATE, JobType.WEBHOOK_UPDATE})
 
 
-def listing_sync(kind: str) -> JobType:
-    """The job that syncs a listing's snapshot: `accounts`, or `companies`."""
-    return JobType.SYNC_ACCOUNTS if kind == "accounts" else JobType.SYNC_COMPANIES
-
-
 class JobParams(BaseModel):
     """What a job was asked to do; which fields are set depends on its type."""
 
@@ -87,6 +82,18 @@ class JobParams(BaseModel):
         if not isinstance(value, str) or not value:
             raise ValueError(f"job parameter {name} is missing")
         return value
+
+
+def listing_sync(kind: str) -> JobType:
+    """The job that syncs a listing's snapshot: `accounts`, or `companies`."""
+    return JobType.SYNC_ACCOUNTS if kind == "accounts" else JobType.SYNC_COMPANIES
+
+
+def sync_job(kind: str, callrail_account_id: str | None) -> tuple[JobType, JobParams]:
+    """The job that syncs a listing (`accounts`, `companies`) or a stream of an account."""
+    if kind in ("accounts", "companies"):
+        return listing_sync(kind), JobParams(callrail_account_id=callrail_account_id)
+    return JobType.SYNC_STREAM, JobParams(callrail_account_id=callrail_account_id, stream=kind)
 
 
 class Progress(BaseModel):

@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from callrail_sync import errors, metrics
-from callrail_sync.job import Job, JobError, JobParams, JobStatus, JobType, Lane, listing_sync
+from callrail_sync.job import Job, JobError, JobStatus, Lane, sync_job
 from callrail_sync.runtime import Runtime
 from callrail_sync.stores.database import utcnow
 from callrail_sync.stores.schedules import Schedule
@@ -92,11 +92,7 @@ def _queue_periodic(
     """Submit the periodic sync of a listing (accounts, companies) or of a stream, its start
     spread over a quarter of `interval`; what was queued (nothing where it joined an active
     job)."""
-    if kind in ("accounts", "companies"):
-        job_type = listing_sync(kind)
-        params = JobParams(callrail_account_id=account)
-    else:
-        job_type, params = JobType.SYNC_STREAM, JobParams(callrail_account_id=account, stream=kind)
+    job_type, params = sync_job(kind, account)
     delay = _spread(f"{owner}:{kind}:{account}", interval / 4)
     job, created = submit(
         rt.stores.jobs, queue, owner, job_type, params, countdown=delay, lane=Lane.PERIODIC

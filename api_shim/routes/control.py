@@ -23,7 +23,7 @@ from api_shim.openapi import jobs_only, refused
 from api_shim.routes.changes import MSG_ACCOUNT, MSG_KIND
 from api_shim.validation import AccountId, Checked, flag, json_body, openapi_body
 from callrail_sync.errors import API_KEY_NOT_FOUND, SyncPaused
-from callrail_sync.job import JobParams, JobType
+from callrail_sync.job import sync_job
 from callrail_sync.status import owner_status
 from callrail_sync.stores.database import utcnow
 from callrail_sync.streams import STREAMS
@@ -123,18 +123,13 @@ async def start_sync(
     body: Annotated[SyncBody, Depends(json_body(SyncBody, empty=True))],
 ) -> JSONResponse:
     stores = svc.runtime.stores
-    if body.kind != "accounts":
-        account = body.account_id or ""
+    account = None if body.kind == "accounts" else body.account_id or ""
+    if account is not None:
         await require_account(svc, owner, account)
         schedule = await run_in_threadpool(stores.schedules.get, owner, account)
         if schedule is not None and schedule.paused:
             raise SyncPaused()
-        job_type, params = JobType.SYNC_COMPANIES, JobParams(callrail_account_id=account)
-        if body.kind != "companies":
-            job_type = JobType.SYNC_STREAM
-            params = JobParams(callrail_account_id=account, stream=body.kind)
-    else:
-        job_type, params = JobType.SYNC_ACCOUNTS, JobParams()
+    job_type, params = sync_job(body.kind, account)
     if body.reset:
         params = params.model_copy(update={"reset": True})
     job, created = await run_in_threadpool(svc.admission.submit, svc.queue, owner, job_type, params)

@@ -18,7 +18,7 @@ from callrail_sync import errors
 from callrail_sync.budget import fingerprint
 from callrail_sync.config import Settings
 from callrail_sync.ids import is_object_id
-from callrail_sync.job import Job, JobParams, JobStatus, JobType
+from callrail_sync.job import Job, JobStatus, sync_job
 from callrail_sync.sealed import SecretsKeysMissing
 from callrail_sync.stores import Stores, connect
 from callrail_sync.stores.jobs import JobStore
@@ -130,14 +130,8 @@ def cmd_sync(args: argparse.Namespace, ctx: Context) -> int:
     if problem is not None:  # the sync would fail on it: start none
         print(problem)
         return 1
-    if args.stream:
-        job_type = JobType.SYNC_STREAM
-        params = JobParams(callrail_account_id=args.callrail_account, stream=args.stream)
-    elif args.callrail_account:
-        job_type = JobType.SYNC_COMPANIES
-        params = JobParams(callrail_account_id=args.callrail_account)
-    else:
-        job_type, params = JobType.SYNC_ACCOUNTS, JobParams()
+    kind = args.stream or ("companies" if args.callrail_account else "accounts")
+    job_type, params = sync_job(kind, args.callrail_account or None)
     job, created = submit(stores.jobs, queue, args.account, job_type, params)
     following = "" if created else " already running: following it"
     print(f"job {job.id} ({job.type.value}){following}")
