@@ -77,19 +77,19 @@ def sync_under_way(stack: Stack, stores: Stores, size: int) -> tuple[Tenant, str
 
 
 def test_a_worker_killed_mid_sync_still_ends_in_one_whole_snapshot(stack, stores):
-    tenant, account, job_id, victim = sync_under_way(stack, stores, 1_500)
+    tenant, account, job_id, victim = sync_under_way(stack, stores, 150)
     stack.parts[victim].kill()  # SIGKILL to the worker and its pool: no goodbye
     simulator(stack).knobs(latency=0.0)
     done = wait_final(stores, job_id)
     assert done.status == "succeeded", done.error
     assert done.sweeps >= 1  # revived by the sweeper: the dead worker's message never came back
-    assert_snapshot_whole(stores, tenant, account, 1_500)
+    assert_snapshot_whole(stores, tenant, account, 150)
     # The resumed run skipped what the dead one stored: page 1 was fetched once.
     assert pages_fetched(stack, account).count(1) == 1
 
 
 def test_a_worker_told_to_stop_hands_the_sync_back_and_the_other_finishes_it(stack, stores):
-    tenant, account, job_id, victim = sync_under_way(stack, stores, 1_500)
+    tenant, account, job_id, victim = sync_under_way(stack, stores, 150)
     stack.parts[victim].signal(signal.SIGTERM)  # Celery's warm shutdown
     assert stack.parts[victim].proc.wait(60) == 0
     handed_back = stores.jobs.get(job_id)
@@ -100,12 +100,12 @@ def test_a_worker_told_to_stop_hands_the_sync_back_and_the_other_finishes_it(sta
     assert done.sweeps == 0 and done.attempts == 1  # handed back, not lost; the stop was free
     others = [n for n in stack.worker_names if n != victim]
     assert worker_running(stack, job_id) in (victim, *others)
-    assert_snapshot_whole(stores, tenant, account, 1_500)
+    assert_snapshot_whole(stores, tenant, account, 150)
     assert pages_fetched(stack, account).count(1) == 1
 
 
 def test_redis_restarted_mid_sync_everything_reconnects_and_nothing_stays_active(stack, stores):
-    tenant = new_tenant(stack, 2_000, 300)
+    tenant = new_tenant(stack, 200, 30)
     big, small = tenant.accounts
     simulator(stack).knobs(latency=0.2)
     job_id = tenant.sync_companies(big)
@@ -121,11 +121,11 @@ def test_redis_restarted_mid_sync_everything_reconnects_and_nothing_stays_active
         if done.status == "failed":
             assert "unavailable" in done.error.message.lower(), done.error
         else:
-            assert_snapshot_whole(stores, tenant, big, 2_000)
+            assert_snapshot_whole(stores, tenant, big, 200)
         # The shim and the workers took new work after it.
         after = tenant.sync_companies(small)
         assert wait_final(stores, after).status == "succeeded"
-        assert_snapshot_whole(stores, tenant, small, 300)
+        assert_snapshot_whole(stores, tenant, small, 30)
         assert all(job.is_final for job in stores.jobs.recent(tenant.owner))
 
 
@@ -148,7 +148,7 @@ def supervised(stack: Stack) -> Iterator[None]:
 
 
 def test_mongo_failures_answer_503_and_the_shim_recovers_without_a_restart(stack, stores):
-    tenant = new_tenant(stack, 500)
+    tenant = new_tenant(stack, 50)
     (account,) = tenant.accounts
     job_id = tenant.sync_companies(account)
     assert wait_final(stores, job_id).status == "succeeded"
@@ -181,7 +181,7 @@ def test_mongo_failures_answer_503_and_the_shim_recovers_without_a_restart(stack
 
 
 def test_mongo_restarted_mid_sync_the_shim_says_503_then_the_job_resumes(stack, stores):
-    tenant = new_tenant(stack, 2_500)
+    tenant = new_tenant(stack, 250)
     (account,) = tenant.accounts
     simulator(stack).knobs(latency=0.2)
     job_id = tenant.sync_companies(account)
@@ -194,13 +194,13 @@ def test_mongo_restarted_mid_sync_the_shim_says_503_then_the_job_resumes(stack, 
     simulator(stack).knobs(latency=0.0)
     done = wait_final(stores, job_id, timeout=STALE * 8)
     assert done.status == "succeeded", done.error
-    assert_snapshot_whole(stores, tenant, account, 2_500)
+    assert_snapshot_whole(stores, tenant, account, 250)
     polled = tenant.call("GET", f"{P}/jobs/{job_id}")
     assert polled.status_code == 200 and polled.json()["data"]["status"] == "succeeded"
 
 
 def test_the_shim_killed_between_writing_a_job_and_sending_it_the_job_still_runs(stack, stores):
-    tenant = new_tenant(stack, 400)
+    tenant = new_tenant(stack, 40)
     (account,) = tenant.accounts
     shim = stack.parts["shim"]
     redis_port = int(stack.redis_url.rsplit(":", 1)[1].split("/")[0])
@@ -226,11 +226,11 @@ def test_the_shim_killed_between_writing_a_job_and_sending_it_the_job_still_runs
     stack.restart("shim")
     done = wait_final(stores, job.id, timeout=STALE * 6)
     assert done.status == "succeeded" and done.sweeps >= 1  # the sweeper sent it
-    assert_snapshot_whole(stores, tenant, account, 400)
+    assert_snapshot_whole(stores, tenant, account, 40)
 
 
 def test_beat_restarted_twice_in_a_row_plans_no_sync_twice(stack, stores):
-    tenant = new_tenant(stack, 250, 250)
+    tenant = new_tenant(stack, 25, 25)
     stores.userconfig.set(tenant.owner, tenant.accounts)
     interval = float(FAULT_ENV["SYNC_INTERVAL"])
     assert wait_until(lambda: len(stores.jobs.recent(tenant.owner)) >= 3, interval * 3, 0.2)

@@ -81,7 +81,12 @@ def default_stack(tmp_path: Path) -> Iterator[Stack]:
         concurrency=1,
         shim_workers=1,
         flower=False,
-        env={"JWT_SECRET": TEST_SECRET, "LOG_LEVEL": "INFO", "PAGE_CONCURRENCY": "2"},
+        env={
+            "JWT_SECRET": TEST_SECRET,
+            "LOG_LEVEL": "INFO",
+            "PAGE_CONCURRENCY": "2",
+            "CALLRAIL_PAGE_SIZE": "25",  # as many pages as with 250, a tenth of the records
+        },
         own_redis=True,
     )
     stack = Stack(config, settings).start()
@@ -99,7 +104,7 @@ def test_a_worker_killed_with_sigkill_has_its_job_taken_up_within_a_minute(defau
     defaults = Settings()
     assert (defaults.job_lease_seconds, defaults.stale_job_seconds) == (30.0, 900.0)
     stores = stack.stores()
-    tenant = new_tenant(stack, 1_500)  # six pages of 250 at 0.5 s: killed after two
+    tenant = new_tenant(stack, 150)  # six pages of 25 at 0.5 s: killed after two
     (account,) = tenant.accounts
     simulator(stack).knobs(latency=0.5)
     job_id = tenant.sync_companies(account)
