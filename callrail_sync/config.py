@@ -176,7 +176,8 @@ class StreamSettings(_Group):
     stream_time_zone: str = "UTC"
     """The time zone stated in every dated request (CallRail's default is ambiguous)."""
     window_pages: Annotated[int, Field(ge=1, le=100)] = 4
-    """Pages of 250 a backfill window of calls is sized to, by the daily counts."""
+    """Pages (of `callrail_page_size`) a backfill window of calls is sized to, by the daily
+    counts."""
     stream_concurrency: Annotated[int, Field(ge=1, le=64)] = 32
     """Windows of one backfill walked at once (each walks its pages in order)."""
 

@@ -41,7 +41,7 @@ from zoneinfo import ZoneInfo
 from callrail_sync import errors, metrics
 from callrail_sync.budget import unit_for
 from callrail_sync.callrail import streams as remote
-from callrail_sync.callrail.client import MAX_PER_PAGE, CallRailClient
+from callrail_sync.callrail.client import CallRailClient
 from callrail_sync.job import Job
 from callrail_sync.runtime import Runtime
 from callrail_sync.stopping import stop_point
@@ -234,7 +234,7 @@ def plan_backfill(ctx: StreamContext, state: StreamState) -> StreamState:
             log.warning("no day counts; windows of fixed days", extra={"stream": stream.name})
             windows = remote.plain_windows(first, today, remote.UNSIZED_WINDOW_DAYS)
         else:
-            per_window = s.window_pages * MAX_PER_PAGE
+            per_window = s.window_pages * ctx.client.page_size
             windows = remote.sized_windows(counts, first, today, per_window, stream.max_window_days)
     else:
         windows = remote.plain_windows(first, today, stream.max_window_days)

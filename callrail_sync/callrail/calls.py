@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from callrail_sync import errors
-from callrail_sync.callrail.client import MAX_PER_PAGE, CallRailClient, segment
+from callrail_sync.callrail.client import CallRailClient, segment
 from callrail_sync.streams import STREAMS
 
 MAX_CALL_PAGES = 400
@@ -44,7 +44,7 @@ def iter_calls(
     path = f"/a/{segment(callrail_account_id)}/calls.json"
     params: dict[str, Any] = {
         "relative_pagination": "true",
-        "per_page": MAX_PER_PAGE,
+        "per_page": client.page_size,
         "start_date": start.isoformat(),
         "end_date": end.isoformat(),
         # company_id, tags... are optional fields: without them a call names no company.

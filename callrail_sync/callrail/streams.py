@@ -10,12 +10,12 @@ ends the day before `D1`: windows never overlap and leave no gap. No request rel
 
 The backfill plans its windows newest first. For calls, the account's daily counts
 (`calls/timeseries.json`, at most 200 days a request) size each window to about
-`pages_per_window` pages of 250: a window's pages are walked one after the other (relative
-pagination: each page names the next), while windows are walked side by side, so windows of
-a few pages keep many requests in flight and waste at most one partial page each. The
-requests of a backfill are then
+`WINDOW_PAGES` pages (of `CALLRAIL_PAGE_SIZE` records, 250 by default): a window's pages are
+walked one after the other (relative pagination: each page names the next), while windows
+are walked side by side, so windows of a few pages keep many requests in flight and waste at
+most one partial page each. The requests of a backfill are then
 
-    ceil(days / 200) + sum over windows w of max(1, ceil(n_w / 250))
+    ceil(days / 200) + sum over windows w of max(1, ceil(n_w / page_size))
 
 where `n_w` is the calls of window `w` (`requests_for`).
 """
@@ -152,10 +152,10 @@ def sized_windows(
     return windows
 
 
-def requests_for(windows: Iterable[Window], days: int = 0) -> int:
-    """The fewest requests that read these windows in pages of 250, plus the day counts that
-    sized them (`days` days, 200 a request)."""
-    pages = sum(max(1, math.ceil((w.expected or 0) / MAX_PER_PAGE)) for w in windows)
+def requests_for(windows: Iterable[Window], days: int = 0, page_size: int = MAX_PER_PAGE) -> int:
+    """The fewest requests that read these windows in pages of `page_size`, plus the day
+    counts that sized them (`days` days, 200 a request)."""
+    pages = sum(max(1, math.ceil((w.expected or 0) / page_size)) for w in windows)
     return pages + (math.ceil(days / TIMESERIES_POINTS) if days else 0)
 
 
@@ -221,7 +221,7 @@ def fetch_page(
 ) -> FetchedPage:
     """One page of a stream (inside `window`, if it has one), from `cursor` (None: the first)."""
     path = f"/a/{segment(callrail_account_id)}/{stream.path}"
-    params: dict[str, Any] = {"per_page": MAX_PER_PAGE}
+    params: dict[str, Any] = {"per_page": client.page_size}
     if fields:
         params["fields"] = ",".join(fields)
     if window is not None:
@@ -251,7 +251,7 @@ def fetch_page(
     more = (
         page < total_pages
         if isinstance(total_pages, int) and total_pages > 0
-        else len(items) >= MAX_PER_PAGE  # no usable metadata: a full page earns one more look
+        else len(items) >= client.page_size  # no usable metadata: a full page earns one more look
     )
     total_records = total if isinstance(total, int) else None
     return FetchedPage(items, str(page + 1) if more and items else None, total_records)
