@@ -133,14 +133,14 @@ def test_a_delivery_and_the_history_make_one_record_whichever_came_first(stores:
 
 
 def test_roll_ups_agree_with_the_calls_through_edits_and_deletions(stores: Stores) -> None:
-    calls = make_calls(400)
-    for start in range(0, 400, 100):
-        write(stores, calls[start : start + 100])
+    calls = make_calls(200)
+    for start in range(0, 200, 50):
+        write(stores, calls[start : start + 50])
     # CallRail edits some calls (answered flips, source changes) and some vanish (spam).
-    edited = [dict(c, answered=not c["answered"], source="Direct") for c in calls[:50]]
+    edited = [dict(c, answered=not c["answered"], source="Direct") for c in calls[:25]]
     write(stores, edited)
-    gone = [c["id"] for c in calls[50:70]]
-    assert stores.streams.mark_deleted(CALLS, FEED, gone) == 20
+    gone = [c["id"] for c in calls[25:35]]
+    assert stores.streams.mark_deleted(CALLS, FEED, gone) == 10
     now = {c["id"]: c for c in calls}
     now.update({c["id"]: c for c in edited})
     for call_id in gone:
@@ -167,9 +167,9 @@ def test_roll_ups_agree_with_the_calls_through_edits_and_deletions(stores: Store
 
 
 def test_pages_by_time_cover_the_range_once_in_order(stores: Stores) -> None:
-    calls = make_calls(300, days=90)
-    for start in range(0, 300, 100):
-        write(stores, calls[start : start + 100])
+    calls = make_calls(150, days=90)
+    for start in range(0, 150, 50):
+        write(stores, calls[start : start + 50])
     instants = {c["id"]: datetime.fromisoformat(c["start_time"]) for c in calls}
     since = datetime(2026, 10, 1, tzinfo=UTC)
     until = datetime(2026, 11, 15, tzinfo=UTC)
@@ -361,19 +361,19 @@ def test_counts_by_action_are_kept_with_the_feed_and_read_without_its_records(
 
 
 def test_changes_of_one_action_read_only_that_actions_records(stores: Stores) -> None:
-    calls = make_calls(400, seed=9)
-    for start in range(0, 400, 100):
-        write(stores, calls[start : start + 100])
-    gone = sorted(c["id"] for c in calls[100:110])
+    calls = make_calls(200, seed=9)
+    for start in range(0, 200, 50):
+        write(stores, calls[start : start + 50])
+    gone = sorted(c["id"] for c in calls[50:60])
     stores.streams.mark_deleted(CALLS, FEED, gone)
-    write(stores, [dict(c, customer_name="Edited") for c in calls[300:305]])
+    write(stores, [dict(c, customer_name="Edited") for c in calls[150:155]])
     store = MongoStreamStore(stores.db)
     counted = CountingFinds(store._records)
     store._records = counted  # type: ignore[assignment]
     page = store.changes(FEED, 0, frozenset({"deleted"}), 100)
     assert sorted(c.id for c in page.changes) == gone and not page.has_more
     assert counted.docs == 10
-    # ...and the 395 others are not examined: the finds go through the partial index.
+    # ...and the 195 others are not examined: the finds go through the partial index.
     examined = sum(
         stores.db.command(
             "explain", {"find": "callrail_stream_records", "filter": f}, verbosity="executionStats"
@@ -386,7 +386,7 @@ def test_changes_of_one_action_read_only_that_actions_records(stores: Stores) ->
     assert len(both.changes) == 12 and both.has_more
     rest = store.changes(FEED, both.next_after, frozenset({"deleted", "updated"}), 100)
     assert {c.id for c in both.changes + rest.changes} == set(gone) | {
-        c["id"] for c in calls[300:305]
+        c["id"] for c in calls[150:155]
     }
     last = max(c.changed_at for c in page.changes)
     assert store.changes(FEED, 0, frozenset({"deleted"}), 100, modified_after=last).changes == []
