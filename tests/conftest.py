@@ -12,10 +12,12 @@ outlives its test.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import dataclasses
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -532,3 +534,34 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _cost:
         parts = [f"{k} {_cost[k][0]:.0f} in {_cost[k][1]:.0f} s" for k in KINDS if k in _cost]
         terminalreporter.write_line("kinds: " + ", ".join(parts))
+
+
+# --- the end of an xdist worker ---------------------------------------------------------------
+
+_exit_status = 0
+
+
+def pytest_sessionfinish(exitstatus: int) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+def _exit_without_finalizing() -> None:
+    """An xdist worker leaves once its session has ended and the exit functions registered
+    after this one have run, without the interpreter's finalization: tearing down the modules
+    and objects of a whole run took each worker ~1 s, and the run's end waited for the last
+    (the controller's session end: 2.8-3.0 s -> 0.9-1.2 s). Not under coverage (its exit
+    function, registered earlier, writes its data) nor with a child process left."""
+    import logging
+    import multiprocessing
+
+    if "coverage" in sys.modules or multiprocessing.active_children():
+        return
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_exit_status)
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    atexit.register(_exit_without_finalizing)
