@@ -11,6 +11,7 @@ import pytest
 import redis
 import requests
 
+from callrail_sync.cli.processes import wait_until
 from callrail_sync.job import JobError, JobType, NewJob
 
 from .conftest import OTHER_OWNER, OWNER, serving
@@ -67,19 +68,23 @@ def test_a_long_poll_still_sees_the_end_while_the_events_are_down(runtime, queue
     assert answer.json()["data"]["status"] == "failed"
 
 
-def test_a_thousand_waiting_polls_hold_no_thread_and_stall_nobody(shim_url, stores, token, owner):
+def test_a_thousand_waiting_polls_hold_no_thread_and_stall_nobody(
+    shim_url, shim_server, stores, token, owner
+):
     jobs = [new_job(stores) for _ in range(10)]
+    hub = shim_server[1].app.state.services.hub
     with ThreadPoolExecutor(200) as pool:
         waits = [
             pool.submit(
                 requests.get,
-                f"{shim_url}{P}/jobs/{jobs[n % 10].id}?wait=8",
+                f"{shim_url}{P}/jobs/{jobs[n % 10].id}?wait=30",
                 headers=auth(token),
-                timeout=30,
+                timeout=60,
             )
             for n in range(200)
         ]
-        time.sleep(1.0)  # they are all waiting now
+        # They are all waiting now (each on the hub's events), however loaded the machine.
+        assert wait_until(lambda: sum(map(len, hub._waiters.values())) == 200, 30, 0.02)
         started = time.monotonic()
         health = requests.get(f"{shim_url}/healthz", timeout=10)
         listing = requests.get(f"{shim_url}{P}/accounts", headers=auth(token), timeout=10)

@@ -16,6 +16,7 @@ import requests
 
 from callrail_sync.callrail import deliveries
 from callrail_sync.callrail.webhooks import EVENT_KEYS, RECEIVER_EVENTS
+from callrail_sync.cli.processes import wait_until
 from callrail_sync.stores.receivers import Registration
 from callrail_sync.stores.streams import RecordQuery, feed_id
 from callrail_sync.streams import STREAMS
@@ -136,10 +137,15 @@ def settings(settings, shim_socket):
 
 
 @pytest.fixture
-def shim_url(runtime, queue, shim_socket):
+def shim_app(runtime, queue):
     from api_shim.app import create_app
 
-    with serving(create_app(runtime.settings, runtime=runtime, queue=queue), shim_socket) as url:
+    return create_app(runtime.settings, runtime=runtime, queue=queue)
+
+
+@pytest.fixture
+def shim_url(shim_app, shim_socket):
+    with serving(shim_app, shim_socket) as url:
         yield url
 
 
@@ -356,14 +362,15 @@ def test_a_webhook_without_a_url_registers_our_receiver_and_reads_its_key_again(
 
 
 def test_call_events_reach_the_owners_stream_and_status_shows_the_receiver(
-    shim_url, registered, stores, worker, token
+    shim_url, shim_app, registered, stores, worker, token
 ):
     _, company_id = registered
     auth = {"Authorization": f"Bearer {token}"}
     stream = requests.get(f"{shim_url}{P}/events", headers=auth, stream=True, timeout=30)
     lines = stream.iter_lines(decode_unicode=True)
     assert next(lines) == ": connected"
-    time.sleep(0.2)  # the subscription is in place before the delivery
+    hub = shim_app.state.services.hub  # subscribed to Redis before the delivery
+    assert wait_until(hub.connected.is_set, 10, 0.01)
     assert deliver(shim_url, company_id, call("CAL0500", duration=9)).status_code == 200
     kind = None
     for line in lines:
