@@ -35,7 +35,6 @@ from api_shim.auth import DEV_SECRET, issue_token
 from bench.common import BENCH_REDIS, OWNER, SimProcess, memory_in_child, runtime_for
 from callrail_sync import errors, records
 from callrail_sync.budget import RequestBudget, Window
-from callrail_sync.callrail.client import MAX_PER_PAGE
 from callrail_sync.callrail.streams import TIMESERIES_POINTS
 from callrail_sync.cli.processes import free_port, http_ok, wait_until
 from callrail_sync.config import Settings
@@ -161,8 +160,8 @@ def backfill(
     )
 
 
-def fewest(state: StreamState, days: int, sized: bool) -> int:
-    pages = sum(max(1, math.ceil(int(w["records"]) / MAX_PER_PAGE)) for w in state.windows)
+def fewest(state: StreamState, days: int, sized: bool, page_size: int) -> int:
+    pages = sum(max(1, math.ceil(int(w["records"]) / page_size)) for w in state.windows)
     return pages + (math.ceil(days / TIMESERIES_POINTS) if sized else 0)
 
 
@@ -206,7 +205,7 @@ def bench_streams(quick: bool) -> None:
         print(f"   windows: {how}")
         # Requests and the parallel walk.
         seconds, sent, state, kept = backfill(rt, sim, big, rt.settings.stream_concurrency)
-        floor = fewest(state, days, sized)
+        floor = fewest(state, days, sized, rt.settings.callrail_page_size)
         print(
             f"   requests: sent {sent}, fewest for its {len(state.windows)} windows {floor} "
             f"({kept.records:,} records walked)"

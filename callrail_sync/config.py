@@ -46,11 +46,12 @@ class CallRailSettings(_Group):
     """Pages of one listing fetched at once, after the first: 40 reads a 10,000-record
     listing (40 pages of 250) in two round trips."""
     callrail_page_size: Annotated[int, Field(ge=1, le=250)] = 250
-    """Records asked for in each page of a listing (accounts, companies, webhooks): CallRail's
-    most, 250, spends the fewest requests of the quota; smaller pages are lighter answers, and
-    a walk stops at 10,000 pages (250,000 records in pages of 25). The streams (calls, forms,
-    texts, trackers, tags, users) keep pages of 250. The job tests walk many pages of a few
-    records each with it."""
+    """Records asked for in each page CallRail sends: the listings (accounts, companies,
+    webhooks), the streams (calls, forms, texts, trackers, tags, users) and the receiver's
+    reconciliation. CallRail's most, 250, spends the fewest requests of the quota; smaller
+    pages are lighter answers. A listing's walk stops at 10,000 pages (250,000 records in pages
+    of 25); a stream's limits are in records (`MAX_WALK_RECORDS`, `MAX_RECORDS_PER_WINDOW`,
+    `MAX_CALLS`). The job tests walk many pages of a few records each with it."""
 
 
 class BudgetSettings(_Group):

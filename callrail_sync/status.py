@@ -31,8 +31,6 @@ from callrail_sync.stores.snapshots import Kind, PageQuery, SnapshotHead
 from callrail_sync.stores.streams import StreamState, feed_id
 from callrail_sync.streams import RECORD_STREAMS, STREAMS
 
-PER_PAGE = 250
-
 State = Literal["never", "syncing", "fresh", "stale", "retrying", "error", "paused"]
 
 
@@ -148,7 +146,7 @@ def backfill_of(settings: Settings, state: StreamState, now: datetime) -> Backfi
     for w in windows:
         if not w.get("done"):
             rest = max(0, int(w.get("expected") or 0) - int(w.get("records") or 0))
-            left += max(1, math.ceil(rest / PER_PAGE))
+            left += max(1, math.ceil(rest / settings.callrail_page_size))
     finish = state.finished_at
     estimate = None
     if finish is None and state.started_at is not None:

@@ -56,8 +56,9 @@ BATCH_PAGES = 16
 """The most pages one write stores."""
 TOUCH_EVERY = 1.0
 """Seconds between two touches of a running stream sync's job."""
-MAX_WALK_PAGES = 400
-"""A stream walked whole that has not ended after this many pages is refused (100,000)."""
+MAX_WALK_RECORDS = 100_000
+"""A stream walked whole that has read this many records and not ended is refused (400 pages
+of 250)."""
 
 
 @dataclass
@@ -187,7 +188,8 @@ def walk_whole(ctx: StreamContext) -> dict[str, Any]:
     seen: set[str] = set()
     expected: int | None = None
     place = Place(0, None)
-    for _ in range(MAX_WALK_PAGES):
+    pages = ctx.client.pages_for(MAX_WALK_RECORDS)
+    for _ in range(pages):
         page = ctx.fetch(place)
         expected = page.total if page.total is not None else expected
         seen.update(str(i[ctx.stream.id_field]) for i in page.items)
@@ -196,7 +198,7 @@ def walk_whole(ctx: StreamContext) -> dict[str, Any]:
             break
         place.cursor = page.next_cursor
     else:
-        raise errors.PaginationError(f"more than {MAX_WALK_PAGES} pages of {ctx.stream.name}")
+        raise errors.PaginationError(f"more than {pages} pages of {ctx.stream.name}")
     ctx.claimed(confirm=True)
     live = ctx.rt.stores.streams.ids_between(ctx.feed, None, None)
     gone = sorted(set(live) - seen)
@@ -362,7 +364,7 @@ def fetch_concurrently(
                     place = places.get_nowait()
                 except queue.Empty:
                     return
-                for _ in range(remote.MAX_PAGES_PER_WINDOW):
+                for _ in range(ctx.client.pages_for(remote.MAX_RECORDS_PER_WINDOW)):
                     slots.acquire()
                     if stop.is_set():
                         slots.release()  # for the next fetcher waiting, which stops too

@@ -35,8 +35,9 @@ def test_chaos_fifty_jobs_while_workers_are_killed_and_restarted(stack, stores, 
     follow the run's progress, not the clock: a loaded machine gets the same chaos, later, and
     six strikes can cost a job at most six of its MAX_ATTEMPTS (8) runs."""
     rng = random.Random(11)
-    # Two to four pages of 25 each: every job is mid-walk for most of its run.
-    tenants = [new_tenant(stack, *(rng.randrange(26, 76) for _ in range(5))) for _ in range(10)]
+    # Two to four pages of 25 each (CALLRAIL_PAGE_SIZE in the stack): every job is mid-walk
+    # for most of its run.
+    tenants = [new_tenant(stack, *(rng.randrange(26, 101) for _ in range(5))) for _ in range(10)]
     simulator(stack).knobs(latency=0.05)
     started_at = time.monotonic()
     jobs = {

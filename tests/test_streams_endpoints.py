@@ -87,6 +87,9 @@ def test_calls_backfill_by_day_counts_then_rescans_see_edits_spam_and_new_calls(
     assert all("time_zone=UTC" in r.query for r in sent)
     listed = [r.query for r in sent if "/calls.json" in r.path]
     assert listed and all("note%2Cgclid" in q and "not_a_field" not in q for q in listed)
+    # Windows of one page each (WINDOW_PAGES=1), pages of CALLRAIL_PAGE_SIZE.
+    assert len(windows) > 1 and all((w.expected or 0) <= PAGE for w in windows)
+    assert all(f"per_page={PAGE}" in q for q in listed)
     # Later: a new call, an edit of it, and a recent call marked spam.
     company = sim.data.companies(sim.data.account(account))[0]["id"]
     first = control.place_call(company)

@@ -149,8 +149,12 @@ def test_roll_ups_agree_with_the_calls_through_edits_and_deletions(stores: Store
     ranges = [
         (date(2026, 9, 1), date(2026, 12, 31)),  # whole months
         (date(2026, 10, 10), date(2026, 11, 20)),  # a part, a whole month, a part
-        (date(2026, 11, 3), date(2026, 11, 3)),  # one day
+        (date(2026, 10, 27), date(2026, 10, 27)),  # one day
     ]
+    # That day holds both companies (two time zones), an edited call and a deleted one.
+    day = [c for c in calls if day_of(c) == date(2026, 10, 27)]
+    assert {c["company_id"] for c in day} == set(ZONES)
+    assert {c["id"] for c in day} & set(gone) and {c["id"] for c in day} & {c["id"] for c in edited}
     for first, last in ranges:
         for company in (None, "COM1"):
             kept = [

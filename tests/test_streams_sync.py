@@ -9,7 +9,7 @@ import dataclasses
 import math
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,6 +17,7 @@ import pytest
 from callrail_sync import errors
 from callrail_sync.budget import RequestBudget, Window
 from callrail_sync.callrail import streams as remote
+from callrail_sync.callrail.calls import iter_calls
 from callrail_sync.callrail.client import CallRailClient, Timeouts
 from callrail_sync.cli.processes import wait_until
 from callrail_sync.job import Job, JobError, JobParams, JobType, NewJob
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.pages_of(PAGE)
 @pytest.fixture
 def sim_data() -> SimData:
     return SimData(
-        seed=5, keys=1, accounts_per_key=1, companies_per_account=12, calls_per_company=6
+        seed=5, keys=1, accounts_per_key=1, companies_per_account=12, calls_per_company=12
     )
 
 
@@ -114,7 +115,7 @@ def test_a_backfill_reads_each_window_once_in_the_fewest_pages(
     account = sim_data.accounts_by_key[api_key][0]
     windows = plan(runtime, owner, account, days=2)
     expected = listed_calls(sim, api_key, account, windows)
-    assert len(expected) == 12 * 6
+    assert len(expected) == 12 * 12
     sim.log.clear()
     job = stream_job(runtime, owner, account, "calls")
     outcome = sync_stream_work(job, runtime, client_for(sim, api_key))
@@ -127,6 +128,7 @@ def test_a_backfill_reads_each_window_once_in_the_fewest_pages(
     asked = sim.requests_logged("GET", "/calls.json")
     assert len(asked) == fewest
     for request in asked:  # explicit, inclusive days, the zone stated, never the default
+        assert f"per_page={PAGE}" in request.query  # CALLRAIL_PAGE_SIZE
         assert "start_date=" in request.query and "end_date=" in request.query
         assert "time_zone=UTC" in request.query and "fields=" in request.query
     state = runtime.stores.streams.state(feed)
@@ -184,6 +186,8 @@ def test_a_stopped_backfill_goes_on_from_the_window_and_page_it_reached(
     state = runtime.stores.streams.state(feed)
     stored_pages = sum(w["pages"] for w in state.windows)
     assert 0 < stored_pages <= 3 and not all(w["done"] for w in state.windows)
+    # A window stopped after its first page: the next run goes on from its second.
+    assert any(w["pages"] and not w["done"] for w in state.windows), state.windows
     first_run = len(sim.requests_logged("GET", "/calls.json"))
     runtime.settings.sync_streams = "calls"
     runtime.stores.userconfig.set(owner, [account])
@@ -198,6 +202,7 @@ def test_a_stopped_backfill_goes_on_from_the_window_and_page_it_reached(
     assert done.backfill.oldest_reached == windows[-1].first.isoformat()  # type: ignore[union-attr]
     assert set(runtime.stores.streams.ids_between(feed, None, None)) == set(expected)
     per_window = [sum(1 for w in expected.values() if w == n) for n in range(len(windows))]
+    assert all(n > PAGE for n in per_window), per_window  # each window two pages or more
     fewest = sum(max(1, math.ceil(n / PAGE)) for n in per_window)
     # Nothing stored was asked again: the second run sent only the pages not stored.
     second_run = len(sim.requests_logged("GET", "/calls.json")) - first_run
@@ -303,6 +308,7 @@ class CountingFetches:
 
     def __init__(self, pages_per_window: int, fail_at: int | None = None) -> None:
         self.pages_per_window, self.fail_at = pages_per_window, fail_at
+        self.client = CallRailClient("key", page_size=PAGE)  # sends nothing: sizes the walk
         self.fetched = self.stored = self.most_held = 0
         self.lock = threading.Lock()
 
@@ -342,3 +348,23 @@ def test_a_failed_fetch_still_yields_the_pages_fetched_then_raises() -> None:
             with ctx.lock:
                 ctx.stored += len(batch)
     assert got == ctx.fetched == 100  # every page fetched was handed over
+
+
+def test_streams_and_reconciliation_ask_for_pages_of_the_clients_size(
+    sim: SimServer, sim_data: SimData, api_key: str
+) -> None:
+    """Every stream's page (`fetch_page`) and the receiver's reconciliation (`iter_calls`) ask
+    CallRail for CALLRAIL_PAGE_SIZE records a page: 250 by default, CallRail's most."""
+    account = sim_data.accounts_by_key[api_key][0]
+    end = datetime.now(UTC)
+    for size in (None, 7):
+        sized = {} if size is None else {"page_size": size}
+        client = CallRailClient(api_key, base_url=sim.base_url, timeouts=Timeouts(2, 5), **sized)
+        sim.log.clear()
+        remote.fetch_page(client, account, STREAMS["users"], None, None, fields=[], time_zone="UTC")
+        list(iter_calls(client, account, end - timedelta(days=2), end))
+        asked = sim.requests_logged("GET", "/users.json") + sim.requests_logged(
+            "GET", "/calls.json"
+        )
+        assert len(asked) >= 2
+        assert all(f"per_page={size or 250}" in r.query for r in asked), [r.query for r in asked]

@@ -19,8 +19,9 @@ from callrail_sync import errors
 from callrail_sync.callrail.client import CallRailClient, segment
 from callrail_sync.streams import STREAMS
 
-MAX_CALL_PAGES = 400
-"""A walk that has not ended after this many pages is refused (100,000 calls in a window)."""
+MAX_CALLS = 100_000
+"""A walk of one window that has read this many calls and not ended is refused (400 pages of
+250)."""
 
 
 def signing_key(
@@ -54,7 +55,8 @@ def iter_calls(
     if company_id:
         params["company_id"] = company_id
     offsets: set[str] = set()
-    for _ in range(MAX_CALL_PAGES):
+    pages = client.pages_for(MAX_CALLS)
+    for _ in range(pages):
         body = client.request("GET", path, params=params)
         if not isinstance(body, dict) or not isinstance(body.get("calls", []), list):
             raise errors.ServerError("unexpected response body for calls", status=200)
@@ -66,7 +68,7 @@ def iter_calls(
             raise errors.ServerError("CallRail sent the same next page twice", status=200)
         offsets.add(offset)
         params = {**params, "offset": offset}
-    raise errors.ServerError(f"more than {MAX_CALL_PAGES} pages of calls", status=200)
+    raise errors.ServerError(f"more than {pages} pages of calls", status=200)
 
 
 def next_offset(body: dict[str, Any]) -> str | None:

@@ -102,6 +102,10 @@ class CallRailClient:
         self.page_concurrency = page_concurrency
         self.page_size = page_size
 
+    def pages_for(self, records: int) -> int:
+        """The pages of this client's size (`page_size`) that hold `records` records."""
+        return -(-records // self.page_size)
+
     def spending(self, first: BeforeRequest) -> CallRailClient:
         """This client, calling `first` before each request and then its own hook (a share
         of the budget taken before the budget itself)."""

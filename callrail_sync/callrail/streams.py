@@ -38,8 +38,8 @@ from callrail_sync.streams import Stream
 TIMESERIES_POINTS = 200
 """CallRail's timeseries answers at most 200 data points a request."""
 RETENTION_MONTHS = 25
-MAX_PAGES_PER_WINDOW = 2000
-"""A window that has not ended after this many pages is refused (500,000 records)."""
+MAX_RECORDS_PER_WINDOW = 500_000
+"""A window that has read this many records and not ended is refused (2,000 pages of 250)."""
 CONVERSATION_BACKFILL = ("this_year", "last_year")
 """text-messages.json takes only `date_range`: the backfill lists these two ranges (together
 at most 24 months, inside the retention), and each later run lists `recent`."""
