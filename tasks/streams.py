@@ -356,6 +356,7 @@ def fetch_concurrently(
     results: queue.SimpleQueue[Got | BaseException | object] = queue.SimpleQueue()
     slots = threading.Semaphore(held_pages(concurrency))
     stop = threading.Event()
+    window_pages = ctx.client.pages_for(remote.MAX_RECORDS_PER_WINDOW)
 
     def fetcher() -> None:
         try:
@@ -364,7 +365,7 @@ def fetch_concurrently(
                     place = places.get_nowait()
                 except queue.Empty:
                     return
-                for _ in range(ctx.client.pages_for(remote.MAX_RECORDS_PER_WINDOW)):
+                for _ in range(window_pages):
                     slots.acquire()
                     if stop.is_set():
                         slots.release()  # for the next fetcher waiting, which stops too

@@ -36,7 +36,7 @@ from pymongo import monitoring
 from callrail_sync.callrail.client import CallRailClient, Timeouts
 from callrail_sync.cli.processes import free_port, mongo_part, wait_until
 from callrail_sync.config import Settings
-from callrail_sync.events import JobEvents
+from callrail_sync.events import JobEvents, channel
 from callrail_sync.job import FINAL_STATUSES, Job, JobParams, JobType
 from callrail_sync.locks import RedisLocks
 from callrail_sync.runtime import Runtime, budget_for, configure
@@ -354,7 +354,7 @@ def wait_job(stores: Stores, job_id: str, timeout: float = 30.0) -> Job:
         return first
     with contextlib.closing(redis.Redis.from_url(TEST_REDIS_URL).pubsub()) as events:
         # The owner's channel under any prefix (a run's namespace has its own).
-        events.psubscribe(f"*:events:{first.owner if first else '*'}")
+        events.psubscribe(channel(first.owner if first else "*", prefix="*"))
         while (heard := events.get_message(timeout=5)) and heard["type"] != "psubscribe":
             pass  # subscribed before the next read: no event can fall between the two
         while (left := deadline - time.monotonic()) > 0:

@@ -241,7 +241,7 @@ def test_uvicorns_access_log_never_prints_a_ticket(settings, tmp_path):
     import sys
 
     from api_shim.auth import issue_token
-    from callrail_sync.cli.processes import free_port, wait_until
+    from callrail_sync.cli.processes import free_port
 
     port = free_port()
     env = {
